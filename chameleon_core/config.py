@@ -1,0 +1,163 @@
+"""Architecture configuration of the Wan DiT family, with the released presets in one place.
+
+Field names follow the official Wan ``WanModel`` constructor (see
+``shared/reference/checkpoint-layouts/*.transformer.json``). Everything that depends on resolution (tokens per latent
+frame, cache length) is computed from the config and the latent family, never written as a literal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .latents import LatentFamily, latent_family
+
+#: Every released Wan model uses 128-dimensional attention heads; the loader relies on this to infer ``num_heads``.
+HEAD_DIM = 128
+
+
+@dataclass(frozen=True)
+class WanConfig:
+    """Shape of a Wan DiT. Two models with equal configs have identical ``state_dict`` layouts."""
+
+    dim: int = 3072
+    """Hidden width of the transformer."""
+    ffn_dim: int = 14336
+    """Inner width of each block's feed-forward network."""
+    num_heads: int = 24
+    """Attention heads; ``dim / num_heads`` is the head dim (128 in every released Wan)."""
+    num_layers: int = 30
+    """Number of transformer blocks."""
+    in_dim: int = 48
+    """Latent channels in (16 for Wan2.1's VAE, 48 for Wan2.2's)."""
+    out_dim: int = 48
+    """Latent channels out (the flow-matching velocity)."""
+    text_dim: int = 4096
+    """Width of the text-encoder features (umT5-XXL: 4096)."""
+    freq_dim: int = 256
+    """Width of the sinusoidal timestep embedding."""
+    text_len: int = 512
+    """The prompt is zero-padded to this many tokens, as the reference does."""
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    """Patch size in (frames, height, width) of latent space."""
+    eps: float = 1e-6
+    """Epsilon of every LayerNorm / RMSNorm."""
+    qk_norm: bool = True
+    """RMSNorm on queries and keys (all released Wan models)."""
+    cross_attn_norm: bool = True
+    """Affine LayerNorm (``norm3``) before cross-attention (all released Wan models)."""
+    rope_theta: float = 10000.0
+    """Base of the 3-axis rotary position embedding."""
+    name: str = field(default="custom", compare=False)
+    """Preset name, or ``custom`` for shapes that match no preset (pruned, distilled, tiny)."""
+
+    def __post_init__(self) -> None:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim must be divisible by num_heads, got dim={self.dim}, num_heads={self.num_heads}")
+        if self.head_dim % 2 or self.head_dim < 6:
+            raise ValueError(f"head dim must be even and >= 6 for 3-axis RoPE, got {self.head_dim}")
+        if len(self.patch_size) != 3:
+            raise ValueError(f"patch_size must have 3 entries (t, h, w), got {self.patch_size}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def latent(self) -> LatentFamily:
+        """The VAE latent family this model consumes, from its input channels."""
+        return latent_family(self.in_dim)
+
+    def latent_grid(self, height: int, width: int) -> tuple[int, int]:
+        """Latent (h, w) for a pixel resolution; raises a ValueError naming the fix for unusable sizes."""
+        return self.latent.latent_size(height, width, patch=self.patch_size[1:])
+
+    def tokens_per_frame(self, height: int, width: int) -> int:
+        """Transformer tokens per latent frame at a pixel resolution (880 for Wan2.2 at 1280x704)."""
+        lh, lw = self.latent_grid(height, width)
+        return (lh // self.patch_size[1]) * (lw // self.patch_size[2])
+
+    def tokens_per_latent_grid(self, lh: int, lw: int) -> int:
+        """Transformer tokens per latent frame for a latent (h, w) grid."""
+        if lh % self.patch_size[1] or lw % self.patch_size[2]:
+            raise ValueError(
+                f"latent height/width must be divisible by the patch size {self.patch_size[1:]}, got {lh}x{lw}; "
+                "pick a pixel resolution that is a multiple of 32"
+            )
+        return (lh // self.patch_size[1]) * (lw // self.patch_size[2])
+
+    def renamed(self, name: str) -> WanConfig:
+        return replace(self, name=name)
+
+
+PRESETS: dict[str, WanConfig] = {
+    "wan2.1-t2v-1.3b": WanConfig(
+        dim=1536, ffn_dim=8960, num_heads=12, num_layers=30, in_dim=16, out_dim=16, name="wan2.1-t2v-1.3b"
+    ),
+    "wan2.1-t2v-14b": WanConfig(
+        dim=5120, ffn_dim=13824, num_heads=40, num_layers=40, in_dim=16, out_dim=16, name="wan2.1-t2v-14b"
+    ),
+    "wan2.2-ti2v-5b": WanConfig(
+        dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=48, out_dim=48, name="wan2.2-ti2v-5b"
+    ),
+    # Tests and CPU benchmarks: two blocks of two 128-wide heads, Wan2.2 latents (48 channels).
+    "tiny": WanConfig(
+        dim=256, ffn_dim=512, num_heads=2, num_layers=2, in_dim=48, out_dim=48, text_dim=64, text_len=16, name="tiny"
+    ),
+}
+
+
+def preset(name: str) -> WanConfig:
+    """Look up a preset by name, with an error that lists the valid names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def match_preset(config: WanConfig) -> WanConfig:
+    """Return ``config`` renamed to the preset it equals in shape (ignoring text_len), or as ``custom``."""
+    for name, p in PRESETS.items():
+        if replace(p, text_len=config.text_len) == config:
+            return config.renamed(name)
+    return config.renamed("custom")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Shape of the streaming KV cache, in latent frames (FashionChameleon's defaults).
+
+    The cache holds ``max_frames`` latent frames: 2 condition frames (reference, garment), a sink of
+    ``sink_chunks`` chunks, and a FIFO history window that includes the chunk being generated.
+    """
+
+    chunk_frames: int = 3
+    """Latent frames generated per autoregressive step."""
+    max_frames: int = 23
+    """Total frames the cache holds: 2 conditions + sink + history (23 = 2 + 21 training frames)."""
+    sink_chunks: int = 1
+    """Chunks kept forever after the conditions (the paper's sink: the first chunk)."""
+
+    def __post_init__(self) -> None:
+        if self.chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
+        if self.sink_chunks < 0:
+            raise ValueError(f"sink_chunks must be >= 0, got {self.sink_chunks}")
+        if self.window_frames < self.chunk_frames:
+            raise ValueError(
+                f"max_frames={self.max_frames} leaves {self.window_frames} history frames after 2 condition and "
+                f"{self.sink_frames} sink frames; it must be at least one chunk ({self.chunk_frames}). "
+                f"Raise max_frames to >= {2 + self.sink_frames + self.chunk_frames} or shrink the sink."
+            )
+
+    @property
+    def cond_frames(self) -> int:
+        return 2
+
+    @property
+    def sink_frames(self) -> int:
+        return self.sink_chunks * self.chunk_frames
+
+    @property
+    def window_frames(self) -> int:
+        """FIFO history frames, including the chunk being generated."""
+        return self.max_frames - self.cond_frames - self.sink_frames

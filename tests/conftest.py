@@ -1,0 +1,35 @@
+"""Shared test fixtures: tiny configs, seeded weights, and layout files from shared/reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+LAYOUTS = REPO.parent / "shared" / "reference" / "checkpoint-layouts"
+
+
+def load_layout(name: str) -> dict:
+    """A reference layout file (``wan2.2-ti2v-5b.transformer``, ``wan2.1-vae``, ...) as a dict."""
+    path = LAYOUTS / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"reference layout {path} not found (shared/ must sit beside the repository)")
+    return json.loads(path.read_text())
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device; none is available")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
