@@ -29,6 +29,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture
+def reference_layout():
+    """Fixture form of :func:`load_layout`, for tests (test modules are not importable from each other)."""
+    return load_layout
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

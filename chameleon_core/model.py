@@ -1,0 +1,448 @@
+"""The Wan DiT (Wan2.1 T2V / Wan2.2 TI2V) with FashionChameleon's in-context conditioning.
+
+Follows the official Wan reference (``wan/modules/model.py`` of Wan2.1 and Wan2.2): submodule names *are* the
+checkpoint keys (``shared/reference/checkpoint-layouts/*.transformer.json``), and the numerics match it. The
+residual stream, timestep embedding, modulation and RoPE run in fp32 as the reference does under its fp32
+autocast regions; the linear layers run in the weight dtype.
+
+In-context conditioning (DESIGN.md section 4): reference and garment latents, one latent frame each, are placed in
+front of the video frames at timestep 0, with RoPE frame positions 0 and 1; video frames continue from 2. Only the
+video frames are returned.
+
+The same blocks serve three forwards:
+
+- :meth:`WanModel.forward` -- the plain bidirectional forward ``model(x, timestep, context)`` (optionally with
+  conditions and a boolean attention mask, e.g. the block-causal teacher-forcing mask);
+- :meth:`WanModel.forward_frames` -- the low-level forward over any run of frames at given RoPE positions, with a
+  :class:`~chameleon_core.attention.SelfAttentionPlan` that decides which keys are visible. The streaming code
+  uses it with a KV-cache plan (prefill, denoising passes and the clean pass all go through here).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import FullAttention, SelfAttentionPlan, attention
+from .config import WanConfig
+
+COND_FRAMES = 2  # reference + garment
+"""Number of in-context condition frames in front of the video."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small building blocks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the last dim, computed in fp32 (Wan's ``WanRMSNorm``)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        normed = (xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)).type_as(x)
+        return normed * self.weight.to(x.dtype)
+
+
+class LayerNorm32(nn.LayerNorm):
+    """LayerNorm computed in fp32 (Wan's ``WanLayerNorm``); returns fp32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.float() if self.weight is not None else None
+        b = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
+
+
+def linear32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """A linear layer evaluated in fp32 whatever the weight dtype (the reference's fp32 autocast regions)."""
+    bias = layer.bias.float() if layer.bias is not None else None
+    return F.linear(x.float(), layer.weight.float(), bias)
+
+
+def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """A linear layer evaluated in its weight dtype."""
+    return layer(x.to(layer.weight.dtype))
+
+
+def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
+    """Wan's timestep embedding: ``[cos(t w), sin(t w)]`` with ``w = 10000^(-i/half)``, in float64 -> fp32.
+
+    t: ``[N]`` -> ``[N, dim]``.
+    """
+    half = dim // 2
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
+    angles = t.to(torch.float64)[:, None] * freqs[None, :]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1).float()
+
+
+def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
+    """Rotary pairs given to the (frame, height, width) axes; 22/21/21 for 128-wide heads, as in Wan."""
+    pairs = head_dim // 2
+    hw = head_dim // 6
+    return pairs - 2 * hw, hw, hw
+
+
+def rope_angles(
+    head_dim: int, theta: float, frame_start: int, frames: int, h: int, w: int, device: torch.device
+) -> torch.Tensor:
+    """Rotation angles ``[frames*h*w, head_dim/2]`` for frames at positions ``frame_start..`` on an ``h x w`` grid.
+
+    Positions are plain ints, so building the table never syncs with the device. Any position works: no table
+    length limit (the reference's table has 1024 entries; streaming far past that stays valid here).
+    """
+    angles = []
+    for n_pairs, start, count in zip(rope_axis_dims(head_dim), (frame_start, 0, 0), (frames, h, w)):
+        dim = 2 * n_pairs
+        inv = 1.0 / torch.pow(theta, torch.arange(0, dim, 2, dtype=torch.float64, device=device) / dim)
+        pos = torch.arange(start, start + count, dtype=torch.float64, device=device)
+        angles.append(pos[:, None] * inv[None, :])
+    f_ang, h_ang, w_ang = angles
+    grid = torch.cat(
+        [
+            f_ang[:, None, None, :].expand(frames, h, w, -1),
+            h_ang[None, :, None, :].expand(frames, h, w, -1),
+            w_ang[None, None, :, :].expand(frames, h, w, -1),
+        ],
+        dim=-1,
+    )
+    return grid.reshape(frames * h * w, -1)
+
+
+@dataclass(frozen=True)
+class Rope:
+    """cos / sin tables ``[L, 1, D/2]`` in fp32 for one token sequence."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+    @staticmethod
+    def for_frames(config: WanConfig, frame_start: int, frames: int, h: int, w: int, device: torch.device) -> Rope:
+        ang = rope_angles(config.head_dim, config.rope_theta, frame_start, frames, h, w, device)
+        return Rope(torch.cos(ang).float()[:, None, :], torch.sin(ang).float()[:, None, :])
+
+    @staticmethod
+    def cat(parts: list[Rope]) -> Rope:
+        return Rope(torch.cat([p.cos for p in parts]), torch.cat([p.sin for p in parts]))
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate adjacent pairs ``(x[2i], x[2i+1])`` of ``x [B, L, H, D]``; returns x's dtype."""
+        xf = x.float().unflatten(-1, (-1, 2))  # [B, L, H, D/2, 2]
+        x0, x1 = xf[..., 0], xf[..., 1]
+        out = torch.stack([x0 * self.cos - x1 * self.sin, x0 * self.sin + x1 * self.cos], dim=-1)
+        return out.flatten(-2).type_as(x)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x * (1 + scale) + shift`` with per-group modulation.
+
+    x: ``[B, L, C]`` fp32; shift, scale: ``[B, G, C]`` where G divides L (G = 1: one timestep per sample; G =
+    frames: one per frame; G = L: one per token, as Wan2.2 takes it).
+    """
+    b, length, c = x.shape
+    g = shift.shape[1]
+    xg = x.view(b, g, length // g, c)
+    return (xg * (1 + scale[:, :, None]) + shift[:, :, None]).view(b, length, c)
+
+
+def gate(x: torch.Tensor, gate_: torch.Tensor) -> torch.Tensor:
+    """``x * gate`` with per-group gates ``[B, G, C]`` (see :func:`modulate`)."""
+    b, length, c = x.shape
+    g = gate_.shape[1]
+    return (x.float().view(b, g, length // g, c) * gate_[:, :, None]).view(b, length, c)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Attention and blocks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class SelfAttention(nn.Module):
+    """Wan self-attention: q/k/v/o projections, RMSNorm on q and k over the full width, 3-axis RoPE."""
+
+    def __init__(self, config: WanConfig) -> None:
+        super().__init__()
+        dim = config.dim
+        self.num_heads = config.num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor, rope: Rope, plan: SelfAttentionPlan, layer: int) -> torch.Tensor:
+        """x: ``[B, L, C]`` -> ``[B, L, C]``."""
+        heads = self.num_heads
+        q = rope.apply(self.norm_q(linear(self.q, x)).unflatten(-1, (heads, -1)))  # [B, L, H, D]
+        k = rope.apply(self.norm_k(linear(self.k, x)).unflatten(-1, (heads, -1)))  # [B, L, H, D]
+        v = linear(self.v, x).unflatten(-1, (heads, -1))  # [B, L, H, D]
+        out = plan.attend(layer, q, k, v)  # [B, L, H, D]
+        return linear(self.o, out.flatten(2))
+
+
+class CrossAttention(nn.Module):
+    """Wan text cross-attention; its K/V depend only on the prompt and are cached per prompt."""
+
+    def __init__(self, config: WanConfig) -> None:
+        super().__init__()
+        dim = config.dim
+        self.num_heads = config.num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
+
+    def kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """context: ``[B, Lc, C]`` -> k, v ``[B, Lc, H, D]``."""
+        k = self.norm_k(linear(self.k, context)).unflatten(-1, (self.num_heads, -1))
+        v = linear(self.v, context).unflatten(-1, (self.num_heads, -1))
+        return k, v
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """x: ``[B, L, C]``; kv from :meth:`kv` -> ``[B, L, C]``."""
+        q = self.norm_q(linear(self.q, x)).unflatten(-1, (self.num_heads, -1))  # [B, L, H, D]
+        k, v = kv
+        if k.shape[0] != q.shape[0]:  # one prompt shared by a batch
+            k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
+        return linear(self.o, attention(q, k, v).flatten(2))
+
+
+class Block(nn.Module):
+    """One Wan transformer block: modulated self-attention, cross-attention, modulated FFN."""
+
+    def __init__(self, config: WanConfig) -> None:
+        super().__init__()
+        dim = config.dim
+        self.norm1 = LayerNorm32(dim, config.eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(config)
+        self.norm3 = LayerNorm32(dim, config.eps, elementwise_affine=True) if config.cross_attn_norm else nn.Identity()
+        self.cross_attn = CrossAttention(config)
+        self.norm2 = LayerNorm32(dim, config.eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(config.ffn_dim, dim))
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        e0: torch.Tensor,
+        rope: Rope,
+        cross_kv: tuple[torch.Tensor, torch.Tensor],
+        plan: SelfAttentionPlan,
+        layer: int,
+    ) -> torch.Tensor:
+        """x: ``[B, L, C]`` fp32 residual stream; e0: ``[B, G, 6, C]`` fp32 time projection."""
+        mod = self.modulation.float().unsqueeze(0) + e0  # [B, G, 6, C]
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.unbind(2)  # each [B, G, C]
+        y = self.self_attn(modulate(self.norm1(x), shift1, scale1), rope, plan, layer)  # [B, L, C]
+        x = x + gate(y, gate1)
+        x = x + self.cross_attn(self.norm3(x), cross_kv).float()
+        y = self.ffn(modulate(self.norm2(x), shift2, scale2).to(self.ffn[0].weight.dtype))  # [B, L, C]
+        return x + gate(y, gate2)
+
+
+class Head(nn.Module):
+    """Output head: modulated LayerNorm then a linear map to ``out_dim * prod(patch)`` per token."""
+
+    def __init__(self, config: WanConfig) -> None:
+        super().__init__()
+        dim = config.dim
+        self.norm = LayerNorm32(dim, config.eps, elementwise_affine=False)
+        self.head = nn.Linear(dim, config.out_dim * math.prod(config.patch_size))
+        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """x: ``[B, L, C]``; e: ``[B, G, C]`` time embedding -> ``[B, L, out_dim * prod(patch)]`` fp32."""
+        mod = self.modulation.float().unsqueeze(0) + e.unsqueeze(2)  # [B, G, 2, C]
+        shift, scale = mod.unbind(2)
+        return linear(self.head, modulate(self.norm(x), shift, scale)).float()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextContext:
+    """A prompt prepared for the blocks: per-layer cross-attention K/V, each ``[B, Lc, H, D]``."""
+
+    kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+    def to(self, device: torch.device | str) -> TextContext:
+        return TextContext(tuple((k.to(device), v.to(device)) for k, v in self.kv))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.kv)
+
+
+class WanModel(nn.Module):
+    """Wan DiT. ``state_dict()`` names and shapes equal the released checkpoints'; the model has no buffers."""
+
+    def __init__(self, config: WanConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.dim
+        # 1. Patchify latents, embed text and time.
+        self.patch_embedding = nn.Conv3d(config.in_dim, dim, kernel_size=config.patch_size, stride=config.patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(nn.Linear(config.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
+        # 2. Transformer blocks.
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.num_layers)])
+        # 3. Output head.
+        self.head = Head(config)
+
+    # -- pieces -------------------------------------------------------------------------------------------------
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.blocks[0].self_attn.q.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.patch_embedding.weight.device
+
+    def prepare_text(self, context: torch.Tensor) -> TextContext:
+        """Prompt features ``[B, L, text_dim]`` (L <= text_len) -> cached cross-attention K/V for every block.
+
+        The prompt is zero-padded to ``text_len`` tokens before the text embedding, as the reference does, so the
+        padding rows contribute exactly as they do there.
+        """
+        cfg = self.config
+        if context.ndim != 3 or context.shape[-1] != cfg.text_dim:
+            raise ValueError(
+                f"context must be [B, L, {cfg.text_dim}] text-encoder features, got shape {tuple(context.shape)}; "
+                f"use the umT5-XXL encoder that matches this model (text_dim={cfg.text_dim})"
+            )
+        if context.shape[1] > cfg.text_len:
+            raise ValueError(
+                f"prompt has {context.shape[1]} tokens but the model takes at most text_len={cfg.text_len}; "
+                "shorten the prompt"
+            )
+        pad = cfg.text_len - context.shape[1]
+        ctx = F.pad(context.to(self.device, torch.float32), (0, 0, 0, pad))  # [B, text_len, text_dim]
+        emb = self.text_embedding(ctx.to(self.dtype))  # [B, text_len, C]
+        return TextContext(tuple(block.cross_attn.kv(emb) for block in self.blocks))
+
+    def embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Timesteps ``[B, G]`` -> embedding e ``[B, G, C]`` and block modulation e0 ``[B, G, 6, C]`` (fp32)."""
+        b, g = t.shape
+        e = linear32(self.time_embedding[0], sinusoidal_embedding(self.config.freq_dim, t.reshape(-1)))
+        e = linear32(self.time_embedding[2], F.silu(e)).view(b, g, -1)  # [B, G, C]
+        e0 = linear32(self.time_projection[1], F.silu(e)).unflatten(-1, (6, self.config.dim))  # [B, G, 6, C]
+        return e, e0
+
+    def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """Latents ``[B, C, T, H, W]`` -> tokens ``[B, T*h*w, dim]`` (fp32) and the token grid (T, h, w)."""
+        cfg = self.config
+        if x.ndim != 5 or x.shape[1] != cfg.in_dim:
+            raise ValueError(
+                f"latents must be [B, {cfg.in_dim}, T, H, W] for this model, got shape {tuple(x.shape)}; "
+                f"check that the VAE family matches the model ({cfg.latent.name}: {cfg.in_dim} channels)"
+            )
+        pt, ph, pw = cfg.patch_size
+        if x.shape[2] % pt or x.shape[3] % ph or x.shape[4] % pw:
+            raise ValueError(
+                f"latent size {tuple(x.shape[2:])} (T, H, W) is not divisible by the patch size {cfg.patch_size}; "
+                "use a pixel resolution that is a multiple of 32 (Wan2.2) / 16 (Wan2.1)"
+            )
+        tokens = self.patch_embedding(x.to(self.dtype))  # [B, C, T', h, w]
+        grid = tuple(tokens.shape[2:])
+        return tokens.flatten(2).transpose(1, 2).float(), grid  # [B, L, C]
+
+    def unpatchify(self, tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """Head output ``[B, T*h*w, out*pt*ph*pw]`` -> latents ``[B, out, T*pt, h*ph, w*pw]``."""
+        f, h, w = grid
+        pt, ph, pw = self.config.patch_size
+        x = tokens.view(tokens.shape[0], f, h, w, pt, ph, pw, self.config.out_dim)
+        x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)  # [B, c, f, pt, h, ph, w, pw]
+        return x.reshape(tokens.shape[0], self.config.out_dim, f * pt, h * ph, w * pw)
+
+    def run_blocks(
+        self, x: torch.Tensor, t: torch.Tensor, rope: Rope, text: TextContext, plan: SelfAttentionPlan
+    ) -> torch.Tensor:
+        """Tokens ``[B, L, C]`` with timesteps ``[B, G]`` (G divides L) -> head output ``[B, L, out*prod(patch)]``."""
+        e, e0 = self.embed_time(t)
+        for i, block in enumerate(self.blocks):
+            x = block(x, e0, rope, text.kv[i], plan, i)
+        return self.head(x, e)
+
+    # -- forwards -----------------------------------------------------------------------------------------------
+
+    def forward_frames(
+        self,
+        x: torch.Tensor,
+        frame_t: torch.Tensor,
+        frame_start: int,
+        text: TextContext,
+        plan: SelfAttentionPlan,
+    ) -> torch.Tensor:
+        """Forward over a run of latent frames at RoPE frame positions ``frame_start ..``.
+
+        x: ``[B, C, F, H, W]`` model-space latents; frame_t: ``[B, F]`` one timestep per frame. The plan decides
+        which keys each layer attends to (for a KV cache it also stores this run's keys). Returns the flow
+        prediction ``[B, out, F, H, W]`` in fp32.
+        """
+        tokens, grid = self.patchify(x)
+        rope = Rope.for_frames(self.config, frame_start, grid[0], grid[1], grid[2], tokens.device)
+        out = self.run_blocks(tokens, frame_t.to(tokens.device, torch.float32), rope, text, plan)
+        return self.unpatchify(out, grid)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor | TextContext,
+        *,
+        reference: torch.Tensor | None = None,
+        garment: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Plain bidirectional forward, as the reference ``WanModel(x, t, context)``.
+
+        x: ``[B, C, T, H, W]`` model-space latents (convert raw VAE latents with
+        :func:`chameleon_core.latents.to_model_space`); timestep: ``[B]`` or per token ``[B, T*h*w]`` (Wan2.2);
+        context: ``[B, L, text_dim]`` or a prepared :class:`TextContext`. Optional ``reference`` / ``garment``
+        ``[B, C, 1, H, W]`` are prepended at timestep 0 with RoPE frames 0 and 1 (video from 2). ``attn_mask``:
+        boolean ``[L, L]`` over all tokens, conditions first. Returns the prediction for the video frames only,
+        ``[B, out, T, H, W]`` fp32.
+        """
+        conds = [c for c in (reference, garment) if c is not None]
+        if len(conds) == 1:
+            raise ValueError("pass both reference and garment latents, or neither; got only one")
+        for c in conds:
+            if c.ndim != 5 or c.shape[2] != 1 or c.shape[0] != x.shape[0] or c.shape[3:] != x.shape[3:]:
+                raise ValueError(
+                    f"condition latents must be one latent frame [B, C, 1, H, W] matching the video "
+                    f"{tuple(x.shape)}; got {tuple(c.shape)}. Encode the image at the video resolution"
+                )
+        text = context if isinstance(context, TextContext) else self.prepare_text(context)
+        tokens, grid = self.patchify(torch.cat(conds + [x], dim=2) if conds else x)
+        b, length, _ = tokens.shape
+        n_cond = len(conds)
+        tpf = grid[1] * grid[2]
+        video_len = length - n_cond * tpf
+        t = timestep.to(tokens.device, torch.float32)
+        if t.ndim == 1:
+            t = t[:, None].expand(b, video_len)
+        if t.shape != (b, video_len):
+            raise ValueError(
+                f"timestep must be [B] or per token [B, {video_len}], got shape {tuple(timestep.shape)}"
+            )
+        if n_cond:
+            t = torch.cat([t.new_zeros(b, n_cond * tpf), t], dim=1)  # conditions are clean: t = 0
+        rope = Rope.for_frames(self.config, 0, grid[0], grid[1], grid[2], tokens.device)
+        out = self.run_blocks(tokens, t, rope, text, FullAttention(attn_mask))
+        return self.unpatchify(out[:, n_cond * tpf :], (grid[0] - n_cond, grid[1], grid[2]))
