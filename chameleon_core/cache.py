@@ -1,0 +1,265 @@
+"""The typed KV cache of the streaming student (DESIGN.md section 4; FashionChameleon section 3.3).
+
+Layout, in latent frames (each frame is ``tokens_per_frame`` tokens; with the defaults, 23 frames):
+
+    slot:     0           1            2 .. 4           5 .. 22
+    segment:  reference | garment    | sink           | FIFO history window (includes the chunk being generated)
+    RoPE pos: 0         | 1          | 2 .. 4 (chunk 0) | grows forever: 2 + 3k .. 4 + 3k for chunk k
+
+- Keys are stored *after* RoPE, at the absolute frame position they were computed at, and never re-indexed (as in
+  the authors' code). So the order of slots inside the window does not matter to attention, and the window is a
+  ring: a new chunk overwrites the oldest history frames, which is the authors' "drop the oldest non-sink chunk and
+  shift left" without moving any memory.
+- Per layer, keys and values live in one preallocated tensor ``[layers, B, slots * tokens_per_frame, H, D]``.
+  Segment bookkeeping (which slot holds which frame position) is plain Python ints, so a forward never calls
+  ``.item()`` or otherwise syncs with the device.
+- A query chunk attends to every filled slot whose frame position is <= its own last frame. While streaming, the
+  filled slots form a prefix of the storage, so attention reads one contiguous slice and needs no mask. This is the
+  block-causal in-context mask (conditions attend to each other; chunk k to the conditions, earlier chunks and
+  itself), restricted to sink + window once eviction starts.
+- Cross-attention K/V for the prompt are kept beside it (:class:`~chameleon_core.model.TextContext`).
+
+A :class:`KVCache` is mutable storage. Immutability of stream *states* is built on top of it
+(``chameleon_core.streaming``): an operation clones the cache once, works on the clone, and returns a new state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from enum import Enum
+
+import torch
+
+from .attention import attention
+from .config import StreamConfig, WanConfig
+
+logger = logging.getLogger(__name__)
+
+
+class Segment(str, Enum):
+    REFERENCE = "reference"
+    GARMENT = "garment"
+    SINK = "sink"
+    WINDOW = "window"
+
+
+@dataclass(frozen=True)
+class CacheGeometry:
+    """Sizes of a cache, derived from the stream config and the resolution (never literals)."""
+
+    stream: StreamConfig
+    tokens_per_frame: int
+    """Tokens per latent frame (880 for Wan2.2 at 1280x704; 1560 for Wan2.1 at 832x480)."""
+
+    @staticmethod
+    def for_resolution(config: WanConfig, stream: StreamConfig, height: int, width: int) -> CacheGeometry:
+        return CacheGeometry(stream, config.tokens_per_frame(height, width))
+
+    @property
+    def slots(self) -> int:
+        return self.stream.max_frames
+
+    @property
+    def capacity_tokens(self) -> int:
+        return self.slots * self.tokens_per_frame
+
+    def segment_slots(self, segment: Segment) -> range:
+        s = self.stream
+        start = {Segment.REFERENCE: 0, Segment.GARMENT: 1, Segment.SINK: 2, Segment.WINDOW: 2 + s.sink_frames}
+        size = {Segment.REFERENCE: 1, Segment.GARMENT: 1, Segment.SINK: s.sink_frames, Segment.WINDOW: s.window_frames}
+        return range(start[segment], start[segment] + size[segment])
+
+    def token_range(self, slot: int, count: int = 1) -> slice:
+        t = self.tokens_per_frame
+        return slice(slot * t, (slot + count) * t)
+
+    def nbytes(self, config: WanConfig, batch: int, dtype: torch.dtype) -> int:
+        per = config.num_layers * batch * self.capacity_tokens * config.dim
+        return 2 * per * torch.empty((), dtype=dtype).element_size()
+
+
+@dataclass
+class KVCache:
+    """Self-attention keys/values of every layer, in named segments. See the module docstring for the layout."""
+
+    geometry: CacheGeometry
+    k: torch.Tensor
+    """``[layers, B, slots * tokens_per_frame, H, D]``, after RoPE."""
+    v: torch.Tensor
+    """``[layers, B, slots * tokens_per_frame, H, D]``."""
+    positions: list[int | None] = field(default_factory=list)
+    """RoPE frame position held by each slot, or None when the slot is empty."""
+    window_head: int = 0
+    """Next window slot (relative to the window's start) that a new frame overwrites."""
+
+    # -- construction -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def empty(
+        config: WanConfig,
+        geometry: CacheGeometry,
+        *,
+        batch: int = 1,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> KVCache:
+        shape = (config.num_layers, batch, geometry.capacity_tokens, config.num_heads, config.head_dim)
+        logger.debug("allocating KV cache %s (%.1f MB)", shape, geometry.nbytes(config, batch, dtype) / 2**20)
+        return KVCache(
+            geometry,
+            torch.zeros(shape, device=device, dtype=dtype),
+            torch.zeros(shape, device=device, dtype=dtype),
+            [None] * geometry.slots,
+        )
+
+    def clone(self) -> KVCache:
+        """An independent copy (device memory doubles until one of the two is dropped)."""
+        return KVCache(self.geometry, self.k.clone(), self.v.clone(), list(self.positions), self.window_head)
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> KVCache:
+        """The same cache with storage on ``device`` (spilling to host or bringing back); bookkeeping is shared."""
+        if self.k.device == torch.device(device):
+            return self
+        k = self.k.to(device, non_blocking=non_blocking)
+        v = self.v.to(device, non_blocking=non_blocking)
+        return KVCache(self.geometry, k, v, list(self.positions), self.window_head)
+
+    @property
+    def device(self) -> torch.device:
+        return self.k.device
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.numel() * self.k.element_size() * 2
+
+    # -- bookkeeping --------------------------------------------------------------------------------------------
+
+    def segment_positions(self, segment: Segment) -> list[int | None]:
+        return [self.positions[s] for s in self.geometry.segment_slots(segment)]
+
+    def filled_slots(self) -> list[int]:
+        return [s for s, p in enumerate(self.positions) if p is not None]
+
+    def frame_count(self, segment: Segment) -> int:
+        return sum(p is not None for p in self.segment_positions(segment))
+
+    def clear(self, *segments: Segment) -> None:
+        """Forget the frames of ``segments`` (their storage is simply overwritten later)."""
+        for segment in segments:
+            for s in self.geometry.segment_slots(segment):
+                self.positions[s] = None
+            if segment is Segment.WINDOW:
+                self.window_head = 0
+
+    def reserve(self, frames: int, position: int) -> list[int]:
+        """Claim slots for ``frames`` new video frames at RoPE positions ``position ..``; returns the slots.
+
+        The sink fills first (the first chunk after the conditions, or after a withdraw that dropped the sink);
+        after that, frames go into the FIFO window, overwriting the oldest history frames. This is where eviction
+        happens: it occurs *before* the chunk is denoised, as in the authors' rolling cache.
+        """
+        if self.positions[0] is None or self.positions[1] is None:
+            raise RuntimeError("prefill the reference and garment before generating video frames")
+        window = self.geometry.segment_slots(Segment.WINDOW)
+        slots = []
+        for i in range(frames):
+            free_sink = [s for s in self.geometry.segment_slots(Segment.SINK) if self.positions[s] is None]
+            if free_sink and self.frame_count(Segment.WINDOW) == 0:
+                slot = free_sink[0]
+            else:
+                slot = window.start + self.window_head
+                self.window_head = (self.window_head + 1) % len(window)
+            if slot in slots:
+                raise ValueError(
+                    f"a chunk of {frames} frames does not fit the history window of {len(window)} frames; "
+                    f"use a chunk of at most {len(window)} frames or a larger max_frames"
+                )
+            self.positions[slot] = position + i
+            slots.append(slot)
+        return slots
+
+    def assign(self, segment: Segment, position: int) -> list[int]:
+        """Claim the single slot of the reference or garment segment for a frame at ``position``."""
+        if segment not in (Segment.REFERENCE, Segment.GARMENT):
+            raise ValueError(f"assign() is for the reference or garment segment, got {segment}")
+        (slot,) = self.geometry.segment_slots(segment)
+        self.positions[slot] = position
+        return [slot]
+
+    # -- attention ----------------------------------------------------------------------------------------------
+
+    def plan(self, slots: list[int]) -> CachedAttention:
+        """A :class:`~chameleon_core.attention.SelfAttentionPlan` for a forward over video frames in ``slots``.
+
+        The run's keys/values are stored in those (already claimed) slots layer by layer, then the run attends to
+        every filled slot at a frame position <= its own last frame.
+        """
+        return CachedAttention(self, slots)
+
+    def condition_plan(self, slots: list[int | None]) -> ConditionPrefill:
+        """Plan for a forward over condition frames: they attend to each other only; frame i is stored in
+        ``slots[i]`` unless that is None (a refresh keeps one condition's old keys)."""
+        return ConditionPrefill(self, slots)
+
+
+def _pieces(slots: list[int | None]) -> list[tuple[int, int, int]]:
+    """Group a run's frames into contiguous ``(dst slot, src frame, count)`` copies, skipping None."""
+    pieces: list[tuple[int, int, int]] = []
+    for i, slot in enumerate(slots):
+        if slot is None:
+            continue
+        if pieces and pieces[-1][0] + pieces[-1][2] == slot and pieces[-1][1] + pieces[-1][2] == i:
+            d, s, n = pieces[-1]
+            pieces[-1] = (d, s, n + 1)
+        else:
+            pieces.append((slot, i, 1))
+    return pieces
+
+
+def _store(cache: KVCache, layer: int, pieces: list[tuple[int, int, int]], k: torch.Tensor, v: torch.Tensor) -> None:
+    tpf = cache.geometry.tokens_per_frame
+    ck, cv = cache.k[layer], cache.v[layer]  # [B, S, H, D]
+    for dst, src, n in pieces:
+        ck[:, dst * tpf : (dst + n) * tpf] = k[:, src * tpf : (src + n) * tpf]
+        cv[:, dst * tpf : (dst + n) * tpf] = v[:, src * tpf : (src + n) * tpf]
+
+
+class CachedAttention:
+    """Self-attention plan for video frames: store this run's K/V in its slots, then attend over visible slots."""
+
+    def __init__(self, cache: KVCache, slots: list[int]) -> None:
+        if any(cache.positions[s] is None for s in slots):
+            raise RuntimeError(f"slots {slots} must be claimed with reserve() before a cached forward")
+        self.cache = cache
+        self.pieces = _pieces(list(slots))
+        last = max(cache.positions[s] for s in slots)
+        visible = [p is not None and p <= last for p in cache.positions]
+        n_visible = sum(visible)
+        if all(visible[:n_visible]):
+            # Streaming: the visible slots are a prefix of storage -> one slice, no mask.
+            self.key_end = n_visible * cache.geometry.tokens_per_frame
+            self.key_mask = None
+        else:
+            # Re-caching after a prompt switch walks the ring in time order: mask out later (stale) slots.
+            self.key_end = cache.geometry.capacity_tokens
+            mask = torch.tensor(visible, device=cache.device)
+            self.key_mask = mask.repeat_interleave(cache.geometry.tokens_per_frame)[None, None, None, :]
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q, k, v: ``[B, L, H, D]`` of this run -> ``[B, L, H, D]``."""
+        _store(self.cache, layer, self.pieces, k, v)
+        ck, cv = self.cache.k[layer], self.cache.v[layer]
+        return attention(q, ck[:, : self.key_end], cv[:, : self.key_end], self.key_mask)
+
+
+class ConditionPrefill:
+    """Self-attention plan for the condition frames: attend among themselves, store the chosen frames' K/V."""
+
+    def __init__(self, cache: KVCache, slots: list[int | None]) -> None:
+        self.cache = cache
+        self.pieces = _pieces(slots)
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        _store(self.cache, layer, self.pieces, k, v)
+        return attention(q, k, v)
