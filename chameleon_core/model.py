@@ -385,18 +385,25 @@ class WanModel(nn.Module):
         self,
         x: torch.Tensor,
         frame_t: torch.Tensor,
-        frame_start: int,
+        frame_start: int | list[int],
         text: TextContext,
         plan: SelfAttentionPlan,
     ) -> torch.Tensor:
         """Forward over a run of latent frames at RoPE frame positions ``frame_start ..``.
 
-        x: ``[B, C, F, H, W]`` model-space latents; frame_t: ``[B, F]`` one timestep per frame. The plan decides
-        which keys each layer attends to (for a KV cache it also stores this run's keys). Returns the flow
-        prediction ``[B, out, F, H, W]`` in fp32.
+        x: ``[B, C, F, H, W]`` model-space latents; frame_t: ``[B, F]`` one timestep per frame; frame_start: the
+        first frame's position (frames are consecutive) or an explicit list of F positions. The plan decides which
+        keys each layer attends to (for a KV cache it also stores this run's keys). Returns the flow prediction
+        ``[B, out, F, H, W]`` in fp32.
         """
         tokens, grid = self.patchify(x)
-        rope = Rope.for_frames(self.config, frame_start, grid[0], grid[1], grid[2], tokens.device)
+        f, h, w = grid
+        if isinstance(frame_start, int):
+            rope = Rope.for_frames(self.config, frame_start, f, h, w, tokens.device)
+        else:
+            if len(frame_start) != f:
+                raise ValueError(f"got {len(frame_start)} frame positions for {f} frames")
+            rope = Rope.cat([Rope.for_frames(self.config, p, 1, h, w, tokens.device) for p in frame_start])
         out = self.run_blocks(tokens, frame_t.to(tokens.device, torch.float32), rope, text, plan)
         return self.unpatchify(out, grid)
 

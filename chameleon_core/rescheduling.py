@@ -1,0 +1,142 @@
+"""Training-free KV-cache rescheduling: garment and prompt switches in mid-stream (FashionChameleon section 3.3).
+
+A garment switch happens at a chunk boundary and is three independent operations on the cache
+``<KV_ref, KV_garment, KV_sink, FIFO history>``:
+
+- **Garment KV refresh** -- the garment segment gets the new garment's keys: ``[reference, new garment]`` run once
+  at t = 0 (positions 0 and 1, attending to each other, as a fresh prefill), and only the garment slot is stored.
+- **Historical KV withdraw** -- the history window is dropped, because the model attends to history more than to
+  the conditions and the old garment would otherwise persist. ``withdraw_sink`` (default True, as the paper's
+  framework figure crosses out the sink slot too) also drops the sink; the next chunk then forms a new sink.
+- **Reference KV disentangle** -- the reference segment gets the keys of the *last generated frame*: the last
+  latent chunk is decoded, the last pixel frame is re-encoded as a one-frame latent, and ``[that frame, garment]``
+  is prefilled storing only the reference slot. It keeps identity, pose and background continuous across the cut.
+
+Choices the paper leaves open, made here and tested: the new reference sits at RoPE frame 0 (the slot's meaning in
+training); frame numbering and video positions continue unchanged across a switch (keys are absolute and never
+re-indexed); when refresh and disentangle are both on, the new pair is prefilled together.
+
+A prompt switch (:func:`switch_prompt`) re-caches as LongLive does: fresh cross-attention K/V, then the conditions
+and every frame still in the cache are recomputed under the new prompt, chunk by chunk in time order at their own
+positions and t = 0, each attending to what precedes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import torch
+
+from .cache import Segment
+from .causal import chunk_forward, prefill_conditions
+from .latents import LatentFamily
+from .model import COND_FRAMES, TextContext
+from .streaming import StreamState, cached_frames
+
+logger = logging.getLogger(__name__)
+
+
+class FrameCodec(Protocol):
+    """What disentangle needs from a VAE (ours, or an adapter over ComfyUI's)."""
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Raw latents ``[B, C, T, h, w]`` -> video ``[B, 3, 4(T-1)+1, H, W]`` in [-1, 1]."""
+        ...
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Image ``[B, 3, H, W]`` in [-1, 1] -> raw one-frame latent ``[B, C, 1, h, w]``."""
+        ...
+
+
+def reencode_last_frame(
+    codec: FrameCodec, family: LatentFamily, tail: torch.Tensor
+) -> torch.Tensor:
+    """Decode model-space latents ``tail [B, C, T, h, w]`` and re-encode their last pixel frame.
+
+    Returns a model-space one-frame latent ``[B, C, 1, h, w]``. The causal VAE decodes the tail's first latent frame
+    as a video start; by its last frame (the one used) the decoder has seen the whole tail, so the last chunk is
+    enough context in practice.
+    """
+    video = codec.decode(family.to_raw(tail.float()))  # [B, 3, F, H, W]
+    last = video[:, :, -1].clamp(-1, 1)  # [B, 3, H, W]
+    raw = codec.encode_image(last)  # [B, C, 1, h, w]
+    return family.to_model_space(raw.float())
+
+
+@torch.no_grad()
+def switch_garment(
+    state: StreamState,
+    garment: torch.Tensor | None = None,
+    *,
+    refresh: bool = True,
+    withdraw: bool = True,
+    disentangle: bool = True,
+    withdraw_sink: bool = True,
+    codec: FrameCodec | None = None,
+    new_reference: torch.Tensor | None = None,
+) -> StreamState:
+    """Switch the garment at the current chunk boundary; returns a new state (``state`` is unchanged).
+
+    garment: model-space one-frame latent ``[B, C, 1, h, w]`` of the new garment (required with ``refresh``).
+    Disentangle needs ``codec`` (decode + single-image encode), or ``new_reference`` given directly (a model-space
+    one-frame latent, e.g. re-encoded by ComfyUI's own VAE). With all three flags off the state is returned as is.
+    """
+    if not (refresh or withdraw or disentangle):
+        return state
+    model = state.model
+    device = model.device
+    if refresh:
+        if garment is None:
+            raise ValueError("refresh=True needs the new garment latent; pass garment=... or set refresh=False")
+        if garment.shape != state.garment.shape:
+            raise ValueError(
+                f"new garment latent has shape {tuple(garment.shape)} but the stream uses {tuple(state.garment.shape)}; "
+                "encode the garment with the same VAE at the stream's resolution"
+            )
+    reference = state.reference
+    if disentangle:
+        if new_reference is None:
+            if not state.history:
+                raise ValueError(
+                    "disentangle needs a generated frame to take the new reference from, but the stream has none yet; "
+                    "generate at least one chunk first or set disentangle=False"
+                )
+            if codec is None:
+                raise ValueError("disentangle=True needs a VAE (codec=...) to decode and re-encode the last frame")
+            new_reference = reencode_last_frame(codec, model.config.latent, state.history[-1])
+        if new_reference.shape != state.reference.shape:
+            raise ValueError(
+                f"new reference latent has shape {tuple(new_reference.shape)}, expected {tuple(state.reference.shape)}"
+            )
+        reference = new_reference.to(device, torch.float32)
+    new_garment = garment.to(device, torch.float32) if refresh else state.garment
+
+    cache = state.private_cache()
+    if refresh or disentangle:
+        prefill_conditions(model, cache, state.text, reference, new_garment, store=(disentangle, refresh))
+    if withdraw:
+        cache.clear(Segment.WINDOW, *((Segment.SINK,) if withdraw_sink else ()))
+    logger.info(
+        "garment switch at latent frame %d: refresh=%s withdraw=%s (sink %s) disentangle=%s",
+        state.frames, refresh, withdraw, "dropped" if withdraw and withdraw_sink else "kept", disentangle,
+    )
+    return state.with_cache(cache, reference=reference, garment=new_garment, segments=state.segments + 1)
+
+
+@torch.no_grad()
+def switch_prompt(state: StreamState, context: torch.Tensor | TextContext) -> StreamState:
+    """Switch the prompt: new cross-attention K/V and the cached frames re-encoded under it (LongLive's re-cache)."""
+    model = state.model
+    text = context if isinstance(context, TextContext) else model.prepare_text(context)
+    groups = cached_frames(state)
+    cache = state.private_cache()
+    prefill_conditions(model, cache, text, state.reference, state.garment)
+    latents = state.latents()
+    b = state.reference.shape[0]
+    for slots, positions in groups:
+        frames = torch.tensor([p - COND_FRAMES for p in positions])
+        x = latents[:, :, frames].to(model.device)
+        chunk_forward(model, cache, text, x, torch.zeros(b, device=model.device), slots)
+    logger.info("prompt switch at latent frame %d: re-cached %d chunks", state.frames, len(groups))
+    return state.with_cache(cache, text=text, segments=state.segments + 1)

@@ -1,0 +1,74 @@
+"""Flow-matching schedules and parameterisation conversions, in one module.
+
+Wan / FashionChameleon use rectified flow: ``x_t = (1 - sigma) x0 + sigma * eps`` and the network predicts the
+velocity ``v = eps - x0``; the timestep fed to the network is ``t = 1000 * sigma``. Sampling warps sigmas with
+``shift``: ``sigma' = shift * sigma / (1 + (shift - 1) * sigma)`` (shift 5 for Wan2.2 TI2V-5B at 704p).
+
+The few-step student (authors' ``stream_wan22_ic_inference.py``) denoises at timesteps [1000, 750, 500, 250]
+mapped through the shift-5 table, i.e. ``shifted[1000 - s]``: [1000, 937.5, 833.33, 625].
+"""
+
+from __future__ import annotations
+
+import torch
+
+NUM_TRAIN_TIMESTEPS = 1000
+STUDENT_TIMESTEPS = (1000, 750, 500, 250)
+"""The student's denoising timesteps before warping."""
+
+
+def shift_sigma(sigma: torch.Tensor | float, shift: float) -> torch.Tensor | float:
+    """``shift * sigma / (1 + (shift - 1) * sigma)``."""
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+def shifted_timestep_table(shift: float, n: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
+    """The training table ``t_i = 1000 * shift(1 - i / 1000)`` for i in 0..n-1 (float64, descending from 1000)."""
+    sigma = 1.0 - torch.arange(n, dtype=torch.float64) / n
+    return shift_sigma(sigma, shift) * NUM_TRAIN_TIMESTEPS
+
+
+def student_timesteps(shift: float = 5.0, steps: tuple[int, ...] = STUDENT_TIMESTEPS) -> list[float]:
+    """The student's warped denoising list: ``table[1000 - s]`` for each s; [1000, 937.5, 833.3, 625] at shift 5."""
+    for s in steps:
+        if not 0 < s <= NUM_TRAIN_TIMESTEPS:
+            raise ValueError(f"student timesteps must lie in (0, 1000], got {s} in {steps}")
+    table = shifted_timestep_table(shift)
+    return [float(table[NUM_TRAIN_TIMESTEPS - s]) for s in steps]
+
+
+def student_steps_for(count: int) -> tuple[int, ...]:
+    """Evenly spaced raw student timesteps for ``count`` steps: 4 -> (1000, 750, 500, 250), 2 -> (1000, 500)."""
+    if count < 1:
+        raise ValueError(f"steps must be >= 1, got {count}")
+    return tuple(NUM_TRAIN_TIMESTEPS - i * NUM_TRAIN_TIMESTEPS // count for i in range(count))
+
+
+def teacher_sigmas(steps: int, shift: float) -> torch.Tensor:
+    """Sigmas of a ``steps``-step sampler, as Wan's flow UniPC / Euler set them: linear from 1 - 1/1000 down to 0,
+    shifted, with a final 0. Returns ``steps + 1`` values (float64)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    sigma_max = 1.0 - 1.0 / NUM_TRAIN_TIMESTEPS
+    sigmas = torch.linspace(sigma_max, 0.0, steps + 1, dtype=torch.float64)[:-1]
+    return torch.cat([shift_sigma(sigmas, shift), sigmas.new_zeros(1)])
+
+
+def x0_from_velocity(x_t: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """``x0 = x_t - sigma * v``."""
+    return x_t - sigma * v
+
+
+def noise_from_velocity(x_t: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """``eps = x_t + (1 - sigma) * v``."""
+    return x_t + (1 - sigma) * v
+
+
+def velocity(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The flow-matching target ``v = eps - x0``."""
+    return noise - x0
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """``x_t = (1 - sigma) x0 + sigma eps``."""
+    return (1 - sigma) * x0 + sigma * noise

@@ -1,0 +1,279 @@
+"""Streaming generation and garment/prompt switching, checked against an independent rollout.
+
+The independent rollout never touches the KV cache: every denoising step is one full forward over
+``[reference, garment, earlier clean chunks at t=0, current chunk at t]`` at explicit RoPE positions, under the
+boolean mask the cache is supposed to realise. The same CPU generator supplies the noise in the same order.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from chameleon_core.attention import FullAttention, frame_block_mask
+from chameleon_core.cache import Segment
+from chameleon_core.config import StreamConfig, preset
+from chameleon_core.model import WanModel
+from chameleon_core.rescheduling import switch_garment, switch_prompt
+from chameleon_core.schedules import student_timesteps
+from chameleon_core.streaming import NonFiniteChunkError, generate, start_stream
+
+H, W = 4, 4  # latent grid -> 4 tokens per frame
+TPF = (H // 2) * (W // 2)
+ATOL = 2e-4
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = WanModel(preset("tiny")).eval()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.normal_(1.0, 0.1) if "norm" in name else p.normal_(0, 0.05)
+    return m
+
+
+@pytest.fixture
+def inputs(model):
+    g = torch.Generator().manual_seed(7)
+    c = model.config.in_dim
+    return dict(
+        ref=torch.randn(1, c, 1, H, W, generator=g),
+        gar=torch.randn(1, c, 1, H, W, generator=g),
+        gar2=torch.randn(1, c, 1, H, W, generator=g),
+        ctx=torch.randn(1, 5, model.config.text_dim, generator=g),
+        ctx2=torch.randn(1, 6, model.config.text_dim, generator=g),
+    )
+
+
+@torch.no_grad()
+def independent_chunk(model, ctx, ref, gar, prior, start, gen, c, mask_frames=None):
+    """Few-step rollout of one chunk by full forwards. ``prior``: [(clean latents [1,C,c,h,w], first position)].
+
+    ``mask_frames(n_prior_chunks)`` gives the frame-level mask kwargs; default: block-causal over everything.
+    """
+    ts = student_timesteps(5.0)
+    text = model.prepare_text(ctx)
+    frames = [ref, gar] + [p for p, _ in prior]
+    positions = [0, 1] + [s + i for _, s in prior for i in range(c)] + [start + i for i in range(c)]
+    n_video = len(prior) * c + c
+    kwargs = mask_frames(len(prior)) if mask_frames else {}
+    mask = frame_block_mask(2, n_video, c, TPF, **kwargs)
+    x = torch.randn(1, model.config.in_dim, c, H, W, generator=gen)
+    for i, t in enumerate(ts):
+        seq = torch.cat(frames + [x], dim=2)
+        frame_t = torch.tensor([[0.0] * (2 + len(prior) * c) + [t] * c])
+        v = model.forward_frames(seq, frame_t, positions, text, FullAttention(mask))[:, :, -c:]
+        x0 = x - t / 1000 * v
+        if i + 1 < len(ts):
+            s = ts[i + 1] / 1000
+            x = (1 - s) * x0 + s * torch.randn(1, model.config.in_dim, c, H, W, generator=gen)
+    return x0
+
+
+def test_generate_equals_independent_rollout_with_eviction(model, inputs):
+    stream = StreamConfig(chunk_frames=2, max_frames=2 + 2 + 4, sink_chunks=1)  # window: 2 chunks incl. current
+    state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=3,
+                         stream=stream)
+    state2, latents = generate(state, 10)  # 5 chunks: eviction from chunk 3 on
+    gen = torch.Generator().manual_seed(3)
+    prior = []
+    window = lambda n: dict(sink_chunks=1, window_chunks=2)  # noqa: E731
+    for k in range(5):
+        x0 = independent_chunk(model, inputs["ctx"], inputs["ref"], inputs["gar"], prior, 2 + 2 * k, gen, 2, window)
+        torch.testing.assert_close(latents[:, :, 2 * k : 2 * k + 2], x0, atol=ATOL, rtol=0)
+        prior.append((x0, 2 + 2 * k))
+    assert state2.frames == 10 and state2.cache.positions[:4] == [0, 1, 2, 3]
+    assert sorted(state2.cache.segment_positions(Segment.WINDOW)) == [8, 9, 10, 11]
+    # Without eviction in the reference, chunk 4 would differ: the check has teeth.
+    gen = torch.Generator().manual_seed(3)
+    prior_all = []
+    for k in range(5):
+        x0 = independent_chunk(model, inputs["ctx"], inputs["ref"], inputs["gar"], prior_all, 2 + 2 * k, gen, 2)
+        prior_all.append((x0, 2 + 2 * k))
+    assert not torch.allclose(prior_all[4][0], latents[:, :, 8:10], atol=ATOL)
+
+
+def test_generate_never_changes_its_input_and_is_deterministic(model, inputs):
+    state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=1,
+                         stream=StreamConfig(chunk_frames=2, max_frames=8))
+    k0, v0, pos0 = state.cache.k.clone(), state.cache.v.clone(), list(state.cache.positions)
+    s1, a = generate(state, 6)
+    s2, b = generate(state, 6)
+    assert torch.equal(a, b) and torch.equal(s1.cache.k, s2.cache.k)
+    assert torch.equal(state.cache.k, k0) and torch.equal(state.cache.v, v0) and state.cache.positions == pos0
+    assert state.frames == 0 and state.history == ()
+    # Chaining generate calls equals one long call (RNG state is carried in the state).
+    s3, c1 = generate(state, 2)
+    s4, c2 = generate(s3, 4)
+    torch.testing.assert_close(torch.cat([c1, c2], 2), a, atol=0, rtol=0)
+    # A different seed gives a different video.
+    other = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=2,
+                         stream=StreamConfig(chunk_frames=2, max_frames=8))
+    assert not torch.allclose(generate(other, 6)[1], a)
+
+
+def test_interrupt_returns_last_complete_state(model, inputs):
+    state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=4,
+                         stream=StreamConfig(chunk_frames=2, max_frames=8))
+    _, full = generate(state, 8)
+    calls = []
+    stop_after_two = lambda: (calls.append(1) or len(calls) > 2)  # noqa: E731
+    part_state, part = generate(state, 8, should_stop=stop_after_two)
+    assert part.shape[2] == 4 and part_state.frames == 4
+    resumed_state, rest = generate(part_state, 4)
+    torch.testing.assert_close(torch.cat([part, rest], 2), full, atol=0, rtol=0)
+
+
+def test_nonfinite_chunk_is_caught_and_input_state_stays_valid(model, inputs):
+    state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=5,
+                         stream=StreamConfig(chunk_frames=2, max_frames=8))
+    _, good = generate(state, 4)
+    hook = model.head.register_forward_hook(lambda m, i, o: o * float("nan"))
+    try:
+        with pytest.raises(NonFiniteChunkError, match="NaN"):
+            generate(state, 4)
+    finally:
+        hook.remove()
+    torch.testing.assert_close(generate(state, 4)[1], good, atol=0, rtol=0)
+
+
+def test_long_stream_keeps_cache_size_flat(model, inputs):
+    stream = StreamConfig(chunk_frames=3, max_frames=23)
+    state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=0,
+                         stream=stream, steps=1)
+    size = state.cache.nbytes
+    state, lat = generate(state, 150)  # 50 chunks, far past the 21-frame training clip
+    assert lat.shape[2] == 150 and state.frames == 150 and torch.isfinite(lat).all()
+    assert state.cache.nbytes == size
+    assert state.cache.segment_positions(Segment.SINK) == [2, 3, 4]
+    assert sorted(state.cache.segment_positions(Segment.WINDOW)) == list(range(152 - 18, 152))
+
+
+def _started(model, inputs, seed=9, **kw):
+    stream = StreamConfig(chunk_frames=2, max_frames=2 + 2 + 6, sink_chunks=1)
+    s = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=seed,
+                     stream=stream, **kw)
+    return generate(s, 6)[0]
+
+
+def test_switch_with_all_flags_off_is_identity(model, inputs):
+    state = _started(model, inputs)
+    same = switch_garment(state, inputs["gar2"], refresh=False, withdraw=False, disentangle=False)
+    torch.testing.assert_close(generate(same, 2)[1], generate(state, 2)[1], atol=0, rtol=0)
+    assert torch.equal(same.cache.k, state.cache.k) and same.cache.positions == state.cache.positions
+
+
+def test_refresh_replaces_only_the_garment_segment(model, inputs):
+    state = _started(model, inputs)
+    new = switch_garment(state, inputs["gar2"], refresh=True, withdraw=False, disentangle=False)
+    fresh = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar2"])
+    g = new.geometry.token_range(1)
+    torch.testing.assert_close(new.cache.k[:, :, g], fresh.cache.k[:, :, g], atol=1e-6, rtol=0)
+    torch.testing.assert_close(new.cache.v[:, :, g], fresh.cache.v[:, :, g], atol=1e-6, rtol=0)
+    keep = torch.ones(new.cache.k.shape[2], dtype=torch.bool)
+    keep[g] = False
+    assert torch.equal(new.cache.k[:, :, keep], state.cache.k[:, :, keep])
+    assert torch.equal(new.cache.v[:, :, keep], state.cache.v[:, :, keep])
+    assert new.cache.positions == state.cache.positions and torch.equal(new.garment, inputs["gar2"])
+    assert not torch.equal(state.garment, inputs["gar2"])  # the input state still has the old garment
+
+
+@pytest.mark.parametrize("withdraw_sink", [True, False])
+def test_withdraw_leaves_conditions_and_optionally_the_sink(model, inputs, withdraw_sink):
+    state = _started(model, inputs)
+    new = switch_garment(state, refresh=False, withdraw=True, disentangle=False, withdraw_sink=withdraw_sink)
+    held = [p for p in new.cache.positions if p is not None]
+    assert held == ([0, 1] if withdraw_sink else [0, 1, 2, 3])
+    # The next chunk attends to exactly those: compare with a full forward over them alone.
+    nxt_state, nxt = generate(new, 2)
+    gen = torch.Generator().set_state(new.rng_state.clone())
+    prior = [] if withdraw_sink else [(state.history[0], 2)]
+    want = independent_chunk(model, inputs["ctx"], inputs["ref"], inputs["gar"], prior, 2 + 6, gen, 2)
+    torch.testing.assert_close(nxt, want, atol=ATOL, rtol=0)
+    # A dropped sink re-forms from the first chunk after the switch.
+    assert nxt_state.cache.segment_positions(Segment.SINK) == ([8, 9] if withdraw_sink else [2, 3])
+
+
+class ToyCodec:
+    """A deterministic stand-in VAE (16x spatial, 4x temporal) so disentangle is testable without weights."""
+
+    def __init__(self, channels):
+        g = torch.Generator().manual_seed(11)
+        self.dec = torch.randn(3, channels, generator=g) * 0.3
+        self.enc = torch.randn(channels, 3, generator=g)
+        self.decoded_frames = []
+
+    def decode(self, lat):
+        frames = 4 * (lat.shape[2] - 1) + 1
+        idx = torch.tensor([0] + [1 + (i - 1) // 4 for i in range(1, frames)])
+        rgb = torch.einsum("rc,bcthw->brthw", self.dec, lat[:, :, idx]).tanh()
+        out = rgb.repeat_interleave(16, -1).repeat_interleave(16, -2)
+        self.decoded_frames.append(out.shape[2])
+        return out
+
+    def encode_image(self, img):
+        small = torch.nn.functional.avg_pool2d(img, 16)
+        return torch.einsum("cr,brhw->bchw", self.enc, small)[:, :, None]
+
+
+def test_disentangle_replaces_only_the_reference_with_the_reencoded_last_frame(model, inputs):
+    state = _started(model, inputs)
+    codec = ToyCodec(model.config.in_dim)
+    new = switch_garment(state, refresh=False, withdraw=False, disentangle=True, codec=codec)
+    # The new reference is the last pixel frame of the last chunk, decoded and re-encoded.
+    fam = model.config.latent
+    last_pixels = codec.decode(fam.to_raw(state.history[-1]))[:, :, -1]
+    expected_ref = fam.to_model_space(codec.encode_image(last_pixels))
+    torch.testing.assert_close(new.reference, expected_ref, atol=1e-6, rtol=0)
+    fresh = start_stream(model, context=inputs["ctx"], reference=expected_ref, garment=inputs["gar"])
+    r = new.geometry.token_range(0)
+    torch.testing.assert_close(new.cache.k[:, :, r], fresh.cache.k[:, :, r], atol=1e-6, rtol=0)
+    keep = torch.ones(new.cache.k.shape[2], dtype=torch.bool)
+    keep[r] = False
+    assert torch.equal(new.cache.k[:, :, keep], state.cache.k[:, :, keep])
+    assert torch.equal(new.cache.v[:, :, keep], state.cache.v[:, :, keep])
+
+
+def test_full_switch_keeps_frame_numbering_and_positions_continuous(model, inputs):
+    state = _started(model, inputs)
+    codec = ToyCodec(model.config.in_dim)
+    new = switch_garment(state, inputs["gar2"], codec=codec)  # refresh + withdraw (sink too) + disentangle
+    assert new.frames == state.frames == 6 and new.next_position == 8
+    after, nxt = generate(new, 2)
+    # Independent: [new reference, new garment] then the chunk at position 8, nothing else.
+    gen = torch.Generator().set_state(new.rng_state.clone())
+    want = independent_chunk(model, inputs["ctx"], new.reference, inputs["gar2"], [], 8, gen, 2)
+    torch.testing.assert_close(nxt, want, atol=ATOL, rtol=0)
+    gen = torch.Generator().set_state(new.rng_state.clone())
+    off = independent_chunk(model, inputs["ctx"], new.reference, inputs["gar2"], [], 2, gen, 2)
+    assert not torch.allclose(nxt, off, atol=ATOL)  # restarting positions at 2 would be a different video
+    assert after.frames == 8 and after.latents().shape[2] == 8
+
+
+def test_switch_prompt_recaches_under_the_new_prompt(model, inputs):
+    state = _started(model, inputs)  # 3 chunks, all still cached (window holds 3 chunks incl. current)
+    new = switch_prompt(state, inputs["ctx2"])
+    _, nxt = generate(new, 2)
+    gen = torch.Generator().set_state(new.rng_state.clone())
+    prior = [(state.history[k], 2 + 2 * k) for k in range(3)]
+    want = independent_chunk(model, inputs["ctx2"], inputs["ref"], inputs["gar"], prior, 8, gen, 2,
+                             lambda n: dict(sink_chunks=1, window_chunks=3))
+    torch.testing.assert_close(nxt, want, atol=ATOL, rtol=0)
+    # The old prompt's continuation differs (the switch did something).
+    assert not torch.allclose(generate(state, 2)[1], nxt, atol=ATOL)
+
+
+def test_bad_inputs_are_reported(model, inputs):
+    with pytest.raises(ValueError, match="channels"):
+        start_stream(model, context=inputs["ctx"], reference=inputs["ref"][:, :16], garment=inputs["gar"][:, :16])
+    with pytest.raises(ValueError, match="same shape"):
+        start_stream(model, context=inputs["ctx"], reference=inputs["ref"],
+                     garment=torch.randn(1, model.config.in_dim, 1, H, 2 * W))
+    state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"])
+    with pytest.raises(ValueError, match="at least one chunk"):
+        generate(state, 0)
+    with pytest.raises(ValueError, match="no generated frame|generate at least one chunk"):
+        switch_garment(state, inputs["gar2"], codec=ToyCodec(48))
+    with pytest.raises(ValueError, match="codec"):
+        switch_garment(generate(state, 3)[0], inputs["gar2"])
