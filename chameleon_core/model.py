@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from .attention import FullAttention, SelfAttentionPlan, attention
 from .config import WanConfig
 
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
 COND_FRAMES = 2  # reference + garment
 """Number of in-context condition frames in front of the video."""
 
@@ -69,8 +71,15 @@ def linear32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """A linear layer evaluated in its weight dtype."""
-    return layer(x.to(layer.weight.dtype))
+    """A linear layer evaluated in its weight dtype, or, for fp8-stored weights (:mod:`chameleon_core.quant`), in
+    the layer's ``compute_dtype`` with the weight upcast and rescaled on the fly."""
+    w = layer.weight
+    if w.dtype in FP8_DTYPES:
+        cd = layer.compute_dtype
+        w = w.to(cd) * layer.scale_weight.to(cd)
+        bias = layer.bias.to(cd) if layer.bias is not None else None
+        return F.linear(x.to(cd), w, bias)
+    return layer(x.to(w.dtype))
 
 
 def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
@@ -247,7 +256,7 @@ class Block(nn.Module):
         y = self.self_attn(modulate(self.norm1(x), shift1, scale1), rope, plan, layer)  # [B, L, C]
         x = x + gate(y, gate1)
         x = x + self.cross_attn(self.norm3(x), cross_kv).float()
-        y = self.ffn(modulate(self.norm2(x), shift2, scale2).to(self.ffn[0].weight.dtype))  # [B, L, C]
+        y = linear(self.ffn[2], self.ffn[1](linear(self.ffn[0], modulate(self.norm2(x), shift2, scale2))))  # [B, L, C]
         return x + gate(y, gate2)
 
 
@@ -308,7 +317,9 @@ class WanModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.blocks[0].self_attn.q.weight.dtype
+        """Compute dtype: activations, KV cache. Equals the weight dtype unless block weights are stored in fp8."""
+        w = self.blocks[0].self_attn.q
+        return w.compute_dtype if w.weight.dtype in FP8_DTYPES else w.weight.dtype
 
     @property
     def device(self) -> torch.device:
