@@ -39,3 +39,30 @@ def reference_layout():
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+# --- VAE (tests/test_vae.py) ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["wan2.1-tiny", "wan2.2-tiny"])
+def tiny_vae(request):
+    """A tiny random-weight Wan VAE of each family (fp32, CPU): real latent channels and strides, widths of 8-16."""
+    from chameleon_core.vae import build_vae
+
+    return build_vae(request.param, seed=0)
+
+
+@pytest.fixture
+def tiny_vae_file(tmp_path):
+    """Write a tiny Wan2.2 VAE's state dict to ``tmp_path`` as safetensors with an optional prefix."""
+    from safetensors.torch import save_file
+
+    from chameleon_core.vae import build_vae
+
+    def write(prefix: str = "", family: str = "wan2.2-tiny", name: str = "vae.safetensors"):
+        vae = build_vae(family, seed=1)
+        path = tmp_path / name
+        save_file({prefix + k: v.contiguous() for k, v in vae.model.state_dict().items()}, str(path))
+        return vae, path
+
+    return write
