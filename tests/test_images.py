@@ -1,0 +1,154 @@
+"""nodes/images.py: IMAGE <-> pixel layouts, alpha/grey handling, and the reference/garment fitting geometry."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_images_module():
+    # By path: the module must work without the nodes package (whose __init__ may import ComfyUI) or ComfyUI.
+    spec = importlib.util.spec_from_file_location("fc_nodes_images", REPO / "nodes" / "images.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+images = _load_images_module()
+
+
+def test_module_imports_without_comfy():
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('m', {str(REPO / 'nodes' / 'images.py')!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "bad = [n for n in sys.modules if n.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths', 'server')]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_image_video_layouts_and_round_trip():
+    image = torch.rand(5, 6, 7, 3)  # 5 frames of 6x7
+    video = images.image_to_video(image)
+    assert video.shape == (1, 3, 5, 6, 7)
+    for t, y, x, c in [(0, 0, 0, 0), (4, 5, 6, 2), (2, 3, 1, 1)]:
+        assert video[0, c, t, y, x] == pytest.approx(image[t, y, x, c].item() * 2 - 1)
+    back = images.video_to_image(video)
+    assert back.shape == image.shape
+    torch.testing.assert_close(back, image, atol=1e-6, rtol=0)
+
+    pixels = images.image_to_pixels(image[:2])
+    assert pixels.shape == (2, 3, 6, 7)
+    torch.testing.assert_close(pixels[1, 2], image[1, :, :, 2] * 2 - 1)
+
+
+def test_video_to_image_flattens_batches_in_order_and_clamps():
+    video = torch.linspace(-1.5, 1.5, 2 * 3 * 4 * 2 * 2).reshape(2, 3, 4, 2, 2)
+    out = images.video_to_image(video)
+    assert out.shape == (8, 2, 2, 3)
+    assert out.min() >= 0 and out.max() <= 1
+    # frame index b * T + t
+    expected = ((video[1, :, 2].permute(1, 2, 0) + 1) / 2).clamp(0, 1)
+    torch.testing.assert_close(out[1 * 4 + 2], expected)
+
+
+def test_rgba_composites_over_white():
+    rgba = torch.zeros(1, 1, 3, 4)
+    rgba[0, 0, :, :3] = torch.tensor([0.2, 0.4, 0.6])
+    rgba[0, 0, :, 3] = torch.tensor([0.0, 0.5, 1.0])
+    rgb = images.to_rgb(rgba)
+    assert rgb.shape == (1, 1, 3, 3)
+    torch.testing.assert_close(rgb[0, 0, 0], torch.ones(3))  # transparent -> white
+    torch.testing.assert_close(rgb[0, 0, 1], torch.tensor([0.6, 0.7, 0.8]))  # half: mix with white
+    torch.testing.assert_close(rgb[0, 0, 2], torch.tensor([0.2, 0.4, 0.6]))  # opaque -> colour
+
+
+def test_greyscale_and_grey_alpha_become_rgb():
+    grey = torch.rand(2, 4, 5, 1)
+    rgb = images.to_rgb(grey)
+    assert rgb.shape == (2, 4, 5, 3)
+    for c in range(3):
+        torch.testing.assert_close(rgb[..., c], grey[..., 0])
+    la = torch.tensor([[[[0.3, 0.5]]]])
+    torch.testing.assert_close(images.to_rgb(la)[0, 0, 0], torch.full((3,), 0.3 * 0.5 + 0.5))
+
+
+def _column_blocks(width: int, height: int, values: list[float]) -> torch.Tensor:
+    """IMAGE whose columns are split into len(values) equal constant blocks."""
+    image = torch.empty(1, height, width, 3)
+    step = width // len(values)
+    for i, v in enumerate(values):
+        image[:, :, i * step : (i + 1) * step] = v
+    return image
+
+
+def test_fit_reference_scales_by_max_ratio_and_centre_crops():
+    # 100x50 (WxH) -> 64x64: ratio max(0.64, 1.28) = 1.28 -> 128x64; crop columns 32..95, i.e. blocks B and C.
+    image = _column_blocks(100, 50, [0.1, 0.3, 0.6, 0.9])
+    out = images.fit_reference(image, 64, 64)
+    assert out.shape == (1, 64, 64, 3)
+    # Away from the block edges the bilinear resize keeps the constants exactly.
+    torch.testing.assert_close(out[:, :, 2:29], torch.full_like(out[:, :, 2:29], 0.3))
+    torch.testing.assert_close(out[:, :, 35:62], torch.full_like(out[:, :, 35:62], 0.6))
+
+    # Portrait target from a square: 40x40 -> 20x30 scales to 30x30 and crops columns floor(10 / 2) = 5 .. 24.
+    square = _column_blocks(40, 40, [0.0, 0.25, 0.5, 1.0])  # blocks of 10 -> 7.5 px after scaling
+    out = images.fit_reference(square, 20, 30)
+    assert out.shape == (1, 30, 20, 3)
+    scaled = images._resize(images.to_rgb(square), 30, 30)
+    torch.testing.assert_close(out, scaled[:, :, 5:25])
+
+
+def test_fit_garment_scales_by_min_ratio_and_pads_white_floor_half():
+    garment = torch.full((1, 20, 40, 3), 0.2)  # 40 wide, 20 high
+    # Into 64x63: ratio min(1.6, 3.15) = 1.6 -> 64x32; vertical diff 31 -> top 15, bottom 16.
+    out = images.fit_garment(garment, 64, 63)
+    assert out.shape == (1, 63, 64, 3)
+    assert torch.all(out[:, :15] == 1.0) and torch.all(out[:, 47:] == 1.0)
+    torch.testing.assert_close(out[:, 15:47], torch.full((1, 32, 64, 3), 0.2))
+
+    # Transposed case: 20 wide, 40 high into 63x64 -> 32x64; horizontal diff 31 -> left 15, right 16.
+    out = images.fit_garment(garment.transpose(1, 2), 63, 64)
+    assert out.shape == (1, 64, 63, 3)
+    assert torch.all(out[:, :, :15] == 1.0) and torch.all(out[:, :, 47:] == 1.0)
+    torch.testing.assert_close(out[:, :, 15:47], torch.full((1, 64, 32, 3), 0.2))
+
+
+def test_fit_garment_rgba_background_becomes_white_and_exact_size_is_untouched():
+    rgba = torch.rand(1, 32, 32, 4)
+    rgba[..., 3] = 0.0
+    out = images.fit_garment(rgba, 32, 32)
+    torch.testing.assert_close(out, torch.ones(1, 32, 32, 3))
+    rgb = torch.rand(2, 32, 48, 3)
+    torch.testing.assert_close(images.fit_reference(rgb, 48, 32), rgb)
+    torch.testing.assert_close(images.fit_garment(rgb, 48, 32), rgb)
+
+
+@pytest.mark.parametrize(
+    "bad, error, words",
+    [
+        (torch.rand(4, 4, 3), ValueError, "batch axis"),
+        (torch.rand(1, 4, 4, 5), ValueError, "C in 1..4"),
+        (torch.zeros(1, 4, 4, 3, dtype=torch.uint8), TypeError, "255"),
+        ("not an image", TypeError, "str"),
+    ],
+)
+def test_bad_images_are_rejected_with_the_fix(bad, error, words):
+    with pytest.raises(error, match=words):
+        images.to_rgb(bad)
+
+
+def test_bad_sizes_and_videos_are_rejected():
+    with pytest.raises(ValueError, match="width=0"):
+        images.fit_reference(torch.rand(1, 4, 4, 3), 0, 8)
+    with pytest.raises(ValueError, match=r"got \(1, 4, 4, 3\)"):
+        images.video_to_image(torch.rand(1, 4, 4, 3))
