@@ -14,7 +14,10 @@ Conventions:
   continues the same video without a seam; decoding in chunks gives exactly the pixels of decoding whole. The
   decoder runs one latent frame per step, as the reference does, so memory is that of one latent frame.
   :meth:`WanVAE.encode_chunk` does the same for encoding (first piece ``1 + 4k`` frames, later pieces ``4k``).
-  States are immutable: a call never changes the state it is given, so a state can be decoded from twice.
+  By default a call never changes the state it is given, so a state can be continued twice (ComfyUI reuses cached
+  node outputs by reference). The caches are large at high resolution (about 3 GiB in bf16 for Wan2.2 at
+  1280x704, as in the reference), so a loop that does not need the old state passes ``consume=True``: the old
+  state's caches are then released while the chunk runs instead of living alongside the new ones.
 """
 
 from __future__ import annotations
@@ -133,12 +136,22 @@ class VAEStreamState:
 
     direction: str
     """``encode`` or ``decode``: a state only continues the operation that made it."""
-    caches: Mapping[str, torch.Tensor] = field(repr=False)
-    """Module name -> cached frames ``[B, C, t, H, W]``."""
     latent_frames: int
     """Latent frames produced (encode) or consumed (decode) so far."""
     chunk_shape: tuple[int, int, int, int]
     """``(batch, channels, height, width)`` that later chunks must have."""
+    _tensors: dict[str, torch.Tensor] = field(repr=False)
+    """Module name -> cached frames ``[B, C, t, H, W]``; emptied only when the state is consumed."""
+
+    @property
+    def caches(self) -> Mapping[str, torch.Tensor]:
+        """Module name -> cached frames ``[B, C, t, H, W]`` (read-only view)."""
+        return MappingProxyType(self._tensors)
+
+    @property
+    def consumed(self) -> bool:
+        """True once a ``*_chunk(..., consume=True)`` call has taken this state's caches."""
+        return self.latent_frames > 0 and not self._tensors
 
     @property
     def nbytes(self) -> int:
@@ -224,7 +237,7 @@ class WanVAE:
         return self.encode(image.unsqueeze(2))
 
     def encode_chunk(
-        self, video: torch.Tensor, state: VAEStreamState | None = None
+        self, video: torch.Tensor, state: VAEStreamState | None = None, *, consume: bool = False
     ) -> tuple[torch.Tensor, VAEStreamState]:
         """Encode the next piece of a video, carrying the causal state.
 
@@ -232,6 +245,7 @@ class WanVAE:
             video: ``[B, 3, T, H, W]`` in [-1, 1]. The first piece (``state=None``) has ``T = 1 + 4k`` frames, later
                 pieces ``T = 4k`` (k >= 1).
             state: what the previous call returned, or None to start a new video.
+            consume: release ``state``'s caches during the call (it cannot be continued again); saves memory.
         Returns:
             raw latents ``[B, C, T_lat, h, w]`` (``1 + k`` for the first piece, ``k`` later) and the new state.
         """
@@ -254,7 +268,7 @@ class WanVAE:
                     f"a piece after the first must have a multiple of {s} frames ({s}, {2 * s}, ...), got {t}; "
                     f"send {t - t % s or s} frames now and keep the rest for the next piece"
                 )
-            cache = StepCache(self._continue(state), first=False)
+            cache = StepCache(self._continue(state, consume), first=False)
             bounds = [(i, i + s) for i in range(0, t, s)]
             done = state.latent_frames
         outs = []
@@ -264,7 +278,7 @@ class WanVAE:
                 cache.first = False
         latents = torch.cat(outs, dim=2)
         b, c, _, h, w = video.shape
-        return latents, VAEStreamState("encode", MappingProxyType(cache.tensors), done + len(bounds), (b, c, h, w))
+        return latents, VAEStreamState("encode", done + len(bounds), (b, c, h, w), cache.tensors)
 
     # --- decode -------------------------------------------------------------------------------------------------
 
@@ -276,7 +290,12 @@ class WanVAE:
         return self.decode_chunk(latents, None, clamp=clamp)[0]
 
     def decode_chunk(
-        self, latents: torch.Tensor, state: VAEStreamState | None = None, *, clamp: bool = True
+        self,
+        latents: torch.Tensor,
+        state: VAEStreamState | None = None,
+        *,
+        clamp: bool = True,
+        consume: bool = False,
     ) -> tuple[torch.Tensor, VAEStreamState]:
         """Decode the next latent frames of a video, carrying the causal state.
 
@@ -284,6 +303,7 @@ class WanVAE:
             latents: raw latents ``[B, C, n, h, w]``, n >= 1 (the streaming sampler's chunk of 3, say).
             state: what the previous call returned, or None to start a new video.
             clamp: clamp the pixels to [-1, 1] as the reference does.
+            consume: release ``state``'s caches during the call (it cannot be continued again); saves memory.
         Returns:
             pixels ``[B, 3, F, H, W]`` with ``F = 1 + 4 (n - 1)`` for the first chunk and ``4 n`` later, and the new
             state. Concatenating the chunks' pixels gives exactly :meth:`decode` of the concatenated latents.
@@ -296,7 +316,7 @@ class WanVAE:
             done = 0
         else:
             self._check_state(state, "decode", z)
-            cache = StepCache(self._continue(state), first=False)
+            cache = StepCache(self._continue(state, consume), first=False)
             done = state.latent_frames
         stride = self.config.spatial_stride
         frames = n * s - (s - 1 if state is None else 0)
@@ -312,7 +332,7 @@ class WanVAE:
                 del piece
         if clamp:
             out.clamp_(-1.0, 1.0)
-        return out, VAEStreamState("decode", MappingProxyType(cache.tensors), done + n, (b, c, h, w))
+        return out, VAEStreamState("decode", done + n, (b, c, h, w), cache.tensors)
 
     # --- input checks -------------------------------------------------------------------------------------------
 
@@ -347,6 +367,11 @@ class WanVAE:
     def _check_state(self, state: VAEStreamState, direction: str, chunk: torch.Tensor) -> None:
         if not isinstance(state, VAEStreamState):
             raise TypeError(f"state must be a VAEStreamState returned by {direction}_chunk or None, got {type(state)}")
+        if state.consumed:
+            raise ValueError(
+                f"this state was consumed by an earlier {direction}_chunk(..., consume=True) call; continue from the "
+                "state that call returned, or pass consume=False to keep states reusable"
+            )
         if state.direction != direction:
             raise ValueError(
                 f"this state came from {state.direction}_chunk and cannot continue {direction}_chunk; pass "
@@ -359,9 +384,16 @@ class WanVAE:
                 f"chunks are {state.chunk_shape}; pass state=None to start a new video at the new size"
             )
 
-    def _continue(self, state: VAEStreamState) -> dict[str, torch.Tensor]:
-        """A private, mutable copy of the state's caches (on this VAE's device/dtype); the state is untouched."""
-        return {k: v.to(device=self.device, dtype=self.dtype) for k, v in state.caches.items()}
+    def _continue(self, state: VAEStreamState, consume: bool) -> dict[str, torch.Tensor]:
+        """A private, mutable copy of the state's caches (on this VAE's device/dtype).
+
+        The modules replace entries of the copy, never tensors in place, so the given state stays valid; with
+        ``consume`` the state lets go of its entries, so each old tensor is freed as soon as it is replaced.
+        """
+        tensors = {k: v.to(device=self.device, dtype=self.dtype) for k, v in state._tensors.items()}
+        if consume:
+            state._tensors.clear()
+        return tensors
 
 
 def _describe(x: object) -> str:

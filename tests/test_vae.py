@@ -186,6 +186,25 @@ def test_decode_is_causal_and_states_are_immutable(tiny_vae):
     assert all(torch.equal(snapshot[k], v) for k, v in mid.caches.items())
 
 
+def test_consume_releases_the_old_state(tiny_vae):
+    latents = _latents(tiny_vae, 4)
+    whole = tiny_vae.decode(latents)
+    _, first = tiny_vae.decode_chunk(latents[:, :, :2])
+    size = first.nbytes
+    rest, second = tiny_vae.decode_chunk(latents[:, :, 2:], first, consume=True)
+    torch.testing.assert_close(rest, whole[:, :, 5:], atol=ATOL, rtol=0)
+    assert first.consumed and first.nbytes == 0
+    assert not second.consumed and second.nbytes == size
+    with pytest.raises(ValueError, match=r"consumed by an earlier decode_chunk.*consume=False"):
+        tiny_vae.decode_chunk(latents[:, :, 2:], first)
+
+    video = _video(tiny_vae, 9)
+    _, state = tiny_vae.encode_chunk(video[:, :, :5])
+    out, _ = tiny_vae.encode_chunk(video[:, :, 5:], state, consume=True)
+    torch.testing.assert_close(out, tiny_vae.encode(video)[:, :, 2:], atol=ATOL, rtol=0)
+    assert state.consumed
+
+
 def test_state_size_does_not_grow_with_video_length(tiny_vae):
     latents = _latents(tiny_vae, 7)
     _, state = tiny_vae.decode_chunk(latents[:, :, :1])
