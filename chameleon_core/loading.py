@@ -585,14 +585,14 @@ def detect_layout(keys: Iterable[str]) -> str:
         if scaled:
             return "comfyui-fp8"
         return "training" if wrapped else "wan"
-    _raise_not_a_transformer(raw)
-    raise AssertionError("unreachable")  # pragma: no cover
+    raise _not_a_transformer(raw)
 
 
-def _raise_not_a_transformer(keys: Sequence[str]) -> None:
+def _not_a_transformer(keys: Sequence[str]) -> ValueError:
+    """The error for names that are no Wan DiT: says so for a VAE or a text encoder, else lists the first names."""
     names = [k.removeprefix("first_stage_model.").removeprefix("vae.") for k in keys]
     if any(k.startswith(("encoder.conv1.", "decoder.conv1.", "decoder.head.", "encoder.downsamples.")) for k in names):
-        raise ValueError(
+        return ValueError(
             f"this is a VAE checkpoint (keys like {_first([k for k in keys if 'coder.' in k], 3)}), not a Wan "
             "transformer; load it with ComfyUI's VAE loader and pick the diffusion model (the DiT) here"
         )
@@ -601,11 +601,11 @@ def _raise_not_a_transformer(keys: Sequence[str]) -> None:
         or re.match(r"blocks\.\d+\.(attn|ffn\.gate)\.", k)
         for k in names
     ):
-        raise ValueError(
+        return ValueError(
             f"this is a text-encoder checkpoint (umT5; keys like {_first(list(keys), 3)}), not a Wan transformer; "
             "load it with ComfyUI's CLIPLoader (type wan) and pick the diffusion model (the DiT) here"
         )
-    raise ValueError(
+    return ValueError(
         f"unknown checkpoint layout: the tensor names match none of {list(LAYOUTS)}; first keys: {_first(list(keys))}. "
         "Pass a Wan DiT checkpoint (original Wan, ComfyUI repackage, diffusers WanTransformer3DModel, or a "
         "training .pt with generator / generator_ema)"
