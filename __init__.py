@@ -1,8 +1,11 @@
-"""ComfyUI entry point for the FashionChameleon node pack.
+"""ComfyUI entry point of the FashionChameleon node pack: hands ComfyUI the node list, nothing else.
 
-ComfyUI imports this file; it only hands over the node list. The nodes arrive with the node-pack issue; until then
-the pack registers no nodes. The library itself lives in ``chameleon_core`` and never imports ComfyUI.
+The nodes live in ``nodes/`` (the only ComfyUI-facing code); the library in ``chameleon_core`` (pure PyTorch). The
+import happens when ComfyUI calls the entry point, so importing this package (pytest does) needs no ComfyUI.
 """
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+
+async def comfy_entrypoint():
+    from .nodes.extension import comfy_entrypoint as entrypoint
+
+    return await entrypoint()

@@ -953,3 +953,32 @@ def load_transformer(
     if left:  # only a model change (a buffer outside the state dict) can cause this; name it for the developer
         raise RuntimeError(f"WanModel tensors not covered by its state dict stayed on the meta device: {left[:_SHOW]}")
     return model.eval().requires_grad_(False)
+
+
+KIND_METADATA_KEY = "fashionchameleon.kind"
+"""Safetensors metadata naming a checkpoint's role: ``student`` (causal, few-step) or ``teacher`` (bidirectional)."""
+STUDENT_NAME_HINTS = ("student", "causal", "self_forcing", "self-forcing", "selfforcing", "causvid", "longlive",
+                      "dmd", "stream")
+"""File-name fragments of the public causal students (Self-Forcing, CausVid, LongLive) and of our own."""
+
+
+def checkpoint_kind(path: str | os.PathLike[str]) -> str:
+    """``student`` or ``teacher`` for a transformer checkpoint; raises ValueError for anything else (a VAE, ...).
+
+    Both roles share one architecture, so the role comes from, in order: the ``fashionchameleon.kind`` metadata;
+    a training ``.pt`` (``generator`` / ``generator_ema``: the distillation trainers' causal generator); a file name
+    containing one of :data:`STUDENT_NAME_HINTS`; otherwise ``teacher`` (plain Wan releases are bidirectional).
+    """
+    info = inspect_checkpoint(path)
+    kind = info.metadata.get(KIND_METADATA_KEY)
+    if kind is not None:
+        if kind not in ("student", "teacher"):
+            raise ValueError(
+                f"{info.files[0]}: metadata {KIND_METADATA_KEY}={kind!r} is neither 'student' nor 'teacher'; fix "
+                "the metadata when writing the file"
+            )
+        return kind
+    if info.layout == "training":
+        return "student"
+    name = Path(path).name.lower()
+    return "student" if any(h in name for h in STUDENT_NAME_HINTS) else "teacher"

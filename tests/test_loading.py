@@ -516,3 +516,18 @@ def test_loads_onto_cuda(tmp_path):
     gpu = load_transformer(path, dtype=torch.bfloat16, device="cuda")
     assert all(p.device.type == "cuda" for p in gpu.parameters())
     _assert_same_weights(gpu.cpu(), cpu.state_dict())
+
+
+def test_checkpoint_kind_from_metadata_training_layout_and_name(tmp_path):
+    from chameleon_core.loading import KIND_METADATA_KEY, checkpoint_kind
+    from chameleon_core.testing import tiny_transformer, write_transformer_checkpoint
+
+    model = tiny_transformer(0)
+    tagged = write_transformer_checkpoint(model, tmp_path / "a.safetensors", metadata={KIND_METADATA_KEY: "student"})
+    assert checkpoint_kind(tagged) == "student"
+    assert checkpoint_kind(write_transformer_checkpoint(model, tmp_path / "b.pt", layout="training")) == "student"
+    assert checkpoint_kind(write_transformer_checkpoint(model, tmp_path / "self_forcing_dmd.safetensors")) == "student"
+    assert checkpoint_kind(write_transformer_checkpoint(model, tmp_path / "wan2.2_ti2v_5B.safetensors")) == "teacher"
+    bad = write_transformer_checkpoint(model, tmp_path / "c.safetensors", metadata={KIND_METADATA_KEY: "critic"})
+    with pytest.raises(ValueError, match="neither 'student' nor 'teacher'"):
+        checkpoint_kind(bad)

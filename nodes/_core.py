@@ -1,0 +1,12 @@
+"""The pack's core library, whether the pack is loaded by ComfyUI (as a package) or by the tests / scripts."""
+
+from __future__ import annotations
+
+try:  # inside ComfyUI: custom_nodes/<pack>/ is a package and chameleon_core a sibling subpackage
+    from ..chameleon_core import latents, loading, quant, rescheduling, samplers, streaming, vae
+    from ..chameleon_core.config import StreamConfig
+except ImportError:  # tests and scripts with the repository root on sys.path
+    from chameleon_core import latents, loading, quant, rescheduling, samplers, streaming, vae  # type: ignore[no-redef]
+    from chameleon_core.config import StreamConfig  # type: ignore[no-redef]
+
+__all__ = ["latents", "loading", "quant", "rescheduling", "samplers", "streaming", "vae", "StreamConfig"]

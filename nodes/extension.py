@@ -1,0 +1,37 @@
+"""The pack's single ComfyUI entry point: one ComfyExtension listing every node."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from .conditions import ChameleonConditionsNode
+from .decode import ChameleonStreamDecode
+from .loaders import ChameleonStudentLoader, ChameleonTeacherLoader
+from .stream_nodes import (
+    ChameleonGarmentSwitch,
+    ChameleonPromptSwitch,
+    ChameleonStreamGenerate,
+    ChameleonStreamStart,
+)
+from .teacher import ChameleonTeacherSampler
+
+NODES: list[type[io.ComfyNode]] = [
+    ChameleonTeacherLoader,
+    ChameleonStudentLoader,
+    ChameleonConditionsNode,
+    ChameleonTeacherSampler,
+    ChameleonStreamStart,
+    ChameleonStreamGenerate,
+    ChameleonGarmentSwitch,
+    ChameleonPromptSwitch,
+    ChameleonStreamDecode,
+]
+
+
+class FashionChameleonExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return NODES
+
+
+async def comfy_entrypoint() -> FashionChameleonExtension:
+    return FashionChameleonExtension()

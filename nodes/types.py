@@ -1,0 +1,72 @@
+"""The pack's custom socket types, declared once, and the typed objects that travel through them.
+
+Sockets carry typed objects, never dicts: CHAMELEON_MODEL a :class:`ChameleonModel`, CHAMELEON_CONDITIONS a
+:class:`ChameleonConditions`, CHAMELEON_STREAM a ``chameleon_core.streaming.StreamState`` (immutable: ComfyUI caches
+node outputs by reference, so every node returns a new state and never changes its input).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from comfy_api.latest import io
+
+from ._core import streaming
+
+ModelSocket = io.Custom("CHAMELEON_MODEL")
+ConditionsSocket = io.Custom("CHAMELEON_CONDITIONS")
+StreamSocket = io.Custom("CHAMELEON_STREAM")
+
+
+class ModelHolder(nn.Module):
+    """What ComfyUI's ModelPatcher manages: it sets bookkeeping attributes (``device``, ...) on this module."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.diffusion_model = model
+
+
+@dataclass(frozen=True)
+class ChameleonModel:
+    """A loaded transformer under ComfyUI's model management."""
+
+    patcher: object
+    """comfy.model_patcher.ModelPatcher over a :class:`ModelHolder`."""
+    kind: str
+    """``teacher`` (bidirectional) or ``student`` (causal, few-step)."""
+    name: str
+    """Checkpoint file name, for messages."""
+
+    @property
+    def config(self):
+        """The transformer's ``WanConfig``."""
+        return self.patcher.model.diffusion_model.config
+
+    def load(self):
+        """Bring the weights to the compute device through ComfyUI's model management and return the model."""
+        import comfy.model_management as mm
+
+        mm.load_models_gpu([self.patcher])
+        return self.patcher.model.diffusion_model
+
+
+@dataclass(frozen=True)
+class ChameleonConditions:
+    """Reference and garment as model-space one-frame latents ``[1, C, 1, h, w]`` at the video resolution."""
+
+    reference: torch.Tensor
+    garment: torch.Tensor
+    width: int
+    height: int
+    family: str
+    """Latent family of the VAE that encoded them (``wan2.1`` / ``wan2.2``)."""
+
+
+@dataclass(frozen=True)
+class ChameleonStream:
+    """What CHAMELEON_STREAM carries: an immutable core stream state plus the model handle that made it."""
+
+    state: streaming.StreamState
+    model: ChameleonModel

@@ -1,0 +1,54 @@
+"""Start a real ComfyUI (``$COMFYUI_DIR``) whose two fixed-size models are shrunk to the tiny test sizes.
+
+ComfyUI builds umT5-XXL and the Wan2.2 VAE from fixed full-size configs, whatever the checkpoint holds, so tiny
+random checkpoints cannot load into them. This launcher applies the sizes in ``$CHAMELEON_TINY_SIZES`` (written by
+``python -m chameleon_core.tiny_checkpoints``): the umT5 config goes through ComfyUI's own
+``model_options["umt5xxl_model_config"]`` override, the VAE widths through the VAE class's constructor. Nothing else
+is touched: server, graph execution, caching, model management, the core nodes and this pack run as shipped.
+
+Usage: ``COMFYUI_DIR=... CHAMELEON_TINY_SIZES=.../tiny_sizes.json python tests/comfyui_launcher.py [main.py args]``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import sys
+
+
+def main() -> None:
+    comfy_dir = os.path.abspath(os.environ["COMFYUI_DIR"])
+    with open(os.environ["CHAMELEON_TINY_SIZES"]) as f:
+        sizes = json.load(f)
+    sys.argv = [os.path.join(comfy_dir, "main.py")] + sys.argv[1:]
+    sys.path.insert(0, comfy_dir)
+    os.chdir(comfy_dir)
+
+    import comfy.options
+
+    comfy.options.enable_args_parsing()  # as main.py does first, so --cpu etc. apply to what we import here
+    import comfy.ldm.wan.vae2_2 as vae22
+    import comfy.sd
+
+    load_te = comfy.sd.load_text_encoder_state_dicts
+
+    def tiny_text_encoder(state_dicts=[], embedding_directory=None, clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION,
+                          model_options={}):
+        options = {**model_options, "umt5xxl_model_config": sizes["umt5xxl_model_config"]}
+        return load_te(state_dicts, embedding_directory, clip_type, options)
+
+    comfy.sd.load_text_encoder_state_dicts = tiny_text_encoder
+
+    vae_init = vae22.WanVAE.__init__
+
+    def tiny_vae(self, *args, **kwargs):
+        kwargs.update(sizes["wan22_vae"])
+        vae_init(self, *args, **kwargs)
+
+    vae22.WanVAE.__init__ = tiny_vae
+    runpy.run_path(sys.argv[0], run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
