@@ -411,3 +411,20 @@ def test_state_type_is_checked(tiny_vae):
     with pytest.raises(TypeError, match="VAEStreamState"):
         tiny_vae.decode_chunk(_latents(tiny_vae, 1), {"not": "a state"})
     assert isinstance(tiny_vae.decode_chunk(_latents(tiny_vae, 1))[1], VAEStreamState)
+
+
+def test_bench_cli_reports_every_chunk(tmp_path, capsys):
+    import json
+
+    from chameleon_core import bench_vae
+
+    out = tmp_path / "bench.json"
+    argv = ["--family", "wan2.2", "--tiny", "--height", "32", "--width", "32", "--latent-frames", "3", "--chunk", "2"]
+    assert bench_vae.main([*argv, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [c["pixel_frames"] for c in result["chunks"]] == [5, 4]
+    assert result["pixel_frames"] == 9 and result["latent_grid"] == [2, 2]
+    assert result["chunks"][0]["state_mib"] == result["chunks"][1]["state_mib"] > 0
+    assert "chunk 1: 1 latent -> 4 pixel frames" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_vae.main(["--height", "30", "--tiny"])  # not a multiple of 16: argparse error, exit code 2
