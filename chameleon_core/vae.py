@@ -128,7 +128,8 @@ def vae_preset(name: str) -> VAEConfig:
 
 @dataclass(frozen=True)
 class VAEStreamState:
-    """Causal memory between chunks of one video (immutable: every call returns a new state).
+    """Causal memory between chunks of one video. Every call returns a new state and leaves the given one intact,
+    unless it was passed with ``consume=True`` (then its caches are released and it cannot be continued again).
 
     Holds, per temporal convolution, the last frames of its input (two frames at most), so its size is a few
     frames of activations at each resolution, independent of how long the video already is.
