@@ -116,6 +116,12 @@ class ChameleonStreamGenerate(io.ComfyNode):
         check_student_stream(node, stream)
         state = stream.state
         family = state.model.config.latent
+        chunk = state.stream.chunk_frames
+        one_chunk = family.pixel_frames(chunk) if state.frames == 0 else chunk * family.temporal_stride
+        if frames < one_chunk:
+            raise node_error(node, "frames", frames, f"fewer than one chunk ({chunk} latent frames = {one_chunk} "
+                             f"video frames {'at the start' if state.frames == 0 else 'after the start'})",
+                             f"use frames >= {one_chunk}")
         latent_frames = family.latent_frames(frames) if state.frames == 0 else -(-frames // family.temporal_stride)
         stream.model.load()
         progress = ChunkProgress(streaming.chunks_for(state, latent_frames))

@@ -1,0 +1,298 @@
+"""Integration with a real ComfyUI: set ``COMFYUI_DIR`` to a ComfyUI checkout (and ``COMFYUI_PYTHON`` to its
+interpreter if it is not ``$COMFYUI_DIR/.venv/bin/python``).
+
+The test writes tiny random checkpoints into a temporary base directory (``python -m chameleon_core.tiny_checkpoints``),
+starts ComfyUI on CPU with this pack through ``tests/comfyui_launcher.py``, checks ``/object_info``, and runs every
+API-format workflow at tiny size through ``POST /prompt``. Without ``COMFYUI_DIR`` it is skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+pytestmark = [
+    pytest.mark.comfyui,
+    pytest.mark.skipif(not COMFYUI_DIR, reason="COMFYUI_DIR is not set: point it at a ComfyUI checkout to run the "
+                                               "real-ComfyUI integration test"),
+]
+NAMES = ["single_garment_stream", "garment_switch_chain", "teacher_quality", "long_video"]
+SIZE = 64  # pixels: 4x4 latents, 2x2 tokens per frame
+
+EXPECTED_INPUTS = {
+    "ChameleonTeacherLoader": ["ckpt_name", "weight_dtype"],
+    "ChameleonStudentLoader": ["ckpt_name", "weight_dtype"],
+    "ChameleonConditions": ["vae", "reference", "garment", "width", "height"],
+    "ChameleonTeacherSampler": ["teacher", "positive", "negative", "conditions", "frames", "steps", "cfg", "shift",
+                                "seed", "sampler"],
+    "ChameleonStreamStart": ["student", "positive", "conditions", "seed", "steps", "chunk_frames", "cache_frames",
+                             "sink_chunks"],
+    "ChameleonStreamGenerate": ["stream", "frames"],
+    "ChameleonGarmentSwitch": ["stream", "vae", "garment", "refresh", "withdraw", "disentangle", "withdraw_sink"],
+    "ChameleonPromptSwitch": ["stream", "positive"],
+    "ChameleonStreamDecode": ["vae", "segment_1", "chunk_frames"] + [f"segment_{i}" for i in range(2, 9)],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, url: str, base: Path, log: Path) -> None:
+        self.url, self.base, self.log = url, base, log
+
+    def get(self, path: str):
+        return json.load(urllib.request.urlopen(self.url + path, timeout=60))
+
+    def post(self, path: str, body: dict):
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                text = r.read()
+                return json.loads(text) if text else {}
+        except urllib.error.HTTPError as e:
+            return {"http_error": e.code, **json.loads(e.read() or b"{}")}
+
+    def run(self, prompt: dict, timeout: float = 600) -> dict:
+        """Queue ``prompt`` and wait for its history entry."""
+        queued = self.post("/prompt", {"prompt": prompt})
+        assert "prompt_id" in queued, f"prompt rejected: {json.dumps(queued)[:2000]}"
+        pid = queued["prompt_id"]
+        start = time.time()
+        while time.time() - start < timeout:
+            hist = self.get(f"/history/{pid}")
+            if pid in hist and hist[pid].get("status", {}).get("completed") is not None:
+                return hist[pid]
+            time.sleep(0.5)
+        raise TimeoutError(f"prompt {pid} did not finish in {timeout} s; log: {self.log}")
+
+    def video_files(self, history: dict) -> list[Path]:
+        files = []
+        for out in history["outputs"].values():
+            for item in out.get("images", []) + out.get("videos", []):
+                files.append(self.base / "output" / item.get("subfolder", "") / item["filename"])
+        return files
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    python = os.environ.get("COMFYUI_PYTHON") or str(Path(COMFYUI_DIR) / ".venv" / "bin" / "python")
+    if not Path(python).exists():
+        python = sys.executable
+    base = tmp_path_factory.mktemp("comfyui")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([python, "-m", "chameleon_core.tiny_checkpoints", "--models", str(base / "models"),
+                    "--input", str(base / "input")], cwd=REPO, env=env, check=True, capture_output=True)
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "comfyui-fashionchameleon").symlink_to(REPO, target_is_directory=True)
+    port = _free_port()
+    log = base / "comfyui.log"
+    env = {**os.environ, "COMFYUI_DIR": COMFYUI_DIR, "CHAMELEON_TINY_SIZES": str(base / "models" / "tiny_sizes.json")}
+    env.pop("PYTHONPATH", None)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [python, str(REPO / "tests" / "comfyui_launcher.py"), "--cpu", "--listen", "127.0.0.1", "--port",
+             str(port), "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
+             "--preview-method", "latent2rgb", "--disable-auto-launch"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    srv = Server(f"http://127.0.0.1:{port}", base, log)
+    deadline = time.time() + 300
+    while True:
+        try:
+            srv.get("/system_stats")
+            break
+        except (urllib.error.URLError, ConnectionError, OSError):
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"ComfyUI did not start; log:\n{log.read_text()[-4000:]}") from None
+            time.sleep(1)
+    yield srv
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def tiny(prompt: dict) -> dict:
+    """An API workflow pointed at the tiny checkpoints and resolution (frame counts and steps are kept)."""
+    p = copy.deepcopy(prompt)
+    for node in p.values():
+        t, i = node["class_type"], node["inputs"]
+        if t == "ChameleonStudentLoader":
+            i["ckpt_name"] = "chameleon_tiny_student.safetensors"
+        elif t == "ChameleonTeacherLoader":
+            i["ckpt_name"] = "chameleon_tiny_teacher.safetensors"
+        elif t == "VAELoader":
+            i["vae_name"] = "chameleon_tiny_wan2.2_vae.safetensors"
+        elif t == "CLIPLoader":
+            i["clip_name"] = "chameleon_tiny_umt5.safetensors"
+        elif t == "ChameleonConditions":
+            i["width"] = i["height"] = SIZE
+    return p
+
+
+def load_api(name: str) -> dict:
+    return json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
+
+
+def _cached_nodes(history: dict) -> set[str]:
+    for kind, data in history["status"]["messages"]:
+        if kind == "execution_cached":
+            return set(data["nodes"])
+    return set()
+
+
+def _error(history: dict) -> str:
+    for kind, data in history["status"]["messages"]:
+        if kind == "execution_error":
+            return f"{data.get('node_type')}: {data.get('exception_message')}"
+    return ""
+
+
+def test_object_info_lists_every_node_with_its_inputs(server):
+    info = server.get("/object_info")
+    for node, inputs in EXPECTED_INPUTS.items():
+        assert node in info, f"{node} missing from /object_info"
+        listed = list(info[node]["input"].get("required", {})) + list(info[node]["input"].get("optional", {}))
+        assert sorted(listed) == sorted(inputs), (node, listed)
+        assert info[node]["category"].startswith("FashionChameleon")
+        for name in listed:
+            spec = (info[node]["input"].get("required", {}) | info[node]["input"].get("optional", {}))[name]
+            assert spec[1].get("tooltip"), f"{node}.{name} has no tooltip"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_workflow_has_no_missing_nodes(server, name):
+    info = server.get("/object_info")
+    ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    missing = sorted({n["type"] for n in ui["nodes"]} - set(info))
+    assert not missing, f"{name}: nodes missing in ComfyUI: {missing}"
+    templates = server.get("/workflow_templates")
+    assert name in templates.get("comfyui-fashionchameleon", []), templates
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_api_workflow_runs_and_writes_a_video(server, name):
+    history = server.run(tiny(load_api(name)))
+    assert history["status"]["status_str"] == "success", _error(history)
+    videos = server.video_files(history)
+    assert videos and all(v.exists() and v.stat().st_size > 0 and v.suffix == ".mp4" for v in videos), videos
+
+
+@pytest.mark.parametrize("edit", ["third garment", "third segment length"])
+def test_editing_the_third_segment_reuses_the_first_two_and_equals_a_fresh_run(server, edit):
+    """The issue's check (change only the third garment), plus a longer third segment: its Generate re-runs on a
+    cached stream state that the first run's Generate already consumed, so a node that mutated its input state
+    would be caught here."""
+    prompt = tiny(load_api("garment_switch_chain"))
+    first = server.run(prompt)
+    assert first["status"]["status_str"] == "success", _error(first)
+    changed = copy.deepcopy(prompt)
+    if edit == "third garment":
+        third = next(k for k, v in prompt.items()
+                     if v["class_type"] == "LoadImage" and v["inputs"]["image"] == "garment3.png")
+        changed[third]["inputs"]["image"] = "garment1.png"
+    else:
+        last_gen = max((k for k, v in prompt.items() if v["class_type"] == "ChameleonStreamGenerate"), key=int)
+        changed[last_gen]["inputs"]["frames"] = 60
+    # Compare decoded frames losslessly: PyAV's x264 encode is not bit-reproducible from run to run.
+    decode = next(k for k, v in changed.items() if v["class_type"] == "ChameleonStreamDecode")
+    changed["frames_png"] = {"class_type": "SaveImage", "inputs": {"images": [decode, 0], "filename_prefix": "x"}}
+    second = server.run(changed)
+    assert second["status"]["status_str"] == "success", _error(second)
+    cached = _cached_nodes(second)
+    by_type = {}
+    for k, v in changed.items():
+        by_type.setdefault(v["class_type"], []).append(k)
+    gens = sorted(by_type["ChameleonStreamGenerate"], key=int)
+    switches = sorted(by_type["ChameleonGarmentSwitch"], key=int)
+    assert {gens[0], gens[1], switches[0], *by_type["ChameleonStreamStart"]} <= cached, cached
+    assert gens[2] not in cached and (edit != "third garment" or switches[1] not in cached), cached
+    # A fresh run (execution cache dropped) of the changed workflow gives the same video bytes.
+    server.post("/free", {"free_memory": True, "unload_models": True})
+    time.sleep(2)
+    fresh = server.run(changed)
+    assert fresh["status"]["status_str"] == "success", _error(fresh)
+    assert not _cached_nodes(fresh) & set(gens), "the fresh run must recompute"
+    a, b = _frames(server, second), _frames(server, fresh)
+    third = 12 if edit == "third garment" else 15
+    assert len(a) == len(b) == 4 * (24 + third - 1) + 1  # 45 + 48 + 48|60 frames -> 12 + 12 + 12|15 latent frames
+    assert a == b, "a cached-and-changed run must equal a fresh run frame for frame"
+
+
+def _frames(server: Server, history: dict) -> list[bytes]:
+    """The decoded frames a run saved as PNG, as raw RGB bytes."""
+    from PIL import Image
+
+    items = history["outputs"]["frames_png"]["images"]
+    return [Image.open(server.base / "output" / i["subfolder"] / i["filename"]).tobytes() for i in items]
+
+
+def test_five_switches_in_one_workflow(server):
+    base = tiny(load_api("single_garment_stream"))
+    start = next(k for k, v in base.items() if v["class_type"] == "ChameleonStreamStart")
+    vae = next(k for k, v in base.items() if v["class_type"] == "VAELoader")
+    decode = next(k for k, v in base.items() if v["class_type"] == "ChameleonStreamDecode")
+    gen = next(k for k, v in base.items() if v["class_type"] == "ChameleonStreamGenerate")
+    base[gen]["inputs"]["frames"] = 21
+    prompt, prev, segs = dict(base), gen, [[gen, 1]]
+    for i in range(5):
+        img, sw, g = f"img{i}", f"sw{i}", f"gen{i}"
+        prompt[img] = {"class_type": "LoadImage", "inputs": {"image": f"garment{i % 3 + 1}.png"}}
+        prompt[sw] = {"class_type": "ChameleonGarmentSwitch", "inputs": {
+            "stream": [prev, 0], "vae": [vae, 0], "garment": [img, 0], "refresh": True, "withdraw": True,
+            "disentangle": i % 2 == 0, "withdraw_sink": i != 1}}
+        prompt[g] = {"class_type": "ChameleonStreamGenerate", "inputs": {"stream": [sw, 0], "frames": 12}}
+        prev = g
+        segs.append([g, 1])
+    for i, seg in enumerate(segs[:8], start=1):
+        prompt[decode]["inputs"][f"segment_{i}"] = seg
+    assert start in prompt
+    history = server.run(prompt)
+    assert history["status"]["status_str"] == "success", _error(history)
+    assert server.video_files(history)
+
+
+def _expect_error(server, prompt, *fragments):
+    history = server.run(prompt)
+    assert history["status"]["status_str"] == "error"
+    message = _error(history)
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_bad_inputs_name_node_input_value_and_fix(server):
+    wf = tiny(load_api("single_garment_stream"))
+    cond = next(k for k, v in wf.items() if v["class_type"] == "ChameleonConditions")
+    gen = next(k for k, v in wf.items() if v["class_type"] == "ChameleonStreamGenerate")
+    bad = copy.deepcopy(wf)
+    bad[cond]["inputs"]["width"] = 80
+    _expect_error(server, bad, "ChameleonConditions", "'width'", "80", "Fix:")
+    bad = copy.deepcopy(wf)
+    bad[gen]["inputs"]["frames"] = 5
+    _expect_error(server, bad, "ChameleonStreamGenerate", "'frames'", "5", "Fix:")
+    bad = copy.deepcopy(wf)
+    loader = next(k for k, v in bad.items() if v["class_type"] == "ChameleonStudentLoader")
+    bad[loader] = {"class_type": "ChameleonTeacherLoader",
+                   "inputs": {"ckpt_name": "chameleon_tiny_teacher.safetensors", "weight_dtype": "default"}}
+    _expect_error(server, bad, "ChameleonStreamStart", "'student'", "teacher", "Fix:")
+    bad = copy.deepcopy(wf)
+    bad[loader]["inputs"]["ckpt_name"] = "chameleon_tiny_teacher.safetensors"
+    _expect_error(server, bad, "ChameleonStudentLoader", "'ckpt_name'", "teacher", "Fix:")

@@ -1,0 +1,192 @@
+"""Regenerate the example workflows from the graph specs below.
+
+Writes ``workflows/<name>.json`` (UI format: what the ComfyUI frontend saves and loads, and what the template
+browser lists; it reads ``workflows/*.json`` of a custom node pack directly) and ``workflows/api/<name>.json`` (the
+API format that ``POST /prompt`` takes), using a running ComfyUI's ``/object_info`` for the widget order and
+comfy-cli's UI-to-API converter for the twin. ``tests/test_workflows.py`` checks that each pair agrees.
+
+    python workflows/generate.py --server http://127.0.0.1:8188
+
+Not used at run time; the JSON files are the product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.request
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+PROMPT = ("A young woman stands in a bright studio and turns slowly toward the camera, the garment moving naturally "
+          "with her; soft daylight, realistic fabric texture, full-body shot.")
+NEGATIVE = ("bright colors, overexposed, static, blurred details, subtitles, style, artwork, painting, still picture, "
+            "gray, worst quality, low quality, JPEG artifacts, ugly, deformed, extra fingers, poorly drawn hands, "
+            "poorly drawn face, malformed limbs, fused fingers, messy background, walking backwards")
+STUDENT = "fashionchameleon_student_wan2.2_ti2v_5b.safetensors"
+TEACHER = "fashionchameleon_teacher_wan2.2_ti2v_5b.safetensors"
+VAE = "wan2.2_vae.safetensors"
+T5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+
+
+def _common(nodes: dict) -> None:
+    nodes[2] = ("VAELoader", {"vae_name": VAE}, {}, (40, 300))
+    nodes[3] = ("CLIPLoader", {"clip_name": T5, "type": "wan", "device": "default"}, {}, (40, 450))
+    nodes[4] = ("CLIPTextEncode", {"text": PROMPT}, {"clip": (3, 0)}, (400, 420))
+    nodes[5] = ("LoadImage", {"image": "reference.png"}, {}, (40, 650))
+    nodes[6] = ("LoadImage", {"image": "garment1.png"}, {}, (320, 650))
+    nodes[7] = ("ChameleonConditions", {"width": 704, "height": 1280},
+                {"vae": (2, 0), "reference": (5, 0), "garment": (6, 0)}, (700, 600))
+
+
+def _stream_head(nodes: dict) -> None:
+    nodes[1] = ("ChameleonStudentLoader", {"ckpt_name": STUDENT, "weight_dtype": "default"}, {}, (40, 150))
+    _common(nodes)
+    nodes[8] = ("ChameleonStreamStart", {"seed": 42, "steps": 4, "chunk_frames": 3, "cache_frames": 23,
+                                         "sink_chunks": 1},
+                {"student": (1, 0), "positive": (4, 0), "conditions": (7, 0)}, (1050, 150))
+
+
+def _video_tail(nodes: dict, images: tuple[int, int], first_id: int, x: int, prefix: str) -> None:
+    nodes[first_id] = ("CreateVideo", {"fps": 24.0}, {"images": images}, (x, 150))
+    nodes[first_id + 1] = ("SaveVideo", {"filename_prefix": f"fashionchameleon/{prefix}", "format": "auto",
+                                         "codec": "auto"}, {"video": (first_id, 0)}, (x, 350))
+
+
+def single_garment_stream() -> dict:
+    n: dict = {}
+    _stream_head(n)
+    n[9] = ("ChameleonStreamGenerate", {"frames": 81}, {"stream": (8, 0)}, (1400, 150))
+    n[10] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (9, 1)}, (1750, 150))
+    _video_tail(n, (10, 0), 11, 2100, "single_garment")
+    return n
+
+
+def garment_switch_chain() -> dict:
+    n: dict = {}
+    _stream_head(n)
+    n[9] = ("ChameleonStreamGenerate", {"frames": 45}, {"stream": (8, 0)}, (1400, 150))
+    n[10] = ("LoadImage", {"image": "garment2.png"}, {}, (1050, 650))
+    n[11] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
+                                        "withdraw_sink": True},
+             {"stream": (9, 0), "vae": (2, 0), "garment": (10, 0)}, (1400, 450))
+    n[12] = ("ChameleonStreamGenerate", {"frames": 48}, {"stream": (11, 0)}, (1750, 450))
+    n[13] = ("LoadImage", {"image": "garment3.png"}, {}, (1400, 800))
+    n[14] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
+                                        "withdraw_sink": True},
+             {"stream": (12, 0), "vae": (2, 0), "garment": (13, 0)}, (1750, 750))
+    n[15] = ("ChameleonStreamGenerate", {"frames": 48}, {"stream": (14, 0)}, (2100, 750))
+    n[16] = ("ChameleonStreamDecode", {"chunk_frames": 3},
+             {"vae": (2, 0), "segment_1": (9, 1), "segment_2": (12, 1), "segment_3": (15, 1)}, (2100, 150))
+    _video_tail(n, (16, 0), 17, 2450, "garment_switch_chain")
+    return n
+
+
+def teacher_quality() -> dict:
+    n: dict = {}
+    n[1] = ("ChameleonTeacherLoader", {"ckpt_name": TEACHER, "weight_dtype": "default"}, {}, (40, 150))
+    _common(n)
+    n[8] = ("CLIPTextEncode", {"text": NEGATIVE}, {"clip": (3, 0)}, (400, 620))
+    n[9] = ("ChameleonTeacherSampler", {"frames": 81, "steps": 50, "cfg": 3.0, "shift": 5.0, "seed": 42,
+                                        "sampler": "unipc"},
+            {"teacher": (1, 0), "positive": (4, 0), "negative": (8, 0), "conditions": (7, 0)}, (1050, 150))
+    n[10] = ("VAEDecode", {}, {"samples": (9, 0), "vae": (2, 0)}, (1400, 150))
+    _video_tail(n, (10, 0), 11, 1750, "teacher_quality")
+    return n
+
+
+def long_video() -> dict:
+    n: dict = {}
+    _stream_head(n)
+    n[9] = ("ChameleonStreamGenerate", {"frames": 241}, {"stream": (8, 0)}, (1400, 150))
+    n[10] = ("CLIPTextEncode", {"text": PROMPT.replace("turns slowly toward the camera", "walks forward, then spins "
+                                                       "around once")}, {"clip": (3, 0)}, (1050, 450))
+    n[11] = ("ChameleonPromptSwitch", {}, {"stream": (9, 0), "positive": (10, 0)}, (1400, 450))
+    n[12] = ("ChameleonStreamGenerate", {"frames": 240}, {"stream": (11, 0)}, (1750, 450))
+    n[13] = ("ChameleonStreamDecode", {"chunk_frames": 3},
+             {"vae": (2, 0), "segment_1": (9, 1), "segment_2": (12, 1)}, (1750, 150))
+    _video_tail(n, (13, 0), 14, 2100, "long_video")
+    return n
+
+
+WORKFLOWS = {f.__name__: f for f in (single_garment_stream, garment_switch_chain, teacher_quality, long_video)}
+
+
+def _is_widget(spec: list) -> bool:
+    kind = spec[0]
+    return isinstance(kind, list) or kind in WIDGET_TYPES
+
+
+def _inputs(info: dict) -> list[tuple[str, list]]:
+    order = info.get("input_order", {})
+    out = []
+    for section in ("required", "optional"):
+        for name in order.get(section, info["input"].get(section, {}).keys()):
+            out.append((name, info["input"][section][name]))
+    return out
+
+
+def to_ui(spec: dict, object_info: dict) -> dict:
+    """Build the litegraph document for a spec ``{id: (type, widgets, links, pos)}``."""
+    links, nodes = [], []
+    outgoing: dict[tuple[int, int], list[int]] = {}
+    for order, (nid, (ntype, widgets, wired, pos)) in enumerate(sorted(spec.items())):
+        info = object_info[ntype]
+        inputs, values = [], []
+        for name, ispec in _inputs(info):
+            if _is_widget(ispec):
+                opts = ispec[1] if len(ispec) > 1 else {}
+                values.append(widgets.get(name, opts.get("default")))
+                if opts.get("control_after_generate"):
+                    values.append("fixed")
+                if opts.get("image_upload"):
+                    values.append("image")
+                continue
+            link = None
+            if name in wired:
+                src, slot = wired[name]
+                link = len(links) + 1
+                links.append([link, src, slot, nid, len(inputs), object_info[spec[src][0]]["output"][slot]])
+                outgoing.setdefault((src, slot), []).append(link)
+            inputs.append({"name": name, "type": ispec[0], "link": link})
+        unknown = set(widgets) - {n for n, s in _inputs(info) if _is_widget(s)}
+        if unknown:
+            raise ValueError(f"node {nid} ({ntype}): no widgets named {sorted(unknown)}")
+        nodes.append({
+            "id": nid, "type": ntype, "pos": list(pos), "size": [320, 60 + 26 * (len(values) + len(inputs))],
+            "flags": {}, "order": order, "mode": 0, "inputs": inputs,
+            "outputs": [{"name": oname, "type": otype, "links": None, "slot_index": i}
+                        for i, (otype, oname) in enumerate(zip(info["output"], info["output_name"]))],
+            "properties": {"Node name for S&R": ntype}, "widgets_values": values,
+        })
+    for node in nodes:
+        for i, out in enumerate(node["outputs"]):
+            out["links"] = outgoing.get((node["id"], i), [])
+    return {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "fashionchameleon/" + str(sorted(spec)))),
+        "revision": 0, "last_node_id": max(spec), "last_link_id": len(links), "nodes": nodes, "links": links,
+        "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--server", default="http://127.0.0.1:8188", help="a running ComfyUI with this pack loaded")
+    args = p.parse_args()
+    from comfy_cli.workflow_to_api import convert_ui_to_api  # comfy-cli, from PyPI
+
+    object_info = json.load(urllib.request.urlopen(args.server.rstrip("/") + "/object_info"))
+    (HERE / "api").mkdir(exist_ok=True)
+    for name, build in WORKFLOWS.items():
+        ui = to_ui(build(), object_info)
+        (HERE / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
+        api = convert_ui_to_api(ui, object_info)
+        (HERE / "api" / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n")
+        print(f"wrote {name}: {len(ui['nodes'])} nodes, {len(ui['links'])} links")
+
+
+if __name__ == "__main__":
+    main()
