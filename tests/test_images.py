@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,26 +12,18 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_images_module():
-    # By path: the module must work without the nodes package (whose __init__ may import ComfyUI) or ComfyUI.
-    spec = importlib.util.spec_from_file_location("fc_nodes_images", REPO / "nodes" / "images.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-images = _load_images_module()
+import nodes.images as images  # noqa: E402  (nodes/__init__.py imports no ComfyUI)
+from chameleon_core import images as core_images  # noqa: E402
 
 
 def test_module_imports_without_comfy():
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('m', {str(REPO / 'nodes' / 'images.py')!r})\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "import sys\n"
+        "import nodes.images\n"
         "bad = [n for n in sys.modules if n.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths', 'server')]\n"
         "print(bad)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
 
 
@@ -104,7 +95,7 @@ def test_fit_reference_scales_by_max_ratio_and_centre_crops():
     square = _column_blocks(40, 40, [0.0, 0.25, 0.5, 1.0])  # blocks of 10 -> 7.5 px after scaling
     out = images.fit_reference(square, 20, 30)
     assert out.shape == (1, 30, 20, 3)
-    scaled = images._resize(images.to_rgb(square), 30, 30)
+    scaled = core_images._resize(images.to_rgb(square), 30, 30)
     torch.testing.assert_close(out, scaled[:, :, 5:25])
 
 
