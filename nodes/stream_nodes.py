@@ -106,12 +106,15 @@ class ChameleonStreamGenerate(io.ComfyNode):
                 io.Int.Input("frames", default=81, min=1, max=100000,
                              tooltip="Video frames to add, rounded up to whole chunks (a chunk of 3 latent frames "
                                      "is 12 frames; the very first chunk 9)."),
+                io.Int.Input("steps", default=0, min=0, max=16,
+                             tooltip="Denoising steps per chunk for this segment; 0 keeps the stream's (set at "
+                                     "Stream Start; the student is distilled for 4)."),
             ],
             outputs=[StreamSocket.Output(display_name="stream"), io.Latent.Output(display_name="segment")],
         )
 
     @classmethod
-    def execute(cls, stream: ChameleonStream, frames: int) -> io.NodeOutput:
+    def execute(cls, stream: ChameleonStream, frames: int, steps: int = 0) -> io.NodeOutput:
         node = "ChameleonStreamGenerate"
         check_student_stream(node, stream)
         state = stream.state
@@ -126,7 +129,8 @@ class ChameleonStreamGenerate(io.ComfyNode):
         stream.model.load()
         progress = ChunkProgress(streaming.chunks_for(state, latent_frames))
         try:
-            new, latents = streaming.generate(state, latent_frames, progress=progress, should_stop=interrupted)
+            new, latents = streaming.generate(state, latent_frames, steps=steps or None, progress=progress,
+                                              should_stop=interrupted)
         except streaming.NonFiniteChunkError as e:
             raise node_error(node, "stream", stream.model.name, str(e),
                              "load the model with weight_dtype bf16 or fp32") from None

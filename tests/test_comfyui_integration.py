@@ -39,7 +39,7 @@ EXPECTED_INPUTS = {
                                 "seed", "sampler"],
     "ChameleonStreamStart": ["student", "positive", "conditions", "seed", "steps", "chunk_frames", "cache_frames",
                              "sink_chunks"],
-    "ChameleonStreamGenerate": ["stream", "frames"],
+    "ChameleonStreamGenerate": ["stream", "frames", "steps"],
     "ChameleonGarmentSwitch": ["stream", "vae", "garment", "refresh", "withdraw", "disentangle", "withdraw_sink"],
     "ChameleonPromptSwitch": ["stream", "positive"],
     "ChameleonStreamDecode": ["vae", "segment_1", "chunk_frames"] + [f"segment_{i}" for i in range(2, 9)],
@@ -259,7 +259,8 @@ def test_five_switches_in_one_workflow(server):
         prompt[sw] = {"class_type": "ChameleonGarmentSwitch", "inputs": {
             "stream": [prev, 0], "vae": [vae, 0], "garment": [img, 0], "refresh": True, "withdraw": True,
             "disentangle": i % 2 == 0, "withdraw_sink": i != 1}}
-        prompt[g] = {"class_type": "ChameleonStreamGenerate", "inputs": {"stream": [sw, 0], "frames": 12}}
+        prompt[g] = {"class_type": "ChameleonStreamGenerate", "inputs": {"stream": [sw, 0], "frames": 12,
+                                                                          "steps": 2 if i == 3 else 0}}
         prev = g
         segs.append([g, 1])
     for i, seg in enumerate(segs[:8], start=1):
