@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -90,11 +91,14 @@ class Server:
         return files
 
 
+def _comfy_python() -> str:
+    python = os.environ.get("COMFYUI_PYTHON") or str(Path(COMFYUI_DIR) / ".venv" / "bin" / "python")
+    return python if Path(python).exists() else sys.executable
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    python = os.environ.get("COMFYUI_PYTHON") or str(Path(COMFYUI_DIR) / ".venv" / "bin" / "python")
-    if not Path(python).exists():
-        python = sys.executable
+    python = _comfy_python()
     base = tmp_path_factory.mktemp("comfyui")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run([python, "-m", "chameleon_core.tiny_checkpoints", "--models", str(base / "models"),
@@ -186,6 +190,24 @@ def test_ui_workflow_has_no_missing_nodes(server, name):
     assert not missing, f"{name}: nodes missing in ComfyUI: {missing}"
     templates = server.get("/workflow_templates")
     assert name in templates.get("comfyui-fashionchameleon", []), templates
+
+
+def test_ui_workflows_load_in_the_real_frontend(server):
+    """The shipped frontend in headless Chromium loads every UI workflow with no missing node types."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    python = _comfy_python()
+    has_playwright = subprocess.run([python, "-c", "import playwright"], capture_output=True).returncode == 0
+    if not chromium or not has_playwright:
+        pytest.skip("needs Chromium (apt-get install chromium) and playwright in ComfyUI's Python "
+                    "(pip install playwright; no browser download: the system Chromium is used)")
+    files = [str(REPO / "workflows" / f"{n}.json") for n in NAMES]
+    out = subprocess.run([python, str(REPO / "tests" / "frontend_check.py"), server.url, chromium, *files],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [r["name"] for r in results] == NAMES
+    for r in results:
+        assert r["unknown"] == [] and r["loaded"] == r["nodes"], r
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -37,9 +37,9 @@ def _common(nodes: dict) -> None:
     nodes[3] = ("CLIPLoader", {"clip_name": T5, "type": "wan", "device": "default"}, {}, (40, 450))
     nodes[4] = ("CLIPTextEncode", {"text": PROMPT}, {"clip": (3, 0)}, (400, 420))
     nodes[5] = ("LoadImage", {"image": "reference.png"}, {}, (40, 650))
-    nodes[6] = ("LoadImage", {"image": "garment1.png"}, {}, (320, 650))
+    nodes[6] = ("LoadImage", {"image": "garment1.png"}, {}, (380, 650))
     nodes[7] = ("ChameleonConditions", {"width": 704, "height": 1280},
-                {"vae": (2, 0), "reference": (5, 0), "garment": (6, 0)}, (700, 600))
+                {"vae": (2, 0), "reference": (5, 0), "garment": (6, 0)}, (740, 600))
 
 
 def _stream_head(nodes: dict) -> None:
