@@ -35,7 +35,6 @@ import torch
 from .attention import FullAttention, frame_block_mask
 from .config import StreamConfig, WanConfig, preset
 from .model import WanModel
-from .schedules import student_steps_for, student_timesteps
 from .streaming import generate, start_stream
 
 logger = logging.getLogger(__name__)

@@ -174,8 +174,8 @@ def gate(x: torch.Tensor, gate_: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class SelfAttention(nn.Module):
-    """Wan self-attention: q/k/v/o projections, RMSNorm on q and k over the full width, 3-axis RoPE."""
+class Projections(nn.Module):
+    """q/k/v/o projections with RMSNorm on q and k over the full width: the parameters both attentions share."""
 
     def __init__(self, config: WanConfig) -> None:
         super().__init__()
@@ -187,6 +187,10 @@ class SelfAttention(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.norm_q = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
+
+
+class SelfAttention(Projections):
+    """Wan self-attention: 3-axis RoPE on q and k; which keys are visible is up to the plan."""
 
     def forward(self, x: torch.Tensor, rope: Rope, plan: SelfAttentionPlan, layer: int) -> torch.Tensor:
         """x: ``[B, L, C]`` -> ``[B, L, C]``."""
@@ -198,19 +202,8 @@ class SelfAttention(nn.Module):
         return linear(self.o, out.flatten(2))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(Projections):
     """Wan text cross-attention; its K/V depend only on the prompt and are cached per prompt."""
-
-    def __init__(self, config: WanConfig) -> None:
-        super().__init__()
-        dim = config.dim
-        self.num_heads = config.num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
-        self.norm_k = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
 
     def kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """context: ``[B, Lc, C]`` -> k, v ``[B, Lc, H, D]``."""

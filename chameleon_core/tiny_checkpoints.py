@@ -28,8 +28,7 @@ from safetensors.torch import save_file
 
 from .config import WanConfig, preset
 from .loading import KIND_METADATA_KEY
-from .model import WanModel
-from .testing import write_transformer_checkpoint
+from .testing import tiny_transformer, write_transformer_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +50,8 @@ FILES = {
 IMAGES = ("reference.png", "garment1.png", "garment2.png", "garment3.png")
 
 
-def _seeded_dit(seed: int) -> WanModel:
-    torch.manual_seed(seed)
-    model = WanModel(TINY_DIT)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(1.0, 0.1) if "norm" in name else p.normal_(0.0, 0.05)
-    return model
-
-
 def write_dit(path: Path, kind: str, seed: int) -> None:
-    write_transformer_checkpoint(_seeded_dit(seed), path, layout="comfyui", metadata={KIND_METADATA_KEY: kind})
+    write_transformer_checkpoint(tiny_transformer(seed, TINY_DIT), path, layout="comfyui", metadata={KIND_METADATA_KEY: kind})
 
 
 def write_vae(path: Path, seed: int) -> None:

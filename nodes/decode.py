@@ -15,7 +15,6 @@ from comfy_api.latest import io
 
 import comfy.model_management as mm
 
-from ._core import latents as core_latents
 from ._core import vae as core_vae
 from .conditions import vae_family
 from .errors import node_error

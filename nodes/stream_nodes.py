@@ -8,7 +8,6 @@ import torch
 from comfy_api.latest import io
 
 from ._core import StreamConfig, rescheduling, streaming
-from ._core import latents as core_latents
 from .conditions import encode_image, vae_family
 from .errors import node_error, rewrap
 from .images import fit_garment

@@ -33,8 +33,8 @@ def main() -> None:
 
     load_te = comfy.sd.load_text_encoder_state_dicts
 
-    def tiny_text_encoder(state_dicts=[], embedding_directory=None, clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION,
-                          model_options={}):
+    def tiny_text_encoder(state_dicts=[], embedding_directory=None, clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION,  # noqa: B006
+                          model_options={}):  # noqa: B006  (ComfyUI's own signature)
         options = {**model_options, "umt5xxl_model_config": sizes["umt5xxl_model_config"]}
         return load_te(state_dicts, embedding_directory, clip_type, options)
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chameleon_core.attention import FullAttention, attention, frame_block_mask
+from chameleon_core.attention import attention, frame_block_mask
 from chameleon_core.cache import CacheGeometry, KVCache, Segment
 from chameleon_core.causal import chunk_forward, prefill_conditions
 from chameleon_core.config import StreamConfig, preset
-from chameleon_core.model import WanModel
+from chameleon_core.testing import tiny_transformer
 
 H, W = 4, 6  # latent grid -> 2 x 3 = 6 tokens per frame
 ATOL = 1e-4
@@ -22,14 +22,9 @@ ATOL = 1e-4
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = WanModel(preset("tiny")).eval()
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            # Norm gains near 1 (as trained models have) make attention position-sensitive, so that the
-            # off-by-one checks below have teeth.
-            p.normal_(1.0, 0.1) if "norm" in name else p.normal_(0, 0.05)
-    return m
+    # Norm gains near 1 (as trained models have) make attention position-sensitive, so that the off-by-one
+    # checks have teeth.
+    return tiny_transformer(0)
 
 
 def _inputs(model, frames, seed=1):

@@ -8,15 +8,12 @@ import torch
 
 from chameleon_core.config import preset
 from chameleon_core.model import WanModel
+from chameleon_core.testing import tiny_transformer
 from chameleon_core.quant import quantize_blocks_fp8_, weight_bytes
 
 
 def test_fp8_blocks_track_the_full_precision_model():
-    torch.manual_seed(0)
-    ref = WanModel(preset("tiny")).eval()
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            p.normal_(1.0, 0.1) if "norm" in name else p.normal_(0, 0.05)
+    ref = tiny_transformer(0)
     q = quantize_blocks_fp8_(copy.deepcopy(ref), torch.float32)
     assert q.blocks[0].ffn[0].weight.dtype == torch.float8_e4m3fn and q.dtype == torch.float32
     assert q.state_dict().keys() == ref.state_dict().keys()
