@@ -492,9 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for prompt, out, context in zip(args.prompt, args.out, contexts):
             path = save_prompt_embeddings(out, context, prompt)
-            print(f"{path}: {context.shape[1]} tokens x {context.shape[2]} ({context.dtype}) <- {prompt!r}")
+            logger.info("%s: %d tokens x %d (%s) <- %r", path, context.shape[1], context.shape[2], context.dtype, prompt)
     except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        logger.error("%s", e)
         return 2
     return 0
 

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for name, path in write_all(args.models, args.input, args.seed).items():
-        print(f"{name}: {path}")
+        logger.info("%s: %s", name, path)
     return 0
 
 
