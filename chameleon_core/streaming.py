@@ -109,8 +109,6 @@ class StreamState:
     garment: torch.Tensor
     """Model-space latent ``[B, C, 1, h, w]`` whose keys fill the garment segment."""
     _box: _CacheBox = field(repr=False)
-    frames: int
-    """Video latent frames generated so far; the next chunk starts at RoPE frame ``2 + frames``."""
     rng_state: torch.Tensor = field(repr=False)
     """CPU generator state for the next chunk's noise."""
     history: tuple[torch.Tensor, ...] = field(repr=False)
@@ -126,6 +124,11 @@ class StreamState:
     def cache(self) -> KVCache:
         """The KV cache, brought to the model's device. Treat it as read-only."""
         return RESIDENCY.touch(self._box)
+
+    @property
+    def frames(self) -> int:
+        """Video latent frames generated so far; the next chunk starts at RoPE frame ``2 + frames``."""
+        return sum(chunk.shape[2] for chunk in self.history)
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
@@ -204,7 +207,6 @@ def start_stream(
         reference=reference,
         garment=garment,
         _box=_CacheBox(cache, device),
-        frames=0,
         rng_state=gen.get_state(),
         history=(),
         timesteps=tuple(student_timesteps(shift, student_steps_for(steps))),
@@ -277,7 +279,7 @@ def generate(
         if progress is not None:
             progress(k, n_chunks, x0)
     out = state.with_cache(
-        cache, frames=frames, rng_state=gen.get_state(), history=state.history + tuple(new)
+        cache, rng_state=gen.get_state(), history=state.history + tuple(new)
     )
     latents = torch.cat(new, dim=2) if new else torch.zeros(b, ch, 0, h, w)
     return out, latents
