@@ -84,5 +84,5 @@ class ChameleonStreamDecode(io.ComfyNode):
             chunk = latents[:, :, k * chunk_frames : (k + 1) * chunk_frames]
             pixels, state = decoder.decode_chunk(chunk.to(decoder.device, decoder.dtype), state, consume=True)
             frames.append(video_to_image(pixels).cpu())
-            progress(k, total, family.to_model_space(chunk.float()))
+            progress.raw(k, total, chunk)
         return io.NodeOutput(torch.cat(frames, dim=0))

@@ -32,8 +32,12 @@ class ChunkProgress:
         self.done = 0
 
     def __call__(self, index: int, total: int, model_space: torch.Tensor) -> None:
+        """Progress callback of the core loops, which hand over model-space latents."""
+        self.raw(index, total, core_latents.to_raw(model_space.detach()))
+
+    def raw(self, index: int, total: int, raw: torch.Tensor) -> None:
+        """Progress with raw (VAE-space) latents for the preview."""
         self.done = index + 1
-        raw = core_latents.to_raw(model_space.detach())
         self.bar.update_absolute(self.done, total, preview_image(raw))
 
 
