@@ -4,12 +4,12 @@ Model, KV cache, VAE, samplers, garment-switch rescheduling, checkpoint loading 
 in ``nodes/`` are a thin layer over this package.
 """
 
-from .config import PRESETS, StreamConfig, WanConfig, preset
+from .config import PRESETS, StreamSettings, WanConfig, preset
 from .latents import WAN21, WAN22, LatentFamily, latent_family, to_model_space, to_raw
 
 __all__ = [
     "PRESETS",
-    "StreamConfig",
+    "StreamSettings",
     "WanConfig",
     "preset",
     "WAN21",

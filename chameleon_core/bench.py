@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from .attention import FullAttention, frame_block_mask
-from .config import StreamConfig, WanConfig, preset
+from .config import StreamSettings, WanConfig, preset
 from .model import WanModel
 from .streaming import generate, start_stream
 
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = preset(args.preset)
     if args.layers:
         cfg = replace(cfg, num_layers=args.layers, name=f"{cfg.name}[{args.layers} layers]")
-    stream = StreamConfig(chunk_frames=args.chunk, max_frames=args.cache_frames)
+    settings = StreamSettings(chunk_frames=args.chunk_frames, cache_frames=args.cache_frames, steps=args.steps)
     fam = cfg.latent
     h, w = fam.latent_size(args.height, args.width, patch=cfg.patch_size[1:])
     model = random_transformer(cfg, device=str(device), dtype=dtype, seed=args.seed)
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         check_vae_matches(vae, cfg.in_dim)
 
     state = start_stream(model, context=context, reference=cond[0], garment=cond[1], seed=args.seed,
-                         stream=stream, steps=args.steps)
+                         settings=settings)
     chunk_times: list[float] = []
     decode_times: list[float] = []
     decode_state = None
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         last[0] = time.perf_counter()
 
     # Warm-up chunk (kernel selection, allocator), not counted.
-    generate(state, args.chunk)
+    generate(state, args.chunk_frames)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
@@ -152,18 +152,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def at(i: int) -> float | None:
         return chunk_times[i] if i < len(chunk_times) else None
 
-    lengths = sorted({k for k in args.recompute_at if k * args.chunk + args.chunk <= n_lat})
+    lengths = sorted({k for k in args.recompute_at if k * args.chunk_frames + args.chunk_frames <= n_lat})
     recompute = []
     for k in lengths:
-        t_re = recompute_chunk_time(model, context, k * args.chunk, args.chunk, h, w, len(state.timesteps),
+        t_re = recompute_chunk_time(model, context, k * args.chunk_frames, args.chunk_frames, h, w, len(state.timesteps),
                                     args.repeats)
-        recompute.append({"chunk_index": k, "prior_frames": k * args.chunk, "recompute_s": t_re,
+        recompute.append({"chunk_index": k, "prior_frames": k * args.chunk_frames, "recompute_s": t_re,
                           "cached_s": chunk_times[k], "speedup": t_re / chunk_times[k]})
 
     result = {
         "config": {
             "preset": cfg.name, "dim": cfg.dim, "layers": cfg.num_layers, "height": args.height, "width": args.width,
-            "latent_grid": [h, w], "tokens_per_frame": state.geometry.tokens_per_frame, "chunk_frames": args.chunk,
+            "latent_grid": [h, w], "tokens_per_frame": state.geometry.tokens_per_frame, "chunk_frames": args.chunk_frames,
             "cache_frames": args.cache_frames, "steps": len(state.timesteps), "dtype": args.dtype,
             "vae": args.vae, "latent_frames": n_lat, "pixel_frames": pixel_frames,
         },
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--height", type=int, default=256, help="pixel height, a multiple of 32 (Wan2.2) / 16 (Wan2.1)")
     p.add_argument("--width", type=int, default=256, help="pixel width, a multiple of 32 (Wan2.2) / 16 (Wan2.1)")
     p.add_argument("--latent-frames", type=int, default=129, help="latent frames to stream (4 video frames each)")
-    p.add_argument("--chunk", type=int, default=3, help="latent frames per chunk")
+    p.add_argument("--chunk-frames", type=int, default=3, help="latent frames per chunk")
     p.add_argument("--cache-frames", type=int, default=23, help="cache length in latent frames (2 cond + sink + window)")
     p.add_argument("--steps", type=int, default=4, help="denoising steps per chunk")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")

@@ -104,8 +104,8 @@ def run(args: argparse.Namespace) -> dict:
 
     chunks = []
     state = None
-    for index, start in enumerate(range(0, args.latent_frames, args.chunk)):
-        piece = latents[:, :, start : start + args.chunk]
+    for index, start in enumerate(range(0, args.latent_frames, args.chunk_frames)):
+        piece = latents[:, :, start : start + args.chunk_frames]
         mem.reset()
         before = mem.current()
         t0 = time.perf_counter()
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> dict:
         "width": args.width,
         "latent_grid": [h, w],
         "latent_frames": args.latent_frames,
-        "chunk": args.chunk,
+        "chunk": args.chunk_frames,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
         or platform.machine(),
@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     head = (
         f"{preset} {args.width}x{args.height} (WxH; latent {w}x{h}), {args.latent_frames} latent frames in chunks of "
-        f"{args.chunk}, {args.dtype} on {device}"
+        f"{args.chunk_frames}, {args.dtype} on {device}"
     )
     if mem.meta:
         for key in ("total_seconds", "fps", "steady_seconds_per_chunk", "max_chunk_peak_mib"):
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--latent-frames", type=int, default=12)
-    parser.add_argument("--chunk", type=int, default=3, help="latent frames per decode_chunk call")
+    parser.add_argument("--chunk-frames", type=int, default=3, help="latent frames per decode_chunk call")
     parser.add_argument("--tiny", action="store_true", help="tiny widths (test config) instead of the released ones")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    if args.latent_frames < 1 or args.chunk < 1:
-        parser.error(f"--latent-frames and --chunk must be >= 1, got {args.latent_frames} and {args.chunk}")
+    if args.latent_frames < 1 or args.chunk_frames < 1:
+        parser.error(f"--latent-frames and --chunk-frames must be >= 1, got {args.latent_frames} and {args.chunk_frames}")
     try:
         result = run(args)
     except ValueError as e:  # e.g. a resolution that is not a multiple of the VAE's stride

@@ -3,7 +3,7 @@
 Layout, in latent frames (each frame is ``tokens_per_frame`` tokens; with the defaults, 23 frames):
 
     slot:     0           1            2 .. 4           5 .. 22
-    segment:  reference | garment    | sink           | FIFO history window (includes the chunk being generated)
+    region:   reference | garment    | sink           | FIFO history window (includes the chunk being generated)
     RoPE pos: 0         | 1          | 2 .. 4 (chunk 0) | grows forever: 2 + 3k .. 4 + 3k for chunk k
 
 - Keys are stored *after* RoPE, at the absolute frame position they were computed at, and never re-indexed (as in
@@ -11,7 +11,7 @@ Layout, in latent frames (each frame is ``tokens_per_frame`` tokens; with the de
   ring: a new chunk overwrites the oldest history frames, which is the authors' "drop the oldest non-sink chunk and
   shift left" without moving any memory.
 - Per layer, keys and values live in one preallocated tensor ``[layers, B, slots * tokens_per_frame, H, D]``.
-  Segment bookkeeping (which slot holds which frame position) is plain Python ints, so a forward never calls
+  Slot bookkeeping (which slot holds which frame position) is plain Python ints, so a forward never calls
   ``.item()`` or otherwise syncs with the device.
 - A query chunk attends to every filled slot whose frame position is <= its own last frame. While streaming, the
   filled slots form a prefix of the storage, so attention reads one contiguous slice and needs no mask. This is the
@@ -32,12 +32,12 @@ from enum import Enum
 import torch
 
 from .attention import attention
-from .config import StreamConfig, WanConfig
+from .config import StreamSettings, WanConfig
 
 logger = logging.getLogger(__name__)
 
 
-class Segment(str, Enum):
+class Region(str, Enum):
     REFERENCE = "reference"
     GARMENT = "garment"
     SINK = "sink"
@@ -48,27 +48,27 @@ class Segment(str, Enum):
 class CacheGeometry:
     """Sizes of a cache, derived from the stream config and the resolution (never literals)."""
 
-    stream: StreamConfig
+    settings: StreamSettings
     tokens_per_frame: int
     """Tokens per latent frame (880 for Wan2.2 at 1280x704; 1560 for Wan2.1 at 832x480)."""
 
     @staticmethod
-    def for_resolution(config: WanConfig, stream: StreamConfig, height: int, width: int) -> CacheGeometry:
-        return CacheGeometry(stream, config.tokens_per_frame(height, width))
+    def for_resolution(config: WanConfig, settings: StreamSettings, height: int, width: int) -> CacheGeometry:
+        return CacheGeometry(settings, config.tokens_per_frame(height, width))
 
     @property
     def slots(self) -> int:
-        return self.stream.max_frames
+        return self.settings.cache_frames
 
     @property
     def capacity_tokens(self) -> int:
         return self.slots * self.tokens_per_frame
 
-    def segment_slots(self, segment: Segment) -> range:
-        s = self.stream
-        start = {Segment.REFERENCE: 0, Segment.GARMENT: 1, Segment.SINK: 2, Segment.WINDOW: 2 + s.sink_frames}
-        size = {Segment.REFERENCE: 1, Segment.GARMENT: 1, Segment.SINK: s.sink_frames, Segment.WINDOW: s.window_frames}
-        return range(start[segment], start[segment] + size[segment])
+    def region_slots(self, region: Region) -> range:
+        s = self.settings
+        start = {Region.REFERENCE: 0, Region.GARMENT: 1, Region.SINK: 2, Region.WINDOW: 2 + s.sink_frames}
+        size = {Region.REFERENCE: 1, Region.GARMENT: 1, Region.SINK: s.sink_frames, Region.WINDOW: s.window_frames}
+        return range(start[region], start[region] + size[region])
 
     def token_range(self, slot: int, count: int = 1) -> slice:
         t = self.tokens_per_frame
@@ -81,7 +81,7 @@ class CacheGeometry:
 
 @dataclass
 class KVCache:
-    """Self-attention keys/values of every layer, in named segments. See the module docstring for the layout."""
+    """Self-attention keys/values of every layer, in named regions. See the module docstring for the layout."""
 
     geometry: CacheGeometry
     k: torch.Tensor
@@ -135,21 +135,21 @@ class KVCache:
 
     # -- bookkeeping --------------------------------------------------------------------------------------------
 
-    def segment_positions(self, segment: Segment) -> list[int | None]:
-        return [self.positions[s] for s in self.geometry.segment_slots(segment)]
+    def region_positions(self, region: Region) -> list[int | None]:
+        return [self.positions[s] for s in self.geometry.region_slots(region)]
 
     def filled_slots(self) -> list[int]:
         return [s for s, p in enumerate(self.positions) if p is not None]
 
-    def frame_count(self, segment: Segment) -> int:
-        return sum(p is not None for p in self.segment_positions(segment))
+    def frame_count(self, region: Region) -> int:
+        return sum(p is not None for p in self.region_positions(region))
 
-    def clear(self, *segments: Segment) -> None:
-        """Forget the frames of ``segments`` (their storage is simply overwritten later)."""
-        for segment in segments:
-            for s in self.geometry.segment_slots(segment):
+    def clear(self, *regions: Region) -> None:
+        """Forget the frames of ``regions`` (their storage is simply overwritten later)."""
+        for region in regions:
+            for s in self.geometry.region_slots(region):
                 self.positions[s] = None
-            if segment is Segment.WINDOW:
+            if region is Region.WINDOW:
                 self.window_head = 0
 
     def reserve(self, frames: int, position: int) -> list[int]:
@@ -161,11 +161,11 @@ class KVCache:
         """
         if self.positions[0] is None or self.positions[1] is None:
             raise RuntimeError("prefill the reference and garment before generating video frames")
-        window = self.geometry.segment_slots(Segment.WINDOW)
+        window = self.geometry.region_slots(Region.WINDOW)
         slots = []
         for i in range(frames):
-            free_sink = [s for s in self.geometry.segment_slots(Segment.SINK) if self.positions[s] is None]
-            if free_sink and self.frame_count(Segment.WINDOW) == 0:
+            free_sink = [s for s in self.geometry.region_slots(Region.SINK) if self.positions[s] is None]
+            if free_sink and self.frame_count(Region.WINDOW) == 0:
                 slot = free_sink[0]
             else:
                 slot = window.start + self.window_head
@@ -173,17 +173,17 @@ class KVCache:
             if slot in slots:
                 raise ValueError(
                     f"a chunk of {frames} frames does not fit the history window of {len(window)} frames; "
-                    f"use a chunk of at most {len(window)} frames or a larger max_frames"
+                    f"use a chunk of at most {len(window)} frames or a larger cache_frames"
                 )
             self.positions[slot] = position + i
             slots.append(slot)
         return slots
 
-    def assign(self, segment: Segment, position: int) -> list[int]:
-        """Claim the single slot of the reference or garment segment for a frame at ``position``."""
-        if segment not in (Segment.REFERENCE, Segment.GARMENT):
-            raise ValueError(f"assign() is for the reference or garment segment, got {segment}")
-        (slot,) = self.geometry.segment_slots(segment)
+    def assign(self, region: Region, position: int) -> list[int]:
+        """Claim the single slot of the reference or garment region for a frame at ``position``."""
+        if region not in (Region.REFERENCE, Region.GARMENT):
+            raise ValueError(f"assign() is for the reference or garment region, got {region}")
+        (slot,) = self.geometry.region_slots(region)
         self.positions[slot] = position
         return [slot]
 
@@ -218,8 +218,13 @@ def _pieces(slots: list[int | None]) -> list[tuple[int, int, int]]:
 
 
 def _store(cache: KVCache, layer: int, pieces: list[tuple[int, int, int]], k: torch.Tensor, v: torch.Tensor) -> None:
-    tpf = cache.geometry.tokens_per_frame
-    ck, cv = cache.k[layer], cache.v[layer]  # [B, S, H, D]
+    _splice(cache.geometry.tokens_per_frame, pieces, cache.k[layer], cache.v[layer], k, v)
+
+
+def _splice(
+    tpf: int, pieces: list[tuple[int, int, int]], ck: torch.Tensor, cv: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> None:
+    """Copy a run's keys/values ``[B, L, H, D]`` into slot storage ``ck, cv [B, S, H, D]`` (in place)."""
     for dst, src, n in pieces:
         ck[:, dst * tpf : (dst + n) * tpf] = k[:, src * tpf : (src + n) * tpf]
         cv[:, dst * tpf : (dst + n) * tpf] = v[:, src * tpf : (src + n) * tpf]
@@ -248,6 +253,14 @@ class CachedAttention:
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q, k, v: ``[B, L, H, D]`` of this run -> ``[B, L, H, D]``."""
+        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+            # Training's exit step: the cache stores detached keys (later passes overwrite them in place, which a
+            # graph holding views of the storage would not survive); attention reads a private copy with this run's
+            # keys spliced in, so gradient reaches this run's keys and the earlier keys stay constants.
+            _store(self.cache, layer, self.pieces, k.detach(), v.detach())
+            ck, cv = self.cache.k[layer, :, : self.key_end].clone(), self.cache.v[layer, :, : self.key_end].clone()
+            _splice(self.cache.geometry.tokens_per_frame, self.pieces, ck, cv, k, v)
+            return attention(q, ck, cv, self.key_mask)
         _store(self.cache, layer, self.pieces, k, v)
         ck, cv = self.cache.k[layer], self.cache.v[layer]
         return attention(q, ck[:, : self.key_end], cv[:, : self.key_end], self.key_mask)

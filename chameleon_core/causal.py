@@ -3,7 +3,7 @@
 Two passes exist, both thin wrappers over :meth:`WanModel.forward_frames`:
 
 - :func:`prefill_conditions` runs the reference and garment frames at timestep 0 (RoPE frames 0 and 1), attending
-  to each other only, and stores their keys/values in the reference and garment segments. Refresh and
+  to each other only, and stores their keys/values in the reference and garment regions. Refresh and
   disentangle re-run it with one condition replaced and store only that segment.
 - :func:`chunk_forward` runs a chunk of video frames whose slots were claimed with :meth:`KVCache.reserve`. It
   stores the chunk's keys/values (each denoising step overwrites them; the final clean pass at t = 0 leaves the
@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from .cache import KVCache, Segment
-from .model import COND_FRAMES, TextContext, WanModel
+from .cache import KVCache, Region
+from .config import COND_FRAMES
+from .model import TextContext, WanModel
 
 REFERENCE_POSITION = 0
 """RoPE frame of the reference. A disentangled reference (the last generated frame) is also placed here: the model
@@ -37,12 +38,12 @@ def prefill_conditions(
 ) -> None:
     """Run ``[reference, garment]`` (model-space latents ``[B, C, 1, H, W]`` each) at t = 0 and store their K/V.
 
-    ``store`` chooses which of the two segments is written (a garment refresh stores only the garment).
+    ``store`` chooses which of the two regions is written (a garment refresh stores only the garment).
     """
     x = torch.cat([reference, garment], dim=2)  # [B, C, 2, H, W]
     slots: list[int | None] = [
-        cache.assign(Segment.REFERENCE, REFERENCE_POSITION)[0] if store[0] else None,
-        cache.assign(Segment.GARMENT, GARMENT_POSITION)[0] if store[1] else None,
+        cache.assign(Region.REFERENCE, REFERENCE_POSITION)[0] if store[0] else None,
+        cache.assign(Region.GARMENT, GARMENT_POSITION)[0] if store[1] else None,
     ]
     t = torch.zeros(x.shape[0], COND_FRAMES, device=model.device)
     model.forward_frames(x, t, REFERENCE_POSITION, text, cache.condition_plan(slots))

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from .bench import random_transformer
-from .config import StreamConfig, WanConfig, preset
+from .config import StreamSettings, WanConfig, preset
 from .images import fit_garment, fit_reference, load_image, to_pixels
 from .latents import LatentFamily
 from .loading import checkpoint_kind, inspect_checkpoint, load_transformer
@@ -212,7 +212,7 @@ class RunPlan:
 
     config: WanConfig
     """The transformer's architecture (from the checkpoint's headers, or the --random preset)."""
-    stream: StreamConfig
+    stream: StreamSettings
     width: int
     height: int
     chunks: int
@@ -412,7 +412,8 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
             raise ValueError(f"--{name} must be positive, got {getattr(args, name)}")
     device = resolve_device(args.device)
     dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
-    stream = StreamConfig(chunk_frames=args.chunk_frames, max_frames=args.cache_frames, sink_chunks=args.sink_chunks)
+    stream = StreamSettings(chunk_frames=args.chunk_frames, cache_frames=args.cache_frames, sink_chunks=args.sink_chunks,
+                            steps=args.steps)
     config = model_config(args)
     family = config.latent
     config.latent_grid(args.height, args.width)  # raises a ValueError naming a usable size
@@ -687,7 +688,7 @@ def generate_chunks(state: StreamState, chunks: int, decoder: ChunkDecoder) -> S
     if chunks <= 0:
         return state
     decoder.start_clock()
-    state, _ = generate(state, chunks * state.stream.chunk_frames, progress=decoder)
+    state, _ = generate(state, chunks * state.settings.chunk_frames, progress=decoder)
     return state
 
 
@@ -814,7 +815,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     logger.info("streaming %d chunks = %d video frames at %dx%d", plan.chunks, plan.video_frames, plan.width,
                 plan.height)
     state = start_stream(model, context=context, reference=ref_latent, garment=garment_latent, seed=args.seed,
-                         stream=plan.stream, steps=args.steps)
+                         settings=plan.stream)
     with open_output(plan, args.fps) as writer:
         timings = run_stream(state, plan, vae, writer)
         frames = writer.count

@@ -7,9 +7,13 @@ frame, cache length) is computed from the config and the latent family, never wr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from .latents import LatentFamily, latent_family
+
+COND_FRAMES = 2
+"""Condition frames in front of the video: the reference and the garment (RoPE frames 0 and 1)."""
 
 #: Every released Wan model uses 128-dimensional attention heads; the loader relies on this to infer ``num_heads``.
 HEAD_DIM = 128
@@ -123,35 +127,45 @@ def match_preset(config: WanConfig) -> WanConfig:
 
 
 @dataclass(frozen=True)
-class StreamConfig:
-    """Shape of the streaming KV cache, in latent frames (FashionChameleon's defaults).
+class StreamSettings:
+    """How a stream runs: chunking, cache length and the few-step schedule (FashionChameleon's defaults).
 
-    The cache holds ``max_frames`` latent frames: 2 condition frames (reference, garment), a sink of
-    ``sink_chunks`` chunks, and a FIFO history window that includes the chunk being generated.
+    The one place where these settings are defined: the command line, the benchmark, the nodes and training read
+    their defaults from here. The cache holds ``cache_frames`` latent frames: :data:`COND_FRAMES` condition frames
+    (reference, garment), a sink of ``sink_chunks`` chunks, and a FIFO history window that includes the chunk being
+    generated.
     """
 
     chunk_frames: int = 3
-    """Latent frames generated per autoregressive step."""
-    max_frames: int = 23
+    """Latent frames generated per autoregressive step (3 = 12 video frames)."""
+    cache_frames: int = 23
     """Total frames the cache holds: 2 conditions + sink + history (23 = 2 + 21 training frames)."""
     sink_chunks: int = 1
     """Chunks kept forever after the conditions (the paper's sink: the first chunk)."""
+    steps: int = 4
+    """Denoising steps per chunk (the student is distilled for 4: timesteps 1000, 750, 500, 250 before the shift)."""
+    shift: float = 5.0
+    """Flow shift that warps the student's timesteps (5 for Wan2.2-TI2V-5B: [1000, 937.5, 833.3, 625])."""
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
         if self.sink_chunks < 0:
             raise ValueError(f"sink_chunks must be >= 0, got {self.sink_chunks}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a whole number >= 1, got {self.steps!r}; the student is distilled for 4")
+        if not math.isfinite(self.shift) or self.shift <= 0:
+            raise ValueError(f"shift must be a finite number > 0, got {self.shift!r}; Wan2.2-TI2V-5B uses 5.0")
         if self.window_frames < self.chunk_frames:
             raise ValueError(
-                f"max_frames={self.max_frames} leaves {self.window_frames} history frames after 2 condition and "
-                f"{self.sink_frames} sink frames; it must be at least one chunk ({self.chunk_frames}). "
-                f"Raise max_frames to >= {2 + self.sink_frames + self.chunk_frames} or shrink the sink."
+                f"cache_frames={self.cache_frames} leaves {self.window_frames} history frames after {COND_FRAMES} "
+                f"condition and {self.sink_frames} sink frames; it must be at least one chunk ({self.chunk_frames}). "
+                f"Raise cache_frames to >= {COND_FRAMES + self.sink_frames + self.chunk_frames} or shrink the sink."
             )
 
     @property
     def cond_frames(self) -> int:
-        return 2
+        return COND_FRAMES
 
     @property
     def sink_frames(self) -> int:
@@ -160,4 +174,4 @@ class StreamConfig:
     @property
     def window_frames(self) -> int:
         """FIFO history frames, including the chunk being generated."""
-        return self.max_frames - self.cond_frames - self.sink_frames
+        return self.cache_frames - COND_FRAMES - self.sink_frames

@@ -28,11 +28,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import FullAttention, SelfAttentionPlan, attention
-from .config import WanConfig
+from .config import COND_FRAMES, WanConfig
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
-COND_FRAMES = 2  # reference + garment
 """Number of in-context condition frames in front of the video."""
 
 

@@ -28,10 +28,11 @@ from typing import Protocol
 
 import torch
 
-from .cache import Segment
+from .cache import Region
 from .causal import chunk_forward, prefill_conditions
 from .latents import LatentFamily
-from .model import COND_FRAMES, TextContext
+from .config import COND_FRAMES
+from .model import TextContext
 from .streaming import StreamState, cached_frames
 
 logger = logging.getLogger(__name__)
@@ -116,12 +117,12 @@ def switch_garment(
     if refresh or disentangle:
         prefill_conditions(model, cache, state.text, reference, new_garment, store=(disentangle, refresh))
     if withdraw:
-        cache.clear(Segment.WINDOW, *((Segment.SINK,) if withdraw_sink else ()))
+        cache.clear(Region.WINDOW, *((Region.SINK,) if withdraw_sink else ()))
     logger.info(
         "garment switch at latent frame %d: refresh=%s withdraw=%s (sink %s) disentangle=%s",
         state.frames, refresh, withdraw, "dropped" if withdraw and withdraw_sink else "kept", disentangle,
     )
-    return state.with_cache(cache, reference=reference, garment=new_garment, segments=state.segments + 1)
+    return state.with_cache(cache, reference=reference, garment=new_garment, switches=state.switches + 1)
 
 
 @torch.no_grad()
@@ -139,4 +140,4 @@ def switch_prompt(state: StreamState, context: torch.Tensor | TextContext) -> St
         x = latents[:, :, frames].to(model.device)
         chunk_forward(model, cache, text, x, torch.zeros(b, device=model.device), slots)
     logger.info("prompt switch at latent frame %d: re-cached %d chunks", state.frames, len(groups))
-    return state.with_cache(cache, text=text, segments=state.segments + 1)
+    return state.with_cache(cache, text=text, switches=state.switches + 1)

@@ -37,6 +37,17 @@ def student_timesteps(shift: float = 5.0, steps: tuple[int, ...] = STUDENT_TIMES
     return [float(table[NUM_TRAIN_TIMESTEPS - s]) for s in steps]
 
 
+def model_timestep(t: float, dtype: torch.dtype) -> int:
+    """The timestep the DiT is fed for the exact timestep ``t``, quantized as the authors build it.
+
+    Their loops make the per-token timestep as ``(ones(int64) * t).to(latent dtype).long()``: the float is rounded
+    to the compute dtype, then truncated. So the model sees 1000 / 937 / 833 / 625 in fp32 and 1000 / 936 / 832 / 624
+    in bf16 for the student's [1000, 937.5, 833.3, 625]; the student was distilled on exactly those values. σ for x0
+    and re-noising stays exact (``t / 1000``).
+    """
+    return int(torch.tensor(float(t), dtype=torch.float32).to(dtype).long())
+
+
 def student_steps_for(count: int) -> tuple[int, ...]:
     """Evenly spaced raw student timesteps for ``count`` steps: 4 -> (1000, 750, 500, 250), 2 -> (1000, 500)."""
     if count < 1:

@@ -30,11 +30,12 @@ from typing import Callable
 
 import torch
 
-from .cache import CacheGeometry, KVCache, Segment
-from .causal import chunk_forward, prefill_conditions
-from .config import StreamConfig
-from .model import COND_FRAMES, TextContext, WanModel
-from .schedules import NUM_TRAIN_TIMESTEPS, add_noise, student_steps_for, student_timesteps, x0_from_velocity
+from .cache import CacheGeometry, KVCache, Region
+from .causal import prefill_conditions
+from .chunk_step import denoise_chunk
+from .config import COND_FRAMES, StreamSettings
+from .model import TextContext, WanModel
+from .schedules import student_steps_for, student_timesteps
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,8 @@ class StreamState:
     """Immutable snapshot of one stream. Build with :func:`start_stream`; advance with :func:`generate`."""
 
     model: WanModel
-    stream: StreamConfig
+    settings: StreamSettings
+    """Chunking, cache length, steps and shift the stream was started with."""
     geometry: CacheGeometry
     text: TextContext
     """Cross-attention K/V of the current prompt."""
@@ -113,9 +115,7 @@ class StreamState:
     """CPU generator state for the next chunk's noise."""
     history: tuple[torch.Tensor, ...] = field(repr=False)
     """Clean model-space latents of every chunk so far, on the host, ``[B, C, chunk, h, w]`` each."""
-    timesteps: tuple[float, ...]
-    """The student's warped denoising timesteps."""
-    segments: int = 0
+    switches: int = 0
     """How many switches (garment or prompt) happened so far; informational."""
 
     # -- views --------------------------------------------------------------------------------------------------
@@ -124,6 +124,11 @@ class StreamState:
     def cache(self) -> KVCache:
         """The KV cache, brought to the model's device. Treat it as read-only."""
         return RESIDENCY.touch(self._box)
+
+    @property
+    def timesteps(self) -> tuple[float, ...]:
+        """The warped denoising timesteps of the stream's steps and shift, e.g. [1000, 937.5, 833.3, 625]."""
+        return schedule(self.settings.steps, self.settings.shift)
 
     @property
     def frames(self) -> int:
@@ -165,16 +170,15 @@ def start_stream(
     reference: torch.Tensor,
     garment: torch.Tensor,
     seed: int = 0,
-    stream: StreamConfig | None = None,
-    steps: int = 4,
-    shift: float = 5.0,
+    settings: StreamSettings | None = None,
 ) -> StreamState:
     """Start a stream: prefill the reference and garment KV and return the initial state.
 
     reference, garment: model-space latents ``[B, C, 1, h, w]`` (convert raw VAE latents with
-    :func:`chameleon_core.latents.to_model_space`); context: prompt features ``[B, L, text_dim]``.
+    :func:`chameleon_core.latents.to_model_space`); context: prompt features ``[B, L, text_dim]``; settings:
+    chunking, cache length, steps and shift (the defaults of :class:`StreamSettings` when None).
     """
-    stream = stream or StreamConfig()
+    settings = settings or StreamSettings()
     cfg = model.config
     for name, lat in (("reference", reference), ("garment", garment)):
         if lat.ndim != 5 or lat.shape[2] != 1:
@@ -190,7 +194,7 @@ def start_stream(
             f"{tuple(garment.shape)}; encode both at the video resolution"
         )
     _, _, _, h, w = reference.shape
-    geometry = CacheGeometry(stream, cfg.tokens_per_latent_grid(h, w))
+    geometry = CacheGeometry(settings, cfg.tokens_per_latent_grid(h, w))
     device, dtype = model.device, model.dtype
     text = context if isinstance(context, TextContext) else model.prepare_text(context)
     reference = reference.to(device, torch.float32)
@@ -201,7 +205,7 @@ def start_stream(
     gen = torch.Generator().manual_seed(int(seed))
     state = StreamState(
         model=model,
-        stream=stream,
+        settings=settings,
         geometry=geometry,
         text=text,
         reference=reference,
@@ -209,7 +213,6 @@ def start_stream(
         _box=_CacheBox(cache, device),
         rng_state=gen.get_state(),
         history=(),
-        timesteps=tuple(student_timesteps(shift, student_steps_for(steps))),
     )
     RESIDENCY.touch(state._box)
     logger.info(
@@ -221,10 +224,15 @@ def start_stream(
 
 def chunks_for(state: StreamState, latent_frames: int) -> int:
     """Number of chunks needed for ``latent_frames`` (rounded up to whole chunks, at least one)."""
-    c = state.stream.chunk_frames
+    c = state.settings.chunk_frames
     if latent_frames < 1:
         raise ValueError(f"frames must be at least one chunk ({c} latent frames), got {latent_frames}")
     return -(-latent_frames // c)
+
+
+def schedule(steps: int, shift: float) -> tuple[float, ...]:
+    """The student's warped timesteps for ``steps`` evenly spaced steps at ``shift``."""
+    return tuple(student_timesteps(shift, student_steps_for(steps)))
 
 
 @torch.no_grad()
@@ -233,23 +241,24 @@ def generate(
     latent_frames: int,
     *,
     steps: int | None = None,
-    shift: float = 5.0,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[StreamState, torch.Tensor]:
     """Generate ``latent_frames`` more frames (rounded up to whole chunks); returns ``(state', latents)``.
 
-    ``latents`` are the new clean model-space latents ``[B, C, n, h, w]`` (host). ``steps`` overrides the state's
-    few-step schedule for this call. ``should_stop()`` is polled between chunks: when it returns True, the frames
-    finished so far and the matching state are returned (an interrupt never loses the last complete state). A
-    non-finite chunk raises :class:`NonFiniteChunkError`; ``state`` itself is never modified.
+    ``latents`` are the new clean model-space latents ``[B, C, n, h, w]`` (host). ``steps`` overrides the stream's
+    step count for this call (at the stream's shift). Interrupt contract, the same for every loop of the core:
+    ``should_stop()`` is polled between chunks; when it returns True the loop stops and returns what it finished
+    (here: the frames so far and the matching state), never raising; the caller decides whether a short result is an
+    interrupt. A non-finite chunk raises :class:`NonFiniteChunkError`; ``state`` itself is never modified.
     """
-    model, c = state.model, state.stream.chunk_frames
+    model, c = state.model, state.settings.chunk_frames
     n_chunks = chunks_for(state, latent_frames)
-    timesteps = state.timesteps if steps is None else tuple(student_timesteps(shift, student_steps_for(steps)))
+    timesteps = state.timesteps if steps is None else schedule(steps, state.settings.shift)
     b, ch, h, w = state.latent_shape
     device = model.device
     gen = torch.Generator().set_state(state.rng_state.clone())
+    noise = lambda _step: torch.randn(b, ch, c, h, w, generator=gen).to(device)  # noqa: E731
     cache = state.private_cache()
     frames, new = state.frames, []
     for k in range(n_chunks):
@@ -258,29 +267,18 @@ def generate(
             break
         # 1. Claim the chunk's slots (evicts the oldest history frames once the window is full).
         slots = cache.reserve(c, COND_FRAMES + frames)
-        # 2. Few-step denoising: x0 prediction, then fresh noise to the next timestep.
-        x = torch.randn(b, ch, c, h, w, generator=gen).to(device)
-        for i, t in enumerate(timesteps):
-            sigma = t / NUM_TRAIN_TIMESTEPS
-            v = chunk_forward(model, cache, state.text, x, torch.full((b,), t, device=device), slots)
-            x0 = x0_from_velocity(x, v, sigma)
-            if i + 1 < len(timesteps):
-                noise = torch.randn(b, ch, c, h, w, generator=gen).to(device)
-                x = add_noise(x0, noise, timesteps[i + 1] / NUM_TRAIN_TIMESTEPS)
+        # 2-3. Few-step denoising, then the clean pass that writes the chunk's keys (the shared chunk step).
+        x0 = denoise_chunk(model, cache, state.text, slots, timesteps, noise)
         if not bool(torch.isfinite(x0).all()):  # one host sync per chunk, not per layer
             raise NonFiniteChunkError(
                 f"chunk {k} (latent frames {frames}..{frames + c - 1}) contains NaN/inf. The input stream state is "
                 "unchanged. Likely causes: fp16 overflow (use bf16 or fp32), or corrupt weights"
             )
-        # 3. Clean pass at t = 0: the chunk's final keys/values for later chunks.
-        chunk_forward(model, cache, state.text, x0, torch.zeros(b, device=device), slots)
         frames += c
         new.append(x0.cpu())
         if progress is not None:
             progress(k, n_chunks, x0)
-    out = state.with_cache(
-        cache, rng_state=gen.get_state(), history=state.history + tuple(new)
-    )
+    out = state.with_cache(cache, rng_state=gen.get_state(), history=state.history + tuple(new))
     latents = torch.cat(new, dim=2) if new else torch.zeros(b, ch, 0, h, w)
     return out, latents
 
@@ -288,11 +286,11 @@ def generate(
 def cached_frames(state: StreamState) -> list[tuple[list[int], list[int]]]:
     """The video frames held in the sink and window, grouped by chunk in time order: ``[(slots, positions)]``."""
     cache = state.cache
-    geo, c = state.geometry, state.stream.chunk_frames
+    geo, c = state.geometry, state.settings.chunk_frames
     held = [
         (cache.positions[s], s)
-        for seg in (Segment.SINK, Segment.WINDOW)
-        for s in geo.segment_slots(seg)
+        for seg in (Region.SINK, Region.WINDOW)
+        for s in geo.region_slots(seg)
         if cache.positions[s] is not None
     ]
     groups: dict[int, tuple[list[int], list[int]]] = {}

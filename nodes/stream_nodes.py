@@ -7,7 +7,7 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from ._core import StreamConfig, rescheduling, streaming
+from ._core import StreamSettings, rescheduling, streaming
 from .conditions import encode_image, vae_family
 from .errors import node_error, rewrap
 from .images import fit_garment
@@ -81,13 +81,14 @@ class ChameleonStreamStart(io.ComfyNode):
                              "ChameleonTeacherSampler)")
         check_conditions(node, student, conditions)
         try:
-            stream = StreamConfig(chunk_frames=chunk_frames, max_frames=cache_frames, sink_chunks=sink_chunks)
+            settings = StreamSettings(chunk_frames=chunk_frames, cache_frames=cache_frames, sink_chunks=sink_chunks,
+                                      steps=steps)
         except ValueError as e:
             raise rewrap(node, "cache_frames", cache_frames, e, "raise cache_frames or lower sink_chunks") from None
         model = student.load()
         state = streaming.start_stream(model, context=conditioning_tensor(node, "positive", positive),
                                        reference=conditions.reference, garment=conditions.garment, seed=seed,
-                                       stream=stream, steps=steps)
+                                       settings=settings)
         return io.NodeOutput(ChameleonStream(state, student))
 
 
@@ -118,7 +119,7 @@ class ChameleonStreamGenerate(io.ComfyNode):
         check_student_stream(node, stream)
         state = stream.state
         family = state.model.config.latent
-        chunk = state.stream.chunk_frames
+        chunk = state.settings.chunk_frames
         one_chunk = family.pixel_frames(chunk) if state.frames == 0 else chunk * family.temporal_stride
         if frames < one_chunk:
             raise node_error(node, "frames", frames, f"fewer than one chunk ({chunk} latent frames = {one_chunk} "

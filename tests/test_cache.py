@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from chameleon_core.attention import attention, frame_block_mask
-from chameleon_core.cache import CacheGeometry, KVCache, Segment
+from chameleon_core.cache import CacheGeometry, KVCache, Region
 from chameleon_core.causal import chunk_forward, prefill_conditions
-from chameleon_core.config import StreamConfig, preset
+from chameleon_core.config import StreamSettings, preset
 from chameleon_core.testing import tiny_transformer
 
 H, W = 4, 6  # latent grid -> 2 x 3 = 6 tokens per frame
@@ -58,14 +58,14 @@ def _stream(model, stream, ref, gar, video, ctx, frame_t, shift=0):
 
 @torch.no_grad()
 def test_streaming_equals_block_causal_full_forward(model):
-    stream = StreamConfig(chunk_frames=2, max_frames=2 + 2 + 8)  # large enough: no eviction in 4 chunks
+    stream = StreamSettings(chunk_frames=2, cache_frames=2 + 2 + 8)  # large enough: no eviction in 4 chunks
     ref, gar, video, ctx, t = _inputs(model, 8)
     mask = frame_block_mask(2, 8, 2, 6)
     full = _full(model, ref, gar, video, ctx, t, mask)
     streamed, cache = _stream(model, stream, ref, gar, video, ctx, t)
     torch.testing.assert_close(streamed, full, atol=ATOL, rtol=0)
-    assert cache.segment_positions(Segment.SINK) == [2, 3]
-    assert cache.segment_positions(Segment.WINDOW) == [4, 5, 6, 7, 8, 9, None, None]
+    assert cache.region_positions(Region.SINK) == [2, 3]
+    assert cache.region_positions(Region.WINDOW) == [4, 5, 6, 7, 8, 9, None, None]
     # Sanity of the test itself: without the mask the result differs (later chunks leak into earlier ones) ...
     assert not torch.allclose(_full(model, ref, gar, video, ctx, t, None), full, atol=ATOL)
     # ... and so does streaming at positions off by one.
@@ -76,7 +76,7 @@ def test_streaming_equals_block_causal_full_forward(model):
 @torch.no_grad()
 def test_rolling_eviction_equals_sink_plus_window_mask(model):
     # 2 conditions + 1 sink chunk of 2 + window of 3 chunks (the current one included) = 10 frames.
-    stream = StreamConfig(chunk_frames=2, max_frames=10, sink_chunks=1)
+    stream = StreamSettings(chunk_frames=2, cache_frames=10, sink_chunks=1)
     frames = 14  # 7 chunks: eviction starts at chunk 4
     ref, gar, video, ctx, t = _inputs(model, frames, seed=2)
     mask = frame_block_mask(2, frames, 2, 6, sink_chunks=1, window_chunks=3)
@@ -84,8 +84,8 @@ def test_rolling_eviction_equals_sink_plus_window_mask(model):
     streamed, cache = _stream(model, stream, ref, gar, video, ctx, t)
     torch.testing.assert_close(streamed, full, atol=ATOL, rtol=0)
     # The window now holds chunks 4, 5, 6 (positions 10..15) in ring order; the sink still holds chunk 0.
-    assert cache.segment_positions(Segment.SINK) == [2, 3]
-    assert sorted(cache.segment_positions(Segment.WINDOW)) == list(range(10, 16))
+    assert cache.region_positions(Region.SINK) == [2, 3]
+    assert sorted(cache.region_positions(Region.WINDOW)) == list(range(10, 16))
     # The plain block-causal mask (no eviction) is a different computation once eviction has started.
     no_evict = _full(model, ref, gar, video, ctx, t, frame_block_mask(2, frames, 2, 6))
     assert not torch.allclose(no_evict[:, :, 8:], full[:, :, 8:], atol=ATOL)
@@ -116,7 +116,7 @@ class _ExplicitKeys:
 
 @torch.no_grad()
 def test_replacing_garment_segment_equals_recomputing_it(model):
-    stream = StreamConfig(chunk_frames=2, max_frames=10, sink_chunks=1)
+    stream = StreamSettings(chunk_frames=2, cache_frames=10, sink_chunks=1)
     ref, gar, video, ctx, t = _inputs(model, 6, seed=3)
     new_gar = torch.randn_like(gar)
     tpf, layers = 6, model.config.num_layers
@@ -167,8 +167,8 @@ def test_full_forward_mask_matches_plain_forward_without_conditions_leakage(mode
 
 def test_cache_size_is_derived_from_config_and_resolution():
     cfg = preset("wan2.2-ti2v-5b")
-    geo = CacheGeometry.for_resolution(cfg, StreamConfig(), 1280, 704)
+    geo = CacheGeometry.for_resolution(cfg, StreamSettings(), 1280, 704)
     assert geo.tokens_per_frame == (1280 // 32) * (704 // 32)
     assert geo.capacity_tokens == 23 * geo.tokens_per_frame
     with pytest.raises(ValueError, match="multiple of 32"):
-        CacheGeometry.for_resolution(cfg, StreamConfig(), 1280, 700)
+        CacheGeometry.for_resolution(cfg, StreamSettings(), 1280, 700)

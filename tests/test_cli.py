@@ -181,7 +181,7 @@ RANDOM = ["--random", "tiny", "--width", str(SIZE), "--height", str(SIZE), "--fr
         (["--switch", "abc"], ["--switch 'abc'", "FRAME:IMAGE"]),
         (["--switch", "0:{garment2}"], ["FRAME must be >= 1"]),
         (["--frames", "33", "--switch", "30:{garment2}"], ["frame 30 rounds up", "frame 33", "--frames 37"]),
-        (["--chunk-frames", "3", "--cache-frames", "6"], ["max_frames=6"]),
+        (["--chunk-frames", "3", "--cache-frames", "6"], ["cache_frames=6"]),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(files, tmp_path, capsys, change, expected):

@@ -7,7 +7,7 @@ import gc
 import pytest
 import torch
 
-from chameleon_core.config import StreamConfig, preset
+from chameleon_core.config import StreamSettings, preset
 from chameleon_core.model import WanModel
 from chameleon_core.rescheduling import switch_garment
 from chameleon_core.streaming import RESIDENCY, CacheResidency, _CacheBox, generate, start_stream
@@ -59,8 +59,8 @@ def test_chain_of_switches_keeps_device_memory_bounded_and_results_exact():
     g = torch.Generator().manual_seed(0)
     ref, *garments = [torch.randn(1, c, 1, 8, 8, generator=g) for _ in range(7)]
     ctx = torch.randn(1, 5, model.config.text_dim, generator=g)
-    stream = StreamConfig()
-    state = start_stream(model, context=ctx, reference=ref, garment=garments[0], stream=stream)
+    stream = StreamSettings()
+    state = start_stream(model, context=ctx, reference=ref, garment=garments[0], settings=stream)
     states = []
     for gar in garments[1:]:
         state, _ = generate(state, 3)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from chameleon_core.attention import FullAttention, frame_block_mask
-from chameleon_core.cache import Segment
-from chameleon_core.config import StreamConfig
+from chameleon_core.cache import Region
+from chameleon_core.config import StreamSettings
 from chameleon_core.testing import tiny_transformer
 from chameleon_core.rescheduling import switch_garment, switch_prompt
 from chameleon_core.schedules import student_timesteps
@@ -59,7 +59,9 @@ def independent_chunk(model, ctx, ref, gar, prior, start, gen, c, mask_frames=No
     x = torch.randn(1, model.config.in_dim, c, H, W, generator=gen)
     for i, t in enumerate(ts):
         seq = torch.cat(frames + [x], dim=2)
-        frame_t = torch.tensor([[0.0] * (2 + len(prior) * c) + [t] * c])
+        # The authors feed the DiT (ones(int64) * t).to(dtype).long(): 937.5 -> 937 in fp32.
+        t_fed = float(int(torch.tensor(t, dtype=torch.float32).to(model.dtype).long()))
+        frame_t = torch.tensor([[0.0] * (2 + len(prior) * c) + [t_fed] * c])
         v = model.forward_frames(seq, frame_t, positions, text, FullAttention(mask))[:, :, -c:]
         x0 = x - t / 1000 * v
         if i + 1 < len(ts):
@@ -69,9 +71,9 @@ def independent_chunk(model, ctx, ref, gar, prior, start, gen, c, mask_frames=No
 
 
 def test_generate_equals_independent_rollout_with_eviction(model, inputs):
-    stream = StreamConfig(chunk_frames=2, max_frames=2 + 2 + 4, sink_chunks=1)  # window: 2 chunks incl. current
+    stream = StreamSettings(chunk_frames=2, cache_frames=2 + 2 + 4, sink_chunks=1)  # window: 2 chunks incl. current
     state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=3,
-                         stream=stream)
+                         settings=stream)
     state2, latents = generate(state, 10)  # 5 chunks: eviction from chunk 3 on
     gen = torch.Generator().manual_seed(3)
     prior = []
@@ -81,7 +83,7 @@ def test_generate_equals_independent_rollout_with_eviction(model, inputs):
         torch.testing.assert_close(latents[:, :, 2 * k : 2 * k + 2], x0, atol=ATOL, rtol=0)
         prior.append((x0, 2 + 2 * k))
     assert state2.frames == 10 and state2.cache.positions[:4] == [0, 1, 2, 3]
-    assert sorted(state2.cache.segment_positions(Segment.WINDOW)) == [8, 9, 10, 11]
+    assert sorted(state2.cache.region_positions(Region.WINDOW)) == [8, 9, 10, 11]
     # Without eviction in the reference, chunk 4 would differ: the check has teeth.
     gen = torch.Generator().manual_seed(3)
     prior_all = []
@@ -93,7 +95,7 @@ def test_generate_equals_independent_rollout_with_eviction(model, inputs):
 
 def test_generate_never_changes_its_input_and_is_deterministic(model, inputs):
     state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=1,
-                         stream=StreamConfig(chunk_frames=2, max_frames=8))
+                         settings=StreamSettings(chunk_frames=2, cache_frames=8))
     k0, v0, pos0 = state.cache.k.clone(), state.cache.v.clone(), list(state.cache.positions)
     s1, a = generate(state, 6)
     s2, b = generate(state, 6)
@@ -106,13 +108,13 @@ def test_generate_never_changes_its_input_and_is_deterministic(model, inputs):
     torch.testing.assert_close(torch.cat([c1, c2], 2), a, atol=0, rtol=0)
     # A different seed gives a different video.
     other = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=2,
-                         stream=StreamConfig(chunk_frames=2, max_frames=8))
+                         settings=StreamSettings(chunk_frames=2, cache_frames=8))
     assert not torch.allclose(generate(other, 6)[1], a)
 
 
 def test_interrupt_returns_last_complete_state(model, inputs):
     state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=4,
-                         stream=StreamConfig(chunk_frames=2, max_frames=8))
+                         settings=StreamSettings(chunk_frames=2, cache_frames=8))
     _, full = generate(state, 8)
     calls = []
     stop_after_two = lambda: (calls.append(1) or len(calls) > 2)  # noqa: E731
@@ -124,7 +126,7 @@ def test_interrupt_returns_last_complete_state(model, inputs):
 
 def test_nonfinite_chunk_is_caught_and_input_state_stays_valid(model, inputs):
     state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=5,
-                         stream=StreamConfig(chunk_frames=2, max_frames=8))
+                         settings=StreamSettings(chunk_frames=2, cache_frames=8))
     _, good = generate(state, 4)
     hook = model.head.register_forward_hook(lambda m, i, o: o * float("nan"))
     try:
@@ -136,21 +138,21 @@ def test_nonfinite_chunk_is_caught_and_input_state_stays_valid(model, inputs):
 
 
 def test_long_stream_keeps_cache_size_flat(model, inputs):
-    stream = StreamConfig(chunk_frames=3, max_frames=23)
+    stream = StreamSettings(chunk_frames=3, cache_frames=23, steps=1)
     state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=0,
-                         stream=stream, steps=1)
+                         settings=stream)
     size = state.cache.nbytes
     state, lat = generate(state, 150)  # 50 chunks, far past the 21-frame training clip
     assert lat.shape[2] == 150 and state.frames == 150 and torch.isfinite(lat).all()
     assert state.cache.nbytes == size
-    assert state.cache.segment_positions(Segment.SINK) == [2, 3, 4]
-    assert sorted(state.cache.segment_positions(Segment.WINDOW)) == list(range(152 - 18, 152))
+    assert state.cache.region_positions(Region.SINK) == [2, 3, 4]
+    assert sorted(state.cache.region_positions(Region.WINDOW)) == list(range(152 - 18, 152))
 
 
 def _started(model, inputs, seed=9, **kw):
-    stream = StreamConfig(chunk_frames=2, max_frames=2 + 2 + 6, sink_chunks=1)
+    stream = StreamSettings(chunk_frames=2, cache_frames=2 + 2 + 6, sink_chunks=1)
     s = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=seed,
-                     stream=stream, **kw)
+                     settings=stream, **kw)
     return generate(s, 6)[0]
 
 
@@ -189,7 +191,7 @@ def test_withdraw_leaves_conditions_and_optionally_the_sink(model, inputs, withd
     want = independent_chunk(model, inputs["ctx"], inputs["ref"], inputs["gar"], prior, 2 + 6, gen, 2)
     torch.testing.assert_close(nxt, want, atol=ATOL, rtol=0)
     # A dropped sink re-forms from the first chunk after the switch.
-    assert nxt_state.cache.segment_positions(Segment.SINK) == ([8, 9] if withdraw_sink else [2, 3])
+    assert nxt_state.cache.region_positions(Region.SINK) == ([8, 9] if withdraw_sink else [2, 3])
 
 
 class ToyCodec:

@@ -419,7 +419,7 @@ def test_bench_cli_reports_every_chunk(tmp_path, capsys):
     from chameleon_core import bench_vae
 
     out = tmp_path / "bench.json"
-    argv = ["--family", "wan2.2", "--tiny", "--height", "32", "--width", "32", "--latent-frames", "3", "--chunk", "2"]
+    argv = ["--family", "wan2.2", "--tiny", "--height", "32", "--width", "32", "--latent-frames", "3", "--chunk-frames", "2"]
     assert bench_vae.main([*argv, "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert [c["pixel_frames"] for c in result["chunks"]] == [5, 4]
