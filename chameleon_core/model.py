@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 from .attention import FullAttention, SelfAttentionPlan, attention
 from .config import COND_FRAMES, WanConfig
@@ -194,11 +195,11 @@ class SelfAttention(Projections):
     def forward(self, x: torch.Tensor, rope: Rope, plan: SelfAttentionPlan, layer: int) -> torch.Tensor:
         """x: ``[B, L, C]`` -> ``[B, L, C]``."""
         heads = self.num_heads
-        q = rope.apply(self.norm_q(linear(self.q, x)).unflatten(-1, (heads, -1)))  # [B, L, H, D]
-        k = rope.apply(self.norm_k(linear(self.k, x)).unflatten(-1, (heads, -1)))  # [B, L, H, D]
-        v = linear(self.v, x).unflatten(-1, (heads, -1))  # [B, L, H, D]
+        q = rope.apply(rearrange(self.norm_q(linear(self.q, x)), "b l (h d) -> b l h d", h=heads))
+        k = rope.apply(rearrange(self.norm_k(linear(self.k, x)), "b l (h d) -> b l h d", h=heads))
+        v = rearrange(linear(self.v, x), "b l (h d) -> b l h d", h=heads)
         out = plan.attend(layer, q, k, v)  # [B, L, H, D]
-        return linear(self.o, out.flatten(2))
+        return linear(self.o, rearrange(out, "b l h d -> b l (h d)"))
 
 
 class CrossAttention(Projections):
@@ -206,17 +207,17 @@ class CrossAttention(Projections):
 
     def kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """context: ``[B, Lc, C]`` -> k, v ``[B, Lc, H, D]``."""
-        k = self.norm_k(linear(self.k, context)).unflatten(-1, (self.num_heads, -1))
-        v = linear(self.v, context).unflatten(-1, (self.num_heads, -1))
+        k = rearrange(self.norm_k(linear(self.k, context)), "b l (h d) -> b l h d", h=self.num_heads)
+        v = rearrange(linear(self.v, context), "b l (h d) -> b l h d", h=self.num_heads)
         return k, v
 
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """x: ``[B, L, C]``; kv from :meth:`kv` -> ``[B, L, C]``."""
-        q = self.norm_q(linear(self.q, x)).unflatten(-1, (self.num_heads, -1))  # [B, L, H, D]
+        q = rearrange(self.norm_q(linear(self.q, x)), "b l (h d) -> b l h d", h=self.num_heads)
         k, v = kv
         if k.shape[0] != q.shape[0]:  # one prompt shared by a batch
             k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
-        return linear(self.o, attention(q, k, v).flatten(2))
+        return linear(self.o, rearrange(attention(q, k, v), "b l h d -> b l (h d)"))
 
 
 class Block(nn.Module):
@@ -363,15 +364,15 @@ class WanModel(nn.Module):
             )
         tokens = self.patch_embedding(x.to(self.dtype))  # [B, C, T', h, w]
         grid = tuple(tokens.shape[2:])
-        return tokens.flatten(2).transpose(1, 2).float(), grid  # [B, L, C]
+        return rearrange(tokens, "b c t h w -> b (t h w) c").float(), grid  # [B, L, C]
 
     def unpatchify(self, tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """Head output ``[B, T*h*w, out*pt*ph*pw]`` -> latents ``[B, out, T*pt, h*ph, w*pw]``."""
         f, h, w = grid
         pt, ph, pw = self.config.patch_size
-        x = tokens.view(tokens.shape[0], f, h, w, pt, ph, pw, self.config.out_dim)
-        x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)  # [B, c, f, pt, h, ph, w, pw]
-        return x.reshape(tokens.shape[0], self.config.out_dim, f * pt, h * ph, w * pw)
+        # Each token's head output is its patch, ordered (pt, ph, pw, channel) as the reference's unpatchify.
+        pattern = "b (f h w) (pt ph pw c) -> b c (f pt) (h ph) (w pw)"
+        return rearrange(tokens, pattern, f=f, h=h, w=w, pt=pt, ph=ph, pw=pw)
 
     def run_blocks(
         self, x: torch.Tensor, t: torch.Tensor, rope: Rope, text: TextContext, plan: SelfAttentionPlan
