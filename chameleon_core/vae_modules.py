@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange, reduce
 from torch import nn
 
 #: Frames a kernel-3 causal convolution needs from the previous step (ComfyUI's CACHE_T).
@@ -50,9 +51,8 @@ def _triple(k: int | tuple[int, int, int]) -> tuple[int, int, int]:
 
 def _per_frame(fn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Apply a 2D module to every frame: ``[B, C, T, H, W] -> [B, C', T, H', W']``."""
-    b, c, t, h, w = x.shape
-    y = fn(x.transpose(1, 2).reshape(b * t, c, h, w))  # [B*T, C', H', W']
-    return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+    y = fn(rearrange(x, "b c t h w -> (b t) c h w"))  # [B*T, C', H', W']
+    return rearrange(y, "(b t) c h w -> b c t h w", b=x.shape[0])
 
 
 class CausalConv3d(nn.Conv3d):
@@ -138,12 +138,12 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor, cache: StepCache | None = None) -> torch.Tensor:
         """``[B, C, T, H, W] -> [B, C, T, H, W]``."""
         b, c, t, h, w = x.shape
-        f = x.transpose(1, 2).reshape(b * t, c, h, w)  # [BT, C, H, W]
-        qkv = self.to_qkv(self.norm(f)).flatten(2).transpose(1, 2)  # [BT, HW, 3C]
-        q, k, v = qkv.unsqueeze(1).chunk(3, dim=-1)  # each [BT, 1, HW, C]
+        f = rearrange(x, "b c t h w -> (b t) c h w")
+        qkv = rearrange(self.to_qkv(self.norm(f)), "n c h w -> n 1 (h w) c")  # one head
+        q, k, v = qkv.chunk(3, dim=-1)  # each [BT, 1, HW, C]
         o = F.scaled_dot_product_attention(q, k, v)  # [BT, 1, HW, C]
-        o = self.proj(o.squeeze(1).transpose(1, 2).reshape(b * t, c, h, w))  # [BT, C, H, W]
-        return x + o.reshape(b, t, c, h, w).transpose(1, 2)
+        o = self.proj(rearrange(o, "n 1 (h w) c -> n c h w", h=h))  # [BT, C, H, W]
+        return x + rearrange(o, "(b t) c h w -> b c t h w", b=b)
 
 
 class _NearestUp2x(nn.Module):
@@ -195,9 +195,8 @@ class Resample(nn.Module):
             # next frames start from zero history rather than from this frame.
             cache.tensors[key] = x.new_zeros(x.shape[0], x.shape[1], CACHE_FRAMES, x.shape[3], x.shape[4])
             return x
-        b, c, t, h, w = x.shape
         y = self.time_conv(x, cache)  # [B, 2C, T, H, W]; channel half k is output frame 2t + k
-        return y.view(b, 2, c, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c, 2 * t, h, w)
+        return rearrange(y, "b (k c) t h w -> b c (t k) h w", k=2)
 
     def _halve_time(self, x: torch.Tensor, cache: StepCache) -> torch.Tensor:
         prev = cache.tensors.get(self.cache_key)
@@ -215,18 +214,14 @@ def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     """``[B, C, T, H, W] -> [B, C*p*p, T, H/p, W/p]``; channel ``c*p*p + dw*p + dh`` holds offset ``(dh, dw)``."""
     if p == 1:
         return x
-    b, c, t, h, w = x.shape
-    x = x.view(b, c, t, h // p, p, w // p, p)  # [B, C, T, h, dh, w, dw]
-    return x.permute(0, 1, 6, 4, 2, 3, 5).reshape(b, c * p * p, t, h // p, w // p)
+    return rearrange(x, "b c t (h dh) (w dw) -> b (c dw dh) t h w", dh=p, dw=p)
 
 
 def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
     """Inverse of :func:`patchify`: ``[B, C*p*p, T, h, w] -> [B, C, T, h*p, w*p]``."""
     if p == 1:
         return x
-    b, cpp, t, h, w = x.shape
-    x = x.view(b, cpp // (p * p), p, p, t, h, w)  # [B, C, dw, dh, T, h, w]
-    return x.permute(0, 1, 4, 5, 3, 6, 2).reshape(b, cpp // (p * p), t, h * p, w * p)
+    return rearrange(x, "b (c dw dh) t h w -> b c t (h dh) (w dw)", dh=p, dw=p)
 
 
 def space_time_to_channels(x: torch.Tensor, out_dim: int, ft: int, fs: int) -> torch.Tensor:
@@ -238,11 +233,8 @@ def space_time_to_channels(x: torch.Tensor, out_dim: int, ft: int, fs: int) -> t
     pad_t = (-x.shape[2]) % ft
     if pad_t:
         x = F.pad(x, (0, 0, 0, 0, pad_t, 0))
-    b, c, t, h, w = x.shape
-    x = x.view(b, c, t // ft, ft, h // fs, fs, w // fs, fs)
-    x = x.permute(0, 1, 3, 5, 7, 2, 4, 6)  # [B, C, ft, fs_h, fs_w, T', H', W']
-    group = c * ft * fs * fs // out_dim
-    return x.reshape(b, out_dim, group, t // ft, h // fs, w // fs).mean(dim=2)
+    x = rearrange(x, "b c (t ft) (h fh) (w fw) -> b (c ft fh fw) t h w", ft=ft, fh=fs, fw=fs)
+    return reduce(x, "b (o g) t h w -> b o t h w", "mean", o=out_dim)
 
 
 def channels_to_space_time(x: torch.Tensor, out_dim: int, ft: int, fs: int, first: bool) -> torch.Tensor:
@@ -251,10 +243,8 @@ def channels_to_space_time(x: torch.Tensor, out_dim: int, ft: int, fs: int, firs
     ``[B, C, T, H, W] -> [B, out_dim, T*ft, H*fs, W*fs]``; on the first latent frame the first ``ft - 1`` frames are
     dropped, matching the main path's single first frame.
     """
-    b, c, t, h, w = x.shape
-    x = x.repeat_interleave(out_dim * ft * fs * fs // c, dim=1)
-    x = x.view(b, out_dim, ft, fs, fs, t, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)  # [B, O, T, ft, H, fs, W, fs]
-    x = x.reshape(b, out_dim, t * ft, h * fs, w * fs)
+    x = x.repeat_interleave(out_dim * ft * fs * fs // x.shape[1], dim=1)
+    x = rearrange(x, "b (o ft fh fw) t h w -> b o (t ft) (h fh) (w fw)", o=out_dim, ft=ft, fh=fs, fw=fs)
     return x[:, :, ft - 1 :] if first else x
 
 
