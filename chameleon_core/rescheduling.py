@@ -8,9 +8,11 @@ A garment switch happens at a chunk boundary and is three independent operations
 - **Historical KV withdraw** -- the history window is dropped, because the model attends to history more than to
   the conditions and the old garment would otherwise persist. ``withdraw_sink`` (default True, as the paper's
   framework figure crosses out the sink slot too) also drops the sink; the next chunk then forms a new sink.
-- **Reference KV disentangle** -- the reference segment gets the keys of the *last generated frame*: the last
-  latent chunk is decoded, the last pixel frame is re-encoded as a one-frame latent, and ``[that frame, garment]``
-  is prefilled storing only the reference slot. It keeps identity, pose and background continuous across the cut.
+- **Reference KV disentangle** -- the reference region gets the keys of the *last generated frame* as the stream
+  shows it: the last pixel frame of the continuous decode (the session loop hands over the frame it already
+  decoded; otherwise the whole stream is decoded with carried VAE state) is re-encoded as a one-frame latent, and
+  ``[that frame, garment]`` is prefilled storing only the reference slot. It keeps identity, pose and background
+  continuous across the cut.
 
 Choices the paper leaves open, made here and tested: the new reference sits at RoPE frame 0 (the slot's meaning in
 training); frame numbering and video positions continue unchanged across a switch (keys are absolute and never
@@ -32,36 +34,25 @@ from .cache import Region
 from .causal import chunk_forward, prefill_conditions
 from .latents import LatentFamily
 from .config import COND_FRAMES
+from .decoding import ChunkDecoderVAE, last_pixel_frame
 from .model import TextContext
 from .streaming import StreamState, cached_frames
 
 logger = logging.getLogger(__name__)
 
 
-class FrameCodec(Protocol):
-    """What disentangle needs from a VAE (ours, or an adapter over ComfyUI's)."""
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Raw latents ``[B, C, T, h, w]`` -> video ``[B, 3, 4(T-1)+1, H, W]`` in [-1, 1]."""
-        ...
+class FrameCodec(ChunkDecoderVAE, Protocol):
+    """What disentangle needs from a VAE (the core's, or an adapter over ComfyUI's): streaming decode and a
+    single-image encode."""
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """Image ``[B, 3, H, W]`` in [-1, 1] -> raw one-frame latent ``[B, C, 1, h, w]``."""
         ...
 
 
-def reencode_last_frame(
-    codec: FrameCodec, family: LatentFamily, tail: torch.Tensor
-) -> torch.Tensor:
-    """Decode model-space latents ``tail [B, C, T, h, w]`` and re-encode their last pixel frame.
-
-    Returns a model-space one-frame latent ``[B, C, 1, h, w]``. The causal VAE decodes the tail's first latent frame
-    as a video start; by its last frame (the one used) the decoder has seen the whole tail, so the last chunk is
-    enough context in practice.
-    """
-    video = codec.decode(family.to_raw(tail.float()))  # [B, 3, F, H, W]
-    last = video[:, :, -1].clamp(-1, 1)  # [B, 3, H, W]
-    raw = codec.encode_image(last)  # [B, C, 1, h, w]
+def reference_from_frame(codec: FrameCodec, family: LatentFamily, frame: torch.Tensor) -> torch.Tensor:
+    """Re-encode a pixel frame ``[B, 3, H, W]`` in [-1, 1] as a model-space one-frame latent ``[B, C, 1, h, w]``."""
+    raw = codec.encode_image(frame.clamp(-1, 1))  # [B, C, 1, h, w]
     return family.to_model_space(raw.float())
 
 
@@ -75,13 +66,16 @@ def switch_garment(
     disentangle: bool = True,
     withdraw_sink: bool = True,
     codec: FrameCodec | None = None,
+    last_frame: torch.Tensor | None = None,
     new_reference: torch.Tensor | None = None,
 ) -> StreamState:
     """Switch the garment at the current chunk boundary; returns a new state (``state`` is unchanged).
 
     garment: model-space one-frame latent ``[B, C, 1, h, w]`` of the new garment (required with ``refresh``).
-    Disentangle needs ``codec`` (decode + single-image encode), or ``new_reference`` given directly (a model-space
-    one-frame latent, e.g. re-encoded by ComfyUI's own VAE). With all three flags off the state is returned as is.
+    Disentangle takes, in this order: ``new_reference`` (a model-space one-frame latent, used as is);
+    ``last_frame`` (the stream's last pixel frame ``[B, 3, H, W]`` as the continuous decode showed it) re-encoded by
+    ``codec``; or, with only ``codec``, the last frame of a continuous decode of the whole stream (exact, and its
+    cost grows with the stream's length). With all three flags off the state is returned as is.
     """
     if not (refresh or withdraw or disentangle):
         return state
@@ -105,7 +99,10 @@ def switch_garment(
                 )
             if codec is None:
                 raise ValueError("disentangle=True needs a VAE (codec=...) to decode and re-encode the last frame")
-            new_reference = reencode_last_frame(codec, model.config.latent, state.history[-1])
+            family = model.config.latent
+            if last_frame is None:
+                last_frame = last_pixel_frame(codec, family, state.latents(), state.settings.chunk_frames)
+            new_reference = reference_from_frame(codec, family, last_frame.to(codec.device, codec.dtype))
         if new_reference.shape != state.reference.shape:
             raise ValueError(
                 f"new reference latent has shape {tuple(new_reference.shape)}, expected {tuple(state.reference.shape)}"

@@ -235,7 +235,66 @@ def schedule(steps: int, shift: float) -> tuple[float, ...]:
     return tuple(student_timesteps(shift, student_steps_for(steps)))
 
 
-@torch.no_grad()
+class Rollout:
+    """Advances a private copy of a state's cache chunk by chunk: the loop inside :func:`generate` and the session.
+
+    The cache is cloned once (copy-on-write), however many chunks follow; :meth:`finish` returns the new immutable
+    state, after which the rollout is spent. ``steps`` overrides the stream's step count (at the stream's shift).
+    """
+
+    def __init__(self, state: StreamState, *, steps: int | None = None) -> None:
+        self.state = state
+        self.timesteps = state.timesteps if steps is None else schedule(steps, state.settings.shift)
+        self._gen = torch.Generator().set_state(state.rng_state.clone())
+        self._cache: KVCache | None = state.private_cache()
+        self._new: list[torch.Tensor] = []
+        self.frames = state.frames
+        """Video latent frames of the stream including this rollout's chunks."""
+
+    def _noise(self, _step: int) -> torch.Tensor:
+        b, ch, h, w = self.state.latent_shape
+        return torch.randn(b, ch, self.state.settings.chunk_frames, h, w, generator=self._gen).to(self.state.model.device)
+
+    @torch.no_grad()
+    def step(self) -> torch.Tensor:
+        """Generate the next chunk; returns its clean model-space latents ``[B, C, chunk, h, w]`` (model device)."""
+        if self._cache is None:
+            raise RuntimeError("this rollout has finished; continue from the state finish() returned")
+        state, c = self.state, self.state.settings.chunk_frames
+        # 1. Claim the chunk's slots (evicts the oldest history frames once the window is full).
+        slots = self._cache.reserve(c, COND_FRAMES + self.frames)
+        # 2-3. Few-step denoising, then the clean pass that writes the chunk's keys (the shared chunk step).
+        x0 = denoise_chunk(state.model, self._cache, state.text, slots, self.timesteps, self._noise)
+        if not bool(torch.isfinite(x0).all()):  # one host sync per chunk, not per layer
+            self._cache = None
+            raise NonFiniteChunkError(
+                f"chunk {len(self._new)} (latent frames {self.frames}..{self.frames + c - 1}) contains NaN/inf. The "
+                "input stream state is unchanged. Likely causes: fp16 overflow (use bf16 or fp32), or corrupt weights"
+            )
+        self.frames += c
+        self._new.append(x0.cpu())
+        return x0
+
+    def finish(self) -> StreamState:
+        """The state after the chunks generated so far (the input state if none)."""
+        if self._cache is None:
+            raise RuntimeError("this rollout has finished already")
+        cache, self._cache = self._cache, None
+        if not self._new:
+            return self.state
+        return self.state.with_cache(cache, rng_state=self._gen.get_state(), history=self.state.history + tuple(self._new))
+
+    def latents(self) -> torch.Tensor:
+        """This rollout's clean latents so far ``[B, C, n, h, w]`` (host)."""
+        b, ch, h, w = self.state.latent_shape
+        return torch.cat(self._new, dim=2) if self._new else torch.zeros(b, ch, 0, h, w)
+
+
+def schedule(steps: int, shift: float) -> tuple[float, ...]:
+    """The student's warped timesteps for ``steps`` evenly spaced steps at ``shift``."""
+    return tuple(student_timesteps(shift, student_steps_for(steps)))
+
+
 def generate(
     state: StreamState,
     latent_frames: int,
@@ -247,40 +306,25 @@ def generate(
     """Generate ``latent_frames`` more frames (rounded up to whole chunks); returns ``(state', latents)``.
 
     ``latents`` are the new clean model-space latents ``[B, C, n, h, w]`` (host). ``steps`` overrides the stream's
-    step count for this call (at the stream's shift). Interrupt contract, the same for every loop of the core:
-    ``should_stop()`` is polled between chunks; when it returns True the loop stops and returns what it finished
-    (here: the frames so far and the matching state), never raising; the caller decides whether a short result is an
-    interrupt. A non-finite chunk raises :class:`NonFiniteChunkError`; ``state`` itself is never modified.
+    step count for this call (at the stream's shift). A non-finite chunk raises :class:`NonFiniteChunkError`;
+    ``state`` itself is never modified.
+
+    Interrupt contract (the same for every loop of the core: this one, the session loop, the teacher samplers,
+    streaming decode): ``should_stop()`` is polled between units of work; once it returns True the loop stops and
+    returns what it completed -- here the finished chunks and the matching state -- and never raises. A caller that
+    must report the stop (a node, the command line) asks its own ``should_stop`` afterwards.
     """
-    model, c = state.model, state.settings.chunk_frames
     n_chunks = chunks_for(state, latent_frames)
-    timesteps = state.timesteps if steps is None else schedule(steps, state.settings.shift)
-    b, ch, h, w = state.latent_shape
-    device = model.device
-    gen = torch.Generator().set_state(state.rng_state.clone())
-    noise = lambda _step: torch.randn(b, ch, c, h, w, generator=gen).to(device)  # noqa: E731
-    cache = state.private_cache()
-    frames, new = state.frames, []
+    rollout = Rollout(state, steps=steps)
     for k in range(n_chunks):
         if should_stop is not None and should_stop():
             logger.info("stream interrupted after %d of %d chunks", k, n_chunks)
             break
-        # 1. Claim the chunk's slots (evicts the oldest history frames once the window is full).
-        slots = cache.reserve(c, COND_FRAMES + frames)
-        # 2-3. Few-step denoising, then the clean pass that writes the chunk's keys (the shared chunk step).
-        x0 = denoise_chunk(model, cache, state.text, slots, timesteps, noise)
-        if not bool(torch.isfinite(x0).all()):  # one host sync per chunk, not per layer
-            raise NonFiniteChunkError(
-                f"chunk {k} (latent frames {frames}..{frames + c - 1}) contains NaN/inf. The input stream state is "
-                "unchanged. Likely causes: fp16 overflow (use bf16 or fp32), or corrupt weights"
-            )
-        frames += c
-        new.append(x0.cpu())
+        x0 = rollout.step()
         if progress is not None:
             progress(k, n_chunks, x0)
-    out = state.with_cache(cache, rng_state=gen.get_state(), history=state.history + tuple(new))
-    latents = torch.cat(new, dim=2) if new else torch.zeros(b, ch, 0, h, w)
-    return out, latents
+    latents = rollout.latents()
+    return rollout.finish(), latents
 
 
 def cached_frames(state: StreamState) -> list[tuple[list[int], list[int]]]:

@@ -1,0 +1,97 @@
+"""The one streaming-decode entry point: latent chunks in, pixel frames out, with the VAE's causal state carried.
+
+The session loop, the decode node, the benchmarks and reference disentangle all decode through
+:class:`StreamingDecoder`, so a stream's pixels are the same wherever they are made: chunk after chunk, across
+segments and switches, the frames equal one whole-video decode (the causal VAE carries two frames of each temporal
+convolution's input; ``tests/test_vae.py`` checks the equality), while memory stays at one chunk.
+
+Any VAE with the core's streaming interface plugs in (:class:`ChunkDecoderVAE`): the core's :class:`~chameleon_core.
+vae.WanVAE`, or the node pack's wrapper over ComfyUI's VAE weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import torch
+
+from .latents import LatentFamily
+
+
+class ChunkDecoderVAE(Protocol):
+    """What streaming decode needs from a VAE."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+    def decode_chunk(self, latents: torch.Tensor, state: Any = None, *, clamp: bool = True, consume: bool = False
+                     ) -> tuple[torch.Tensor, Any]:
+        """Raw latents ``[B, C, n, h, w]`` and the previous state -> pixels ``[B, 3, F, H, W]`` in [-1, 1], state."""
+        ...
+
+
+class StreamingDecoder:
+    """Decodes one continuous video chunk by chunk; remembers the last pixel frame (for reference disentangle).
+
+    ``family`` given: :meth:`decode` takes model-space latents (what the stream produces) and converts them to raw
+    VAE latents first; None: it takes raw latents (ComfyUI LATENT ``samples``).
+    """
+
+    def __init__(self, vae: ChunkDecoderVAE, family: LatentFamily | None = None) -> None:
+        self.vae = vae
+        self.family = family
+        self._state: Any = None
+        self.latent_frames = 0
+        """Latent frames decoded so far."""
+        self.video_frames = 0
+        """Pixel frames produced so far."""
+        self.last_frame: torch.Tensor | None = None
+        """The newest pixel frame ``[B, 3, H, W]`` in [-1, 1], as the continuous video shows it."""
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """The next latent frames ``[B, C, n, h, w]`` -> their pixels ``[B, 3, F, H, W]`` in [-1, 1] (VAE device)."""
+        raw = self.family.to_raw(latents.float()) if self.family is not None else latents
+        raw = raw.to(self.vae.device, self.vae.dtype)
+        # consume=True: the old state's caches are released during the call (memory stays at one chunk).
+        pixels, self._state = self.vae.decode_chunk(raw, self._state, consume=True)
+        self.latent_frames += latents.shape[2]
+        self.video_frames += pixels.shape[2]
+        self.last_frame = pixels[:, :, -1]
+        return pixels
+
+
+def decode_chunks(
+    vae: ChunkDecoderVAE,
+    latents: torch.Tensor,
+    chunk_frames: int,
+    *,
+    family: LatentFamily | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[torch.Tensor]:
+    """Decode a whole latent video ``[B, C, T, h, w]`` ``chunk_frames`` at a time; yields each chunk's pixels.
+
+    Stops (without raising) between chunks once ``should_stop()`` returns True.
+    """
+    if chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+    decoder = StreamingDecoder(vae, family)
+    for start in range(0, latents.shape[2], chunk_frames):
+        if should_stop is not None and should_stop():
+            return
+        yield decoder.decode(latents[:, :, start : start + chunk_frames])
+
+
+def last_pixel_frame(vae: ChunkDecoderVAE, family: LatentFamily, latents: torch.Tensor, chunk_frames: int
+                     ) -> torch.Tensor:
+    """The last pixel frame ``[B, 3, H, W]`` of the continuous decode of model-space ``latents`` (the whole stream).
+
+    Decodes from the first frame, because the causal decoder's output depends on what came before; memory stays at
+    one chunk. The session loop does not need this: it keeps the last frame of the decode it already runs.
+    """
+    decoder = StreamingDecoder(vae, family)
+    for start in range(0, latents.shape[2], chunk_frames):
+        decoder.decode(latents[:, :, start : start + chunk_frames])
+    if decoder.last_frame is None:
+        raise ValueError("no latent frames to decode: the stream has not generated any frame yet")
+    return decoder.last_frame
