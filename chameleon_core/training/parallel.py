@@ -1,0 +1,159 @@
+"""FSDP2 sharding, per-block activation checkpointing, and gathering full weights, for the Wan DiT.
+
+Sharding (``torch.distributed.fsdp.fully_shard``, one process per GPU): full shard of parameters, gradients and
+optimiser state; parameters computed in ``param_dtype`` (bf16) with fp32 master weights, gradients reduced in fp32.
+
+Unit layout. :meth:`WanModel.prepare_text` computes every block's cross-attention K/V *before* the blocks run, so
+a block's ``cross_attn.k`` / ``cross_attn.v`` are used outside the block's own forward. FSDP units therefore are,
+per block, ``self_attn`` (q, k, v, o and norms), ``ffn.0`` and ``ffn.2`` -- ~75% of a block's weights -- and the
+root holds the rest (embeddings, head, cross-attention, modulation): ~1.1 B of 5 B weights stay gathered during a
+step. Sharding whole blocks would need the cross-attention K/V computed inside ``Block.forward``.
+
+Forwards must enter through ``model(...)`` (``__call__``) so FSDP's hooks gather the root's weights. Anything other
+than the plain forward (the teacher-forcing frames forward, a streaming rollout) runs inside the root forward with
+:func:`run_inside`. The model's compute dtype (``model.dtype``) is fixed at wrap time, because the weights a
+property would read are sharded fp32 outside their unit's forward.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+from chameleon_core.model import Block, WanModel
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}") from None
+
+
+class CheckpointedBlock(Block):
+    """A :class:`Block` whose activations are recomputed in backward (non-reentrant checkpointing).
+
+    Installed by swapping the instance's class, so parameter names (the checkpoint keys) do not change.
+    """
+
+    def forward(self, *args: Any) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return super().forward(*args)
+        return checkpoint(super().forward, *args, use_reentrant=False)
+
+
+class _Inside:
+    """Marks a callable that :class:`TrainableWanModel` runs inside its forward."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+
+class TrainableWanModel(WanModel):
+    """:class:`WanModel` with a fixed compute dtype and a forward that can run any function on itself.
+
+    ``model(x, t, context, reference=, garment=)`` is the plain forward; ``run_inside(model, fn, *args)`` calls
+    ``fn(model, *args)`` within the root forward, so FSDP gathers the root's weights and reduces their gradients.
+    """
+
+    _compute_dtype: torch.dtype = torch.float32
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._compute_dtype
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if args and isinstance(args[0], _Inside):
+            return args[0].fn(self, *args[1:], **kwargs)
+        return super().forward(*args, **kwargs)
+
+
+def run_inside(model: nn.Module, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(model, *args, **kwargs)`` run inside ``model``'s forward (FSDP gathers/reduces the root's weights).
+
+    Use it for the teacher-forcing frames forward and for streaming rollouts (:func:`chameleon_core.chunk_step.
+    denoise_chunk`), which call :meth:`WanModel.forward_frames` rather than ``model(...)``.
+    """
+    return model(_Inside(fn), *args, **kwargs)
+
+
+def prepare_model(
+    model: WanModel,
+    *,
+    device: torch.device,
+    fsdp: bool,
+    param_dtype: torch.dtype = torch.bfloat16,
+    reduce_dtype: torch.dtype = torch.float32,
+    activation_checkpointing: bool = True,
+    trainable: bool = True,
+) -> TrainableWanModel:
+    """Make ``model`` (fp32 master weights, any device) ready to train: checkpointing, FSDP2, device, mode.
+
+    Without FSDP the model runs in fp32 on ``device`` (a single process only).
+    """
+    model = model.float()
+    model.__class__ = TrainableWanModel
+    if activation_checkpointing and trainable:
+        for block in model.blocks:
+            block.__class__ = CheckpointedBlock
+    model.requires_grad_(trainable)
+    if fsdp:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        model.to(device)
+        mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+        for block in model.blocks:
+            for unit in (block.self_attn, block.ffn[0], block.ffn[2]):
+                fully_shard(unit, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
+        model._compute_dtype = param_dtype
+    else:
+        model.to(device)
+        model._compute_dtype = torch.float32
+    return model.train(trainable)
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The full (unsharded) state dict on CPU: complete on rank 0, empty on the others. Collective: call on all."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def export_weights(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    kind: str,
+    is_main: bool,
+    dtype: torch.dtype | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Path | None:
+    """Write the model's weights through :func:`chameleon_core.checkpoints.save_transformer` (rank 0 writes).
+
+    The file is in the original Wan layout that the loaders and the ComfyUI nodes read, tagged ``kind``
+    (``student`` / ``teacher``). Collective: every rank must call it.
+    """
+    state = full_state_dict(model)
+    if not is_main:
+        return None
+    try:
+        from chameleon_core.checkpoints import save_transformer
+    except ImportError as e:
+        raise RuntimeError(
+            f"cannot export weights: chameleon_core.checkpoints.save_transformer is unavailable ({e}); the training "
+            "checkpoint in the run folder still holds the weights"
+        ) from e
+    config = getattr(model, "config", None)
+    out = save_transformer(path, state, kind=kind, config=config, metadata=metadata, dtype=dtype)
+    logger.info("exported %s weights to %s", kind, out)
+    return Path(out)
