@@ -35,6 +35,7 @@ import torch
 from .attention import FullAttention, frame_block_mask
 from .config import StreamSettings, WanConfig, preset
 from .model import WanModel
+from .session import Session
 from .streaming import generate, start_stream
 
 logger = logging.getLogger(__name__)
@@ -116,33 +117,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     state = start_stream(model, context=context, reference=cond[0], garment=cond[1], seed=args.seed,
                          settings=settings)
-    chunk_times: list[float] = []
-    decode_times: list[float] = []
-    decode_state = None
-    last = [time.perf_counter()]
-
-    def on_chunk(k: int, total: int, x0: torch.Tensor) -> None:
-        nonlocal decode_state
-        _sync(device)
-        now = time.perf_counter()
-        chunk_times.append(now - last[0])
-        if vae is not None:
-            frames, decode_state = vae.decode_chunk(fam.to_raw(x0).to(dtype), decode_state)
-            _sync(device)
-            decode_times.append(time.perf_counter() - now)
-            del frames
-        last[0] = time.perf_counter()
-
     # Warm-up chunk (kernel selection, allocator), not counted.
     generate(state, args.chunk_frames)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    # The session loop every job runs: each chunk generated, then decoded at once (when a VAE is given).
+    chunks = -(-args.latent_frames // args.chunk_frames)
+    session = Session(state, chunks=chunks, codec=vae, decode=vae is not None)
     _sync(device)
-    last[0] = time.perf_counter()
     wall0 = time.perf_counter()
-    state, latents = generate(state, args.latent_frames, progress=on_chunk)
+    chunk_times: list[float] = []
+    decode_times: list[float] = []
+    for chunk in session:
+        chunk_times.append(chunk.backbone_seconds)
+        if vae is not None:
+            decode_times.append(chunk.decode_seconds)
     _sync(device)
     wall = time.perf_counter() - wall0
+    state = session.state
+    latents = state.latents()
 
     n_lat = latents.shape[2]
     pixel_frames = fam.pixel_frames(n_lat)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from .decoding import StreamingDecoder
 from .vae import build_vae
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -103,14 +104,14 @@ def run(args: argparse.Namespace) -> dict:
     baseline = mem.current()
 
     chunks = []
-    state = None
+    decoder = StreamingDecoder(vae)  # the one streaming-decode entry point (raw latents in)
     for index, start in enumerate(range(0, args.latent_frames, args.chunk_frames)):
         piece = latents[:, :, start : start + args.chunk_frames]
         mem.reset()
         before = mem.current()
         t0 = time.perf_counter()
-        # consume: the old state's caches are freed as the new ones are written (what a streaming loop does).
-        frames, state = vae.decode_chunk(piece, state, consume=True)
+        # The decoder consumes the old state: its caches are freed as the new ones are written.
+        frames = decoder.decode(piece)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> dict:
                 "peak_mib": round(peak / MIB, 1),
                 "peak_above_start_of_chunk_mib": round((peak - before) / MIB, 1),
                 "output_mib": round(frames.numel() * frames.element_size() / MIB, 1),
-                "state_mib": round(state.nbytes / MIB, 2),
+                "state_mib": round(decoder.state_nbytes / MIB, 2),
             }
         )
         cost = (
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> dict:
         )
         print(
             f"chunk {index}: {piece.shape[2]} latent -> {frames.shape[2]} pixel frames {cost}, "
-            f"state {state.nbytes / MIB:.2f} MiB",
+            f"state {decoder.state_nbytes / MIB:.2f} MiB",
             flush=True,
         )
         del frames

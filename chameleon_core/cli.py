@@ -45,7 +45,6 @@ import logging
 import math
 import sys
 import textwrap
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -56,16 +55,16 @@ import numpy as np
 import torch
 
 from .bench import random_transformer
+from .checkpoints import checkpoint_kind, inspect_checkpoint, load_transformer, load_vae
 from .config import StreamSettings, WanConfig, preset
-from .images import fit_garment, fit_reference, load_image, to_pixels
+from .images import fit_garment, fit_reference, load_image
 from .latents import LatentFamily
-from .loading import checkpoint_kind, inspect_checkpoint, load_transformer
 from .model import WanModel
 from .quant import quantize_blocks_fp8_
-from .rescheduling import switch_garment, switch_prompt
-from .streaming import NonFiniteChunkError, StreamState, generate, start_stream
+from .session import GarmentSwitch, PromptSwitch, Session, TimedSwitch, encode_condition
+from .streaming import NonFiniteChunkError, StreamState, start_stream
 from .text import encode_prompts, load_prompt_embeddings
-from .vae import VAEStreamState, WanVAE, build_vae, check_vae_matches, load_vae
+from .vae import WanVAE, build_vae, check_vae_matches
 
 logger = logging.getLogger(__name__)
 
@@ -541,17 +540,6 @@ def load_model(args: argparse.Namespace, plan: RunPlan) -> WanModel:
 
 
 # -------------------------------------------------------------------------------------------------------------------
-# 6. Condition latents
-# -------------------------------------------------------------------------------------------------------------------
-
-
-def encode_condition(vae: WanVAE, family: LatentFamily, image: torch.Tensor) -> torch.Tensor:
-    """Fitted image ``[1, H, W, 3]`` 0..1 -> model-space one-frame latent ``[1, C, 1, h, w]``."""
-    raw = vae.encode_image(to_pixels(image).to(vae.device, vae.dtype))  # [1, C, 1, h, w]
-    return family.to_model_space(raw.float())
-
-
-# -------------------------------------------------------------------------------------------------------------------
 # 7. Streaming: generate, decode each chunk at once, switch at boundaries
 # -------------------------------------------------------------------------------------------------------------------
 
@@ -631,15 +619,9 @@ def to_uint8_frames(pixels: torch.Tensor) -> np.ndarray:
     return frames.permute(1, 2, 3, 0).cpu().numpy()
 
 
-def sync(device: torch.device) -> None:
-    """Wait for queued kernels, so wall-clock times belong to the work timed."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @dataclass
 class Timings:
-    """Seconds measured during the stream (each after a device sync on CUDA)."""
+    """Seconds measured during the stream (each after a device sync on CUDA), from the session's chunks."""
 
     chunk_seconds: list[float] = field(default_factory=list)
     """Backbone time per chunk: few-step denoising + clean pass."""
@@ -649,76 +631,34 @@ class Timings:
     """Per switch: kind, source, requested and landed frame, seconds (garment encoding + rescheduling)."""
 
 
-class ChunkDecoder:
-    """``generate``'s progress callback: stops the backbone clock, decodes the chunk at once, writes its frames.
-
-    The VAE decode state is carried across segments and switches, so the output is one continuous video.
-    """
-
-    def __init__(self, vae: WanVAE, writer: FrameWriter, plan: RunPlan, timings: Timings) -> None:
-        self.vae, self.writer, self.plan, self.timings = vae, writer, plan, timings
-        self.state: VAEStreamState | None = None
-        self.done = 0
-        self._clock = 0.0
-
-    def start_clock(self) -> None:
-        sync(self.plan.device)
-        self._clock = time.perf_counter()
-
-    def __call__(self, index: int, total: int, x0: torch.Tensor) -> None:
-        sync(self.plan.device)
-        t0 = time.perf_counter()
-        backbone = t0 - self._clock
-        raw = self.plan.family.to_raw(x0.float()).to(self.vae.device, self.vae.dtype)
-        pixels, self.state = self.vae.decode_chunk(raw, self.state, consume=True)
-        sync(self.plan.device)
-        decode = time.perf_counter() - t0
-        self.timings.chunk_seconds.append(backbone)
-        self.timings.decode_seconds.append(decode)
-        first = self.writer.count
-        self.writer.write(to_uint8_frames(pixels))
-        self.done += 1
-        logger.info("chunk %d/%d: video frames %d-%d, backbone %.3f s, decode %.3f s", self.done, self.plan.chunks,
-                    first, self.writer.count - 1, backbone, decode)
-        self._clock = time.perf_counter()
-
-
-def generate_chunks(state: StreamState, chunks: int, decoder: ChunkDecoder) -> StreamState:
-    """One segment: ``chunks`` chunks, each decoded and written by ``decoder`` as soon as it is made."""
-    if chunks <= 0:
-        return state
-    decoder.start_clock()
-    state, _ = generate(state, chunks * state.settings.chunk_frames, progress=decoder)
-    return state
-
-
-def apply_switch(state: StreamState, event: SwitchEvent, vae: WanVAE, plan: RunPlan) -> StreamState:
-    """One garment or prompt switch at the current chunk boundary (garment encoding included in its time)."""
-    if event.kind == "prompt":
-        return switch_prompt(state, event.payload)
+def timeline(plan: RunPlan) -> list[TimedSwitch]:
+    """The plan's switch events as the session's timeline."""
     opts = plan.options
-    garment = encode_condition(vae, plan.family, event.payload) if opts.refresh else None
-    return switch_garment(state, garment, refresh=opts.refresh, withdraw=opts.withdraw,
-                          disentangle=opts.disentangle, withdraw_sink=opts.withdraw_sink, codec=vae)
+    out = []
+    for e in plan.events:
+        if e.kind == "prompt":
+            switch = PromptSwitch(e.payload, label=str(e.source))
+        else:
+            switch = GarmentSwitch(e.payload, refresh=opts.refresh, withdraw=opts.withdraw,
+                                   disentangle=opts.disentangle, withdraw_sink=opts.withdraw_sink, label=str(e.source))
+        out.append(TimedSwitch(e.chunk, switch))
+    return out
 
 
 def run_stream(state: StreamState, plan: RunPlan, vae: WanVAE, writer: FrameWriter) -> Timings:
-    """Generate the segments between switch points; switch at each boundary; decode every chunk as it comes."""
+    """The session loop: each chunk decoded and written as soon as it is made, switches at their boundaries."""
     timings = Timings()
-    decoder = ChunkDecoder(vae, writer, plan, timings)
-    done = 0
-    for event in plan.events:
-        state = generate_chunks(state, event.chunk - done, decoder)
-        done = event.chunk
-        sync(plan.device)
-        t0 = time.perf_counter()
-        state = apply_switch(state, event, vae, plan)
-        sync(plan.device)
-        seconds = time.perf_counter() - t0
-        timings.switches.append({"kind": event.kind, "source": str(event.source), "requested_frame":
-                                 event.requested_frame, "frame": event.frame, "seconds": seconds})
-        logger.info("%s switch at video frame %d took %.3f s", event.kind, event.frame, seconds)
-    generate_chunks(state, plan.chunks - done, decoder)
+    requested = {(e.chunk, e.kind): e.requested_frame for e in plan.events}
+    for chunk in Session(state, chunks=plan.chunks, codec=vae, timeline=timeline(plan)):
+        for s in chunk.switches:
+            timings.switches.append({"kind": s.kind, "source": s.label, "requested_frame": requested[(s.chunk, s.kind)],
+                                     "frame": s.video_frame, "seconds": s.seconds})
+        timings.chunk_seconds.append(chunk.backbone_seconds)
+        timings.decode_seconds.append(chunk.decode_seconds)
+        first = writer.count
+        writer.write(to_uint8_frames(chunk.pixels))
+        logger.info("chunk %d/%d: video frames %d-%d, backbone %.3f s, decode %.3f s", chunk.index + 1, plan.chunks,
+                    first, writer.count - 1, chunk.backbone_seconds, chunk.decode_seconds)
     return timings
 
 
@@ -809,8 +749,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     vae = load_vae_for(args, plan)
     model = load_model(args, plan)
     # 6. Condition latents, in the model's latent space.
-    ref_latent = encode_condition(vae, plan.family, reference)
-    garment_latent = encode_condition(vae, plan.family, garment)
+    size = (plan.width, plan.height)
+    ref_latent = encode_condition(vae, plan.family, reference, garment=False, size=size)
+    garment_latent = encode_condition(vae, plan.family, garment, garment=True, size=size)
     # 7. Stream.
     logger.info("streaming %d chunks = %d video frames at %dx%d", plan.chunks, plan.video_frames, plan.width,
                 plan.height)

@@ -49,6 +49,11 @@ class StreamingDecoder:
         self.last_frame: torch.Tensor | None = None
         """The newest pixel frame ``[B, 3, H, W]`` in [-1, 1], as the continuous video shows it."""
 
+    @property
+    def state_nbytes(self) -> int:
+        """Memory held by the carried causal state, in bytes."""
+        return getattr(self._state, "nbytes", 0) if self._state is not None else 0
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """The next latent frames ``[B, C, n, h, w]`` -> their pixels ``[B, 3, F, H, W]`` in [-1, 1] (VAE device)."""
         raw = self.family.to_raw(latents.float()) if self.family is not None else latents

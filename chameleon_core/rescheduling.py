@@ -32,9 +32,9 @@ import torch
 
 from .cache import Region
 from .causal import chunk_forward, prefill_conditions
-from .latents import LatentFamily
 from .config import COND_FRAMES
 from .decoding import ChunkDecoderVAE, last_pixel_frame
+from .latents import LatentFamily
 from .model import TextContext
 from .streaming import StreamState, cached_frames
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import torch
 
@@ -288,11 +288,6 @@ class Rollout:
         """This rollout's clean latents so far ``[B, C, n, h, w]`` (host)."""
         b, ch, h, w = self.state.latent_shape
         return torch.cat(self._new, dim=2) if self._new else torch.zeros(b, ch, 0, h, w)
-
-
-def schedule(steps: int, shift: float) -> tuple[float, ...]:
-    """The student's warped timesteps for ``steps`` evenly spaced steps at ``shift``."""
-    return tuple(student_timesteps(shift, student_steps_for(steps)))
 
 
 def generate(

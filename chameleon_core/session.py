@@ -1,0 +1,328 @@
+"""The session loop: generate a chunk, decode it at once, switch at chunk boundaries -- the one loop of every job.
+
+The command line, the benchmark and the nodes run a stream through :class:`Session` (the coming live node does too),
+so "what the video looks like" and "what a switch does" are decided in one place. One session, top to bottom:
+
+1. before each chunk, apply the switches due at this boundary: those placed on the timeline at this chunk (a list:
+   the command line, the benchmark), then those waiting in a thread-safe queue (commands pushed while it runs);
+2. generate the chunk (the shared chunk step, through :class:`~chameleon_core.streaming.Rollout`, so the KV cache
+   is cloned once per segment between switches, not once per chunk);
+3. decode it at once with the carried VAE state (:class:`~chameleon_core.decoding.StreamingDecoder`), so the
+   frames are one continuous video, and reference disentangle re-encodes exactly the last frame shown;
+4. yield the chunk, then poll ``should_stop`` (and the queue's :data:`STOP`); a stop ends the iteration cleanly
+   between chunks and :attr:`Session.state` is the last complete state (the interrupt contract of
+   :func:`~chameleon_core.streaming.generate`).
+
+Garment switches carry an image (any size, channels-last ``[1, H, W, C]`` in 0..1): the session fits it to the
+stream's resolution as the training data does and encodes it with the session's codec.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .decoding import StreamingDecoder
+from .images import fit_garment, to_pixels
+from .rescheduling import (
+    FrameCodec,
+    reference_from_frame,
+    switch_garment,
+    switch_prompt,
+)
+from .streaming import Rollout, StreamState
+
+logger = logging.getLogger(__name__)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Switch events
+# -------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GarmentSwitch:
+    """Switch to another garment; the three rescheduling operations are separately switchable (ablations)."""
+
+    image: torch.Tensor = field(repr=False)
+    """The garment image, channels-last ``[1, H, W, C]`` in 0..1, any size (fitted with white padding here)."""
+    refresh: bool = True
+    withdraw: bool = True
+    disentangle: bool = True
+    withdraw_sink: bool = True
+    label: str = "garment"
+    """What the timeline calls it (a file or upload name)."""
+
+    kind = "garment"
+
+
+@dataclass(frozen=True)
+class PromptSwitch:
+    """Switch to another prompt (LongLive-style re-cache of the frames in the cache)."""
+
+    context: torch.Tensor = field(repr=False)
+    """Prompt features ``[1, L, text_dim]``."""
+    label: str = "prompt"
+
+    kind = "prompt"
+
+
+Switch = GarmentSwitch | PromptSwitch
+
+
+@dataclass(frozen=True)
+class TimedSwitch:
+    """A switch placed on the timeline: applied at the boundary before chunk ``chunk`` (0-based, counted from the
+    session's start)."""
+
+    chunk: int
+    switch: Switch
+
+
+STOP = object()
+"""Put on a session's command queue to end it at the next chunk boundary."""
+
+
+@dataclass(frozen=True)
+class AppliedSwitch:
+    """A switch as it happened: what, where, and what it cost (encoding + KV rescheduling)."""
+
+    kind: str
+    label: str
+    chunk: int
+    """Chunks the session had generated before it."""
+    latent_frame: int
+    """First latent frame of the stream generated after it."""
+    video_frame: int
+    """First video frame of the session's output after it."""
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SessionChunk:
+    """One finished chunk, as the session yields it."""
+
+    index: int
+    """Chunk index in this session (0-based)."""
+    latents: torch.Tensor = field(repr=False)
+    """Clean model-space latents ``[B, C, chunk, h, w]`` (host)."""
+    pixels: torch.Tensor | None = field(repr=False)
+    """Decoded frames ``[B, 3, F, H, W]`` in [-1, 1], or None when the session does not decode."""
+    first_video_frame: int
+    """Index of the chunk's first video frame in the session's output."""
+    backbone_seconds: float
+    """Few-step denoising + clean pass of this chunk."""
+    decode_seconds: float
+    switches: tuple[AppliedSwitch, ...]
+    """Switches applied at the boundary just before this chunk."""
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued kernels, so wall-clock times belong to the work timed."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# The loop
+# -------------------------------------------------------------------------------------------------------------------
+
+
+class Session:
+    """Runs a stream chunk by chunk from ``state``; iterate it to get :class:`SessionChunk` s.
+
+    Args:
+        state: where the stream starts (from :func:`~chameleon_core.streaming.start_stream`, or any later state).
+        chunks: how many chunks to generate; None runs until stopped (live mode).
+        codec: the VAE: streaming decode of every chunk, garment encoding, disentangle. None generates latents only
+            (then garment switches need no codec only with refresh and disentangle off).
+        timeline: switches at chunk boundaries (``chunk`` >= 1 and < ``chunks``).
+        commands: a queue of :data:`Switch` es (or :data:`STOP`) pushed from another thread, applied at the next
+            chunk boundary in arrival order, after the timeline's switches at that boundary.
+        should_stop: polled between chunks; True ends the session cleanly.
+        decode: decode each chunk (needs ``codec``).
+        steps: override the stream's steps per chunk for the whole session.
+    """
+
+    def __init__(
+        self,
+        state: StreamState,
+        *,
+        chunks: int | None,
+        codec: FrameCodec | None = None,
+        timeline: Sequence[TimedSwitch] = (),
+        commands: queue.Queue | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        decode: bool = True,
+        steps: int | None = None,
+    ) -> None:
+        if chunks is not None and chunks < 1:
+            raise ValueError(f"a session needs at least one chunk, got chunks={chunks}")
+        if chunks is None and commands is None and should_stop is None:
+            raise ValueError("chunks=None runs until stopped: give a command queue or should_stop to stop it by")
+        if decode and codec is None:
+            raise ValueError("decode=True needs the VAE (codec=...); pass decode=False to generate latents only")
+        for event in timeline:
+            if event.chunk < 1 or (chunks is not None and event.chunk >= chunks):
+                raise ValueError(
+                    f"a {event.switch.kind} switch at chunk {event.chunk} is outside the session's boundaries "
+                    f"(1..{'any' if chunks is None else chunks - 1}); switches happen between chunks"
+                )
+        self._state = state
+        self._rollout: Rollout | None = None
+        self.chunks = chunks
+        self.codec = codec
+        self.timeline = sorted(timeline, key=lambda e: (e.chunk, e.switch.kind != "garment"))
+        self.commands = commands
+        self.should_stop = should_stop
+        self.decoder = StreamingDecoder(codec, state.model.config.latent) if decode else None
+        self.steps = steps
+        self.applied: list[AppliedSwitch] = []
+        """Every switch applied so far, in order (the session's timeline as it happened)."""
+        self.done = 0
+        """Chunks generated so far."""
+        self.stopped = False
+        """True when a stop (``should_stop`` or :data:`STOP`) ended the session before ``chunks``."""
+
+    # -- views ----------------------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> StreamState:
+        """The last complete state: the start, then the state after the latest chunk or switch. Reading it while
+        the session runs costs one cache copy at the next chunk (the running segment is closed)."""
+        self._finish()
+        return self._state
+
+    def _finish(self) -> None:
+        if self._rollout is not None:
+            self._state, self._rollout = self._rollout.finish(), None
+
+    @property
+    def video_frames(self) -> int:
+        """Video frames produced so far (decoded, or what decoding would give)."""
+        if self.decoder is not None:
+            return self.decoder.video_frames
+        family = self._state.model.config.latent
+        return family.pixel_frames(self.done * self._state.settings.chunk_frames) if self.done else 0
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[SessionChunk]:
+        device = self._state.model.device
+        pending = list(self.timeline)
+        try:
+            while self.chunks is None or self.done < self.chunks:
+                # 1. Switches due at this boundary: the timeline's, then the queue's.
+                due = [e.switch for e in pending if e.chunk == self.done]
+                pending = [e for e in pending if e.chunk != self.done]
+                queued, stop = self._drain() if self.done > 0 else ([], False)
+                if stop:
+                    self.stopped = True
+                    break
+                applied = tuple(self._apply(switch) for switch in due + queued)
+                # 2. Generate the chunk (one cache clone per segment between switches, not per chunk).
+                if self._rollout is None:
+                    self._rollout = Rollout(self._state, steps=self.steps)
+                _sync(device)
+                t0 = time.perf_counter()
+                x0 = self._rollout.step()
+                _sync(device)
+                t1 = time.perf_counter()
+                # 3. Decode it at once, carrying the VAE state.
+                first = self.video_frames
+                pixels = self.decoder.decode(x0) if self.decoder is not None else None
+                _sync(device)
+                decode_s = time.perf_counter() - t1
+                self.done += 1
+                # 4. Hand it over, then poll for a stop.
+                yield SessionChunk(self.done - 1, x0.detach().cpu(), pixels, first, t1 - t0, decode_s, applied)
+                if self.should_stop is not None and self.should_stop():
+                    self.stopped = self.chunks is None or self.done < self.chunks
+                    logger.info("session stopped after %d chunks", self.done)
+                    break
+        finally:
+            self._finish()
+
+    def run(self) -> list[SessionChunk]:
+        """Run to the end (or a stop) and return every chunk."""
+        return list(self)
+
+    # -- switches -------------------------------------------------------------------------------------------------
+
+    def _drain(self) -> tuple[list[Switch], bool]:
+        """Commands waiting in the queue, and whether a stop is among them (commands after a stop are dropped)."""
+        if self.commands is None:
+            return [], False
+        got: list[Switch] = []
+        while True:
+            try:
+                item = self.commands.get_nowait()
+            except queue.Empty:
+                return got, False
+            if item is STOP:
+                return got, True
+            if not isinstance(item, (GarmentSwitch, PromptSwitch)):
+                raise TypeError(f"a session command must be a GarmentSwitch, a PromptSwitch or STOP, got {item!r}")
+            got.append(item)
+
+    def _apply(self, switch: Switch) -> AppliedSwitch:
+        self._finish()
+        device = self._state.model.device
+        _sync(device)
+        t0 = time.perf_counter()
+        if isinstance(switch, PromptSwitch):
+            self._state = switch_prompt(self._state, switch.context)
+        else:
+            self._state = self._switch_garment(switch)
+        _sync(device)
+        seconds = time.perf_counter() - t0
+        applied = AppliedSwitch(switch.kind, switch.label, self.done, self._state.frames, self.video_frames, seconds)
+        self.applied.append(applied)
+        logger.info("%s switch to %s before chunk %d (video frame %d): %.3f s", switch.kind, switch.label, self.done,
+                    applied.video_frame, seconds)
+        return applied
+
+    def _switch_garment(self, switch: GarmentSwitch) -> StreamState:
+        state = self._state
+        if (switch.refresh or switch.disentangle) and self.codec is None:
+            raise ValueError("a garment switch with refresh or disentangle needs the VAE; give the session a codec")
+        garment = self.encode_garment(switch.image) if switch.refresh else None
+        new_reference = None
+        if switch.disentangle and self.decoder is not None and self.decoder.last_frame is not None:
+            # The frame the viewer saw last, from the decode the session already runs: no second decode.
+            new_reference = reference_from_frame(self.codec, state.model.config.latent, self.decoder.last_frame)
+        return switch_garment(state, garment, refresh=switch.refresh, withdraw=switch.withdraw,
+                              disentangle=switch.disentangle, withdraw_sink=switch.withdraw_sink, codec=self.codec,
+                              new_reference=new_reference)
+
+    def encode_garment(self, image: torch.Tensor) -> torch.Tensor:
+        """A garment image (any size) -> model-space one-frame latent at the stream's resolution."""
+        return encode_condition(self.codec, self._state, image, garment=True)
+
+
+def encode_condition(codec: FrameCodec, state_or_family, image: torch.Tensor, *, garment: bool,
+                     size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Fit an image ``[1, H, W, C]`` (0..1) to the video size and encode it as a model-space one-frame latent.
+
+    ``state_or_family``: a :class:`StreamState` (its resolution is used) or a latent family with ``size`` =
+    (width, height). Garments are fitted with white padding, references cover-cropped.
+    """
+    from .images import fit_reference
+
+    if isinstance(state_or_family, StreamState):
+        family = state_or_family.model.config.latent
+        _, _, h, w = state_or_family.latent_shape
+        width, height = w * family.spatial_stride, h * family.spatial_stride
+    else:
+        family = state_or_family
+        if size is None:
+            raise ValueError("encode_condition with a latent family needs size=(width, height)")
+        width, height = size
+    fitted = (fit_garment if garment else fit_reference)(image, width, height)  # [1, H, W, 3]
+    raw = codec.encode_image(to_pixels(fitted).to(codec.device, codec.dtype))  # [1, C, 1, h, w]
+    return family.to_model_space(raw.float())
