@@ -69,7 +69,7 @@ def load_weights(spec: str | None, arch: str, text_len: int | None = None) -> Wa
         except ValueError:
             raise ValueError(f"model init {spec!r}: expected random:SEED with an integer seed") from None
         return tiny_transformer(seed, config)
-    from chameleon_core.loading import load_transformer
+    from chameleon_core.checkpoints import load_transformer
 
     model = load_transformer(spec, dtype=torch.float32, device="cpu", text_len=text_len)
     if model.config.dim != config.dim or model.config.num_layers != config.num_layers:
@@ -104,7 +104,7 @@ class Run:
         run = cls(cfg, dist)
         if dist.is_main:
             run.dir.mkdir(parents=True, exist_ok=True)
-            (run.dir / f"config_{cfg.stage}.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            (run.dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         logger.info("%s: process %d of %d on %s, run folder %s", cfg.stage, dist.rank, dist.world_size, dist.device,
                     run.dir)
         return run
@@ -181,9 +181,9 @@ class Run:
     # -- metrics and export -------------------------------------------------------------------------------------
 
     def log(self, step: int, **values: Any) -> dict[str, Any]:
-        """Append to ``<run>/metrics_<stage>.jsonl`` (rank 0) and advance the progress bar."""
+        """Append to ``<run>/metrics.jsonl`` (rank 0) and advance the progress bar."""
         if self._metrics is None:
-            self._metrics = Metrics(self.dir / f"metrics_{self.cfg.stage}.jsonl", enabled=self.dist.is_main,
+            self._metrics = Metrics(self.dir / "metrics.jsonl", enabled=self.dist.is_main,
                                     total=self.cfg.run.steps, start=self.step, desc=self.cfg.stage)
         return self._metrics.log(step, **values)
 
