@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .model import TextContext, WanModel
-from .schedules import NUM_TRAIN_TIMESTEPS, teacher_sigmas
+from .schedules import NUM_TRAIN_TIMESTEPS, model_timestep, teacher_sigmas
 
 logger = logging.getLogger(__name__)
 
@@ -47,35 +47,15 @@ StepCallback = Callable[[int, int, torch.Tensor], None]
 finished, ``total`` the number of steps, ``x0_estimate`` the denoised prediction made at that step."""
 
 StopPoll = Callable[[], bool]
-"""``should_stop() -> bool``, polled before each step; True interrupts sampling with :class:`SamplingInterrupted`."""
+"""``should_stop() -> bool``, polled before each step. True stops sampling, which returns the last completed state
+(the core's interrupt contract, see :func:`chameleon_core.streaming.generate`: a stop is not an error and never
+raises; the caller asks its own ``should_stop`` to know whether the result is complete)."""
 
 SAMPLERS: tuple[str, ...] = ("unipc", "euler")
 """Sampler names accepted by :func:`sample_teacher`."""
 
 MAX_UNIPC_ORDER = 3
 """Highest multistep order supported (Wan's teacher uses 2; 3 is the UniPC paper's choice for unguided sampling)."""
-
-
-class SamplingInterrupted(Exception):
-    """Raised when ``should_stop()`` returns True between steps. Nothing is lost: it carries the last good state.
-
-    Attributes:
-        latents: the last completed solver state ``x`` (for :func:`sample_teacher`, model-space latents
-            ``[B, C, T, h, w]`` fp32), a noisy sample at noise level ``sigma``.
-        sigma: the noise level of ``latents``, ``sigmas[steps_done]`` (never the final 0: a finished run does not
-            raise).
-        total: the number of steps the run was asked for.
-        steps_done: how many steps had completed (0 if stopped before the first).
-        x0: the denoised estimate of the last completed step (same shape as ``latents``), or None if no step ran.
-    """
-
-    def __init__(self, latents: torch.Tensor, sigma: float, steps_done: int, total: int, x0: torch.Tensor | None):
-        super().__init__(f"sampling interrupted after {steps_done} of {total} steps (sigma {sigma:.4f})")
-        self.latents = latents
-        self.sigma = sigma
-        self.steps_done = steps_done
-        self.total = total
-        self.x0 = x0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -225,7 +205,8 @@ def flow_unipc_sample(
     ``[B, C, T, h, w]``); sigmas: 1-D, strictly decreasing, in [0, 1), ``steps + 1`` values, normally ending in 0
     (:func:`~chameleon_core.schedules.teacher_sigmas`). ``order`` is the multistep order (1..3; Wan uses 2); the
     first steps warm up from order 1 and the last step is first order. Returns the state at ``sigmas[-1]`` (fp32,
-    or float64 for a float64 input). Raises :class:`SamplingInterrupted` when ``should_stop()`` turns True.
+    or float64 for a float64 input). When ``should_stop()`` turns True, returns the last completed state instead
+    (a noisy sample at the sigma reached).
     """
     if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= MAX_UNIPC_ORDER:
         raise ValueError(f"UniPC order must be an int in 1..{MAX_UNIPC_ORDER}, got {order!r}; Wan's teacher uses 2")
@@ -241,7 +222,8 @@ def flow_unipc_sample(
     x0: torch.Tensor | None = None
     for i in range(total):
         if should_stop is not None and should_stop():
-            raise SamplingInterrupted(x, sig[i], i, total, x0)
+            logger.info("sampling stopped after %d of %d steps (sigma %.4f)", i, total, sig[i])
+            return x
         v = velocity_fn(x, sig[i], i)
         _check_velocity(v, x, i)
         x0 = x - v.to(x.dtype) * sig[i]  # data prediction m_i
@@ -286,7 +268,8 @@ def flow_euler_sample(
     x0: torch.Tensor | None = None
     for i in range(total):
         if should_stop is not None and should_stop():
-            raise SamplingInterrupted(x, sig[i], i, total, x0)
+            logger.info("sampling stopped after %d of %d steps (sigma %.4f)", i, total, sig[i])
+            return x
         v = velocity_fn(x, sig[i], i)
         _check_velocity(v, x, i)
         v = v.to(x.dtype)
@@ -418,11 +401,12 @@ def sample_teacher(
         seed: initial noise ``[B, C, T, h, w]`` comes from a CPU generator with this seed, in fp32.
         sampler: ``"unipc"`` (Wan's flow UniPC, order 2) or ``"euler"``.
         callback: ``callback(step, total, x0_estimate)`` after each step (0-based step), for progress / previews.
-        should_stop: polled before each step; when it returns True, :class:`SamplingInterrupted` is raised with the
-            last completed latents.
+        should_stop: polled before each step; when it returns True, sampling stops and the last completed
+            (still noisy) latents are returned -- the caller, who owns the flag, knows it stopped.
         batch_cfg: run the positive and negative passes as one batch of 2B (faster; twice the activation memory).
             False runs them one after the other (same result up to float rounding).
-        integer_timesteps: feed the model ``int(1000 * sigma)``, truncated, as Wan's pipeline does (its scheduler
+        integer_timesteps: feed the model ``1000 * sigma`` rounded to the model's compute dtype and truncated
+            (:func:`~chameleon_core.schedules.model_timestep`), as the authors' pipeline does (its scheduler
             stores timesteps as int64); False feeds the exact ``1000 * sigma``. The solver always uses exact sigmas.
 
     Returns:
@@ -467,8 +451,8 @@ def sample_teacher(
     # 3. Schedule and timesteps, on the host once (no per-step device sync); noise from a seeded CPU generator.
     sigmas = teacher_sigmas(steps, float(shift))
     t_values = sigmas[:-1] * NUM_TRAIN_TIMESTEPS
-    if integer_timesteps:
-        t_values = t_values.trunc()
+    if integer_timesteps:  # as the authors feed it: rounded to the compute dtype, then truncated
+        t_values = torch.tensor([float(model_timestep(t, model.dtype)) for t in t_values.tolist()], dtype=torch.float64)
     t_table = t_values.to(device=device, dtype=torch.float32)  # [steps]
     x = initial_noise((batch, channels, latent_frames, height, width), seed, device)
     logger.debug(
