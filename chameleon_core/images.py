@@ -1,18 +1,32 @@
-"""Fitting person and garment images to the video size, as FashionChameleon's data pipeline does.
+"""Fitting person and garment images (and video frames) to the video size, as FashionChameleon's data pipeline does.
 
 Images are channels-last batches ``[B, H, W, C]``, float in 0..1 (PIL's and ComfyUI's layout), with C = 1 (grey),
 2 (grey + alpha), 3 (RGB) or 4 (RGBA). Follows the authors' ``datasets/fashion_dataset.py`` (QuanjianSong/
-FashionChameleon, summarised in ``shared/reference/FASHIONCHAMELEON.md``): the reference is scaled by the *max*
-ratio and centre-cropped; the garment is scaled by the *min* ratio and padded with white, left/top getting
-``floor(diff / 2)``. Resizing is antialiased bilinear; the authors' benchmark uses LANCZOS, which differs by a small
-amount of sharpness only.
+FashionChameleon, summarised in ``shared/reference/FASHIONCHAMELEON.md``, section "Data"): the reference and the
+video frames are scaled by the *max* ratio and centre-cropped; the garment is scaled by the *min* ratio and padded
+with white, left/top getting ``floor(diff / 2)``.
+
+Internally everything runs channels-first ``[N, 3, H, W]`` (kornia's and ``F.interpolate``'s layout); the public
+functions convert once on the way in and once on the way out. Colour handling uses ``kornia.color`` (grey -> RGB,
+alpha composited over white).
+
+Resize policy, one for every path (reference, garment, video frames; training and inference): antialiased bilinear,
+``F.interpolate(mode="bilinear", antialias=True)``, which equals PIL's ``Image.BILINEAR`` resize and torchvision's
+antialiased resize (``tests/test_images.py`` checks it against PIL). Not used, on purpose:
+
+- ``kornia.geometry.transform.resize(antialias=True)``: it approximates antialiasing with a Gaussian blur before a
+  plain bilinear resample, which differs from PIL's bilinear by up to ~0.1 (mean ~0.01) per pixel on photos;
+- LANCZOS, which the authors' benchmark script uses for the reference: it differs from the policy above by a small
+  amount of sharpness only, and a second policy would let training and inference inputs drift apart.
 """
 
 from __future__ import annotations
 
+import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 WHITE = 1.0
 
@@ -23,14 +37,7 @@ def to_rgb(image: torch.Tensor) -> torch.Tensor:
     Alpha is composited over white (garment photos are cut-outs on transparent backgrounds; white matches the
     padding colour of the training data).
     """
-    _check_image(image)
-    c = image.shape[-1]
-    if c in (2, 4):
-        colour, alpha = image[..., : c - 1], image[..., c - 1 :].clamp(0.0, 1.0)
-        image = colour * alpha + WHITE * (1.0 - alpha)
-    if image.shape[-1] == 1:
-        image = image.expand(*image.shape[:-1], 3)
-    return image.contiguous()
+    return _channels_last(_rgb_channels_first(image))
 
 
 def fit_reference(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -38,14 +45,26 @@ def fit_reference(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
 
     The crop starts at ``floor((scaled - target) / 2)`` on each axis.
     """
-    image = to_rgb(image)
+    x = _rgb_channels_first(image)
     _check_size(width, height)
-    h, w = image.shape[1:3]
-    ratio = max(width / w, height / h)
-    nw, nh = max(width, round(w * ratio)), max(height, round(h * ratio))
-    image = _resize(image, nh, nw)
-    top, left = (nh - height) // 2, (nw - width) // 2
-    return image[:, top : top + height, left : left + width].contiguous()
+    return _channels_last(_cover(x, width, height))
+
+
+def fit_video(frames: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Fit video frames the reference way (:func:`fit_reference`): cover, then centre-crop, every frame alike.
+
+    frames: ``[T, H, W, C]`` (one clip; a ComfyUI IMAGE batch of frames) or ``[B, T, H, W, C]`` (a batch of clips),
+    0..1, C as in :func:`to_rgb`. Returns ``[T, height, width, 3]`` or ``[B, T, height, width, 3]``. All frames go
+    through one resize call, so a long clip at full resolution needs memory for the input and the output together.
+    """
+    if not isinstance(frames, torch.Tensor) or frames.ndim not in (4, 5):
+        got = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+        raise ValueError(f"expected video frames [T, H, W, C] or [B, T, H, W, C], got {got}")
+    if frames.ndim == 4:
+        return fit_reference(frames, width, height)
+    clips = frames.shape[0]
+    fitted = fit_reference(rearrange(frames, "b t h w c -> (b t) h w c"), width, height)
+    return rearrange(fitted, "(b t) h w c -> b t h w c", b=clips)
 
 
 def fit_garment(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -53,24 +72,62 @@ def fit_garment(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
 
     Left and top padding are ``floor(diff / 2)``, the remainder goes right and bottom (FashionChameleon's format).
     """
-    image = to_rgb(image)
+    x = _rgb_channels_first(image)
     _check_size(width, height)
-    h, w = image.shape[1:3]
+    h, w = x.shape[-2:]
     ratio = min(width / w, height / h)
     nw, nh = min(width, max(1, round(w * ratio))), min(height, max(1, round(h * ratio)))
-    image = _resize(image, nh, nw)
+    x = _resize(x, nh, nw)
     left, top = (width - nw) // 2, (height - nh) // 2
-    # F.pad order for [B, H, W, C] from the last dim: (C), (W left, right), (H top, bottom).
-    return F.pad(image, (0, 0, left, width - nw - left, top, height - nh - top), value=WHITE)
+    return _channels_last(F.pad(x, (left, width - nw - left, top, height - nh - top), value=WHITE))
 
 
-def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``[B, H, W, 3]`` -> ``[B, height, width, 3]``, antialiased bilinear; unchanged when the size already fits."""
-    if image.shape[1:3] == (height, width):
-        return image
-    x = image.permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    return x.clamp(0.0, 1.0).permute(0, 2, 3, 1).to(image.dtype)
+def to_pixels(image: torch.Tensor) -> torch.Tensor:
+    """``[B, H, W, C]`` 0..1 -> ``[B, 3, H, W]`` in [-1, 1] (what ``WanVAE.encode_image`` takes)."""
+    return _rgb_channels_first(image) * 2.0 - 1.0
+
+
+# --- channels-first internals: [N, 3, H, W] -----------------------------------------------------------------------
+
+
+def _rgb_channels_first(image: torch.Tensor) -> torch.Tensor:
+    """Checked IMAGE ``[B, H, W, C]`` (C = 1..4) -> RGB ``[B, 3, H, W]``, alpha composited over white."""
+    _check_image(image)
+    x = rearrange(image, "b h w c -> b c h w")
+    if x.shape[1] in (1, 2):  # grey (+ alpha) -> RGB (+ alpha)
+        x = torch.cat([kornia.color.grayscale_to_rgb(x[:, :1]), x[:, 1:]], dim=1)
+    if x.shape[1] == 4:
+        # Clamp alpha so out-of-range values cannot push the colour past the garment or the white background.
+        x = torch.cat([x[:, :3], x[:, 3:].clamp(0.0, 1.0)], dim=1)
+        x = kornia.color.rgba_to_rgb(x)  # default background: white
+    return x
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``[N, 3, H, W]`` -> contiguous IMAGE ``[N, H, W, 3]``."""
+    return rearrange(x, "n c h w -> n h w c").contiguous()
+
+
+def _cover(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """``[N, 3, H, W]`` -> ``[N, 3, height, width]``: scale by the max ratio, crop the centre (floor offsets)."""
+    h, w = x.shape[-2:]
+    ratio = max(width / w, height / h)
+    nw, nh = max(width, round(w * ratio)), max(height, round(h * ratio))
+    x = _resize(x, nh, nw)
+    top, left = (nh - height) // 2, (nw - width) // 2
+    return x[:, :, top : top + height, left : left + width]
+
+
+def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``[N, 3, H, W]`` -> ``[N, 3, height, width]`` by the module's resize policy; unchanged when it already fits.
+
+    Computed in fp32 whatever the image dtype, then clamped to 0..1 (rounding, or an out-of-range input, must not
+    leave an IMAGE outside its range).
+    """
+    if x.shape[-2:] == (height, width):
+        return x
+    y = F.interpolate(x.float(), size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return y.clamp(0.0, 1.0).to(x.dtype)
 
 
 def _check_image(image: torch.Tensor) -> None:
@@ -106,8 +163,3 @@ def load_image(path) -> torch.Tensor:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr.copy())[None]
-
-
-def to_pixels(image: torch.Tensor) -> torch.Tensor:
-    """``[B, H, W, C]`` 0..1 -> ``[B, 3, H, W]`` in [-1, 1] (what ``WanVAE.encode_image`` takes)."""
-    return to_rgb(image).permute(0, 3, 1, 2) * 2.0 - 1.0
