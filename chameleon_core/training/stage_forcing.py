@@ -1,0 +1,74 @@
+"""Stage 2: in-context teacher forcing (the authors' ``models/teacher_forcing_ic.py`` rules).
+
+One forward over ``[clean 2 + F | noisy 2 + F]`` under the teacher-forcing mask (:mod:`.forcing_mask`), both halves
+at RoPE frames 0..F+1. Noise levels are drawn independently per chunk of ``forcing.chunk_frames`` latent frames
+(constant within a chunk) with the SFT table and shift; the loss is ``w(t) * MSE`` of the flow on the noisy video
+frames only, averaged over frames and samples. Initialised from the SFT teacher; AdamW at a constant lr. The
+result is exported as ``<run>/export/student.safetensors`` (kind ``student``): it already streams causally.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn as nn
+
+from .config import TrainConfig
+from .flow import draw_index, fed_timestep, noise_level
+from .forcing_mask import forcing_forward
+from .latent_cache import Batch, sample_generator
+from .parallel import run_inside
+from .runtime import Run, train_loop
+
+logger = logging.getLogger(__name__)
+
+
+def chunk_noise_levels(gen: torch.Generator, frames: int, chunk: int, shift: float) -> list[tuple[float, float, float]]:
+    """``(t, sigma, w)`` per latent frame: one draw per chunk, repeated over its frames."""
+    if frames % chunk:
+        raise ValueError(f"{frames} latent frames are not a multiple of forcing.chunk_frames={chunk}")
+    levels = []
+    for _ in range(frames // chunk):
+        levels += [noise_level(draw_index(gen), shift)] * chunk
+    return levels
+
+
+def forcing_loss(model: nn.Module, batch: Batch, step: int, cfg: TrainConfig, compute_dtype: torch.dtype):
+    x0 = batch.video  # [B, C, F, h, w]
+    b, _, f = x0.shape[:3]
+    dev = x0.device
+    noise, sigma, t_fed, weight = [], [], [], []
+    for slot in batch.slots:
+        gen = sample_generator(cfg.run.seed, step, slot, stream=3)
+        levels = chunk_noise_levels(gen, f, cfg.forcing.chunk_frames, cfg.flow.shift)
+        noise.append(torch.randn(x0.shape[1:], generator=gen))
+        sigma.append([s for _, s, _ in levels])
+        t_fed.append([fed_timestep(t, compute_dtype, cfg.flow.quantize_timestep) for t, _, _ in levels])
+        weight.append([w for _, _, w in levels])
+    eps = torch.stack(noise).to(dev)
+    sig = torch.tensor(sigma, device=dev).view(b, 1, f, 1, 1)
+    noisy = (1 - sig) * x0 + sig * eps
+    pred = run_inside(model, forcing_forward, x0, noisy, batch.reference, batch.garment,
+                      torch.tensor(t_fed, device=dev), batch.context, cfg.forcing.chunk_frames,
+                      cfg.forcing.attention)  # [B, C, F, h, w]
+    per_frame = (pred.float() - (eps - x0)).pow(2).mean(dim=(1, 3, 4))  # [B, F]
+    loss = (torch.tensor(weight, device=dev) * per_frame).mean()
+    return loss, {"mse": float(per_frame.mean().detach())}
+
+
+def run_forcing(cfg: TrainConfig) -> int:
+    run = Run.start(cfg)
+    try:
+        model = run.build_model(cfg.model.init)
+        optimizer = run.optimizer(model)
+        scheduler = run.scheduler(optimizer)
+        loader = run.loader()
+        dtype = run.compute_dtype
+        last = train_loop(run, model, optimizer, scheduler, loader,
+                          lambda m, b, s: forcing_loss(m, b, s, cfg, dtype))
+        if cfg.run.export and last >= cfg.run.steps:
+            run.export(model, kind="student")
+        return last
+    finally:
+        run.close()
