@@ -1,0 +1,145 @@
+"""The session loop (chameleon_core/session.py): one loop for the command line, the benchmark and the nodes.
+
+Checked against independent compositions of the core operations (generate, switch_garment, a whole-video VAE
+decode) and against the command line's own output; switches from a thread-safe queue land where a timeline puts
+them; a stop ends the session between chunks with a usable state.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from chameleon_core import cli
+from chameleon_core.config import StreamSettings
+from chameleon_core.images import fit_garment, fit_reference, load_image
+from chameleon_core.latents import WAN22
+from chameleon_core.rescheduling import switch_garment
+from chameleon_core.session import STOP, GarmentSwitch, Session, TimedSwitch, encode_condition
+from chameleon_core.streaming import generate, start_stream
+from chameleon_core.testing import tiny_transformer, write_transformer_checkpoint
+from chameleon_core.text import load_prompt_embeddings, save_prompt_embeddings
+from chameleon_core.tiny_checkpoints import write_images, write_vae
+from chameleon_core.checkpoints import load_transformer, load_vae
+
+SIZE = 64
+SETTINGS = StreamSettings(chunk_frames=3, cache_frames=23)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("session")
+    write_images(d, size=SIZE)
+    gen = torch.Generator().manual_seed(0)
+    student = write_transformer_checkpoint(tiny_transformer(seed=0), d / "tiny_student.safetensors")
+    vae_path = d / "wan2.2_vae.safetensors"
+    write_vae(vae_path, seed=0)
+    prompt = save_prompt_embeddings(d / "prompt.safetensors", torch.randn(8, 64, generator=gen), "walks")
+    model = load_transformer(student, dtype=torch.float32)
+    vae = load_vae(vae_path, dtype=torch.float32)
+    context = load_prompt_embeddings(prompt, text_dim=model.config.text_dim)
+    ref = encode_condition(vae, WAN22, load_image(d / "reference.png"), garment=False, size=(SIZE, SIZE))
+    gar = encode_condition(vae, WAN22, load_image(d / "garment1.png"), garment=True, size=(SIZE, SIZE))
+    return dict(dir=d, student=student, vae_path=vae_path, prompt=prompt, model=model, vae=vae, context=context,
+                ref=ref, gar=gar)
+
+
+def _start(world, seed=3):
+    return start_stream(world["model"], context=world["context"], reference=world["ref"], garment=world["gar"],
+                        seed=seed, settings=SETTINGS)
+
+
+def _garment2(world):
+    return load_image(world["dir"] / "garment2.png")
+
+
+def test_session_equals_generate_switch_and_one_whole_decode(world):
+    """Direct call vs an independent composition: generate, switch (disentangle from a full decode), generate, and
+    one decode of the whole latent video."""
+    session = Session(_start(world), chunks=3, codec=world["vae"],
+                      timeline=[TimedSwitch(2, GarmentSwitch(_garment2(world), label="garment2"))])
+    chunks = session.run()
+    pixels = torch.cat([c.pixels for c in chunks], dim=2)
+
+    state, first = generate(_start(world), 6)
+    new_garment = encode_condition(world["vae"], WAN22, _garment2(world), garment=True, size=(SIZE, SIZE))
+    state = switch_garment(state, new_garment, codec=world["vae"])  # disentangle decodes the whole stream
+    state, last = generate(state, 3)
+    video = world["vae"].decode(WAN22.to_raw(torch.cat([first, last], dim=2)))
+    torch.testing.assert_close(pixels, video, atol=1e-5, rtol=0)
+    torch.testing.assert_close(session.state.latents(), state.latents(), atol=1e-6, rtol=0)
+    assert [(s.kind, s.chunk, s.video_frame) for s in session.applied] == [("garment", 2, 21)]
+    assert [c.first_video_frame for c in chunks] == [0, 9, 21]
+
+
+def test_session_matches_the_command_line_frames(world, tmp_path):
+    """The CLI path and a direct call give the same frames (the CLI writes 8-bit PNGs)."""
+    out = tmp_path / "frames"
+    code = cli.main(["--student", str(world["student"]), "--vae", str(world["vae_path"]), "--prompt-embeds",
+                     str(world["prompt"]), "--reference", str(world["dir"] / "reference.png"), "--garment",
+                     str(world["dir"] / "garment1.png"), "--width", str(SIZE), "--height", str(SIZE), "--frames", "33",
+                     "--seed", "3", "--switch", f"12:{world['dir'] / 'garment2.png'}", "--out", str(out)])
+    assert code == 0
+    cli_frames = np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob("frame_*.png"))])
+    session = Session(_start(world), chunks=3, codec=world["vae"],
+                      timeline=[TimedSwitch(2, GarmentSwitch(fit_garment(_garment2(world), SIZE, SIZE)))])
+    direct = np.concatenate([cli.to_uint8_frames(c.pixels) for c in session])
+    np.testing.assert_array_equal(cli_frames, direct)
+
+
+def test_queued_switch_lands_at_the_next_boundary_like_a_timeline_switch(world):
+    timed = Session(_start(world), chunks=4, codec=world["vae"],
+                    timeline=[TimedSwitch(2, GarmentSwitch(_garment2(world)))]).run()
+    commands: queue.Queue = queue.Queue()
+    live = Session(_start(world), chunks=4, codec=world["vae"], commands=commands)
+    got = []
+    for chunk in live:
+        got.append(chunk)
+        if chunk.index == 1:  # pushed from another thread while the session runs; applied before chunk 2
+            t = threading.Thread(target=commands.put, args=(GarmentSwitch(_garment2(world)),))
+            t.start()
+            t.join()
+    for a, b in zip(timed, got, strict=True):
+        torch.testing.assert_close(a.pixels, b.pixels, atol=0, rtol=0)
+    assert [c.switches and c.switches[0].chunk for c in got] == [(), (), 2, ()]
+
+
+def test_stop_ends_between_chunks_with_a_usable_state(world):
+    commands: queue.Queue = queue.Queue()
+    session = Session(_start(world), chunks=None, codec=world["vae"], commands=commands)
+    for chunk in session:
+        if chunk.index == 1:
+            commands.put(STOP)
+    assert session.done == 2 and session.stopped and session.state.frames == 6
+    # The state continues exactly as an uninterrupted run would.
+    full = Session(_start(world), chunks=3, codec=world["vae"], decode=False).run()
+    _, nxt = generate(session.state, 3)
+    torch.testing.assert_close(nxt, full[2].latents, atol=0, rtol=0)
+    polls = iter([False, True])
+    stopped = Session(_start(world), chunks=5, decode=False, should_stop=lambda: next(polls))
+    assert len(stopped.run()) == 2 and stopped.stopped
+
+
+def test_bad_sessions_are_refused(world):
+    with pytest.raises(ValueError, match="at least one chunk"):
+        Session(_start(world), chunks=0, decode=False)
+    with pytest.raises(ValueError, match="until stopped"):
+        Session(_start(world), chunks=None, decode=False)
+    with pytest.raises(ValueError, match="codec"):
+        Session(_start(world), chunks=2)
+    with pytest.raises(ValueError, match="boundaries"):
+        Session(_start(world), chunks=2, decode=False, timeline=[TimedSwitch(2, GarmentSwitch(_garment2(world)))])
