@@ -1,9 +1,11 @@
-"""Tiny seeded Wan models and checkpoint writers for every layout :mod:`chameleon_core.loading` reads.
+"""Tiny seeded Wan models and checkpoint writers for every layout :mod:`chameleon_core.checkpoints` reads.
 
 Used by the unit tests and by the ComfyUI integration test, which writes tiny random checkpoints into a temporary
 models folder; so this module needs only torch and safetensors (no pytest). The writers produce the layouts as the
 real tools do (DESIGN.md section 7): original Wan names, ComfyUI's ``model.diffusion_model.`` prefix and its scaled
-fp8 format, diffusers ``WanTransformer3DModel`` names, and Self-Forcing-style training ``.pt`` files.
+fp8 format, diffusers ``WanTransformer3DModel`` names, and Self-Forcing-style training ``.pt`` files. (Our own
+export format, original names with FashionChameleon metadata, is written by
+:func:`chameleon_core.checkpoints.save_transformer`.)
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import torch
 from safetensors.torch import save_file
 
 from .config import PRESETS, WanConfig
-from .loading import COMFY_PREFIX, DIFFUSERS_TO_WAN, DIFFUSERS_TO_WAN_BLOCK, LAYOUTS, SCALED_FP8_MARKER
+from .checkpoints.layouts import COMFY_PREFIX, DIFFUSERS_TO_WAN, DIFFUSERS_TO_WAN_BLOCK, LAYOUTS, SCALED_FP8_MARKER
+from .checkpoints.metadata import TEXT_LEN_METADATA_KEY
 from .model import WanModel
 
 FP8_MAX = 448.0
@@ -109,11 +112,17 @@ def write_transformer_checkpoint(
     - ``training``: a ``.pt`` with ``generator_ema`` (this model) and ``generator`` (``generator``, default the same
       weights), names as FSDP writes them (``model._fsdp_wrapped_module.blocks.N._fsdp_wrapped_module...``).
 
-    ``dtype`` casts floating tensors (default: as they are). ``metadata`` goes into each safetensors header.
+    ``dtype`` casts floating tensors (default: as they are). ``metadata`` goes into each safetensors header; when a
+    model (with its ``.config``) is given, its ``text_len`` is added as ``fashionchameleon.text_len`` unless
+    ``metadata`` sets it, so tiny models keep their short prompt length. A ``.pt`` holds no metadata: it loads with
+    the default prompt length (512).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {list(LAYOUTS)}")
     path = Path(path)
+    config = getattr(model_or_state_dict, "config", None)
+    if isinstance(config, WanConfig):
+        metadata = {TEXT_LEN_METADATA_KEY: str(config.text_len), **(metadata or {})}
     sd = _state_dict(model_or_state_dict, dtype)
     if layout == "training":
         gen_sd = sd if generator is None else _state_dict(generator, dtype)

@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from .checkpoints import KIND_METADATA_KEY, save_vae
 from .config import WanConfig, preset
-from .loading import KIND_METADATA_KEY
 from .testing import tiny_transformer, write_transformer_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -51,15 +51,16 @@ IMAGES = ("reference.png", "garment1.png", "garment2.png", "garment3.png")
 
 
 def write_dit(path: Path, kind: str, seed: int) -> None:
-    write_transformer_checkpoint(tiny_transformer(seed, TINY_DIT), path, layout="comfyui", metadata={KIND_METADATA_KEY: kind})
+    """A tiny DiT in ComfyUI's layout, tagged with its role and (from its config) its text_len."""
+    model = tiny_transformer(seed, TINY_DIT)
+    write_transformer_checkpoint(model, path, layout="comfyui", metadata={KIND_METADATA_KEY: kind})
 
 
 def write_vae(path: Path, seed: int) -> None:
     from .vae import VAEConfig, build_vae
 
     cfg = VAEConfig("wan2.2", dim=TINY_WAN22_VAE["dim"], decoder_dim=TINY_WAN22_VAE["dec_dim"], z_dim=48)
-    vae = build_vae(cfg, seed=seed)
-    save_file({k: v.contiguous() for k, v in vae.model.state_dict().items()}, str(path))
+    save_vae(path, build_vae(cfg, seed=seed))
 
 
 def _sentencepiece_model() -> bytes:

@@ -1,4 +1,4 @@
-"""The Wan2.1 / Wan2.2 video VAE: whole-video and chunk-by-chunk (streaming) encode and decode, and loading.
+"""The Wan2.1 / Wan2.2 video VAE: whole-video and chunk-by-chunk (streaming) encode and decode.
 
 Follows the official Wan VAEs (Wan-Video/Wan2.1 ``wan/modules/vae2_1.py``, Wan-Video/Wan2.2 ``wan/modules/vae2_2.py``)
 and ComfyUI's ``comfy/ldm/wan/vae.py`` / ``vae2_2.py``; the layers live in :mod:`chameleon_core.vae_modules`.
@@ -22,14 +22,9 @@ Conventions:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import pickle
-import re
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import MappingProxyType
 
 import torch
@@ -38,14 +33,6 @@ from .latents import FAMILIES, LatentFamily
 from .vae_modules import StepCache, WanVAEModel
 
 logger = logging.getLogger(__name__)
-
-#: Prefixes that repackaged files put in front of the original Wan names (ComfyUI, SD-style bundles, DDP).
-KNOWN_PREFIXES = ("vae.", "first_stage_model.", "model.", "module.", "autoencoder.")
-_ANCHOR = "decoder.conv1.weight"
-_SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
-_TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
-#: File names a folder is searched for when a directory is passed (official, ComfyUI-repackaged).
-_KNOWN_FILES = ("Wan2.2_VAE.pth", "Wan2.1_VAE.pth", "wan2.2_vae.safetensors", "wan_2.1_vae.safetensors")
 
 
 @dataclass(frozen=True)
@@ -421,7 +408,7 @@ def check_vae_matches(vae: object, in_channels: int) -> None:
         )
 
 
-# --- building and loading ------------------------------------------------------------------------------------------
+# --- building (loading and saving: chameleon_core.checkpoints) --------------------------------------------------------
 
 
 def build_vae(
@@ -442,275 +429,12 @@ def build_vae(
     return WanVAE(model.to(dtype=dtype), config)
 
 
-def infer_vae_config(shapes: Mapping[str, tuple[int, ...]]) -> VAEConfig:
-    """Recover the :class:`VAEConfig` from the tensor shapes of an (unprefixed) Wan VAE state dict."""
-    try:
-        stem = tuple(shapes["encoder.conv1.weight"])
-        z_dim = int(shapes["conv2.weight"][0])
-        head_in = int(shapes["decoder.head.2.weight"][1])
-    except KeyError as missing:
-        raise ValueError(f"not a Wan VAE state dict: {missing} is missing; first keys: {_first(shapes)}") from None
-    nested = any(k.startswith("encoder.downsamples.") and ".downsamples." in k[len("encoder.downsamples.") :]
-                 for k in shapes)  # fmt: skip
-    family = {(3, False): "wan2.1", (12, True): "wan2.2"}.get((stem[1], nested))
-    if family is None:
-        raise ValueError(
-            f"unknown Wan VAE layout: encoder.conv1 takes {stem[1]} channels and its stages are "
-            f"{'nested' if nested else 'flat'} (Wan2.1: 3 and flat, Wan2.2: 12 and nested); first keys: "
-            f"{_first(shapes)}"
-        )
-
-    def children(prefix: str) -> list[str]:
-        pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-        found = {int(m.group(1)) for m in map(pattern.match, shapes) if m}
-        return [f"{prefix}{i}." for i in sorted(found)]
-
-    # Wan2.2 nests blocks per stage; Wan2.1 lists them flat, each stage ending in a resample.
-    groups = [children(g + "downsamples.") for g in children("encoder.downsamples.")] if nested else [
-        children("encoder.downsamples.")
-    ]  # fmt: skip
-    widths: list[list[int]] = []  # per stage: output width of each residual block
-    temporal: list[bool] = []  # per resample: does it also halve time
-    for group in groups:
-        widths.append([])
-        for block in group:
-            if block + "residual.2.weight" in shapes:
-                widths[-1].append(int(shapes[block + "residual.2.weight"][0]))
-            elif block + "resample.1.weight" in shapes:
-                temporal.append(block + "time_conv.weight" in shapes)
-                if not nested:
-                    widths.append([])
-    dim = stem[0]
-    if not widths[0] or any(len(w) != len(widths[0]) for w in widths) or len(temporal) != len(widths) - 1:
-        raise ValueError(f"cannot read the encoder stages of this Wan VAE; first keys: {_first(shapes)}")
-    if any(w[-1] % dim for w in widths) or head_in % (widths[0][-1] // dim):
-        raise ValueError(f"encoder stage widths {[w[-1] for w in widths]} are not multiples of the base width {dim}")
-    dim_mult = tuple(w[-1] // dim for w in widths)
-    return VAEConfig(
-        family=family,
-        dim=dim,
-        decoder_dim=head_in // dim_mult[0],
-        z_dim=z_dim,
-        dim_mult=dim_mult,
-        num_res_blocks=len(widths[0]),
-        temporal_downsample=tuple(temporal),
-    )
-
-
-def _first(names: Mapping[str, object] | list[str], n: int = 8) -> list[str]:
-    return sorted(names)[:n]
-
-
-def _check_layout(model: WanVAEModel, shapes: Mapping[str, tuple[int, ...]], source: str) -> None:
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [k for k in expected if k not in shapes]
-    unexpected = [k for k in shapes if k not in expected]
-    if missing or unexpected:
-        raise ValueError(
-            f"{source} does not have the layout of the Wan VAE its shapes suggest: missing {len(missing)} tensors "
-            f"{missing[:5]}, unexpected {len(unexpected)} {unexpected[:5]}; is it a complete, original-format Wan "
-            "VAE file?"
-        )
-    for k, want in expected.items():
-        if tuple(shapes[k]) != want:
-            raise ValueError(
-                f"{source}: tensor {k} has shape {tuple(shapes[k])}, expected {want} for the inferred config; the "
-                "file is damaged or mixes tensors from different VAEs"
-            )
-
-
-def _vae_from_tensors(
-    shapes: Mapping[str, tuple[int, ...]],
-    get: Callable[[str], torch.Tensor],
-    device: torch.device | str | None,
-    dtype: torch.dtype | None,
-    source: str,
-) -> WanVAE:
-    """Shared by load_vae and vae_from_state_dict: infer, check every shape, then fill a meta model tensor by tensor."""
-    config = infer_vae_config(shapes)
-    with torch.device("meta"):
-        model = config.build()
-    _check_layout(model, shapes, source)
-    # One tensor at a time, already converted: only the model's copy is ever complete.
-    tensors = {k: get(k).to(device=device, dtype=dtype) for k in model.state_dict()}
-    dtypes = {t.dtype for t in tensors.values()}
-    if len(dtypes) != 1:
-        raise ValueError(f"{source} mixes tensor dtypes {sorted(map(str, dtypes))}; pass dtype= to convert them")
-    model.load_state_dict(tensors, strict=True, assign=True)
-    return WanVAE(model, config)
-
-
-def vae_from_state_dict(
-    state_dict: Mapping[str, torch.Tensor],
-    *,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-) -> WanVAE:
-    """A :class:`WanVAE` over an in-memory state dict (for example ComfyUI's ``vae.first_stage_model``).
-
-    With ``device`` and ``dtype`` left as None the tensors are used as they are (no copy).
-    """
-    names = {k: k for k in state_dict}
-    prefix = _find_prefix(list(names), "the state dict")
-    shapes = {k[len(prefix) :]: tuple(v.shape) for k, v in state_dict.items() if k.startswith(prefix)}
-    return _vae_from_tensors(shapes, lambda k: state_dict[prefix + k], device, dtype, "the state dict")
-
-
-def load_vae(
-    path: str | Path,
-    *,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> WanVAE:
-    """Load a Wan2.1 or Wan2.2 VAE from the released ``.pth`` or a (ComfyUI-repackaged) ``.safetensors`` file.
-
-    The family and config (widths, z_dim, stages) come from the tensor shapes, so tiny test checkpoints load too.
-    ``.pth`` files are read with ``torch.load(weights_only=True)``: a file that holds pickled code is refused.
-    """
-    start = time.perf_counter()
-    file = _resolve(path)
-    with _open_tensors(file) as (shapes, get):
-        prefix = _find_prefix(list(shapes), str(file))
-        local = {k[len(prefix) :]: s for k, s in shapes.items() if k.startswith(prefix)}
-        if len(local) < len(shapes):
-            logger.info("%s: using %d tensors under %r, ignoring %d others", file, len(local), prefix,
-                        len(shapes) - len(local))  # fmt: skip
-        vae = _vae_from_tensors(local, lambda k: get(prefix + k), device, dtype, str(file))
-    logger.info("loaded %s VAE %s from %s in %.1fs", vae.config.family, vae.config, file, time.perf_counter() - start)
-    return vae
-
-
-def _resolve(path: str | Path) -> Path:
-    given = Path(path).expanduser()
-    looked: list[Path] = [given]
-    if given.is_dir():
-        looked = [given / name for name in _KNOWN_FILES]
-        found = [p for p in looked if p.is_file()]
-        if len(found) == 1:
-            return found[0]
-        if found:
-            raise ValueError(f"{given} holds several VAE files {[p.name for p in found]}; pass one of them")
-    elif given.is_file():
-        return given
-    elif given.suffix.lower() not in (*_SAFETENSORS_SUFFIXES, *_TORCH_SUFFIXES):
-        # "models/vae/wan2.2_vae" has no real suffix (pathlib would call ".2_vae" one): try the known ones.
-        looked += [given.parent / (given.name + s) for s in (*_SAFETENSORS_SUFFIXES, *_TORCH_SUFFIXES)]
-        for p in looked[1:]:
-            if p.is_file():
-                return p
-    raise FileNotFoundError(
-        f"VAE checkpoint not found: {given}. Looked for: {', '.join(str(p) for p in looked)}. Pass the path of "
-        "wan_2.1_vae.safetensors / wan2.2_vae.safetensors (ComfyUI: models/vae/) or the official Wan2.x_VAE.pth"
-    )
-
-
-def _find_prefix(names: list[str], source: str) -> str:
-    """The prefix in front of the Wan names (``''`` for original files); raises for unknown layouts."""
-    candidates = []
-    for name in names:
-        if name.endswith(_ANCHOR):
-            prefix = name[: -len(_ANCHOR)]
-            rest = prefix
-            while rest:
-                step = next((p for p in KNOWN_PREFIXES if rest.startswith(p)), None)
-                if step is None:
-                    break
-                rest = rest[len(step) :]
-            if not rest:
-                candidates.append(prefix)
-    if candidates:
-        return min(candidates, key=len)
-    if any(n.endswith(("decoder.conv_in.weight", "post_quant_conv.weight")) for n in names):
-        raise ValueError(
-            f"{source} is a diffusers AutoencoderKLWan checkpoint (keys like decoder.conv_in.weight), which is not "
-            "supported; use the original Wan2.x_VAE.pth or ComfyUI's wan_2.1_vae / wan2.2_vae.safetensors"
-        )
-    raise ValueError(
-        f"{source} is not a Wan VAE checkpoint of a known layout: no '{_ANCHOR}' (optionally under one of the "
-        f"prefixes {list(KNOWN_PREFIXES)}); first keys: {_first(names)}. Pass a Wan2.1 or Wan2.2 VAE file"
-    )
-
-
-@contextlib.contextmanager
-def _open_tensors(
-    path: Path,
-) -> Iterator[tuple[dict[str, tuple[int, ...]], Callable[[str], torch.Tensor]]]:
-    """Yield ``(shapes, get)`` for a file without reading all tensors up front (safetensors or mmap'd .pth)."""
-    suffix = path.suffix.lower()
-    if suffix in _SAFETENSORS_SUFFIXES:
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-
-                def get(k: str) -> torch.Tensor:
-                    try:
-                        return f.get_tensor(k)
-                    except SafetensorError as e:
-                        raise ValueError(f"could not read tensor {k} from {path}: {e}; re-download the file") from e
-
-                yield shapes, get
-        except SafetensorError as e:
-            raise ValueError(
-                f"could not read {path} as safetensors ({e}); the file is probably truncated (an interrupted "
-                "download) or not a safetensors file: download it again"
-            ) from e
-        return
-    if suffix in _TORCH_SUFFIXES:
-        state = _torch_load(path)
-        yield {k: tuple(v.shape) for k, v in state.items()}, state.__getitem__
-        return
-    raise ValueError(
-        f"unsupported VAE file type {suffix!r} for {path}; expected one of "
-        f"{list(_SAFETENSORS_SUFFIXES + _TORCH_SUFFIXES)}"
-    )
-
-
-def _torch_load(path: Path) -> dict[str, torch.Tensor]:
-    """Weights-only, memory-mapped read of a torch checkpoint; never runs pickled code."""
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise
-            # Legacy (pre-zip) format cannot be mapped; it is read into memory instead.
-            logger.warning("%s uses the legacy torch.save format; reading it without mmap", path)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(
-            f"refused to load {path}: it contains pickled Python objects, not only tensors, and is read with "
-            f"torch.load(weights_only=True) so that no code from a file ever runs ({str(e).splitlines()[0]}). Use "
-            "a .safetensors VAE, or re-save the state dict (tensors only) from a source you trust"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(
-            f"could not read {path} as a torch checkpoint ({e}); the file is probably truncated or damaged: "
-            "download it again"
-        ) from e
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model", "vae", "module"):
-            inner = obj.get(key)
-            if isinstance(inner, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-                obj = inner
-                break
-    if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        what = f"keys {_first([str(k) for k in obj])}" if isinstance(obj, Mapping) else type(obj).__name__
-        raise ValueError(f"{path} holds no state dict of tensors ({what}); pass a Wan VAE checkpoint")
-    return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-
-
 __all__ = [
-    "KNOWN_PREFIXES",
     "VAE_PRESETS",
     "VAEConfig",
     "VAEStreamState",
     "WanVAE",
     "build_vae",
     "check_vae_matches",
-    "infer_vae_config",
-    "load_vae",
-    "vae_from_state_dict",
     "vae_preset",
 ]

@@ -9,6 +9,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from chameleon_core.config import PRESETS, WanConfig
-from chameleon_core.loading import (
+from chameleon_core.checkpoints import (
     detect_layout,
     infer_config,
     inspect_checkpoint,
@@ -75,9 +76,14 @@ def test_layout_round_trip_gives_the_writers_outputs(tmp_path, layout, config):
     path = _write(model, tmp_path, layout)
     assert detect_layout(read_state_dict_shapes(path)) == layout
 
-    loaded = load_transformer(path, dtype=torch.float32, device="cpu")
+    # Every field is inferred from shapes but text_len, which the safetensors writers store in the metadata; a .pt
+    # has no metadata: it gets the default of every released Wan unless the caller says otherwise.
+    if layout == "training":
+        assert inspect_checkpoint(path).config == replace(config, text_len=512)
+    text_len = config.text_len if layout == "training" else None
+    loaded = load_transformer(path, dtype=torch.float32, device="cpu", text_len=text_len)
 
-    assert loaded.config == config  # every field inferred from shapes (text_len: the preset's, else 512)
+    assert loaded.config == config
     assert loaded.config.name == ("tiny" if config == PRESETS["tiny"] else "custom")
     _assert_same_weights(loaded, model.state_dict())
     torch.testing.assert_close(_forward(loaded, config), _forward(model, config), rtol=0, atol=0)
@@ -122,7 +128,8 @@ def test_inspect_reads_headers_and_metadata(tmp_path):
     path = _write(tiny_transformer(), tmp_path, "comfyui", dtype=torch.bfloat16, metadata={"fashionchameleon.kind": "x"})
     info = inspect_checkpoint(path)
     assert (info.layout, info.config.name, info.stored_dtype) == ("comfyui", "tiny", torch.bfloat16)
-    assert info.metadata == {"fashionchameleon.kind": "x"} and info.files == (path,)
+    assert info.metadata == {"fashionchameleon.kind": "x", "fashionchameleon.text_len": "16"}
+    assert info.files == (path,) and info.config.text_len == 16
     assert info.num_params == sum(p.numel() for p in tiny_transformer().parameters())
 
 
@@ -234,6 +241,32 @@ def test_iter_checkpoint_tensors_reads_what_safetensors_wrote(tmp_path):
         assert torch.equal(read[k].reshape(-1).view(torch.uint8), v.reshape(-1).view(torch.uint8)), k  # bitwise
 
 
+def test_tiny_shapes_do_not_take_the_tiny_presets_text_len(tmp_path):
+    """text_len is the checkpoint's (metadata), else 512, never the preset's that the shapes happen to match."""
+    tiny = PRESETS["tiny"]
+    assert tiny.text_len != 512  # the bug needs a preset whose text_len differs from the default
+    sd = tiny_transformer(seed=14).state_dict()  # a plain state dict: the writer adds no metadata
+    bare = _write(sd, tmp_path, "wan", name="bare")
+    assert inspect_checkpoint(bare).metadata == {}
+    info = inspect_checkpoint(bare)
+    assert (info.config.name, info.config.text_len) == ("tiny", 512)
+    assert infer_config(read_state_dict_shapes(bare)).text_len == 512
+    assert load_transformer(bare, dtype=torch.float32).config == replace(tiny, text_len=512)
+
+    tagged = _write(sd, tmp_path, "comfyui", name="tagged", metadata={"fashionchameleon.text_len": "24"})
+    assert load_transformer(tagged, dtype=torch.float32).config == replace(tiny, text_len=24)
+    assert inspect_checkpoint(tagged, text_len=7).config.text_len == 7  # an explicit argument wins
+    model = tiny_transformer(seed=14)  # a model: the test writer stores its config's text_len (16)
+    assert load_transformer(_write(model, tmp_path, "wan", name="model"), dtype=torch.float32).config == tiny
+
+    bad = _write(sd, tmp_path, "wan", name="bad", metadata={"fashionchameleon.text_len": "many"})
+    with pytest.raises(ValueError, match=r"fashionchameleon\.text_len='many' is not a positive whole number"):
+        load_transformer(bad, dtype=torch.float32)
+    newer = _write(sd, tmp_path, "wan", name="newer", metadata={"fashionchameleon.format_version": "99"})
+    with pytest.raises(ValueError, match=r"checkpoint format 99.*update the FashionChameleon node pack"):
+        inspect_checkpoint(newer)
+
+
 @pytest.mark.parametrize("name", ["wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-ti2v-5b"])
 def test_released_shapes_infer_their_preset(name, reference_layout):
     layout = reference_layout(f"{name}.transformer")
@@ -297,7 +330,7 @@ _MEASURE = textwrap.dedent(
     """
     import json, sys, threading, time, torch
     from chameleon_core.config import PRESETS
-    from chameleon_core.loading import load_transformer
+    from chameleon_core.checkpoints import load_transformer
     from chameleon_core.model import WanModel
 
     # Building the first model on the meta device imports and initialises ~70 MB of torch machinery, whatever the
@@ -519,7 +552,7 @@ def test_loads_onto_cuda(tmp_path):
 
 
 def test_checkpoint_kind_from_metadata_training_layout_and_name(tmp_path):
-    from chameleon_core.loading import KIND_METADATA_KEY, checkpoint_kind
+    from chameleon_core.checkpoints import KIND_METADATA_KEY, checkpoint_kind
     from chameleon_core.testing import tiny_transformer, write_transformer_checkpoint
 
     model = tiny_transformer(0)
