@@ -87,6 +87,13 @@ class SampleRandom:
         """Generators for the samples with global ``indices`` at iteration ``step``, for one ``purpose``."""
         return SampleRandom([mix_seed(seed, purpose, step, i) for i in indices])
 
+    @staticmethod
+    def from_generators(generators: Sequence[torch.Generator]) -> SampleRandom:
+        """Wrap ready generators (e.g. :func:`chameleon_core.training.latent_cache.sample_generator`)."""
+        out = SampleRandom([0] * len(generators))
+        out.generators = list(generators)
+        return out
+
     def __len__(self) -> int:
         return len(self.generators)
 
@@ -99,13 +106,13 @@ class SampleRandom:
         return torch.cat([torch.randint(0, high, (1,), generator=g) for g in self.generators])
 
 
-def draw_exit_step(steps: int, seed: int, step: int) -> int:
+def draw_exit_step(steps: int, seed: int, step: int, purpose: str = "generator") -> int:
     """The rollout's exit step for iteration ``step``, uniform in ``0 .. steps - 1``.
 
     A pure function of (seed, step): every rank draws the same one without a broadcast (all ranks must run the
     same number of forwards, or FSDP's collectives would hang).
     """
-    g = torch.Generator().manual_seed(mix_seed(seed, "exit", step))
+    g = torch.Generator().manual_seed(mix_seed(seed, "exit", purpose, step))
     return int(torch.randint(0, steps, (1,), generator=g))
 
 
@@ -426,21 +433,44 @@ class EMA:
 
     Before ``start_step`` the shadow simply follows the parameters (so it starts as a copy of the weights at
     ``start_step``, as the authors start theirs). With FSDP2 each rank keeps the shadow of its own shard (the
-    parameter's ``to_local()``); :meth:`full_state_dict` gathers whole tensors for export.
+    parameter's ``to_local()``). ``into``: an optional module of the same structure and sharding (e.g. a second,
+    frozen copy of the generator prepared the same way) whose fp32 parameters *are* the shadow; then the shadow is
+    saved and exported like any model (DCP checkpoints, :func:`~chameleon_core.training.parallel.export_weights`).
+    Without it the shadow is private tensors (:meth:`state_dict` / :meth:`full_state_dict`).
     """
 
-    def __init__(self, module: nn.Module, decay: float = 0.99, start_step: int = 200) -> None:
+    def __init__(
+        self, module: nn.Module, decay: float = 0.99, start_step: int = 200, *, into: nn.Module | None = None
+    ) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}; the paper uses 0.99")
         self.decay = decay
         self.start_step = start_step
-        self.shadow: dict[str, torch.Tensor] = {
-            name: _local(p.detach()).float().clone() for name, p in module.named_parameters()
-        }
+        self.module = into
+        if into is None:
+            self.shadow: dict[str, torch.Tensor] = {
+                name: _local(p.detach()).float().clone() for name, p in module.named_parameters()
+            }
+            return
+        targets = dict(into.named_parameters())
+        self.shadow = {}
+        for name, p in module.named_parameters():
+            target = targets.get(name)
+            local = None if target is None else _local(target.detach())
+            if local is None or local.shape != _local(p.detach()).shape or local.dtype != torch.float32:
+                raise ValueError(
+                    f"EMA module parameter {name!r} must be an fp32 shard shaped like the model's "
+                    f"{tuple(_local(p.detach()).shape)}, got "
+                    f"{None if local is None else (tuple(local.shape), local.dtype)}; prepare the EMA copy exactly "
+                    "like the model (same sharding, fp32 master weights)"
+                )
+            self.shadow[name] = local  # a view of the module's storage: updating it updates the module
+            with torch.no_grad():
+                local.copy_(_local(p.detach()).float())
 
     @torch.no_grad()
     def update(self, module: nn.Module, step: int) -> None:
-        """Fold the current parameters in after (generator) update number ``step``."""
+        """Fold the current parameters in after update ``step`` (a copy before ``start_step``)."""
         for name, p in module.named_parameters():
             local = _local(p.detach()).float()
             if step < self.start_step:

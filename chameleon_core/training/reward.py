@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,6 +26,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
+
+RewardFn = Callable[[torch.Tensor], torch.Tensor]
+"""``reward(frames [N, 3, H, W] in [-1, 1]) -> [N]``."""
 
 CLIP_SIZE = 224
 """CLIP ViT-L/14's input side."""
@@ -197,3 +201,37 @@ def load_aesthetic_reward(
 def brightness_reward(frames: torch.Tensor) -> torch.Tensor:
     """A stand-in reward for tests: each frame's mean brightness ``[N]``."""
     return frames.float().mean(dim=(1, 2, 3))
+
+
+STAND_IN_NAMES = ("brightness", "random")
+"""Reward specs that select the :func:`brightness_reward` stand-in (tests and tiny runs; ``random`` is the tiny
+preset's historical name for it)."""
+_MLP_SUFFIXES = (".safetensors", ".sft", ".pth", ".pt", ".bin")
+
+
+def reward_from_spec(spec: str, *, device: torch.device | str = "cpu") -> RewardFn | None:
+    """The reward a stage config names: ``none`` (uniform frame weights: plain DMD), ``brightness`` / ``random``
+    (the test stand-in), or a folder holding the aesthetic predictor: one MLP file (``.pth`` / ``.safetensors``)
+    and a CLIP ViT-L/14 HuggingFace folder (the folder itself or a subfolder with ``config.json``)."""
+    if spec == "none":
+        return None
+    if spec in STAND_IN_NAMES:
+        logger.info("reward: the brightness stand-in (%r); use a folder with CLIP ViT-L/14 and the LAION MLP for "
+                    "real training", spec)
+        return brightness_reward
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"reward folder not found: {folder}; set dmd.reward to a folder holding CLIP ViT-L/14 (HuggingFace "
+            "layout) and the LAION aesthetic MLP file, or to 'none' for unweighted DMD"
+        )
+    clip_dirs = [d for d in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if (d / "config.json").is_file()]
+    mlps = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _MLP_SUFFIXES)
+    if not clip_dirs or len(mlps) != 1:
+        listing = sorted(p.name for p in folder.iterdir())[:20]
+        raise ValueError(
+            f"reward folder {folder} must hold one aesthetic MLP file ({', '.join(_MLP_SUFFIXES)}) and a CLIP "
+            f"ViT-L/14 folder with config.json; found {len(mlps)} MLP file(s) and {len(clip_dirs)} CLIP folder(s) "
+            f"among {listing}"
+        )
+    return load_aesthetic_reward(mlps[0], clip_dirs[0], device=device)
