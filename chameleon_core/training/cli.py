@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(level=args.log_level if rank == "0" else "WARNING",
-                        format=f"[rank{rank}] %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s")
     if args.command == "prepare":
         from .prepare import prepare
 

@@ -73,8 +73,12 @@ class TrainableWanModel(WanModel):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if args and isinstance(args[0], _Inside):
-            return args[0].fn(self, *args[1:], **kwargs)
-        return super().forward(*args, **kwargs)
+            out = args[0].fn(self, *args[1:], **kwargs)
+        else:
+            out = super().forward(*args, **kwargs)
+        # The prediction is a slice of the head output; FSDP's backward hook must not sit on a view (latent-sized
+        # copy, negligible next to activations).
+        return out.clone() if isinstance(out, torch.Tensor) and out._base is not None else out
 
 
 def run_inside(model: nn.Module, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
