@@ -1,8 +1,8 @@
-"""``python -m chameleon_core``: stream a garment-switching video from the command line (see :mod:`.cli`)."""
+"""``python -m chameleon_core``: stream a garment-switching video from the command line (see :mod:`.tools.stream`)."""
 
 import sys
 
-from .cli import main
+from .tools.stream import main
 
 if __name__ == "__main__":
     sys.exit(main())

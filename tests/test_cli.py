@@ -1,4 +1,4 @@
-"""The command line ``python -m chameleon_core`` (chameleon_core/cli.py), run in-process on tiny weight files.
+"""The command line ``python -m chameleon_core`` (chameleon_core/tools/stream.py), run in-process on tiny weight files.
 
 Frame arithmetic used below, derived by hand from the Wan VAE (latent frame 0 is video frame 0; latent frame j >= 1
 is video frames 4j-3 .. 4j): with chunks of 3 latent frames, chunk 0 is video frames 0-8, chunk 1 is 9-20, chunk 2
@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from chameleon_core import cli
+from chameleon_core.tools import stream as cli
+from chameleon_core.tools import stream_plan
 from chameleon_core.latents import WAN22
 from chameleon_core.testing import tiny_transformer, write_transformer_checkpoint
 from chameleon_core.text import save_prompt_embeddings
@@ -135,8 +136,8 @@ def test_prompt_switch_and_ablations_run(files, tmp_path, capsys):
     [(1, 9), (8, 9), (9, 9), (10, 21), (12, 21), (21, 21), (22, 33), (33, 33)],
 )
 def test_switch_frame_rounds_up_to_the_next_chunk_boundary(asked, landed):
-    chunk = cli.landing_chunk(asked, 3, WAN22)
-    assert cli.chunk_start_frame(chunk, 3, WAN22) == landed
+    chunk = stream_plan.landing_chunk(asked, 3, WAN22)
+    assert stream_plan.chunk_start_frame(chunk, 3, WAN22) == landed
 
 
 # --- missing weights and bad input ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from chameleon_core import cli
+from chameleon_core.tools import stream as cli
 from chameleon_core.config import StreamSettings
 from chameleon_core.images import fit_garment, fit_reference, load_image
 from chameleon_core.latents import WAN22

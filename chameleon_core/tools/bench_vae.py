@@ -1,6 +1,6 @@
 """Benchmark of streaming VAE decode: time and peak memory per chunk, random weights, no checkpoint needed.
 
-    python -m chameleon_core.bench_vae --family wan2.2 --height 256 --width 256 --latent-frames 12 --chunk 3 \
+    python -m chameleon_core.tools.bench_vae --family wan2.2 --height 256 --width 256 --latent-frames 12 --chunk-frames 3 \
         [--tiny] [--device cpu] [--dtype fp32] [--json out.json]
 
 Decodes ``--latent-frames`` random raw latents in chunks of ``--chunk`` latent frames with
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from .decoding import StreamingDecoder
-from .vae import build_vae
+from ..decoding import StreamingDecoder
+from ..vae import build_vae
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MIB = 1024 * 1024
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> dict:
     total = sum(c["seconds"] for c in chunks)
     steady = chunks[1:] or chunks
     result = {
-        "command": " ".join([Path(sys.executable).name, "-m", "chameleon_core.bench_vae", *sys.argv[1:]]),
+        "command": " ".join([Path(sys.executable).name, "-m", "chameleon_core.tools.bench_vae", *sys.argv[1:]]),
         "family": args.family,
         "preset": preset,
         "config": repr(vae.config),

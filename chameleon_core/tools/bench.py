@@ -1,4 +1,4 @@
-"""Streaming benchmark with random weights: ``python -m chameleon_core.bench``.
+"""Streaming benchmark with random weights: ``python -m chameleon_core.tools.bench``.
 
 Runs any preset (or a "real-shaped slice" of one with ``--layers``) at any resolution, no checkpoint needed, and
 reports:
@@ -12,9 +12,9 @@ reports:
 
 Writes JSON with ``--json``. Examples::
 
-    python -m chameleon_core.bench --preset tiny --height 256 --width 256 --latent-frames 120
-    python -m chameleon_core.bench --preset wan2.2-ti2v-5b --layers 2 --height 256 --width 256 --latent-frames 120
-    python -m chameleon_core.bench --preset wan2.2-ti2v-5b --height 1280 --width 704 --device cuda --dtype bf16
+    python -m chameleon_core.tools.bench --preset tiny --height 256 --width 256 --latent-frames 120
+    python -m chameleon_core.tools.bench --preset wan2.2-ti2v-5b --layers 2 --height 256 --width 256 --latent-frames 120
+    python -m chameleon_core.tools.bench --preset wan2.2-ti2v-5b --height 1280 --width 704 --device cuda --dtype bf16
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from typing import Any
 
 import torch
 
-from .attention import FullAttention, frame_block_mask
-from .config import StreamSettings, WanConfig, preset
-from .model import WanModel
-from .session import Session
-from .streaming import generate, start_stream
+from ..attention import FullAttention, frame_block_mask
+from ..config import StreamSettings, WanConfig, preset
+from ..model import WanModel
+from ..session import Session
+from ..streaming import generate, start_stream
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     vae = None
     if args.vae != "none":
-        from .vae import build_vae, check_vae_matches
+        from ..vae import build_vae, check_vae_matches
 
         vae = build_vae(args.vae, device=str(device), dtype=dtype, seed=args.seed)
         check_vae_matches(vae, cfg.in_dim)
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m chameleon_core.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m chameleon_core.tools.bench", description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="tiny", help="model preset (tiny, wan2.1-t2v-1.3b, wan2.2-ti2v-5b, ...)")
     p.add_argument("--layers", type=int, default=0, help="keep only N blocks: a real-shaped slice of the preset")
     p.add_argument("--height", type=int, default=256, help="pixel height, a multiple of 32 (Wan2.2) / 16 (Wan2.1)")

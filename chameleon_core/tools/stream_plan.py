@@ -1,0 +1,330 @@
+"""Checks of a command-line stream before anything heavy is loaded: files, sizes, frame counts, switch points, output.
+
+Part of ``python -m chameleon_core`` (:mod:`chameleon_core.tools.stream`). Everything the user gave is checked here,
+from the arguments and file headers alone, so a wrong path or size fails in a second with one message, never after
+the weights have loaded. Frame arithmetic (Wan VAEs, 4x temporal): latent frame 0 is video frame 0, latent frame
+j >= 1 is video frames 4j-3 .. 4j; a switch lands on the first chunk boundary at or after its frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import checkpoint_kind, inspect_checkpoint
+from ..config import StreamSettings, WanConfig, preset
+from ..latents import LatentFamily
+
+logger = logging.getLogger(__name__)
+
+DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+"""Compute dtypes; ``fp8`` is bf16 compute with the block weights stored in fp8 (:mod:`chameleon_core.quant`)."""
+
+# -------------------------------------------------------------------------------------------------------------------
+# What to download, said once
+# -------------------------------------------------------------------------------------------------------------------
+
+STUDENT_HELP = (
+    "a causal (streaming, few-step) Wan student checkpoint. The FashionChameleon student weights are not public "
+    "yet; Self-Forcing, CausVid and LongLive causal students load too, since they share the Wan key names "
+    "(Self-Forcing, CausVid and LongLive are Wan2.1-T2V-1.3B students: use them with the Wan2.1 VAE at --width 832 "
+    "--height 480; LongLive 2.0 is a Wan2.2-TI2V-5B student). Any layout loads: original Wan or diffusers "
+    "safetensors, ComfyUI repackaged (incl. fp8 scaled), or a training .pt. Put it in ComfyUI's "
+    "models/diffusion_models/ (or anywhere) and pass --student models/diffusion_models/<file>"
+)
+VAE_HELP = (
+    "the Wan2.2 VAE: Wan2.2_VAE.pth from Wan-AI/Wan2.2-TI2V-5B, or wan2.2_vae.safetensors from "
+    "Comfy-Org/Wan_2.2_ComfyUI_Repackaged (split_files/vae/). Put it in models/vae/ and pass "
+    "--vae models/vae/wan2.2_vae.safetensors. Wan2.1 students take the Wan2.1 VAE instead: Wan2.1_VAE.pth from "
+    "Wan-AI/Wan2.1-T2V-1.3B, or wan_2.1_vae.safetensors from Comfy-Org/Wan_2.1_ComfyUI_repackaged (split_files/vae/)"
+)
+PROMPT_HELP = (
+    "prompt features, either --prompt-embeds FILE.safetensors (write one once, on any machine with the encoder: "
+    "python -m chameleon_core.text --encoder DIR --prompt \"...\" --out FILE.safetensors) or --prompt TEXT "
+    "--text-encoder DIR, where DIR is a local HuggingFace-format umT5-XXL folder: a copy of google/umt5-xxl, or "
+    "the text_encoder/ and tokenizer/ folders of Wan-AI/Wan2.2-TI2V-5B-Diffusers (needs: pip install transformers "
+    "sentencepiece protobuf)"
+)
+
+
+class MissingFilesError(FileNotFoundError):
+    """Weights or inputs are missing; the message lists every one and where to get it."""
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# 2. Checks before anything heavy is loaded
+# -------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SwitchEvent:
+    """One switch on the timeline, placed on a chunk boundary."""
+
+    kind: str
+    """``garment`` or ``prompt``."""
+    requested_frame: int
+    """The video frame the user asked for."""
+    source: Path
+    """The garment image or prompt-embeddings file."""
+    chunk: int
+    """Chunks generated before the switch."""
+    frame: int
+    """First video frame generated after the switch (the chunk boundary the request was rounded up to)."""
+    payload: torch.Tensor | None = field(default=None, repr=False)
+    """The fitted garment image ``[1, H, W, 3]`` or the prompt features ``[1, L, D]``, filled in by steps 3-4."""
+
+
+@dataclass(frozen=True)
+class SwitchOptions:
+    """The three rescheduling operations of a garment switch (each separately switchable, for ablations)."""
+
+    refresh: bool
+    withdraw: bool
+    disentangle: bool
+    withdraw_sink: bool
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything decided from the arguments and file headers, before weights are read."""
+
+    config: WanConfig
+    """The transformer's architecture (from the checkpoint's headers, or the --random preset)."""
+    stream: StreamSettings
+    width: int
+    height: int
+    chunks: int
+    """Chunks to generate."""
+    events: tuple[SwitchEvent, ...]
+    """Switches in timeline order (garment before prompt at one boundary)."""
+    options: SwitchOptions
+    device: torch.device
+    dtype: torch.dtype
+    """Compute dtype (bf16 for fp8)."""
+    fp8: bool
+    out: Path
+    mp4: bool
+
+    @property
+    def family(self) -> LatentFamily:
+        return self.config.latent
+
+    @property
+    def latent_frames(self) -> int:
+        return self.chunks * self.stream.chunk_frames
+
+    @property
+    def video_frames(self) -> int:
+        return self.family.pixel_frames(self.latent_frames)
+
+
+def chunk_start_frame(chunk: int, chunk_frames: int, family: LatentFamily) -> int:
+    """First output video frame of chunk ``chunk`` (0-based). Latent frame 0 is video frame 0 alone, latent frame
+    j >= 1 is video frames 4j-3 .. 4j, so chunk k >= 1 starts where ``k * chunk_frames`` latent frames end."""
+    return 0 if chunk == 0 else family.pixel_frames(chunk * chunk_frames)
+
+
+def landing_chunk(frame: int, chunk_frames: int, family: LatentFamily) -> int:
+    """The first chunk boundary (chunk index >= 1) whose start frame is at or after video frame ``frame``."""
+    first_latent = 1 + math.ceil((frame - 1) / family.temporal_stride)  # smallest j with pixel_frames(j) >= frame
+    return max(1, math.ceil(first_latent / chunk_frames))
+
+
+def parse_switch(spec: str, option: str, what: str) -> tuple[int, Path]:
+    """``"12:garment2.png"`` -> ``(12, Path("garment2.png"))``; the path may itself contain colons."""
+    frame, sep, path = spec.partition(":")
+    if not sep or not path or not frame.strip().lstrip("-").isdigit():
+        example = "garment2.png" if what == "IMAGE" else "prompt2.safetensors"
+        raise ValueError(f"{option} {spec!r} is not FRAME:{what}; write it as e.g. {option} 12:{example}")
+    n = int(frame)
+    if n < 1:
+        raise ValueError(
+            f"{option} {spec!r}: FRAME must be >= 1 (a video frame after the start), got {n}; to start with this "
+            f"{'garment use --garment' if option == '--switch' else 'prompt use --prompt-embeds'}"
+        )
+    return n, Path(path)
+
+
+def _why_missing(path: Path | None) -> str | None:
+    if path is None:
+        return "not given"
+    return None if path.exists() else f"not found: {path} (absolute: {path.resolve()})"
+
+
+def _item(text: str) -> str:
+    """One entry of the missing-files list, wrapped for a terminal (paths and names never broken)."""
+    return textwrap.fill(text, width=110, initial_indent="  - ", subsequent_indent="    ", break_long_words=False,
+                         break_on_hyphens=False)
+
+
+def missing_weights(args: argparse.Namespace) -> list[str]:
+    """One line per missing weight file (student, VAE, prompt source), each saying what to get and where."""
+    wanted: list[tuple[str, Path | None, str]] = []
+    if not args.random:
+        wanted += [("--student", args.student, STUDENT_HELP), ("--vae", args.vae, VAE_HELP)]
+    if args.prompt_embeds:
+        wanted.append(("--prompt-embeds", args.prompt_embeds, PROMPT_HELP))
+    elif args.prompt is not None:
+        wanted.append(("--text-encoder", args.text_encoder, PROMPT_HELP))
+    elif not args.random:  # --random makes up prompt features when none are given
+        wanted.append(("prompt", None, PROMPT_HELP))
+    return [_item(f"{option} ({why}): {help_}") for option, path, help_ in wanted if (why := _why_missing(path))]
+
+
+def missing_inputs(args: argparse.Namespace) -> list[str]:
+    """One line per missing image or prompt-switch file."""
+    given = [("--reference", args.reference), ("--garment", args.garment)]
+    given += [("--switch", parse_switch(s, "--switch", "IMAGE")[1]) for s in args.switch]
+    given += [("--prompt-switch", parse_switch(s, "--prompt-switch", "EMBEDS")[1]) for s in args.prompt_switch]
+    return [_item(f"{option}: {why}") for option, path in given if (why := _why_missing(path))]
+
+
+def check_files(args: argparse.Namespace) -> None:
+    """Raise :class:`MissingFilesError` listing every missing file at once (weights with where to get them)."""
+    if args.random and (args.student or args.vae):
+        raise ValueError("--random replaces the weight files; pass either --random PRESET or --student/--vae")
+    if args.prompt_embeds and (args.prompt is not None or args.text_encoder):
+        raise ValueError("give the prompt once: --prompt-embeds FILE, or --prompt TEXT with --text-encoder DIR")
+    if args.text_encoder and args.prompt is None:
+        raise ValueError(f"--text-encoder {args.text_encoder} needs the text to encode: add --prompt \"...\"")
+    weights, inputs = missing_weights(args), missing_inputs(args)
+    if weights:
+        head = "missing weight files. Get these and pass their paths (or run without weights: --random tiny):"
+        raise MissingFilesError("\n".join([head, *weights, *inputs]))
+    if inputs:
+        raise MissingFilesError("\n".join(["missing input files:", *inputs]))
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--device {name!r} is not a device ({e}); use cuda, cuda:0 or cpu") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this torch build sees no CUDA device; use --device cpu")
+    return device
+
+
+def model_config(args: argparse.Namespace) -> WanConfig:
+    """The transformer's architecture from the checkpoint headers (no weights read) or the --random preset."""
+    if args.random:
+        return preset(args.random)
+    info = inspect_checkpoint(args.student)
+    if checkpoint_kind(args.student) == "teacher":
+        logger.warning(
+            "%s looks like a bidirectional teacher, not a causal student (no student metadata, training file or "
+            "student-like name); streamed with %d steps it gives poor frames. Pass a causal student checkpoint",
+            args.student, args.steps,
+        )
+    return info.config
+
+
+def plan_switches(
+    args: argparse.Namespace, chunks: int, chunk_frames: int, family: LatentFamily
+) -> tuple[SwitchEvent, ...]:
+    """Place every --switch / --prompt-switch on the first chunk boundary at or after its frame."""
+    events = []
+    for option, kind, what, specs in (("--switch", "garment", "IMAGE", args.switch),
+                                      ("--prompt-switch", "prompt", "EMBEDS", args.prompt_switch)):
+        for spec in specs:
+            frame, path = parse_switch(spec, option, what)
+            chunk = landing_chunk(frame, chunk_frames, family)
+            landed = chunk_start_frame(chunk, chunk_frames, family)
+            end = family.pixel_frames(chunks * chunk_frames)
+            if chunk >= chunks:
+                boundaries = [chunk_start_frame(k, chunk_frames, family) for k in range(1, chunks)]
+                raise ValueError(
+                    f"{option} {spec!r}: frame {frame} rounds up to the chunk boundary at frame {landed}, but the "
+                    f"video has {end} frames; use --frames {family.pixel_frames(chunk * chunk_frames + 1)} or more, or "
+                    f"switch earlier (boundaries: {boundaries})"
+                )
+            events.append(SwitchEvent(kind, frame, path, chunk, landed))
+    order = {"garment": 0, "prompt": 1}  # a prompt switch re-caches what the garment switch kept: run it second
+    events.sort(key=lambda e: (e.chunk, order[e.kind]))
+    for a, b in zip(events, events[1:]):
+        if (a.chunk, a.kind) == (b.chunk, b.kind):
+            raise ValueError(
+                f"two {a.kind} switches (frames {a.requested_frame} and {b.requested_frame}) land on the same chunk "
+                f"boundary (frame {a.frame}), so the first would never be seen; move one to another chunk"
+            )
+    for e in events:
+        note = "" if e.frame == e.requested_frame else f" (rounded up from frame {e.requested_frame})"
+        logger.info("%s switch to %s lands at video frame %d%s, after %d chunks", e.kind, e.source.name, e.frame,
+                    note, e.chunk)
+    return tuple(events)
+
+
+def check_output(out: Path) -> bool:
+    """True for an mp4; checks that PyAV is there, or that a frames folder holds no frames of an earlier run."""
+    if out.suffix.lower() == ".mp4":
+        try:
+            import av  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                f"--out {out} asks for an mp4, which needs PyAV (not installed); pip install av, or pass a folder to "
+                "--out to write PNG frames"
+            ) from None
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a folder; pass a file name ending in .mp4 or a folder without .mp4")
+        if out.exists():
+            logger.info("%s exists and will be replaced", out)
+        return True
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file; pass a folder for PNG frames, or a *.mp4 file name")
+    old = sorted(out.glob("frame_*.png")) if out.is_dir() else []
+    if old:
+        raise ValueError(
+            f"--out folder {out} already holds {len(old)} frame_*.png files from an earlier run; pass a new folder "
+            "or delete them, so that frames of two runs are not mixed"
+        )
+    return False
+
+
+def plan_run(args: argparse.Namespace) -> RunPlan:
+    """Check every argument and file header; the weights themselves are not read."""
+    check_files(args)
+    for name in ("frames", "width", "height", "steps", "fps"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name} must be positive, got {getattr(args, name)}")
+    device = resolve_device(args.device)
+    dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    stream = StreamSettings(chunk_frames=args.chunk_frames, cache_frames=args.cache_frames, sink_chunks=args.sink_chunks,
+                            steps=args.steps)
+    config = model_config(args)
+    family = config.latent
+    config.latent_grid(args.height, args.width)  # raises a ValueError naming a usable size
+    c = stream.chunk_frames
+    latent = family.latent_frames(args.frames)
+    if latent < c:
+        raise ValueError(
+            f"--frames {args.frames} is {latent} latent frame(s), less than one chunk ({c} latent frames = "
+            f"{family.pixel_frames(c)} video frames); use --frames {family.pixel_frames(c)} or more"
+        )
+    chunks = math.ceil(latent / c)
+    if family.pixel_frames(chunks * c) != args.frames:
+        logger.info("--frames %d -> %d video frames (%d chunks of %d latent frames)", args.frames,
+                    family.pixel_frames(chunks * c), chunks, c)
+    return RunPlan(
+        config=config,
+        stream=stream,
+        width=args.width,
+        height=args.height,
+        chunks=chunks,
+        events=plan_switches(args, chunks, c, family),
+        options=SwitchOptions(not args.no_refresh, not args.no_withdraw, not args.no_disentangle, not args.keep_sink),
+        device=device,
+        dtype=DTYPES["bf16" if dtype_name == "fp8" else dtype_name],
+        fp8=dtype_name == "fp8",
+        out=args.out,
+        mp4=check_output(args.out),
+    )
+
+
