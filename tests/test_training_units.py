@@ -1,0 +1,207 @@
+"""Unit tests of the training package (in-process, CPU, tiny): the teacher-forcing mask and its equivalence with
+streaming, flow-matching weights, captions and bad data, config overrides, the bucketed sampler."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from chameleon_core.training.forcing_mask import forcing_forward, forcing_frame_mask, forcing_token_mask
+
+
+# --- the teacher-forcing mask ---------------------------------------------------------------------------------------
+
+
+def _rule(q: tuple[str, str, int], k: tuple[str, str, int]) -> bool:
+    """The facts file's rule, stated per (half, kind, chunk) of query and key; written apart from the code."""
+    q_half, q_kind, q_chunk = q
+    k_half, k_kind, k_chunk = k
+    if q_half == "clean" and q_kind == "cond":
+        return k_half == "clean" and k_kind == "cond"
+    if q_half == "clean":
+        return k_half == "clean" and (k_kind == "cond" or k_chunk <= q_chunk)
+    if q_kind == "cond":
+        return k_half == "noisy" and k_kind == "cond"
+    if k_half == "noisy":
+        return k_kind == "video" and k_chunk == q_chunk
+    return k_kind == "cond" or k_chunk < q_chunk
+
+
+@pytest.mark.parametrize("frames,chunk", [(6, 3), (4, 1), (4, 2), (3, 3)])
+def test_forcing_mask_block_by_block(frames, chunk):
+    tpf = 2
+    labels = []
+    for half in ("clean", "noisy"):
+        labels += [(half, "cond", -1)] * 2
+        labels += [(half, "video", f // chunk) for f in range(frames)]
+    mask = forcing_token_mask(frames, chunk, tpf)
+    assert mask.shape == (len(labels) * tpf,) * 2
+    for i, q in enumerate(labels):
+        for j, k in enumerate(labels):
+            block = mask[i * tpf : (i + 1) * tpf, j * tpf : (j + 1) * tpf]
+            expected = _rule(q, k)
+            assert bool(block.all()) == expected and bool(block.any()) == expected, (q, k)
+
+
+def test_forcing_mask_rejects_partial_chunks():
+    with pytest.raises(ValueError, match="chunks of 3"):
+        forcing_frame_mask(4, 3)
+
+
+def test_flex_mask_mod_matches_boolean_mask():
+    flex = pytest.importorskip("torch.nn.attention.flex_attention")
+    from chameleon_core.training.forcing_mask import FlexForcingAttention
+
+    try:
+        plan = FlexForcingAttention(4, 2, 3, torch.device("cpu"))
+    except Exception as e:  # noqa: BLE001 - FlexAttention's CPU support varies by build
+        pytest.skip(f"FlexAttention block masks unavailable on this CPU build: {e}")
+    length = 2 * (2 + 4) * 3
+    dense = flex.create_mask(plan.mask_mod, None, None, length, length, device="cpu")[0, 0]
+    assert torch.equal(dense, forcing_token_mask(4, 2, 3))
+
+
+def test_teacher_forced_forward_equals_streaming_on_clean_history():
+    """Noisy chunk b of the teacher-forced forward == the streaming student denoising chunk b over a cache filled
+    with the conditions and the clean passes of chunks < b."""
+    from chameleon_core.cache import CacheGeometry, KVCache
+    from chameleon_core.causal import chunk_forward, prefill_conditions
+    from chameleon_core.config import StreamSettings
+    from chameleon_core.testing import tiny_transformer
+
+    model = tiny_transformer(3)
+    cfg = model.config
+    frames, chunk = 4, 2
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randn(1, cfg.in_dim, frames, 4, 4, generator=g)
+    noisy = torch.randn(1, cfg.in_dim, frames, 4, 4, generator=g)
+    ref = torch.randn(1, cfg.in_dim, 1, 4, 4, generator=g)
+    gar = torch.randn(1, cfg.in_dim, 1, 4, 4, generator=g)
+    ctx = torch.randn(1, 5, cfg.text_dim, generator=g)
+    video_t = torch.tensor([[937.0, 937.0, 625.0, 625.0]])
+    with torch.no_grad():
+        forced = forcing_forward(model, clean, noisy, ref, gar, video_t, ctx, chunk, backend="sdpa")
+        settings = StreamSettings(chunk_frames=chunk, cache_frames=2 + frames, sink_chunks=1)
+        cache = KVCache.empty(cfg, CacheGeometry.for_resolution(cfg, settings, 64, 64))
+        text = model.prepare_text(ctx)
+        prefill_conditions(model, cache, text, ref, gar)
+        for b in range(frames // chunk):
+            sl = slice(b * chunk, (b + 1) * chunk)
+            slots = cache.reserve(chunk, 2 + b * chunk)
+            streamed = chunk_forward(model, cache, text, noisy[:, :, sl], video_t[:, sl], slots)
+            torch.testing.assert_close(forced[:, :, sl], streamed, atol=2e-5, rtol=1e-4)
+            chunk_forward(model, cache, text, clean[:, :, sl], torch.zeros(1), slots)  # the clean pass
+
+
+# --- flow matching ------------------------------------------------------------------------------------------------
+
+
+def test_loss_weights_and_timesteps():
+    from chameleon_core.training.flow import loss_weight_table, noise_level, timestep_table
+
+    w, t = loss_weight_table(5.0), timestep_table(5.0)
+    assert w.shape == (1000,) and math.isclose(float(w.sum()), 1000.0, rel_tol=1e-9)
+    assert float(w[0]) == 0.0 and float(t[0]) == 1000.0  # w(1000) = 0
+    assert abs(float(t[int(w.argmax())]) - 500.0) < 5.0  # the bump peaks at t = 500
+    i = 500  # sigma = 0.5 -> t = 1000 * 2.5 / 3
+    tt, sigma, _ = noise_level(i, 5.0)
+    assert math.isclose(tt, 1000 * 2.5 / 3, rel_tol=1e-9) and math.isclose(sigma, tt / 1000)
+
+
+# --- data -----------------------------------------------------------------------------------------------------------
+
+
+def test_caption_fill_and_variants():
+    from chameleon_core.training.data import caption_texts, parse_caption
+
+    cap = parse_caption(json.dumps({"en_short": ["walks", "red dress"], "cn_long": ["走", "红裙"]}))
+    assert cap["en_long"] == ["walks", "red dress"] and cap["cn_short"] == ["走", "红裙"]
+    assert caption_texts(cap) == {"dynamic": "walks", "full": "walks red dress", "empty": ""}
+
+
+def test_caption_mixing_rates():
+    from chameleon_core.training.latent_cache import choose_text, sample_generator
+
+    picks = [choose_text(sample_generator(0, s, 0, 1), 0.3, 0.1) for s in range(4000)]
+    assert abs(picks.count("empty") / 4000 - 0.1) < 0.02
+    assert abs(picks.count("full") / 4000 - 0.27) < 0.03  # 30% of the 90% that keep their text
+
+
+def test_bad_rows_are_named_and_skippable(tmp_path, caplog):
+    from chameleon_core.training.data import DataError, load_sample, read_train_csv
+    from chameleon_core.training.prepare import prepare
+    from chameleon_core.training.synthetic import write_dataset
+
+    csv_path = write_dataset(tmp_path, clips=5, frames=5, width=32, height=32)
+    lines = csv_path.read_text().splitlines()
+    lines[2] = lines[2].replace('"{', '"{broken', 1)  # row 2: broken caption JSON
+    csv_path.write_text("\n".join(lines) + "\n")
+    (tmp_path / "clip2_src.png").unlink()  # row 3: missing reference
+    (tmp_path / "clip3_cloth.png").write_bytes(b"not a png")  # row 4: unreadable garment
+    rows = read_train_csv(csv_path)
+    cases = {2: "caption JSON", 3: "reference image not found", 4: "cannot read garment"}
+    for row_no, what in cases.items():
+        with pytest.raises(DataError, match=what) as e:
+            load_sample(rows[row_no - 1], 5, 32, 32)
+        assert f"row {row_no}" in str(e.value)
+    with pytest.raises(DataError, match=r"row 1.*has 5 frames but 9"):
+        load_sample(rows[0], 9, 32, 32)
+    out = tmp_path / "cache"
+    kwargs = dict(vae="random:wan2.2-tiny", text_encoder="random:64", frames=5, width=32, height=32,
+                  dtype="fp32", device="cpu")
+    with pytest.raises(DataError, match="row 2"):
+        prepare(csv_path, out, **kwargs)
+    with caplog.at_level("WARNING"):
+        assert prepare(csv_path, out, skip_bad=True, **kwargs) == 2
+    assert sum("skipped" in r.message for r in caplog.records) == 3
+
+
+def test_hgc_bench_reader(tmp_path):
+    from chameleon_core.training.data import read_hgc_bench
+
+    import csv
+
+    prompt = json.dumps({"caption": {"en_short": ["turns around", "in a blue coat"]}})
+    with (tmp_path / "meta_data.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", "src_image", "cloth_image"])
+        w.writerow([prompt, "src/a.png", "cloth/a.png"])
+    (s,) = read_hgc_bench(tmp_path / "meta_data.csv")
+    assert s.prompt == "turns around in a blue coat" and s.reference == tmp_path / "src/a.png"
+
+
+# --- config and sampler -------------------------------------------------------------------------------------------
+
+
+def test_presets_and_overrides():
+    from chameleon_core.training.config import load_config
+
+    sft = load_config("sft_5b")
+    assert (sft.optim.lr, sft.optim.betas, sft.optim.clip, sft.data.batch_size) == (1e-5, (0.9, 0.999), 1.0, 64)
+    forcing = load_config("forcing_5b", ["optim.lr=2e-6", "run.out=runs/x"])
+    assert forcing.optim.lr == 2e-6 and forcing.optim.betas == (0.0, 0.999) and forcing.run.out == "runs/x"
+    dmd = load_config("dmd_5b")
+    assert (dmd.optim.lr, dmd.dmd.critic_lr, dmd.dmd.critic_per_generator, dmd.dmd.tau) == (2e-6, 4e-7, 5, 0.2)
+    with pytest.raises(ValueError, match="unknown config key"):
+        load_config("tiny_sft", ["optim.learning_rate=1"])
+
+
+def test_bucket_sampler_is_deterministic_and_resumable():
+    from chameleon_core.training.latent_cache import BucketSampler
+
+    buckets = [(32, 64)] * 5 + [(64, 32)] * 4
+    a = BucketSampler(buckets, 2, seed=1)
+    seq = [a.next() for _ in range(10)]
+    for batch in seq:
+        assert len({buckets[i] for i in batch}) == 1 and len(batch) == 2
+    b = BucketSampler(buckets, 2, seed=1)
+    for _ in range(6):
+        b.next()
+    c = BucketSampler(buckets, 2, seed=1)
+    c.load_state_dict(b.state_dict())
+    assert [c.next() for _ in range(4)] == seq[6:]
+    with pytest.raises(ValueError, match="no aspect bucket"):
+        BucketSampler(buckets, 8, seed=0)
