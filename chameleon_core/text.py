@@ -9,7 +9,7 @@ Two ways to get the ``[1, L, 4096]`` prompt features that :meth:`chameleon_core.
   an encoder is loaded, and nothing is ever downloaded (``local_files_only``).
 - :func:`load_prompt_embeddings` / :func:`save_prompt_embeddings` read and write the features as a safetensors file,
   so a machine without the encoder (or without the ~11 GB of RAM it takes in bf16) can use prompts encoded once
-  elsewhere: ``python -m chameleon_core.text --encoder DIR --prompt "..." --out embeds.safetensors``.
+  elsewhere: ``python -m chameleon_core.tools.prompt_embeds --encoder DIR --prompt "..." --out embeds.safetensors``.
 
 Text handling follows the Wan reference (Wan-Video/Wan2.1 ``wan/modules/t5.py`` ``T5EncoderModel.__call__``,
 ``wan/modules/tokenizers.py`` ``HuggingfaceTokenizer(clean='whitespace')``, used by ``wan/text2video.py``):
@@ -23,12 +23,10 @@ Text handling follows the Wan reference (Wan-Video/Wan2.1 ``wan/modules/t5.py`` 
 
 from __future__ import annotations
 
-import argparse
 import html
 import importlib.util
 import logging
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +107,7 @@ def load_prompt_embeddings(path: str | Path, *, key: str | None = None, text_dim
     except SafetensorError as e:
         raise ValueError(
             f"cannot read {path} as safetensors ({e}); pass a prompt embeddings file written by "
-            "`python -m chameleon_core.text` (or save_prompt_embeddings)"
+            "`python -m chameleon_core.tools.prompt_embeds` (or save_prompt_embeddings)"
         ) from e
     context = _as_context(tensor, what=f"tensor {name!r} in {path}")
     if text_dim is not None and context.shape[-1] != text_dim:
@@ -135,7 +133,7 @@ def _embeddings_file(path: str | Path) -> Path:
         where = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise FileNotFoundError(
             f"prompt embeddings file {str(path)!r} {where} (absolute: {path.resolve()}); pass a .safetensors file "
-            "written by `python -m chameleon_core.text --encoder DIR --prompt ... --out FILE`"
+            "written by `python -m chameleon_core.tools.prompt_embeds --encoder DIR --prompt ... --out FILE`"
         )
     return path
 
@@ -428,7 +426,7 @@ def _import_transformers() -> Any:
         raise TextEncoderUnavailable(
             f"encoding prompts with umT5-XXL needs the optional 'transformers' package, which cannot be imported "
             f"({e}); install it with: {INSTALL_HINT}. Or precompute prompt embeddings on a machine that has it "
-            "(python -m chameleon_core.text --encoder DIR --prompt ... --out FILE) and load them with "
+            "(python -m chameleon_core.tools.prompt_embeds --encoder DIR --prompt ... --out FILE) and load them with "
             "load_prompt_embeddings"
         ) from e
     return transformers
@@ -455,49 +453,3 @@ def _from_pretrained_kwargs(transformers: Any, dtype: torch.dtype) -> dict[str, 
                 version,
             )
     return kwargs
-
-
-# --- command line ---------------------------------------------------------------------------------------------------
-
-_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m chameleon_core.text``: encode prompts once and save each as a prompt embeddings file."""
-    parser = argparse.ArgumentParser(
-        prog="python -m chameleon_core.text",
-        description="Encode prompts with umT5-XXL (local HuggingFace-format folder) and save the features as "
-        "safetensors files for load_prompt_embeddings.",
-    )
-    parser.add_argument("--encoder", required=True, help="umT5 folder (config.json + weights), or a diffusers folder")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder, if not inside or beside --encoder")
-    parser.add_argument("--prompt", action="append", required=True, help="prompt text; repeat for several prompts")
-    parser.add_argument("--out", action="append", required=True, help="output .safetensors; one per --prompt")
-    parser.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16", help="encoder dtype (default: bf16)")
-    parser.add_argument("--max-length", type=int, default=TEXT_LEN, help=f"token limit (default: {TEXT_LEN})")
-    args = parser.parse_args(argv)
-    if len(args.prompt) != len(args.out):
-        parser.error(f"give one --out per --prompt, got {len(args.prompt)} prompts and {len(args.out)} outputs")
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        contexts = encode_prompts(
-            args.encoder,
-            args.prompt,
-            device=args.device,
-            dtype=_DTYPES[args.dtype],
-            tokenizer_dir=args.tokenizer,
-            max_length=args.max_length,
-        )
-        for prompt, out, context in zip(args.prompt, args.out, contexts):
-            path = save_prompt_embeddings(out, context, prompt)
-            logger.info("%s: %d tokens x %d (%s) <- %r", path, context.shape[1], context.shape[2], context.dtype, prompt)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        logger.error("%s", e)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -155,7 +155,7 @@ def test_missing_weights_list_what_to_get_and_where(files, capsys):
                    "Wan2.2-TI2V-5B", "models/diffusion_models/",
                    "--vae (not found:", "nowhere", "Wan2.2_VAE.pth", "wan2.2_vae.safetensors",
                    "Comfy-Org/Wan_2.2_ComfyUI_Repackaged", "split_files/vae/", "models/vae/",
-                   "--prompt-embeds", "python -m chameleon_core.text", "--text-encoder", "google/umt5-xxl"):
+                   "--prompt-embeds", "python -m chameleon_core.tools.prompt_embeds", "--text-encoder", "google/umt5-xxl"):
         assert needed in err, needed
     assert "--reference" not in err  # the images are there
 

@@ -23,6 +23,7 @@ from chameleon_core.text import (
     prompt_of,
     save_prompt_embeddings,
 )
+from chameleon_core.tools import prompt_embeds
 
 WORDS = "a woman man in red blue green dress shirt jacket walks runs turns on the street studio light smiles".split()
 SPECIALS = {"<pad>": 0, "</s>": 1, "<unk>": 2}
@@ -55,7 +56,7 @@ def test_load_picks_named_tensor_or_key(tmp_path):
 
 def test_load_missing_file_names_path(tmp_path):
     missing = tmp_path / "nope.safetensors"
-    with pytest.raises(FileNotFoundError, match="nope.safetensors.*does not exist.*python -m chameleon_core.text"):
+    with pytest.raises(FileNotFoundError, match="nope.safetensors.*does not exist.*python -m chameleon_core.tools.prompt_embeds"):
         load_prompt_embeddings(missing)
     with pytest.raises(FileNotFoundError, match="is a folder"):
         load_prompt_embeddings(tmp_path)
@@ -245,9 +246,9 @@ def test_diffusers_layout_and_cli(tiny_umt5, tmp_path):
     argv = ["--encoder", str(pipeline), "--dtype", "fp32", "--device", "cpu"]
     for p, o in zip(prompts, outs):
         argv += ["--prompt", p, "--out", str(o)]
-    assert text.main(argv) == 0
+    assert prompt_embeds.main(argv) == 0
     for p, o in zip(prompts, outs):
         loaded = load_prompt_embeddings(o, text_dim=D_MODEL)
         torch.testing.assert_close(loaded, _direct(tiny_umt5, p), rtol=0, atol=1e-5)
         assert prompt_of(o) == p
-    assert text.main(["--encoder", str(tmp_path / "none"), "--prompt", "a", "--out", str(outs[0])]) == 2
+    assert prompt_embeds.main(["--encoder", str(tmp_path / "none"), "--prompt", "a", "--out", str(outs[0])]) == 2

@@ -46,7 +46,7 @@ VAE_HELP = (
 )
 PROMPT_HELP = (
     "prompt features, either --prompt-embeds FILE.safetensors (write one once, on any machine with the encoder: "
-    "python -m chameleon_core.text --encoder DIR --prompt \"...\" --out FILE.safetensors) or --prompt TEXT "
+    "python -m chameleon_core.tools.prompt_embeds --encoder DIR --prompt \"...\" --out FILE.safetensors) or --prompt TEXT "
     "--text-encoder DIR, where DIR is a local HuggingFace-format umT5-XXL folder: a copy of google/umt5-xxl, or "
     "the text_encoder/ and tokenizer/ folders of Wan-AI/Wan2.2-TI2V-5B-Diffusers (needs: pip install transformers "
     "sentencepiece protobuf)"
