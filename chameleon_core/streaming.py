@@ -230,6 +230,25 @@ def chunks_for(state: StreamState, latent_frames: int) -> int:
     return -(-latent_frames // c)
 
 
+def latent_frames_for(state: StreamState, video_frames: int) -> int:
+    """Latent frames to generate for ``video_frames`` more video frames from ``state``.
+
+    The causal VAE decodes the stream's first latent frame to one video frame and every later one to
+    ``temporal_stride`` (4): the first segment takes ``(frames - 1) // 4 + 1`` latent frames, a later one
+    ``ceil(frames / 4)``. :func:`generate` then rounds up to whole chunks. Fewer video frames than one chunk shows
+    raise ValueError (naming the minimum).
+    """
+    family, c = state.model.config.latent, state.settings.chunk_frames
+    first = state.frames == 0
+    one_chunk = family.pixel_frames(c) if first else c * family.temporal_stride
+    if video_frames < one_chunk:
+        raise ValueError(
+            f"{video_frames} video frames are fewer than one chunk ({c} latent frames = {one_chunk} video frames "
+            f"{'at the start of a stream' if first else 'after the start'}); use at least {one_chunk}"
+        )
+    return family.latent_frames(video_frames) if first else -(-video_frames // family.temporal_stride)
+
+
 def schedule(steps: int, shift: float) -> tuple[float, ...]:
     """The student's warped timesteps for ``steps`` evenly spaced steps at ``shift``."""
     return tuple(student_timesteps(shift, student_steps_for(steps)))

@@ -267,3 +267,20 @@ def test_bad_inputs_are_reported(model, inputs, codec):
         switch_garment(state, inputs["gar2"], codec=codec)
     with pytest.raises(ValueError, match="codec"):
         switch_garment(generate(state, 3)[0], inputs["gar2"])
+
+
+def test_latent_frames_for_counts_the_causal_first_frame(model, inputs):
+    """The 4x causal VAE: latent frames 1, 2, 3 decode to video frames 1, 5, 9 (first frame alone), and every
+    latent frame after the first to 4 more, so a first segment of F frames takes (F - 1) // 4 + 1 and a later
+    one ceil(F / 4); one chunk (3 latent frames) is the minimum: 9 video frames at the start, 12 after it."""
+    from chameleon_core.streaming import latent_frames_for
+
+    state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"],
+                         settings=StreamSettings(chunk_frames=3, cache_frames=11))
+    assert [latent_frames_for(state, f) for f in (9, 12, 13, 81)] == [3, 3, 4, 21]
+    with pytest.raises(ValueError, match="use at least 9"):
+        latent_frames_for(state, 8)
+    later, _ = generate(state, 3)
+    assert [latent_frames_for(later, f) for f in (12, 13, 16, 17, 48)] == [3, 4, 4, 5, 12]
+    with pytest.raises(ValueError, match="use at least 12"):
+        latent_frames_for(later, 11)
