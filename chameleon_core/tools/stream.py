@@ -24,8 +24,8 @@ Examples::
 Frame arithmetic (Wan VAEs, 4x temporal): ``T_lat = (frames - 1) // 4 + 1`` latent frames, generated in chunks of
 ``--chunk-frames`` (3) latent frames; the first chunk decodes to 9 video frames, every later one to 12. ``--frames``
 is rounded up to whole chunks, and a switch at video frame N takes effect at the first chunk boundary at or after N
-(both logged). Prompt features come from a file written by ``python -m chameleon_core.text`` or from a local
-umT5-XXL folder.
+(both logged). Prompt features come from a file written by ``python -m chameleon_core.tools.prompt_embeds`` or
+from a local umT5-XXL folder.
 
 The run, top to bottom (one function each): 1. parse the arguments; 2. check everything the user gave, before
 anything heavy is loaded (files, sizes, frame counts, switch points, output); 3. load the images; 4. prompt
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "tiny) and a random VAE of its latent family, for smoke tests and timing")
     t = p.add_argument_group("prompt (random features with --random if none is given)")
     t.add_argument("--prompt-embeds", type=Path, metavar="FILE",
-                   help="prompt features, a .safetensors from python -m chameleon_core.text")
+                   help="prompt features, a .safetensors from python -m chameleon_core.tools.prompt_embeds")
     t.add_argument("--prompt", metavar="TEXT", help="prompt text, encoded with --text-encoder")
     t.add_argument("--text-encoder", type=Path, metavar="DIR", help="local HuggingFace-format umT5-XXL folder")
     v = p.add_argument_group("video")
