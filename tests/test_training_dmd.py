@@ -388,15 +388,6 @@ def test_rollout_gradients_survive_activation_checkpointing():
 # The stage: 1 process vs 2 processes, interrupted + resumed vs uninterrupted
 # ---------------------------------------------------------------------------------------------------------------
 
-STAGE_SCRIPT = """
-import json, logging, sys
-logging.basicConfig(level=logging.WARNING)
-from chameleon_core.training.config import config_from_dict
-from chameleon_core.training.stage_dmd import run_dmd
-run_dmd(config_from_dict(json.loads(sys.argv[1])))
-"""
-
-
 def _write_latent_cache(root, items: int = 4, frames: int = 2):
     """A latent cache in ``prepare``'s format: 32x32 videos of ``frames`` latent frames, umT5-like features."""
     import json
@@ -433,7 +424,7 @@ def _stage_config(cache, out, **run):
 
 
 def _run_stage(cfg: dict, processes: int = 1) -> None:
-    """Run the stage in fresh processes (a torchrun-like group on gloo for ``processes > 1``)."""
+    """Run the stage through the command line, as a user does: one process, or ``torchrun`` on gloo."""
     import json
     import os
     import socket
@@ -442,27 +433,27 @@ def _run_stage(cfg: dict, processes: int = 1) -> None:
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    config = Path(cfg["run"]["out"] + f".{cfg['run'].get('stop_after')}.json")
+    config.write_text(json.dumps(cfg))
+    command = ["-m", "chameleon_core.training", "--log-level", "WARNING", "dmd", "--config", str(config)]
     if processes > 1:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(processes))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", STAGE_SCRIPT, json.dumps(cfg)], cwd=repo,
-            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)} if processes > 1 else env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for r in range(processes)
-    ]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    for r, (p, out) in enumerate(zip(procs, outputs)):
-        assert p.returncode == 0, f"rank {r} failed:\n{out[-4000:]}"
+        command = ["-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(processes),
+                   "--master_addr", "127.0.0.1", "--master_port", str(port), *command]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, *command], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"dmd stage failed:\n{(done.stdout + done.stderr)[-4000:]}"
+
+
+_STATES: dict = {}
 
 
 def _final_state(out):
-    """Every tensor of the run's latest checkpoint (models, optimisers, EMA), as one flat dict."""
+    """Every tensor of the run's latest checkpoint (models, optimisers, EMA), as one flat dict (read once)."""
+    if out in _STATES:
+        return _STATES[out]
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
     latest = (out / "checkpoints" / "latest").read_text().strip()
@@ -478,7 +469,8 @@ def _final_state(out):
             acc[prefix[:-1]] = node
         return acc
 
-    return walk("", state, {})
+    _STATES[out] = walk("", state, {})
+    return _STATES[out]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ run would have.
 
 Settings read from ``dmd.extra``: ``vae`` (the Wan VAE file that decodes frames for the reward; ``random:SEED`` for
 a tiny random VAE, the default with the stand-in reward) and ``negative`` (a prompt-embeddings file of the Wan
-negative prompt written by ``python -m chameleon_core.text``; default: the latent cache's empty prompt).
+negative prompt written by ``python -m chameleon_core.tools.prompt_embeds``; default: the latent cache's empty prompt).
 """
 
 from __future__ import annotations
@@ -60,11 +60,15 @@ logger = logging.getLogger(__name__)
 _GEN_NOISE, _GEN_DMD, _CRITIC_NOISE, _CRITIC_FLOW = 10, 11, 12, 13
 
 
-def run_dmd(cfg: TrainConfig) -> Path | None:
-    """Run the GR-DMD stage described by ``cfg`` (one process or one of a torchrun group).
+def run_dmd(cfg: TrainConfig | Run) -> Path | None:
+    """Run the GR-DMD stage (one process or one of a torchrun group).
 
-    Returns the exported student's path on rank 0 when the run finished and ``run.export`` is on, else None.
+    ``cfg``: the stage config (the run is started and closed here, like the other stages), or a
+    :class:`~chameleon_core.training.runtime.Run` already started by the caller, who then closes it. Returns the
+    exported student's path on rank 0 when the run finished and ``run.export`` is on, else None.
     """
+    if isinstance(cfg, Run):
+        return DMDTrainer(cfg).train()
     if cfg.stage != "dmd":
         raise ValueError(f"run_dmd needs a config with stage 'dmd', got {cfg.stage!r}")
     run = Run.start(cfg)
@@ -79,6 +83,8 @@ class DMDTrainer:
 
     def __init__(self, run: Run) -> None:
         cfg, d = run.cfg, run.cfg.dmd
+        if cfg.stage != "dmd":
+            raise ValueError(f"the DMD stage needs a config with stage 'dmd', got {cfg.stage!r}")
         self.run, self.cfg, self.d = run, cfg, d
         if d.teacher is None:
             raise ValueError(
@@ -141,13 +147,13 @@ class DMDTrainer:
         if self.d.negative_prompt:
             raise ValueError(
                 f"dmd.negative_prompt is text ({self.d.negative_prompt[:40]!r}...), but training reads embeddings; "
-                "encode it once with `python -m chameleon_core.text --encoder DIR --prompt TEXT --out FILE` and set "
+                "encode it once with `python -m chameleon_core.tools.prompt_embeds --encoder DIR --prompt TEXT --out FILE` and set "
                 "dmd.extra.negative=FILE"
             )
         logger.warning(
             "no negative prompt embedding (dmd.extra.negative); the real score's unconditional branch uses the empty "
             "prompt from the latent cache. The paper uses Wan's negative prompt: precompute it with "
-            "python -m chameleon_core.text"
+            "python -m chameleon_core.tools.prompt_embeds"
         )
         return self.loader.cache.load(0)["text_empty"][None].float()
 
