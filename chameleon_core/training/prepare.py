@@ -109,8 +109,11 @@ def write_manifest(out: Path, extra: dict[str, object]) -> int:
 
 
 def prepare(csv: str | Path, out: str | Path, *, vae: str, text_encoder: str, frames: int = 81, width: int = 704,
-            height: int = 1280, dtype: str = "bf16", skip_bad: bool = False, device: str = "auto") -> int:
-    """Build (or complete) the cache; every process handles rows ``rank::world``. Returns the item count."""
+            height: int = 1280, dtype: str = "bf16", skip_bad: bool = False, device: str = "auto",
+            keep_group: bool = False) -> int:
+    """Build (or complete) the cache; every process handles rows ``rank::world``. Returns the item count (rank 0).
+
+    ``keep_group``: leave the process group up afterwards (a caller that trains next in the same processes)."""
     dist = init_distributed(device)
     try:
         out = Path(out)
@@ -148,4 +151,5 @@ def prepare(csv: str | Path, out: str | Path, *, vae: str, text_encoder: str, fr
         barrier()
         return count
     finally:
-        shutdown()
+        if not keep_group:
+            shutdown()

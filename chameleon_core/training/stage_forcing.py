@@ -57,8 +57,10 @@ def forcing_loss(model: nn.Module, batch: Batch, step: int, cfg: TrainConfig, co
     return loss, {"mse": float(per_frame.mean().detach())}
 
 
-def run_forcing(cfg: TrainConfig) -> int:
-    run = Run.start(cfg)
+def run_forcing(cfg: TrainConfig, run: Run | None = None) -> int:
+    """Train the stage; returns the last step. With ``run`` given (the benchmark), the caller closes it."""
+    own = run is None
+    run = Run.start(cfg) if own else run
     try:
         model = run.build_model(cfg.model.init)
         optimizer = run.optimizer(model)
@@ -71,4 +73,5 @@ def run_forcing(cfg: TrainConfig) -> int:
             run.export(model, kind="student")
         return last
     finally:
-        run.close()
+        if own:
+            run.close()

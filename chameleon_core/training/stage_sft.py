@@ -44,8 +44,10 @@ def sft_loss(model: nn.Module, batch: Batch, step: int, cfg: TrainConfig, comput
     return loss, {"mse": float(per_sample.mean().detach())}
 
 
-def run_sft(cfg: TrainConfig) -> int:
-    run = Run.start(cfg)
+def run_sft(cfg: TrainConfig, run: Run | None = None) -> int:
+    """Train the stage; returns the last step. With ``run`` given (the benchmark), the caller closes it."""
+    own = run is None
+    run = Run.start(cfg) if own else run
     try:
         model = run.build_model(cfg.model.init)
         optimizer = run.optimizer(model)
@@ -58,4 +60,5 @@ def run_sft(cfg: TrainConfig) -> int:
             run.export(model, kind="teacher")
         return last
     finally:
-        run.close()
+        if own:
+            run.close()
