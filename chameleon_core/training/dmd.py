@@ -130,6 +130,28 @@ def model_timesteps(t: torch.Tensor, dtype: torch.dtype, device: torch.device | 
     return t.to(torch.float32).to(dtype).long().to(device, torch.float32)
 
 
+@dataclass(frozen=True)
+class TimestepSampling:
+    """How the DMD loss and the critic draw and feed timesteps (the training config's ``flow`` and ``dmd``)."""
+
+    shift: float = 5.0
+    """Shift of the table the timesteps come from (5 for Wan2.2-TI2V-5B)."""
+    min_t: float = MIN_T
+    max_t: float = MAX_T
+    """Clamp range of the drawn timesteps."""
+    quantize: bool = True
+    """Feed the DiT the dtype-quantized timestep (:func:`model_timesteps`), as inference and the rollout do; the
+    noise level stays exact either way."""
+
+    def sample(self, rng: SampleRandom) -> torch.Tensor:
+        """One exact timestep per sample ``[B]`` (fp64), :func:`sample_timesteps`."""
+        return sample_timesteps(rng, shift=self.shift, min_t=self.min_t, max_t=self.max_t)
+
+    def fed(self, t: torch.Tensor, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+        """What the DiT is given for exact ``t``, ``[B]`` fp32 on ``device``."""
+        return model_timesteps(t, dtype, device) if self.quantize else t.to(device, torch.float32)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 1. Rollout
 # ---------------------------------------------------------------------------------------------------------------
@@ -211,14 +233,18 @@ def predict_x0(
     context: torch.Tensor | TextContext,
     reference: torch.Tensor,
     garment: torch.Tensor,
+    *,
+    quantize: bool = True,
 ) -> torch.Tensor:
     """x0 prediction of a bidirectional in-context model at noisy ``x_t [B, C, F, h, w]``, exact timesteps ``t [B]``.
 
     ``model`` is called (``model(x, timestep, context, reference=, garment=)``) so FSDP's hooks run; it may be a
-    sharded :class:`WanModel`. The conditions sit at timestep 0 inside the model.
+    sharded :class:`WanModel`. The conditions sit at timestep 0 inside the model. ``quantize``: feed the DiT the
+    dtype-quantized timestep (:func:`model_timesteps`).
     """
     device = x_t.device
-    v = model(x_t, model_timesteps(t, model.dtype, device), context, reference=reference, garment=garment)
+    fed = model_timesteps(t, model.dtype, device) if quantize else t.to(device, torch.float32)
+    v = model(x_t, fed, context, reference=reference, garment=garment)
     sigma = (t / NUM_TRAIN_TIMESTEPS).to(device, torch.float32).view(-1, 1, 1, 1, 1)
     return x0_from_velocity(x_t, v, sigma)
 
@@ -234,10 +260,11 @@ def real_x0(
     reference: torch.Tensor,
     garment: torch.Tensor,
     guidance: float = GUIDANCE,
+    quantize: bool = True,
 ) -> torch.Tensor:
     """The real score's x0: ``cond + guidance (cond - uncond)`` from the frozen teacher (uncond: negative prompt)."""
-    cond = predict_x0(teacher, x_t, t, positive, reference, garment)
-    uncond = predict_x0(teacher, x_t, t, negative, reference, garment)
+    cond = predict_x0(teacher, x_t, t, positive, reference, garment, quantize=quantize)
+    uncond = predict_x0(teacher, x_t, t, negative, reference, garment, quantize=quantize)
     return cond + guidance * (cond - uncond)
 
 
@@ -293,26 +320,27 @@ def generator_loss(
     garment: torch.Tensor,
     rng: SampleRandom,
     weights: torch.Tensor | None = None,
-    shift: float = 5.0,
+    timesteps: TimestepSampling = TimestepSampling(),
     guidance: float = GUIDANCE,
 ) -> DMDTerms:
     """The GR-DMD generator loss for rollout latents ``x [B, C, F, h, w]`` (with gradient).
 
-    Draws one timestep per sample (:func:`sample_timesteps`) and noise from ``rng``, noises ``x`` to it, takes the
+    Draws one timestep per sample (``timesteps``, :func:`sample_timesteps`) and noise from ``rng``, noises ``x`` to it, takes the
     real score from ``teacher`` with CFG and the fake score from ``critic`` (conditional), both without gradient.
     ``critic_positive`` is the prompt prepared for the critic when ``positive`` is a TextContext of the teacher.
     """
     b, ch, f, h, w = x.shape
-    t = sample_timesteps(rng, shift=shift)
+    t = timesteps.sample(rng)
     noise = rng.normal(ch, f, h, w, device=x.device)
     sigma = (t / NUM_TRAIN_TIMESTEPS).to(x.device, torch.float32).view(-1, 1, 1, 1, 1)
     with torch.no_grad():
         x_t = add_noise(x.detach().float(), noise, sigma)
         real = real_x0(
             teacher, x_t, t, positive=positive, negative=negative, reference=reference, garment=garment,
-            guidance=guidance,
+            guidance=guidance, quantize=timesteps.quantize,
         )
-        fake = predict_x0(critic, x_t, t, critic_positive if critic_positive is not None else positive, reference, garment)
+        fake_context = critic_positive if critic_positive is not None else positive
+        fake = predict_x0(critic, x_t, t, fake_context, reference, garment, quantize=timesteps.quantize)
         grad = dmd_gradient(x, real, fake)
     if weights is None:
         weights = x.new_full((b, f), 1.0 / f)
@@ -404,17 +432,17 @@ def critic_loss(
     reference: torch.Tensor,
     garment: torch.Tensor,
     rng: SampleRandom,
-    shift: float = 5.0,
+    timesteps: TimestepSampling = TimestepSampling(),
 ) -> torch.Tensor:
     """Flow-matching loss ``mean((v_pred - (eps - x_gen))^2)`` of the critic on generated latents (no gradient into
-    ``x_gen``), at one shifted timestep per sample (:func:`sample_timesteps`)."""
+    ``x_gen``), at one shifted timestep per sample (``timesteps``, :func:`sample_timesteps`)."""
     x_gen = x_gen.detach().float()
     b, ch, f, h, w = x_gen.shape
-    t = sample_timesteps(rng, shift=shift)
+    t = timesteps.sample(rng)
     noise = rng.normal(ch, f, h, w, device=x_gen.device)
     sigma = (t / NUM_TRAIN_TIMESTEPS).to(x_gen.device, torch.float32).view(-1, 1, 1, 1, 1)
     x_t = add_noise(x_gen, noise, sigma)
-    v = critic(x_t, model_timesteps(t, critic.dtype, x_gen.device), context, reference=reference, garment=garment)
+    v = critic(x_t, timesteps.fed(t, critic.dtype, x_gen.device), context, reference=reference, garment=garment)
     return ((v.float() - (noise - x_gen)) ** 2).mean()
 
 

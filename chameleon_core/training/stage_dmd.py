@@ -39,6 +39,7 @@ from .distributed import mean_across
 from .dmd import (
     EMA,
     SampleRandom,
+    TimestepSampling,
     critic_loss,
     draw_exit_step,
     frame_rewards,
@@ -109,6 +110,7 @@ class DMDTrainer:
         self.reward = reward_from_spec(d.reward, device=run.device)
         self.decode = self._decoder() if self.reward is not None else None
         self.negative = self._negative_context().to(run.device)
+        self.timesteps = TimestepSampling(cfg.flow.shift, d.t_min, d.t_max, cfg.flow.quantize_timestep)
 
     # -- setup helpers ------------------------------------------------------------------------------------------
 
@@ -188,7 +190,7 @@ class DMDTrainer:
         terms = generator_loss(
             x, teacher=self.teacher, critic=self.critic, positive=part.context, negative=self.negative,
             reference=part.reference, garment=part.garment, rng=self._rng(part, step, _GEN_DMD), weights=weights,
-            shift=self.cfg.flow.shift, guidance=self.d.guidance,
+            timesteps=self.timesteps, guidance=self.d.guidance,
         )
         extra.update(dmd_t=float(terms.timesteps.float().mean()), dmd_grad=float(terms.grad_norm.mean()))
         return terms.loss, extra
@@ -198,7 +200,7 @@ class DMDTrainer:
             x = self._rollout(part, step, exit_step, grad=False, stream=_CRITIC_NOISE)
         return critic_loss(
             self.critic, x, context=part.context, reference=part.reference, garment=part.garment,
-            rng=self._rng(part, step, _CRITIC_FLOW), shift=self.cfg.flow.shift,
+            rng=self._rng(part, step, _CRITIC_FLOW), timesteps=self.timesteps,
         )
 
     def _update(self, model, optimizer, scheduler, micro: list[Batch], total: int, loss_fn) -> dict[str, float]:
