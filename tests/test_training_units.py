@@ -9,8 +9,11 @@ import math
 import pytest
 import torch
 
-from chameleon_core.training.forcing_mask import forcing_forward, forcing_frame_mask, forcing_token_mask
-
+from chameleon_core.training.forcing_mask import (
+    forcing_forward,
+    forcing_frame_mask,
+    forcing_token_mask,
+)
 
 # --- the teacher-forcing mask ---------------------------------------------------------------------------------------
 
@@ -100,7 +103,11 @@ def test_teacher_forced_forward_equals_streaming_on_clean_history():
 
 
 def test_loss_weights_and_timesteps():
-    from chameleon_core.training.flow import loss_weight_table, noise_level, timestep_table
+    from chameleon_core.training.flow import (
+        loss_weight_table,
+        noise_level,
+        timestep_table,
+    )
 
     w, t = loss_weight_table(5.0), timestep_table(5.0)
     assert w.shape == (1000,) and math.isclose(float(w.sum()), 1000.0, rel_tol=1e-9)
@@ -150,8 +157,8 @@ def test_bad_rows_are_named_and_skippable(tmp_path, caplog):
     with pytest.raises(DataError, match=r"row 1.*has 5 frames but 9"):
         load_sample(rows[0], 9, 32, 32)
     out = tmp_path / "cache"
-    kwargs = dict(vae="random:wan2.2-tiny", text_encoder="random:64", frames=5, width=32, height=32,
-                  dtype="fp32", device="cpu")
+    kwargs = {"vae": "random:wan2.2-tiny", "text_encoder": "random:64", "frames": 5, "width": 32, "height": 32,
+              "dtype": "fp32", "device": "cpu"}
     with pytest.raises(DataError, match="row 2"):
         prepare(csv_path, out, **kwargs)
     with caplog.at_level("WARNING"):
@@ -160,9 +167,9 @@ def test_bad_rows_are_named_and_skippable(tmp_path, caplog):
 
 
 def test_hgc_bench_reader(tmp_path):
-    from chameleon_core.training.data import read_hgc_bench
-
     import csv
+
+    from chameleon_core.training.data import read_hgc_bench
 
     prompt = json.dumps({"caption": {"en_short": ["turns around", "in a blue coat"]}})
     with (tmp_path / "meta_data.csv").open("w", newline="") as f:

@@ -27,7 +27,13 @@ from pathlib import Path
 
 import torch
 
-from chameleon_core.images import fit_garment, fit_reference, fit_video, load_image, to_pixels
+from chameleon_core.images import (
+    fit_garment,
+    fit_reference,
+    fit_video,
+    load_image,
+    to_pixels,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -209,9 +215,9 @@ def read_hgc_bench(meta_csv: str | Path) -> list[BenchSample]:
             where = f"{path} row {i}"
             try:
                 prompt = json.loads(r["prompt"])
-                caption = prompt["caption"] if "caption" in prompt else prompt
+                caption = prompt.get("caption", prompt)
                 en_short = caption["en_short"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
                 raise DataError(f"{where}: prompt JSON lacks caption.en_short ({e!r}); got {r['prompt'][:80]!r}") from None
             text = " ".join(s for s in en_short if s) if isinstance(en_short, list) else str(en_short)
             ref, cloth = Path(r["src_image"]), Path(r["cloth_image"])

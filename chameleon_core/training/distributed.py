@@ -47,8 +47,8 @@ def _pick_device(device: str, local_rank: int) -> torch.device:
 
 def init_distributed(device: str = "auto") -> Dist:
     """Join the torchrun process group (or make a one-process one) and return this process's :class:`Dist`."""
-    rank = int(os.environ.get("RANK", 0))
-    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", rank))
     dev = _pick_device(device, local)
     if not dist.is_initialized():

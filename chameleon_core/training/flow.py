@@ -15,7 +15,11 @@ from functools import lru_cache
 
 import torch
 
-from chameleon_core.schedules import NUM_TRAIN_TIMESTEPS, model_timestep, shifted_timestep_table
+from chameleon_core.schedules import (
+    NUM_TRAIN_TIMESTEPS,
+    model_timestep,
+    shifted_timestep_table,
+)
 
 
 @lru_cache(maxsize=8)

@@ -87,7 +87,7 @@ class LatentCache:
         item = self.items[index]
         out = {}
         with safe_open(str(self.root / item.file), framework="pt") as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 - safe_open is not a dict
                 out[name] = f.get_tensor(name)
         return out
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from chameleon_core.config import preset
 from chameleon_core.model import WanModel

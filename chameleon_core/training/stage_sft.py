@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .config import TrainConfig
 from .flow import draw_index, fed_timestep, noise_level
