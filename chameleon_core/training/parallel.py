@@ -100,12 +100,17 @@ def prepare_model(
     reduce_dtype: torch.dtype = torch.float32,
     activation_checkpointing: bool = True,
     trainable: bool = True,
+    broadcast_from_rank0: bool = False,
 ) -> TrainableWanModel:
     """Make ``model`` (fp32 master weights, any device) ready to train: checkpointing, FSDP2, device, mode.
 
-    Without FSDP the model runs in fp32 on ``device`` (a single process only).
+    Without FSDP the model runs in fp32 on ``device`` (a single process only). With ``broadcast_from_rank0``
+    (FSDP only), rank 0 passes the real weights and the other ranks a model on the meta device; after sharding,
+    rank 0's full weights are broadcast into every rank's shards (collective).
     """
-    model = model.float()
+    if not _is_meta(model):
+        model = model.float()
+    full = model.state_dict() if broadcast_from_rank0 and not _is_meta(model) else None
     model.__class__ = TrainableWanModel
     if activation_checkpointing and trainable:
         for block in model.blocks:
@@ -114,17 +119,29 @@ def prepare_model(
     if fsdp:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        model.to(device)
+        if not broadcast_from_rank0:
+            model.to(device)
         mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
         for block in model.blocks:
             for unit in (block.self_attn, block.ffn[0], block.ffn[2]):
                 fully_shard(unit, mp_policy=mp)
         fully_shard(model, mp_policy=mp)
         model._compute_dtype = param_dtype
+        if broadcast_from_rank0:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            model.to_empty(device=device)
+            set_model_state_dict(model, full if full is not None else {},
+                                 options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+            model.requires_grad_(trainable)
     else:
         model.to(device)
         model._compute_dtype = torch.float32
     return model.train(trainable)
+
+
+def _is_meta(model: nn.Module) -> bool:
+    return any(p.is_meta for p in model.parameters())
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -34,7 +34,7 @@ from chameleon_core.model import WanModel
 
 from .checkpoint import Checkpointer, Parts
 from .config import TrainConfig
-from .distributed import Dist, init_distributed, mean_across, shutdown
+from .distributed import Dist, broadcast_object, init_distributed, mean_across, shutdown
 from .latent_cache import Batch, LatentCache, LatentLoader
 from .metrics import Metrics
 from .optim import build_optimizer, build_scheduler, clip_gradients
@@ -120,9 +120,20 @@ class Run:
     def build_model(self, init: str | None, *, trainable: bool = True) -> TrainableWanModel:
         """Load ``init`` and prepare it (fp32 master, checkpointing, FSDP2 per the config) on this device."""
         m = self.cfg.model
-        model = load_weights(init, m.arch, m.text_len)
+        broadcast = m.fsdp and self.dist.world_size > 1
+        if broadcast:
+            # Only rank 0 reads the weights (a 5B fp32 copy is 20 GB of host memory per process otherwise); the
+            # others build the model on the meta device, and FSDP's state-dict loading broadcasts the shards.
+            model = load_weights(init, m.arch, m.text_len) if self.dist.is_main else None
+            config = broadcast_object(model.config if model is not None else None)
+            if model is None:
+                with torch.device("meta"):
+                    model = WanModel(config)
+        else:
+            model = load_weights(init, m.arch, m.text_len)
         return prepare_model(
             model,
+            broadcast_from_rank0=broadcast,
             device=self.device,
             fsdp=m.fsdp,
             param_dtype=parse_dtype(m.param_dtype),
