@@ -19,9 +19,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .config import PRESETS, WanConfig
-from .checkpoints.layouts import COMFY_PREFIX, DIFFUSERS_TO_WAN, DIFFUSERS_TO_WAN_BLOCK, LAYOUTS, SCALED_FP8_MARKER
+from .checkpoints.layouts import (
+    COMFY_PREFIX,
+    DIFFUSERS_TO_WAN,
+    DIFFUSERS_TO_WAN_BLOCK,
+    LAYOUTS,
+    SCALED_FP8_MARKER,
+)
 from .checkpoints.metadata import TEXT_LEN_METADATA_KEY
+from .config import PRESETS, WanConfig
 from .model import WanModel
 
 FP8_MAX = 448.0
@@ -32,26 +38,42 @@ WAN_TO_DIFFUSERS = {v: k for k, v in DIFFUSERS_TO_WAN.items()}
 WAN_TO_DIFFUSERS_BLOCK = {v: k for k, v in DIFFUSERS_TO_WAN_BLOCK.items()}
 
 
-def tiny_transformer(seed: int = 0, config: WanConfig | None = None) -> WanModel:
-    """A fp32 CPU WanModel (``tiny`` preset by default) with seeded weights that give non-trivial outputs.
+def random_transformer(
+    config: WanConfig | None = None,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> WanModel:
+    """A WanModel (``tiny`` preset by default) with seeded random weights that give non-trivial outputs.
 
-    Every parameter is redrawn from a private generator, so the weights depend on ``seed`` and the config only,
-    never on the global RNG. Matrices get std ``1/sqrt(fan_in)`` (activations stay O(1) through the blocks); biases
-    and modulation tables std 0.05 (so timestep and shift terms matter); norm gains ``1 + 0.1 N(0, 1)``.
+    The one random-model helper of the project: tests, the benchmark and ``python -m chameleon_core --random`` use
+    it. The model is built on the meta device and materialised directly on ``device`` (no slow default init of
+    billions of weights on the host), then every parameter is drawn from a private generator on that device, in
+    parameter order, so the weights depend on ``seed``, the config and the device type only, never on the global
+    RNG. Matrices get std ``1/sqrt(fan_in)`` (activations stay O(1) through the blocks); biases and modulation tables
+    std 0.05 (so timestep and shift terms matter); norm gains ``1 + 0.1 N(0, 1)``.
     """
     config = config or PRESETS["tiny"]
-    gen = torch.Generator().manual_seed(seed)
-    model = WanModel(config)
+    with torch.device("meta"):
+        model = WanModel(config)
+    model = model.to_empty(device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
+            noise = torch.randn(p.shape, generator=gen, device=p.device)
             if ".norm" in name:
                 p.copy_(1 + 0.1 * noise)
             elif p.ndim >= 2 and not name.endswith("modulation"):
                 p.copy_(noise / math.sqrt(math.prod(p.shape[1:])))
             else:
                 p.copy_(0.05 * noise)
-    return model.eval()
+    return model.to(dtype).eval()
+
+
+def tiny_transformer(seed: int = 0, config: WanConfig | None = None) -> WanModel:
+    """Shorthand of :func:`random_transformer` for tests: fp32 on the CPU."""
+    return random_transformer(config, seed=seed)
 
 
 def _to_diffusers_name(name: str) -> str:

@@ -33,29 +33,15 @@ from typing import Any
 import torch
 
 from ..attention import FullAttention, frame_block_mask
-from ..config import StreamSettings, WanConfig, preset
+from ..config import StreamSettings, preset
 from ..model import WanModel
 from ..session import Session
 from ..streaming import generate, start_stream
+from ..testing import random_transformer
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def random_transformer(config: WanConfig, *, device: str, dtype: torch.dtype, seed: int = 0) -> WanModel:
-    """A model with random weights made directly on ``device`` (no slow default init of billions of weights)."""
-    with torch.device("meta"):
-        model = WanModel(config)
-    model = model.to_empty(device=device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, 0.02, generator=gen)
-    return model.to(dtype).eval()
 
 
 def _sync(device: torch.device) -> None:
@@ -103,7 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = StreamSettings(chunk_frames=args.chunk_frames, cache_frames=args.cache_frames, steps=args.steps)
     fam = cfg.latent
     h, w = fam.latent_size(args.height, args.width, patch=cfg.patch_size[1:])
-    model = random_transformer(cfg, device=str(device), dtype=dtype, seed=args.seed)
+    model = random_transformer(cfg, device=device, dtype=dtype, seed=args.seed)
     g = torch.Generator().manual_seed(args.seed)
     cond = [torch.randn(1, cfg.in_dim, 1, h, w, generator=g).to(device) for _ in range(2)]
     context = torch.randn(1, min(64, cfg.text_len), cfg.text_dim, generator=g).to(device, dtype)

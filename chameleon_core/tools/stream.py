@@ -63,9 +63,9 @@ from ..session import (
     encode_condition,
 )
 from ..streaming import NonFiniteChunkError, StreamState, start_stream
+from ..testing import random_transformer
 from ..text import encode_prompts, load_prompt_embeddings
 from ..vae import WanVAE, build_vae, check_vae_matches
-from .bench import random_transformer
 from .stream_plan import DTYPES, RunPlan, plan_run
 from .video_files import FrameWriter, open_output, to_uint8_frames
 
@@ -228,7 +228,7 @@ def load_vae_for(args: argparse.Namespace, plan: RunPlan) -> WanVAE:
 def load_model(args: argparse.Namespace, plan: RunPlan) -> WanModel:
     if args.random:
         logger.info("random %s transformer", plan.config.name)
-        model = random_transformer(plan.config, device=str(plan.device), dtype=plan.dtype, seed=0)
+        model = random_transformer(plan.config, device=plan.device, dtype=plan.dtype, seed=0)
     else:
         model = load_transformer(args.student, dtype=plan.dtype, device=plan.device)
     if plan.fp8:
