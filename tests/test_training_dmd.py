@@ -369,6 +369,16 @@ def test_aesthetic_reward_with_a_tiny_clip_folder(tmp_path):
     assert clip_preprocess(frames).shape == (3, 3, 224, 224)
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_aesthetic_reward(tmp_path / "mlp.safetensors", tmp_path)
+    # A stage config names the folder: one MLP file beside the CLIP folder.
+    from chameleon_core.training.reward import brightness_reward, reward_from_spec
+
+    torch.testing.assert_close(reward_from_spec(str(tmp_path))(frames), scores)
+    assert reward_from_spec("none") is None and reward_from_spec("brightness") is brightness_reward
+    save_file(state, str(tmp_path / "second.safetensors"))
+    with pytest.raises(ValueError, match="found 2 MLP file"):
+        reward_from_spec(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="reward folder not found"):
+        reward_from_spec(str(tmp_path / "nowhere"))
 
 
 def test_rollout_gradients_survive_activation_checkpointing():
@@ -512,10 +522,7 @@ def test_dmd_stage_resume_equals_uninterrupted(stage_runs):
 
 
 def test_dmd_stage_trains_logs_and_exports_a_student(stage_runs):
-    try:
-        from chameleon_core.checkpoints import load_transformer
-    except ImportError:  # before the checkpoint package
-        from chameleon_core.loading import load_transformer
+    from chameleon_core.checkpoints import checkpoint_kind, load_transformer
     from chameleon_core.training.metrics import read_metrics
 
     out = stage_runs["one"]
@@ -537,6 +544,33 @@ def test_dmd_stage_trains_logs_and_exports_a_student(stage_runs):
     assert any(not torch.equal(ema[k], gen[k]) for k in gen)
     student = out / "export" / "student.safetensors"
     assert student.is_file()
+    assert checkpoint_kind(student) == "student"
     model = load_transformer(student, dtype=torch.float32)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, ema[k], msg=k)
+
+
+def test_dmd_stage_critic_learns_on_a_fixed_batch(tmp_path):
+    """20 iterations on one fixed batch: the critic's flow loss (fresh rollouts, random timesteps, so noisy) falls
+    on average from the first five iterations to the last five. This run reads the VAE and the negative prompt
+    from files, as a real run does."""
+    from safetensors.torch import save_file
+
+    from chameleon_core.text import save_prompt_embeddings
+    from chameleon_core.training.metrics import read_metrics
+    from chameleon_core.vae import build_vae
+
+    cache = _write_latent_cache(tmp_path / "cache")
+    save_file({k: v.contiguous() for k, v in build_vae("wan2.2-tiny", seed=3).model.state_dict().items()},
+              str(tmp_path / "vae.safetensors"))
+    save_prompt_embeddings(tmp_path / "negative.safetensors", torch.randn(4, 64), "blurry, static")
+    cfg = _stage_config(cache, tmp_path / "run")
+    cfg["data"]["fixed_batch"] = True
+    cfg["dmd"]["critic_lr"] = 1e-3
+    cfg["dmd"]["extra"] = {"vae": str(tmp_path / "vae.safetensors"), "negative": str(tmp_path / "negative.safetensors")}
+    cfg["run"].update(steps=20, export=False)
+    _run_stage(cfg)
+    (metrics,) = (tmp_path / "run").glob("metrics*.jsonl")
+    losses = [r["critic_loss"] for r in read_metrics(metrics)]
+    assert len(losses) == 20
+    assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5, losses

@@ -130,10 +130,8 @@ class DMDTrainer:
             logger.info("reward decodes with a tiny random %s VAE (seed %d): a test setting", family, seed)
             vae = build_vae(family, device=self.run.device, seed=seed)
         else:
-            try:
-                from chameleon_core.checkpoints import load_vae
-            except ImportError:  # before the checkpoint package existed
-                from chameleon_core.vae import load_vae
+            from chameleon_core.checkpoints import load_vae
+
             dtype = torch.bfloat16 if self.run.device.type == "cuda" else torch.float32
             vae = load_vae(spec, device=self.run.device, dtype=dtype)
         vae.model.requires_grad_(False)
