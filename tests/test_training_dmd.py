@@ -41,6 +41,11 @@ def test_rollout_with_last_exit_step_is_the_inference_stream(grad):
     )
     assert out.shape == (1, C, 6, H, W)
     assert out.requires_grad == grad
+    with torch.no_grad():  # an outer no_grad wins over grad=True
+        assert not dmd.rollout(
+            model, context=context, reference=reference, garment=garment, settings=settings, num_chunks=1,
+            exit_step=0, rng=SampleRandom([seed]), grad=True,
+        ).requires_grad
     state = start_stream(model, context=context, reference=reference, garment=garment, seed=seed, settings=settings)
     _, expected = generate(state, 6)
     torch.testing.assert_close(out.detach(), expected, rtol=1e-5, atol=1e-5)

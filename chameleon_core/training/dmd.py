@@ -202,7 +202,8 @@ def rollout(
     c = settings.chunk_frames
     device = model.device
     timesteps = schedule(settings.steps, settings.shift)
-    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+    grad = grad and torch.is_grad_enabled()  # under an outer no_grad the exit step must not switch gradient on
+    with torch.set_grad_enabled(grad):
         text = prepare_context(model, context)
         # 1. Initialise the cache: the conditions' keys at t = 0 (no gradient: the cache stores detached keys).
         geometry = CacheGeometry(settings, model.config.tokens_per_latent_grid(h, w))
