@@ -24,6 +24,16 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS = 20
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """In-process runs: tiny models gain nothing from intra-op threads, and on a busy 2-core machine spin-waits
+    make them much slower (the subprocesses get OMP_NUM_THREADS=1 for the same reason)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -122,3 +132,29 @@ def test_stage(stage, kind, cache, tmp_path):
     assert checkpoint_kind(one / export) == kind
     model = load_transformer(one / export, dtype=torch.float32)
     assert all(torch.equal(v, p_one[k]) for k, v in model.state_dict().items())
+
+
+def test_chain_sft_then_forcing_student_streams(cache, tmp_path):
+    """prepare -> sft -> forcing (initialised from the SFT export) -> the student streams through
+    ``python -m chameleon_core`` (in-process) straight from the exported file, with no conversion."""
+    from chameleon_core.text import save_prompt_embeddings
+    from chameleon_core.tiny_checkpoints import write_images, write_vae
+    from chameleon_core.tools import stream as stream_cli
+    from chameleon_core.training.config import load_config
+    from chameleon_core.training.stage_forcing import run_forcing
+    from chameleon_core.training.stage_sft import run_sft
+
+    common = [f"data.cache={cache}", "run.steps=2", "run.save_every=100"]
+    run_sft(load_config("tiny_sft", [*common, f"run.out={tmp_path / 'sft'}"]))
+    teacher = tmp_path / "sft" / "export" / "teacher.safetensors"
+    run_forcing(load_config("tiny_forcing", [*common, f"run.out={tmp_path / 'forcing'}", f"model.init={teacher}"]))
+    student = tmp_path / "forcing" / "export" / "student.safetensors"
+
+    write_images(tmp_path, size=64)
+    write_vae(tmp_path / "wan2.2_vae.safetensors", seed=0)
+    prompt = save_prompt_embeddings(tmp_path / "prompt.safetensors", torch.randn(6, 64), "walks")
+    args = {"--student": student, "--vae": tmp_path / "wan2.2_vae.safetensors", "--prompt-embeds": prompt,
+            "--reference": tmp_path / "reference.png", "--garment": tmp_path / "garment1.png", "--width": 64,
+            "--height": 64, "--frames": 9, "--chunk-frames": 1, "--out": tmp_path / "frames"}
+    assert stream_cli.main([str(x) for kv in args.items() for x in kv]) == 0
+    assert len(list((tmp_path / "frames").glob("frame_*.png"))) == 9
