@@ -499,20 +499,24 @@ def _final_state(out):
 
 @pytest.fixture(scope="module")
 def stage_runs(tmp_path_factory):
-    """Three tiny GR-DMD runs of 4 iterations (generator updates at 0 and 2, EMA from 2): one process; two
-    processes; one process stopped after 1 iteration and resumed."""
+    """Tiny GR-DMD runs of 4 iterations (generator updates at 0 and 2, EMA from 2) with a global batch of 2: one
+    process; two processes; one process in micro-batches of 1; one process stopped after 1 iteration and resumed."""
     root = tmp_path_factory.mktemp("dmd")
     cache = _write_latent_cache(root / "cache")
-    runs = {"one": root / "one", "two": root / "two", "resumed": root / "resumed"}
+    runs = {"one": root / "one", "two": root / "two", "micro": root / "micro", "resumed": root / "resumed"}
     _run_stage(_stage_config(cache, runs["one"]))
     _run_stage(_stage_config(cache, runs["two"]), processes=2)
+    micro = _stage_config(cache, runs["micro"])
+    micro["data"]["micro_batch"] = 1
+    _run_stage(micro)
     _run_stage(_stage_config(cache, runs["resumed"], stop_after=1))
     _run_stage(_stage_config(cache, runs["resumed"]))
     return runs
 
 
-def test_dmd_stage_two_processes_equal_one(stage_runs):
-    one, two = _final_state(stage_runs["one"]), _final_state(stage_runs["two"])
+@pytest.mark.parametrize("other", ["two", "micro"])
+def test_dmd_stage_two_processes_or_micro_batches_equal_one(stage_runs, other):
+    one, two = _final_state(stage_runs["one"]), _final_state(stage_runs[other])
     assert set(one) == set(two)
     assert any(k.startswith("generator_ema.") for k in one) and any(k.startswith("critic.optim") for k in one)
     for k in one:
