@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-from PIL import Image
-
 import comfy.model_management as mm
 import comfy.utils
+import torch
 from comfy.cli_args import LatentPreviewMethod, args
+from PIL import Image
 
-from ._core import latents as core_latents
+from ..chameleon_core import latents as core_latents
 
 MAX_PREVIEW = 512
 

@@ -1,48 +1,25 @@
-"""Streaming nodes: start a stream, generate segments, switch garment or prompt. Each returns a new stream state."""
+"""Streaming nodes: start a stream, generate segments, switch garment or prompt. Each returns a new stream state.
+
+Generate runs the core's session loop (``chameleon_core.session.Session``, latents only: the decode node decodes the
+segments as one video); the switches call the core's rescheduling with the codec over ComfyUI's VAE.
+"""
 
 from __future__ import annotations
-
-import logging
 
 import torch
 from comfy_api.latest import io
 
-from ._core import StreamSettings, rescheduling, streaming
-from .conditions import encode_image, vae_family
+from . import adapters
 from .errors import node_error, rewrap
-from .images import fit_garment
 from .progress import ChunkProgress, interrupted, raise_if_interrupted
-from .types import ChameleonConditions, ChameleonModel, ChameleonStream, ConditionsSocket, ModelSocket, StreamSocket
-
-logger = logging.getLogger(__name__)
-
-
-def conditioning_tensor(node: str, name: str, conditioning) -> torch.Tensor:
-    """The prompt features ``[1, L, D]`` inside a ComfyUI CONDITIONING."""
-    try:
-        tensor = conditioning[0][0]
-    except (TypeError, IndexError, KeyError):
-        raise node_error(node, name, conditioning, "not a CONDITIONING",
-                         "connect CLIPTextEncode fed by a CLIPLoader of type wan") from None
-    if len(conditioning) > 1:
-        logger.warning("%s: %s holds %d conditionings; using the first", node, name, len(conditioning))
-    return tensor
-
-
-def check_conditions(node: str, model: ChameleonModel, conditions: ChameleonConditions) -> None:
-    family = model.config.latent
-    if conditions.family != family.name:
-        raise node_error(node, "conditions", conditions.family,
-                         f"encoded with the {conditions.family} VAE but the model takes {family.name} latents",
-                         f"feed ChameleonConditions the {family.name} VAE")
-
-
-def check_student_stream(node: str, stream: ChameleonStream) -> None:
-    if not isinstance(stream, ChameleonStream):
-        raise node_error(node, "stream", stream, "not a FashionChameleon stream", "connect ChameleonStreamStart")
-    if stream.model.kind != "student":
-        raise node_error(node, "stream", stream.model.name, "this stream comes from the bidirectional teacher, which "
-                         "cannot stream or switch garments", "start the stream from ChameleonStudentLoader's model")
+from .types import (
+    ChameleonConditions,
+    ChameleonModel,
+    ChameleonStream,
+    ConditionsSocket,
+    ModelSocket,
+    StreamSocket,
+)
 
 
 class ChameleonStreamStart(io.ComfyNode):
@@ -75,20 +52,16 @@ class ChameleonStreamStart(io.ComfyNode):
     def execute(cls, student: ChameleonModel, positive, conditions: ChameleonConditions, seed: int, steps: int,
                 chunk_frames: int, cache_frames: int, sink_chunks: int) -> io.NodeOutput:
         node = "ChameleonStreamStart"
-        if student.kind != "student":
-            raise node_error(node, "student", student.name, "this is the bidirectional teacher, it cannot stream",
-                             "load a causal student with ChameleonStudentLoader (or sample the teacher with "
-                             "ChameleonTeacherSampler)")
-        check_conditions(node, student, conditions)
+        adapters.check_student(node, "student", student)
+        adapters.check_conditions(node, student, conditions)
         try:
-            settings = StreamSettings(chunk_frames=chunk_frames, cache_frames=cache_frames, sink_chunks=sink_chunks,
-                                      steps=steps)
+            settings = adapters.StreamSettings(chunk_frames=chunk_frames, cache_frames=cache_frames,
+                                               sink_chunks=sink_chunks, steps=steps)
         except ValueError as e:
             raise rewrap(node, "cache_frames", cache_frames, e, "raise cache_frames or lower sink_chunks") from None
-        model = student.load()
-        state = streaming.start_stream(model, context=conditioning_tensor(node, "positive", positive),
-                                       reference=conditions.reference, garment=conditions.garment, seed=seed,
-                                       settings=settings)
+        context = adapters.conditioning_tensor(node, "positive", positive)
+        state = adapters.start_stream(student.load(), context=context, reference=conditions.reference,
+                                      garment=conditions.garment, seed=seed, settings=settings)
         return io.NodeOutput(ChameleonStream(state, student))
 
 
@@ -116,43 +89,27 @@ class ChameleonStreamGenerate(io.ComfyNode):
     @classmethod
     def execute(cls, stream: ChameleonStream, frames: int, steps: int = 0) -> io.NodeOutput:
         node = "ChameleonStreamGenerate"
-        check_student_stream(node, stream)
-        state = stream.state
-        family = state.model.config.latent
-        chunk = state.settings.chunk_frames
-        one_chunk = family.pixel_frames(chunk) if state.frames == 0 else chunk * family.temporal_stride
-        if frames < one_chunk:
-            raise node_error(node, "frames", frames, f"fewer than one chunk ({chunk} latent frames = {one_chunk} "
-                             f"video frames {'at the start' if state.frames == 0 else 'after the start'})",
-                             f"use frames >= {one_chunk}")
-        latent_frames = family.latent_frames(frames) if state.frames == 0 else -(-frames // family.temporal_stride)
-        stream.model.load()
-        progress = ChunkProgress(streaming.chunks_for(state, latent_frames))
+        adapters.check_student_stream(node, stream)
         try:
-            new, latents = streaming.generate(state, latent_frames, steps=steps or None, progress=progress,
-                                              should_stop=interrupted)
-        except streaming.NonFiniteChunkError as e:
+            latent_frames = adapters.latent_frames_for(stream.state, frames)
+        except ValueError as e:
+            raise rewrap(node, "frames", frames, e, "raise frames to at least one chunk") from None
+        session = adapters.Session(stream.state, chunks=adapters.chunks_for(stream.state, latent_frames),
+                                   decode=False, should_stop=interrupted, steps=steps or None)
+        progress, chunks = ChunkProgress(session.chunks), []
+        stream.model.load()
+        try:
+            for chunk in session:
+                chunks.append(chunk.latents)
+                progress(chunk.index, session.chunks, chunk.latents)
+        except adapters.NonFiniteChunkError as e:
             raise node_error(node, "stream", stream.model.name, str(e),
                              "load the model with weight_dtype bf16 or fp32") from None
-        if latents.shape[2] < latent_frames:
+        if session.stopped:
             raise_if_interrupted()
-        return io.NodeOutput(ChameleonStream(new, stream.model), {"samples": family.to_raw(latents)})
-
-
-class ComfyCodec:
-    """Decode / single-image encode through ComfyUI's VAE, for reference KV disentangle."""
-
-    def __init__(self, vae) -> None:
-        self.vae = vae
-
-    def decode(self, raw: torch.Tensor) -> torch.Tensor:
-        images = self.vae.decode(raw)  # [B, T, H, W, 3] in 0..1
-        if images.ndim == 4:
-            images = images.unsqueeze(0)
-        return images.permute(0, 4, 1, 2, 3).float() * 2.0 - 1.0
-
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        return encode_image(self.vae, ((image + 1.0) / 2.0).permute(0, 2, 3, 1))
+        family = stream.state.model.config.latent
+        return io.NodeOutput(ChameleonStream(session.state, stream.model),
+                             {"samples": family.to_raw(torch.cat(chunks, dim=2))})
 
 
 class ChameleonGarmentSwitch(io.ComfyNode):
@@ -186,24 +143,18 @@ class ChameleonGarmentSwitch(io.ComfyNode):
     def execute(cls, stream: ChameleonStream, vae, garment: torch.Tensor, refresh: bool, withdraw: bool,
                 disentangle: bool, withdraw_sink: bool) -> io.NodeOutput:
         node = "ChameleonGarmentSwitch"
-        check_student_stream(node, stream)
+        adapters.check_student_stream(node, stream)
         state = stream.state
-        family = vae_family(node, vae)
-        if family.name != state.model.config.latent.name:
-            raise node_error(node, "vae", family.name, f"the stream's model takes {state.model.config.latent.name} "
-                             "latents", f"connect the {state.model.config.latent.name} VAE")
-        b, c, h, w = state.latent_shape
-        height, width = h * family.spatial_stride, w * family.spatial_stride
-        new_garment = None
-        if refresh:
-            raw = encode_image(vae, fit_garment(garment, width, height))
-            new_garment = family.to_model_space(raw.float())
-        if disentangle and not state.history:
-            raise node_error(node, "stream", "no frames yet", "disentangle takes the last generated frame",
-                             "put a ChameleonStreamGenerate before the switch, or turn disentangle off")
+        adapters.check_vae(node, vae, state.model.config.latent)
+        codec = adapters.codec(vae)
+        new_garment = adapters.encode_condition(codec, state, garment[:1], garment=True) if refresh else None
         stream.model.load()
-        new = rescheduling.switch_garment(state, new_garment, refresh=refresh, withdraw=withdraw,
-                                          disentangle=disentangle, withdraw_sink=withdraw_sink, codec=ComfyCodec(vae))
+        try:  # disentangle decodes the stream so far with carried VAE state and re-encodes its last frame
+            new = adapters.switch_garment(state, new_garment, refresh=refresh, withdraw=withdraw,
+                                          disentangle=disentangle, withdraw_sink=withdraw_sink, codec=codec)
+        except ValueError as e:
+            raise rewrap(node, "stream", f"{state.frames} latent frames", e,
+                         "put a ChameleonStreamGenerate before the switch, or turn disentangle off") from None
         return io.NodeOutput(ChameleonStream(new, stream.model))
 
 
@@ -225,7 +176,8 @@ class ChameleonPromptSwitch(io.ComfyNode):
     @classmethod
     def execute(cls, stream: ChameleonStream, positive) -> io.NodeOutput:
         node = "ChameleonPromptSwitch"
-        check_student_stream(node, stream)
+        adapters.check_student_stream(node, stream)
+        context = adapters.conditioning_tensor(node, "positive", positive)
         stream.model.load()
-        new = rescheduling.switch_prompt(stream.state, conditioning_tensor(node, "positive", positive))
+        new = adapters.switch_prompt(stream.state, context)
         return io.NodeOutput(ChameleonStream(new, stream.model))

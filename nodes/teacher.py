@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ._core import latents as core_latents
-from ._core import samplers
-from .errors import node_error
+from . import adapters
 from .progress import ChunkProgress, interrupted, raise_if_interrupted
-from .stream_nodes import check_conditions, conditioning_tensor
 from .types import ChameleonConditions, ChameleonModel, ConditionsSocket, ModelSocket
 
 
@@ -45,24 +42,15 @@ class ChameleonTeacherSampler(io.ComfyNode):
     def execute(cls, teacher: ChameleonModel, positive, negative, conditions: ChameleonConditions, frames: int,
                 steps: int, cfg: float, shift: float, seed: int, sampler: str) -> io.NodeOutput:
         node = "ChameleonTeacherSampler"
-        if teacher.kind != "teacher":
-            raise node_error(node, "teacher", teacher.name, "this is a causal student, not the bidirectional teacher",
-                             "load the teacher with ChameleonTeacherLoader, or stream the student with "
-                             "ChameleonStreamStart")
-        check_conditions(node, teacher, conditions)
-        family = core_latents.FAMILIES[conditions.family]
-        model = teacher.load()
+        adapters.check_teacher(node, "teacher", teacher)
+        family = adapters.check_conditions(node, teacher, conditions)
+        positive = adapters.conditioning_tensor(node, "positive", positive)
+        negative = adapters.conditioning_tensor(node, "negative", negative) if cfg != 1 else None
         progress = ChunkProgress(steps)
-        try:
-            out = samplers.sample_teacher(
-                model,
-                positive=conditioning_tensor(node, "positive", positive),
-                negative=conditioning_tensor(node, "negative", negative) if cfg != 1 else None,
-                reference=conditions.reference, garment=conditions.garment,
-                latent_frames=family.latent_frames(frames), steps=steps, cfg=cfg, shift=shift, seed=seed,
-                sampler=sampler, callback=lambda i, total, x0: progress(i, total, x0), should_stop=interrupted,
-            )
-        except samplers.SamplingInterrupted:
-            raise_if_interrupted()
-            raise
+        out = adapters.sample_teacher(
+            teacher.load(), positive=positive, negative=negative, reference=conditions.reference,
+            garment=conditions.garment, latent_frames=family.latent_frames(frames), steps=steps, cfg=cfg, shift=shift,
+            seed=seed, sampler=sampler, callback=progress, should_stop=interrupted,
+        )
+        raise_if_interrupted()  # a stop returns the last completed (still noisy) latents: not a result
         return io.NodeOutput({"samples": family.to_raw(out.float()).cpu()})

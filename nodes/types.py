@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from comfy_api.latest import io
 
-from ._core import streaming
+from ..chameleon_core.streaming import StreamState
 
 ModelSocket = io.Custom("CHAMELEON_MODEL")
 ConditionsSocket = io.Custom("CHAMELEON_CONDITIONS")
@@ -68,5 +68,5 @@ class ChameleonConditions:
 class ChameleonStream:
     """What CHAMELEON_STREAM carries: an immutable core stream state plus the model handle that made it."""
 
-    state: streaming.StreamState
+    state: StreamState
     model: ChameleonModel

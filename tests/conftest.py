@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,26 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 LAYOUTS = REPO.parent / "shared" / "reference" / "checkpoint-layouts"
+PACK = "comfyui_fashionchameleon"
+
+
+def load_pack(name: str = PACK):
+    """Import the repository as the package ComfyUI loads (``custom_nodes/<pack>/__init__.py``), under ``name``.
+
+    ``nodes/`` imports the core relatively (``from ..chameleon_core import ...``), so it imports only as part of the
+    pack; importing the pack runs no ComfyUI code. Done once here, before test modules are collected, so they can
+    ``from comfyui_fashionchameleon.nodes import adapters``.
+    """
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py",
+                                                      submodule_search_locations=[str(REPO)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+load_pack()
 
 
 def load_layout(name: str) -> dict:

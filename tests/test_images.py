@@ -1,5 +1,5 @@
-"""nodes/images.py and chameleon_core/images.py: IMAGE <-> pixel layouts, alpha/grey handling, the reference/garment/
-video fitting geometry, and the resize policy checked against PIL."""
+"""nodes/adapters.py and chameleon_core/images.py: IMAGE <-> pixel layouts, alpha/grey handling, the
+reference/garment/video fitting geometry, and the resize policy checked against PIL."""
 
 from __future__ import annotations
 
@@ -15,39 +15,41 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
-import nodes.images as images  # noqa: E402  (nodes/__init__.py imports no ComfyUI)
+from comfyui_fashionchameleon.nodes import adapters  # noqa: E402  (the pack, loaded by conftest)
+
 from chameleon_core import images as core_images  # noqa: E402
 
 
-def test_module_imports_without_comfy():
+def test_module_imports_without_comfy(tmp_path):
+    (tmp_path / "pack").symlink_to(REPO, target_is_directory=True)  # as custom_nodes/<pack> in ComfyUI
     code = (
         "import sys\n"
-        "import nodes.images\n"
+        "import pack.nodes.adapters\n"
         "bad = [n for n in sys.modules if n.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths', 'server')]\n"
         "print(bad)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert out.strip() == "[]"
 
 
 def test_image_video_layouts_and_round_trip():
     image = torch.rand(5, 6, 7, 3)  # 5 frames of 6x7
-    video = images.image_to_video(image)
+    video = adapters.image_to_video(image)
     assert video.shape == (1, 3, 5, 6, 7)
     for t, y, x, c in [(0, 0, 0, 0), (4, 5, 6, 2), (2, 3, 1, 1)]:
         assert video[0, c, t, y, x] == pytest.approx(image[t, y, x, c].item() * 2 - 1)
-    back = images.video_to_image(video)
+    back = adapters.video_to_image(video)
     assert back.shape == image.shape
     torch.testing.assert_close(back, image, atol=1e-6, rtol=0)
 
-    pixels = images.image_to_pixels(image[:2])
+    pixels = core_images.to_pixels(image[:2])
     assert pixels.shape == (2, 3, 6, 7)
     torch.testing.assert_close(pixels[1, 2], image[1, :, :, 2] * 2 - 1)
 
 
 def test_video_to_image_flattens_batches_in_order_and_clamps():
     video = torch.linspace(-1.5, 1.5, 2 * 3 * 4 * 2 * 2).reshape(2, 3, 4, 2, 2)
-    out = images.video_to_image(video)
+    out = adapters.video_to_image(video)
     assert out.shape == (8, 2, 2, 3)
     assert out.min() >= 0 and out.max() <= 1
     # frame index b * T + t
@@ -59,7 +61,7 @@ def test_rgba_composites_over_white():
     rgba = torch.zeros(1, 1, 3, 4)
     rgba[0, 0, :, :3] = torch.tensor([0.2, 0.4, 0.6])
     rgba[0, 0, :, 3] = torch.tensor([0.0, 0.5, 1.0])
-    rgb = images.to_rgb(rgba)
+    rgb = core_images.to_rgb(rgba)
     assert rgb.shape == (1, 1, 3, 3)
     torch.testing.assert_close(rgb[0, 0, 0], torch.ones(3))  # transparent -> white
     torch.testing.assert_close(rgb[0, 0, 1], torch.tensor([0.6, 0.7, 0.8]))  # half: mix with white
@@ -68,12 +70,12 @@ def test_rgba_composites_over_white():
 
 def test_greyscale_and_grey_alpha_become_rgb():
     grey = torch.rand(2, 4, 5, 1)
-    rgb = images.to_rgb(grey)
+    rgb = core_images.to_rgb(grey)
     assert rgb.shape == (2, 4, 5, 3)
     for c in range(3):
         torch.testing.assert_close(rgb[..., c], grey[..., 0])
     la = torch.tensor([[[[0.3, 0.5]]]])
-    torch.testing.assert_close(images.to_rgb(la)[0, 0, 0], torch.full((3,), 0.3 * 0.5 + 0.5))
+    torch.testing.assert_close(core_images.to_rgb(la)[0, 0, 0], torch.full((3,), 0.3 * 0.5 + 0.5))
 
 
 def _column_blocks(width: int, height: int, values: list[float]) -> torch.Tensor:
@@ -88,7 +90,7 @@ def _column_blocks(width: int, height: int, values: list[float]) -> torch.Tensor
 def test_fit_reference_scales_by_max_ratio_and_centre_crops():
     # 100x50 (WxH) -> 64x64: ratio max(0.64, 1.28) = 1.28 -> 128x64; crop columns 32..95, i.e. blocks B and C.
     image = _column_blocks(100, 50, [0.1, 0.3, 0.6, 0.9])
-    out = images.fit_reference(image, 64, 64)
+    out = core_images.fit_reference(image, 64, 64)
     assert out.shape == (1, 64, 64, 3)
     # Away from the block edges the bilinear resize keeps the constants exactly.
     torch.testing.assert_close(out[:, :, 2:29], torch.full_like(out[:, :, 2:29], 0.3))
@@ -96,7 +98,7 @@ def test_fit_reference_scales_by_max_ratio_and_centre_crops():
 
     # Portrait target from a square: 40x40 -> 20x30 scales to 30x30 and crops columns floor(10 / 2) = 5 .. 24.
     square = _column_blocks(40, 40, [0.0, 0.25, 0.5, 1.0])  # blocks of 10 -> 7.5 px after scaling
-    out = images.fit_reference(square, 20, 30)
+    out = core_images.fit_reference(square, 20, 30)
     assert out.shape == (1, 30, 20, 3)
     torch.testing.assert_close(out, _pil_bilinear(square, 30, 30)[:, :, 5:25], atol=PIL_ATOL, rtol=0)
 
@@ -138,15 +140,15 @@ def test_fit_reference_and_garment_resize_like_pil(size):
     image = torch.rand(2, 48, 64, 3, generator=g)
     width, height = size
     expected = _pil_bilinear(image, height, width).clamp(0, 1)
-    torch.testing.assert_close(images.fit_reference(image, width, height), expected, atol=PIL_ATOL, rtol=0)
-    torch.testing.assert_close(images.fit_garment(image, width, height), expected, atol=PIL_ATOL, rtol=0)
+    torch.testing.assert_close(core_images.fit_reference(image, width, height), expected, atol=PIL_ATOL, rtol=0)
+    torch.testing.assert_close(core_images.fit_garment(image, width, height), expected, atol=PIL_ATOL, rtol=0)
 
 
 def test_fit_garment_matches_pil_resize_then_white_padding():
     g = torch.Generator().manual_seed(2)
     garment = torch.rand(1, 30, 50, 3, generator=g)
     # Into 40x41: ratio min(0.8, 1.367) = 0.8 -> 40x24; vertical diff 17 -> top 8, bottom 9.
-    out = images.fit_garment(garment, 40, 41)
+    out = core_images.fit_garment(garment, 40, 41)
     expected = torch.ones(1, 41, 40, 3)
     expected[:, 8:32] = _pil_bilinear(garment, 24, 40).clamp(0, 1)
     torch.testing.assert_close(out, expected, atol=PIL_ATOL, rtol=0)
@@ -163,7 +165,7 @@ def test_fit_video_equals_fitting_each_frame_as_a_reference(channels):
     assert out.shape == (2, 3, 32, 32, 3)
     for b in range(2):
         for t in range(3):
-            torch.testing.assert_close(out[b, t], images.fit_reference(clips[b, t][None], 32, 32)[0], atol=0, rtol=0)
+            torch.testing.assert_close(out[b, t], core_images.fit_reference(clips[b, t][None], 32, 32)[0], atol=0, rtol=0)
     # One clip [T, H, W, C] is a batch of frames: same result as the first clip above.
     torch.testing.assert_close(core_images.fit_video(clips[0], 32, 32), out[0], atol=0, rtol=0)
 
@@ -178,13 +180,13 @@ def test_fit_video_rejects_other_layouts():
 def test_fit_garment_scales_by_min_ratio_and_pads_white_floor_half():
     garment = torch.full((1, 20, 40, 3), 0.2)  # 40 wide, 20 high
     # Into 64x63: ratio min(1.6, 3.15) = 1.6 -> 64x32; vertical diff 31 -> top 15, bottom 16.
-    out = images.fit_garment(garment, 64, 63)
+    out = core_images.fit_garment(garment, 64, 63)
     assert out.shape == (1, 63, 64, 3)
     assert torch.all(out[:, :15] == 1.0) and torch.all(out[:, 47:] == 1.0)
     torch.testing.assert_close(out[:, 15:47], torch.full((1, 32, 64, 3), 0.2))
 
     # Transposed case: 20 wide, 40 high into 63x64 -> 32x64; horizontal diff 31 -> left 15, right 16.
-    out = images.fit_garment(garment.transpose(1, 2), 63, 64)
+    out = core_images.fit_garment(garment.transpose(1, 2), 63, 64)
     assert out.shape == (1, 64, 63, 3)
     assert torch.all(out[:, :, :15] == 1.0) and torch.all(out[:, :, 47:] == 1.0)
     torch.testing.assert_close(out[:, :, 15:47], torch.full((1, 64, 32, 3), 0.2))
@@ -193,11 +195,11 @@ def test_fit_garment_scales_by_min_ratio_and_pads_white_floor_half():
 def test_fit_garment_rgba_background_becomes_white_and_exact_size_is_untouched():
     rgba = torch.rand(1, 32, 32, 4)
     rgba[..., 3] = 0.0
-    out = images.fit_garment(rgba, 32, 32)
+    out = core_images.fit_garment(rgba, 32, 32)
     torch.testing.assert_close(out, torch.ones(1, 32, 32, 3))
     rgb = torch.rand(2, 32, 48, 3)
-    torch.testing.assert_close(images.fit_reference(rgb, 48, 32), rgb)
-    torch.testing.assert_close(images.fit_garment(rgb, 48, 32), rgb)
+    torch.testing.assert_close(core_images.fit_reference(rgb, 48, 32), rgb)
+    torch.testing.assert_close(core_images.fit_garment(rgb, 48, 32), rgb)
 
 
 @pytest.mark.parametrize(
@@ -211,11 +213,11 @@ def test_fit_garment_rgba_background_becomes_white_and_exact_size_is_untouched()
 )
 def test_bad_images_are_rejected_with_the_fix(bad, error, words):
     with pytest.raises(error, match=words):
-        images.to_rgb(bad)
+        core_images.to_rgb(bad)
 
 
 def test_bad_sizes_and_videos_are_rejected():
     with pytest.raises(ValueError, match="width=0"):
-        images.fit_reference(torch.rand(1, 4, 4, 3), 0, 8)
+        core_images.fit_reference(torch.rand(1, 4, 4, 3), 0, 8)
     with pytest.raises(ValueError, match=r"got \(1, 4, 4, 3\)"):
-        images.video_to_image(torch.rand(1, 4, 4, 3))
+        adapters.video_to_image(torch.rand(1, 4, 4, 3))

@@ -1,0 +1,315 @@
+"""The one ComfyUI adapter layer: every conversion between ComfyUI's objects and the core, and the core API the
+nodes call.
+
+Node files import only this module, ``types``, ``errors`` and ``progress`` (and ``comfy_api.latest.io``). Here:
+
+- ComfyUI's ``diffusion_models`` folder and model management -> a core transformer (:func:`load_model`);
+- ComfyUI's VAE -> the latent family (:func:`vae_family`), single-image encode (:func:`encode_image`), and the
+  codec (:class:`ComfyCodec`): ComfyUI's own encode for single images, as the conditions are encoded, and the core
+  streaming decoder over ComfyUI's VAE weights for decode (carried causal state: one continuous video);
+- CONDITIONING -> prompt features (:func:`conditioning_tensor`); IMAGE ``[B, H, W, C]`` in 0..1 <-> the core's
+  video ``[B, 3, T, H, W]`` in [-1, 1] (:func:`image_to_video`, :func:`video_to_image`); LATENT segments -> one
+  latent video (:func:`latent_segments`);
+- the checks that turn wrong connections into node errors (``check_*``).
+
+ComfyUI modules (``comfy``, ``folder_paths``, and ``types``, which declares the sockets) are imported inside the
+functions that use them, so the conversions import and run without ComfyUI (the tests load the pack as a package
+and call them directly).
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..chameleon_core.checkpoints import (
+    checkpoint_kind,
+    load_transformer,
+    vae_from_state_dict,
+)
+from ..chameleon_core.config import StreamSettings
+from ..chameleon_core.decoding import decode_chunks
+from ..chameleon_core.images import to_pixels
+from ..chameleon_core.latents import LatentFamily, latent_family
+from ..chameleon_core.quant import quantize_blocks_fp8_
+from ..chameleon_core.rescheduling import switch_garment, switch_prompt
+from ..chameleon_core.samplers import sample_teacher
+from ..chameleon_core.session import Session, encode_condition
+from ..chameleon_core.streaming import (
+    NonFiniteChunkError,
+    chunks_for,
+    latent_frames_for,
+    start_stream,
+)
+from ..chameleon_core.vae import WanVAE
+from .errors import node_error
+
+if TYPE_CHECKING:  # types.py declares the sockets, so it imports comfy_api
+    from .types import ChameleonConditions, ChameleonModel, ChameleonStream
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    # the core API the nodes call, through this one module
+    "NonFiniteChunkError", "Session", "StreamSettings", "chunks_for", "decode_chunks", "encode_condition",
+    "latent_frames_for", "latent_family", "sample_teacher", "start_stream", "switch_garment", "switch_prompt",
+    # the adapters
+    "WEIGHT_DTYPES", "ComfyCodec", "check_conditions", "check_resolution", "check_student", "check_student_stream",
+    "check_teacher", "check_vae", "codec", "conditioning_tensor", "diffusion_model_names", "encode_image",
+    "image_to_video", "latent_segments", "load_model", "streaming_vae", "vae_family", "video_to_image",
+]
+
+# -------------------------------------------------------------------------------------------------------------------
+# Models: ComfyUI's diffusion_models folder and model management
+# -------------------------------------------------------------------------------------------------------------------
+
+WEIGHT_DTYPES = ["default", "bf16", "fp16", "fp32", "fp8_e4m3fn"]
+
+
+def diffusion_model_names() -> list[str]:
+    """File names in ComfyUI's ``diffusion_models`` folders (the loaders' combo)."""
+    import folder_paths
+
+    return folder_paths.get_filename_list("diffusion_models")
+
+
+def _compute_dtype(choice: str, device: torch.device) -> torch.dtype:
+    import comfy.model_management as mm
+
+    if choice == "fp32":
+        return torch.float32
+    if choice == "fp16":
+        return torch.float16
+    if choice in ("bf16", "fp8_e4m3fn") or mm.should_use_bf16(device):
+        return torch.bfloat16
+    return torch.float32 if device.type == "cpu" else torch.float16
+
+
+def load_model(node: str, ckpt_name: str, weight_dtype: str, want: str) -> ChameleonModel:
+    """Load ``ckpt_name`` from ``diffusion_models`` as a ``want`` (teacher/student) model under ComfyUI's model
+    management, or explain why not."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import folder_paths
+
+    from .types import ChameleonModel, ModelHolder
+
+    path = folder_paths.get_full_path("diffusion_models", ckpt_name)
+    if path is None:
+        folders = folder_paths.get_folder_paths("diffusion_models")
+        raise node_error(node, "ckpt_name", ckpt_name, f"no such file in the diffusion_models folders {folders}",
+                         "put the checkpoint into ComfyUI/models/diffusion_models and refresh the browser")
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise node_error(node, "weight_dtype", weight_dtype, "unknown weight dtype", f"choose one of {WEIGHT_DTYPES}")
+    try:
+        kind = checkpoint_kind(path)
+    except ValueError as e:  # not a transformer at all (a VAE, a text encoder, ...): the core says which
+        raise node_error(node, "ckpt_name", ckpt_name, str(e), "pick a Wan transformer checkpoint") from None
+    if kind != want:
+        other = "ChameleonStudentLoader" if kind == "student" else "ChameleonTeacherLoader"
+        raise node_error(
+            node, "ckpt_name", ckpt_name,
+            f"this is a {kind} checkpoint ({'causal few-step' if kind == 'student' else 'bidirectional'}), "
+            f"but this node loads a {want}",
+            f"load it with {other}, or pick a {want} checkpoint",
+        )
+    load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
+    compute = _compute_dtype(weight_dtype, load_device)
+    model = load_transformer(path, dtype=compute, device=offload_device)
+    if weight_dtype == "fp8_e4m3fn":
+        quantize_blocks_fp8_(model, compute)
+    patcher = comfy.model_patcher.ModelPatcher(ModelHolder(model), load_device=load_device,
+                                               offload_device=offload_device)
+    logger.info("%s: %s loaded as %s (%s, compute %s)", node, ckpt_name, want, model.config.name, compute)
+    return ChameleonModel(patcher=patcher, kind=want, name=ckpt_name)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# VAE: family, single-image encode, the codec (ComfyUI encode + core streaming decode over ComfyUI's weights)
+# -------------------------------------------------------------------------------------------------------------------
+
+
+def vae_family(node: str, vae) -> LatentFamily:
+    """The latent family of a ComfyUI VAE, or an error naming the node when it is not a Wan VAE."""
+    channels = getattr(vae, "latent_channels", None)
+    try:
+        return latent_family(int(channels))
+    except (TypeError, ValueError):
+        raise node_error(node, "vae", f"{channels} latent channels", "not a Wan VAE",
+                         "load wan2.2_vae.safetensors (Wan2.2 models) or wan_2.1_vae.safetensors (Wan2.1) with "
+                         "the core VAELoader") from None
+
+
+def encode_image(vae, image: torch.Tensor) -> torch.Tensor:
+    """IMAGE ``[B, H, W, 3]`` -> raw one-frame latents ``[B, C, 1, h, w]`` with ComfyUI's VAE (one call per image:
+    ComfyUI's video VAE reads a batch as the frames of one video)."""
+    raws = []
+    for one in image[:, :, :, :3].split(1):
+        raw = vae.encode(one)
+        raws.append(raw if raw.ndim == 5 else raw.unsqueeze(2))
+    return torch.cat(raws)
+
+
+class ComfyCodec:
+    """A ComfyUI VAE as the core's ``FrameCodec``: ComfyUI's encode for single images (conditions, the new garment,
+    the disentangled reference), the core streaming decoder over the same weights for decode.
+
+    The core decoder is built on first use: conditions and refresh-only switches never decode.
+    """
+
+    def __init__(self, vae) -> None:
+        self.vae = vae
+        self._decoder: WanVAE | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """Where ComfyUI runs this VAE (its ``vae_device``); the core decoder's copy lives there too."""
+        return torch.device(getattr(self.vae, "device", "cpu"))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(self.vae, "vae_dtype", torch.float32)
+
+    @property
+    def decoder(self) -> WanVAE:
+        """The core streaming VAE over this ComfyUI VAE's weights (one copy, made once)."""
+        if self._decoder is None:
+            self._decoder = vae_from_state_dict(self.vae.get_sd(), device=self.device, dtype=self.dtype)
+        return self._decoder
+
+    def decode_chunk(self, latents: torch.Tensor, state=None, *, clamp: bool = True, consume: bool = False):
+        """Raw latents ``[B, C, n, h, w]`` + carried state -> pixels ``[B, 3, F, H, W]`` in [-1, 1], new state."""
+        return self.decoder.decode_chunk(latents, state, clamp=clamp, consume=consume)
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` in [-1, 1] -> raw one-frame latents ``[B, C, 1, h, w]`` (ComfyUI's encode)."""
+        return encode_image(self.vae, ((image.float() + 1.0) / 2.0).permute(0, 2, 3, 1))
+
+
+_codecs: weakref.WeakKeyDictionary[object, ComfyCodec] = weakref.WeakKeyDictionary()
+
+
+def codec(vae) -> ComfyCodec:
+    """The codec of a ComfyUI VAE object, built once per object (it goes when the VAE goes)."""
+    if vae not in _codecs:
+        _codecs[vae] = ComfyCodec(vae)
+    return _codecs[vae]
+
+
+def streaming_vae(vae) -> WanVAE:
+    """The core streaming VAE over a ComfyUI VAE's weights (built once per VAE object)."""
+    return codec(vae).decoder
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# CONDITIONING, IMAGE and LATENT
+# -------------------------------------------------------------------------------------------------------------------
+
+
+def conditioning_tensor(node: str, name: str, conditioning) -> torch.Tensor:
+    """The prompt features ``[1, L, D]`` inside a ComfyUI CONDITIONING."""
+    try:
+        tensor = conditioning[0][0]
+    except (TypeError, IndexError, KeyError):
+        tensor = None
+    if not isinstance(tensor, torch.Tensor):
+        raise node_error(node, name, conditioning, "not a CONDITIONING",
+                         "connect CLIPTextEncode fed by a CLIPLoader of type wan")
+    if len(conditioning) > 1:
+        logger.warning("%s: %s holds %d conditionings; using the first", node, name, len(conditioning))
+    return tensor
+
+
+def image_to_video(image: torch.Tensor) -> torch.Tensor:
+    """IMAGE frames ``[T, H, W, C]`` in 0..1 -> one video ``[1, 3, T, H, W]`` in [-1, 1]."""
+    return to_pixels(image).transpose(0, 1).unsqueeze(0)
+
+
+def video_to_image(video: torch.Tensor) -> torch.Tensor:
+    """Video ``[B, 3, T, H, W]`` in [-1, 1] -> IMAGE ``[B * T, H, W, 3]`` float32 in 0..1 (frames of all videos)."""
+    if not isinstance(video, torch.Tensor) or video.ndim != 5 or video.shape[1] != 3:
+        got = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
+        raise ValueError(f"expected a video [B, 3, T, H, W] in [-1, 1], got {got}; decode latents with the VAE first")
+    b, _, t, h, w = video.shape
+    frames = video.permute(0, 2, 3, 4, 1).reshape(b * t, h, w, 3)
+    return ((frames.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def latent_segments(node: str, family: LatentFamily, segments: dict[str, object]) -> torch.Tensor:
+    """LATENT segments (``{"segment_1": {"samples": ...}, ...}``, unconnected ones None) -> one raw latent video
+    ``[B, C, T, h, w]``, in the order of their names."""
+    parts = []
+    for name in sorted((k for k, v in segments.items() if v is not None), key=lambda k: int(k.rsplit("_", 1)[1])):
+        seg = segments[name]
+        samples = seg.get("samples") if isinstance(seg, dict) else None
+        if not isinstance(samples, torch.Tensor) or samples.ndim != 5 or samples.shape[1] != family.channels:
+            got = str(tuple(samples.shape)) if isinstance(samples, torch.Tensor) else type(seg).__name__
+            raise node_error(node, name, got, f"expected a {family.name} video latent [B, {family.channels}, T, h, w]",
+                             "connect a ChameleonStreamGenerate segment and the VAE the model uses")
+        parts.append(samples)
+    if not parts:
+        raise node_error(node, "segment_1", None, "no segment connected", "connect a stream segment")
+    return torch.cat(parts, dim=2)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Checks: wrong connections -> node errors
+# -------------------------------------------------------------------------------------------------------------------
+
+
+def check_conditions(node: str, model: ChameleonModel, conditions: ChameleonConditions) -> LatentFamily:
+    """The conditions were encoded with the VAE family the model takes; returns that family."""
+    family = model.config.latent
+    if conditions.family != family.name:
+        raise node_error(node, "conditions", conditions.family,
+                         f"encoded with the {conditions.family} VAE but the model takes {family.name} latents",
+                         f"feed ChameleonConditions the {family.name} VAE")
+    return family
+
+
+def check_student(node: str, name: str, model: ChameleonModel) -> None:
+    """``model`` is a causal student (a teacher cannot stream)."""
+    if model.kind != "student":
+        raise node_error(node, name, model.name, "this is the bidirectional teacher, it cannot stream",
+                         "load a causal student with ChameleonStudentLoader (or sample the teacher with "
+                         "ChameleonTeacherSampler)")
+
+
+def check_teacher(node: str, name: str, model: ChameleonModel) -> None:
+    """``model`` is the bidirectional teacher."""
+    if model.kind != "teacher":
+        raise node_error(node, name, model.name, "this is a causal student, not the bidirectional teacher",
+                         "load the teacher with ChameleonTeacherLoader, or stream the student with "
+                         "ChameleonStreamStart")
+
+
+def check_student_stream(node: str, stream: ChameleonStream) -> None:
+    """``stream`` is a CHAMELEON_STREAM of a causal student."""
+    from .types import ChameleonStream
+
+    if not isinstance(stream, ChameleonStream):
+        raise node_error(node, "stream", stream, "not a FashionChameleon stream", "connect ChameleonStreamStart")
+    if stream.model.kind != "student":
+        raise node_error(node, "stream", stream.model.name, "this stream comes from the bidirectional teacher, which "
+                         "cannot stream or switch garments", "start the stream from ChameleonStudentLoader's model")
+
+
+def check_vae(node: str, vae, want: LatentFamily) -> LatentFamily:
+    """``vae`` is a Wan VAE of the family ``want`` (the model's); returns it."""
+    family = vae_family(node, vae)
+    if family.name != want.name:
+        raise node_error(node, "vae", family.name, f"the model takes {want.name} latents",
+                         f"connect the {want.name} VAE")
+    return family
+
+
+def check_resolution(node: str, family: LatentFamily, width: int, height: int) -> None:
+    """Width and height fit the VAE stride and the DiT's 2x2 patches."""
+    step = family.spatial_stride * 2
+    for name, value in (("width", width), ("height", height)):
+        if value % step:
+            raise node_error(node, name, value, f"not a multiple of {step} ({family.name} VAE + 2x2 patches)",
+                             f"use {round(value / step) * step or step}")

@@ -1,0 +1,105 @@
+"""nodes/adapters.py without ComfyUI: the codec over a ComfyUI-like VAE plugs into the core's one session loop and
+gives what the core VAE gives; LATENT / CONDITIONING conversions and their errors.
+
+The pack is imported as a package (conftest), so everything core here comes from the pack's own import of
+``chameleon_core`` (``comfyui_fashionchameleon.chameleon_core``), as the nodes see it inside ComfyUI.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from comfyui_fashionchameleon.chameleon_core.config import StreamSettings
+from comfyui_fashionchameleon.chameleon_core.decoding import decode_chunks
+from comfyui_fashionchameleon.chameleon_core.session import (
+    GarmentSwitch,
+    Session,
+    TimedSwitch,
+    encode_condition,
+)
+from comfyui_fashionchameleon.chameleon_core.streaming import start_stream
+from comfyui_fashionchameleon.chameleon_core.testing import tiny_transformer
+from comfyui_fashionchameleon.chameleon_core.vae import build_vae
+from comfyui_fashionchameleon.nodes import adapters
+
+SIZE = 32  # pixels: 2x2 latents of the Wan2.2 VAE
+
+
+class ComfyLikeVAE:
+    """The part of ComfyUI's ``comfy.sd.VAE`` the adapters use; like ComfyUI's video VAEs, ``encode`` reads an
+    IMAGE batch ``[T, H, W, 3]`` in 0..1 as the frames of one video."""
+
+    def __init__(self, core) -> None:
+        self.core, self.latent_channels = core, core.latent_channels
+        self.device, self.vae_dtype = torch.device("cpu"), torch.float32
+
+    def get_sd(self) -> dict[str, torch.Tensor]:
+        return self.core.model.state_dict()
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        return self.core.encode(image.permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1)
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return build_vae("wan2.2-tiny", seed=0)
+
+
+def test_codec_encodes_each_image_alone_and_decodes_as_the_core_vae(vae):
+    codec = adapters.codec(ComfyLikeVAE(vae))
+    images = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
+    want = torch.cat([vae.encode_image(images[i : i + 1]) for i in range(2)])
+    torch.testing.assert_close(codec.encode_image(images), want, atol=1e-5, rtol=0)
+    latents = torch.randn(1, vae.latent_channels, 3, 2, 2)
+    got = torch.cat(list(decode_chunks(codec, latents, 2)), dim=2)
+    torch.testing.assert_close(got, torch.cat(list(decode_chunks(vae, latents, 2)), dim=2), atol=0, rtol=0)
+    assert adapters.streaming_vae(codec.vae) is codec.decoder  # one core copy per ComfyUI VAE object
+
+
+def test_session_with_the_comfy_codec_equals_the_session_with_the_core_vae(vae):
+    """The nodes' codec in the core's one loop (decode, garment refresh, disentangle from the last shown frame)."""
+    model = tiny_transformer(seed=0)
+    family = model.config.latent
+    gen = torch.Generator().manual_seed(3)
+    reference, garment, garment2 = (torch.rand(1, 40, 24, 3, generator=gen) for _ in range(3))
+    context = torch.randn(1, 5, model.config.text_dim, generator=gen)
+
+    def run(codec):
+        conds = [encode_condition(codec, family, img, garment=g, size=(SIZE, SIZE))
+                 for img, g in ((reference, False), (garment, True))]
+        state = start_stream(model, context=context, reference=conds[0], garment=conds[1], seed=7,
+                             settings=StreamSettings(chunk_frames=1, cache_frames=6, steps=1))
+        session = Session(state, chunks=3, codec=codec, timeline=[TimedSwitch(2, GarmentSwitch(garment2))])
+        return torch.cat([c.pixels for c in session], dim=2)
+
+    comfy, core = run(adapters.codec(ComfyLikeVAE(vae))), run(vae)
+    assert comfy.shape == (1, 3, 4 * 2 + 1, SIZE, SIZE)
+    torch.testing.assert_close(comfy, core, atol=1e-4, rtol=0)
+
+
+def test_latent_segments_join_in_order_and_name_what_is_wrong():
+    family = adapters.latent_family(48)
+    a, b = torch.zeros(1, 48, 2, 2, 2), torch.ones(1, 48, 3, 2, 2)
+    joined = adapters.latent_segments("N", family, {"segment_2": {"samples": b}, "segment_1": {"samples": a},
+                                                    "segment_3": None})
+    torch.testing.assert_close(joined, torch.cat([a, b], dim=2))
+    with pytest.raises(ValueError, match=r"N: input 'segment_2' got '\(1, 16, 2, 2, 2\)'.*Fix:"):
+        adapters.latent_segments("N", family, {"segment_1": {"samples": a},
+                                               "segment_2": {"samples": torch.zeros(1, 16, 2, 2, 2)}})
+    with pytest.raises(ValueError, match="no segment connected"):
+        adapters.latent_segments("N", family, {"segment_1": None})
+
+
+def test_conditioning_vae_and_resolution_errors_name_node_input_value_and_fix():
+    features = torch.randn(1, 7, 16)
+    assert adapters.conditioning_tensor("N", "positive", [[features, {}]]) is features
+    with pytest.raises(ValueError, match="N: input 'positive'.*not a CONDITIONING.*Fix: connect CLIPTextEncode"):
+        adapters.conditioning_tensor("N", "positive", "a prompt")
+
+    class NotWan:
+        latent_channels = 4
+
+    with pytest.raises(ValueError, match="N: input 'vae' got '4 latent channels': not a Wan VAE.*Fix:"):
+        adapters.vae_family("N", NotWan())
+    with pytest.raises(ValueError, match="N: input 'width' got 80: not a multiple of 32.*Fix: use 64"):
+        adapters.check_resolution("N", adapters.latent_family(48), 80, 64)
