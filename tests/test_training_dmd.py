@@ -433,7 +433,7 @@ def _write_latent_cache(root, items: int = 4, frames: int = 2):
         save_file(tensors, str(root / "items" / f"v{i}.safetensors"))
         entries.append({"key": f"v{i}", "file": f"items/v{i}.safetensors", "width": 32, "height": 32,
                         "frames": 4 * (frames - 1) + 1, "latent_shape": [C, frames, 2, 2]})
-    (root / "manifest.json").write_text(json.dumps({"items": entries}))
+    (root / "manifest.json").write_text(json.dumps({"items": entries, "vae": "random:wan2.2-tiny"}))
     return root
 
 

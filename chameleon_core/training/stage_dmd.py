@@ -21,8 +21,9 @@ per sample from :func:`~chameleon_core.training.latent_cache.sample_generator` k
 slot), so the result does not depend on the number of processes, and a resumed run draws what the uninterrupted
 run would have.
 
-Settings read from ``dmd.extra``: ``vae`` (the Wan VAE file that decodes frames for the reward; ``random:SEED`` for
-a tiny random VAE, the default with the stand-in reward) and ``negative`` (a prompt-embeddings file of the Wan
+Settings read from ``dmd.extra``: ``vae`` (the Wan VAE file that decodes frames for the reward; default: the VAE
+the latent cache was prepared with, as its manifest names it; ``random:PRESET`` for a seeded tiny VAE) and
+``negative`` (a prompt-embeddings file of the Wan
 negative prompt written by ``python -m chameleon_core.tools.prompt_embeds``; default: the latent cache's empty prompt).
 """
 
@@ -115,25 +116,22 @@ class DMDTrainer:
     # -- setup helpers ------------------------------------------------------------------------------------------
 
     def _decoder(self):
-        spec = self.d.extra.get("vae")
-        channels = self.generator.config.in_dim
-        if spec is None and self.d.reward not in STAND_IN_NAMES:
-            raise ValueError(
-                "the reward decodes frames, so GR-DMD needs the Wan VAE: --set dmd.extra.vae=PATH (Wan2.2_VAE.pth), "
-                "or dmd.reward=none for unweighted DMD"
-            )
-        if spec is None or str(spec).startswith("random:"):
-            from chameleon_core.vae import build_vae
+        """Decoding for the reward: the VAE of ``dmd.extra.vae``, else the one the latent cache was prepared with."""
+        from .prepare import make_vae
 
-            seed = int(str(spec).split(":", 1)[1]) if spec else 0
-            family = "wan2.2-tiny" if channels == 48 else "wan2.1-tiny"
-            logger.info("reward decodes with a tiny random %s VAE (seed %d): a test setting", family, seed)
-            vae = build_vae(family, device=self.run.device, seed=seed)
-        else:
-            from chameleon_core.checkpoints import load_vae
-
-            dtype = torch.bfloat16 if self.run.device.type == "cuda" else torch.float32
-            vae = load_vae(spec, device=self.run.device, dtype=dtype)
+        spec = self.d.extra.get("vae") or self.loader.cache.meta.get("vae")
+        if spec is None:
+            if self.d.reward not in STAND_IN_NAMES:
+                raise ValueError(
+                    "the reward decodes frames, so GR-DMD needs the Wan VAE and the latent cache does not name one: "
+                    "--set dmd.extra.vae=PATH (Wan2.2_VAE.pth), or dmd.reward=none for unweighted DMD"
+                )
+            family = "wan2.2-tiny" if self.generator.config.in_dim == 48 else "wan2.1-tiny"
+            spec = f"random:{family}"
+        logger.info("the reward decodes frames with the VAE %s", spec)
+        vae = make_vae(str(spec), self.run.device)
+        if self.run.device.type == "cuda":
+            vae = vae.to(dtype=torch.bfloat16)  # decoding 81 frames at 1280x704 for the reward; no gradient
         vae.model.requires_grad_(False)
         return vae_decoder(vae)
 
