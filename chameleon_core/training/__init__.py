@@ -2,7 +2,7 @@
 
 A package of its own: it imports the core (:mod:`chameleon_core`), and nothing in the core or in ``nodes/`` imports
 it. Entry point: ``python -m chameleon_core.training {prepare,sft,forcing,dmd,bench} --config CONFIG.json|PRESET``,
-identical under ``torchrun --nproc_per_node N -m chameleon_core.training ...``. See ``docs/training.md``.
+identical under ``torchrun --nproc_per_node N -m chameleon_core.training ...``. See the README's Training section.
 
 Modules:
 
