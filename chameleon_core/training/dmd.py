@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from ..cache import CacheGeometry, KVCache
 from ..causal import prefill_conditions
@@ -380,7 +380,7 @@ def pixel_to_latent_frames(scores: torch.Tensor, latent_frames: int, temporal_st
 
 def chunk_average(values: torch.Tensor, chunk_frames: int) -> torch.Tensor:
     """``[B, F]`` -> ``[B, F]``: each chunk's frames replaced by the chunk's mean (a last short chunk averages its own)."""
-    b, f = values.shape
+    f = values.shape[1]
     out = torch.empty_like(values)
     for start in range(0, f, chunk_frames):
         piece = values[:, start : start + chunk_frames]
@@ -438,7 +438,7 @@ def critic_loss(
     """Flow-matching loss ``mean((v_pred - (eps - x_gen))^2)`` of the critic on generated latents (no gradient into
     ``x_gen``), at one shifted timestep per sample (``timesteps``, :func:`sample_timesteps`)."""
     x_gen = x_gen.detach().float()
-    b, ch, f, h, w = x_gen.shape
+    _, ch, f, h, w = x_gen.shape
     t = timesteps.sample(rng)
     noise = rng.normal(ch, f, h, w, device=x_gen.device)
     sigma = (t / NUM_TRAIN_TIMESTEPS).to(x_gen.device, torch.float32).view(-1, 1, 1, 1, 1)

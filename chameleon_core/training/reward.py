@@ -16,14 +16,14 @@ Tests plug in a tiny stand-in such as :func:`brightness_reward`.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Mapping
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class AestheticMLP(nn.Module):
             raise ValueError(f"the aesthetic MLP has {len(_LINEAR_INDICES)} linear layers, got widths {widths}")
         dropouts = (0.2, 0.2, 0.1)
         modules: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(widths)):
             modules.append(nn.Linear(a, b))
             if i < len(dropouts):
                 modules.append(nn.Dropout(dropouts[i]))
@@ -76,7 +76,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping):
-        raise ValueError(f"the aesthetic MLP file {path} holds a {type(state).__name__}, expected a state dict")
+        raise TypeError(f"the aesthetic MLP file {path} holds a {type(state).__name__}, expected a state dict")
     return dict(state)
 
 
@@ -183,7 +183,9 @@ def load_aesthetic_reward(
             f"the aesthetic reward needs transformers to load CLIP ViT-L/14 from {clip_dir}, and it cannot be "
             f"imported ({exc}): `pip install transformers`"
         ) from exc
-    from ..text import _from_pretrained_kwargs  # the dtype keyword differs across transformers versions
+    from ..text import (
+        _from_pretrained_kwargs,  # the dtype keyword differs across transformers versions
+    )
 
     clip = transformers.CLIPVisionModelWithProjection.from_pretrained(
         str(clip_dir), **_from_pretrained_kwargs(transformers, dtype)

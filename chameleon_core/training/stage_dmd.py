@@ -240,7 +240,7 @@ class DMDTrainer:
                 exit_step = draw_exit_step(d.denoise_steps, cfg.run.seed, step, "generator")
                 g = self._update(
                     self.generator, self.opt_g, self.sched_g, micro, len(batch),
-                    lambda part: self._generator_loss(part, step, exit_step),
+                    lambda part, step=step, exit_step=exit_step: self._generator_loss(part, step, exit_step),
                 )
                 self.ema.update(self.generator, step)
                 values.update({f"generator_{k}" if k in ("loss", "grad_norm", "lr") else k: v for k, v in g.items()})
@@ -249,7 +249,7 @@ class DMDTrainer:
             exit_step = draw_exit_step(d.denoise_steps, cfg.run.seed, step, "critic")
             c = self._update(
                 self.critic, self.opt_c, self.sched_c, micro, len(batch),
-                lambda part: (self._critic_loss(part, step, exit_step), {}),
+                lambda part, step=step, exit_step=exit_step: (self._critic_loss(part, step, exit_step), {}),
             )
             values.update({f"critic_{k}": v for k, v in c.items()})
             run.step = step + 1
