@@ -134,13 +134,16 @@ def test_stage(stage, kind, cache, tmp_path):
     assert all(torch.equal(v, p_one[k]) for k, v in model.state_dict().items())
 
 
-def test_chain_sft_then_forcing_student_streams(cache, tmp_path):
-    """prepare -> sft -> forcing (initialised from the SFT export) -> the student streams through
-    ``python -m chameleon_core`` (in-process) straight from the exported file, with no conversion."""
+def test_chain_sft_forcing_dmd_student_streams(cache, tmp_path):
+    """prepare -> sft -> forcing (initialised from the SFT export) -> dmd (generator from the forcing student, real
+    and fake scores from the SFT teacher) -> the DMD student streams through ``python -m chameleon_core``
+    (in-process) straight from the exported file, with no conversion."""
     from chameleon_core.text import save_prompt_embeddings
     from chameleon_core.tiny_checkpoints import write_images, write_vae
     from chameleon_core.tools import stream as stream_cli
     from chameleon_core.training.config import load_config
+    from chameleon_core.checkpoints import checkpoint_kind
+    from chameleon_core.training.stage_dmd import run_dmd
     from chameleon_core.training.stage_forcing import run_forcing
     from chameleon_core.training.stage_sft import run_sft
 
@@ -148,7 +151,11 @@ def test_chain_sft_then_forcing_student_streams(cache, tmp_path):
     run_sft(load_config("tiny_sft", [*common, f"run.out={tmp_path / 'sft'}"]))
     teacher = tmp_path / "sft" / "export" / "teacher.safetensors"
     run_forcing(load_config("tiny_forcing", [*common, f"run.out={tmp_path / 'forcing'}", f"model.init={teacher}"]))
-    student = tmp_path / "forcing" / "export" / "student.safetensors"
+    forced = tmp_path / "forcing" / "export" / "student.safetensors"
+    run_dmd(load_config("tiny_dmd", [*common, f"run.out={tmp_path / 'dmd'}", f"model.init={forced}",
+                                     f"dmd.teacher={teacher}", "dmd.critic_per_generator=1", "dmd.chunk_frames=1"]))
+    student = tmp_path / "dmd" / "export" / "student.safetensors"
+    assert checkpoint_kind(student) == "student"
 
     write_images(tmp_path, size=64)
     write_vae(tmp_path / "wan2.2_vae.safetensors", seed=0)
