@@ -6,7 +6,8 @@ segments and switches, the frames equal one whole-video decode (the causal VAE c
 convolution's input; ``tests/test_vae.py`` checks the equality), while memory stays at one chunk.
 
 Any VAE with the core's streaming interface plugs in (:class:`ChunkDecoderVAE`): the core's :class:`~chameleon_core.
-vae.WanVAE`, or the node pack's wrapper over ComfyUI's VAE weights.
+vae.WanVAE`, the node pack's wrapper over ComfyUI's VAE weights, or the tiny TAEHV decoder
+(:class:`~chameleon_core.taehv.TinyVideoDecoder`, the live path's cheap decoder; it makes the same frame counts).
 """
 
 from __future__ import annotations
@@ -56,10 +57,14 @@ class StreamingDecoder:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """The next latent frames ``[B, C, n, h, w]`` -> their pixels ``[B, 3, F, H, W]`` in [-1, 1] (VAE device)."""
-        raw = self.family.to_raw(latents.float()) if self.family is not None else latents
-        raw = raw.to(self.vae.device, self.vae.dtype)
-        # consume=True: the old state's caches are released during the call (memory stays at one chunk).
-        pixels, self._state = self.vae.decode_chunk(raw, self._state, consume=True)
+        if self.family is not None and getattr(self.vae, "latent_space", "raw") == "model":
+            # A decoder trained on the DiT's normalised latents (the tiny decoder): no raw round trip.
+            pixels, self._state = self.vae.decode_model_space(latents, self._state, consume=True)
+        else:
+            raw = self.family.to_raw(latents.float()) if self.family is not None else latents
+            raw = raw.to(self.vae.device, self.vae.dtype)
+            # consume=True: the old state's caches are released during the call (memory stays at one chunk).
+            pixels, self._state = self.vae.decode_chunk(raw, self._state, consume=True)
         self.latent_frames += latents.shape[2]
         self.video_frames += pixels.shape[2]
         self.last_frame = pixels[:, :, -1]

@@ -13,6 +13,19 @@ so "what the video looks like" and "what a switch does" are decided in one place
    between chunks and :attr:`Session.state` is the last complete state (the interrupt contract of
    :func:`~chameleon_core.streaming.generate`).
 
+Two options for the live path:
+
+- ``decoder=``: decode with another decoder than the codec, e.g. the tiny TAEHV decoder
+  (:func:`~chameleon_core.taehv.load_taehv`), while garment encoding and disentangle keep the full VAE (``codec``).
+  Disentangle then re-encodes, with the full VAE's encoder, the tiny decoder's last frame: the frame the viewer saw,
+  at the cost of one image encode (decoding it with the full VAE instead would mean a full-VAE decode of the whole
+  stream at every switch, or a second full decode per chunk, which is what the tiny decoder is there to avoid).
+- ``overlap_decode=True``: chunk k is decoded by a worker thread (on CUDA in its own stream) while chunk k+1 is
+  generated; chunks are still yielded in order with the same pixels as the serial loop. Chunk k is handed over
+  after chunk k+1 is generated, so a queued command or a stop takes effect one chunk later than in the serial loop
+  (a stop still hands over every chunk generated); a switch waits for the decode in flight (disentangle needs the
+  last frame shown).
+
 Garment switches carry an image (any size, channels-last ``[1, H, W, C]`` in 0..1): the session fits it to the
 stream's resolution as the training data does and encodes it with the session's codec.
 """
@@ -23,11 +36,12 @@ import logging
 import queue
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 
-from .decoding import StreamingDecoder
+from .decoding import ChunkDecoderVAE, StreamingDecoder
 from .images import fit_garment, to_pixels
 from .rescheduling import (
     FrameCodec,
@@ -123,9 +137,22 @@ class SessionChunk:
 
 
 def _sync(device: torch.device) -> None:
-    """Wait for queued kernels, so wall-clock times belong to the work timed."""
+    """Wait for the kernels queued on this thread's stream, so wall-clock times belong to the work timed (the
+    current stream only: an overlapped decode on its own stream keeps running)."""
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        torch.cuda.current_stream(device).synchronize()
+
+
+@dataclass
+class _Generated:
+    """A generated chunk on its way to the consumer (its decode done, or running on the decode worker)."""
+
+    index: int
+    x0: torch.Tensor
+    applied: tuple[AppliedSwitch, ...]
+    backbone_seconds: float
+    decoded: Future | None = None
+    """Resolves to (first video frame, pixels, decode seconds); None when the session does not decode."""
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -145,8 +172,11 @@ class Session:
         commands: a queue of :data:`Switch` es (or :data:`STOP`) pushed from another thread, applied at the next
             chunk boundary in arrival order, after the timeline's switches at that boundary.
         should_stop: polled between chunks; True ends the session cleanly.
-        decode: decode each chunk (needs ``codec``).
+        decode: decode each chunk (needs ``codec`` or ``decoder``).
         steps: override the stream's steps per chunk for the whole session.
+        decoder: decode with this instead of ``codec`` (the tiny TAEHV decoder on the live path); ``codec`` still
+            encodes garments and the disentangle frame. Must make the codec's frame counts (TAEHV does).
+        overlap_decode: decode chunk k on a worker while chunk k+1 generates (see the module docstring).
     """
 
     def __init__(
@@ -160,13 +190,16 @@ class Session:
         should_stop: Callable[[], bool] | None = None,
         decode: bool = True,
         steps: int | None = None,
+        decoder: ChunkDecoderVAE | None = None,
+        overlap_decode: bool = False,
     ) -> None:
         if chunks is not None and chunks < 1:
             raise ValueError(f"a session needs at least one chunk, got chunks={chunks}")
         if chunks is None and commands is None and should_stop is None:
             raise ValueError("chunks=None runs until stopped: give a command queue or should_stop to stop it by")
-        if decode and codec is None:
-            raise ValueError("decode=True needs the VAE (codec=...); pass decode=False to generate latents only")
+        if decode and codec is None and decoder is None:
+            raise ValueError("decode=True needs the VAE (codec=...) or a decoder (decoder=...); pass decode=False to "
+                             "generate latents only")
         for event in timeline:
             if event.chunk < 1 or (chunks is not None and event.chunk >= chunks):
                 raise ValueError(
@@ -180,8 +213,9 @@ class Session:
         self.timeline = sorted(timeline, key=lambda e: (e.chunk, e.switch.kind != "garment"))
         self.commands = commands
         self.should_stop = should_stop
-        self.decoder = StreamingDecoder(codec, state.model.config.latent) if decode else None
+        self.decoder = StreamingDecoder(decoder or codec, state.model.config.latent) if decode else None
         self.steps = steps
+        self.overlap_decode = overlap_decode and self.decoder is not None
         self.applied: list[AppliedSwitch] = []
         """Every switch applied so far, in order (the session's timeline as it happened)."""
         self.done = 0
@@ -213,8 +247,9 @@ class Session:
     # -- the loop -------------------------------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[SessionChunk]:
-        device = self._state.model.device
         pending = list(self.timeline)
+        worker = ThreadPoolExecutor(1, thread_name_prefix="chameleon-decode") if self.overlap_decode else None
+        held: _Generated | None = None  # overlap: the chunk whose decode is running
         try:
             while self.chunks is None or self.done < self.chunks:
                 # 1. Switches due at this boundary: the timeline's, then the queue's.
@@ -224,29 +259,100 @@ class Session:
                 if stop:
                     self.stopped = True
                     break
+                if (due or queued) and held is not None:
+                    # A switch reads the last frame shown and the frame count: the decode in flight finishes first.
+                    yield self._collect(held)
+                    held = None
+                    if self._stop_polled():
+                        break
                 applied = tuple(self._apply(switch) for switch in due + queued)
                 # 2. Generate the chunk (one cache clone per segment between switches, not per chunk).
-                if self._rollout is None:
-                    self._rollout = Rollout(self._state, steps=self.steps)
-                _sync(device)
-                t0 = time.perf_counter()
-                x0 = self._rollout.step()
-                _sync(device)
-                t1 = time.perf_counter()
-                # 3. Decode it at once, carrying the VAE state.
-                first = self.video_frames
-                pixels = self.decoder.decode(x0) if self.decoder is not None else None
-                _sync(device)
-                decode_s = time.perf_counter() - t1
-                self.done += 1
-                # 4. Hand it over, then poll for a stop.
-                yield SessionChunk(self.done - 1, x0.detach().cpu(), pixels, first, t1 - t0, decode_s, applied)
-                if self.should_stop is not None and self.should_stop():
-                    self.stopped = self.chunks is None or self.done < self.chunks
-                    logger.info("session stopped after %d chunks", self.done)
+                current = self._generate(applied)
+                # 3. Decode it (at once, or on the worker while the next chunk generates), carrying the VAE state.
+                current.decoded = self._decode(current.x0, worker)
+                # 4. Hand chunks over in order, then poll for a stop.
+                if held is not None:
+                    yield self._collect(held)
+                    held = None
+                    if self._stop_polled():
+                        yield self._collect(current)  # generated already: part of the state, so handed over too
+                        break
+                if worker is not None:
+                    held = current
+                    continue
+                yield self._collect(current)
+                if self._stop_polled():
                     break
+            if held is not None:
+                yield self._collect(held)
+                held = None
         finally:
+            if worker is not None:
+                worker.shutdown(wait=True)
             self._finish()
+
+    def _stop_polled(self) -> bool:
+        if self.should_stop is not None and self.should_stop():
+            self.stopped = self.chunks is None or self.done < self.chunks
+            logger.info("session stopped after %d chunks", self.done)
+            return True
+        return False
+
+    def _generate(self, applied: tuple[AppliedSwitch, ...]) -> _Generated:
+        if self._rollout is None:
+            self._rollout = Rollout(self._state, steps=self.steps)
+        device = self._state.model.device
+        _sync(device)
+        t0 = time.perf_counter()
+        x0 = self._rollout.step()
+        _sync(device)
+        self.done += 1
+        return _Generated(self.done - 1, x0, applied, time.perf_counter() - t0)
+
+    def _decode(self, x0: torch.Tensor, worker: ThreadPoolExecutor | None) -> Future | None:
+        """Decode now (serial), or submit to the worker (overlap); the future gives (first frame, pixels, seconds)."""
+        if self.decoder is None:
+            return None
+        decoder, device = self.decoder, self._state.model.device
+        ready = None
+        if worker is not None and device.type == "cuda":
+            ready = torch.cuda.Event()
+            ready.record(torch.cuda.current_stream(device))
+
+        def run() -> tuple[int, torch.Tensor, float]:
+            t0 = time.perf_counter()
+            first = decoder.video_frames
+            if ready is None:
+                pixels = decoder.decode(x0)
+                _sync(device)
+            else:  # a second stream: waits for the chunk's kernels only, then runs beside the next chunk's
+                stream = self._decode_stream()
+                with torch.cuda.stream(stream):
+                    stream.wait_event(ready)
+                    x0.record_stream(stream)
+                    pixels = decoder.decode(x0)
+                stream.synchronize()
+            return first, pixels, time.perf_counter() - t0
+
+        if worker is not None:
+            return worker.submit(run)
+        done: Future = Future()
+        done.set_result(run())
+        return done
+
+    def _decode_stream(self) -> torch.cuda.Stream:
+        if getattr(self, "_stream", None) is None:
+            self._stream = torch.cuda.Stream(self._state.model.device)
+        return self._stream
+
+    def _collect(self, g: _Generated) -> SessionChunk:
+        if g.decoded is None:
+            first = self._state.model.config.latent.pixel_frames(g.index * self._state.settings.chunk_frames) \
+                if g.index else 0
+            pixels, decode_s = None, 0.0
+        else:
+            first, pixels, decode_s = g.decoded.result()
+        return SessionChunk(g.index, g.x0.detach().cpu(), pixels, first, g.backbone_seconds, decode_s, g.applied)
 
     def run(self) -> list[SessionChunk]:
         """Run to the end (or a stop) and return every chunk."""

@@ -9,24 +9,29 @@ from __future__ import annotations
 
 import queue
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from chameleon_core.tools import stream as cli
+from chameleon_core.checkpoints import load_transformer, load_vae
 from chameleon_core.config import StreamSettings
-from chameleon_core.images import fit_garment, fit_reference, load_image
+from chameleon_core.images import fit_garment, load_image
 from chameleon_core.latents import WAN22
 from chameleon_core.rescheduling import switch_garment
-from chameleon_core.session import STOP, GarmentSwitch, Session, TimedSwitch, encode_condition
+from chameleon_core.session import (
+    STOP,
+    GarmentSwitch,
+    Session,
+    TimedSwitch,
+    encode_condition,
+)
 from chameleon_core.streaming import generate, start_stream
 from chameleon_core.testing import tiny_transformer, write_transformer_checkpoint
 from chameleon_core.text import load_prompt_embeddings, save_prompt_embeddings
 from chameleon_core.tiny_checkpoints import write_images, write_vae
-from chameleon_core.checkpoints import load_transformer, load_vae
+from chameleon_core.tools import stream as cli
 
 SIZE = 64
 SETTINGS = StreamSettings(chunk_frames=3, cache_frames=23)
@@ -54,8 +59,8 @@ def world(tmp_path_factory):
     context = load_prompt_embeddings(prompt, text_dim=model.config.text_dim)
     ref = encode_condition(vae, WAN22, load_image(d / "reference.png"), garment=False, size=(SIZE, SIZE))
     gar = encode_condition(vae, WAN22, load_image(d / "garment1.png"), garment=True, size=(SIZE, SIZE))
-    return dict(dir=d, student=student, vae_path=vae_path, prompt=prompt, model=model, vae=vae, context=context,
-                ref=ref, gar=gar)
+    return {"dir": d, "student": student, "vae_path": vae_path, "prompt": prompt, "model": model, "vae": vae, "context": context,
+                "ref": ref, "gar": gar}
 
 
 def _start(world, seed=3):
@@ -143,3 +148,49 @@ def test_bad_sessions_are_refused(world):
         Session(_start(world), chunks=2)
     with pytest.raises(ValueError, match="boundaries"):
         Session(_start(world), chunks=2, decode=False, timeline=[TimedSwitch(2, GarmentSwitch(_garment2(world)))])
+
+
+# --- the live-path options: overlapped decode, another decoder (issue 15) ------------------------------------------
+
+
+def test_overlapped_decode_equals_the_serial_loop_bitwise(world):
+    timeline = [TimedSwitch(2, GarmentSwitch(_garment2(world)))]
+    serial = Session(_start(world), chunks=4, codec=world["vae"], timeline=timeline).run()
+    overlapped = Session(_start(world), chunks=4, codec=world["vae"], timeline=timeline, overlap_decode=True)
+    got = overlapped.run()
+    assert [c.index for c in got] == [0, 1, 2, 3]
+    for a, b in zip(serial, got, strict=True):
+        assert torch.equal(a.pixels, b.pixels) and torch.equal(a.latents, b.latents)
+        assert a.first_video_frame == b.first_video_frame and len(a.switches) == len(b.switches)
+    torch.testing.assert_close(overlapped.state.latents(), torch.cat([c.latents for c in serial], 2), atol=0, rtol=0)
+    # A stop hands over every generated chunk, in order, and the state holds exactly those.
+    polls = iter([False, True, True])
+    stopped = Session(_start(world), chunks=None, codec=world["vae"], should_stop=lambda: next(polls),
+                      overlap_decode=True)
+    chunks = stopped.run()
+    assert [c.index for c in chunks] == [0, 1, 2] and stopped.stopped and stopped.state.frames == 9
+    for a, b in zip(serial[:2], chunks):  # before the serial run's switch
+        assert torch.equal(a.pixels, b.pixels)
+
+
+def test_tiny_decoder_decodes_while_the_full_vae_encodes_the_shown_frame(world):
+    """decoder=tiny: pixels are the tiny decoder's continuous decode; disentangle re-encodes its last frame with the
+    full VAE (checked against switch_garment given that frame)."""
+    from chameleon_core.taehv import TAEHVConfig, random_taehv
+
+    tiny = random_taehv(TAEHVConfig(latent_channels=48, patch_size=2, widths=(16, 8, 8, 4)), seed=0)
+    garment = GarmentSwitch(_garment2(world))
+    session = Session(_start(world), chunks=3, codec=world["vae"], decoder=tiny, timeline=[TimedSwitch(2, garment)])
+    chunks = session.run()
+    assert [c.pixels.shape[2] for c in chunks] == [9, 12, 12] and session.video_frames == 33
+    assert chunks[0].pixels.shape[-2:] == (SIZE, SIZE)
+
+    state, first = generate(_start(world), 6)
+    shown = tiny.decode_model_space(first)[0]
+    torch.testing.assert_close(torch.cat([c.pixels for c in chunks[:2]], 2), shown, atol=0, rtol=0)
+    new_garment = encode_condition(world["vae"], WAN22, _garment2(world), garment=True, size=(SIZE, SIZE))
+    state = switch_garment(state, new_garment, codec=world["vae"], last_frame=shown[:, :, -1])
+    state, last = generate(state, 3)
+    torch.testing.assert_close(chunks[2].latents, last, atol=1e-6, rtol=0)
+    tail = tiny.decode_model_space(torch.cat([first, last], 2))[0][:, :, 21:]
+    torch.testing.assert_close(chunks[2].pixels, tail, atol=1e-5, rtol=0)
