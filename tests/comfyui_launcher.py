@@ -7,6 +7,10 @@ random checkpoints cannot load into them. This launcher applies the sizes in ``$
 is touched: server, graph execution, caching, model management, the core nodes and this pack run as shipped.
 
 Usage: ``COMFYUI_DIR=... CHAMELEON_TINY_SIZES=.../tiny_sizes.json python tests/comfyui_launcher.py [main.py args]``
+
+``... comfyui_launcher.py --encode-prompt CLIP_FILE TEXT OUT`` instead encodes TEXT as ComfyUI's
+``CLIPLoader`` (type wan) + ``CLIPTextEncode`` do on the CPU, and saves the CONDITIONING tensor to OUT
+(safetensors, key ``context``): the prompt features a direct core run needs to reproduce a workflow's frames.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ import runpy
 import sys
 
 
-def main() -> None:
+def tiny_comfyui(argv: list[str]) -> None:
+    """Make ``$COMFYUI_DIR`` importable with ``argv`` as its command line, and shrink umT5 and the VAE."""
     comfy_dir = os.path.abspath(os.environ["COMFYUI_DIR"])
     with open(os.environ["CHAMELEON_TINY_SIZES"]) as f:
         sizes = json.load(f)
-    sys.argv = [os.path.join(comfy_dir, "main.py")] + sys.argv[1:]
+    sys.argv = [os.path.join(comfy_dir, "main.py")] + argv
     sys.path.insert(0, comfy_dir)
     os.chdir(comfy_dir)
 
@@ -47,6 +52,25 @@ def main() -> None:
         vae_init(self, *args, **kwargs)
 
     vae22.WanVAE.__init__ = tiny_vae
+
+
+def encode_prompt(clip_file: str, text: str, out: str) -> None:
+    """TEXT -> CONDITIONING tensor ``[1, L, 4096]`` as CLIPLoader(type wan, device default) + CLIPTextEncode."""
+    clip_file, out = os.path.abspath(clip_file), os.path.abspath(out)
+    tiny_comfyui(["--cpu"])
+    import comfy.sd
+    from safetensors.torch import save_file
+
+    clip = comfy.sd.load_clip(ckpt_paths=[clip_file], clip_type=comfy.sd.CLIPType.WAN)
+    conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+    save_file({"context": conditioning[0][0].contiguous()}, out)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--encode-prompt"]:
+        encode_prompt(*sys.argv[2:5])
+        return
+    tiny_comfyui(sys.argv[1:])
     runpy.run_path(sys.argv[0], run_name="__main__")
 
 

@@ -3,7 +3,8 @@ interpreter if it is not ``$COMFYUI_DIR/.venv/bin/python``).
 
 The test writes tiny random checkpoints into a temporary base directory (``python -m chameleon_core.tiny_checkpoints``),
 starts ComfyUI on CPU with this pack through ``tests/comfyui_launcher.py``, checks ``/object_info``, and runs every
-API-format workflow at tiny size through ``POST /prompt``. Without ``COMFYUI_DIR`` it is skipped.
+API-format workflow at tiny size through ``POST /prompt``; a garment-switch chain through the nodes is compared frame
+by frame with a direct core ``Session`` run on the same files. Without ``COMFYUI_DIR`` it is skipped.
 """
 
 from __future__ import annotations
@@ -261,12 +262,17 @@ def test_editing_the_third_segment_reuses_the_first_two_and_equals_a_fresh_run(s
     assert a == b, "a cached-and-changed run must equal a fresh run frame for frame"
 
 
+def _frame_files(server: Server, history: dict) -> list[Path]:
+    """The decoded frames a run saved as PNG (its ``frames_png`` SaveImage), in order."""
+    items = history["outputs"]["frames_png"]["images"]
+    return [server.base / "output" / i["subfolder"] / i["filename"] for i in items]
+
+
 def _frames(server: Server, history: dict) -> list[bytes]:
     """The decoded frames a run saved as PNG, as raw RGB bytes."""
     from PIL import Image
 
-    items = history["outputs"]["frames_png"]["images"]
-    return [Image.open(server.base / "output" / i["subfolder"] / i["filename"]).tobytes() for i in items]
+    return [Image.open(f).tobytes() for f in _frame_files(server, history)]
 
 
 def test_five_switches_in_one_workflow(server):
@@ -321,3 +327,77 @@ def test_bad_inputs_name_node_input_value_and_fix(server):
     bad = copy.deepcopy(wf)
     bad[loader]["inputs"]["ckpt_name"] = "chameleon_tiny_teacher.safetensors"
     _expect_error(server, bad, "ChameleonStudentLoader", "'ckpt_name'", "teacher", "Fix:")
+
+
+def test_node_path_equals_a_direct_core_session(server):
+    """StreamStart -> Generate -> GarmentSwitch -> Generate -> Decode through ``POST /prompt`` gives the frames of a
+    direct ``chameleon_core.session.Session`` run: same tiny checkpoint files, seed, settings, images and switch,
+    with the core's own VAE loaded from the same file (ComfyUI's text encoder supplies the prompt features to both).
+    The workflow's frames are 8-bit PNGs (ComfyUI's SaveImage truncates 255 * x), so they may be one level lower."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from chameleon_core.checkpoints import load_transformer, load_vae
+    from chameleon_core.config import StreamSettings
+    from chameleon_core.session import (
+        GarmentSwitch,
+        Session,
+        TimedSwitch,
+        encode_condition,
+    )
+    from chameleon_core.streaming import start_stream
+
+    prompt = tiny(load_api("single_garment_stream"))
+    by_type = {v["class_type"]: k for k, v in prompt.items()}
+    for drop in ("CreateVideo", "SaveVideo"):
+        del prompt[by_type[drop]]
+    start, gen, decode, vae = (by_type[t] for t in ("ChameleonStreamStart", "ChameleonStreamGenerate",
+                                                    "ChameleonStreamDecode", "VAELoader"))
+    prompt[gen]["inputs"]["frames"] = 21  # 6 latent frames: two chunks
+    prompt["g2"] = {"class_type": "LoadImage", "inputs": {"image": "garment2.png"}}
+    prompt["sw"] = {"class_type": "ChameleonGarmentSwitch", "inputs": {
+        "stream": [gen, 0], "vae": [vae, 0], "garment": ["g2", 0], "refresh": True, "withdraw": True,
+        "disentangle": True, "withdraw_sink": True}}
+    prompt["gen2"] = {"class_type": "ChameleonStreamGenerate", "inputs": {"stream": ["sw", 0], "frames": 12,
+                                                                          "steps": 0}}
+    prompt[decode]["inputs"]["segment_2"] = ["gen2", 1]
+    prompt["frames_png"] = {"class_type": "SaveImage", "inputs": {"images": [decode, 0], "filename_prefix": "eq"}}
+    history = server.run(prompt)
+    assert history["status"]["status_str"] == "success", _error(history)
+    nodes = np.stack([np.asarray(Image.open(f), dtype=np.float32) for f in _frame_files(server, history)])
+
+    # The direct run: the same files, read by the core.
+    models, inputs = server.base / "models", server.base / "input"
+    text = prompt[by_type["CLIPTextEncode"]]["inputs"]["text"]
+    features = server.base / "prompt.safetensors"
+    env = {**os.environ, "COMFYUI_DIR": COMFYUI_DIR, "CHAMELEON_TINY_SIZES": str(models / "tiny_sizes.json")}
+    subprocess.run([_comfy_python(), str(REPO / "tests" / "comfyui_launcher.py"), "--encode-prompt",
+                    str(models / "text_encoders" / "chameleon_tiny_umt5.safetensors"), text, str(features)],
+                   env=env, check=True, capture_output=True, timeout=600)
+    model = load_transformer(models / "diffusion_models" / "chameleon_tiny_student.safetensors", dtype=torch.float32)
+    core_vae = load_vae(models / "vae" / "chameleon_tiny_wan2.2_vae.safetensors")
+    family = model.config.latent
+
+    def image(name: str) -> torch.Tensor:  # as LoadImage reads it: RGB, 0..1, [1, H, W, 3]
+        return torch.from_numpy(np.asarray(Image.open(inputs / name).convert("RGB"), dtype=np.float32) / 255)[None]
+
+    cond_in, start_in = prompt[by_type["ChameleonConditions"]]["inputs"], prompt[start]["inputs"]
+    conds = [encode_condition(core_vae, family, image(prompt[cond_in[k][0]]["inputs"]["image"]),
+                              garment=k == "garment", size=(SIZE, SIZE)) for k in ("reference", "garment")]
+    state = start_stream(model, context=load_file(features)["context"], reference=conds[0], garment=conds[1],
+                         seed=start_in["seed"], settings=StreamSettings(
+                             chunk_frames=start_in["chunk_frames"], cache_frames=start_in["cache_frames"],
+                             sink_chunks=start_in["sink_chunks"], steps=start_in["steps"]))
+    session = Session(state, chunks=3, codec=core_vae, timeline=[TimedSwitch(2, GarmentSwitch(image("garment2.png")))])
+    pixels = torch.cat([chunk.pixels for chunk in session], dim=2)[0]  # [3, F, H, W] in [-1, 1]
+    core = ((pixels.permute(1, 2, 3, 0).float() + 1) / 2).clamp(0, 1).numpy() * 255
+
+    assert nodes.shape == core.shape == (4 * 8 + 1, SIZE, SIZE, 3)
+    diff = core - nodes  # SaveImage truncates: 0 <= diff < 1, plus float noise of the two VAE implementations
+    assert diff.min() > -0.01 and diff.max() < 1.01, (diff.min(), diff.max())
+    # The comparison means something: without the switch the last chunk's frames would be others.
+    unswitched = torch.cat([chunk.pixels for chunk in Session(state, chunks=3, codec=core_vae)], dim=2)[0]
+    unswitched = ((unswitched.permute(1, 2, 3, 0).float() + 1) / 2).clamp(0, 1).numpy() * 255
+    assert np.abs(unswitched - nodes)[-12:].max() > 10
