@@ -150,9 +150,11 @@ class VAEStreamState:
 class WanVAE:
     """A loaded Wan VAE: encode, decode, and their streaming forms. See the module docstring for conventions."""
 
-    def __init__(self, model: WanVAEModel, config: VAEConfig) -> None:
+    def __init__(self, model: WanVAEModel, config: VAEConfig, source: str | None = None) -> None:
         self.model = model.eval().requires_grad_(False)
         self.config = config
+        self.source = source
+        """The file the weights were loaded from (set by the loader), named in errors; None when unknown."""
 
     def __repr__(self) -> str:
         return f"WanVAE({self.config}, device={self.device}, dtype={self.dtype})"
@@ -265,6 +267,7 @@ class WanVAE:
                 outs.append(self.model.encode_step(video[:, :, a:b], cache))  # [B, C, 1, h, w]
                 cache.first = False
         latents = torch.cat(outs, dim=2)
+        self._check_finite(latents, "encoded latents", done, done + len(bounds))
         b, c, _, h, w = video.shape
         return latents, VAEStreamState("encode", done + len(bounds), (b, c, h, w), cache.tensors)
 
@@ -318,11 +321,23 @@ class WanVAE:
                 out[:, :, at : at + piece.shape[2]] = piece
                 at += piece.shape[2]
                 del piece
+        self._check_finite(out, "decoded frames", done, done + n)
         if clamp:
             out.clamp_(-1.0, 1.0)
         return out, VAEStreamState("decode", done + n, (b, c, h, w), cache.tensors)
 
     # --- input checks -------------------------------------------------------------------------------------------
+
+    def _check_finite(self, x: torch.Tensor, what: str, first: int, end: int) -> None:
+        """Raise :class:`NonFiniteVAEError` if ``x`` holds NaN/inf: one host sync per chunk."""
+        if bool(torch.isfinite(x).all()):
+            return
+        where = f"the VAE loaded from {self.source}" if self.source else "the VAE (source file unknown)"
+        raise NonFiniteVAEError(
+            f"{what} of latent frames {first}..{end - 1} contain NaN/inf, produced by {where} ({self.config.family}, "
+            f"{self.dtype}). A NaN would otherwise become black pixels. Likely causes: damaged VAE weights "
+            "(re-download the file), fp16 overflow (load the VAE in bf16 or fp32), or NaN latents from the model"
+        )
 
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
         """Latent (h, w) for a pixel size; raises a ValueError naming a usable size otherwise."""
@@ -384,6 +399,10 @@ class WanVAE:
         return tensors
 
 
+class NonFiniteVAEError(FloatingPointError):
+    """The VAE produced NaN/inf (decoded frames or encoded latents); the state passed in is unchanged."""
+
+
 def _describe(x: object) -> str:
     if isinstance(x, torch.Tensor):
         return f"a tensor of shape {tuple(x.shape)} ({x.dtype})"
@@ -432,6 +451,7 @@ def build_vae(
 __all__ = [
     "VAE_PRESETS",
     "VAEConfig",
+    "NonFiniteVAEError",
     "VAEStreamState",
     "WanVAE",
     "build_vae",

@@ -2,6 +2,8 @@
 
 Modules, by responsibility:
 
+- :mod:`.errors`: :class:`CheckpointError`, the one error type of every load path (a ValueError), and the
+  regular-file check that runs before any file is opened;
 - :mod:`.files`: finding the files (single file, sharded index json, a model folder; VAE file names);
 - :mod:`.tensors`: one tensor-source abstraction for safetensors (positioned reads), weights-only torch ``.pt`` and
   in-memory state dicts, and the streaming safetensors writer;
@@ -18,6 +20,7 @@ Nothing here imports ComfyUI, and nothing is ever unpickled beyond tensors and p
 
 from __future__ import annotations
 
+from .errors import CheckpointError, CheckpointNotFoundError, check_regular_file
 from .files import resolve_checkpoint_files, resolve_vae_file
 from .kind import STUDENT_NAME_HINTS, checkpoint_kind
 from .layouts import (
@@ -66,7 +69,10 @@ __all__ = [
     "TEXT_LEN_METADATA_KEY",
     "TRAINING_KEYS",
     "VAE_PREFIXES",
+    "CheckpointError",
     "CheckpointInfo",
+    "CheckpointNotFoundError",
+    "check_regular_file",
     "checkpoint_kind",
     "detect_layout",
     "infer_config",

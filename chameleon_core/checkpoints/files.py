@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from .errors import CheckpointError, CheckpointNotFoundError, check_regular_file
+
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 """Suffixes read as safetensors (``.sft`` is the short form some ComfyUI repackages use)."""
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
@@ -43,17 +45,17 @@ def resolve_checkpoint_files(path: str | os.PathLike[str]) -> list[Path]:
     p = Path(path).expanduser()
     if not p.exists():
         hint = f" (the folder {p.parent} exists; it holds {listing(p.parent)})" if p.parent.is_dir() else ""
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"checkpoint not found: no file or folder at {p.resolve()}{hint}; check the path, or put the file in "
             "ComfyUI's models/diffusion_models folder"
         )
     if p.is_dir():
         return _resolve_dir(p)
     if p.name.endswith(".index.json"):
-        return _shards_from_index(p)
+        return _shards_from_index(check_regular_file(p, "sharded-checkpoint index"))
     if p.suffix.lower() in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
-        return [p]
-    raise ValueError(
+        return [check_regular_file(p)]
+    raise CheckpointError(
         f"unsupported checkpoint file type {p.suffix!r}: {p}; pass a .safetensors file, a *.safetensors.index.json "
         f"of a sharded checkpoint, a training checkpoint ({', '.join(TORCH_SUFFIXES)}), or the folder holding them"
     )
@@ -66,7 +68,7 @@ def _resolve_dir(folder: Path) -> list[Path]:
         if len(indexes) > 1:
             preferred = d / "diffusion_pytorch_model.safetensors.index.json"
             if preferred not in indexes:
-                raise ValueError(
+                raise CheckpointError(
                     f"folder {d} holds several sharded checkpoints {[i.name for i in indexes]}; "
                     "pass the index json of the one to load"
                 )
@@ -81,11 +83,11 @@ def _resolve_dir(folder: Path) -> list[Path]:
             if len(found) == 1:
                 return found
             if len(found) > 1:
-                raise ValueError(
+                raise CheckpointError(
                     f"folder {d} holds several checkpoint files {[f.name for f in found]} and no index json; "
                     "pass the path of the file to load"
                 )
-    raise FileNotFoundError(
+    raise CheckpointNotFoundError(
         f"no transformer checkpoint in {folder}: searched the folders {[str(d) for d in searched]} for a "
         "*.safetensors.index.json, diffusion_pytorch_model.safetensors, a single *.safetensors or a single "
         f"{'/'.join(TORCH_SUFFIXES)} file; found {listing(folder)}. Pass the checkpoint file itself"
@@ -96,19 +98,19 @@ def _shards_from_index(index: Path) -> list[Path]:
     try:
         weight_map = json.loads(index.read_text())["weight_map"]
         names = sorted(set(weight_map.values()))
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-        raise ValueError(
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(
             f"{index} is not a sharded-checkpoint index ({type(e).__name__}: {e}); expected JSON with a "
             '"weight_map": {tensor name: shard file}. Re-download it, or pass a single checkpoint file'
         ) from None
     shards = [index.parent / n for n in names]
-    missing = [s.name for s in shards if not s.is_file()]
+    missing = [s.name for s in shards if not s.exists()]
     if missing:
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"index {index} names {len(shards)} shards but {len(missing)} are missing from {index.parent}: "
             f"{missing[:SHOW]}; download every shard into the same folder"
         )
-    return shards
+    return [check_regular_file(s, f"shard of {index.name}") for s in shards]
 
 
 def resolve_vae_file(path: str | os.PathLike[str]) -> Path:
@@ -121,10 +123,11 @@ def resolve_vae_file(path: str | os.PathLike[str]) -> Path:
         if len(found) == 1:
             return found[0]
         if found:
-            raise ValueError(f"{given} holds several VAE files {[p.name for p in found]}; pass one of them")
-    elif given.is_file():
+            raise CheckpointError(f"{given} holds several VAE files {[p.name for p in found]}; pass one of them")
+    elif given.exists():
+        check_regular_file(given, "VAE file")
         if given.suffix.lower() not in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
-            raise ValueError(
+            raise CheckpointError(
                 f"unsupported VAE file type {given.suffix!r} for {given}; expected one of "
                 f"{list(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}: pass the Wan VAE as safetensors or a torch .pth"
             )
@@ -133,9 +136,9 @@ def resolve_vae_file(path: str | os.PathLike[str]) -> Path:
         # "models/vae/wan2.2_vae" has no real suffix (pathlib would call ".2_vae" one): try the known ones.
         looked += [given.parent / (given.name + s) for s in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES]
         for p in looked[1:]:
-            if p.is_file():
-                return p
-    raise FileNotFoundError(
+            if p.exists():
+                return check_regular_file(p, "VAE file")
+    raise CheckpointNotFoundError(
         f"VAE checkpoint not found: {given}. Looked for: {', '.join(str(p) for p in looked)}. Pass the path of "
         "wan_2.1_vae.safetensors / wan2.2_vae.safetensors (ComfyUI: models/vae/) or the official Wan2.x_VAE.pth"
     )

@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from .errors import CheckpointError
 from .tensors import first_names
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def detect_layout(keys: Iterable[str]) -> str:
     """
     raw = list(keys)
     if not raw:
-        raise ValueError("the checkpoint holds no tensors; pass a Wan transformer checkpoint")
+        raise CheckpointError("the checkpoint holds no tensors; pass a Wan transformer checkpoint")
     if any(k in TRAINING_KEYS or k.startswith(tuple(t + "." for t in TRAINING_KEYS)) for k in raw):
         return "training"
     names = [strip_wrappers(k) for k in raw]
@@ -172,11 +173,11 @@ def detect_layout(keys: Iterable[str]) -> str:
     raise _not_a_transformer(raw)
 
 
-def _not_a_transformer(keys: Sequence[str]) -> ValueError:
+def _not_a_transformer(keys: Sequence[str]) -> CheckpointError:
     """The error for names that are no Wan DiT: says so for a VAE or a text encoder, else lists the first names."""
     names = [k.removeprefix("first_stage_model.").removeprefix("vae.") for k in keys]
     if any(k.startswith(("encoder.conv1.", "decoder.conv1.", "decoder.head.", "encoder.downsamples.")) for k in names):
-        return ValueError(
+        return CheckpointError(
             f"this is a VAE checkpoint (keys like {first_names([k for k in keys if 'coder.' in k], 3)}), not a Wan "
             "transformer; load it with ComfyUI's VAE loader and pick the diffusion model (the DiT) here"
         )
@@ -185,11 +186,11 @@ def _not_a_transformer(keys: Sequence[str]) -> ValueError:
         or re.match(r"blocks\.\d+\.(attn|ffn\.gate)\.", k)
         for k in names
     ):
-        return ValueError(
+        return CheckpointError(
             f"this is a text-encoder checkpoint (umT5; keys like {first_names(keys, 3)}), not a Wan transformer; "
             "load it with ComfyUI's CLIPLoader (type wan) and pick the diffusion model (the DiT) here"
         )
-    return ValueError(
+    return CheckpointError(
         f"unknown checkpoint layout: the tensor names match none of {list(LAYOUTS)}; first keys: "
         f"{first_names(keys)}. Pass a Wan DiT checkpoint (original Wan, ComfyUI repackage, diffusers "
         "WanTransformer3DModel, or a training .pt with generator / generator_ema)"
@@ -233,7 +234,7 @@ def rename(keys: Iterable[str], layout: str) -> Renamed:
     for k in keys:
         for fragment, what in UNSUPPORTED_VARIANTS.items():
             if fragment in "." + strip_wrappers(k):
-                raise ValueError(
+                raise CheckpointError(
                     f"unsupported Wan variant: {k!r} belongs to a {what} model. FashionChameleon runs the "
                     "text-to-video / TI2V transformer (Wan2.2-TI2V-5B, or Wan2.1-T2V for other students); "
                     "pass that checkpoint instead"
@@ -267,7 +268,7 @@ def rename(keys: Iterable[str], layout: str) -> Renamed:
                 continue
             name = mapped
         if name in entries:
-            raise ValueError(
+            raise CheckpointError(
                 f"two tensors in the checkpoint map to the same model weight {name!r}: {entries[name].raw!r} and "
                 f"{k!r}; the file mixes two layouts. Re-export it with one set of names"
             )
@@ -304,11 +305,11 @@ def find_vae_prefix(names: Sequence[str], source: str) -> str:
     if candidates:
         return min(candidates, key=len)
     if any(n.endswith(("decoder.conv_in.weight", "post_quant_conv.weight")) for n in names):
-        raise ValueError(
+        raise CheckpointError(
             f"{source} is a diffusers AutoencoderKLWan checkpoint (keys like decoder.conv_in.weight), which is not "
             "supported; use the original Wan2.x_VAE.pth or ComfyUI's wan_2.1_vae / wan2.2_vae.safetensors"
         )
-    raise ValueError(
+    raise CheckpointError(
         f"{source} is not a Wan VAE checkpoint of a known layout: no '{_VAE_ANCHOR}' (optionally under one of the "
         f"prefixes {list(VAE_PREFIXES)}); first keys: {first_names(sorted(names))}. Pass a Wan2.1 or Wan2.2 VAE file"
     )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .errors import CheckpointError
+
 KIND_METADATA_KEY = "fashionchameleon.kind"
 """A checkpoint's role: ``student`` (causal, few-step) or ``teacher`` (bidirectional)."""
 TEXT_LEN_METADATA_KEY = "fashionchameleon.text_len"
@@ -31,7 +33,7 @@ def _int_field(metadata: Mapping[str, str], key: str, source: str, what: str) ->
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(
+        raise CheckpointError(
             f"{source}: metadata {key}={raw!r} is not a positive whole number ({what}); rewrite the file with "
             f"chameleon_core.checkpoints.save_transformer, or remove the entry"
         )
@@ -42,7 +44,7 @@ def check_format_version(metadata: Mapping[str, str], source: str) -> None:
     """Raise for a checkpoint written with a newer metadata scheme than this reader knows."""
     version = _int_field(metadata, FORMAT_VERSION_KEY, source, "the metadata scheme version")
     if version is not None and version > FORMAT_VERSION:
-        raise ValueError(
+        raise CheckpointError(
             f"{source} was written with FashionChameleon checkpoint format {version}, but this version reads formats "
             f"up to {FORMAT_VERSION}; update the FashionChameleon node pack"
         )
@@ -57,7 +59,7 @@ def kind_from_metadata(metadata: Mapping[str, str], source: str) -> str | None:
     """The stored role (``student`` / ``teacher``), or None when the checkpoint does not store one."""
     kind = metadata.get(KIND_METADATA_KEY)
     if kind is not None and kind not in KINDS:
-        raise ValueError(
+        raise CheckpointError(
             f"{source}: metadata {KIND_METADATA_KEY}={kind!r} is neither 'student' nor 'teacher'; fix the metadata "
             "when writing the file"
         )

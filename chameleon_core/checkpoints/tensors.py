@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import CheckpointError, check_regular_file
 from .files import SHOW, is_torch_file
 
 logger = logging.getLogger(__name__)
@@ -125,12 +126,12 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, _StEntry], dict[str, 
 
     Returns the tensors' entries and the file's ``__metadata__`` (string to string).
     """
-    size = path.stat().st_size
+    size = check_regular_file(path).stat().st_size
 
-    def corrupt(why: str) -> ValueError:
-        return ValueError(
-            f"safetensors file {path} is truncated or corrupt: {why}; re-download or re-copy the file (compare its "
-            "size with the source)"
+    def corrupt(why: str) -> CheckpointError:
+        return CheckpointError(
+            f"safetensors file {path} is truncated or corrupt (or not a safetensors file): {why}; re-download or re-copy "
+            "the file (compare its size with the source)"
         )
 
     with open(path, "rb") as f:
@@ -160,7 +161,7 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, _StEntry], dict[str, 
         except (KeyError, TypeError, ValueError):
             raise corrupt(f"header entry {name!r} is malformed: {info!r}") from None
         if dtype_name not in SAFETENSORS_DTYPES:
-            raise ValueError(
+            raise CheckpointError(
                 f"tensor {name!r} in {path} has dtype {dtype_name!r}, which this loader does not read; supported: "
                 f"{sorted(SAFETENSORS_DTYPES)}. Convert the checkpoint to bf16 / fp16 / fp32 / scaled fp8 safetensors"
             )
@@ -193,7 +194,7 @@ class SafetensorsSource(TensorSource):
             self.metadata = {**metadata, **self.metadata}  # the first shard wins
             for name, entry in entries.items():
                 if name in self.entries:
-                    raise ValueError(
+                    raise CheckpointError(
                         f"tensor {name!r} appears in two shards, {self.entries[name].file.name} and {f.name}; "
                         "the shards come from different checkpoints: download them again from one source"
                     )
@@ -222,7 +223,7 @@ class SafetensorsSource(TensorSource):
             f.seek(e.start)  # type: ignore[attr-defined]
             got = f.readinto(memoryview(buf.numpy()))  # type: ignore[attr-defined]
             if got != e.nbytes:
-                raise ValueError(
+                raise CheckpointError(
                     f"safetensors file {e.file} is truncated: tensor {name!r} needs {e.nbytes} bytes at offset "
                     f"{e.start}, read {got}; re-download or re-copy the file"
                 )
@@ -276,7 +277,7 @@ def open_source(
     if is_torch_file(files[0]):
         return TorchSource(files[0], which, preferred, expected)
     if which is not None:
-        raise ValueError(
+        raise CheckpointError(
             f"which={which!r} picks a state dict inside a training checkpoint (.pt), but {files[0]} is a "
             "safetensors file with a single state dict; leave which=None"
         )
@@ -288,28 +289,71 @@ def open_source(
 # ---------------------------------------------------------------------------------------------------------------
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+"""torch.save's format since PyTorch 1.6 is a zip archive."""
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+"""The pre-1.6 format opens with a pickled magic number (protocol 2, long 0x1950a86a20f9469cfc6c)."""
+
+
+def sniff_torch_file(path: Path) -> str:
+    """``zip`` or ``legacy`` for a file that torch.save wrote; raises :class:`CheckpointError` for anything else.
+
+    Looks at the first bytes only, so an empty file, a text file or random bytes get a clear message instead of
+    torch.load's EOFError / KeyError / "unpickling" errors (which would wrongly call random bytes a malicious pickle).
+    """
+    check_regular_file(path)
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if head.startswith(_ZIP_MAGIC):
+        return "zip"
+    if head == _LEGACY_MAGIC:
+        return "legacy"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "legacy"  # a bare pickle: torch.load(weights_only=True) refuses any code in it, with the reason
+    fix = "re-download or re-copy it, or pass the real checkpoint (.safetensors, or a .pt written by torch.save)"
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a PyTorch checkpoint; the copy failed or was cut: {fix}")
+    text = head.isascii() and all(32 <= b < 127 or b in b"\t\r\n" for b in head)
+    what = "text" if text else "bytes"
+    raise CheckpointError(
+        f"{path} is not a PyTorch checkpoint or is corrupt: it starts with the {what} {head[:12]!r}, but a file "
+        f"written by torch.save starts with a zip header {_ZIP_MAGIC!r} (or the legacy pickle magic); {fix}"
+    )
+
+
 def torch_load(path: Path) -> object:
     """``torch.load`` that never runs pickled code and turns its failures into errors saying what to do."""
-    try:
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise _refused_pickle(path, e) from None
-    except (RuntimeError, EOFError, OSError) as e:
-        if "mmap can only be used" not in str(e):
+    if sniff_torch_file(path) == "zip":
+        try:
+            return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "Unsupported" in str(e) or "GLOBAL" in str(e):
+                raise _refused_pickle(path, e) from None
+            raise _corrupt_torch(path, e) from None
+        except Exception as e:  # noqa: BLE001 -- torch raises RuntimeError, KeyError, ... for a damaged archive
             raise _corrupt_torch(path, e) from None
     # Files in the pre-1.6 (non-zip) format cannot be mapped; they are read whole into RAM.
     logger.warning("%s is in the legacy torch.save format, which cannot be memory-mapped; reading it whole", path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise _refused_pickle(path, e) from None
-    except (RuntimeError, EOFError, OSError) as e:
+        if "Unsupported" in str(e) or "GLOBAL" in str(e):
+            raise _refused_pickle(path, e) from None
+        raise _corrupt_torch(path, e) from None
+    except Exception as e:  # noqa: BLE001
         raise _corrupt_torch(path, e) from None
 
 
-def _refused_pickle(path: Path, e: Exception) -> ValueError:
-    detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln or "WeightsUnpickler" in ln), "")
-    return ValueError(
+def _first_line(e: Exception) -> str:
+    """The first line of an exception's text, without torch's advice to load with weights_only=False."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "weights_only" not in ln]
+    return lines[0] if lines else type(e).__name__
+
+
+def _refused_pickle(path: Path, e: Exception) -> CheckpointError:
+    detail = next((ln.strip() for ln in str(e).splitlines()
+                   if ("Unsupported" in ln or "WeightsUnpickler" in ln) and "weights_only" not in ln), "")  # fmt: skip
+    return CheckpointError(
         f"refusing to load {path}: it holds pickled Python objects, not only tensors and plain containers, and "
         "unpickling them could run arbitrary code, so it is read with torch.load(weights_only=True), which rejected "
         f"it ({detail or 'no detail given'}). Re-save the weights as a plain state dict of tensors "
@@ -317,11 +361,10 @@ def _refused_pickle(path: Path, e: Exception) -> ValueError:
     )
 
 
-def _corrupt_torch(path: Path, e: Exception) -> ValueError:
-    first = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return ValueError(
-        f"cannot read {path} as a torch checkpoint ({first}); the file is probably truncated or damaged, or not a "
-        "torch.save file: re-download or re-copy it"
+def _corrupt_torch(path: Path, e: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)}); the file is truncated "
+        "or damaged (corrupt): re-download or re-copy it"
     )
 
 
@@ -334,13 +377,13 @@ def select_state_dict(
 ) -> tuple[dict[str, torch.Tensor], str | None]:
     """Pick the state dict inside a loaded ``.pt``: returns (its tensors, the entry used or None for top level)."""
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a dict of tensors; expected {expected}")
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors; expected {expected}")
     entries = [k for k, v in obj.items() if isinstance(k, str) and _is_state_dict(v)]
     top_level_tensors = any(isinstance(v, torch.Tensor) for v in obj.values())
     chosen: str | None = None
     if which is not None:
         if which not in entries:
-            raise ValueError(
+            raise CheckpointError(
                 f"which={which!r} is not a state dict in {path}; it holds the state dicts {entries} "
                 f"(top-level keys {list(obj)[:8]}). Pick one of them, or leave which=None"
             )
@@ -350,7 +393,7 @@ def select_state_dict(
         if chosen is None and not top_level_tensors and len(entries) == 1:
             chosen = entries[0]  # e.g. {"model": state_dict, "step": 1000}
         if chosen is None and not top_level_tensors and len(entries) > 1:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path} holds several state dicts {entries} and none of them is one of {list(preferred)}; "
                 "pick one with which=..."
             )
@@ -360,7 +403,7 @@ def select_state_dict(
     sd = obj[chosen] if chosen is not None else obj
     tensors = {str(k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} holds no tensors at its top level and no state dict entry; top-level keys: {list(obj)[:8]}. "
             f"Expected {expected}"
         )
@@ -404,6 +447,38 @@ def read_as(
     return t.contiguous()
 
 
+class FiniteCheck:
+    """Collects whether each loaded floating tensor is all finite, without a host sync per tensor; :meth:`check`
+    syncs once and raises :class:`CheckpointError` naming the first tensor holding NaN/inf.
+
+    A damaged weight (one NaN tensor in a VAE decoder) otherwise gives an all-black video and no error.
+    """
+
+    def __init__(self) -> None:
+        self._names: list[str] = []
+        self._flags: list[torch.Tensor] = []
+
+    def add(self, name: str, t: torch.Tensor) -> None:
+        if t.is_floating_point() and t.numel():
+            self._names.append(name)
+            # max / min propagate NaN and reach inf: no temporary the size of the tensor (the load's peak memory)
+            self._flags.append(torch.isfinite(torch.stack([t.amax(), t.amin()])).all())
+
+    def check(self, description: str) -> None:
+        if not self._flags:
+            return
+        devices = {f.device for f in self._flags}
+        flags = torch.stack([f.to("cpu") for f in self._flags]) if len(devices) > 1 else torch.stack(self._flags)
+        bad = (~flags).nonzero().flatten().tolist()  # the one host sync
+        if bad:
+            names = [self._names[i] for i in bad]
+            raise CheckpointError(
+                f"{description} holds NaN/inf values in {len(names)} tensor(s), first {names[:SHOW]}; the file is "
+                "damaged (a broken download, a bad conversion, or a training run that diverged): re-download it or "
+                "use another checkpoint"
+            )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------------------------
@@ -435,13 +510,13 @@ def write_safetensors(
     offset = 0
     for name, t in tensors.items():
         if type(t).__name__ == "DTensor":
-            raise ValueError(
+            raise CheckpointError(
                 f"tensor {name!r} is a sharded DTensor; gather a full state dict first (e.g. FSDP's "
                 "get_model_state_dict(..., options=StateDictOptions(full_state_dict=True, cpu_offload=True)))"
             )
         out_dtype = dtype if dtype is not None and t.is_floating_point() else t.dtype
         if out_dtype not in _DTYPE_NAMES:
-            raise ValueError(
+            raise CheckpointError(
                 f"tensor {name!r} has dtype {out_dtype}, which safetensors files here do not hold; supported: "
                 f"{sorted(str(d) for d in _DTYPE_NAMES)}. Cast it before saving"
             )

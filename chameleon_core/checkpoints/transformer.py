@@ -24,10 +24,11 @@ import torch
 
 from ..config import HEAD_DIM, WanConfig, match_preset
 from ..model import WanModel
+from .errors import CheckpointError, check_device, load_errors
 from .files import SHOW, resolve_checkpoint_files
 from .layouts import BLOCK_RE, TRAINING_KEYS, Renamed, detect_layout, rename
 from .metadata import DEFAULT_TEXT_LEN, check_format_version, text_len_from_metadata
-from .tensors import TensorSource, first_names, open_source, read_as
+from .tensors import FiniteCheck, TensorSource, first_names, open_source, read_as
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +57,13 @@ def infer_config(shapes: Mapping[str, Sequence[int]], *, text_len: int | None = 
 
     def shape(name: str, ndim: int) -> tuple[int, ...]:
         if name not in shapes:
-            raise ValueError(
+            raise CheckpointError(
                 f"cannot infer the architecture: the checkpoint has no {name!r}, which every Wan DiT has; "
                 f"first keys: {first_names(sorted(shapes))}. Pass a complete Wan transformer checkpoint"
             )
         s = tuple(int(x) for x in shapes[name])
         if len(s) != ndim:
-            raise ValueError(f"shape mismatch for {name!r}: expected a {ndim}-d tensor, got shape {list(s)}")
+            raise CheckpointError(f"shape mismatch for {name!r}: expected a {ndim}-d tensor, got shape {list(s)}")
         return s
 
     dim, in_dim, *patch = shape("patch_embedding.weight", 5)
@@ -73,23 +74,23 @@ def infer_config(shapes: Mapping[str, Sequence[int]], *, text_len: int | None = 
     layers = sorted({int(m.group(1)) for k in shapes if (m := BLOCK_RE.match(k))})
     if layers != list(range(len(layers))):
         gaps = sorted(set(range(layers[-1] + 1)) - set(layers))
-        raise ValueError(
+        raise CheckpointError(
             f"the checkpoint's blocks are not numbered 0..N-1: found {len(layers)} blocks up to {layers[-1]}, "
             f"missing blocks {gaps[:SHOW]}; the file is incomplete (a missing shard?). Download it again"
         )
     if dim % HEAD_DIM:
-        raise ValueError(
+        raise CheckpointError(
             f"cannot infer the number of heads: dim={dim} is not a multiple of the head dim {HEAD_DIM} that every "
             "released Wan uses; this loader only reads Wan DiTs with 128-wide heads"
         )
     n_patch = math.prod(patch)
     if head_out % n_patch:
-        raise ValueError(
+        raise CheckpointError(
             f"shape mismatch for 'head.head.weight': its {head_out} rows are not a multiple of the patch volume "
             f"{n_patch} (patch {tuple(patch)}); the checkpoint is inconsistent"
         )
     if text_len is not None and (isinstance(text_len, bool) or not isinstance(text_len, int) or text_len < 1):
-        raise ValueError(f"text_len must be a whole number >= 1 (prompt tokens), got {text_len!r}; Wan uses 512")
+        raise CheckpointError(f"text_len must be a whole number >= 1 (prompt tokens), got {text_len!r}; Wan uses 512")
     config = WanConfig(
         dim=dim,
         ffn_dim=ffn_dim,
@@ -161,7 +162,7 @@ def _plan(source: TensorSource, files: Sequence[Path], text_len: int | None) -> 
             parts.append(f"missing {len(missing)} keys the model needs: {missing[:SHOW]}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys the model does not have: {unexpected[:SHOW]}")
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint does not match a Wan DiT of the shape it implies (layout {layout}, {config.name}, "
             f"dim={config.dim}, {config.num_layers} layers): {'; '.join(parts)}. The file may be incomplete, from a "
             "different model family, or carry extra modules (LoRA, adapters); pass a plain Wan transformer checkpoint"
@@ -171,7 +172,7 @@ def _plan(source: TensorSource, files: Sequence[Path], text_len: int | None) -> 
         if got != want:
             raw = renamed.entries[name].raw
             stored = f" (stored as {raw!r})" if raw != name else ""
-            raise ValueError(
+            raise CheckpointError(
                 f"shape mismatch for {name!r}{stored}: expected {list(want)} for the architecture inferred from the "
                 f"other tensors ({config.name}, dim={config.dim}, ffn_dim={config.ffn_dim}), got {list(got)}; "
                 "the checkpoint is corrupt or mixes two models"
@@ -197,13 +198,14 @@ def inspect_checkpoint(
 ) -> CheckpointInfo:
     """Layout, architecture and stored dtype of a checkpoint, with every name and shape checked; reads no weights."""
     files = resolve_checkpoint_files(path)
-    with open_transformer_source(files, which) as source:
+    with load_errors(path, "a Wan transformer checkpoint"), open_transformer_source(files, which) as source:
         return _plan(source, files, text_len).info
 
 
 def read_state_dict_shapes(path: str | os.PathLike[str], *, which: str | None = None) -> dict[str, tuple[int, ...]]:
     """Every tensor name of a checkpoint, as stored (prefixes included), with its shape; reads no weights."""
-    with open_transformer_source(resolve_checkpoint_files(path), which) as source:
+    files = resolve_checkpoint_files(path)
+    with load_errors(path, "a Wan transformer checkpoint"), open_transformer_source(files, which) as source:
         return dict(source.shapes())
 
 
@@ -232,7 +234,7 @@ def _check_dtype(dtype: torch.dtype) -> None:
             f"{type(dtype).__name__}; pass e.g. dtype=torch.bfloat16"
         )
     if dtype not in COMPUTE_DTYPES:
-        raise ValueError(
+        raise CheckpointError(
             f"dtype must be one of {[str(d) for d in COMPUTE_DTYPES]} (the compute dtype; fp8 checkpoints are "
             f"dequantized into it), got {dtype!r}; use torch.bfloat16 on GPU or torch.float32 on CPU"
         )
@@ -246,7 +248,7 @@ def dequantize_scaled_fp8(weight: torch.Tensor, scale: torch.Tensor, name: str) 
     elif scale.numel() == weight.shape[0]:
         scale = scale.reshape(-1, *([1] * (weight.ndim - 1)))
     else:
-        raise ValueError(
+        raise CheckpointError(
             f"scale_weight of {name!r} has shape {list(scale.shape)}, which fits neither a scalar nor one scale per "
             f"output row of the weight {list(weight.shape)}; the scaled-fp8 file is malformed"
         )
@@ -257,6 +259,7 @@ def _iter_converted(
     source: TensorSource, renamed: Renamed, dtype: torch.dtype, device: torch.device
 ) -> Iterator[tuple[str, torch.Tensor]]:
     raw_to_name = {e.raw: name for name, e in renamed.entries.items()}
+    finite = FiniteCheck()
     for raw in source.order(raw_to_name):
         name = raw_to_name[raw]
         entry = renamed.entries[name]
@@ -264,7 +267,10 @@ def _iter_converted(
         if entry.scale is not None:
             scale = read_as(source, entry.scale, device=device)
             transform = partial(dequantize_scaled_fp8, scale=scale, name=name)
-        yield name, read_as(source, raw, dtype=dtype, device=device, transform=transform)
+        t = read_as(source, raw, dtype=dtype, device=device, transform=transform)
+        finite.add(raw, t)
+        yield name, t
+    finite.check(f"transformer checkpoint {source.description}")
 
 
 def _size(n: int) -> str:
@@ -286,13 +292,14 @@ def load_transformer(
     ``text_len``: prompt length the model pads to (default: the checkpoint's ``fashionchameleon.text_len``
     metadata, else 512 as for every released Wan).
 
-    Returns the model in eval mode with ``requires_grad`` off (turn it on to train). Raises FileNotFoundError for a
-    missing path and ValueError for a file that is not a usable Wan transformer, each saying what to do.
+    Returns the model in eval mode with ``requires_grad`` off (turn it on to train). Every failure to read the file
+    raises :class:`~.errors.CheckpointError` (a ValueError; :class:`~.errors.CheckpointNotFoundError`, also a
+    FileNotFoundError, for a missing path), naming the file, what is wrong and the fix.
     """
     _check_dtype(dtype)
-    device = torch.device(device)
+    device = check_device(device, f"the transformer {path}")
     files = resolve_checkpoint_files(path)
-    with open_transformer_source(files, which) as source:
+    with load_errors(path, "a Wan transformer checkpoint"), open_transformer_source(files, which) as source:
         plan = _plan(source, files, text_len)
         info = plan.info
         logger.info(

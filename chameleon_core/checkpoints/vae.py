@@ -13,13 +13,15 @@ import os
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 import torch
 
 from ..vae import VAEConfig, WanVAE
+from .errors import CheckpointError, check_device, load_errors
 from .files import SHOW, resolve_vae_file
 from .layouts import strip_vae_prefix
-from .tensors import StateDictSource, TensorSource, first_names, open_source, read_as
+from .tensors import FiniteCheck, StateDictSource, TensorSource, first_names, open_source, read_as
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +33,14 @@ def infer_vae_config(shapes: Mapping[str, tuple[int, ...]]) -> VAEConfig:
         z_dim = int(shapes["conv2.weight"][0])
         head_in = int(shapes["decoder.head.2.weight"][1])
     except KeyError as missing:
-        raise ValueError(
+        raise CheckpointError(
             f"not a Wan VAE state dict: {missing} is missing; first keys: {first_names(sorted(shapes))}"
         ) from None
     nested = any(k.startswith("encoder.downsamples.") and ".downsamples." in k[len("encoder.downsamples.") :]
                  for k in shapes)  # fmt: skip
     family = {(3, False): "wan2.1", (12, True): "wan2.2"}.get((stem[1], nested))
     if family is None:
-        raise ValueError(
+        raise CheckpointError(
             f"unknown Wan VAE layout: encoder.conv1 takes {stem[1]} channels and its stages are "
             f"{'nested' if nested else 'flat'} (Wan2.1: 3 and flat, Wan2.2: 12 and nested); first keys: "
             f"{first_names(sorted(shapes))}"
@@ -66,14 +68,21 @@ def infer_vae_config(shapes: Mapping[str, tuple[int, ...]]) -> VAEConfig:
                     widths.append([])
     dim = stem[0]
     if not widths[0] or any(len(w) != len(widths[0]) for w in widths) or len(temporal) != len(widths) - 1:
-        raise ValueError(f"cannot read the encoder stages of this Wan VAE; first keys: {first_names(sorted(shapes))}")
-    if any(w[-1] % dim for w in widths) or head_in % (widths[0][-1] // dim):
-        raise ValueError(f"encoder stage widths {[w[-1] for w in widths]} are not multiples of the base width {dim}")
+        raise CheckpointError(f"cannot read the encoder stages of this Wan VAE; first keys: {first_names(sorted(shapes))}")
+    if any(w[-1] % dim for w in widths):
+        raise CheckpointError(
+            f"encoder stage widths {[w[-1] for w in widths]} are not multiples of the base width {dim} "
+            f"(encoder.conv1.weight); the file is damaged or not a Wan VAE: re-download it"
+        )
     dim_mult = tuple(w[-1] // dim for w in widths)
+    decoder_dim = head_in // dim_mult[0]
+    conv1 = shapes.get("decoder.conv1.weight")
+    if (head_in % dim_mult[0] or decoder_dim < 1) and conv1 and conv1[0] % dim_mult[-1] == 0:
+        decoder_dim = int(conv1[0]) // dim_mult[-1]  # decoder.head.2 is damaged: the shape check names it
     return VAEConfig(
         family=family,
         dim=dim,
-        decoder_dim=head_in // dim_mult[0],
+        decoder_dim=max(decoder_dim, 1),
         z_dim=z_dim,
         dim_mult=dim_mult,
         num_res_blocks=len(widths[0]),
@@ -88,17 +97,46 @@ def check_vae_layout(config: VAEConfig, shapes: Mapping[str, tuple[int, ...]], s
     missing = [k for k in expected if k not in shapes]
     unexpected = [k for k in shapes if k not in expected]
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{source} does not have the layout of the Wan VAE its shapes suggest: missing {len(missing)} tensors "
             f"{missing[:SHOW]}, unexpected {len(unexpected)} {unexpected[:SHOW]}; is it a complete, original-format "
             "Wan VAE file?"
         )
-    for k, want in expected.items():
-        if tuple(shapes[k]) != want:
-            raise ValueError(
-                f"{source}: tensor {k} has shape {tuple(shapes[k])}, expected {want} for the inferred config; the "
-                "file is damaged or mixes tensors from different VAEs"
-            )
+    wrong = [k for k, want in expected.items() if tuple(shapes[k]) != want]
+    if wrong:
+        k = wrong[0]
+        more = f" ({len(wrong)} tensors differ: {wrong[:SHOW]})" if len(wrong) > 1 else ""
+        raise CheckpointError(
+            f"{source}: tensor {k} has shape {tuple(shapes[k])}, expected {expected[k]} for the VAE the other "
+            f"tensors describe ({config.family}, z_dim={config.z_dim}, decoder_dim={config.decoder_dim}){more}; the "
+            "file is damaged or mixes tensors from different VAEs: re-download it"
+        )
+
+
+def _mismatches(config: VAEConfig, shapes: Mapping[str, tuple[int, ...]]) -> int:
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in config.build().state_dict().items()}
+    return sum(1 for k, want in expected.items() if k not in shapes or tuple(shapes[k]) != want)
+
+
+def _most_consistent_config(config: VAEConfig, shapes: Mapping[str, tuple[int, ...]]) -> VAEConfig:
+    """The config that the most tensors agree with, so that a shape error names the damaged tensor.
+
+    :func:`infer_vae_config` reads the decoder width from ``decoder.head.2.weight`` alone; if that one tensor is
+    damaged, every other decoder tensor would look wrong instead. ``decoder.conv1.weight`` gives the width too: of
+    the two readings, the one that leaves fewer mismatched tensors wins.
+    """
+    conv1 = shapes.get("decoder.conv1.weight")
+    if not conv1 or conv1[0] % config.dim_mult[-1]:
+        return config
+    alt = int(conv1[0]) // config.dim_mult[-1]
+    if alt == config.decoder_dim or alt < 1:
+        return config
+    try:
+        other = replace(config, decoder_dim=alt)
+    except ValueError:
+        return config
+    return other if _mismatches(other, shapes) < _mismatches(config, shapes) else config
 
 
 def _build(source: TensorSource, device: torch.device | None, dtype: torch.dtype | None) -> WanVAE:
@@ -109,16 +147,20 @@ def _build(source: TensorSource, device: torch.device | None, dtype: torch.dtype
         logger.info("%s: using %d tensors under %r, ignoring %d others", source.description, len(names), prefix,
                     len(shapes) - len(names))  # fmt: skip
     local = {k: shapes[raw] for k, raw in names.items()}
-    config = infer_vae_config(local)
+    config = _most_consistent_config(infer_vae_config(local), local)
     check_vae_layout(config, local, source.description)
     stored = {source.dtypes()[names[k]] for k in local}
     if dtype is None and len(stored) != 1:
-        raise ValueError(
+        raise CheckpointError(
             f"{source.description} mixes tensor dtypes {sorted(map(str, stored))}; pass dtype= to convert them"
         )
     # One tensor at a time, already converted: only the model's copy is ever complete.
     raw_to_name = {raw: k for k, raw in names.items()}
     tensors = {raw_to_name[raw]: read_as(source, raw, dtype=dtype, device=device) for raw in source.order(raw_to_name)}
+    finite = FiniteCheck()
+    for k, t in tensors.items():
+        finite.add(names[k], t)
+    finite.check(f"VAE {source.description}")
     with torch.device("meta"):
         model = config.build()
     model.load_state_dict(tensors, strict=True, assign=True)
@@ -150,10 +192,14 @@ def load_vae(
     are read with ``torch.load(weights_only=True)``: a file that holds pickled code is refused.
     """
     start = time.perf_counter()
+    dev = check_device(device, f"the VAE {path}")
     file = resolve_vae_file(path)
     expected = "a Wan VAE state dict"
-    with open_source([file], preferred=("state_dict", "vae", "model", "module"), expected=expected) as source:
-        vae = _build(source, torch.device(device), dtype)
+    with load_errors(file, "a Wan VAE"), open_source(
+        [file], preferred=("state_dict", "vae", "model", "module"), expected=expected
+    ) as source:
+        vae = _build(source, dev, dtype)
+    vae.source = str(file)
     logger.info("loaded %s VAE %s from %s in %.1fs", vae.config.family, vae.config, file, time.perf_counter() - start)
     return vae
 
