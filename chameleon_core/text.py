@@ -26,6 +26,7 @@ from __future__ import annotations
 import html
 import importlib.util
 import logging
+import pickle
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from typing import Any
 
 import torch
 
+from .checkpoints.errors import CheckpointError, CheckpointNotFoundError, check_regular_file
 from .config import WanConfig
 
 logger = logging.getLogger(__name__)
@@ -104,14 +106,26 @@ def load_prompt_embeddings(path: str | Path, *, key: str | None = None, text_dim
             name = _pick_embedding_name(path, names, key)
             tensor = f.get_tensor(name)
             prompt = (f.metadata() or {}).get(PROMPT_METADATA_KEY)
-    except SafetensorError as e:
-        raise ValueError(
-            f"cannot read {path} as safetensors ({e}); pass a prompt embeddings file written by "
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"cannot read the prompt embeddings file {path} as safetensors ({type(e).__name__}: {e}); the file is "
+            "damaged or not safetensors: pass a prompt embeddings file written by "
             "`python -m chameleon_core.tools.prompt_embeds` (or save_prompt_embeddings)"
         ) from e
-    context = _as_context(tensor, what=f"tensor {name!r} in {path}")
+    try:
+        context = _as_context(tensor, what=f"tensor {name!r} in {path}")
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    if not bool(torch.isfinite(context).all()):
+        raise CheckpointError(
+            f"prompt embeddings file {path}: tensor {name!r} holds NaN/inf values; the file is damaged or was written "
+            "from an encoder that overflowed (fp16): encode the prompt again in bf16 or fp32 "
+            "(python -m chameleon_core.tools.prompt_embeds)"
+        )
     if text_dim is not None and context.shape[-1] != text_dim:
-        raise ValueError(
+        raise CheckpointError(
             f"tensor {name!r} in {path} has {context.shape[-1]} features per token, but the model takes "
             f"text_dim={text_dim}; encode the prompt with the text encoder that matches the model (umT5-XXL: 4096)"
         )
@@ -129,28 +143,28 @@ def prompt_of(path: str | Path) -> str | None:
 
 def _embeddings_file(path: str | Path) -> Path:
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists() or path.is_dir():
         where = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"prompt embeddings file {str(path)!r} {where} (absolute: {path.resolve()}); pass a .safetensors file "
             "written by `python -m chameleon_core.tools.prompt_embeds --encoder DIR --prompt ... --out FILE`"
         )
-    return path
+    return check_regular_file(path, "prompt embeddings file")
 
 
 def _pick_embedding_name(path: Path, names: list[str], key: str | None) -> str:
     if key is not None:
         if key not in names:
-            raise ValueError(f"{path} has no tensor named {key!r}; it holds {sorted(names)}; pass one of those as key")
+            raise CheckpointError(f"{path} has no tensor named {key!r}; it holds {sorted(names)}; pass one of those as key")
         return key
     if not names:
-        raise ValueError(f"{path} holds no tensors; write the prompt features with save_prompt_embeddings")
+        raise CheckpointError(f"{path} holds no tensors; write the prompt features with save_prompt_embeddings")
     if len(names) == 1:
         return names[0]
     for name in EMBEDDING_KEYS:
         if name in names:
             return name
-    raise ValueError(
+    raise CheckpointError(
         f"{path} holds {len(names)} tensors {sorted(names)} and none is called {' or '.join(EMBEDDING_KEYS)}; "
         "pass key=<name> to choose the prompt features"
     )
@@ -295,9 +309,17 @@ def load_prompt_encoder(
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1 token, got {max_length}; the reference uses {TEXT_LEN}")
 
-    config = transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+    for weights in [model_dir / "config.json", *model_dir.glob("*.safetensors"), *model_dir.glob("pytorch_model*.bin")]:
+        check_regular_file(weights, "umT5 encoder file")  # a FIFO would block transformers' reader forever
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(
+            f"cannot read {model_dir / 'config.json'} ({type(e).__name__}: {e}); the file is damaged or not a "
+            "transformers config: download the encoder folder again"
+        ) from None
     if config.model_type != "umt5":
-        raise ValueError(
+        raise CheckpointError(
             f"{model_dir / 'config.json'} describes a {config.model_type!r} model, but Wan's text encoder is 'umt5' "
             "(umT5-XXL); point --encoder at the text_encoder/ folder of a Wan diffusers repository or at "
             "google/umt5-xxl"
@@ -309,8 +331,13 @@ def load_prompt_encoder(
             f"loading the tokenizer in {tok_dir} needs a package that is missing ({e}); install it with: "
             f"{INSTALL_HINT}, or use a tokenizer folder that has tokenizer.json (Wan diffusers repositories do)"
         ) from e
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(
+            f"cannot load the tokenizer in {tok_dir} ({type(e).__name__}: {e}); its files are damaged or belong to "
+            "another tokenizer: copy umT5's tokenizer files again (tokenizer.json or spiece.model)"
+        ) from None
     if tokenizer.pad_token is None:
-        raise ValueError(
+        raise CheckpointError(
             f"the tokenizer in {tok_dir} has no pad token, which padding to {max_length} tokens needs; "
             "use the tokenizer files released with umT5 (pad token <pad>)"
         )
@@ -318,10 +345,20 @@ def load_prompt_encoder(
     tokenizer.padding_side = "right"
 
     logger.info("loading umT5 encoder from %s (%s, %s), tokenizer from %s", model_dir, dtype, device, tok_dir)
-    model = transformers.UMT5EncoderModel.from_pretrained(
-        str(model_dir), config=config, local_files_only=True, **_from_pretrained_kwargs(transformers, dtype)
-    )
+    try:
+        model = transformers.UMT5EncoderModel.from_pretrained(
+            str(model_dir), config=config, local_files_only=True, **_from_pretrained_kwargs(transformers, dtype)
+        )
+    except (pickle.UnpicklingError, OSError, EOFError, ValueError, RuntimeError, KeyError) as e:
+        raise _encoder_error(model_dir, e) from None
     model = model.to(device).eval().requires_grad_(False)
+    finite = torch.stack([torch.isfinite(torch.stack([p.amax(), p.amin()])).all() for p in model.parameters()])
+    if not bool(finite.all()):  # one host sync
+        bad = [n for (n, _), ok in zip(model.named_parameters(), finite.tolist()) if not ok]
+        raise CheckpointError(
+            f"the umT5 encoder in {model_dir} holds NaN/inf weights in {len(bad)} tensor(s), first {bad[:5]}; the "
+            "weight files are damaged: download them again"
+        )
     return PromptEncoder(tokenizer=tokenizer, model=model, max_length=max_length)
 
 
@@ -354,12 +391,13 @@ def encode_prompts(
 def resolve_encoder_dirs(encoder_dir: str | Path, tokenizer_dir: str | Path | None = None) -> tuple[Path, Path]:
     """Find the encoder folder (``config.json`` + weights) and the tokenizer folder -> ``(model_dir, tokenizer_dir)``.
 
-    Raises FileNotFoundError naming the folders searched and the files expected.
+    Raises :class:`~.checkpoints.errors.CheckpointNotFoundError` (a FileNotFoundError) naming the folders searched
+    and the files expected.
     """
     root = Path(encoder_dir).expanduser()
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"text encoder folder {str(root)!r} {what}; expected a local HuggingFace-format umT5-XXL folder with "
             f"{ENCODER_FILES} and tokenizer files ({' or '.join(TOKENIZER_FILES)}), e.g. the text_encoder/ and "
             "tokenizer/ folders of Wan-AI/Wan2.2-TI2V-5B-Diffusers, or google/umt5-xxl"
@@ -374,7 +412,7 @@ def resolve_encoder_dirs(encoder_dir: str | Path, tokenizer_dir: str | Path | No
                 f" {native[0].name} is the original Wan release's encoder, in Wan's own module names, which "
                 "transformers cannot load;"
             )
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"no umT5 encoder in {[str(d) for d in searched]}: expected {ENCODER_FILES}; found "
             f"{_listing(root)}.{hint} point --encoder at a HuggingFace-format folder (the text_encoder/ folder of "
             "Wan-AI/Wan2.2-TI2V-5B-Diffusers, or google/umt5-xxl)"
@@ -385,12 +423,29 @@ def resolve_encoder_dirs(encoder_dir: str | Path, tokenizer_dir: str | Path | No
         searched = _unique([model_dir, root, root / "tokenizer", model_dir.parent / "tokenizer"])
     tok_dir = next((d for d in searched if _is_tokenizer_dir(d)), None)
     if tok_dir is None:
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"no tokenizer files ({' or '.join(TOKENIZER_FILES)}) in {[str(d) for d in searched]}; copy the umT5 "
             "tokenizer (the tokenizer/ folder of a Wan diffusers repository, or google/umt5-xxl's tokenizer files) "
             "next to the encoder, or pass --tokenizer DIR"
         )
     return model_dir, tok_dir
+
+
+def _encoder_error(model_dir: Path, e: Exception) -> CheckpointError:
+    """A failure of transformers' loader as one error naming the folder and the fix. torch's text for a refused
+    pickle suggests loading with weights_only=False, which would run code from the file: it is never passed on."""
+    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip() and "weights_only" not in ln), "")
+    if isinstance(e, pickle.UnpicklingError):
+        return CheckpointError(
+            f"refusing to load the umT5 weights in {model_dir}: a pytorch_model*.bin there holds pickled Python "
+            "objects, not only tensors, and unpickling them could run arbitrary code (read with "
+            f"torch.load(weights_only=True), which rejected it: {first or 'no detail'}). Use the model.safetensors "
+            "release of the encoder (the text_encoder/ folder of Wan-AI/Wan2.2-TI2V-5B-Diffusers, or google/umt5-xxl)"
+        )
+    return CheckpointError(
+        f"cannot load the umT5 encoder weights in {model_dir} ({type(e).__name__}: {first or 'no detail'}); the "
+        "weight files are damaged, cut short or not umT5 weights: download the folder again"
+    )
 
 
 def _is_encoder_dir(d: Path) -> bool:
