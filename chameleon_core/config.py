@@ -15,6 +15,13 @@ from .latents import LatentFamily, latent_family
 COND_FRAMES = 2
 """Condition frames in front of the video: the reference and the garment (RoPE frames 0 and 1)."""
 
+MAX_CACHE_FRAMES = 1024
+"""Largest KV cache in latent frames (the student is trained with 23; the memory check bounds it further)."""
+MAX_CHUNK_FRAMES = 64
+"""Largest chunk in latent frames."""
+MAX_STEPS = 1000
+"""Most denoising steps per chunk (the timestep range of the schedule)."""
+
 #: Every released Wan model uses 128-dimensional attention heads; the loader relies on this to infer ``num_heads``.
 HEAD_DIM = 128
 
@@ -146,15 +153,24 @@ class StreamSettings:
     """Denoising steps per chunk (the student is distilled for 4: timesteps 1000, 750, 500, 250 before the shift)."""
     shift: float = 5.0
     """Flow shift that warps the student's timesteps (5 for Wan2.2-TI2V-5B: [1000, 937.5, 833.3, 625])."""
+    keep_history: bool = True
+    """Keep every chunk's clean latents in the state (the node graph reads them: ``StreamState.latents()``). False
+    keeps only the chunks whose frames are still in the KV cache (a prompt switch re-caches them) and the last one,
+    so host memory stays flat however long a live stream runs (about 2 MiB per chunk at 1280x704 otherwise)."""
 
     def __post_init__(self) -> None:
-        if self.chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
-        if self.sink_chunks < 0:
-            raise ValueError(f"sink_chunks must be >= 0, got {self.sink_chunks}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be a whole number >= 1, got {self.steps!r}; the student is distilled for 4")
-        if not math.isfinite(self.shift) or self.shift <= 0:
+        for name, low, high in (("chunk_frames", 1, MAX_CHUNK_FRAMES), ("cache_frames", 1, MAX_CACHE_FRAMES),
+                                ("sink_chunks", 0, MAX_CACHE_FRAMES), ("steps", 1, MAX_STEPS)):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(
+                    f"{name} must be a whole number in {low}..{high}, got {value!r}; the defaults are "
+                    f"chunk_frames=3, cache_frames=23, sink_chunks=1, steps=4 (the student is distilled for 4)"
+                )
+        if not isinstance(self.keep_history, bool):
+            raise ValueError(f"keep_history must be True or False, got {self.keep_history!r}")
+        if isinstance(self.shift, bool) or not isinstance(self.shift, (int, float)) or not math.isfinite(self.shift) \
+                or self.shift <= 0:
             raise ValueError(f"shift must be a finite number > 0, got {self.shift!r}; Wan2.2-TI2V-5B uses 5.0")
         if self.window_frames < self.chunk_frames:
             raise ValueError(

@@ -36,7 +36,7 @@ from .config import COND_FRAMES
 from .decoding import ChunkDecoderVAE, last_pixel_frame
 from .latents import LatentFamily
 from .model import TextContext
-from .streaming import StreamState, cached_frames
+from .streaming import StreamState, cached_frames, check_finite_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -84,15 +84,19 @@ def switch_garment(
     if refresh:
         if garment is None:
             raise ValueError("refresh=True needs the new garment latent; pass garment=... or set refresh=False")
+        if not isinstance(garment, torch.Tensor) or not garment.is_floating_point():
+            raise ValueError(f"the new garment must be a floating-point latent [B, C, 1, h, w], got {garment!r:.80}")
         if garment.shape != state.garment.shape:
             raise ValueError(
                 f"new garment latent has shape {tuple(garment.shape)} but the stream uses {tuple(state.garment.shape)}; "
                 "encode the garment with the same VAE at the stream's resolution"
             )
+    check_finite_inputs(**{"new garment": garment if refresh else None, "last_frame": last_frame,
+                           "new_reference": new_reference})
     reference = state.reference
     if disentangle:
         if new_reference is None:
-            if not state.history:
+            if state.frames == 0:
                 raise ValueError(
                     "disentangle needs a generated frame to take the new reference from, but the stream has none yet; "
                     "generate at least one chunk first or set disentangle=False"
@@ -101,6 +105,13 @@ def switch_garment(
                 raise ValueError("disentangle=True needs a VAE (codec=...) to decode and re-encode the last frame")
             family = model.config.latent
             if last_frame is None:
+                if not state.history_complete:
+                    raise ValueError(
+                        "disentangle without last_frame decodes the whole stream to find its last frame, but this "
+                        "stream keeps only recent latents (StreamSettings(keep_history=False)); pass last_frame= (the "
+                        "last decoded frame [B, 3, H, W], as the session loop does) or new_reference=, or start the "
+                        "stream with keep_history=True"
+                    )
                 last_frame = last_pixel_frame(codec, family, state.latents(), state.settings.chunk_frames)
             new_reference = reference_from_frame(codec, family, last_frame.to(codec.device, codec.dtype))
         if new_reference.shape != state.reference.shape:
@@ -126,15 +137,19 @@ def switch_garment(
 def switch_prompt(state: StreamState, context: torch.Tensor | TextContext) -> StreamState:
     """Switch the prompt: new cross-attention K/V and the cached frames re-encoded under it (LongLive's re-cache)."""
     model = state.model
-    text = context if isinstance(context, TextContext) else model.prepare_text(context)
+    if not isinstance(context, TextContext):
+        if not isinstance(context, torch.Tensor) or not context.is_floating_point():
+            raise ValueError(f"the new prompt must be floating-point features [B, L, text_dim], got {context!r:.80}")
+        check_finite_inputs(**{"new prompt": context})
     groups = cached_frames(state)
+    # Every frame to re-cache must still be held (with keep_history=False the state keeps exactly these).
+    held = [state.held_latents([p - COND_FRAMES for p in positions]) for _, positions in groups]
+    text = context if isinstance(context, TextContext) else model.prepare_text(context)
     cache = state.private_cache()
     prefill_conditions(model, cache, text, state.reference, state.garment)
-    latents = state.latents()
     b = state.reference.shape[0]
-    for slots, positions in groups:
-        frames = torch.tensor([p - COND_FRAMES for p in positions])
-        x = latents[:, :, frames].to(model.device)
+    for (slots, _), latents in zip(groups, held):
+        x = latents.to(model.device)
         chunk_forward(model, cache, text, x, torch.zeros(b, device=model.device), slots)
     logger.info("prompt switch at latent frame %d: re-cached %d chunks", state.frames, len(groups))
     return state.with_cache(cache, text=text, switches=state.switches + 1)

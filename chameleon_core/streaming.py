@@ -34,10 +34,14 @@ from .cache import CacheGeometry, KVCache, Region
 from .causal import prefill_conditions
 from .chunk_step import denoise_chunk
 from .config import COND_FRAMES, StreamSettings
+from .memory import check_stream_memory, check_stream_sizes, estimate_stream_memory
 from .model import TextContext, WanModel
 from .schedules import student_steps_for, student_timesteps
 
 logger = logging.getLogger(__name__)
+
+NOISE_MODES = ("cpu", "device")
+"""Where a rollout draws its noise (see :class:`Rollout`)."""
 
 ProgressFn = Callable[[int, int, torch.Tensor], None]
 """``progress(chunk_index, total_chunks, chunk_latents)`` called after each finished chunk."""
@@ -45,6 +49,24 @@ ProgressFn = Callable[[int, int, torch.Tensor], None]
 
 class NonFiniteChunkError(FloatingPointError):
     """A chunk came out NaN/inf. The state passed to :func:`generate` is unchanged and still usable."""
+
+
+def check_finite_inputs(**inputs: torch.Tensor | None) -> None:
+    """Raise ValueError naming each input that holds NaN/inf, before any work (one host sync for all of them).
+
+    A NaN in a condition latent or the prompt features would otherwise surface only after a chunk was generated,
+    blamed on fp16 or the weights.
+    """
+    named = [(k, v) for k, v in inputs.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel()]
+    if not named:
+        return
+    flags = torch.stack([torch.isfinite(v).all().to("cpu") for _, v in named]).tolist()
+    bad = [k for (k, _), ok in zip(named, flags) if not ok]
+    if bad:
+        raise ValueError(
+            f"the input(s) {', '.join(bad)} hold NaN or inf values; nothing was generated. Check what produced them: "
+            "re-encode the image with the VAE (in bf16 or fp32), or encode the prompt again"
+        )
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -114,9 +136,14 @@ class StreamState:
     rng_state: torch.Tensor = field(repr=False)
     """CPU generator state for the next chunk's noise."""
     history: tuple[torch.Tensor, ...] = field(repr=False)
-    """Clean model-space latents of every chunk so far, on the host, ``[B, C, chunk, h, w]`` each."""
+    """Clean model-space latents of the chunks kept, on the host, ``[B, C, chunk, h, w]`` each: every chunk so far
+    with ``settings.keep_history`` (the default), else only those still in the KV cache plus the last one."""
     switches: int = 0
     """How many switches (garment or prompt) happened so far; informational."""
+    history_starts: tuple[int, ...] = ()
+    """First latent frame of each entry of ``history`` (they may have gaps once history is trimmed)."""
+    frame_count: int = 0
+    """Video latent frames generated so far (kept here because a trimmed history no longer tells)."""
 
     # -- views --------------------------------------------------------------------------------------------------
 
@@ -133,7 +160,12 @@ class StreamState:
     @property
     def frames(self) -> int:
         """Video latent frames generated so far; the next chunk starts at RoPE frame ``2 + frames``."""
-        return sum(chunk.shape[2] for chunk in self.history)
+        return self.frame_count
+
+    @property
+    def history_complete(self) -> bool:
+        """True while ``history`` holds every chunk since the start (nothing trimmed)."""
+        return sum(chunk.shape[2] for chunk in self.history) == self.frame_count
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
@@ -145,11 +177,39 @@ class StreamState:
         return COND_FRAMES + self.frames
 
     def latents(self) -> torch.Tensor:
-        """All clean latents so far, model space ``[B, C, frames, h, w]`` (host)."""
+        """All clean latents so far, model space ``[B, C, frames, h, w]`` (host).
+
+        Raises ValueError for a stream started with ``keep_history=False`` once it has dropped chunks: the latents
+        went to their consumer as they were made (the session's chunks, ``generate``'s return value).
+        """
         b, c, h, w = self.latent_shape
+        if not self.history_complete:
+            held = ", ".join(f"{s}..{s + x.shape[2] - 1}" for s, x in zip(self.history_starts, self.history))
+            raise ValueError(
+                f"this stream keeps only the latents still in its KV cache (StreamSettings(keep_history=False)): "
+                f"frames {held or 'none'} of {self.frame_count}; take each segment's latents from generate() or the "
+                "session as they are made, or start the stream with keep_history=True"
+            )
         if not self.history:
             return torch.zeros(b, c, 0, h, w)
         return torch.cat(self.history, dim=2)
+
+    def held_latents(self, frames: list[int]) -> torch.Tensor:
+        """The clean latents of the given latent frames ``[B, C, len(frames), h, w]`` (host), from the history kept.
+
+        Raises ValueError naming a frame the state no longer holds.
+        """
+        index = {s + i: (k, i) for k, s in enumerate(self.history_starts) for i in range(self.history[k].shape[2])}
+        missing = [f for f in frames if f not in index]
+        if missing:
+            raise ValueError(
+                f"latent frames {missing[:8]} are no longer held by this stream state (it keeps "
+                f"{sorted(index)[:8]}...); start the stream with keep_history=True to keep every chunk"
+            )
+        b, c, h, w = self.latent_shape
+        if not frames:
+            return torch.zeros(b, c, 0, h, w)
+        return torch.stack([self.history[index[f][0]][:, :, index[f][1]] for f in frames], dim=2)
 
     def with_cache(self, cache: KVCache, **changes) -> StreamState:
         """A new state with ``cache`` (already private to it) and the given field changes."""
@@ -181,6 +241,9 @@ def start_stream(
     settings = settings or StreamSettings()
     cfg = model.config
     for name, lat in (("reference", reference), ("garment", garment)):
+        if not isinstance(lat, torch.Tensor) or not lat.is_floating_point():
+            got = f"dtype {lat.dtype}" if isinstance(lat, torch.Tensor) else type(lat).__name__
+            raise ValueError(f"{name} must be a floating-point latent [B, C, 1, h, w], got {got}")
         if lat.ndim != 5 or lat.shape[2] != 1:
             raise ValueError(f"{name} must be a one-frame latent [B, C, 1, h, w], got shape {tuple(lat.shape)}")
         if lat.shape[1] != cfg.in_dim:
@@ -193,9 +256,19 @@ def start_stream(
             f"reference and garment latents must have the same shape, got {tuple(reference.shape)} and "
             f"{tuple(garment.shape)}; encode both at the video resolution"
         )
+    if not isinstance(context, TextContext):
+        check_finite_inputs(reference=reference, garment=garment, context=context)
+    else:
+        check_finite_inputs(reference=reference, garment=garment)
     _, _, _, h, w = reference.shape
     geometry = CacheGeometry(settings, cfg.tokens_per_latent_grid(h, w))
     device, dtype = model.device, model.dtype
+    # Refuse before the cache exists: an oversized cache_frames / resolution would otherwise take the machine down.
+    check_stream_sizes(settings, batch=reference.shape[0])
+    estimate = estimate_stream_memory(cfg, settings, geometry.tokens_per_frame, batch=reference.shape[0], dtype=dtype,
+                                      device=device)
+    check_stream_memory(estimate, device, what=f"this stream ({cfg.name}, latent {h}x{w}, {settings.cache_frames} "
+                        f"cache frames, batch {reference.shape[0]})")
     text = context if isinstance(context, TextContext) else model.prepare_text(context)
     reference = reference.to(device, torch.float32)
     garment = garment.to(device, torch.float32)
@@ -259,20 +332,40 @@ class Rollout:
 
     The cache is cloned once (copy-on-write), however many chunks follow; :meth:`finish` returns the new immutable
     state, after which the rollout is spent. ``steps`` overrides the stream's step count (at the stream's shift).
+    ``collect`` keeps every chunk this rollout makes for :meth:`latents` (what :func:`generate` returns); without it,
+    and with ``keep_history=False``, only what the next state keeps is held, so a live session's memory stays flat.
+
+    ``noise``: ``"cpu"`` draws every noise tensor from the state's CPU generator (the reference behaviour);
+    ``"device"`` draws it on the model's device from a generator seeded once per chunk from the CPU generator, so no
+    host-to-device copy is needed and a seed still gives the same frames however the calls are split.
+    ``clean_pass=False`` skips the t = 0 pass that writes the chunk's clean keys (see :mod:`.chunk_step`).
     """
 
-    def __init__(self, state: StreamState, *, steps: int | None = None) -> None:
+    def __init__(self, state: StreamState, *, steps: int | None = None, noise: str = "cpu", clean_pass: bool = True,
+                 collect: bool = False) -> None:
+        if noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}; 'cpu' is the reference behaviour")
         self.state = state
         self.timesteps = state.timesteps if steps is None else schedule(steps, state.settings.shift)
+        self.noise, self.clean_pass = noise, clean_pass
         self._gen = torch.Generator().set_state(state.rng_state.clone())
+        self._device_gen: torch.Generator | None = None
         self._cache: KVCache | None = state.private_cache()
+        self._history = list(state.history)
+        self._starts = list(state.history_starts)
+        self._collect = collect
         self._new: list[torch.Tensor] = []
+        self._made = 0
         self.frames = state.frames
         """Video latent frames of the stream including this rollout's chunks."""
 
     def _noise(self, _step: int) -> torch.Tensor:
         b, ch, h, w = self.state.latent_shape
-        return torch.randn(b, ch, self.state.settings.chunk_frames, h, w, generator=self._gen).to(self.state.model.device)
+        shape = (b, ch, self.state.settings.chunk_frames, h, w)
+        device = self.state.model.device
+        if self._device_gen is not None:
+            return torch.randn(shape, generator=self._device_gen, device=device)
+        return torch.randn(shape, generator=self._gen).to(device)
 
     @torch.no_grad()
     def step(self) -> torch.Tensor:
@@ -282,29 +375,61 @@ class Rollout:
         state, c = self.state, self.state.settings.chunk_frames
         # 1. Claim the chunk's slots (evicts the oldest history frames once the window is full).
         slots = self._cache.reserve(c, COND_FRAMES + self.frames)
+        if self.noise == "device":
+            seed = int(torch.randint(0, 2**62, (), generator=self._gen))  # the CPU generator carries the stream
+            self._device_gen = torch.Generator(device=state.model.device).manual_seed(seed)
         # 2-3. Few-step denoising, then the clean pass that writes the chunk's keys (the shared chunk step).
-        x0 = denoise_chunk(state.model, self._cache, state.text, slots, self.timesteps, self._noise)
+        x0 = denoise_chunk(state.model, self._cache, state.text, slots, self.timesteps, self._noise,
+                           clean_pass=self.clean_pass)
         if not bool(torch.isfinite(x0).all()):  # one host sync per chunk, not per layer
             self._cache = None
             raise NonFiniteChunkError(
-                f"chunk {len(self._new)} (latent frames {self.frames}..{self.frames + c - 1}) contains NaN/inf. The "
+                f"chunk {self._made} (latent frames {self.frames}..{self.frames + c - 1}) contains NaN/inf. The "
                 "input stream state is unchanged. Likely causes: fp16 overflow (use bf16 or fp32), or corrupt weights"
             )
+        host = x0.cpu()
+        self._history.append(host)
+        self._starts.append(self.frames)
+        if self._collect:
+            self._new.append(host)
         self.frames += c
-        self._new.append(x0.cpu())
+        self._made += 1
+        if not state.settings.keep_history:
+            self._trim()
         return x0
+
+    def _trim(self) -> None:
+        """Keep the chunks with a frame still in the cache's sink or window (a prompt switch re-caches them) and the
+        last chunk; drop the rest (bounded memory for an endless stream)."""
+        cache, geo = self._cache, self.state.geometry
+        held = {
+            cache.positions[s] - COND_FRAMES
+            for region in (Region.SINK, Region.WINDOW)
+            for s in geo.region_slots(region)
+            if cache.positions[s] is not None
+        }
+        keep = [
+            k for k, (start, x) in enumerate(zip(self._starts, self._history))
+            if k == len(self._history) - 1 or any(start + i in held for i in range(x.shape[2]))
+        ]  # fmt: skip
+        if len(keep) != len(self._history):
+            self._history = [self._history[k] for k in keep]
+            self._starts = [self._starts[k] for k in keep]
 
     def finish(self) -> StreamState:
         """The state after the chunks generated so far (the input state if none)."""
         if self._cache is None:
             raise RuntimeError("this rollout has finished already")
         cache, self._cache = self._cache, None
-        if not self._new:
+        if not self._made:
             return self.state
-        return self.state.with_cache(cache, rng_state=self._gen.get_state(), history=self.state.history + tuple(self._new))
+        return self.state.with_cache(cache, rng_state=self._gen.get_state(), history=tuple(self._history),
+                                     history_starts=tuple(self._starts), frame_count=self.frames)
 
     def latents(self) -> torch.Tensor:
-        """This rollout's clean latents so far ``[B, C, n, h, w]`` (host)."""
+        """This rollout's clean latents so far ``[B, C, n, h, w]`` (host); needs ``collect=True``."""
+        if not self._collect:
+            raise RuntimeError("Rollout.latents() needs Rollout(..., collect=True); the session hands chunks over one by one")
         b, ch, h, w = self.state.latent_shape
         return torch.cat(self._new, dim=2) if self._new else torch.zeros(b, ch, 0, h, w)
 
@@ -316,6 +441,8 @@ def generate(
     steps: int | None = None,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    noise: str = "cpu",
+    clean_pass: bool = True,
 ) -> tuple[StreamState, torch.Tensor]:
     """Generate ``latent_frames`` more frames (rounded up to whole chunks); returns ``(state', latents)``.
 
@@ -327,9 +454,11 @@ def generate(
     streaming decode): ``should_stop()`` is polled between units of work; once it returns True the loop stops and
     returns what it completed -- here the finished chunks and the matching state -- and never raises. A caller that
     must report the stop (a node, the command line) asks its own ``should_stop`` afterwards.
+
+    ``noise`` (``"cpu"`` / ``"device"``) and ``clean_pass``: see :class:`Rollout`.
     """
     n_chunks = chunks_for(state, latent_frames)
-    rollout = Rollout(state, steps=steps)
+    rollout = Rollout(state, steps=steps, noise=noise, clean_pass=clean_pass, collect=True)
     for k in range(n_chunks):
         if should_stop is not None and should_stop():
             logger.info("stream interrupted after %d of %d chunks", k, n_chunks)
