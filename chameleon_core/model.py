@@ -21,15 +21,16 @@ The same blocks serve three forwards:
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+from torch import nn
 
 from .attention import FullAttention, SelfAttentionPlan, attention
-from .config import COND_FRAMES, WanConfig
+from .config import WanConfig
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
@@ -55,19 +56,38 @@ class RMSNorm(nn.Module):
         return normed * self.weight.to(x.dtype)
 
 
+def fp32_view(p: torch.Tensor | None) -> torch.Tensor | None:
+    """``p`` in fp32, upcast once and reused while ``p`` is unchanged (small precision-critical weights of a bf16
+    model: time embedding, modulation tables, norm gains). An fp32 ``p`` is returned as is; under autograd with a
+    trainable ``p`` the upcast is recomputed so the gradient reaches ``p``."""
+    if p is None or p.dtype == torch.float32:
+        return p
+    if p.requires_grad and torch.is_grad_enabled():
+        return p.float()
+    key = (p.data_ptr(), p._version, p.device)
+    hit = _FP32_SHADOWS.get(id(p))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    shadow = p.detach().float()
+    _FP32_SHADOWS[id(p)] = (key, shadow)
+    return shadow
+
+
+_FP32_SHADOWS: dict[int, tuple[tuple, torch.Tensor]] = {}
+"""fp32 copies of non-fp32 parameters by ``id``; the key (storage address, version) invalidates on any change."""
+
+
 class LayerNorm32(nn.LayerNorm):
     """LayerNorm computed in fp32 (Wan's ``WanLayerNorm``); returns fp32."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.float() if self.weight is not None else None
-        b = self.bias.float() if self.bias is not None else None
-        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
+        return F.layer_norm(x.float(), self.normalized_shape, fp32_view(self.weight), fp32_view(self.bias), self.eps)
 
 
 def linear32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """A linear layer evaluated in fp32 whatever the weight dtype (the reference's fp32 autocast regions)."""
-    bias = layer.bias.float() if layer.bias is not None else None
-    return F.linear(x.float(), layer.weight.float(), bias)
+    """A linear layer evaluated in fp32 whatever the weight dtype (the reference's fp32 autocast regions); the fp32
+    weights of a bf16 model are upcast once (:func:`fp32_view`), not per call."""
+    return F.linear(x.float(), fp32_view(layer.weight), fp32_view(layer.bias))
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -80,6 +100,10 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         bias = layer.bias.to(cd) if layer.bias is not None else None
         return F.linear(x.to(cd), w, bias)
     return layer(x.to(w.dtype))
+
+
+def _compute_dtype(layer: nn.Linear) -> torch.dtype:
+    return layer.compute_dtype if layer.weight.dtype in FP8_DTYPES else layer.weight.dtype
 
 
 def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
@@ -135,8 +159,19 @@ class Rope:
 
     @staticmethod
     def for_frames(config: WanConfig, frame_start: int, frames: int, h: int, w: int, device: torch.device) -> Rope:
+        """Tables for frames ``frame_start ..``; cached per (head dim, theta, start, frames, h, w, device): a chunk's
+        denoising passes and its clean pass share one table, and a stream revisits few positions at a time."""
+        key = (config.head_dim, config.rope_theta, frame_start, frames, h, w, torch.device(device))
+        hit = _ROPE_CACHE.get(key)
+        if hit is not None:
+            _ROPE_CACHE.move_to_end(key)
+            return hit
         ang = rope_angles(config.head_dim, config.rope_theta, frame_start, frames, h, w, device)
-        return Rope(torch.cos(ang).float()[:, None, :], torch.sin(ang).float()[:, None, :])
+        rope = Rope(torch.cos(ang).float()[:, None, :], torch.sin(ang).float()[:, None, :])
+        _ROPE_CACHE[key] = rope
+        if len(_ROPE_CACHE) > _ROPE_CACHE_SIZE:
+            _ROPE_CACHE.popitem(last=False)
+        return rope
 
     @staticmethod
     def cat(parts: list[Rope]) -> Rope:
@@ -148,6 +183,10 @@ class Rope:
         x0, x1 = xf[..., 0], xf[..., 1]
         out = torch.stack([x0 * self.cos - x1 * self.sin, x0 * self.sin + x1 * self.cos], dim=-1)
         return out.flatten(-2).type_as(x)
+
+
+_ROPE_CACHE: OrderedDict[tuple, Rope] = OrderedDict()
+_ROPE_CACHE_SIZE = 32  # least recently used out: a few chunk positions of a few streams; tables are small
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -162,11 +201,38 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return (xg * (1 + scale[:, :, None]) + shift[:, :, None]).view(b, length, c)
 
 
+def norm_modulate(norm: LayerNorm32, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
+                  out_dtype: torch.dtype) -> torch.Tensor:
+    """``modulate(norm(x), shift, scale)`` in fp32, returned in ``out_dtype`` (the next linear's input dtype).
+
+    fp32 models keep the reference's separate multiply and add bit for bit; in bf16/fp16 the modulation is one fused
+    multiply-add in fp32 (as precise or more: one rounding instead of two) and the cast to the weight dtype is done
+    here once, for all the projections that read it.
+    """
+    if out_dtype == torch.float32:
+        return modulate(norm(x), shift, scale)
+    b, length, c = x.shape
+    g = shift.shape[1]
+    xn = norm(x).view(b, g, length // g, c)
+    return torch.addcmul(shift[:, :, None], xn, 1 + scale[:, :, None]).view(b, length, c).to(out_dtype)
+
+
 def gate(x: torch.Tensor, gate_: torch.Tensor) -> torch.Tensor:
     """``x * gate`` with per-group gates ``[B, G, C]`` (see :func:`modulate`)."""
     b, length, c = x.shape
     g = gate_.shape[1]
     return (x.float().view(b, g, length // g, c) * gate_[:, :, None]).view(b, length, c)
+
+
+def add_gated(residual: torch.Tensor, y: torch.Tensor, gate_: torch.Tensor) -> torch.Tensor:
+    """``residual + y * gate`` (fp32 residual ``[B, L, C]``, gates ``[B, G, C]``): the reference's separate ops for
+    fp32 ``y``; one fused multiply-add reading ``y`` in its own dtype otherwise (no separate upcast kernel)."""
+    if y.dtype == torch.float32:
+        return residual + gate(y, gate_)
+    b, length, c = residual.shape
+    g = gate_.shape[1]
+    return torch.addcmul(residual.view(b, g, length // g, c), y.view(b, g, length // g, c), gate_[:, :, None]
+                         ).view(b, length, c)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -195,6 +261,7 @@ class SelfAttention(Projections):
     def forward(self, x: torch.Tensor, rope: Rope, plan: SelfAttentionPlan, layer: int) -> torch.Tensor:
         """x: ``[B, L, C]`` -> ``[B, L, C]``."""
         heads = self.num_heads
+        x = x.to(_compute_dtype(self.q))  # once for q, k and v
         q = rope.apply(rearrange(self.norm_q(linear(self.q, x)), "b l (h d) -> b l h d", h=heads))
         k = rope.apply(rearrange(self.norm_k(linear(self.k, x)), "b l (h d) -> b l h d", h=heads))
         v = rearrange(linear(self.v, x), "b l (h d) -> b l h d", h=heads)
@@ -244,13 +311,15 @@ class Block(nn.Module):
         layer: int,
     ) -> torch.Tensor:
         """x: ``[B, L, C]`` fp32 residual stream; e0: ``[B, G, 6, C]`` fp32 time projection."""
-        mod = self.modulation.float().unsqueeze(0) + e0  # [B, G, 6, C]
+        dt = _compute_dtype(self.self_attn.q)
+        mod = fp32_view(self.modulation).unsqueeze(0) + e0  # [B, G, 6, C]
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.unbind(2)  # each [B, G, C]
-        y = self.self_attn(modulate(self.norm1(x), shift1, scale1), rope, plan, layer)  # [B, L, C]
-        x = x + gate(y, gate1)
-        x = x + self.cross_attn(self.norm3(x), cross_kv).float()
-        y = linear(self.ffn[2], self.ffn[1](linear(self.ffn[0], modulate(self.norm2(x), shift2, scale2))))  # [B, L, C]
-        return x + gate(y, gate2)
+        y = self.self_attn(norm_modulate(self.norm1, x, shift1, scale1, dt), rope, plan, layer)  # [B, L, C]
+        x = add_gated(x, y, gate1)
+        y = self.cross_attn(self.norm3(x), cross_kv)  # [B, L, C]
+        x = x + y  # fp32 residual; a bf16 y is promoted inside the add (no separate upcast kernel)
+        y = linear(self.ffn[2], self.ffn[1](linear(self.ffn[0], norm_modulate(self.norm2, x, shift2, scale2, dt))))
+        return add_gated(x, y, gate2)
 
 
 class Head(nn.Module):
@@ -265,7 +334,7 @@ class Head(nn.Module):
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """x: ``[B, L, C]``; e: ``[B, G, C]`` time embedding -> ``[B, L, out_dim * prod(patch)]`` fp32."""
-        mod = self.modulation.float().unsqueeze(0) + e.unsqueeze(2)  # [B, G, 2, C]
+        mod = fp32_view(self.modulation).unsqueeze(0) + e.unsqueeze(2)  # [B, G, 2, C]
         shift, scale = mod.unbind(2)
         return linear(self.head, modulate(self.norm(x), shift, scale)).float()
 
@@ -341,7 +410,30 @@ class WanModel(nn.Module):
         return TextContext(tuple(block.cross_attn.kv(emb) for block in self.blocks))
 
     def embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Timesteps ``[B, G]`` -> embedding e ``[B, G, C]`` and block modulation e0 ``[B, G, 6, C]`` (fp32)."""
+        """Timesteps ``[B, G]`` -> embedding e ``[B, G, C]`` and block modulation e0 ``[B, G, 6, C]`` (fp32).
+
+        Without gradient, the result is kept per timestep tensor: the chunk step hands the same tensor for the same
+        timestep value to every chunk (:func:`~chameleon_core.chunk_step.timestep_tensor`), so each value is embedded
+        once per stream. The key is the tensor's storage, view and version (the entry holds the tensor, so its
+        storage cannot be reused by another) and the embedding weights' storage and version.
+        """
+        layers = (self.time_embedding[0], self.time_embedding[2], self.time_projection[1])
+        if torch.is_grad_enabled() and any(p.requires_grad for m in layers for p in m.parameters()):
+            return self._embed_time(t)
+        key = (t.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t._version, t.dtype, t.device,
+               tuple((p.data_ptr(), p._version) for m in layers for p in m.parameters()))
+        cache = self.__dict__.setdefault("_time_cache", OrderedDict())
+        hit = cache.get(key)
+        if hit is not None:
+            cache.move_to_end(key)
+            return hit[1], hit[2]
+        e, e0 = self._embed_time(t)
+        cache[key] = (t, e, e0)
+        if len(cache) > 16:
+            cache.popitem(last=False)
+        return e, e0
+
+    def _embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, g = t.shape
         e = linear32(self.time_embedding[0], sinusoidal_embedding(self.config.freq_dim, t.reshape(-1)))
         e = linear32(self.time_embedding[2], F.silu(e)).view(b, g, -1)  # [B, G, C]
@@ -382,6 +474,15 @@ class WanModel(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, e0, rope, text.kv[i], plan, i)
         return self.head(x, e)
+
+    def compile_blocks(self, **options) -> WanModel:
+        """``torch.compile`` every transformer block in place (``nn.Module.compile``: parameter names and the
+        ``state_dict`` are unchanged); ``options`` go to ``torch.compile`` (e.g. ``mode="max-autotune-no-cudagraphs"``,
+        ``dynamic=False``). Shapes are static per stream (chunk, grid, cache length), so each block compiles once per
+        shape: a prefill, the chunk passes and a switch's one-frame pass. Returns the model."""
+        for block in self.blocks:
+            block.compile(**options)
+        return self
 
     # -- forwards -----------------------------------------------------------------------------------------------
 
@@ -447,12 +548,15 @@ class WanModel(nn.Module):
         video_len = length - n_cond * tpf
         t = timestep.to(tokens.device, torch.float32)
         if t.ndim == 1:
-            t = t[:, None].expand(b, video_len)
-        if t.shape != (b, video_len):
+            # One timestep per frame, not per token: the embedding and its 6C projection run once per frame.
+            t = t[:, None].expand(b, grid[0] - n_cond)
+            if n_cond:
+                t = torch.cat([t.new_zeros(b, n_cond), t], dim=1)  # conditions are clean: t = 0
+        elif t.shape != (b, video_len):
             raise ValueError(
                 f"timestep must be [B] or per token [B, {video_len}], got shape {tuple(timestep.shape)}"
             )
-        if n_cond:
+        elif n_cond:
             t = torch.cat([t.new_zeros(b, n_cond * tpf), t], dim=1)  # conditions are clean: t = 0
         rope = Rope.for_frames(self.config, 0, grid[0], grid[1], grid[2], tokens.device)
         out = self.run_blocks(tokens, t, rope, text, FullAttention(attn_mask))

@@ -177,6 +177,7 @@ class Session:
         decoder: decode with this instead of ``codec`` (the tiny TAEHV decoder on the live path); ``codec`` still
             encodes garments and the disentangle frame. Must make the codec's frame counts (TAEHV does).
         overlap_decode: decode chunk k on a worker while chunk k+1 generates (see the module docstring).
+        noise, clean_pass: the chunk step's noise mode and clean pass (:class:`~chameleon_core.streaming.Rollout`).
     """
 
     def __init__(
@@ -192,6 +193,8 @@ class Session:
         steps: int | None = None,
         decoder: ChunkDecoderVAE | None = None,
         overlap_decode: bool = False,
+        noise: str = "cpu",
+        clean_pass: bool = True,
     ) -> None:
         if chunks is not None and chunks < 1:
             raise ValueError(f"a session needs at least one chunk, got chunks={chunks}")
@@ -216,6 +219,7 @@ class Session:
         self.decoder = StreamingDecoder(decoder or codec, state.model.config.latent) if decode else None
         self.steps = steps
         self.overlap_decode = overlap_decode and self.decoder is not None
+        self.noise, self.clean_pass = noise, clean_pass
         self.applied: list[AppliedSwitch] = []
         """Every switch applied so far, in order (the session's timeline as it happened)."""
         self.done = 0
@@ -300,7 +304,7 @@ class Session:
 
     def _generate(self, applied: tuple[AppliedSwitch, ...]) -> _Generated:
         if self._rollout is None:
-            self._rollout = Rollout(self._state, steps=self.steps)
+            self._rollout = Rollout(self._state, steps=self.steps, noise=self.noise, clean_pass=self.clean_pass)
         device = self._state.model.device
         _sync(device)
         t0 = time.perf_counter()
