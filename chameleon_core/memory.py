@@ -61,15 +61,18 @@ class MemoryEstimate:
     """One chunk's activations through a block (the peak inside a forward)."""
     vae_bytes: int
     """Streaming VAE decode: causal caches plus one step's activations (0 when not decoding here)."""
+    weight_bytes: int = 0
+    """Model weights still to be loaded (the command line plans before loading; 0 once they are loaded)."""
 
     @property
     def total(self) -> int:
-        return self.cache_bytes * self.cache_copies + self.activation_bytes + self.vae_bytes
+        return self.cache_bytes * self.cache_copies + self.activation_bytes + self.vae_bytes + self.weight_bytes
 
     def describe(self) -> str:
+        weights = f", weights {gib(self.weight_bytes)}" if self.weight_bytes else ""
         return (
             f"{gib(self.total)} (KV cache {gib(self.cache_bytes)} x {self.cache_copies} copies, activations "
-            f"{gib(self.activation_bytes)}, VAE decode {gib(self.vae_bytes)})"
+            f"{gib(self.activation_bytes)}, VAE decode {gib(self.vae_bytes)}{weights})"
         )
 
 

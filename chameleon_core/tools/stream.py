@@ -65,7 +65,7 @@ from ..session import (
 from ..streaming import NonFiniteChunkError, StreamState, start_stream
 from ..testing import random_transformer
 from ..text import encode_prompts, load_prompt_embeddings
-from ..vae import WanVAE, build_vae, check_vae_matches
+from ..vae import NonFiniteVAEError, WanVAE, build_vae, check_vae_matches
 from .stream_plan import DTYPES, RunPlan, plan_run
 from .video_files import FrameWriter, open_output, to_uint8_frames
 
@@ -147,13 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_fitted(path: Path, plan: RunPlan, garment: bool) -> torch.Tensor:
     """An image file fitted to the video size as in training: ``[1, H, W, 3]`` in 0..1."""
-    from PIL import UnidentifiedImageError
-
-    try:
-        image = load_image(path)
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read the image {path} ({e}); pass a PNG, JPEG or WebP file") from None
-    return (fit_garment if garment else fit_reference)(image, plan.width, plan.height)
+    image = load_image(path)  # ImageFileError (a ValueError) names the file
+    fit = fit_garment if garment else fit_reference
+    return fit(image, plan.width, plan.height, name=f"the {'garment' if garment else 'reference'} image {path}")
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -162,7 +158,11 @@ def load_fitted(path: Path, plan: RunPlan, garment: bool) -> torch.Tensor:
 
 
 def check_context(context: torch.Tensor, config: WanConfig, source: str) -> torch.Tensor:
-    """Prompt features ``[1, L, D]`` that fit the model (``D == text_dim``, ``L <= text_len``)."""
+    """Prompt features ``[1, L, D]`` that fit the model (``D == text_dim``, ``L <= text_len``), all finite."""
+    if not bool(torch.isfinite(context).all()):
+        raise ValueError(
+            f"{source} gives prompt features with NaN/inf values; encode the prompt again (in bf16 or fp32)"
+        )
     if context.shape[-1] != config.text_dim:
         raise ValueError(
             f"{source} gives {context.shape[-1]} features per token but the model takes text_dim={config.text_dim}; "
@@ -402,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.debug("details of the error below", exc_info=True)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except NonFiniteChunkError as e:
+    except (NonFiniteChunkError, NonFiniteVAEError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

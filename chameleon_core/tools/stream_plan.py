@@ -12,7 +12,7 @@ import argparse
 import logging
 import math
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ import torch
 from ..checkpoints import checkpoint_kind, inspect_checkpoint
 from ..config import StreamSettings, WanConfig, preset
 from ..latents import LatentFamily
+from ..memory import MAX_SIDE, MAX_VIDEO_FRAMES, check_stream_memory, estimate_stream_memory
 
 logger = logging.getLogger(__name__)
 
@@ -288,16 +289,61 @@ def check_output(out: Path) -> bool:
     return False
 
 
+SEED_RANGE = (0, 2**63 - 1)
+"""Seeds torch.Generator.manual_seed takes (non-negative here, so that a seed names one stream)."""
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Every number on the command line is finite and in range, before anything loads (``--fps nan`` included)."""
+    for name in ("frames", "width", "height", "steps", "chunk_frames", "cache_frames"):
+        value = getattr(args, name)
+        if value <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if not math.isfinite(args.fps) or not 0 < args.fps <= 1000:
+        raise ValueError(f"--fps must be a finite frame rate in (0, 1000], got {args.fps}; use e.g. --fps 24")
+    if args.sink_chunks < 0:
+        raise ValueError(f"--sink-chunks must be >= 0, got {args.sink_chunks}")
+    if max(args.width, args.height) > MAX_SIDE:
+        raise ValueError(
+            f"--width {args.width} --height {args.height}: at most {MAX_SIDE} pixels a side; the model is trained at "
+            "--width 704 --height 1280"
+        )
+    if args.frames > MAX_VIDEO_FRAMES:
+        raise ValueError(f"--frames {args.frames} is more than {MAX_VIDEO_FRAMES} frames; stream a shorter video")
+    low, high = SEED_RANGE
+    if not low <= args.seed <= high:
+        raise ValueError(f"--seed {args.seed} is out of range: a seed is a whole number in {low}..{high}; pick a smaller one")
+
+
+def check_plan_memory(config: WanConfig, stream: StreamSettings, width: int, height: int, device: torch.device,
+                      dtype: torch.dtype, *, fp8: bool = False) -> None:
+    """Refuse a run whose weights, KV cache copies, activations and VAE decode do not fit the device's free memory
+    (:mod:`chameleon_core.memory`), before anything is loaded."""
+    from ..model import WanModel
+    from ..vae import VAE_PRESETS
+
+    family = config.latent
+    with torch.device("meta"):
+        params = sum(p.numel() for p in WanModel(config).parameters())
+    weights = params * (1 if fp8 else torch.empty((), dtype=dtype).element_size())
+    lh, lw = family.latent_size(height, width)
+    vae = VAE_PRESETS.get(f"{family.name}-tiny" if config.name == "tiny" else family.name)
+    estimate = estimate_stream_memory(config, stream, config.tokens_per_frame(height, width), dtype=dtype,
+                                      device=device, vae_config=vae, latent_size=(lh, lw))
+    estimate = replace(estimate, weight_bytes=weights)
+    check_stream_memory(estimate, device, what=f"--width {width} --height {height} --cache-frames "
+                        f"{stream.cache_frames} with {config.name} ({params / 1e9:.2f}B parameters)")
+
+
 def plan_run(args: argparse.Namespace) -> RunPlan:
     """Check every argument and file header; the weights themselves are not read."""
     check_files(args)
-    for name in ("frames", "width", "height", "steps", "fps"):
-        if getattr(args, name) <= 0:
-            raise ValueError(f"--{name} must be positive, got {getattr(args, name)}")
+    check_numbers(args)
     device = resolve_device(args.device)
     dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    # The session hands each chunk to the writer: the state need not keep every chunk (flat host memory).
     stream = StreamSettings(chunk_frames=args.chunk_frames, cache_frames=args.cache_frames, sink_chunks=args.sink_chunks,
-                            steps=args.steps)
+                            steps=args.steps, keep_history=False)
     config = model_config(args)
     family = config.latent
     config.latent_grid(args.height, args.width)  # raises a ValueError naming a usable size
@@ -312,6 +358,8 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     if family.pixel_frames(chunks * c) != args.frames:
         logger.info("--frames %d -> %d video frames (%d chunks of %d latent frames)", args.frames,
                     family.pixel_frames(chunks * c), chunks, c)
+    check_plan_memory(config, stream, args.width, args.height, device, DTYPES["bf16" if dtype_name == "fp8" else
+                                                                              dtype_name], fp8=dtype_name == "fp8")
     return RunPlan(
         config=config,
         stream=stream,
