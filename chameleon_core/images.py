@@ -227,6 +227,8 @@ def load_image(path: str | os.PathLike[str]) -> torch.Tensor:
             f"cannot read the image {p} ({type(e).__name__}: {e}); the file is damaged or cut short: re-save or "
             "re-copy it as PNG or JPEG"
         ) from None
+    if not np.isfinite(arr).all():  # float TIFFs can carry NaN/inf
+        raise ImageFileError(f"image {p} holds NaN or inf pixel values; re-save it as an 8- or 16-bit PNG or JPEG")
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr.copy())[None]
@@ -237,9 +239,9 @@ def _pixels(im) -> np.ndarray:
     if im.mode.startswith("I;16") or im.mode == "I":
         # 16-bit greyscale (PNG loads as I;16, or as I on older PIL): convert("RGB") would clip it to white.
         return np.clip(np.asarray(im, dtype=np.float32) / 65535.0, 0.0, 1.0)
-    if im.mode == "F":
+    if im.mode == "F":  # float TIFF: 0..1 kept, larger ranges taken as 16-bit; NaN is checked by the caller
         arr = np.asarray(im, dtype=np.float32)
-        return np.clip(arr / 65535.0 if arr.size and float(arr.max()) > 1.0 else arr, 0.0, 1.0)
+        return arr / 65535.0 if arr.size and float(np.nanmax(arr)) > 1.0 else arr
     if im.mode not in ("L", "LA", "RGB", "RGBA"):
         im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
     return np.asarray(im, dtype=np.float32) / 255.0

@@ -349,7 +349,9 @@ def load_prompt_encoder(
         model = transformers.UMT5EncoderModel.from_pretrained(
             str(model_dir), config=config, local_files_only=True, **_from_pretrained_kwargs(transformers, dtype)
         )
-    except (pickle.UnpicklingError, OSError, EOFError, ValueError, RuntimeError, KeyError) as e:
+    except (ImportError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 -- transformers / safetensors / torch each raise their own types
         raise _encoder_error(model_dir, e) from None
     model = model.to(device).eval().requires_grad_(False)
     finite = torch.stack([torch.isfinite(torch.stack([p.amax(), p.amin()])).all() for p in model.parameters()])

@@ -76,12 +76,13 @@ def _resolve_dir(folder: Path) -> list[Path]:
         if indexes:
             return _shards_from_index(indexes[0])
         single = d / "diffusion_pytorch_model.safetensors"
-        if single.is_file():
-            return [single]
+        if single.exists():
+            return [check_regular_file(single)]
         for suffixes in (SAFETENSORS_SUFFIXES, TORCH_SUFFIXES):
-            found = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in suffixes)
+            # Non-regular entries (a FIFO named .safetensors) are listed too, so that they are refused by name.
+            found = sorted(f for f in d.iterdir() if not f.is_dir() and f.suffix.lower() in suffixes)
             if len(found) == 1:
-                return found
+                return [check_regular_file(found[0])]
             if len(found) > 1:
                 raise CheckpointError(
                     f"folder {d} holds several checkpoint files {[f.name for f in found]} and no index json; "

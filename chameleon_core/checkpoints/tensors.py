@@ -208,6 +208,10 @@ class SafetensorsSource(TensorSource):
     def order(self, names: Iterable[str]) -> list[str]:
         return sorted(names, key=lambda k: (str(self.entries[k].file), self.entries[k].start))
 
+    def file_of(self, name: str) -> Path:
+        """The file (shard) holding tensor ``name``."""
+        return self.entries[name].file
+
     def read(self, name: str, *, scratch: bool = False) -> tuple[torch.Tensor, bool]:
         e = self.entries[name]
         f = self._handles.get(e.file)
@@ -464,7 +468,8 @@ class FiniteCheck:
             # max / min propagate NaN and reach inf: no temporary the size of the tensor (the load's peak memory)
             self._flags.append(torch.isfinite(torch.stack([t.amax(), t.amin()])).all())
 
-    def check(self, description: str) -> None:
+    def check(self, description: str, file_of: Callable[[str], object] | None = None) -> None:
+        """Raise if any tensor added holds NaN/inf; ``file_of(name)`` names the file of a tensor (shards)."""
         if not self._flags:
             return
         devices = {f.device for f in self._flags}
@@ -472,8 +477,9 @@ class FiniteCheck:
         bad = (~flags).nonzero().flatten().tolist()  # the one host sync
         if bad:
             names = [self._names[i] for i in bad]
+            where = f" (in {file_of(names[0])})" if file_of is not None else ""
             raise CheckpointError(
-                f"{description} holds NaN/inf values in {len(names)} tensor(s), first {names[:SHOW]}; the file is "
+                f"{description} holds NaN/inf values in {len(names)} tensor(s), first {names[:SHOW]}{where}; the file is "
                 "damaged (a broken download, a bad conversion, or a training run that diverged): re-download it or "
                 "use another checkpoint"
             )

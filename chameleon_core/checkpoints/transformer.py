@@ -270,7 +270,7 @@ def _iter_converted(
         t = read_as(source, raw, dtype=dtype, device=device, transform=transform)
         finite.add(raw, t)
         yield name, t
-    finite.check(f"transformer checkpoint {source.description}")
+    finite.check(f"transformer checkpoint {source.description}", getattr(source, "file_of", None))
 
 
 def _size(n: int) -> str:
