@@ -44,12 +44,13 @@ def inputs(model):
 
 
 @torch.no_grad()
-def independent_chunk(model, ctx, ref, gar, prior, start, gen, c, mask_frames=None):
+def independent_chunk(model, ctx, ref, gar, prior, start, gen, c, mask_frames=None, ts=None):
     """Few-step rollout of one chunk by full forwards. ``prior``: [(clean latents [1,C,c,h,w], first position)].
 
     ``mask_frames(n_prior_chunks)`` gives the frame-level mask kwargs; default: block-causal over everything.
+    ``ts``: the timesteps (default: the shift-5 student schedule).
     """
-    ts = student_timesteps(5.0)
+    ts = student_timesteps(5.0) if ts is None else ts
     text = model.prepare_text(ctx)
     frames = [ref, gar] + [p for p, _ in prior]
     positions = [0, 1] + [s + i for _, s in prior for i in range(c)] + [start + i for i in range(c)]
@@ -284,3 +285,56 @@ def test_latent_frames_for_counts_the_causal_first_frame(model, inputs):
     assert [latent_frames_for(later, f) for f in (12, 13, 16, 17, 48)] == [3, 4, 4, 5, 12]
     with pytest.raises(ValueError, match="use at least 12"):
         latent_frames_for(later, 11)
+
+
+# --- issue 13: the stream's shift, and NaN inputs refused up front ----------------------------------------------------
+
+
+def test_shift_is_the_streams_and_matches_an_independent_schedule(model, inputs):
+    """A stream started with shift 2 uses the shift-2 schedule (an independent warp of [1, .75, .5, .25]) and gives
+    other frames than shift 5; a non-positive or non-finite shift is refused."""
+
+    def warp(shift):  # sigma' = shift * sigma / (1 + (shift - 1) * sigma), written out here independently
+        return [1000 * shift * s / (1 + (shift - 1) * s) for s in (1.0, 0.75, 0.5, 0.25)]
+
+    frames = {}
+    for shift in (2.0, 5.0):
+        stream = StreamSettings(chunk_frames=2, cache_frames=8, shift=shift)
+        state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=3,
+                             settings=stream)
+        assert state.timesteps == pytest.approx(warp(shift))
+        _, frames[shift] = generate(state, 2)
+        want = independent_chunk(model, inputs["ctx"], inputs["ref"], inputs["gar"], [], 2,
+                                  torch.Generator().manual_seed(3), 2, ts=warp(shift))
+        torch.testing.assert_close(frames[shift], want, atol=ATOL, rtol=0)
+    assert not torch.allclose(frames[2.0], frames[5.0], atol=ATOL)
+    for bad in (float("nan"), 0.0, -2.0, float("inf")):
+        with pytest.raises(ValueError, match="shift must be a finite number > 0"):
+            StreamSettings(shift=bad)
+
+
+@pytest.mark.parametrize("which", ["reference", "garment", "context"])
+def test_nan_inputs_are_refused_before_any_work_naming_the_input(model, inputs, which):
+    args = dict(context=inputs["ctx"].clone(), reference=inputs["ref"].clone(), garment=inputs["gar"].clone())
+    args[which].view(-1)[1] = float("nan")
+    with pytest.raises(ValueError, match=rf"{which} hold NaN or inf.*nothing was generated.*encode"):
+        start_stream(model, **args)
+
+
+def test_switch_inputs_with_nan_are_refused_before_any_work(model, inputs, codec, monkeypatch):
+    state = _started(model, inputs)
+    bad_garment = inputs["gar2"].clone()
+    bad_garment[0, 0, 0, 0, 0] = float("inf")
+    calls = []
+    forward = model.forward_frames
+    monkeypatch.setattr(model, "forward_frames", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    monkeypatch.setattr(codec, "decode_chunk", lambda *a, **k: calls.append("decode"))
+    with pytest.raises(ValueError, match="new garment hold NaN or inf"):
+        switch_garment(state, bad_garment, codec=codec)
+    bad_prompt = inputs["ctx2"].clone()
+    bad_prompt[0, 1, 2] = float("nan")
+    with pytest.raises(ValueError, match="new prompt hold NaN or inf.*encode the prompt again"):
+        switch_prompt(state, bad_prompt)
+    assert not calls  # refused before any forward pass or decode
+    switch_prompt(state, inputs["ctx2"])
+    assert calls  # the counter has teeth: a good switch runs forwards
