@@ -274,3 +274,86 @@ def test_mp4_output(files, tmp_path):
         rate = stream.average_rate
     assert len(frames) == 9 and frames[0].shape == (SIZE, SIZE, 3)
     assert rate == 12
+
+
+# --- issue 13: numbers, sizes and inputs checked before models load; NaN output is an error ---------------------------
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (["--fps", "nan"], ["--fps must be a finite frame rate", "nan", "--fps 24"]),
+        (["--fps", "inf"], ["--fps must be a finite frame rate", "inf"]),
+        (["--seed", str(2**64)], ["--seed 18446744073709551616 is out of range", "0..9223372036854775807"]),
+        (["--seed", "-1"], ["--seed -1 is out of range"]),
+        (["--cache-frames", "1000000"], ["cache_frames must be a whole number in 1..1024", "1000000"]),
+        (["--width", "70400", "--height", "128"], ["--width 70400", "at most 8192 pixels"]),
+    ],
+)
+def test_bad_numbers_fail_before_models_load(files, tmp_path, capsys, monkeypatch, change, expected):
+    from chameleon_core.tools import stream as stream_tool
+
+    def never(*a, **k):
+        raise AssertionError("a model loaded before the arguments were checked")
+
+    monkeypatch.setattr(stream_tool, "random_transformer", never)
+    monkeypatch.setattr(stream_tool, "build_vae", never)
+    args = RANDOM + ["--reference", str(files["reference"]), "--garment", str(files["garment1"]),
+                     "--out", str(tmp_path / "out")] + change
+    code = cli.main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    for text in expected:
+        assert text in err, (text, err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_memory_plan_refuses_before_loading(files, tmp_path, capsys, monkeypatch):
+    from chameleon_core import memory
+
+    monkeypatch.setattr(memory, "host_available", lambda: 2**20)  # 1 MiB free
+    code = cli.main(RANDOM + ["--reference", str(files["reference"]), "--garment", str(files["garment1"]),
+                              "--out", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "would need about" in err and "GiB is free" in err and "--cache-frames" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_nan_image_and_prompt_inputs_are_named_before_any_frame(files, tmp_path, capsys):
+    from PIL import Image
+
+    arr = np.full((16, 16), np.nan, dtype=np.float32)
+    Image.fromarray(arr, mode="F").save(tmp_path / "nan.tiff")
+    out = tmp_path / "out"
+    code = cli.main(RANDOM + ["--reference", str(tmp_path / "nan.tiff"), "--garment", str(files["garment1"]),
+                              "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "nan.tiff holds NaN" in err, err
+    bad = torch.randn(3, 64)
+    bad[0, 0] = float("inf")
+    save_prompt_embeddings(tmp_path / "bad.safetensors", bad, "x")
+    code = cli.main(RANDOM + ["--reference", str(files["reference"]), "--garment", str(files["garment1"]),
+                              "--frames", "33", "--prompt-switch", f"20:{tmp_path / 'bad.safetensors'}",
+                              "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.safetensors" in err and "NaN/inf" in err, err
+    assert not out.exists() or not any(out.iterdir())  # no frame written before the failure
+
+
+def test_nan_vae_output_exits_1_naming_the_vae(files, tmp_path, capsys, monkeypatch):
+    from chameleon_core.tools import stream as stream_tool
+
+    real = stream_tool.build_vae
+
+    def broken_vae(*a, **k):
+        vae = real(*a, **k)
+        with torch.no_grad():
+            vae.model.decoder.head[2].weight.fill_(float("nan"))
+        vae.source = "models/vae/broken_vae.safetensors"
+        return vae
+
+    monkeypatch.setattr(stream_tool, "build_vae", broken_vae)
+    code = cli.main(RANDOM + ["--reference", str(files["reference"]), "--garment", str(files["garment1"]),
+                              "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1 and "decoded frames" in err and "broken_vae.safetensors" in err, err

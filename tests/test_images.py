@@ -221,3 +221,72 @@ def test_bad_sizes_and_videos_are_rejected():
         core_images.fit_reference(torch.rand(1, 4, 4, 3), 0, 8)
     with pytest.raises(ValueError, match=r"got \(1, 4, 4, 3\)"):
         adapters.video_to_image(torch.rand(1, 4, 4, 3))
+
+
+# --- issue 13: load_image and IMAGE range checks ----------------------------------------------------------------------
+
+
+def _png16(path, arr):
+    """Write a 16-bit PNG (grey or RGB) by hand: PIL cannot write 16-bit RGB."""
+    import struct
+    import zlib
+
+    h, w = arr.shape[:2]
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2 if arr.ndim == 3 else 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) +
+                     chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("rgb", [False, True])
+def test_16_bit_png_is_scaled_by_its_own_range(tmp_path, rgb):
+    values = np.array([[0, 16384], [32768, 65535]], dtype=np.uint16)
+    arr = np.stack([values] * 3, -1) if rgb else values
+    _png16(tmp_path / "x.png", arr)
+    image = core_images.load_image(tmp_path / "x.png")
+    want = torch.tensor(values / 65535.0, dtype=torch.float32)
+    got = image[0, :, :, 0]
+    torch.testing.assert_close(got, want, atol=1 / 255, rtol=0)  # 16-bit RGB is reduced to 8 bits by PIL
+    assert 0.45 < float(got[1, 0]) < 0.55  # not the almost-white of a clipped convert("RGB")
+
+
+def test_exif_orientation_is_applied_as_comfyuis_loadimage(tmp_path):
+    arr = np.zeros((20, 40, 3), dtype=np.uint8)
+    arr[:, :20] = 255  # left half white: 40 wide, 20 high as stored
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    im.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    image = core_images.load_image(tmp_path / "phone.jpg")
+    assert image.shape == (1, 40, 20, 3)  # upright: as ImageOps.exif_transpose (ComfyUI's LoadImage) shows it
+    assert image[0, :20].mean() > 0.9 and image[0, 20:].mean() < 0.1  # the white half is now on top
+
+
+def test_float_image_in_0_255_is_refused_not_clamped():
+    with pytest.raises(ValueError, match=r"reference image has values up to 25\d.*0\.\.255.*divide it by 255"):
+        core_images.fit_reference(torch.rand(1, 8, 8, 3) * 255, 8, 8)
+    with pytest.raises(ValueError, match="garment image holds NaN"):
+        core_images.fit_garment(torch.full((1, 8, 8, 3), float("nan")), 8, 8)
+    core_images.fit_reference(torch.rand(1, 8, 8, 3) * 1.01, 8, 8)  # a small overshoot is clamped as before
+
+
+def test_decompression_bomb_and_unreadable_files_are_one_error(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    Image.new("L", (300, 300)).save(tmp_path / "big.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 200 * 200)  # a 15000x15000 PNG, scaled down for the test
+    with pytest.raises(core_images.ImageFileError, match=r"big\.png is too large.*scale it down.*90000 pixels"):
+        core_images.load_image(tmp_path / "big.png")
+    Image.new("L", (250, 250)).save(tmp_path / "large.png")  # over the limit, under PIL's own 2x error
+    with pytest.raises(core_images.ImageFileError, match=r"large\.png is too large.*62500 pixels"):
+        core_images.load_image(tmp_path / "large.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(core_images.ImageFileError, match=r"notes\.png is not an image.*PNG, JPEG"):
+        core_images.load_image(tmp_path / "notes.png")
+    with pytest.raises(core_images.ImageFileError, match=r"image not found: .*gone\.png.*check the path"):
+        core_images.load_image(tmp_path / "gone.png")
+    assert issubclass(core_images.ImageFileError, ValueError)

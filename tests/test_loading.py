@@ -24,6 +24,7 @@ from chameleon_core.checkpoints import (
     inspect_checkpoint,
     iter_checkpoint_tensors,
     load_transformer,
+    load_vae,
     read_state_dict_shapes,
     resolve_checkpoint_files,
 )
@@ -564,3 +565,57 @@ def test_checkpoint_kind_from_metadata_training_layout_and_name(tmp_path):
     bad = write_transformer_checkpoint(model, tmp_path / "c.safetensors", metadata={KIND_METADATA_KEY: "critic"})
     with pytest.raises(ValueError, match="neither 'student' nor 'teacher'"):
         checkpoint_kind(bad)
+
+
+# --- issue 13: one error type, never "malicious" for damage, non-regular files refused, CUDA said ---------------------
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"", r"empty \(0 bytes\), not a PyTorch checkpoint.*re-download"),
+        (b"step: 1000\nloss: 0.1\n" * 10, r"not a PyTorch checkpoint or is corrupt: it starts with the text"),
+        (bytes(range(7, 250)) * 20, r"not a PyTorch checkpoint or is corrupt: it starts with the bytes"),
+    ],
+    ids=["empty", "text", "random-bytes"],
+)
+@pytest.mark.parametrize("suffix", [".pt", ".pth"])
+def test_damaged_pt_files_get_one_error_that_does_not_call_them_malicious(tmp_path, content, words, suffix):
+    from chameleon_core.checkpoints import CheckpointError
+
+    path = tmp_path / f"student{suffix}"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=words) as info:
+        load_transformer(path)
+    message = str(info.value)
+    assert path.name in message and "malicious" not in message and "pickled Python objects" not in message
+    assert "weights_only=False" not in message
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX only")
+def test_fifo_named_safetensors_is_refused_without_opening(tmp_path):
+    from chameleon_core.checkpoints import CheckpointError
+
+    fifo = tmp_path / "student.safetensors"
+    os.mkfifo(fifo)  # opening it for reading would block forever; the loader only stats it
+    for call in (load_transformer, inspect_checkpoint, load_vae):
+        with pytest.raises(CheckpointError, match=r"student\.safetensors is a named pipe \(FIFO\), not a regular file"):
+            call(fifo)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error(tmp_path):
+    path = _write(tiny_transformer(), tmp_path, "wan")
+    with pytest.raises(ValueError, match=r"device 'cuda'.*sees no CUDA device.*device='cpu'"):
+        load_transformer(path, device="cuda")
+
+
+def test_every_load_error_is_a_checkpoint_error_and_a_value_error(tmp_path):
+    from chameleon_core.checkpoints import CheckpointError, CheckpointNotFoundError
+
+    assert issubclass(CheckpointError, ValueError) and issubclass(CheckpointNotFoundError, FileNotFoundError)
+    with pytest.raises(CheckpointNotFoundError, match="checkpoint not found"):
+        load_transformer(tmp_path / "missing.safetensors")
+    (tmp_path / "vae.safetensors").write_bytes(b"\x00" * 4)
+    with pytest.raises(CheckpointError, match=r"vae\.safetensors is truncated or corrupt"):
+        load_vae(tmp_path / "vae.safetensors")

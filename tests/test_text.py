@@ -252,3 +252,40 @@ def test_diffusers_layout_and_cli(tiny_umt5, tmp_path):
         torch.testing.assert_close(loaded, _direct(tiny_umt5, p), rtol=0, atol=1e-5)
         assert prompt_of(o) == p
     assert prompt_embeds.main(["--encoder", str(tmp_path / "none"), "--prompt", "a", "--out", str(outs[0])]) == 2
+
+
+# --- issue 13: the umT5 folder and embeddings raise the one error type --------------------------------------------
+
+
+def test_pickled_pytorch_model_bin_is_refused_without_suggesting_weights_only_false(tiny_umt5, tmp_path):
+    import pickle
+
+    from chameleon_core.checkpoints import CheckpointError
+
+    folder = tmp_path / "umt5"
+    folder.mkdir()
+    for f in tiny_umt5.iterdir():
+        if f.suffix != ".safetensors":
+            (folder / f.name).write_bytes(f.read_bytes())
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    with open(folder / "pytorch_model.bin", "wb") as f:
+        pickle.dump({"shared.weight": Evil()}, f)
+    with pytest.raises(CheckpointError) as info:
+        encode_prompts(folder, ["a"], device="cpu")
+    message = str(info.value)
+    assert str(folder) in message and "pickled Python objects" in message and "model.safetensors" in message
+    assert "weights_only=False" not in message
+
+
+def test_nan_prompt_embeddings_are_refused_naming_the_file(tmp_path):
+    from chameleon_core.checkpoints import CheckpointError
+
+    bad = torch.randn(4, 8)
+    bad[2, 3] = float("nan")
+    path = save_prompt_embeddings(tmp_path / "p.safetensors", bad, "a prompt")
+    with pytest.raises(CheckpointError, match=r"p\.safetensors: tensor 'context' holds NaN/inf.*encode the prompt"):
+        load_prompt_embeddings(path)

@@ -426,3 +426,57 @@ def test_bench_cli_reports_every_chunk(tmp_path, capsys):
     assert "chunk 1: 1 latent -> 4 pixel frames" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench_vae.main(["--height", "30", "--tiny"])  # not a multiple of 16: argparse error, exit code 2
+
+
+# --- issue 13: decoded frames checked; the damaged tensor named ----------------------------------------------------
+
+
+def test_nan_weights_give_an_error_naming_the_vae_file_not_a_black_video(tmp_path):
+    from chameleon_core.vae import NonFiniteVAEError
+
+    vae = build_vae("wan2.2-tiny", seed=0)
+    with torch.no_grad():
+        vae.model.decoder.head[2].weight[0, 0, 0, 0, 0] = float("nan")  # damaged after loading (or fp16 overflow)
+    vae.source = str(tmp_path / "wan2.2_vae.safetensors")
+    z = torch.randn(1, 48, 2, 2, 2)
+    with pytest.raises(NonFiniteVAEError, match=r"decoded frames of latent frames 0\.\.1 contain NaN.*wan2\.2_vae\."
+                       r"safetensors.*re-download"):
+        vae.decode_chunk(z)
+    vae.source = None
+    with pytest.raises(NonFiniteVAEError, match="source file unknown"):
+        vae.decode(z)
+
+
+def test_loaded_vae_knows_its_file_and_refuses_nan_weights(tmp_path, tiny_vae_file):
+    from safetensors.torch import load_file, save_file
+
+    from chameleon_core.checkpoints import CheckpointError
+
+    _, path = tiny_vae_file()
+    assert load_vae(path).source == str(path)
+    sd = load_file(str(path))
+    sd["decoder.head.2.weight"][0, 0, 0, 0, 0] = float("nan")
+    save_file(sd, str(path))
+    with pytest.raises(CheckpointError, match=r"VAE .*vae\.safetensors holds NaN/inf.*decoder\.head\.2\.weight.*"
+                       r"re-download"):
+        load_vae(path)
+
+
+def test_shape_error_names_the_damaged_tensor(tmp_path, tiny_vae_file):
+    from safetensors.torch import load_file, save_file
+
+    _, path = tiny_vae_file()
+    sd = load_file(str(path))
+    sd["decoder.head.2.weight"] = torch.zeros(12, 9, 3, 3, 3)  # one damaged tensor (the stored one is [12, 8, ...])
+    save_file(sd, str(path))
+    with pytest.raises(ValueError, match=r"tensor decoder\.head\.2\.weight has shape \(12, 9, 3, 3, 3\), expected "
+                       r"\(12, 8, 3, 3, 3\).*re-download") as info:
+        load_vae(path)
+    assert "decoder.conv1" not in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_cuda_says_so(tiny_vae_file):
+    _, path = tiny_vae_file()
+    with pytest.raises(ValueError, match=r"sees no CUDA device.*device='cpu'"):
+        load_vae(path, device="cuda")
