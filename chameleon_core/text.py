@@ -35,7 +35,11 @@ from typing import Any
 
 import torch
 
-from .checkpoints.errors import CheckpointError, CheckpointNotFoundError, check_regular_file
+from .checkpoints.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    check_regular_file,
+)
 from .config import WanConfig
 
 logger = logging.getLogger(__name__)

@@ -450,8 +450,8 @@ def build_vae(
 
 __all__ = [
     "VAE_PRESETS",
-    "VAEConfig",
     "NonFiniteVAEError",
+    "VAEConfig",
     "VAEStreamState",
     "WanVAE",
     "build_vae",

@@ -154,7 +154,7 @@ def _inject_nan(target: Path) -> None:
         return
     if target.suffix in (".pt", ".pth"):
         obj = torch.load(target, weights_only=True)
-        sd = obj["generator_ema"] if "generator_ema" in obj else obj
+        sd = obj.get("generator_ema", obj)
         name = max((k for k, v in sd.items() if v.is_floating_point()), key=lambda k: sd[k].numel())
         sd[name] = sd[name].clone()
         sd[name].view(-1)[0] = float("nan")
@@ -163,7 +163,7 @@ def _inject_nan(target: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(target), framework="pt") as f:
-        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 -- safe_open is no dict, f.metadata()
     name = max((k for k, v in tensors.items() if v.is_floating_point()), key=lambda k: tensors[k].numel())
     tensors[name] = tensors[name].clone()
     tensors[name].view(-1)[0] = float("nan")
@@ -194,7 +194,7 @@ def test_every_fault_of_every_load_path_raises_the_one_error_naming_the_file(tmp
         folder.mkdir()
         path, target = write(folder)
         _damage(fault, target)
-        raised = _call(lambda: load(path), fifo=target if fault == "non-regular" else None)
+        raised = _call(lambda path=path: load(path), fifo=target if fault == "non-regular" else None)
         assert raised is not None, f"{loader}: a {fault} {target.name} loaded without an error"
         assert isinstance(raised, error), (loader, fault, type(raised).__name__, raised)
         message = str(raised)

@@ -15,9 +15,9 @@ import logging
 import math
 import os
 from collections import Counter
-from functools import partial
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch

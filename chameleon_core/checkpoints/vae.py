@@ -21,7 +21,14 @@ from ..vae import VAEConfig, WanVAE
 from .errors import CheckpointError, check_device, load_errors
 from .files import SHOW, resolve_vae_file
 from .layouts import strip_vae_prefix
-from .tensors import FiniteCheck, StateDictSource, TensorSource, first_names, open_source, read_as
+from .tensors import (
+    FiniteCheck,
+    StateDictSource,
+    TensorSource,
+    first_names,
+    open_source,
+    read_as,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,12 @@ import torch
 from ..checkpoints import checkpoint_kind, inspect_checkpoint
 from ..config import StreamSettings, WanConfig, preset
 from ..latents import LatentFamily
-from ..memory import MAX_SIDE, MAX_VIDEO_FRAMES, check_stream_memory, estimate_stream_memory
+from ..memory import (
+    MAX_SIDE,
+    MAX_VIDEO_FRAMES,
+    check_stream_memory,
+    estimate_stream_memory,
+)
 
 logger = logging.getLogger(__name__)
 
