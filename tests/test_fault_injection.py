@@ -163,7 +163,8 @@ def _inject_nan(target: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(target), framework="pt") as f:
-        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 -- safe_open is no dict, f.metadata()
+        names = list(f.keys())  # noqa: SIM118 -- safe_open is no dict
+        tensors, meta = {k: f.get_tensor(k) for k in names}, f.metadata()
     name = max((k for k, v in tensors.items() if v.is_floating_point()), key=lambda k: tensors[k].numel())
     tensors[name] = tensors[name].clone()
     tensors[name].view(-1)[0] = float("nan")
