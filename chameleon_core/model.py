@@ -64,6 +64,8 @@ def fp32_view(p: torch.Tensor | None) -> torch.Tensor | None:
         return p
     if p.requires_grad and torch.is_grad_enabled():
         return p.float()
+    if p.is_inference():  # no version counter (made under inference_mode, as ComfyUI does): never cache
+        return p.float()
     key = (p.data_ptr(), p._version, p.device)
     hit = _FP32_SHADOWS.get(id(p))
     if hit is not None and hit[0] == key:
@@ -419,6 +421,10 @@ class WanModel(nn.Module):
         """
         layers = (self.time_embedding[0], self.time_embedding[2], self.time_projection[1])
         if torch.is_grad_enabled() and any(p.requires_grad for m in layers for p in m.parameters()):
+            return self._embed_time(t)
+        # Inference tensors (ComfyUI runs nodes under inference_mode) carry no version counter, so a change could
+        # not be seen: recompute instead of caching.
+        if t.is_inference() or any(p.is_inference() for m in layers for p in m.parameters()):
             return self._embed_time(t)
         key = (t.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t._version, t.dtype, t.device,
                tuple((p.data_ptr(), p._version) for m in layers for p in m.parameters()))

@@ -152,3 +152,22 @@ def test_compiled_blocks_agree_with_eager():
     if proc.returncode != 0 and ("MAXERR" not in proc.stdout):
         pytest.skip(f"torch.compile is unavailable here: {proc.stderr.strip().splitlines()[-1:]}")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+def test_streaming_runs_under_inference_mode_like_comfyui():
+    """ComfyUI runs every node under torch.inference_mode(): inference tensors have no version counter, so the
+    per-timestep and fp32-shadow caches must step aside, and the frames equal a no_grad run."""
+    from chameleon_core.config import StreamSettings
+    from chameleon_core.streaming import generate, start_stream
+    from chameleon_core.testing import tiny_transformer
+
+    model = tiny_transformer(0).to(torch.bfloat16)
+    g = torch.Generator().manual_seed(0)
+    ref, gar = (torch.randn(1, 48, 1, 4, 4, generator=g) for _ in range(2))
+    ctx = torch.randn(1, 5, 64, generator=g)
+    settings = StreamSettings(chunk_frames=2, cache_frames=8)
+    with torch.no_grad():
+        _, want = generate(start_stream(model, context=ctx, reference=ref, garment=gar, settings=settings), 4)
+    with torch.inference_mode():
+        _, got = generate(start_stream(model, context=ctx, reference=ref, garment=gar, settings=settings), 4)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
