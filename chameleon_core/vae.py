@@ -347,7 +347,7 @@ class WanVAE:
         if not isinstance(video, torch.Tensor) or video.ndim != 5 or video.shape[1] != 3:
             raise ValueError(
                 f"expected a video tensor [B, 3, T, H, W] in [-1, 1], got {_describe(video)}; convert ComfyUI IMAGE "
-                "batches [B, H, W, C] with nodes.images.image_to_video"
+                "batches [B, H, W, C] with nodes.adapters.image_to_video"
             )
         if not video.is_floating_point():
             raise TypeError(f"video must be a floating-point tensor in [-1, 1], got dtype {video.dtype}")
