@@ -2,7 +2,7 @@
 
 ComfyUI builds umT5-XXL and the Wan2.2 VAE from fixed full-size configs, whatever the checkpoint holds, so tiny
 random checkpoints cannot load into them. This launcher applies the sizes in ``$CHAMELEON_TINY_SIZES`` (written by
-``python -m chameleon_core.tiny_checkpoints``): the umT5 config goes through ComfyUI's own
+``python -m chameleon_core.tools.tiny_checkpoints``): the umT5 config goes through ComfyUI's own
 ``model_options["umt5xxl_model_config"]`` override, the VAE widths through the VAE class's constructor. Nothing else
 is touched: server, graph execution, caching, model management, the core nodes and this pack run as shipped.
 

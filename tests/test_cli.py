@@ -20,7 +20,7 @@ from chameleon_core.tools import stream_plan
 from chameleon_core.latents import WAN22
 from chameleon_core.testing import tiny_transformer, write_transformer_checkpoint
 from chameleon_core.text import save_prompt_embeddings
-from chameleon_core.tiny_checkpoints import write_images, write_vae
+from chameleon_core.tools.tiny_checkpoints import write_images, write_vae
 
 SIZE = 64
 FRAMES = 33  # 9 latent frames, 3 chunks

@@ -1,7 +1,7 @@
 """Integration with a real ComfyUI: set ``COMFYUI_DIR`` to a ComfyUI checkout (and ``COMFYUI_PYTHON`` to its
 interpreter if it is not ``$COMFYUI_DIR/.venv/bin/python``).
 
-The test writes tiny random checkpoints into a temporary base directory (``python -m chameleon_core.tiny_checkpoints``),
+The test writes tiny random checkpoints into a temporary base directory (``python -m chameleon_core.tools.tiny_checkpoints``),
 starts ComfyUI on CPU with this pack through ``tests/comfyui_launcher.py``, checks ``/object_info``, and runs every
 API-format workflow at tiny size through ``POST /prompt``; a garment-switch chain through the nodes is compared frame
 by frame with a direct core ``Session`` run on the same files. Without ``COMFYUI_DIR`` it is skipped.
@@ -102,7 +102,7 @@ def server(tmp_path_factory):
     python = _comfy_python()
     base = tmp_path_factory.mktemp("comfyui")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([python, "-m", "chameleon_core.tiny_checkpoints", "--models", str(base / "models"),
+    subprocess.run([python, "-m", "chameleon_core.tools.tiny_checkpoints", "--models", str(base / "models"),
                     "--input", str(base / "input")], cwd=REPO, env=env, check=True, capture_output=True)
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "comfyui-fashionchameleon").symlink_to(REPO, target_is_directory=True)

@@ -139,7 +139,7 @@ def test_chain_sft_forcing_dmd_student_streams(cache, tmp_path):
     and fake scores from the SFT teacher) -> the DMD student streams through ``python -m chameleon_core``
     (in-process) straight from the exported file, with no conversion."""
     from chameleon_core.text import save_prompt_embeddings
-    from chameleon_core.tiny_checkpoints import write_images, write_vae
+    from chameleon_core.tools.tiny_checkpoints import write_images, write_vae
     from chameleon_core.tools import stream as stream_cli
     from chameleon_core.training.config import load_config
     from chameleon_core.checkpoints import checkpoint_kind

@@ -1,8 +1,8 @@
 """The example workflows: every UI file agrees with its API twin, and uses only this pack's nodes or core nodes.
 
 The UI -> API conversion here is written independently of the one that produced the twins (comfy-cli's, in
-``workflows/generate.py``). Node schemas come from ``tests/data/object_info.json``, a snapshot of a real ComfyUI's
-``/object_info`` with this pack loaded; the integration test re-checks against a live server.
+``python -m chameleon_core.tools.workflows``). Node schemas come from ``tests/data/object_info.json``, a snapshot
+of a real ComfyUI's ``/object_info`` with this pack loaded; the integration test re-checks against a live server.
 """
 
 from __future__ import annotations

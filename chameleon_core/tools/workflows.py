@@ -5,7 +5,7 @@ browser lists; it reads ``workflows/*.json`` of a custom node pack directly) and
 API format that ``POST /prompt`` takes), using a running ComfyUI's ``/object_info`` for the widget order and
 comfy-cli's UI-to-API converter for the twin. ``tests/test_workflows.py`` checks that each pair agrees.
 
-    python workflows/generate.py --server http://127.0.0.1:8188
+    python -m chameleon_core.tools.workflows --server http://127.0.0.1:8188
 
 Not used at run time; the JSON files are the product.
 """
@@ -18,7 +18,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[2] / "workflows"
+"""The pack's workflows folder (ComfyUI's template browser lists its ``*.json``)."""
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 PROMPT = ("A young woman stands in a bright studio and turns slowly toward the camera, the garment moving naturally "

@@ -1,6 +1,6 @@
 """Tiny random checkpoints in the real file layouts, for running the example workflows in a real ComfyUI on a CPU.
 
-``python -m chameleon_core.tiny_checkpoints --models DIR --input DIR`` writes, into a ComfyUI ``models`` folder:
+``python -m chameleon_core.tools.tiny_checkpoints --models DIR --input DIR`` writes, into a ComfyUI ``models`` folder:
 
 - ``diffusion_models/chameleon_tiny_student.safetensors`` and ``..._teacher.safetensors``: Wan DiTs in ComfyUI's
   repackaged layout (``model.diffusion_model.`` prefix), 2 blocks of width 256, Wan2.2 latents, umT5 text width
@@ -26,9 +26,9 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from .checkpoints import KIND_METADATA_KEY, save_vae
-from .config import WanConfig, preset
-from .testing import tiny_transformer, write_transformer_checkpoint
+from ..checkpoints import KIND_METADATA_KEY, save_vae
+from ..config import WanConfig, preset
+from ..testing import tiny_transformer, write_transformer_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def write_dit(path: Path, kind: str, seed: int) -> None:
 
 
 def write_vae(path: Path, seed: int) -> None:
-    from .vae import VAEConfig, build_vae
+    from ..vae import VAEConfig, build_vae
 
     cfg = VAEConfig("wan2.2", dim=TINY_WAN22_VAE["dim"], decoder_dim=TINY_WAN22_VAE["dec_dim"], z_dim=48)
     save_vae(path, build_vae(cfg, seed=seed))
@@ -146,7 +146,8 @@ def write_all(models: str | Path, input_dir: str | Path | None = None, seed: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m chameleon_core.tiny_checkpoints", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m chameleon_core.tools.tiny_checkpoints",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--models", required=True, help="a ComfyUI models folder (subfolders are created)")
     p.add_argument("--input", help="a ComfyUI input folder for the test images")
     p.add_argument("--seed", type=int, default=0)
