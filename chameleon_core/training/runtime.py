@@ -43,6 +43,8 @@ from .parallel import TrainableWanModel, export_weights, parse_dtype, prepare_mo
 logger = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, Batch, int], "tuple[torch.Tensor, dict[str, float]]"]
+StageLossFn = Callable[[nn.Module, Batch, int, TrainConfig, torch.dtype], "tuple[torch.Tensor, dict[str, float]]"]
+"""A stage's loss: ``(model, batch, step, config, compute dtype) -> (loss, logged values)``."""
 """``loss_fn(model, micro_batch, step) -> (loss, extra metrics)``; the loss is the mean over the micro-batch."""
 
 
@@ -268,3 +270,23 @@ def train_loop(
             logger.info("stopping after %d steps (run.stop_after) at step %d", cfg.run.stop_after, run.step)
             break
     return run.step
+
+
+def run_single_model_stage(cfg: TrainConfig, run: Run | None, loss: StageLossFn, kind: str) -> int:
+    """Train one model with ``loss(model, batch, step, cfg, compute_dtype)`` and export it as ``kind``; returns the
+    last step. The SFT and teacher-forcing stages are this, with their own loss. With ``run`` given (the benchmark),
+    the caller closes it."""
+    own = run is None
+    run = Run.start(cfg) if own else run
+    try:
+        model = run.build_model(cfg.model.init)
+        optimizer = run.optimizer(model)
+        scheduler = run.scheduler(optimizer)
+        dtype = run.compute_dtype
+        last = train_loop(run, model, optimizer, scheduler, run.loader(), lambda m, b, s: loss(m, b, s, cfg, dtype))
+        if cfg.run.export and last >= cfg.run.steps:
+            run.export(model, kind=kind)
+        return last
+    finally:
+        if own:
+            run.close()

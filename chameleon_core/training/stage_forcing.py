@@ -19,7 +19,7 @@ from .flow import draw_index, fed_timestep, noise_level
 from .forcing_mask import forcing_forward
 from .latent_cache import Batch, sample_generator
 from .parallel import run_inside
-from .runtime import Run, train_loop
+from .runtime import Run, run_single_model_stage
 
 logger = logging.getLogger(__name__)
 
@@ -58,20 +58,6 @@ def forcing_loss(model: nn.Module, batch: Batch, step: int, cfg: TrainConfig, co
 
 
 def run_forcing(cfg: TrainConfig, run: Run | None = None) -> int:
-    """Train the stage; returns the last step. With ``run`` given (the benchmark), the caller closes it."""
-    own = run is None
-    run = Run.start(cfg) if own else run
-    try:
-        model = run.build_model(cfg.model.init)
-        optimizer = run.optimizer(model)
-        scheduler = run.scheduler(optimizer)
-        loader = run.loader()
-        dtype = run.compute_dtype
-        last = train_loop(run, model, optimizer, scheduler, loader,
-                          lambda m, b, s: forcing_loss(m, b, s, cfg, dtype))
-        if cfg.run.export and last >= cfg.run.steps:
-            run.export(model, kind="student")
-        return last
-    finally:
-        if own:
-            run.close()
+    """Train the stage and export the student; returns the last step. With ``run`` given (the benchmark), the caller
+    closes it."""
+    return run_single_model_stage(cfg, run, forcing_loss, kind="student")
