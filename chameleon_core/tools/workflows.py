@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import urllib.request
 import uuid
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parents[2] / "workflows"
 """The pack's workflows folder (ComfyUI's template browser lists its ``*.json``)."""
@@ -174,9 +177,10 @@ def to_ui(spec: dict, object_info: dict) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m chameleon_core.tools.workflows", description=__doc__.split("\n")[0])
     p.add_argument("--server", default="http://127.0.0.1:8188", help="a running ComfyUI with this pack loaded")
     args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     from comfy_cli.workflow_to_api import convert_ui_to_api  # comfy-cli, from PyPI
 
     object_info = json.load(urllib.request.urlopen(args.server.rstrip("/") + "/object_info"))
@@ -186,7 +190,7 @@ def main() -> None:
         (HERE / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
         api = convert_ui_to_api(ui, object_info)
         (HERE / "api" / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n")
-        print(f"wrote {name}: {len(ui['nodes'])} nodes, {len(ui['links'])} links")
+        logger.info("wrote %s: %d nodes, %d links", name, len(ui["nodes"]), len(ui["links"]))
 
 
 if __name__ == "__main__":
