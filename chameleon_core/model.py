@@ -67,16 +67,14 @@ def fp32_view(p: torch.Tensor | None) -> torch.Tensor | None:
     if p.is_inference():  # no version counter (made under inference_mode, as ComfyUI does): never cache
         return p.float()
     key = (p.data_ptr(), p._version, p.device)
-    hit = _FP32_SHADOWS.get(id(p))
+    # Kept on the parameter itself, so it lives and dies with it (a global table keyed by id could hand a dead
+    # parameter's copy to a new one at the same address).
+    hit = getattr(p, "_fp32_shadow", None)
     if hit is not None and hit[0] == key:
         return hit[1]
     shadow = p.detach().float()
-    _FP32_SHADOWS[id(p)] = (key, shadow)
+    p._fp32_shadow = (key, shadow)
     return shadow
-
-
-_FP32_SHADOWS: dict[int, tuple[tuple, torch.Tensor]] = {}
-"""fp32 copies of non-fp32 parameters by ``id``; the key (storage address, version) invalidates on any change."""
 
 
 class LayerNorm32(nn.LayerNorm):
