@@ -12,6 +12,7 @@ import torch
 from comfy_api.latest import io
 
 from . import adapters
+from .errors import node_error
 from .progress import ChunkProgress, interrupted, raise_if_interrupted
 
 MAX_SEGMENTS = 8
@@ -44,10 +45,14 @@ class ChameleonStreamDecode(io.ComfyNode):
         latents = adapters.latent_segments(node, adapters.vae_family(node, vae), segments)
         total = -(-latents.shape[2] // chunk_frames)
         progress, frames = ChunkProgress(total), []
-        for k, pixels in enumerate(adapters.decode_chunks(adapters.streaming_vae(vae), latents, chunk_frames,
-                                                          should_stop=interrupted)):
-            frames.append(adapters.video_to_image(pixels).cpu())
-            progress.raw(k, total, latents[:, :, k * chunk_frames : (k + 1) * chunk_frames])
+        chunks = adapters.decode_chunks(adapters.streaming_vae(vae), latents, chunk_frames, should_stop=interrupted)
+        try:
+            for k, pixels in enumerate(chunks):
+                frames.append(adapters.video_to_image(pixels).cpu())
+                progress.raw(k, total, latents[:, :, k * chunk_frames : (k + 1) * chunk_frames])
+        except FloatingPointError as e:  # NaN/inf frames: never a silent black video
+            raise node_error(node, "vae", "VAE", str(e),
+                             "load the VAE in fp32 or bf16, or check the VAE file") from None
         if len(frames) < total:
             raise_if_interrupted()
         return io.NodeOutput(torch.cat(frames, dim=0))

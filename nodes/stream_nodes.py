@@ -60,8 +60,12 @@ class ChameleonStreamStart(io.ComfyNode):
         except ValueError as e:
             raise rewrap(node, "cache_frames", cache_frames, e, "raise cache_frames or lower sink_chunks") from None
         context = adapters.conditioning_tensor(node, "positive", positive)
-        state = adapters.start_stream(student.load(), context=context, reference=conditions.reference,
-                                      garment=conditions.garment, seed=seed, settings=settings)
+        try:  # the core checks the inputs for NaN/inf and the cache against free memory before allocating
+            state = adapters.start_stream(student.load(), context=context, reference=conditions.reference,
+                                          garment=conditions.garment, seed=seed, settings=settings)
+        except ValueError as e:
+            raise rewrap(node, "cache_frames", cache_frames, e,
+                         "lower cache_frames or the resolution, or free device memory") from None
         return io.NodeOutput(ChameleonStream(state, student))
 
 
@@ -153,8 +157,13 @@ class ChameleonGarmentSwitch(io.ComfyNode):
             new = adapters.switch_garment(state, new_garment, refresh=refresh, withdraw=withdraw,
                                           disentangle=disentangle, withdraw_sink=withdraw_sink, codec=codec)
         except ValueError as e:
-            raise rewrap(node, "stream", f"{state.frames} latent frames", e,
-                         "put a ChameleonStreamGenerate before the switch, or turn disentangle off") from None
+            if disentangle and state.frames == 0:
+                raise rewrap(node, "stream", "no frames yet", e,
+                             "put a ChameleonStreamGenerate before the switch, or turn disentangle off") from None
+            raise rewrap(node, "garment", "IMAGE", e, "fix the input the message names") from None
+        except FloatingPointError as e:  # the VAE decoded NaN/inf frames while disentangling
+            raise node_error(node, "vae", "VAE", str(e),
+                             "load the VAE in fp32 or bf16, or check the VAE file") from None
         return io.NodeOutput(ChameleonStream(new, stream.model))
 
 

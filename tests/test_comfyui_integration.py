@@ -329,6 +329,35 @@ def test_bad_inputs_name_node_input_value_and_fix(server):
     _expect_error(server, bad, "ChameleonStudentLoader", "'ckpt_name'", "teacher", "Fix:")
 
 
+def test_faulty_checkpoint_files_fail_the_loader_node_with_the_file_named(server):
+    """The fault-injection cases of the core's loaders, through the loader node: truncated, empty, wrong-type,
+    non-regular (a FIFO must not hang the server) and NaN-carrying files each end the run with one clear error that
+    names the node, the input, the file and the fix."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = server.base / "models" / "diffusion_models"
+    good = folder / "chameleon_tiny_student.safetensors"
+    data = good.read_bytes()
+    (folder / "fault_truncated_student.safetensors").write_bytes(data[: len(data) // 2])
+    (folder / "fault_empty_student.safetensors").write_bytes(b"")
+    (folder / "fault_text_student.pt").write_text("not a checkpoint\n")
+    os.mkfifo(folder / "fault_fifo_student.safetensors")
+    tensors = load_file(str(good))
+    name = next(k for k in tensors if k.endswith("ffn.0.weight"))
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, str(folder / "fault_nan_student.safetensors"))
+    wf = tiny(load_api("single_garment_stream"))
+    loader = next(k for k, v in wf.items() if v["class_type"] == "ChameleonStudentLoader")
+    for fault in ("truncated", "empty", "fifo", "nan"):
+        bad = copy.deepcopy(wf)
+        bad[loader]["inputs"]["ckpt_name"] = f"fault_{fault}_student.safetensors"
+        _expect_error(server, bad, "ChameleonStudentLoader", "'ckpt_name'", f"fault_{fault}_student", "Fix:")
+    bad = copy.deepcopy(wf)
+    bad[loader]["inputs"]["ckpt_name"] = "fault_text_student.pt"
+    _expect_error(server, bad, "ChameleonStudentLoader", "'ckpt_name'", "fault_text_student", "Fix:")
+
+
 def test_node_path_equals_a_direct_core_session(server):
     """StreamStart -> Generate -> GarmentSwitch -> Generate -> Decode through ``POST /prompt`` gives the frames of a
     direct ``chameleon_core.session.Session`` run: same tiny checkpoint files, seed, settings, images and switch,
