@@ -121,7 +121,8 @@ def load_model(node: str, ckpt_name: str, weight_dtype: str, want: str) -> Chame
     try:  # every load failure of the core is one CheckpointError (a ValueError) naming the file and the fix
         model = load_transformer(path, dtype=compute, device=offload_device)
     except ValueError as e:
-        raise node_error(node, "ckpt_name", ckpt_name, str(e), "re-download the file or pick another checkpoint") from None
+        raise node_error(node, "ckpt_name", ckpt_name, str(e),
+                         "re-download the file or pick another checkpoint") from None
     if weight_dtype == "fp8_e4m3fn":
         quantize_blocks_fp8_(model, compute)
     patcher = comfy.model_patcher.ModelPatcher(ModelHolder(model), load_device=load_device,

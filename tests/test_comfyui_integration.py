@@ -1,8 +1,8 @@
 """Integration with a real ComfyUI: set ``COMFYUI_DIR`` to a ComfyUI checkout (and ``COMFYUI_PYTHON`` to its
 interpreter if it is not ``$COMFYUI_DIR/.venv/bin/python``).
 
-The test writes tiny random checkpoints into a temporary base directory (``python -m chameleon_core.tools.tiny_checkpoints``),
-starts ComfyUI on CPU with this pack through ``tests/comfyui_launcher.py``, checks ``/object_info``, and runs every
+The test writes tiny random checkpoints into a temporary base directory
+(``python -m chameleon_core.tools.tiny_checkpoints``), starts ComfyUI on CPU with this pack through ``tests/comfyui_launcher.py``, checks ``/object_info``, and runs every
 API-format workflow at tiny size through ``POST /prompt``; a garment-switch chain through the nodes is compared frame
 by frame with a direct core ``Session`` run on the same files. Without ``COMFYUI_DIR`` it is skipped.
 """
