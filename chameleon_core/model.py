@@ -95,6 +95,8 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     the layer's ``compute_dtype`` with the weight upcast and rescaled on the fly."""
     w = layer.weight
     if w.dtype in FP8_DTYPES:
+        if _use_fp8_matmul(layer, x):
+            return fp8_linear(layer, x)
         cd = layer.compute_dtype
         w = w.to(cd) * layer.scale_weight.to(cd)
         bias = layer.bias.to(cd) if layer.bias is not None else None
@@ -104,6 +106,34 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 def _compute_dtype(layer: nn.Linear) -> torch.dtype:
     return layer.compute_dtype if layer.weight.dtype in FP8_DTYPES else layer.weight.dtype
+
+
+def _use_fp8_matmul(layer: nn.Linear, x: torch.Tensor) -> bool:
+    """``layer.fp8_matmul``: "scaled" always, "auto" on CUDA devices with fp8 tensor cores (compute capability 8.9+:
+    Ada, Hopper, Blackwell), anything else never (weight-only: upcast per call)."""
+    mode = getattr(layer, "fp8_matmul", "off")
+    if mode == "scaled":
+        return True
+    return mode == "auto" and x.is_cuda and torch.cuda.get_device_capability(x.device) >= (8, 9)
+
+
+def fp8_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """A scaled fp8 matmul: ``x`` quantised to e4m3 with one dynamic per-tensor scale (its amax / 448, kept on the
+    device: no sync), the weight used as stored with its own ``scale_weight`` (a ComfyUI scaled-fp8 file's scale, not
+    rounded a second time); fp32 accumulation, output and bias in the layer's compute dtype."""
+    cd = layer.compute_dtype
+    lead, k = x.shape[:-1], x.shape[-1]
+    x2 = x.reshape(-1, k).to(cd)
+    fmax = torch.finfo(torch.float8_e4m3fn).max
+    scale_x = (x2.abs().amax().float() / fmax).clamp(min=1e-12)
+    xq = (x2.float() / scale_x).clamp(-fmax, fmax).to(torch.float8_e4m3fn)
+    rows = xq.shape[0]
+    if rows % 16:  # the fp8 GEMMs want every dimension a multiple of 16 (Wan's widths are; token counts may not be)
+        xq = torch.cat([xq, xq.new_zeros(16 - rows % 16, k)])
+    bias = layer.bias.to(cd) if layer.bias is not None else None
+    out = torch._scaled_mm(xq, layer.weight.t(), scale_a=scale_x, scale_b=layer.scale_weight.float(), bias=bias,
+                           out_dtype=cd)
+    return out[:rows].reshape(*lead, -1)
 
 
 def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:

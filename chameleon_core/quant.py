@@ -4,7 +4,13 @@ Block linear weights are stored as ``float8_e4m3fn`` with one fp32 scale per ten
 convention as ComfyUI's "scaled fp8" checkpoints) and upcast to the compute dtype inside
 :func:`chameleon_core.model.linear`. This halves the weights' memory against bf16 (5B: ~10 GB -> ~5 GB, which
 leaves room for several KV caches on a 24 GB card). Embeddings, norms, modulation and the head stay in the compute
-dtype: they are small and precision-sensitive. Activations and the KV cache are never fp8.
+dtype: they are small and precision-sensitive. The KV cache is never fp8.
+
+``matmul`` chooses how the linears run: ``"auto"`` runs them as scaled fp8 matmuls
+(:func:`~chameleon_core.model.fp8_linear`: activations quantised per tensor on the fly, the stored weight and its own
+scale as is) on CUDA devices with fp8 tensor cores (compute capability 8.9+), and elsewhere upcasts the weight per
+call (weight-only: memory halved, no speed-up); ``"scaled"`` forces the fp8 matmul (CPU too: tests); ``"off"``
+(default, until the scaled path has been measured on a GPU) always upcasts.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .model import FP8_DTYPES, WanModel
 
@@ -26,7 +32,11 @@ def fp8_scale(weight: torch.Tensor) -> torch.Tensor:
     return (weight.detach().abs().amax().float() / FP8_MAX).clamp(min=1e-12)
 
 
-def quantize_linear_(layer: nn.Linear, compute_dtype: torch.dtype, scale: torch.Tensor | None = None) -> None:
+MATMUL_MODES = ("auto", "scaled", "off")
+
+
+def quantize_linear_(layer: nn.Linear, compute_dtype: torch.dtype, scale: torch.Tensor | None = None,
+                     matmul: str = "off") -> None:
     """Store ``layer``'s weight in fp8 in place. A given ``scale`` means the weight is already fp8 with that scale
     (a ComfyUI scaled-fp8 checkpoint): it is kept as is, not re-quantised."""
     w = layer.weight.data
@@ -41,11 +51,15 @@ def quantize_linear_(layer: nn.Linear, compute_dtype: torch.dtype, scale: torch.
     # Not persistent: state_dict() keeps the reference layout (names and shapes of the released checkpoints).
     layer.register_buffer("scale_weight", scale.float().reshape(()).to(q.device), persistent=False)
     layer.compute_dtype = compute_dtype
+    if matmul not in MATMUL_MODES:
+        raise ValueError(f"fp8 matmul must be one of {MATMUL_MODES}, got {matmul!r}")
+    layer.fp8_matmul = matmul
     if layer.bias is not None:
         layer.bias.data = layer.bias.data.to(compute_dtype)
 
 
-def quantize_blocks_fp8_(model: WanModel, compute_dtype: torch.dtype = torch.bfloat16) -> WanModel:
+def quantize_blocks_fp8_(model: WanModel, compute_dtype: torch.dtype = torch.bfloat16, matmul: str = "off"
+                         ) -> WanModel:
     """Store every linear weight inside the transformer blocks as scaled fp8; everything else in ``compute_dtype``."""
     if compute_dtype in FP8_DTYPES or not compute_dtype.is_floating_point:
         raise ValueError(f"compute dtype must be bf16, fp16 or fp32, got {compute_dtype}")
@@ -63,7 +77,7 @@ def quantize_blocks_fp8_(model: WanModel, compute_dtype: torch.dtype = torch.bfl
     for block in model.blocks:
         for layer in block.modules():
             if isinstance(layer, nn.Linear) and id(layer) in blocks:
-                quantize_linear_(layer, compute_dtype)
+                quantize_linear_(layer, compute_dtype, matmul=matmul)
     logger.info("block weights stored in fp8 (e4m3, per-tensor scale), compute in %s", compute_dtype)
     return model
 

@@ -171,3 +171,48 @@ def test_streaming_runs_under_inference_mode_like_comfyui():
     with torch.inference_mode():
         _, got = generate(start_stream(model, context=ctx, reference=ref, garment=gar, settings=settings), 4)
     torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+# --- fp8 matmul ------------------------------------------------------------------------------------------------
+
+
+def test_scaled_fp8_matmul_equals_its_dequantised_reference():
+    """The scaled fp8 linear computes (x quantised per tensor) @ (stored fp8 weight x its own scale) + bias: checked
+    against that product done in fp32 from the dequantised operands, and close to the unquantised linear."""
+    from chameleon_core.model import fp8_linear
+    from chameleon_core.quant import quantize_linear_
+
+    g = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(64, 48)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(48, 64, generator=g) / 8)
+        layer.bias.copy_(torch.randn(48, generator=g) / 10)
+    exact = layer.weight.detach().clone(), layer.bias.detach().clone()
+    quantize_linear_(layer, torch.float32, matmul="scaled")
+    x = torch.randn(2, 21, 64, generator=g)  # 42 rows: padded to 48 inside
+    out = fp8_linear(layer, x)
+    assert out.shape == (2, 21, 48)
+    fmax = torch.finfo(torch.float8_e4m3fn).max
+    sx = x.abs().amax() / fmax
+    xq = (x / sx).clamp(-fmax, fmax).to(torch.float8_e4m3fn).float() * sx
+    wq = layer.weight.float() * layer.scale_weight
+    torch.testing.assert_close(out, xq @ wq.t() + layer.bias, atol=1e-5, rtol=1e-5)
+    ref = torch.nn.functional.linear(x, *exact)
+    assert (out - ref).abs().max() < 0.1 * ref.abs().max()
+    # The model's linear takes the scaled path only when asked (or on fp8-capable CUDA devices with "auto").
+    from chameleon_core.model import linear
+
+    torch.testing.assert_close(linear(layer, x), out, atol=0, rtol=0)
+    layer.fp8_matmul = "off"
+    torch.testing.assert_close(linear(layer, x), torch.nn.functional.linear(x, wq, layer.bias), atol=1e-5, rtol=1e-5)
+
+
+def test_fp8_model_with_scaled_matmul_streams_close_to_weight_only():
+    from chameleon_core.quant import quantize_blocks_fp8_
+
+    weight_only = quantize_blocks_fp8_(tiny_transformer(0), torch.float32, matmul="off")
+    scaled = quantize_blocks_fp8_(tiny_transformer(0), torch.float32, matmul="scaled")
+    _, a = generate(_start(weight_only), 6)
+    _, b = generate(_start(scaled), 6)
+    assert torch.isfinite(b).all()
+    assert (a - b).abs().mean() < 0.1 * a.abs().mean()
