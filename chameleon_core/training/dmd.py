@@ -39,7 +39,12 @@ from ..chunk_step import denoise_chunk
 from ..config import COND_FRAMES, StreamSettings
 from ..latents import to_raw
 from ..model import TextContext, WanModel
-from ..schedules import NUM_TRAIN_TIMESTEPS, add_noise, shifted_timestep_table, x0_from_velocity
+from ..schedules import (
+    NUM_TRAIN_TIMESTEPS,
+    add_noise,
+    shifted_timestep_table,
+    x0_from_velocity,
+)
 from ..streaming import schedule
 
 logger = logging.getLogger(__name__)
