@@ -357,3 +357,28 @@ def test_nan_vae_output_exits_1_naming_the_vae(files, tmp_path, capsys, monkeypa
                               "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 1 and "decoded frames" in err and "broken_vae.safetensors" in err, err
+
+
+def test_real_time_options_stream_and_keep_frame_counts(files, tmp_path, capsys):
+    """--decoder (the tiny streaming decoder), --overlap-decode, --device-noise and --skip-clean-pass run through
+    the same session loop and write every frame; the exact path's frames are unchanged by --overlap-decode."""
+    exact = tmp_path / "exact"
+    assert cli.main(weight_args(files, **{"--out": exact})) == 0
+    overlapped = tmp_path / "overlapped"
+    assert cli.main(weight_args(files, **{"--out": overlapped}) + ["--overlap-decode"]) == 0
+    np.testing.assert_array_equal(read_frames(overlapped), read_frames(exact))
+    fast = tmp_path / "fast"
+    code = cli.main(["--random", "tiny", "--reference", str(files["reference"]), "--garment", str(files["garment1"]),
+                     "--width", str(SIZE), "--height", str(SIZE), "--frames", str(FRAMES), "--decoder", "random",
+                     "--device-noise", "--skip-clean-pass", "--switch", f"{SWITCH_ASKED}:{files['garment2']}",
+                     "--out", str(fast)])
+    assert code == 0, capsys.readouterr().err
+    assert read_frames(fast).shape == (FRAMES, SIZE, SIZE, 3)
+
+
+def test_decoder_file_problems_are_reported_before_loading(files, tmp_path, capsys):
+    code = cli.main(weight_args(files, **{"--out": tmp_path / "o"}) + ["--decoder", str(tmp_path / "taew2_2.pth")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--decoder" in err and "taew2_2.pth" in err
+    code = cli.main(weight_args(files, **{"--out": tmp_path / "o"}) + ["--decoder", "random"])
+    assert code == 2 and "--random" in capsys.readouterr().err

@@ -63,6 +63,7 @@ from ..session import (
     encode_condition,
 )
 from ..streaming import NonFiniteChunkError, StreamState, start_stream
+from ..taehv import TAEHV_PRESETS, TinyVideoDecoder, load_taehv, random_taehv
 from ..testing import random_transformer
 from ..text import encode_prompts, load_prompt_embeddings
 from ..vae import NonFiniteVAEError, WanVAE, build_vae, check_vae_matches
@@ -128,6 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-withdraw", action="store_true", help="ablation: keep the history KV at a switch")
     s.add_argument("--no-disentangle", action="store_true", help="ablation: keep the original reference KV")
     s.add_argument("--keep-sink", action="store_true", help="withdraw the history but keep the sink")
+    f = p.add_argument_group("real time (the full VAE and the exact path stay the defaults)")
+    f.add_argument("--decoder", metavar="PATH",
+                   help="decode with the tiny streaming decoder (TAEHV: taew2_2.safetensors for Wan2.2, taew2_1 for "
+                   "Wan2.1; ComfyUI keeps them in models/vae_approx/), or 'random' with --random; switches still "
+                   "encode with --vae")
+    f.add_argument("--overlap-decode", action="store_true",
+                   help="decode chunk k while chunk k+1 generates (same frames; switches land one chunk later)")
+    f.add_argument("--device-noise", action="store_true",
+                   help="draw noise on the device (no host copy per step; frames then differ between device types)")
+    f.add_argument("--skip-clean-pass", action="store_true",
+                   help="keep the last denoising step's keys instead of the t=0 clean pass (4 passes per chunk, not 5; "
+                   "changes the video)")
+    f.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks")
+    f.add_argument("--fp8-matmul", choices=["off", "auto", "scaled"], default="off",
+                   help="with --dtype fp8: run block linears as scaled fp8 matmuls (auto: where the GPU has them)")
     r = p.add_argument_group("runtime and output")
     r.add_argument("--dtype", choices=[*DTYPES, "fp8"], default=None,
                    help="compute dtype; fp8 = bf16 compute with fp8 block weights (bf16 on CUDA, fp32 on CPU)")
@@ -232,8 +248,32 @@ def load_model(args: argparse.Namespace, plan: RunPlan) -> WanModel:
     else:
         model = load_transformer(args.student, dtype=plan.dtype, device=plan.device)
     if plan.fp8:
-        quantize_blocks_fp8_(model, plan.dtype)
+        quantize_blocks_fp8_(model, plan.dtype, matmul=args.fp8_matmul)
+    elif args.fp8_matmul != "off":
+        raise ValueError(f"--fp8-matmul {args.fp8_matmul} needs fp8 block weights; add --dtype fp8")
+    if args.compile:
+        model.compile_blocks()
     return model.requires_grad_(False)
+
+
+def load_decoder(args: argparse.Namespace, plan: RunPlan) -> TinyVideoDecoder | None:
+    """The tiny streaming decoder of --decoder (None: the full VAE decodes), checked against the model's latents."""
+    if args.decoder is None:
+        return None
+    if args.decoder == "random":
+        if not args.random:
+            raise ValueError("--decoder random is for smoke runs with --random; pass a taew2_2 / taew2_1 file")
+        preset_name = "taew2_2" if plan.family.channels == 48 else "taew2_1"
+        decoder = random_taehv(TAEHV_PRESETS[preset_name], seed=0, device=plan.device, dtype=plan.dtype)
+    else:
+        decoder = load_taehv(args.decoder, device=plan.device, dtype=plan.dtype)
+    if decoder.config.latent_channels != plan.config.in_dim:
+        raise ValueError(
+            f"--decoder {args.decoder} decodes {decoder.config.latent_channels}-channel latents but the model makes "
+            f"{plan.config.in_dim}-channel ({plan.family.name}) latents; use "
+            f"{'taew2_2' if plan.config.in_dim == 48 else 'taew2_1'}"
+        )
+    return decoder
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -267,11 +307,15 @@ def timeline(plan: RunPlan) -> list[TimedSwitch]:
     return out
 
 
-def run_stream(state: StreamState, plan: RunPlan, vae: WanVAE, writer: FrameWriter) -> Timings:
+def run_stream(state: StreamState, plan: RunPlan, vae: WanVAE, writer: FrameWriter, args: argparse.Namespace,
+               decoder: TinyVideoDecoder | None = None) -> Timings:
     """The session loop: each chunk decoded and written as soon as it is made, switches at their boundaries."""
     timings = Timings()
     requested = {(e.chunk, e.kind): e.requested_frame for e in plan.events}
-    for chunk in Session(state, chunks=plan.chunks, codec=vae, timeline=timeline(plan)):
+    session = Session(state, chunks=plan.chunks, codec=vae, timeline=timeline(plan), decoder=decoder,
+                      overlap_decode=args.overlap_decode, noise="device" if args.device_noise else "cpu",
+                      clean_pass=not args.skip_clean_pass)
+    for chunk in session:
         for s in chunk.switches:
             timings.switches.append({"kind": s.kind, "source": s.label, "requested_frame": requested[(s.chunk, s.kind)],
                                      "frame": s.video_frame, "seconds": s.seconds})
@@ -369,6 +413,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     context = prompt_features(args, plan)
     # 5. Weights: the VAE first, so a mismatched VAE fails before the large transformer loads.
     vae = load_vae_for(args, plan)
+    decoder = load_decoder(args, plan)
     model = load_model(args, plan)
     # 6. Condition latents, in the model's latent space.
     size = (plan.width, plan.height)
@@ -380,7 +425,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     state = start_stream(model, context=context, reference=ref_latent, garment=garment_latent, seed=args.seed,
                          settings=plan.stream)
     with open_output(plan.out, args.fps, plan.width, plan.height) as writer:
-        timings = run_stream(state, plan, vae, writer)
+        timings = run_stream(state, plan, vae, writer, args, decoder)
         frames = writer.count
     # 8. Summary.
     name = f"{plan.config.name} (random weights)" if args.random else str(args.student)

@@ -188,6 +188,8 @@ def missing_inputs(args: argparse.Namespace) -> list[str]:
     given = [("--reference", args.reference), ("--garment", args.garment)]
     given += [("--switch", parse_switch(s, "--switch", "IMAGE")[1]) for s in args.switch]
     given += [("--prompt-switch", parse_switch(s, "--prompt-switch", "EMBEDS")[1]) for s in args.prompt_switch]
+    if getattr(args, "decoder", None) not in (None, "random"):
+        given.append(("--decoder", Path(args.decoder)))
     return [_item(f"{option}: {why}") for option, path in given if (why := _why_missing(path))]
 
 
