@@ -432,6 +432,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return summarize(plan, timings, frames, name)
 
 
+def _say(stream, text: str) -> None:
+    """The command's own terminal output (the summary on stdout, a user error on stderr), apart from the log."""
+    stream.write(text + "\n")
+    stream.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m chameleon_core``; returns the exit code (2 for user errors)."""
     parser = build_parser()
@@ -445,15 +451,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = run(args)
     except (ValueError, FileNotFoundError, ImportError) as e:
         logger.debug("details of the error below", exc_info=True)
-        print(f"error: {e}", file=sys.stderr)
+        _say(sys.stderr, f"error: {e}")
         return EXIT_USER_ERROR
     except (NonFiniteChunkError, NonFiniteVAEError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        _say(sys.stderr, f"error: {e}")
         return 1
     except KeyboardInterrupt:
-        print(f"interrupted; the frames written so far are in {args.out}", file=sys.stderr)
+        _say(sys.stderr, f"interrupted; the frames written so far are in {args.out}")
         return EXIT_INTERRUPTED
-    print(format_summary(summary))
+    _say(sys.stdout, format_summary(summary))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
