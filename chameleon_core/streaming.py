@@ -272,9 +272,7 @@ def start_stream(
     text = context if isinstance(context, TextContext) else model.prepare_text(context)
     reference = reference.to(device, torch.float32)
     garment = garment.to(device, torch.float32)
-    cache = KVCache.empty(cfg, geometry, batch=reference.shape[0], device=device, dtype=dtype)
-    with torch.no_grad():
-        prefill_conditions(model, cache, text, reference, garment)
+    cache = prefilled_cache(model, geometry, text, reference, garment)
     gen = torch.Generator().manual_seed(int(seed))
     state = StreamState(
         model=model,
@@ -293,6 +291,18 @@ def start_stream(
         cfg.name, geometry.tokens_per_frame, geometry.slots, cache.nbytes / 2**20,
     )
     return state
+
+
+def prefilled_cache(
+    model: WanModel, geometry: CacheGeometry, text: TextContext, reference: torch.Tensor, garment: torch.Tensor
+) -> KVCache:
+    """A new cache of ``geometry`` with the reference and garment keys prefilled at t = 0 (no gradient: the cache
+    holds detached keys). The start of every stream, and of training's distillation rollout."""
+    cache = KVCache.empty(model.config, geometry, batch=reference.shape[0], device=model.device, dtype=model.dtype)
+    with torch.no_grad():
+        prefill_conditions(model, cache, text, reference.to(model.device, torch.float32),
+                           garment.to(model.device, torch.float32))
+    return cache
 
 
 def chunks_for(state: StreamState, latent_frames: int) -> int:

@@ -33,8 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..cache import CacheGeometry, KVCache
-from ..causal import prefill_conditions
+from ..cache import CacheGeometry
 from ..chunk_step import denoise_chunk
 from ..config import COND_FRAMES, StreamSettings
 from ..latents import to_raw
@@ -45,7 +44,7 @@ from ..schedules import (
     shifted_timestep_table,
     x0_from_velocity,
 )
-from ..streaming import schedule
+from ..streaming import prefilled_cache, schedule
 
 logger = logging.getLogger(__name__)
 
@@ -212,9 +211,7 @@ def rollout(
         text = prepare_context(model, context)
         # 1. Initialise the cache: the conditions' keys at t = 0 (no gradient: the cache stores detached keys).
         geometry = CacheGeometry(settings, model.config.tokens_per_latent_grid(h, w))
-        cache = KVCache.empty(model.config, geometry, batch=b, device=device, dtype=model.dtype)
-        with torch.no_grad():
-            prefill_conditions(model, cache, text, reference.to(device, torch.float32), garment.to(device, torch.float32))
+        cache = prefilled_cache(model, geometry, text, reference, garment)
         outputs = []
         for k in range(num_chunks):
             # 2. Claim the chunk's slots, then 3. denoise it to the exit step and run the clean pass (shared step).
