@@ -6,7 +6,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from .conditions import ChameleonConditionsNode
 from .decode import ChameleonStreamDecode
-from .loaders import ChameleonStudentLoader, ChameleonTeacherLoader
+from .loaders import ChameleonStudentLoader, ChameleonTeacherLoader, ChameleonTinyDecoderLoader
 from .stream_nodes import (
     ChameleonGarmentSwitch,
     ChameleonPromptSwitch,
@@ -18,6 +18,7 @@ from .teacher import ChameleonTeacherSampler
 NODES: list[type[io.ComfyNode]] = [
     ChameleonTeacherLoader,
     ChameleonStudentLoader,
+    ChameleonTinyDecoderLoader,
     ChameleonConditionsNode,
     ChameleonTeacherSampler,
     ChameleonStreamStart,

@@ -1,11 +1,12 @@
-"""Teacher and student loaders: files from ComfyUI's ``diffusion_models`` folder, under its model management."""
+"""Teacher and student loaders (files from ComfyUI's ``diffusion_models`` folder, under its model management) and the
+tiny decoder loader (TAEHV ``taew2_1`` / ``taew2_2`` from ``vae_approx``)."""
 
 from __future__ import annotations
 
 from comfy_api.latest import io
 
 from . import adapters
-from .types import ModelSocket
+from .types import ModelSocket, PreviewDecoderSocket
 
 
 def _inputs(kind: str) -> list:
@@ -51,3 +52,27 @@ class ChameleonStudentLoader(io.ComfyNode):
     @classmethod
     def execute(cls, ckpt_name: str, weight_dtype: str) -> io.NodeOutput:
         return io.NodeOutput(adapters.load_model("ChameleonStudentLoader", ckpt_name, weight_dtype, "student"))
+
+
+class ChameleonTinyDecoderLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ChameleonTinyDecoderLoader",
+            display_name="FashionChameleon Tiny Decoder Loader",
+            category="FashionChameleon/loaders",
+            description="Loads the tiny streaming video decoder (TAEHV) for live previews and the live path; the "
+                        "full Wan VAE stays the decoder for final renders.",
+            inputs=[
+                io.Combo.Input("decoder_name", options=adapters.tiny_decoder_names(),
+                               tooltip="A TAEHV video decoder from models/vae_approx: taew2_2 for Wan2.2 models, "
+                                       "taew2_1 for Wan2.1 (madebyollin/taehv, .safetensors or .pth)."),
+                io.Combo.Input("weight_dtype", options=adapters.TINY_DECODER_DTYPES, default="default",
+                               tooltip="Weight and compute dtype. default: fp32 on CPU, fp16/bf16 on a GPU."),
+            ],
+            outputs=[PreviewDecoderSocket.Output(display_name="decoder")],
+        )
+
+    @classmethod
+    def execute(cls, decoder_name: str, weight_dtype: str) -> io.NodeOutput:
+        return io.NodeOutput(adapters.load_tiny_decoder("ChameleonTinyDecoderLoader", decoder_name, weight_dtype))

@@ -1,6 +1,9 @@
-"""Per-chunk progress with a latent preview image (ComfyUI's progress bar and its Latent2RGB convention)."""
+"""Per-chunk progress with a preview image: ComfyUI's progress bar with its Latent2RGB convention, or, when a node is
+given the tiny decoder, that decoder's last decoded frame of the chunk."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import comfy.model_management as mm
 import comfy.utils
@@ -18,20 +21,34 @@ def preview_image(raw: torch.Tensor) -> tuple[str, Image.Image, int] | None:
     if args.preview_method == LatentPreviewMethod.NoPreviews:
         return None
     family = core_latents.latent_family(raw.shape[1])
-    rgb = family.preview_rgb(raw[:1, :, -1:].float())[0, -1]  # [h, w, 3] in 0..1
+    return frame_preview(family.preview_rgb(raw[:1, :, -1:].float())[0, -1])  # [h, w, 3] in 0..1
+
+
+def frame_preview(rgb: torch.Tensor) -> tuple[str, Image.Image, int]:
+    """A decoded frame ``[H, W, 3]`` in 0..1 as a preview tuple."""
     img = Image.fromarray((rgb.cpu().numpy() * 255).round().astype("uint8"))
     return ("JPEG", img, getattr(args, "preview_size", MAX_PREVIEW) or MAX_PREVIEW)
 
 
 class ChunkProgress:
-    """Moves ComfyUI's progress bar once per finished chunk (or step), with a preview of its latents."""
+    """Moves ComfyUI's progress bar once per finished chunk (or step), with a preview of its latents.
 
-    def __init__(self, total: int) -> None:
+    ``frames``: model-space latents of a chunk -> its last frame ``[H, W, 3]`` in 0..1 (the tiny decoder's
+    ``adapters.TinyPreview``); shown instead of the Latent2RGB preview. Not called when previews are off.
+    """
+
+    def __init__(self, total: int, frames: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.bar = comfy.utils.ProgressBar(total)
+        self.frames = frames
         self.done = 0
 
     def __call__(self, index: int, total: int, model_space: torch.Tensor) -> None:
         """Progress callback of the core loops, which hand over model-space latents."""
+        if self.frames is not None:
+            self.done = index + 1
+            off = args.preview_method == LatentPreviewMethod.NoPreviews
+            self.bar.update_absolute(self.done, total, None if off else frame_preview(self.frames(model_space)))
+            return
         self.raw(index, total, core_latents.to_raw(model_space.detach()))
 
     def raw(self, index: int, total: int, raw: torch.Tensor) -> None:

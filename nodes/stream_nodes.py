@@ -15,9 +15,11 @@ from .progress import ChunkProgress, interrupted, raise_if_interrupted
 from .types import (
     ChameleonConditions,
     ChameleonModel,
+    ChameleonPreviewDecoder,
     ChameleonStream,
     ConditionsSocket,
     ModelSocket,
+    PreviewDecoderSocket,
     StreamSocket,
 )
 
@@ -86,21 +88,31 @@ class ChameleonStreamGenerate(io.ComfyNode):
                 io.Int.Input("steps", default=0, min=0, max=16,
                              tooltip="Denoising steps per chunk for this segment; 0 keeps the stream's (set at "
                                      "Stream Start; the student is distilled for 4)."),
+                PreviewDecoderSocket.Input("decoder", optional=True,
+                                           tooltip="Optional tiny decoder (ChameleonTinyDecoderLoader): the per-chunk "
+                                                   "preview shows its decoded last frame instead of the Latent2RGB "
+                                                   "colours. Costs one tiny decode per chunk; the output latents "
+                                                   "are the same."),
             ],
             outputs=[StreamSocket.Output(display_name="stream"), io.Latent.Output(display_name="segment")],
         )
 
     @classmethod
-    def execute(cls, stream: ChameleonStream, frames: int, steps: int = 0) -> io.NodeOutput:
+    def execute(cls, stream: ChameleonStream, frames: int, steps: int = 0,
+                decoder: ChameleonPreviewDecoder | None = None) -> io.NodeOutput:
         node = "ChameleonStreamGenerate"
         adapters.check_student_stream(node, stream)
+        family = stream.state.model.config.latent
+        if decoder is not None:
+            adapters.check_decoder(node, decoder, family)
         try:
             latent_frames = adapters.latent_frames_for(stream.state, frames)
         except ValueError as e:
             raise rewrap(node, "frames", frames, e, "raise frames to at least one chunk") from None
         session = adapters.Session(stream.state, chunks=adapters.chunks_for(stream.state, latent_frames),
                                    decode=False, should_stop=interrupted, steps=steps or None)
-        progress, chunks = ChunkProgress(session.chunks), []
+        preview = adapters.TinyPreview(decoder, family) if decoder is not None else None
+        progress, chunks = ChunkProgress(session.chunks, frames=preview), []
         stream.model.load()
         try:
             for chunk in session:
@@ -111,7 +123,6 @@ class ChameleonStreamGenerate(io.ComfyNode):
                              "load the model with weight_dtype bf16 or fp32") from None
         if session.stopped:
             raise_if_interrupted()
-        family = stream.state.model.config.latent
         return io.NodeOutput(ChameleonStream(session.state, stream.model),
                              {"samples": family.to_raw(torch.cat(chunks, dim=2))})
 

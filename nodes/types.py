@@ -2,7 +2,8 @@
 
 Sockets carry typed objects, never dicts: CHAMELEON_MODEL a :class:`ChameleonModel`, CHAMELEON_CONDITIONS a
 :class:`ChameleonConditions`, CHAMELEON_STREAM a ``chameleon_core.streaming.StreamState`` (immutable: ComfyUI caches
-node outputs by reference, so every node returns a new state and never changes its input).
+node outputs by reference, so every node returns a new state and never changes its input), CHAMELEON_PREVIEW_DECODER
+a :class:`ChameleonPreviewDecoder` (the tiny TAEHV decoder, for previews and the live path).
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import torch
 import torch.nn as nn
 from comfy_api.latest import io
 
+from ..chameleon_core.latents import LatentFamily
 from ..chameleon_core.streaming import StreamState
+from ..chameleon_core.taehv import TinyVideoDecoder
 
 ModelSocket = io.Custom("CHAMELEON_MODEL")
 ConditionsSocket = io.Custom("CHAMELEON_CONDITIONS")
 StreamSocket = io.Custom("CHAMELEON_STREAM")
+PreviewDecoderSocket = io.Custom("CHAMELEON_PREVIEW_DECODER")
 
 
 class ModelHolder(nn.Module):
@@ -70,3 +74,18 @@ class ChameleonStream:
 
     state: StreamState
     model: ChameleonModel
+
+
+@dataclass(frozen=True)
+class ChameleonPreviewDecoder:
+    """A loaded tiny streaming decoder (TAEHV ``taew2_1`` / ``taew2_2``): cheap frames for previews and the live path,
+    not for final renders. Its weights are read-only after loading; every decode keeps its own carried state."""
+
+    decoder: TinyVideoDecoder
+    name: str
+    """File name in ``vae_approx``, for messages."""
+
+    @property
+    def family(self) -> LatentFamily:
+        """The latent family it decodes (``wan2.1`` / ``wan2.2``)."""
+        return self.decoder.family

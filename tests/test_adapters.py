@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from comfyui_fashionchameleon.chameleon_core.config import StreamSettings
 from comfyui_fashionchameleon.chameleon_core.decoding import decode_chunks
 from comfyui_fashionchameleon.chameleon_core.session import (
@@ -18,6 +19,7 @@ from comfyui_fashionchameleon.chameleon_core.session import (
     encode_condition,
 )
 from comfyui_fashionchameleon.chameleon_core.streaming import start_stream
+from comfyui_fashionchameleon.chameleon_core.taehv import TAEHVConfig, random_taehv
 from comfyui_fashionchameleon.chameleon_core.testing import tiny_transformer
 from comfyui_fashionchameleon.chameleon_core.vae import build_vae
 from comfyui_fashionchameleon.nodes import adapters
@@ -103,3 +105,50 @@ def test_conditioning_vae_and_resolution_errors_name_node_input_value_and_fix():
         adapters.vae_family("N", NotWan())
     with pytest.raises(ValueError, match="N: input 'width' got 80: not a multiple of 32.*Fix: use 64"):
         adapters.check_resolution("N", adapters.latent_family(48), 80, 64)
+
+
+TINY_TAEHV = TAEHVConfig(latent_channels=48, patch_size=2, widths=(16, 8, 8, 8))
+
+
+class PreviewDecoder:
+    """What CHAMELEON_PREVIEW_DECODER carries (``types.ChameleonPreviewDecoder``, which needs comfy_api to import)."""
+
+    def __init__(self, decoder, name: str = "taew2_2.safetensors") -> None:
+        self.decoder, self.name, self.family = decoder, name, decoder.family
+
+
+def test_tiny_decoder_files_are_recognised_by_release_name_or_by_their_header(tmp_path):
+    sd = {k: v.contiguous() for k, v in random_taehv(TINY_TAEHV).state_dict().items()}
+    save_file(sd, str(tmp_path / "my_decoder.safetensors"))
+    save_file({"decoder.1.weight": torch.zeros(4, 4, 3, 3)}, str(tmp_path / "taesd_decoder.safetensors"))
+    (tmp_path / "taew2_1.pth").write_bytes(b"")  # a release name is offered as is; loading names what is wrong
+    (tmp_path / "notes.safetensors").write_bytes(b"not a file")
+    assert adapters.is_tiny_decoder_file(str(tmp_path / "my_decoder.safetensors"))
+    assert adapters.is_tiny_decoder_file(str(tmp_path / "taew2_1.pth"))
+    assert not adapters.is_tiny_decoder_file(str(tmp_path / "taesd_decoder.safetensors"))
+    assert not adapters.is_tiny_decoder_file(str(tmp_path / "notes.safetensors"))
+
+
+def test_decoder_family_check_names_node_input_value_and_fix():
+    wan22, wan21 = adapters.latent_family(48), adapters.latent_family(16)
+    dec = PreviewDecoder(random_taehv(TINY_TAEHV))
+    adapters.check_decoder("N", dec, wan22)
+    with pytest.raises(ValueError, match=r"N: input 'decoder' got 'taew2_2.safetensors': this tiny decoder decodes "
+                                         r"wan2.2 latents but these are wan2.1.*Fix: load taew2_1.safetensors"):
+        adapters.check_decoder("N", dec, wan21)
+    with pytest.raises(ValueError, match="N: input 'decoder'.*not a tiny decoder.*Fix:"):
+        adapters.check_decoder("N", object(), wan22)
+
+
+def test_tiny_preview_shows_the_last_frame_of_one_carried_decode():
+    """The preview's frames are those of one continuous tiny decode of the chunks (model-space latents in)."""
+    family = adapters.latent_family(48)
+    decoder = random_taehv(TINY_TAEHV, seed=3)
+    chunks = [torch.randn(1, 48, 3, 2, 2, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    preview = adapters.TinyPreview(PreviewDecoder(decoder), family)
+    shown = [preview(c) for c in chunks]
+    whole = decoder.decode_model_space(torch.cat(chunks, dim=2))[0]  # [1, 3, 1 + 4 * 5, H, W]
+    assert shown[1].shape == (32, 32, 3)
+    for got, index in zip(shown, (8, 20)):
+        want = ((whole[0, :, index].permute(1, 2, 0) + 1) / 2).clamp(0, 1)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)

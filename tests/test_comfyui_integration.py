@@ -30,21 +30,23 @@ pytestmark = [
     pytest.mark.skipif(not COMFYUI_DIR, reason="COMFYUI_DIR is not set: point it at a ComfyUI checkout to run the "
                                                "real-ComfyUI integration test"),
 ]
-NAMES = ["single_garment_stream", "garment_switch_chain", "teacher_quality", "long_video"]
+NAMES = ["single_garment_stream", "garment_switch_chain", "teacher_quality", "long_video", "live_preview_stream"]
 SIZE = 64  # pixels: 4x4 latents, 2x2 tokens per frame
+TINY_DECODER = "chameleon_tiny_taew2_2.safetensors"
 
 EXPECTED_INPUTS = {
     "ChameleonTeacherLoader": ["ckpt_name", "weight_dtype"],
     "ChameleonStudentLoader": ["ckpt_name", "weight_dtype"],
+    "ChameleonTinyDecoderLoader": ["decoder_name", "weight_dtype"],
     "ChameleonConditions": ["vae", "reference", "garment", "width", "height"],
     "ChameleonTeacherSampler": ["teacher", "positive", "negative", "conditions", "frames", "steps", "cfg", "shift",
                                 "seed", "sampler"],
     "ChameleonStreamStart": ["student", "positive", "conditions", "seed", "steps", "chunk_frames", "cache_frames",
                              "sink_chunks"],
-    "ChameleonStreamGenerate": ["stream", "frames", "steps"],
+    "ChameleonStreamGenerate": ["stream", "frames", "steps", "decoder"],
     "ChameleonGarmentSwitch": ["stream", "vae", "garment", "refresh", "withdraw", "disentangle", "withdraw_sink"],
     "ChameleonPromptSwitch": ["stream", "positive"],
-    "ChameleonStreamDecode": ["vae", "segment_1", "chunk_frames"] + [f"segment_{i}" for i in range(2, 9)],
+    "ChameleonStreamDecode": ["vae", "segment_1", "chunk_frames", "decoder"] + [f"segment_{i}" for i in range(2, 9)],
 }
 
 
@@ -148,6 +150,8 @@ def tiny(prompt: dict) -> dict:
             i["vae_name"] = "chameleon_tiny_wan2.2_vae.safetensors"
         elif t == "CLIPLoader":
             i["clip_name"] = "chameleon_tiny_umt5.safetensors"
+        elif t == "ChameleonTinyDecoderLoader":
+            i["decoder_name"] = TINY_DECODER
         elif t == "ChameleonConditions":
             i["width"] = i["height"] = SIZE
     return p
@@ -430,3 +434,72 @@ def test_node_path_equals_a_direct_core_session(server):
     unswitched = torch.cat([chunk.pixels for chunk in Session(state, chunks=3, codec=core_vae)], dim=2)[0]
     unswitched = ((unswitched.permute(1, 2, 3, 0).float() + 1) / 2).clamp(0, 1).numpy() * 255
     assert np.abs(unswitched - nodes)[-12:].max() > 10
+
+
+def _tiny_decode_prompt(latent: str, decoder: str) -> dict:
+    """LoadLatent -> ChameleonStreamDecode with the tiny decoder -> PNG frames."""
+    return {
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "chameleon_tiny_wan2.2_vae.safetensors"}},
+        "lat": {"class_type": "LoadLatent", "inputs": {"latent": latent}},
+        "tiny": {"class_type": "ChameleonTinyDecoderLoader", "inputs": {"decoder_name": decoder,
+                                                                         "weight_dtype": "fp32"}},
+        "dec": {"class_type": "ChameleonStreamDecode", "inputs": {"vae": ["vae", 0], "segment_1": ["lat", 0],
+                                                                   "chunk_frames": 3, "decoder": ["tiny", 0]}},
+        "frames_png": {"class_type": "SaveImage", "inputs": {"images": ["dec", 0], "filename_prefix": "tiny"}},
+    }
+
+
+def _write_latent(server: Server, name: str, latents) -> None:
+    """A ComfyUI ``.latent`` file (raw samples, format version 0: LoadLatent applies no scale) in the input folder."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"latent_tensor": latents.contiguous(), "latent_format_version_0": torch.tensor([])},
+              str(server.base / "input" / name))
+
+
+def test_decode_with_the_tiny_decoder_equals_the_core_decode(server):
+    """ChameleonStreamDecode with a tiny decoder from vae_approx gives the frames of the core's ``decode_chunks`` over
+    ``load_taehv`` of the same file (8-bit PNGs: SaveImage truncates 255 * x, so they may be one level lower)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from chameleon_core.decoding import decode_chunks
+    from chameleon_core.taehv import load_taehv
+
+    latents = torch.randn(1, 48, 5, 4, 4, generator=torch.Generator().manual_seed(3))  # raw Wan2.2 latents
+    _write_latent(server, "tiny_stream.latent", latents)
+    history = server.run(_tiny_decode_prompt("tiny_stream.latent", TINY_DECODER))
+    assert history["status"]["status_str"] == "success", _error(history)
+    nodes = np.stack([np.asarray(Image.open(f), dtype=np.float32) for f in _frame_files(server, history)])
+    decoder = load_taehv(server.base / "models" / "vae_approx" / TINY_DECODER)
+    pixels = torch.cat(list(decode_chunks(decoder, latents, 3)), dim=2)[0]  # [3, F, H, W] in [-1, 1]
+    core = ((pixels.permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1).numpy() * 255
+    assert nodes.shape == core.shape == (1 + 4 * 4, SIZE, SIZE, 3)
+    diff = core - nodes
+    assert diff.min() > -0.01 and diff.max() < 1.01, (diff.min(), diff.max())
+    assert core.std() > 1  # the frames are not flat: the comparison means something
+
+
+def test_bad_tiny_decoder_files_name_node_input_value_and_fix(server):
+    """A damaged release-named file fails the loader with the key named; a Wan2.1 decoder on Wan2.2 latents fails the
+    decode node on its decoder input."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from chameleon_core.tools.tiny_checkpoints import write_taehv
+
+    folder = server.base / "models" / "vae_approx"
+    sd = load_file(str(folder / TINY_DECODER))
+    sd["decoder.3.conv.0.weightx"] = sd.pop("decoder.3.conv.0.weight")
+    save_file(sd, str(folder / "taew2_2_renamed.safetensors"))
+    (folder / "taew2_2_truncated.safetensors").write_bytes((folder / TINY_DECODER).read_bytes()[:1000])
+    write_taehv(folder / "taew2_1_tiny.safetensors", seed=1, latent_channels=16)
+    _write_latent(server, "tiny_bad.latent", torch.randn(1, 48, 3, 4, 4))
+    _expect_error(server, _tiny_decode_prompt("tiny_bad.latent", "taew2_2_renamed.safetensors"),
+                  "ChameleonTinyDecoderLoader", "'decoder_name'", "taew2_2_renamed", "decoder.3.conv.0.weightx", "Fix:")
+    _expect_error(server, _tiny_decode_prompt("tiny_bad.latent", "taew2_2_truncated.safetensors"),
+                  "ChameleonTinyDecoderLoader", "'decoder_name'", "taew2_2_truncated", "Fix:")
+    _expect_error(server, _tiny_decode_prompt("tiny_bad.latent", "taew2_1_tiny.safetensors"),
+                  "ChameleonStreamDecode", "'decoder'", "taew2_1_tiny", "wan2.1", "Fix: load taew2_2")

@@ -14,11 +14,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
-NAMES = ["single_garment_stream", "garment_switch_chain", "teacher_quality", "long_video"]
+NAMES = ["single_garment_stream", "garment_switch_chain", "teacher_quality", "long_video", "live_preview_stream"]
 OBJECT_INFO = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
 OURS = {"ChameleonTeacherLoader", "ChameleonStudentLoader", "ChameleonConditions", "ChameleonTeacherSampler",
         "ChameleonStreamStart", "ChameleonStreamGenerate", "ChameleonGarmentSwitch", "ChameleonPromptSwitch",
-        "ChameleonStreamDecode"}
+        "ChameleonStreamDecode", "ChameleonTinyDecoderLoader"}
 CORE_MODULES = ("nodes", "comfy_extras.")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 

@@ -8,6 +8,8 @@
 - ``vae/chameleon_tiny_wan2.2_vae.safetensors``: a Wan2.2 VAE (real structure: 48 channels, 4x16x16) of width 8;
 - ``text_encoders/chameleon_tiny_umt5.safetensors``: a umT5 encoder with umT5-XXL's width (4096) and depth (24)
   but one 8-wide head and an 8-wide FFN (~6M weights), plus a small sentencepiece model as ``spiece_model``;
+- ``vae_approx/chameleon_tiny_taew2_2.safetensors``: a tiny streaming decoder (TAEHV) for Wan2.2 latents in the
+  released ``taew2_2`` key layout, at widths (16, 8, 8, 8) instead of (256, 128, 64, 64);
 
 and ``tiny_sizes.json``, the two config overrides ComfyUI needs because it builds umT5-XXL and the Wan2.2 VAE
 from fixed full-size configs (``tests/comfyui_launcher.py`` applies them). Plus test images into ``--input``.
@@ -46,7 +48,9 @@ FILES = {
     "teacher": "diffusion_models/chameleon_tiny_teacher.safetensors",
     "vae": "vae/chameleon_tiny_wan2.2_vae.safetensors",
     "text_encoder": "text_encoders/chameleon_tiny_umt5.safetensors",
+    "tiny_decoder": "vae_approx/chameleon_tiny_taew2_2.safetensors",
 }
+TINY_TAEHV_WIDTHS = (16, 8, 8, 8)
 IMAGES = ("reference.png", "garment1.png", "garment2.png", "garment3.png")
 
 
@@ -61,6 +65,15 @@ def write_vae(path: Path, seed: int) -> None:
 
     cfg = VAEConfig("wan2.2", dim=TINY_WAN22_VAE["dim"], decoder_dim=TINY_WAN22_VAE["dec_dim"], z_dim=48)
     save_vae(path, build_vae(cfg, seed=seed))
+
+
+def write_taehv(path: Path, seed: int, latent_channels: int = 48) -> None:
+    """A tiny random TAEHV decoder (Wan2.2: 48 channels, patch 2; Wan2.1: 16, patch 1) in the released key layout."""
+    from ..taehv import TAEHVConfig, random_taehv
+
+    cfg = TAEHVConfig(latent_channels=latent_channels, patch_size=2 if latent_channels == 48 else 1,
+                      widths=TINY_TAEHV_WIDTHS)
+    save_file({k: v.contiguous() for k, v in random_taehv(cfg, seed).state_dict().items()}, str(path))
 
 
 def _sentencepiece_model() -> bytes:
@@ -136,6 +149,7 @@ def write_all(models: str | Path, input_dir: str | Path | None = None, seed: int
     write_dit(out["teacher"], "teacher", seed + 1)
     write_vae(out["vae"], seed)
     t5 = write_umt5(out["text_encoder"], seed)
+    write_taehv(out["tiny_decoder"], seed)
     sizes = models / "tiny_sizes.json"
     sizes.write_text(json.dumps({"umt5xxl_model_config": t5, "wan22_vae": TINY_WAN22_VAE}, indent=2))
     out["sizes"] = sizes

@@ -3,7 +3,8 @@
 Writes ``workflows/<name>.json`` (UI format: what the ComfyUI frontend saves and loads, and what the template
 browser lists; it reads ``workflows/*.json`` of a custom node pack directly) and ``workflows/api/<name>.json`` (the
 API format that ``POST /prompt`` takes), using a running ComfyUI's ``/object_info`` for the widget order and
-comfy-cli's UI-to-API converter for the twin. ``tests/test_workflows.py`` checks that each pair agrees.
+comfy-cli's UI-to-API converter for the twin, and refreshes ``tests/data/object_info.json`` (that server's schemas of
+this pack's nodes and of every node the workflows use). ``tests/test_workflows.py`` checks that each pair agrees.
 
     python -m chameleon_core.tools.workflows --server http://127.0.0.1:8188
 
@@ -23,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parents[2] / "workflows"
 """The pack's workflows folder (ComfyUI's template browser lists its ``*.json``)."""
+SNAPSHOT = Path(__file__).resolve().parents[2] / "tests" / "data" / "object_info.json"
+"""The schema snapshot ``tests/test_workflows.py`` reads."""
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 PROMPT = ("A young woman stands in a bright studio and turns slowly toward the camera, the garment moving naturally "
@@ -34,6 +37,7 @@ STUDENT = "fashionchameleon_student_wan2.2_ti2v_5b.safetensors"
 TEACHER = "fashionchameleon_teacher_wan2.2_ti2v_5b.safetensors"
 VAE = "wan2.2_vae.safetensors"
 T5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+TINY_DECODER = "taew2_2.safetensors"
 
 
 def _common(nodes: dict) -> None:
@@ -116,7 +120,21 @@ def long_video() -> dict:
     return n
 
 
-WORKFLOWS = {f.__name__: f for f in (single_garment_stream, garment_switch_chain, teacher_quality, long_video)}
+def live_preview_stream() -> dict:
+    """The live path: the tiny decoder shows each chunk as it is generated and decodes the segment (no full VAE
+    decode; swap the decode's decoder out for the final render)."""
+    n: dict = {}
+    _stream_head(n)
+    n[9] = ("ChameleonTinyDecoderLoader", {"decoder_name": TINY_DECODER, "weight_dtype": "default"}, {}, (1050, 450))
+    n[10] = ("ChameleonStreamGenerate", {"frames": 129}, {"stream": (8, 0), "decoder": (9, 0)}, (1400, 150))
+    n[11] = ("ChameleonStreamDecode", {"chunk_frames": 3},
+             {"vae": (2, 0), "segment_1": (10, 1), "decoder": (9, 0)}, (1750, 150))
+    _video_tail(n, (11, 0), 12, 2100, "live_preview_stream")
+    return n
+
+
+WORKFLOWS = {f.__name__: f for f in (single_garment_stream, garment_switch_chain, teacher_quality, long_video,
+                                     live_preview_stream)}
 
 
 def _is_widget(spec: list) -> bool:
@@ -185,12 +203,17 @@ def main() -> None:
 
     object_info = json.load(urllib.request.urlopen(args.server.rstrip("/") + "/object_info"))
     (HERE / "api").mkdir(exist_ok=True)
+    used = {k for k, v in object_info.items() if v.get("category", "").startswith("FashionChameleon")}
     for name, build in WORKFLOWS.items():
-        ui = to_ui(build(), object_info)
+        spec = build()
+        used |= {ntype for ntype, *_ in spec.values()}
+        ui = to_ui(spec, object_info)
         (HERE / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
         api = convert_ui_to_api(ui, object_info)
         (HERE / "api" / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n")
         logger.info("wrote %s: %d nodes, %d links", name, len(ui["nodes"]), len(ui["links"]))
+    SNAPSHOT.write_text(json.dumps({k: object_info[k] for k in used}, indent=1, sort_keys=True))
+    logger.info("wrote %s: %d node schemas", SNAPSHOT, len(used))
 
 
 if __name__ == "__main__":
