@@ -46,12 +46,22 @@ from ..chameleon_core.streaming import (
     latent_frames_for,
     start_stream,
 )
-from ..chameleon_core.taehv import TAEHV_PRESETS, TinyVideoDecoder, infer_taehv_config, load_taehv
+from ..chameleon_core.taehv import (
+    TAEHV_PRESETS,
+    TinyVideoDecoder,
+    infer_taehv_config,
+    load_taehv,
+)
 from ..chameleon_core.vae import WanVAE
 from .errors import node_error
 
 if TYPE_CHECKING:  # types.py declares the sockets, so it imports comfy_api
-    from .types import ChameleonConditions, ChameleonModel, ChameleonPreviewDecoder, ChameleonStream
+    from .types import (
+        ChameleonConditions,
+        ChameleonModel,
+        ChameleonPreviewDecoder,
+        ChameleonStream,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -235,9 +245,10 @@ def is_tiny_decoder_file(path: str) -> bool:
         from safetensors import safe_open
 
         with safe_open(path, framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k.startswith("decoder.")}
+            names = [k for k in f.keys() if k.startswith("decoder.")]  # noqa: SIM118 (safe_open is no dict)
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in names}
         infer_taehv_config(shapes)
-    except Exception:  # unreadable or another model: simply not offered
+    except Exception:  # noqa: BLE001 (safetensors' own error type too): unreadable or another model, not offered
         return False
     return True
 
@@ -287,7 +298,7 @@ def load_tiny_decoder(node: str, decoder_name: str, weight_dtype: str) -> Chamel
     dtype = _tiny_dtype(weight_dtype, device)
     try:  # the core names the missing / unexpected key or the wrong shape
         decoder = load_taehv(path, device=device, dtype=dtype)
-    except Exception as e:  # a ValueError from the checks, or a truncated / foreign file from the readers
+    except Exception as e:  # noqa: BLE001 (ValueError from the checks; the readers' own errors on a damaged file)
         raise node_error(node, "decoder_name", decoder_name, str(e) or type(e).__name__,
                          "use taew2_2.safetensors / taew2_1.safetensors from madebyollin/taehv, re-downloaded if "
                          "this one is damaged") from None

@@ -6,7 +6,11 @@ from comfy_api.latest import ComfyExtension, io
 
 from .conditions import ChameleonConditionsNode
 from .decode import ChameleonStreamDecode
-from .loaders import ChameleonStudentLoader, ChameleonTeacherLoader, ChameleonTinyDecoderLoader
+from .loaders import (
+    ChameleonStudentLoader,
+    ChameleonTeacherLoader,
+    ChameleonTinyDecoderLoader,
+)
 from .stream_nodes import (
     ChameleonGarmentSwitch,
     ChameleonPromptSwitch,

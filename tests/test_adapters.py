@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from comfyui_fashionchameleon.chameleon_core.config import StreamSettings
 from comfyui_fashionchameleon.chameleon_core.decoding import decode_chunks
 from comfyui_fashionchameleon.chameleon_core.session import (
@@ -23,6 +22,7 @@ from comfyui_fashionchameleon.chameleon_core.taehv import TAEHVConfig, random_ta
 from comfyui_fashionchameleon.chameleon_core.testing import tiny_transformer
 from comfyui_fashionchameleon.chameleon_core.vae import build_vae
 from comfyui_fashionchameleon.nodes import adapters
+from safetensors.torch import save_file
 
 SIZE = 32  # pixels: 2x2 latents of the Wan2.2 VAE
 

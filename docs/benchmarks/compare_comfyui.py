@@ -56,9 +56,10 @@ def random_weights(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]
 
 @torch.no_grad()
 def compare(layers: int, height: int, width: int, frames: int, repeats: int, seed: int = 0) -> dict:
+    from safetensors.torch import save_file
+
     from chameleon_core.checkpoints import load_transformer
     from chameleon_core.config import preset
-    from safetensors.torch import save_file
 
     cfg = replace(preset("wan2.2-ti2v-5b"), num_layers=layers)
     sd = random_weights(comfy_wan(cfg, torch.float32), seed)
