@@ -64,7 +64,9 @@ def fp32_view(p: torch.Tensor | None) -> torch.Tensor | None:
         return p
     if p.requires_grad and torch.is_grad_enabled():
         return p.float()
-    if p.is_inference():  # no version counter (made under inference_mode, as ComfyUI does): never cache
+    if p.is_inference() or torch.is_inference_mode_enabled():
+        # An inference tensor has no version counter, and a shadow made under inference_mode could not be saved by
+        # autograd later: never cache (ComfyUI runs every node under inference_mode).
         return p.float()
     key = (p.data_ptr(), p._version, p.device)
     # Kept on the parameter itself, so it lives and dies with it (a global table keyed by id could hand a dead
@@ -191,7 +193,8 @@ class Rope:
     def for_frames(config: WanConfig, frame_start: int, frames: int, h: int, w: int, device: torch.device) -> Rope:
         """Tables for frames ``frame_start ..``; cached per (head dim, theta, start, frames, h, w, device): a chunk's
         denoising passes and its clean pass share one table, and a stream revisits few positions at a time."""
-        key = (config.head_dim, config.rope_theta, frame_start, frames, h, w, torch.device(device))
+        key = (config.head_dim, config.rope_theta, frame_start, frames, h, w, torch.device(device),
+               torch.is_inference_mode_enabled())  # inference-mode tables may not be saved by autograd later
         hit = _ROPE_CACHE.get(key)
         if hit is not None:
             _ROPE_CACHE.move_to_end(key)
@@ -452,17 +455,21 @@ class WanModel(nn.Module):
             return self._embed_time(t)
         # Inference tensors (ComfyUI runs nodes under inference_mode) carry no version counter, so a change could
         # not be seen: recompute instead of caching.
-        if t.is_inference() or any(p.is_inference() for m in layers for p in m.parameters()):
+        # An entry made under inference_mode holds inference tensors, which autograd may not save: never cache there.
+        params = tuple(p for m in layers for p in m.parameters())
+        if torch.is_inference_mode_enabled() or t.is_inference() or any(p.is_inference() for p in params):
             return self._embed_time(t)
         key = (t.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t._version, t.dtype, t.device,
-               tuple((p.data_ptr(), p._version) for m in layers for p in m.parameters()))
+               tuple((p.data_ptr(), p._version) for p in params))
         cache = self.__dict__.setdefault("_time_cache", OrderedDict())
         hit = cache.get(key)
-        if hit is not None:
+        # The entry holds the timestep tensor (so its storage cannot be reused while cached) and the weights it was
+        # made from, and a hit must be those very weights: a freed weight's address reused by a new one never matches.
+        if hit is not None and all(a is b for a, b in zip(hit[3], params, strict=True)):
             cache.move_to_end(key)
             return hit[1], hit[2]
         e, e0 = self._embed_time(t)
-        cache[key] = (t, e, e0)
+        cache[key] = (t, e, e0, params)
         if len(cache) > 16:
             cache.popitem(last=False)
         return e, e0
@@ -508,6 +515,24 @@ class WanModel(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, e0, rope, text.kv[i], plan, i)
         return self.head(x, e)
+
+    def clear_caches(self) -> WanModel:
+        """Drop the derived caches (timestep embeddings, fp32 copies of small weights, RoPE tables).
+
+        They notice weights replaced or changed in place through the parameter itself, but not writes through
+        ``p.data`` (a separate version counter): call this after changing weights that way. Moving the model
+        (``.to``) clears them too, so no copy stays pinned on the old device.
+        """
+        self.__dict__.pop("_time_cache", None)
+        for p in self.parameters():
+            if hasattr(p, "_fp32_shadow"):
+                del p._fp32_shadow
+        _ROPE_CACHE.clear()
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        self.clear_caches()
+        return super()._apply(fn, *args, **kwargs)
 
     def compile_blocks(self, **options) -> WanModel:
         """``torch.compile`` every transformer block in place (``nn.Module.compile``: parameter names and the

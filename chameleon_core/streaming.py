@@ -382,22 +382,34 @@ class Rollout:
         """Generate the next chunk; returns its clean model-space latents ``[B, C, chunk, h, w]`` (model device)."""
         if self._cache is None:
             raise RuntimeError("this rollout has finished; continue from the state finish() returned")
-        state, c = self.state, self.state.settings.chunk_frames
+        state, c, cache = self.state, self.state.settings.chunk_frames, self._cache
+        window_head, rng = cache.window_head, self._gen.get_state()
         # 1. Claim the chunk's slots (evicts the oldest history frames once the window is full).
-        slots = self._cache.reserve(c, COND_FRAMES + self.frames)
-        if self.noise == "device":
-            seed = int(torch.randint(0, 2**62, (), generator=self._gen))  # the CPU generator carries the stream
-            self._device_gen = torch.Generator(device=state.model.device).manual_seed(seed)
-        # 2-3. Few-step denoising, then the clean pass that writes the chunk's keys (the shared chunk step).
-        x0 = denoise_chunk(state.model, self._cache, state.text, slots, self.timesteps, self._noise,
-                           clean_pass=self.clean_pass)
-        if not bool(torch.isfinite(x0).all()):  # one host sync per chunk, not per layer
-            self._cache = None
-            raise NonFiniteChunkError(
-                f"chunk {self._made} (latent frames {self.frames}..{self.frames + c - 1}) contains NaN/inf. The "
-                "input stream state is unchanged. Likely causes: fp16 overflow (use bf16 or fp32), or corrupt weights"
-            )
-        host = x0.cpu()
+        slots = cache.reserve(c, COND_FRAMES + self.frames)
+        try:
+            if self.noise == "device":
+                seed = int(torch.randint(0, 2**62, (), generator=self._gen))  # the CPU generator carries the stream
+                self._device_gen = torch.Generator(device=state.model.device).manual_seed(seed)
+            # 2-3. Few-step denoising, then the clean pass that writes the chunk's keys (the shared chunk step).
+            x0 = denoise_chunk(state.model, cache, state.text, slots, self.timesteps, self._noise,
+                               clean_pass=self.clean_pass)
+            if not bool(torch.isfinite(x0).all()):  # one host sync per chunk, not per layer
+                raise NonFiniteChunkError(
+                    f"chunk {self._made} (latent frames {self.frames}..{self.frames + c - 1}) contains NaN/inf. The "
+                    "last complete stream state is kept. Likely causes: fp16 overflow (use bf16 or fp32), or corrupt "
+                    "weights"
+                )
+        except BaseException:
+            # Any failure (NaN, out of memory, an interrupt) leaves the rollout as it was before this chunk: the
+            # claimed slots are emptied (the frames they held were being evicted by this chunk anyway), the window
+            # and the noise generator rewind, so finish() is the last complete state and a retry gives the frames
+            # of an unfailed run.
+            for slot in slots:
+                cache.positions[slot] = None
+            cache.window_head = window_head
+            self._gen.set_state(rng)
+            raise
+        host = x0.cpu() if x0.device.type != "cpu" else x0.clone()  # never share storage with what is handed out
         self._history.append(host)
         self._starts.append(self.frames)
         if self._collect:

@@ -216,3 +216,46 @@ def test_fp8_model_with_scaled_matmul_streams_close_to_weight_only():
     _, b = generate(_start(scaled), 6)
     assert torch.isfinite(b).all()
     assert (a - b).abs().mean() < 0.1 * a.abs().mean()
+
+
+def test_caches_made_under_inference_mode_do_not_break_a_later_gradient_pass():
+    """Inference mode first (a ComfyUI node), then a training step in the same process: no cached RoPE table, time
+    embedding or fp32 weight copy made under inference_mode may reach autograd."""
+    from chameleon_core.cache import CacheGeometry, KVCache
+    from chameleon_core.causal import prefill_conditions
+    from chameleon_core.chunk_step import denoise_chunk
+    from chameleon_core.schedules import student_timesteps
+
+    model = tiny_transformer(0).to(torch.bfloat16).requires_grad_(False)
+    model.blocks[0].ffn[0].weight.requires_grad_(True)
+    g = torch.Generator().manual_seed(0)
+    ref, gar = (torch.randn(1, 48, 1, 4, 4, generator=g) for _ in range(2))
+    ctx = torch.randn(1, 5, 64, generator=g)
+    settings = StreamSettings(chunk_frames=2, cache_frames=8)
+    with torch.inference_mode():
+        generate(start_stream(model, context=ctx, reference=ref, garment=gar, settings=settings), 2)
+    text = model.prepare_text(ctx)
+    cache = KVCache.empty(model.config, CacheGeometry(settings, 4), dtype=model.dtype)
+    with torch.no_grad():
+        prefill_conditions(model, cache, text, ref, gar)
+    slots = cache.reserve(2, 2)
+    noise = torch.randn(1, 48, 2, 4, 4, generator=g)
+    x0 = denoise_chunk(model, cache, text, slots, student_timesteps(5.0), lambda i: noise, grad=True)
+    x0.float().square().mean().backward()
+    assert model.blocks[0].ffn[0].weight.grad is not None
+
+
+def test_clear_caches_after_a_weight_write_through_data():
+    """A write through ``p.data`` bypasses the version counter; clear_caches() makes the model see it, and moving the
+    model drops the caches by itself."""
+    model = tiny_transformer(0).to(torch.bfloat16)
+    t = torch.full((1, 2), 500.0)
+    with torch.no_grad():
+        e1, _ = model.embed_time(t)
+        model.time_embedding[0].weight.data.mul_(2)
+        model.clear_caches()
+        e2, _ = model.embed_time(t)
+    assert not torch.equal(e1, e2)
+    model.embed_time(t)
+    model.float()
+    assert "_time_cache" not in model.__dict__

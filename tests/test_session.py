@@ -194,3 +194,33 @@ def test_tiny_decoder_decodes_while_the_full_vae_encodes_the_shown_frame(world):
     torch.testing.assert_close(chunks[2].latents, last, atol=1e-6, rtol=0)
     tail = tiny.decode_model_space(torch.cat([first, last], 2))[0][:, :, 21:]
     torch.testing.assert_close(chunks[2].pixels, tail, atol=1e-5, rtol=0)
+
+
+def test_a_failing_chunk_raises_its_own_error_and_keeps_the_last_complete_state(world):
+    """A NaN chunk inside a session ends it with NonFiniteChunkError (not an internal error), the session's state is
+    the last complete one, and continuing from it gives the frames of a run that never failed."""
+    from chameleon_core.streaming import NonFiniteChunkError
+
+    model = world["model"]
+    full = Session(_start(world), chunks=3, decode=False).run()
+    calls = []
+
+    def poison(module, args, out):
+        calls.append(1)
+        return out * float("nan") if len(calls) == 2 * 5 + 1 else out  # the first pass of chunk 2
+
+    session = Session(_start(world), chunks=3, decode=False)
+    handed = []
+    hook = model.head.register_forward_hook(poison)
+    try:
+        with pytest.raises(NonFiniteChunkError, match="NaN"):
+            for chunk in session:
+                handed.append(chunk)
+    finally:
+        hook.remove()
+    assert len(handed) == 2 and session.state.frames == 6
+    _, nxt = generate(session.state, 3)
+    torch.testing.assert_close(nxt, full[2].latents, atol=0, rtol=0)
+    # Latents handed out never share storage with the state's history.
+    handed[-1].latents.mul_(0)
+    assert session.state.history[-1].abs().sum() > 0
