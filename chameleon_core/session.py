@@ -164,7 +164,8 @@ class Session:
     """Runs a stream chunk by chunk from ``state``; iterate it to get :class:`SessionChunk` s.
 
     Args:
-        state: where the stream starts (from :func:`~chameleon_core.streaming.start_stream`, or any later state).
+        state: where the stream starts (from :func:`~chameleon_core.streaming.start_stream`, or any later state:
+            the decoder then first runs over the stream's latents so far, so the video continues without a restart).
         chunks: how many chunks to generate; None runs until stopped (live mode).
         codec: the VAE: streaming decode of every chunk, garment encoding, disentangle. None generates latents only
             (then garment switches need no codec only with refresh and disentangle off).
@@ -176,7 +177,9 @@ class Session:
         steps: override the stream's steps per chunk for the whole session.
         decoder: decode with this instead of ``codec`` (the tiny TAEHV decoder on the live path); ``codec`` still
             encodes garments and the disentangle frame. Must make the codec's frame counts (TAEHV does).
-        overlap_decode: decode chunk k on a worker while chunk k+1 generates (see the module docstring).
+        overlap_decode: decode chunk k on a worker while chunk k+1 generates (see the module docstring). A consumer
+            that leaves the loop early (``break``) then leaves the one chunk already generated unhanded: it is in
+            :attr:`state` but was never yielded; stop through ``should_stop`` / :data:`STOP` to get every chunk.
         noise, clean_pass: the chunk step's noise mode and clean pass (:class:`~chameleon_core.streaming.Rollout`).
     """
 
@@ -217,6 +220,7 @@ class Session:
         self.commands = commands
         self.should_stop = should_stop
         self.decoder = StreamingDecoder(decoder or codec, state.model.config.latent) if decode else None
+        self._video_offset = self._warm_up_decoder(state) if self.decoder is not None else 0
         self.steps = steps
         self.overlap_decode = overlap_decode and self.decoder is not None
         self.noise, self.clean_pass = noise, clean_pass
@@ -236,6 +240,21 @@ class Session:
         self._finish()
         return self._state
 
+    def _warm_up_decoder(self, state: StreamState) -> int:
+        """A session that starts from a stream with frames continues its video: the decoder first runs over the
+        stream's latents so far (output discarded), so the session's frames and disentangle's last frame are those of
+        the continuous decode. Returns the video frames this produced (the session's output counts from 0 after)."""
+        if state.frames == 0:
+            return 0
+        if not state.history_complete:
+            logger.warning("the stream kept only its cached latents (keep_history=False), so the decode restarts at "
+                           "latent frame %d: the session's first frames are decoded as a new video", state.frames)
+            return 0
+        latents, c = state.latents(), state.settings.chunk_frames
+        for start in range(0, latents.shape[2], c):
+            self.decoder.decode(latents[:, :, start : start + c])
+        return self.decoder.video_frames
+
     def _finish(self) -> None:
         if self._rollout is not None:
             self._state, self._rollout = self._rollout.finish(), None
@@ -244,7 +263,7 @@ class Session:
     def video_frames(self) -> int:
         """Video frames produced so far (decoded, or what decoding would give)."""
         if self.decoder is not None:
-            return self.decoder.video_frames
+            return self.decoder.video_frames - self._video_offset
         family = self._state.model.config.latent
         return family.pixel_frames(self.done * self._state.settings.chunk_frames) if self.done else 0
 
@@ -325,7 +344,7 @@ class Session:
 
         def run() -> tuple[int, torch.Tensor, float]:
             t0 = time.perf_counter()
-            first = decoder.video_frames
+            first = decoder.video_frames - self._video_offset
             if ready is None:
                 pixels = decoder.decode(x0)
                 _sync(device)

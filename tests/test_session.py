@@ -224,3 +224,19 @@ def test_a_failing_chunk_raises_its_own_error_and_keeps_the_last_complete_state(
     # Latents handed out never share storage with the state's history.
     handed[-1].latents.mul_(0)
     assert session.state.history[-1].abs().sum() > 0
+
+
+def test_a_session_from_a_later_state_continues_the_video(world):
+    """Started from a stream that already has frames, the session decodes as the continuous video does (its first
+    chunk is 12 frames, not a restart's 9), and disentangle at its first boundary equals the whole-stream decode."""
+    later, first = generate(_start(world), 6)
+    session = Session(later, chunks=2, codec=world["vae"],
+                      timeline=[TimedSwitch(1, GarmentSwitch(_garment2(world)))])
+    chunks = session.run()
+    assert [c.first_video_frame for c in chunks] == [0, 12] and chunks[0].pixels.shape[2] == 12
+    state, more = generate(later, 3)
+    new_garment = encode_condition(world["vae"], WAN22, _garment2(world), garment=True, size=(SIZE, SIZE))
+    state = switch_garment(state, new_garment, codec=world["vae"])
+    state, last = generate(state, 3)
+    video = world["vae"].decode(WAN22.to_raw(torch.cat([first, more, last], dim=2)))
+    torch.testing.assert_close(torch.cat([c.pixels for c in chunks], dim=2), video[:, :, -24:], atol=1e-5, rtol=0)
