@@ -72,8 +72,8 @@ __all__ = [
     # the adapters
     "TINY_DECODER_DTYPES", "WEIGHT_DTYPES", "ComfyCodec", "TinyPreview", "check_conditions", "check_decoder",
     "check_resolution", "check_student", "check_student_stream", "check_teacher", "check_vae", "codec",
-    "conditioning_tensor", "diffusion_model_names", "encode_image", "image_to_video", "is_tiny_decoder_file",
-    "latent_segments", "load_model", "load_tiny_decoder", "streaming_vae", "tiny_decoder_names", "vae_family",
+    "conditioning_tensor", "diffusion_model_names", "encode_image", "encode_text", "image_to_video", "is_tiny_decoder_file",
+    "latent_segments", "load_input_image", "load_model", "load_tiny_decoder", "streaming_vae", "tiny_decoder_names", "vae_family",
     "video_to_image",
 ]
 
@@ -349,6 +349,36 @@ def conditioning_tensor(node: str, name: str, conditioning) -> torch.Tensor:
     if len(conditioning) > 1:
         logger.warning("%s: %s holds %d conditionings; using the first", node, name, len(conditioning))
     return tensor
+
+
+def encode_text(clip, text: str) -> torch.Tensor:
+    """Prompt text -> prompt features ``[1, L, D]`` with a ComfyUI CLIP (as CLIPTextEncode does)."""
+    return clip.encode_from_tokens_scheduled(clip.tokenize(text))[0][0]
+
+
+def load_input_image(name: str) -> torch.Tensor:
+    """An image in ComfyUI's input folder (an upload name, ``[subfolder/]name [type]``) -> IMAGE ``[1, H, W, 3]``
+    in 0..1, as LoadImage reads it (EXIF rotation, RGB). Raises ValueError naming the file when it is missing,
+    outside the input folders or unreadable."""
+    import os
+
+    import folder_paths
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    path = folder_paths.get_annotated_filepath(name)
+    roots = [os.path.abspath(folder_paths.get_directory_by_type(t)) for t in ("input", "temp", "output")]
+    real = os.path.abspath(path)
+    if not any(os.path.commonpath([real, root]) == root for root in roots if root):
+        raise ValueError(f"{name!r} is outside ComfyUI's input folder")
+    if not os.path.isfile(real):
+        raise ValueError(f"no image {name!r} in ComfyUI's input folder; upload it first (POST /upload/image)")
+    try:
+        with Image.open(real) as img:
+            rgb = ImageOps.exif_transpose(img).convert("RGB")
+    except Exception as e:  # noqa: BLE001 (PIL's many decoder errors)
+        raise ValueError(f"{name!r} is not a readable image: {e}") from None
+    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None]
 
 
 def image_to_video(image: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,8 @@ from comfy_api.latest import ComfyExtension, io
 
 from .conditions import ChameleonConditionsNode
 from .decode import ChameleonStreamDecode
+from .live import ChameleonLiveStream
+from .live_routes import register as register_live_routes
 from .loaders import (
     ChameleonStudentLoader,
     ChameleonTeacherLoader,
@@ -30,7 +32,10 @@ NODES: list[type[io.ComfyNode]] = [
     ChameleonGarmentSwitch,
     ChameleonPromptSwitch,
     ChameleonStreamDecode,
+    ChameleonLiveStream,
 ]
+
+register_live_routes()  # the live node's routes on ComfyUI's server, once, when ComfyUI loads the pack
 
 
 class FashionChameleonExtension(ComfyExtension):

@@ -503,3 +503,148 @@ def test_bad_tiny_decoder_files_name_node_input_value_and_fix(server):
                   "ChameleonTinyDecoderLoader", "'decoder_name'", "taew2_2_truncated", "Fix:")
     _expect_error(server, _tiny_decode_prompt("tiny_bad.latent", "taew2_1_tiny.safetensors"),
                   "ChameleonStreamDecode", "'decoder'", "taew2_1_tiny", "wan2.1", "Fix: load taew2_2")
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Live mode: ChameleonLiveStream + the /chameleon/live routes, driven as the widget drives them
+# -------------------------------------------------------------------------------------------------------------------
+
+
+class _Previews:
+    """A websocket client that announces preview metadata and records type-4 previews and JSON events."""
+
+    def __init__(self, server: Server) -> None:
+        import threading
+        import uuid
+
+        websocket = pytest.importorskip("websocket")  # websocket-client, in ComfyUI's venv
+        self.client_id = uuid.uuid4().hex
+        self.ws = websocket.create_connection(server.url.replace("http", "ws") + f"/ws?clientId={self.client_id}",
+                                              timeout=60)
+        self.ws.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
+        self.previews: list[dict] = []
+        self.events: list[dict] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        import struct
+
+        while True:
+            try:
+                msg = self.ws.recv()
+            except Exception:  # noqa: BLE001 (closed)
+                return
+            if isinstance(msg, bytes):
+                kind = struct.unpack(">I", msg[:4])[0]
+                if kind == 4:
+                    n = struct.unpack(">I", msg[4:8])[0]
+                    meta = json.loads(msg[8 : 8 + n])
+                    self.previews.append({**meta, "bytes": len(msg) - 8 - n})
+            elif msg:
+                self.events.append(json.loads(msg))
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def _live_prompt(max_frames: int, clip: bool = True) -> dict:
+    base = tiny(load_api("single_garment_stream"))
+    keep = {k: v for k, v in base.items() if v["class_type"] in
+            ("ChameleonStudentLoader", "VAELoader", "CLIPLoader", "CLIPTextEncode", "LoadImage", "ChameleonConditions")}
+    find = {v["class_type"]: k for k, v in keep.items()}
+    keep["live"] = {"class_type": "ChameleonLiveStream", "inputs": {
+        "student": [find["ChameleonStudentLoader"], 0], "positive": [find["CLIPTextEncode"], 0],
+        "conditions": [find["ChameleonConditions"], 0], "vae": [find["VAELoader"], 0], "seed": 7, "steps": 2,
+        "chunk_frames": 1, "cache_frames": 8, "sink_chunks": 1, "max_frames": max_frames}}
+    if clip:
+        keep["live"]["inputs"]["clip"] = [find["CLIPLoader"], 0]
+    keep["show"] = {"class_type": "PreviewImage", "inputs": {"images": ["live", 0]}}
+    return keep
+
+
+def _wait(check, timeout: float = 300, what: str = ""):
+    start = time.time()
+    while time.time() - start < timeout:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise TimeoutError(f"waited {timeout} s for {what}")
+
+
+def _live_session(server: Server, prompt_id: str) -> dict:
+    def find():
+        for s in server.get("/chameleon/live")["sessions"]:
+            if s["prompt_id"] == prompt_id:
+                return s
+        return None
+
+    return _wait(find, what="the live session to start")
+
+
+def test_live_session_streams_previews_takes_switches_and_stops(server):
+    client = _Previews(server)
+    try:
+        queued = server.post("/prompt", {"prompt": _live_prompt(0), "client_id": client.client_id})
+        pid = queued["prompt_id"]
+        live = _live_session(server, pid)
+        sid = live["session"]
+        assert live["node"] == "live" and live["accepts_prompt"]
+        started = _wait(lambda: [e for e in client.events if e["type"] == "chameleon.live.started"],
+                        what="the chameleon.live.started event")
+        assert started[0]["data"]["session"] == sid
+
+        # bad commands: clear 4xx, the stream goes on
+        assert server.post("/chameleon/live/nope/switch", {"garment": "garment2.png"})["http_error"] == 404
+        assert server.post(f"/chameleon/live/{sid}/switch", {"garment": "missing.png"})["http_error"] == 400
+        assert server.post(f"/chameleon/live/{sid}/switch", {"garment": "../../etc/passwd"})["http_error"] == 400
+        assert server.post(f"/chameleon/live/{sid}/switch", {"prompt": "  "})["http_error"] == 400
+        assert server.post(f"/chameleon/live/{sid}/switch", {})["http_error"] == 400
+
+        # a garment switch mid-run lands at the next chunk boundary
+        at = _wait(lambda: (s := server.get(f"/chameleon/live/{sid}"))["chunk"] >= 2 and s, what="two chunks")
+        assert at["status"] == "running", at
+        ok = server.post(f"/api/chameleon/live/{sid}/switch", {"garment": "garment2.png"})
+        assert ok.get("queued") == "garment", ok
+        landed = _wait(lambda: (s := server.get(f"/chameleon/live/{sid}"))["timeline"] and s, what="the switch")
+        switch = landed["timeline"][0]
+        assert switch["kind"] == "garment" and switch["garment"] == "garment2.png"
+        assert at["chunk"] <= switch["chunk"] <= at["chunk"] + 1, (at, switch)
+        # a prompt switch (the node has the text encoder)
+        assert server.post(f"/chameleon/live/{sid}/switch", {"prompt": "she walks away"})["queued"] == "prompt"
+        _wait(lambda: len(server.get(f"/chameleon/live/{sid}")["timeline"]) == 2, what="the prompt switch")
+
+        # previews of this node arrive while it runs
+        _wait(lambda: [p for p in client.previews if p.get("display_node_id") == "live"], what="previews")
+        assert all(p["bytes"] > 0 for p in client.previews)
+
+        assert server.post(f"/chameleon/live/{sid}/stop", {})["queued"] == "stop"
+        history = _wait(lambda: (h := server.get(f"/history/{pid}")).get(pid, {}).get("status", {})
+                        .get("completed") is not None and h[pid], what="the prompt to end")
+        assert history["status"]["status_str"] == "success", _error(history)
+        assert history["outputs"]["show"]["images"]
+        final = server.get(f"/chameleon/live/{sid}")
+        assert final["status"] == "stopped" and final["frames"] > 0
+        assert [e["kind"] for e in final["timeline"]] == ["garment", "prompt"]
+        # after the end: 409
+        assert server.post(f"/chameleon/live/{sid}/switch", {"garment": "garment2.png"})["http_error"] == 409
+        assert server.post(f"/chameleon/live/{sid}/stop", {})["http_error"] == 409
+    finally:
+        client.close()
+
+
+def test_live_session_ends_at_the_frame_limit_and_refuses_prompts_without_clip(server):
+    queued = server.post("/prompt", {"prompt": _live_prompt(21, clip=False)})
+    pid = queued["prompt_id"]
+    live = _live_session(server, pid)
+    if live["status"] == "running":
+        got = server.post(f"/chameleon/live/{live['session']}/switch", {"prompt": "a new prompt"})
+        assert got["http_error"] in (400, 409) and ("clip" in got["error"] or "ended" in got["error"])
+    history = _wait(
+        lambda: (h := server.get(f"/history/{pid}")).get(pid, {}).get("status", {}).get("completed") is not None
+        and h[pid], what="the prompt to end")
+    assert history["status"]["status_str"] == "success", _error(history)
+    final = server.get(f"/chameleon/live/{live['session']}")
+    assert final["status"] == "finished" and final["frames"] >= 21, final
+    assert len(history["outputs"]["show"]["images"]) == final["frames"]

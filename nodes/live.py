@@ -1,0 +1,159 @@
+"""The live node: one long-running session that streams frames into the node while garment and prompt switches
+arrive mid-run through the pack's routes (``nodes/live_routes.py``).
+
+The loop is the core's :class:`~chameleon_core.session.Session` (``chunks=None`` or the frame limit); this node only
+wires it to ComfyUI: the command queue of a registry entry (``nodes/live_sessions.py``), Cancel / the stop command,
+and a :class:`~nodes.progress.FramePlayer` that shows each decoded frame as a ComfyUI preview of this node.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import torch
+from comfy_api.latest import io
+
+from . import adapters, live_routes, live_sessions
+from .errors import node_error, rewrap
+from .progress import FramePlayer, consume_interrupt, executing_ids, interrupted
+from .types import (
+    ChameleonConditions,
+    ChameleonModel,
+    ChameleonPreviewDecoder,
+    ChameleonStream,
+    ConditionsSocket,
+    ModelSocket,
+    PreviewDecoderSocket,
+    StreamSocket,
+)
+
+NODE = "ChameleonLiveStream"
+FPS = 24.0
+"""Wan's video frame rate: the widget plays the frames at it."""
+
+
+class ChameleonLiveStream(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE,
+            display_name="FashionChameleon Live Stream",
+            category="FashionChameleon/stream",
+            description="Streams the video into the node while it is made; switch the garment or the prompt with the "
+                        "node's buttons (or POST /chameleon/live/{session}/switch). Stops at the frame limit, on "
+                        "Stop, or on Cancel, keeping every chunk made. Outputs the frames, the final stream and "
+                        "the session timeline (JSON).",
+            inputs=[
+                ModelSocket.Input("student", tooltip="From ChameleonStudentLoader (causal, few-step)."),
+                io.Conditioning.Input("positive", tooltip="CLIPTextEncode with a CLIPLoader of type wan (umT5-XXL)."),
+                ConditionsSocket.Input("conditions", tooltip="From ChameleonConditions, with the model's VAE."),
+                io.Vae.Input("vae", tooltip="The VAE the conditions were encoded with: decodes the frames (without "
+                                            "a tiny decoder) and encodes switched garments."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed of the whole stream; same seed, inputs and switch chunks, same frames."),
+                io.Int.Input("steps", default=4, min=1, max=16,
+                             tooltip="Denoising steps per chunk (the student is distilled for 4)."),
+                io.Int.Input("chunk_frames", default=3, min=1, max=8,
+                             tooltip="Latent frames per chunk (3 in training = 12 video frames)."),
+                io.Int.Input("cache_frames", default=23, min=4, max=128,
+                             tooltip="KV cache length in latent frames: 2 conditions + sink + history (23 in training)."),
+                io.Int.Input("sink_chunks", default=1, min=0, max=8,
+                             tooltip="Chunks kept forever after the conditions (the attention sink; 1 in the paper)."),
+                io.Int.Input("max_frames", default=241, min=0, max=100000,
+                             tooltip="Frame limit, rounded up to whole chunks; 0 runs until Stop or Cancel."),
+                PreviewDecoderSocket.Input("decoder", optional=True,
+                                           tooltip="Optional tiny decoder (ChameleonTinyDecoderLoader): decodes the "
+                                                   "frames (shown and output) much faster than the VAE; garments "
+                                                   "are still encoded with the VAE."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="The text encoder (CLIPLoader, type wan): needed for prompt switches from the "
+                                      "node's prompt box."),
+            ],
+            outputs=[io.Image.Output(display_name="frames"), StreamSocket.Output(display_name="stream"),
+                     io.String.Output(display_name="timeline")],
+        )
+
+    @classmethod
+    def execute(cls, student: ChameleonModel, positive, conditions: ChameleonConditions, vae, seed: int, steps: int,
+                chunk_frames: int, cache_frames: int, sink_chunks: int, max_frames: int,
+                decoder: ChameleonPreviewDecoder | None = None, clip=None) -> io.NodeOutput:
+        adapters.check_student(NODE, "student", student)
+        family = adapters.check_conditions(NODE, student, conditions)
+        adapters.check_vae(NODE, vae, family)
+        if decoder is not None:
+            adapters.check_decoder(NODE, decoder, family)
+        try:
+            settings = adapters.StreamSettings(chunk_frames=chunk_frames, cache_frames=cache_frames,
+                                               sink_chunks=sink_chunks, steps=steps)
+        except ValueError as e:
+            raise rewrap(NODE, "cache_frames", cache_frames, e, "raise cache_frames or lower sink_chunks") from None
+        context = adapters.conditioning_tensor(NODE, "positive", positive)
+        try:
+            state = adapters.start_stream(student.load(), context=context, reference=conditions.reference,
+                                          garment=conditions.garment, seed=seed, settings=settings)
+        except ValueError as e:
+            raise rewrap(NODE, "cache_frames", cache_frames, e,
+                         "lower cache_frames or the resolution, or free device memory") from None
+        try:
+            chunks = adapters.chunks_for(state, adapters.latent_frames_for(state, max_frames)) if max_frames else None
+        except ValueError as e:
+            raise rewrap(NODE, "max_frames", max_frames, e, "raise max_frames to at least one chunk, or 0") from None
+
+        prompt_id, node_id = executing_ids()
+        live = live_sessions.REGISTRY.open(live_sessions.LiveSession(
+            id=f"{prompt_id or uuid.uuid4().hex}-{node_id or NODE}", node_id=node_id or "", prompt_id=prompt_id or "",
+            accepts_prompt=clip is not None, max_frames=max_frames))
+        encode = (lambda text: adapters.encode_text(clip, text)) if clip is not None else None
+        commands = live_sessions.CommandAdapter(live, encode)
+        stop_pressed = False
+
+        def should_stop() -> bool:
+            nonlocal stop_pressed
+            stop_pressed = stop_pressed or interrupted() or player.cancelled
+            return stop_pressed
+
+        session = adapters.Session(state, chunks=chunks, codec=adapters.codec(vae),
+                                   decoder=decoder.decoder if decoder is not None else None,
+                                   commands=commands, should_stop=should_stop)
+        player = FramePlayer(node_id, chunks, FPS)
+        live_routes.announce(live.snapshot())
+        pixels, t0 = [], time.perf_counter()
+        try:
+            for chunk in session:
+                pixels.append(chunk.pixels.cpu())
+                player.add(chunk.index, adapters.video_to_image(chunk.pixels))
+                frames = session.video_frames
+                live_sessions.REGISTRY.update(
+                    live, chunk=chunk.index + 1, frames=frames, fps=frames / (time.perf_counter() - t0),
+                    timeline=[_switch(a) for a in session.applied])
+        except adapters.NonFiniteChunkError as e:
+            live_sessions.REGISTRY.update(live, status="failed", error=str(e))
+            raise node_error(NODE, "student", student.name, str(e),
+                             "load the model with weight_dtype bf16 or fp32") from None
+        except BaseException as e:
+            live_sessions.REGISTRY.update(live, status="failed", error=str(e) or type(e).__name__)
+            raise
+        finally:
+            player.close()
+        cancelled = interrupted() or player.cancelled
+        if cancelled:  # Cancel ends the session at a chunk boundary; what was made still goes downstream
+            consume_interrupt()
+        ended = "cancelled" if cancelled else "stopped" if session.stopped else "finished"
+        timeline = {
+            "version": 1, "seed": seed, "ended": ended, "chunks": session.done, "frames": session.video_frames,
+            "settings": {"steps": steps, "chunk_frames": chunk_frames, "cache_frames": cache_frames,
+                         "sink_chunks": sink_chunks},
+            "switches": [_switch(a) for a in session.applied],
+        }
+        live_sessions.REGISTRY.update(live, status=ended, timeline=timeline["switches"])
+        frames = adapters.video_to_image(torch.cat(pixels, dim=2))
+        return io.NodeOutput(frames, ChameleonStream(session.state, student), json.dumps(timeline))
+
+
+def _switch(applied) -> dict:
+    entry = {"chunk": applied.chunk, "kind": applied.kind, "video_frame": applied.video_frame,
+             "seconds": round(applied.seconds, 4)}
+    entry["garment" if applied.kind == "garment" else "prompt"] = applied.label
+    return entry

@@ -1,0 +1,93 @@
+"""The pack's routes on ComfyUI's server, for the live node; the only module that touches ``server.PromptServer``.
+
+    POST /chameleon/live/{session}/switch   {"garment": "<uploaded image name>"} or {"prompt": "<text>"}
+    POST /chameleon/live/{session}/stop
+    GET  /chameleon/live/{session}          status, chunk, frames, fps, timeline
+    GET  /chameleon/live                    every session this process knows (running and recently ended)
+
+ComfyUI serves each under ``/api`` too. A command goes onto the session's ``queue.Queue`` and is applied at the next
+chunk boundary; a bad one gets a JSON ``{"error": ...}`` with 400 (bad body, missing image, empty prompt, no text
+encoder), 404 (unknown session) or 409 (the session has ended), and the stream never sees it. The handlers run on
+the server's event loop and never block: images are read here (small files), prompts are encoded by the node in
+the worker thread.
+
+The live node calls :func:`announce` when a session starts (``chameleon.live.started`` to the client that queued the
+prompt: the widget learns its session id from it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from . import adapters, live_sessions
+
+logger = logging.getLogger(__name__)
+
+_registered = False
+
+
+def _server():
+    try:
+        from server import PromptServer
+    except ImportError:  # outside ComfyUI (the repo's tests)
+        return None
+    return getattr(PromptServer, "instance", None)
+
+
+def _load_garment(name: str):
+    try:
+        return adapters.load_input_image(name)
+    except ValueError as e:
+        raise live_sessions.CommandError(400, f"garment: {e}") from None
+
+
+def register() -> bool:
+    """Add the routes to ComfyUI's server (once per process); False outside ComfyUI."""
+    global _registered
+    server = _server()
+    if _registered or server is None:
+        return _registered
+    from aiohttp import web
+
+    def answer(call):
+        try:
+            return web.json_response(call())
+        except live_sessions.CommandError as e:
+            return web.json_response({"error": e.message}, status=e.status)
+
+    async def body_of(request) -> object:
+        try:
+            return await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    routes = server.routes
+
+    @routes.post("/chameleon/live/{session}/switch")
+    async def switch(request):
+        body = await body_of(request)
+        return answer(lambda: live_sessions.submit(request.match_info["session"], body, _load_garment))
+
+    @routes.post("/chameleon/live/{session}/stop")
+    async def stop(request):
+        return answer(lambda: live_sessions.stop(request.match_info["session"]))
+
+    @routes.get("/chameleon/live/{session}")
+    async def status(request):
+        return answer(lambda: live_sessions.REGISTRY.snapshot(request.match_info["session"]))
+
+    @routes.get("/chameleon/live")
+    async def sessions(request):
+        return answer(lambda: {"sessions": live_sessions.REGISTRY.list()})
+
+    _registered = True
+    logger.info("FashionChameleon live routes registered under /chameleon/live")
+    return True
+
+
+def announce(snapshot: dict) -> None:
+    """Tell the client that queued the prompt that a live session started (thread-safe ``send_sync``)."""
+    server = _server()
+    if server is not None:
+        server.send_sync("chameleon.live.started", snapshot, server.client_id)
