@@ -30,7 +30,8 @@ pytestmark = [
     pytest.mark.skipif(not COMFYUI_DIR, reason="COMFYUI_DIR is not set: point it at a ComfyUI checkout to run the "
                                                "real-ComfyUI integration test"),
 ]
-NAMES = ["single_garment_stream", "garment_switch_chain", "teacher_quality", "long_video", "live_preview_stream"]
+NAMES = ["single_garment_stream", "garment_switch_chain", "teacher_quality", "long_video", "live_preview_stream",
+         "live_session"]
 SIZE = 64  # pixels: 4x4 latents, 2x2 tokens per frame
 TINY_DECODER = "chameleon_tiny_taew2_2.safetensors"
 
@@ -47,6 +48,8 @@ EXPECTED_INPUTS = {
     "ChameleonGarmentSwitch": ["stream", "vae", "garment", "refresh", "withdraw", "disentangle", "withdraw_sink"],
     "ChameleonPromptSwitch": ["stream", "positive"],
     "ChameleonStreamDecode": ["vae", "segment_1", "chunk_frames", "decoder"] + [f"segment_{i}" for i in range(2, 9)],
+    "ChameleonLiveStream": ["student", "positive", "conditions", "vae", "seed", "steps", "chunk_frames", "cache_frames",
+                            "sink_chunks", "max_frames", "decoder", "clip"],
 }
 
 

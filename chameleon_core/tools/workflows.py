@@ -133,8 +133,23 @@ def live_preview_stream() -> dict:
     return n
 
 
+def live_session() -> dict:
+    """Live mode: the video streams into the live node while the garment and prompt are switched from its widget;
+    the frames are saved, and the timeline output records the switches."""
+    n: dict = {}
+    n[1] = ("ChameleonStudentLoader", {"ckpt_name": STUDENT, "weight_dtype": "default"}, {}, (40, 150))
+    _common(n)
+    n[8] = ("ChameleonTinyDecoderLoader", {"decoder_name": TINY_DECODER, "weight_dtype": "default"}, {}, (740, 150))
+    n[9] = ("ChameleonLiveStream", {"seed": 42, "steps": 4, "chunk_frames": 3, "cache_frames": 23, "sink_chunks": 1,
+                                    "max_frames": 241},
+            {"student": (1, 0), "positive": (4, 0), "conditions": (7, 0), "vae": (2, 0), "decoder": (8, 0),
+             "clip": (3, 0)}, (1100, 150))
+    _video_tail(n, (9, 0), 10, 1500, "live_session")
+    return n
+
+
 WORKFLOWS = {f.__name__: f for f in (single_garment_stream, garment_switch_chain, teacher_quality, long_video,
-                                     live_preview_stream)}
+                                     live_preview_stream, live_session)}
 
 
 def _is_widget(spec: list) -> bool:
