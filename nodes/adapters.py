@@ -36,6 +36,7 @@ from ..chameleon_core.config import StreamSettings
 from ..chameleon_core.decoding import StreamingDecoder, decode_chunks
 from ..chameleon_core.images import to_pixels
 from ..chameleon_core.latents import LatentFamily, latent_family
+from ..chameleon_core.memory import MemoryBudgetError
 from ..chameleon_core.quant import quantize_blocks_fp8_
 from ..chameleon_core.rescheduling import switch_garment, switch_prompt
 from ..chameleon_core.samplers import sample_teacher
@@ -66,6 +67,7 @@ if TYPE_CHECKING:  # types.py declares the sockets, so it imports comfy_api
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "MemoryBudgetError",
     # the core API the nodes call, through this one module
     "NonFiniteChunkError", "Session", "StreamSettings", "chunks_for", "decode_chunks", "encode_condition",
     "latent_frames_for", "latent_family", "sample_teacher", "start_stream", "switch_garment", "switch_prompt",

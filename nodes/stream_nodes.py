@@ -65,9 +65,12 @@ class ChameleonStreamStart(io.ComfyNode):
         try:  # the core checks the inputs for NaN/inf and the cache against free memory before allocating
             state = adapters.start_stream(student.load(), context=context, reference=conditions.reference,
                                           garment=conditions.garment, seed=seed, settings=settings)
-        except ValueError as e:
+        except adapters.MemoryBudgetError as e:
             raise rewrap(node, "cache_frames", cache_frames, e,
                          "lower cache_frames or the resolution, or free device memory") from None
+        except ValueError as e:  # prompt features or condition latents that do not fit the model (named in e)
+            raise rewrap(node, "positive", "CONDITIONING", e,
+                         "use the text encoder, VAE and images that match the student") from None
         return io.NodeOutput(ChameleonStream(state, student))
 
 

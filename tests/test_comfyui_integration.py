@@ -651,3 +651,23 @@ def test_live_session_ends_at_the_frame_limit_and_refuses_prompts_without_clip(s
     final = server.get(f"/chameleon/live/{live['session']}")
     assert final["status"] == "finished" and final["frames"] >= 21, final
     assert len(history["outputs"]["show"]["images"]) == final["frames"]
+
+
+def test_a_trained_export_loads_in_the_student_loader_with_no_conversion(server):
+    """What training exports (``checkpoints.save_transformer``, kind student, the format of
+    ``python -m chameleon_core.training ... export/``) is read by ChameleonStudentLoader as it is and streams."""
+    import torch
+
+    from chameleon_core.checkpoints import save_transformer
+    from chameleon_core.testing import tiny_transformer
+    from chameleon_core.tools.tiny_checkpoints import TINY_DIT  # the tiny DiT that takes the tiny umT5's features
+
+    save_transformer(server.base / "models" / "diffusion_models" / "trained_export.safetensors",
+                     tiny_transformer(seed=5, config=TINY_DIT), kind="student", metadata={"fashionchameleon.stage": "dmd"},
+                     dtype=torch.bfloat16)
+    wf = tiny(load_api("single_garment_stream"))
+    loader = next(k for k, v in wf.items() if v["class_type"] == "ChameleonStudentLoader")
+    wf[loader]["inputs"]["ckpt_name"] = "trained_export.safetensors"
+    history = server.run(wf)
+    assert history["status"]["status_str"] == "success", _error(history)
+    assert server.video_files(history)
