@@ -9,8 +9,10 @@ and a :class:`~nodes.progress.FramePlayer` that shows each decoded frame as a Co
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
+from pathlib import Path
 
 import torch
 from comfy_api.latest import io
@@ -28,6 +30,8 @@ from .types import (
     PreviewDecoderSocket,
     StreamSocket,
 )
+
+logger = logging.getLogger(__name__)
 
 NODE = "ChameleonLiveStream"
 FPS = 24.0
@@ -73,6 +77,7 @@ class ChameleonLiveStream(io.ComfyNode):
             ],
             outputs=[io.Image.Output(display_name="frames"), StreamSocket.Output(display_name="stream"),
                      io.String.Output(display_name="timeline")],
+            hidden=[io.Hidden.prompt],
         )
 
     @classmethod
@@ -104,7 +109,7 @@ class ChameleonLiveStream(io.ComfyNode):
         prompt_id, node_id = executing_ids()
         live = live_sessions.REGISTRY.open(live_sessions.LiveSession(
             id=f"{prompt_id or uuid.uuid4().hex}-{node_id or NODE}", node_id=node_id or "", prompt_id=prompt_id or "",
-            accepts_prompt=clip is not None, max_frames=max_frames))
+            accepts_prompt=clip is not None, max_frames=max_frames, api_prompt=_prompt(cls)))
         encode = (lambda text: adapters.encode_text(clip, text)) if clip is not None else None
         commands = live_sessions.CommandAdapter(live, encode)
         stop_pressed = False
@@ -144,12 +149,38 @@ class ChameleonLiveStream(io.ComfyNode):
         timeline = {
             "version": 1, "seed": seed, "ended": ended, "chunks": session.done, "frames": session.video_frames,
             "settings": {"steps": steps, "chunk_frames": chunk_frames, "cache_frames": cache_frames,
-                         "sink_chunks": sink_chunks},
+                         "sink_chunks": sink_chunks, "temporal_stride": state.model.config.latent.temporal_stride},
+            "decoder": decoder.name if decoder is not None else None,
             "switches": [_switch(a) for a in session.applied],
+            "session": live.id, "node": live.node_id, "prompt": live.api_prompt,
         }
-        live_sessions.REGISTRY.update(live, status=ended, timeline=timeline["switches"])
+        path = _save_timeline(live.id, timeline)
+        live_sessions.REGISTRY.update(live, status=ended, timeline=timeline["switches"], record=timeline,
+                                      timeline_file=path)
         frames = adapters.video_to_image(torch.cat(pixels, dim=2))
         return io.NodeOutput(frames, ChameleonStream(session.state, student), json.dumps(timeline))
+
+
+def _prompt(cls) -> dict | None:
+    hidden = getattr(cls, "hidden", None)
+    prompt = getattr(hidden, "prompt", None) if hidden is not None else None
+    return json.loads(json.dumps(prompt)) if isinstance(prompt, dict) else None
+
+
+def _save_timeline(session_id: str, timeline: dict) -> str:
+    """Write the timeline (with the prompt that ran it: enough to replay it) into ComfyUI's output folder, beside the
+    frames: ``fashionchameleon/live/<session>.timeline.json``. Returns the path ('' when it cannot be written)."""
+    import folder_paths
+
+    try:
+        folder = Path(folder_paths.get_output_directory()) / "fashionchameleon" / "live"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{session_id}.timeline.json"
+        path.write_text(json.dumps(timeline, indent=1))
+        return str(path)
+    except OSError as e:  # a full or read-only disk never loses the frames
+        logger.warning("live session %s: timeline not saved: %s", session_id, e)
+        return ""
 
 
 def _switch(applied) -> dict:

@@ -3,6 +3,7 @@
     POST /chameleon/live/{session}/switch   {"garment": "<uploaded image name>"} or {"prompt": "<text>"}
     POST /chameleon/live/{session}/stop
     GET  /chameleon/live/{session}          status, chunk, frames, fps, timeline
+    GET  /chameleon/live/{session}/workflow the API workflow that regenerates an ended session (409 while running)
     GET  /chameleon/live                    every session this process knows (running and recently ended)
 
 ComfyUI serves each under ``/api`` too. A command goes onto the session's ``queue.Queue`` and is applied at the next
@@ -72,6 +73,10 @@ def register() -> bool:
     @routes.post("/chameleon/live/{session}/stop")
     async def stop(request):
         return answer(lambda: live_sessions.stop(request.match_info["session"]))
+
+    @routes.get("/chameleon/live/{session}/workflow")
+    async def replay(request):
+        return answer(lambda: live_sessions.workflow(request.match_info["session"]))
 
     @routes.get("/chameleon/live/{session}")
     async def status(request):

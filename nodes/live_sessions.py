@@ -15,6 +15,7 @@ Raw commands on the queue (plain tuples, made only by :func:`submit`):
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -59,12 +60,18 @@ class LiveSession:
     """Switches as applied (chunk, kind, label, video frame)."""
     error: str = ""
     started: float = field(default_factory=time.time)
+    api_prompt: dict | None = field(default=None, repr=False)
+    """The API prompt that ran the live node (for :func:`workflow`)."""
+    record: dict | None = field(default=None, repr=False)
+    """The full timeline (seed, settings, chunks, switches) once the session has ended."""
+    timeline_file: str = ""
+    """Where the node saved the timeline JSON (ComfyUI's output folder), once ended."""
 
     def snapshot(self) -> dict:
         return {"session": self.id, "node": self.node_id, "prompt_id": self.prompt_id, "status": self.status,
                 "chunk": self.chunk, "frames": self.frames, "max_frames": self.max_frames, "fps": round(self.fps, 3),
                 "accepts_prompt": self.accepts_prompt, "pending": self.commands.qsize(),
-                "timeline": list(self.timeline), "error": self.error}
+                "timeline": list(self.timeline), "error": self.error, "timeline_file": self.timeline_file}
 
 
 class Registry:
@@ -136,6 +143,19 @@ def stop(session_id: str) -> dict:
     return {"queued": "stop", "session": session_id}
 
 
+def workflow(session_id: str) -> dict:
+    """The API workflow that regenerates an ended session's frames (:func:`timeline_to_workflow`); 409 while it
+    runs, 400 when it cannot be replayed."""
+    session = REGISTRY.get(session_id)
+    if session.status == RUNNING or session.record is None or session.api_prompt is None:
+        raise CommandError(409, f"live session {session_id} is {session.status}; its workflow is ready when it ends")
+    try:
+        return timeline_to_workflow(session.record, session.api_prompt, session.node_id,
+                                    filename_prefix=f"fashionchameleon/live_replay/{session_id}")
+    except (ValueError, KeyError) as e:
+        raise CommandError(400, f"live session {session_id} cannot be replayed: {e}") from None
+
+
 def _check_running(session: LiveSession) -> None:
     if session.status != RUNNING:
         raise CommandError(409, f"live session {session.id} has ended ({session.status}); queue the workflow again")
@@ -190,3 +210,121 @@ class CommandAdapter:
             except Exception as e:  # noqa: BLE001 (the text encoder's own errors): reported, the stream goes on
                 REGISTRY.update(self.session, error=f"prompt {prompt[1]!r} not applied: {e}")
         return out
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Reproducible sessions: a timeline -> a garment_switch_chain-style API workflow
+# -------------------------------------------------------------------------------------------------------------------
+
+MAX_SEGMENTS = 8
+"""ChameleonStreamDecode's segment inputs (``nodes/decode.py``)."""
+TEMPORAL_STRIDE = 4
+"""Video frames per latent frame after the first (Wan's causal VAE); a timeline may record its own."""
+
+
+def segment_frames(chunk_starts: list[int], chunks: int, chunk_frames: int, temporal_stride: int = TEMPORAL_STRIDE,
+                   ) -> list[int]:
+    """Video frames each segment's ChameleonStreamGenerate asks for, so it makes exactly its chunks.
+
+    ``chunk_starts``: the chunk each segment starts at (the first is 0, then each switch's chunk), ``chunks``: the
+    session's total. The core's ``latent_frames_for`` turns a first segment of ``pixel_frames(k * c)`` video frames
+    into ``k * c`` latent frames and a later one of ``k * c * stride`` into ``k * c``: whole chunks, none extra.
+    """
+    bounds = list(chunk_starts) + [chunks]
+    out = []
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        if b <= a:
+            raise ValueError(f"segment {i + 1} has no chunks (chunks {a}..{b})")
+        latent = (b - a) * chunk_frames
+        out.append(temporal_stride * (latent - 1) + 1 if a == 0 else latent * temporal_stride)
+    return out
+
+
+def _upstream(prompt: dict, node_id: str) -> set[str]:
+    """The nodes ``node_id`` reads from, transitively (not itself)."""
+    seen, todo = set(), [node_id]
+    while todo:
+        for value in prompt[todo.pop()]["inputs"].values():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) in prompt and str(value[0]) not in seen:
+                seen.add(str(value[0]))
+                todo.append(str(value[0]))
+    return seen
+
+
+def timeline_to_workflow(timeline: dict | str, live_prompt: dict, live_node_id: str,
+                         filename_prefix: str = "fashionchameleon/live_replay") -> dict:
+    """Turn a live session's timeline (the live node's ``timeline`` output) into an API workflow of the
+    ``garment_switch_chain`` kind that, queued, regenerates the session's frames.
+
+    ``live_prompt``: the API prompt that ran the live node ``live_node_id``; its loaders, conditions, text encoder and
+    VAE (everything upstream of the live node) are reused as they are. The chain: ChameleonStreamStart (the live
+    node's seed and settings) -> ChameleonStreamGenerate (each segment's frames, from the switch chunks) ->
+    ChameleonGarmentSwitch (a LoadImage of the uploaded garment) / ChameleonPromptSwitch (a CLIPTextEncode of the
+    text with the live node's clip) -> ... -> ChameleonStreamDecode (every segment; the live node's tiny decoder if
+    it had one, chunk by chunk as the live node decoded) -> SaveImage. Raises ValueError for a timeline that cannot
+    be replayed (no chunks, a prompt switch without a text encoder, more than 8 segments: one decode node takes 8,
+    and decoding in two nodes would restart the VAE's carried state and change the frames).
+    """
+    if isinstance(timeline, str):
+        timeline = json.loads(timeline)
+    live_node_id = str(live_node_id)
+    if live_node_id not in live_prompt:
+        raise ValueError(f"node {live_node_id!r} is not in the live prompt")
+    live = live_prompt[live_node_id]["inputs"]
+    settings = timeline["settings"]
+    c, chunks = int(settings["chunk_frames"]), int(timeline["chunks"])
+    if chunks < 1:
+        raise ValueError("the session made no chunks: nothing to replay")
+    # Switches at the same boundary are applied together (garment first, as the session does); switches at the end
+    # (no chunk after them) change no frame and are left out.
+    boundaries: dict[int, list[dict]] = {}
+    for switch in timeline.get("switches", []):
+        if 0 < switch["chunk"] < chunks:
+            boundaries.setdefault(int(switch["chunk"]), []).append(switch)
+    starts = [0] + sorted(boundaries)
+    if len(starts) > MAX_SEGMENTS:
+        raise ValueError(f"the session has {len(starts)} segments ({len(starts) - 1} switch boundaries); one "
+                         f"ChameleonStreamDecode takes {MAX_SEGMENTS} and decoding in two nodes would restart the "
+                         f"VAE's carried state; replay at most {MAX_SEGMENTS - 1} switch boundaries")
+    frames = segment_frames(starts, chunks, c, int(settings.get("temporal_stride", TEMPORAL_STRIDE)))
+
+    keep = _upstream(live_prompt, live_node_id)
+    out = {k: json.loads(json.dumps(live_prompt[k])) for k in sorted(keep)}
+    numeric = [int(k) for k in live_prompt if str(k).isdigit()]
+    next_id = [max(numeric, default=0)]
+
+    def add(class_type: str, inputs: dict, title: str) -> list:
+        next_id[0] += 1
+        key = str(next_id[0])
+        out[key] = {"class_type": class_type, "inputs": inputs, "_meta": {"title": title}}
+        return [key, 0]
+
+    stream = add("ChameleonStreamStart", {
+        "student": live["student"], "positive": live["positive"], "conditions": live["conditions"],
+        "seed": int(timeline["seed"]), "steps": int(settings["steps"]), "chunk_frames": c,
+        "cache_frames": int(settings["cache_frames"]), "sink_chunks": int(settings["sink_chunks"])},
+        "FashionChameleon Stream Start")
+    segments = []
+    for i, start in enumerate(starts):
+        for switch in sorted(boundaries.get(start, []), key=lambda s: s["kind"] != "garment"):
+            if switch["kind"] == "garment":
+                image = add("LoadImage", {"image": switch["garment"]}, f"Garment at chunk {start}")
+                stream = add("ChameleonGarmentSwitch", {
+                    "stream": stream, "vae": live["vae"], "garment": image, "refresh": True, "withdraw": True,
+                    "disentangle": True, "withdraw_sink": True}, f"Garment switch at chunk {start}")
+            else:
+                if "clip" not in live:
+                    raise ValueError(f"the prompt switch at chunk {start} needs the live node's clip input")
+                text = add("CLIPTextEncode", {"text": switch["prompt"], "clip": live["clip"]},
+                           f"Prompt at chunk {start}")
+                stream = add("ChameleonPromptSwitch", {"stream": stream, "positive": text},
+                             f"Prompt switch at chunk {start}")
+        gen = add("ChameleonStreamGenerate", {"stream": stream, "frames": frames[i], "steps": 0},
+                  f"Segment {i + 1} (chunks {start}..{(starts + [chunks])[i + 1] - 1})")
+        stream, segments = gen, segments + [[gen[0], 1]]
+    decode = {"vae": live["vae"], "chunk_frames": c, **{f"segment_{i}": s for i, s in enumerate(segments, 1)}}
+    if "decoder" in live:
+        decode["decoder"] = live["decoder"]
+    frames_node = add("ChameleonStreamDecode", decode, "FashionChameleon Stream Decode")
+    add("SaveImage", {"images": frames_node, "filename_prefix": filename_prefix}, "Save Image")
+    return out

@@ -653,6 +653,78 @@ def test_live_session_ends_at_the_frame_limit_and_refuses_prompts_without_clip(s
     assert len(history["outputs"]["show"]["images"]) == final["frames"]
 
 
+def _ended(server: Server, pid: str) -> dict:
+    return _wait(lambda: (h := server.get(f"/history/{pid}")).get(pid, {}).get("status", {})
+                 .get("completed") is not None and h[pid], what="the prompt to end")
+
+
+def _shown_frames(server: Server, history: dict, node: str = "show"):
+    """The frames a PreviewImage / SaveImage node of a run wrote, as uint8 arrays, in order."""
+    import numpy as np
+    from PIL import Image
+
+    items = history["outputs"][node]["images"]
+    folder = {"temp": "temp", "output": "output"}
+    return [np.asarray(Image.open(server.base / folder[i["type"]] / i["subfolder"] / i["filename"]).convert("RGB"))
+            for i in items]
+
+
+def test_live_session_exports_a_workflow_that_regenerates_its_frames(server):
+    import numpy as np
+
+    queued = server.post("/prompt", {"prompt": _live_prompt(61)})
+    pid = queued["prompt_id"]
+    sid = _live_session(server, pid)["session"]
+    at = _wait(lambda: (s := server.get(f"/chameleon/live/{sid}"))["chunk"] >= 2 and s, what="two chunks")
+    assert at["status"] == "running", at
+    assert server.post(f"/chameleon/live/{sid}/switch", {"garment": "garment2.png"})["queued"] == "garment"
+    history = _ended(server, pid)
+    assert history["status"]["status_str"] == "success", _error(history)
+    final = server.get(f"/chameleon/live/{sid}")
+    assert final["status"] == "finished" and len(final["timeline"]) == 1, final
+    switch_chunk = final["timeline"][0]["chunk"]
+    assert 0 < switch_chunk < final["chunk"]
+    # the timeline beside the frames, with what it takes to replay it
+    saved = json.loads(Path(final["timeline_file"]).read_text())
+    assert Path(final["timeline_file"]).is_relative_to(server.base / "output")
+    assert saved["seed"] == 7 and saved["switches"][0]["garment"] == "garment2.png" and saved["prompt"]
+
+    workflow = server.get(f"/chameleon/live/{sid}/workflow")
+    assert "error" not in workflow, workflow
+    gens = [v for v in workflow.values() if v["class_type"] == "ChameleonStreamGenerate"]
+    assert len(gens) == 2 and any(v["class_type"] == "ChameleonGarmentSwitch" for v in workflow.values())
+    replay = server.run(workflow)
+    assert replay["status"]["status_str"] == "success", _error(replay)
+    save = next(k for k, v in workflow.items() if v["class_type"] == "SaveImage")
+    live_frames, replay_frames = _shown_frames(server, history), _shown_frames(server, replay, save)
+    assert len(live_frames) == len(replay_frames) == final["frames"]
+    worst = max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(live_frames, replay_frames))
+    assert worst <= 1, f"replay differs from the live session by {worst}/255 (switch at chunk {switch_chunk})"
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        server.get("/chameleon/live/nope/workflow")
+    assert missing.value.code == 404
+
+
+def test_live_session_cancel_stops_at_a_chunk_boundary_and_keeps_the_frames(server):
+    queued = server.post("/prompt", {"prompt": _live_prompt(0)})
+    pid = queued["prompt_id"]
+    sid = _live_session(server, pid)["session"]
+    _wait(lambda: server.get(f"/chameleon/live/{sid}")["chunk"] >= 2, what="two chunks")
+    server.post("/interrupt", {})
+    history = _ended(server, pid)
+    final = server.get(f"/chameleon/live/{sid}")
+    assert final["status"] == "cancelled", final
+    assert history["status"]["status_str"] == "success", _error(history)
+    # whole chunks (chunk_frames 1: the first is 1 video frame, every later one 4), all of them returned
+    assert final["chunk"] >= 2 and final["frames"] == 1 + 4 * (final["chunk"] - 1), final
+    assert len(history["outputs"]["show"]["images"]) == final["frames"]
+    saved = json.loads(Path(final["timeline_file"]).read_text())
+    assert saved["ended"] == "cancelled" and saved["chunks"] == final["chunk"]
+    # the next prompt runs normally (the interrupt flag was consumed)
+    after = server.run(_live_prompt(5))
+    assert after["status"]["status_str"] == "success", _error(after)
+
+
 def test_a_trained_export_loads_in_the_student_loader_with_no_conversion(server):
     """What training exports (``checkpoints.save_transformer``, kind student, the format of
     ``python -m chameleon_core.training ... export/``) is read by ChameleonStudentLoader as it is and streams."""
