@@ -218,6 +218,33 @@ def test_ui_workflows_load_in_the_real_frontend(server):
         assert r["unknown"] == [] and r["loaded"] == r["nodes"], r
 
 
+def test_live_widget_shows_frames_and_switches_in_the_real_frontend(server):
+    """In headless Chromium: the live workflow queued from the frontend shows frames in the node's view while it runs,
+    the widget's Switch garment button lands a switch in the session's timeline, and its Stop button ends it."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    python = _comfy_python()
+    has_playwright = subprocess.run([python, "-c", "import playwright"], capture_output=True).returncode == 0
+    if not chromium or not has_playwright:
+        pytest.skip("needs Chromium (apt-get install chromium) and playwright in ComfyUI's Python "
+                    "(pip install playwright; no browser download: the system Chromium is used)")
+    settings = {
+        "ChameleonStudentLoader": {"ckpt_name": "chameleon_tiny_student.safetensors"},
+        "VAELoader": {"vae_name": "chameleon_tiny_wan2.2_vae.safetensors"},
+        "CLIPLoader": {"clip_name": "chameleon_tiny_umt5.safetensors"},
+        "ChameleonTinyDecoderLoader": {"decoder_name": TINY_DECODER},
+        "ChameleonConditions": {"width": SIZE, "height": SIZE},
+        "ChameleonLiveStream": {"max_frames": 0},
+    }
+    out = subprocess.run([python, str(REPO / "tests" / "frontend_live_check.py"), server.url, chromium,
+                          str(REPO / "workflows" / "live_session.json"), json.dumps(settings)],
+                         capture_output=True, text=True, timeout=900, cwd=REPO / "tests")
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["loaded"]["widget"] and result["has_image"] and result["shown_before_switch"] > 3, result
+    assert [s["garment"] for s in result["switches"] if s["kind"] == "garment"] == ["garment2.png"], result
+    assert result["shown"] >= result["shown_before_switch"], result
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_api_workflow_runs_and_writes_a_video(server, name):
     history = server.run(tiny(load_api(name)))
