@@ -12,7 +12,7 @@ import textwrap
 import pytest
 import torch
 
-from chameleon_core import model as model_mod
+from chameleon_core import rope as rope_mod
 from chameleon_core.config import StreamSettings
 from chameleon_core.streaming import Rollout, generate, start_stream
 from chameleon_core.testing import tiny_transformer
@@ -112,10 +112,10 @@ def test_bf16_weights_are_upcast_once_and_timestep_embeddings_are_reused():
 
 def test_rope_tables_are_cached_per_position_range():
     cfg = tiny_transformer(0).config
-    a = model_mod.Rope.for_frames(cfg, 7, 3, 4, 4, torch.device("cpu"))
-    assert model_mod.Rope.for_frames(cfg, 7, 3, 4, 4, torch.device("cpu")) is a
-    b = model_mod.Rope.for_frames(cfg, 8, 3, 4, 4, torch.device("cpu"))
-    ang = model_mod.rope_angles(cfg.head_dim, cfg.rope_theta, 8, 3, 4, 4, torch.device("cpu"))
+    a = rope_mod.Rope.for_frames(cfg, 7, 3, 4, 4, torch.device("cpu"))
+    assert rope_mod.Rope.for_frames(cfg, 7, 3, 4, 4, torch.device("cpu")) is a
+    b = rope_mod.Rope.for_frames(cfg, 8, 3, 4, 4, torch.device("cpu"))
+    ang = rope_mod.rope_angles(cfg.head_dim, cfg.rope_theta, 8, 3, 4, 4, torch.device("cpu"))
     torch.testing.assert_close(b.cos[:, 0], torch.cos(ang).float(), atol=0, rtol=0)
 
 
