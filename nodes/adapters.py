@@ -43,6 +43,7 @@ from ..chameleon_core.samplers import sample_teacher
 from ..chameleon_core.session import Session, encode_condition
 from ..chameleon_core.streaming import (
     NonFiniteChunkError,
+    StreamState,
     chunks_for,
     latent_frames_for,
     start_stream,
@@ -54,7 +55,7 @@ from ..chameleon_core.taehv import (
     load_taehv,
 )
 from ..chameleon_core.vae import WanVAE
-from .errors import node_error
+from .errors import node_error, rewrap
 
 if TYPE_CHECKING:  # types.py declares the sockets, so it imports comfy_api
     from .types import (
@@ -473,3 +474,25 @@ def check_resolution(node: str, family: LatentFamily, width: int, height: int) -
         if value % step:
             raise node_error(node, name, value, f"not a multiple of {step} ({family.name} VAE + 2x2 patches)",
                              f"use {round(value / step) * step or step}")
+
+
+def start_node_stream(node: str, student, positive, conditions, *, seed: int, steps: int, chunk_frames: int,
+                      cache_frames: int, sink_chunks: int) -> StreamState:
+    """Stream Start's work, shared by the nodes that start a stream: the settings, the prompt features, then
+    ``start_stream`` (which checks inputs for NaN/inf and the cache against free memory before allocating); every
+    refusal names the input it is about."""
+    try:
+        settings = StreamSettings(chunk_frames=chunk_frames, cache_frames=cache_frames, sink_chunks=sink_chunks,
+                                  steps=steps)
+    except ValueError as e:
+        raise rewrap(node, "cache_frames", cache_frames, e, "raise cache_frames or lower sink_chunks") from None
+    context = conditioning_tensor(node, "positive", positive)
+    try:
+        return start_stream(student.load(), context=context, reference=conditions.reference,
+                            garment=conditions.garment, seed=seed, settings=settings)
+    except MemoryBudgetError as e:
+        raise rewrap(node, "cache_frames", cache_frames, e,
+                     "lower cache_frames or the resolution, or free device memory") from None
+    except ValueError as e:  # prompt features or condition latents that do not fit the model (named in e)
+        raise rewrap(node, "positive", "CONDITIONING", e,
+                     "use the text encoder, VAE and images that match the student") from None

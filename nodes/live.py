@@ -20,6 +20,7 @@ from comfy_api.latest import io
 from . import adapters, live_routes, live_sessions
 from .errors import node_error, rewrap
 from .progress import FramePlayer, consume_interrupt, executing_ids, interrupted
+from .stream_nodes import settings_inputs
 from .types import (
     ChameleonConditions,
     ChameleonModel,
@@ -57,14 +58,7 @@ class ChameleonLiveStream(io.ComfyNode):
                                             "a tiny decoder) and encodes switched garments."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Noise seed of the whole stream; same seed, inputs and switch chunks, same frames."),
-                io.Int.Input("steps", default=4, min=1, max=16,
-                             tooltip="Denoising steps per chunk (the student is distilled for 4)."),
-                io.Int.Input("chunk_frames", default=3, min=1, max=8,
-                             tooltip="Latent frames per chunk (3 in training = 12 video frames)."),
-                io.Int.Input("cache_frames", default=23, min=4, max=128,
-                             tooltip="KV cache length in latent frames: 2 conditions + sink + history (23 in training)."),
-                io.Int.Input("sink_chunks", default=1, min=0, max=8,
-                             tooltip="Chunks kept forever after the conditions (the attention sink; 1 in the paper)."),
+                *settings_inputs(),
                 io.Int.Input("max_frames", default=241, min=0, max=100000,
                              tooltip="Frame limit, rounded up to whole chunks; 0 runs until Stop or Cancel."),
                 PreviewDecoderSocket.Input("decoder", optional=True,
@@ -89,18 +83,9 @@ class ChameleonLiveStream(io.ComfyNode):
         adapters.check_vae(NODE, vae, family)
         if decoder is not None:
             adapters.check_decoder(NODE, decoder, family)
-        try:
-            settings = adapters.StreamSettings(chunk_frames=chunk_frames, cache_frames=cache_frames,
-                                               sink_chunks=sink_chunks, steps=steps)
-        except ValueError as e:
-            raise rewrap(NODE, "cache_frames", cache_frames, e, "raise cache_frames or lower sink_chunks") from None
-        context = adapters.conditioning_tensor(NODE, "positive", positive)
-        try:
-            state = adapters.start_stream(student.load(), context=context, reference=conditions.reference,
-                                          garment=conditions.garment, seed=seed, settings=settings)
-        except ValueError as e:
-            raise rewrap(NODE, "cache_frames", cache_frames, e,
-                         "lower cache_frames or the resolution, or free device memory") from None
+        state = adapters.start_node_stream(NODE, student, positive, conditions, seed=seed, steps=steps,
+                                           chunk_frames=chunk_frames, cache_frames=cache_frames,
+                                           sink_chunks=sink_chunks)
         try:
             chunks = adapters.chunks_for(state, adapters.latent_frames_for(state, max_frames)) if max_frames else None
         except ValueError as e:

@@ -24,6 +24,20 @@ from .types import (
 )
 
 
+def settings_inputs() -> list:
+    """The stream-settings inputs of every node that starts a stream (Stream Start, Live Stream)."""
+    return [
+        io.Int.Input("steps", default=4, min=1, max=16,
+                     tooltip="Denoising steps per chunk (the student is distilled for 4)."),
+        io.Int.Input("chunk_frames", default=3, min=1, max=8,
+                     tooltip="Latent frames per chunk (3 in training = 12 video frames)."),
+        io.Int.Input("cache_frames", default=23, min=4, max=128,
+                     tooltip="KV cache length in latent frames: 2 conditions + sink + history (23 in training)."),
+        io.Int.Input("sink_chunks", default=1, min=0, max=8,
+                     tooltip="Chunks kept forever after the conditions (the attention sink; 1 in the paper)."),
+    ]
+
+
 class ChameleonStreamStart(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -38,14 +52,7 @@ class ChameleonStreamStart(io.ComfyNode):
                 ConditionsSocket.Input("conditions", tooltip="From ChameleonConditions, with the model's VAE."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Noise seed of the whole stream; same seed and inputs, same frames."),
-                io.Int.Input("steps", default=4, min=1, max=16,
-                             tooltip="Denoising steps per chunk (the student is distilled for 4)."),
-                io.Int.Input("chunk_frames", default=3, min=1, max=8,
-                             tooltip="Latent frames per chunk (3 in training = 12 video frames)."),
-                io.Int.Input("cache_frames", default=23, min=4, max=128,
-                             tooltip="KV cache length in latent frames: 2 conditions + sink + history (23 in training)."),
-                io.Int.Input("sink_chunks", default=1, min=0, max=8,
-                             tooltip="Chunks kept forever after the conditions (the attention sink; 1 in the paper)."),
+                *settings_inputs(),
             ],
             outputs=[StreamSocket.Output(display_name="stream")],
         )
@@ -56,21 +63,9 @@ class ChameleonStreamStart(io.ComfyNode):
         node = "ChameleonStreamStart"
         adapters.check_student(node, "student", student)
         adapters.check_conditions(node, student, conditions)
-        try:
-            settings = adapters.StreamSettings(chunk_frames=chunk_frames, cache_frames=cache_frames,
-                                               sink_chunks=sink_chunks, steps=steps)
-        except ValueError as e:
-            raise rewrap(node, "cache_frames", cache_frames, e, "raise cache_frames or lower sink_chunks") from None
-        context = adapters.conditioning_tensor(node, "positive", positive)
-        try:  # the core checks the inputs for NaN/inf and the cache against free memory before allocating
-            state = adapters.start_stream(student.load(), context=context, reference=conditions.reference,
-                                          garment=conditions.garment, seed=seed, settings=settings)
-        except adapters.MemoryBudgetError as e:
-            raise rewrap(node, "cache_frames", cache_frames, e,
-                         "lower cache_frames or the resolution, or free device memory") from None
-        except ValueError as e:  # prompt features or condition latents that do not fit the model (named in e)
-            raise rewrap(node, "positive", "CONDITIONING", e,
-                         "use the text encoder, VAE and images that match the student") from None
+        state = adapters.start_node_stream(node, student, positive, conditions, seed=seed, steps=steps,
+                                           chunk_frames=chunk_frames, cache_frames=cache_frames,
+                                           sink_chunks=sink_chunks)
         return io.NodeOutput(ChameleonStream(state, student))
 
 
