@@ -58,13 +58,27 @@ class SelfAttentionPlan(Protocol):
 
 
 class FullAttention:
-    """Plain self-attention over the current tokens, with an optional boolean mask ``[Lq, Lk]``."""
+    """Plain self-attention over the current tokens, with an optional boolean mask ``[Lq, Lk]``.
 
-    def __init__(self, mask: torch.Tensor | None = None) -> None:
+    ``condition_bias`` (optional): an additive logit bias on the first ``cond_tokens`` keys (reference and garment)
+    for the queries after them (the video); the condition queries are left as they are. None is the plain path.
+    """
+
+    def __init__(self, mask: torch.Tensor | None = None, condition_bias: float | None = None,
+                 cond_tokens: int = 0) -> None:
         self.mask = mask
+        self.condition_bias, self.cond_tokens = condition_bias, cond_tokens
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return attention(q, k, v, self.mask)
+        if self.condition_bias is None:
+            return attention(q, k, v, self.mask)
+        n, mask = self.cond_tokens, self.mask
+        bias = condition_key_bias(self.condition_bias, n, k.shape[1], q.device)
+        video = attention_with_key_bias(q[:, n:], k, v, bias, None if mask is None else mask[n:])
+        if n == 0:
+            return video
+        cond = attention(q[:, :n], k, v, None if mask is None else mask[:n])
+        return torch.cat([cond, video], dim=1)
 
 
 def frame_block_mask(
@@ -96,5 +110,63 @@ def frame_block_mask(
         sink = sink_chunks or 0
         in_window = (kc > qc - window_chunks) | (kc < sink)
         frame_mask = torch.where(cond_q | cond_k, frame_mask, frame_mask & in_window)
+    mask = frame_mask.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)
+    return mask.to(device) if device is not None else mask
+
+
+# -- options of the pack (issue 16): condition weighting and frame-local attention --------------------------------
+
+
+def attention_with_key_bias(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:func:`attention` with ``key_bias`` (float ``[Lk]``) added to every query's logits before the softmax.
+
+    CustomCrafter-style condition weighting: a negative bias on the reference and garment keys makes the video
+    attend to them less. ``mask`` (boolean, True = attend, broadcastable to ``[B, H, Lq, Lk]``) still applies: a
+    masked key gets -inf whatever its bias. This always runs PyTorch SDPA with a float mask (an installed backend
+    takes boolean masks only); callers use it only when a bias is set, so the default path never reaches it.
+    """
+    bias = key_bias.to(device=q.device, dtype=q.dtype)[None, None, None, :]
+    if mask is not None:
+        bias = torch.where(mask.to(q.device), bias, torch.tensor(float("-inf"), device=q.device, dtype=q.dtype))
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=bias)
+    return out.transpose(1, 2)
+
+
+def condition_key_bias(bias: float, cond_tokens: int, key_tokens: int, device: torch.device | str) -> torch.Tensor:
+    """The key bias vector ``[key_tokens]``: ``bias`` on the first ``cond_tokens`` keys (reference and garment),
+    0 on the rest."""
+    out = torch.zeros(key_tokens, device=device)
+    out[:cond_tokens] = bias
+    return out
+
+
+def local_frame_mask(
+    num_cond: int,
+    num_frames: int,
+    chunk_frames: int,
+    tokens_per_frame: int,
+    *,
+    sink_frames: int,
+    local_frames: int,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """FastVMT-style frame-local variant of :func:`frame_block_mask` (token-level ``[L, L]``, True = attend).
+
+    Video chunk ``k`` (first frame ``f = k * chunk_frames``) attends to the conditions, the first ``sink_frames``
+    video frames (the sink), its own chunk and only the ``local_frames`` video frames just before it
+    (``f - local_frames .. f - 1``). Condition frames attend to each other only. This is what a cached stream with
+    ``local_frames`` computes, as long as its FIFO window holds at least those frames.
+    """
+    if local_frames < 1:
+        raise ValueError(f"local_frames must be >= 1, got {local_frames}")
+    frame = torch.arange(num_cond + num_frames) - num_cond  # < 0 for conditions
+    chunk_of = torch.where(frame < 0, torch.full_like(frame, -1), frame.clamp(min=0) // chunk_frames)
+    qc, kc = chunk_of[:, None], chunk_of[None, :]
+    kf = frame[None, :]
+    first = qc * chunk_frames
+    video_keys = (kc == qc) | ((kf < sink_frames) & (kc <= qc)) | ((kf >= first - local_frames) & (kc < qc))
+    frame_mask = torch.where(qc < 0, kc < 0, (kc < 0) | video_keys)
     mask = frame_mask.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)
     return mask.to(device) if device is not None else mask

@@ -31,7 +31,7 @@ from enum import Enum
 
 import torch
 
-from .attention import attention
+from .attention import attention, attention_with_key_bias, condition_key_bias
 from .config import StreamSettings, WanConfig
 
 logger = logging.getLogger(__name__)
@@ -189,13 +189,17 @@ class KVCache:
 
     # -- attention ----------------------------------------------------------------------------------------------
 
-    def plan(self, slots: list[int]) -> CachedAttention:
+    def plan(self, slots: list[int], *, condition_bias: float | None = None,
+             local_frames: int | None = None) -> CachedAttention:
         """A :class:`~chameleon_core.attention.SelfAttentionPlan` for a forward over video frames in ``slots``.
 
         The run's keys/values are stored in those (already claimed) slots layer by layer, then the run attends to
-        every filled slot at a frame position <= its own last frame.
+        every filled slot at a frame position <= its own last frame. Options (None: off, the plain path):
+        ``condition_bias`` adds a logit bias to the reference and garment keys; ``local_frames`` keeps, of the
+        history window, only the frames within ``local_frames`` positions before the run's first frame (the
+        conditions, the sink and the run itself stay visible).
         """
-        return CachedAttention(self, slots)
+        return CachedAttention(self, slots, condition_bias=condition_bias, local_frames=local_frames)
 
     def condition_plan(self, slots: list[int | None]) -> ConditionPrefill:
         """Plan for a forward over condition frames: they attend to each other only; frame i is stored in
@@ -233,13 +237,17 @@ def _splice(
 class CachedAttention:
     """Self-attention plan for video frames: store this run's K/V in its slots, then attend over visible slots."""
 
-    def __init__(self, cache: KVCache, slots: list[int]) -> None:
+    def __init__(self, cache: KVCache, slots: list[int], *, condition_bias: float | None = None,
+                 local_frames: int | None = None) -> None:
         if any(cache.positions[s] is None for s in slots):
             raise RuntimeError(f"slots {slots} must be claimed with reserve() before a cached forward")
         self.cache = cache
         self.pieces = _pieces(list(slots))
         last = max(cache.positions[s] for s in slots)
         visible = [p is not None and p <= last for p in cache.positions]
+        self.key_index: torch.Tensor | None = None
+        if local_frames is not None:
+            visible = self._local(visible, slots, local_frames)
         n_visible = sum(visible)
         if all(visible[:n_visible]):
             # Streaming: the visible slots are a prefix of storage -> one slice, no mask.
@@ -250,6 +258,38 @@ class CachedAttention:
             self.key_end = cache.geometry.capacity_tokens
             mask = torch.tensor(visible, device=cache.device)
             self.key_mask = mask.repeat_interleave(cache.geometry.tokens_per_frame)[None, None, None, :]
+        if local_frames is not None and self.key_mask is not None:
+            # Frame-local attention is a speed option: gather the visible keys instead of masking the whole ring.
+            tpf = cache.geometry.tokens_per_frame
+            rows = [s * tpf + i for s, vis in enumerate(visible) if vis for i in range(tpf)]
+            self.key_index = torch.tensor(rows, device=cache.device)
+            self.key_mask = None
+        self.key_bias: torch.Tensor | None = None
+        if condition_bias is not None:  # the reference and garment slots (0, 1) are the first keys in every layout
+            key_len = len(self.key_index) if self.key_index is not None else self.key_end
+            self.key_bias = condition_key_bias(condition_bias, 2 * cache.geometry.tokens_per_frame, key_len,
+                                               cache.device)
+
+    def _local(self, visible: list[bool], slots: list[int], local_frames: int) -> list[bool]:
+        """``visible`` restricted to the conditions, the sink, the run's own slots and the ``local_frames`` frames
+        before the run's first frame."""
+        if local_frames < 1:
+            raise ValueError(f"local_frames must be >= 1 (or None for the full window), got {local_frames}")
+        geo, positions = self.cache.geometry, self.cache.positions
+        first = min(positions[s] for s in slots)
+        keep = set(geo.region_slots(Region.REFERENCE)) | set(geo.region_slots(Region.GARMENT))
+        keep |= set(geo.region_slots(Region.SINK)) | set(slots)
+        return [vis and (s in keep or positions[s] >= first - local_frames) for s, vis in enumerate(visible)]
+
+    def _attend_option(self, q: torch.Tensor, ck: torch.Tensor, cv: torch.Tensor) -> torch.Tensor:
+        """Attention with a local key set and/or a condition bias (``ck, cv``: storage from key 0)."""
+        if self.key_index is not None:
+            ck, cv = ck.index_select(1, self.key_index), cv.index_select(1, self.key_index)
+        else:
+            ck, cv = ck[:, : self.key_end], cv[:, : self.key_end]
+        if self.key_bias is None:
+            return attention(q, ck, cv, self.key_mask)
+        return attention_with_key_bias(q, ck, cv, self.key_bias, self.key_mask)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q, k, v: ``[B, L, H, D]`` of this run -> ``[B, L, H, D]``."""
@@ -260,9 +300,13 @@ class CachedAttention:
             _store(self.cache, layer, self.pieces, k.detach(), v.detach())
             ck, cv = self.cache.k[layer, :, : self.key_end].clone(), self.cache.v[layer, :, : self.key_end].clone()
             _splice(self.cache.geometry.tokens_per_frame, self.pieces, ck, cv, k, v)
+            if self.key_index is not None or self.key_bias is not None:
+                return self._attend_option(q, ck, cv)
             return attention(q, ck, cv, self.key_mask)
         _store(self.cache, layer, self.pieces, k, v)
         ck, cv = self.cache.k[layer], self.cache.v[layer]
+        if self.key_index is not None or self.key_bias is not None:
+            return self._attend_option(q, ck, cv)
         return attention(q, ck[:, : self.key_end], cv[:, : self.key_end], self.key_mask)
 
 

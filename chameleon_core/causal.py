@@ -50,11 +50,13 @@ def prefill_conditions(
 
 
 def chunk_forward(
-    model: WanModel, cache: KVCache, text: TextContext, x: torch.Tensor, t: torch.Tensor, slots: list[int]
+    model: WanModel, cache: KVCache, text: TextContext, x: torch.Tensor, t: torch.Tensor, slots: list[int],
+    *, condition_bias: float | None = None, local_frames: int | None = None,
 ) -> torch.Tensor:
     """Predict the flow for a chunk ``x [B, C, F, H, W]`` at timestep ``t`` (``[B]`` or per frame ``[B, F]``).
 
     ``slots`` come from :meth:`KVCache.reserve` and fix the chunk's RoPE positions. Returns ``[B, C, F, H, W]``.
+    ``condition_bias`` / ``local_frames``: the options of :meth:`KVCache.plan` (:mod:`chameleon_core.guidance`).
     """
     b, f = x.shape[0], x.shape[2]
     if len(slots) != f:
@@ -62,4 +64,5 @@ def chunk_forward(
     t = t.to(model.device, torch.float32)
     frame_t = t[:, None].expand(b, f) if t.ndim == 1 else t
     start = cache.positions[slots[0]]
-    return model.forward_frames(x, frame_t, start, text, cache.plan(slots))
+    plan = cache.plan(slots, condition_bias=condition_bias, local_frames=local_frames)
+    return model.forward_frames(x, frame_t, start, text, plan)

@@ -37,6 +37,7 @@ import torch
 
 from .cache import KVCache
 from .causal import chunk_forward
+from .guidance import ChunkSource
 from .model import TextContext, WanModel
 from .schedules import NUM_TRAIN_TIMESTEPS, add_noise, model_timestep, x0_from_velocity
 
@@ -72,6 +73,9 @@ def denoise_chunk(
     exit_step: int | None = None,
     grad: bool = False,
     clean_pass: bool = True,
+    source: ChunkSource | None = None,
+    condition_bias: tuple[float, ...] | list[float] | None = None,
+    local_frames: int | None = None,
 ) -> torch.Tensor:
     """Denoise one chunk in the claimed cache ``slots``; returns its clean latents ``[B, C, F, h, w]`` (fp32).
 
@@ -79,22 +83,73 @@ def denoise_chunk(
     (default the last); steps after it are not run. grad: run the exit step with gradient (earlier steps never have
     one), so the result carries gradient to the weights through that one forward. clean_pass: write the chunk's
     final keys with a forward at t = 0 (no gradient); False keeps the keys of the last step run.
+
+    Options (:mod:`~chameleon_core.guidance`; None = off, the plain path): ``source`` starts the chunk from source
+    latents noised to ``source.start_step`` (SDEdit; only the remaining steps run; optionally only inside its
+    mask); ``condition_bias`` is one logit bias per step on the reference and garment keys (0 takes the plain
+    path; the clean pass has none); ``local_frames`` is frame-local attention over the history.
     """
     last = len(timesteps) - 1
     exit_step = last if exit_step is None else exit_step
     if not 0 <= exit_step <= last:
         raise ValueError(f"exit_step must be in 0..{last} for {len(timesteps)} steps, got {exit_step}")
+    if condition_bias is not None and len(condition_bias) != len(timesteps):
+        raise ValueError(f"condition_bias has {len(condition_bias)} values for {len(timesteps)} steps; give one per step")
+    if source is not None:
+        x0 = _denoise_from_source(model, cache, text, slots, timesteps, noise, exit_step, source, condition_bias,
+                                  local_frames)
+        if clean_pass:
+            with torch.no_grad():
+                chunk_forward(model, cache, text, x0, timestep_tensor(0.0, x0.shape[0], model.device), slots,
+                              local_frames=local_frames)
+        return x0
     x = noise(0)
     b = x.shape[0]
     for i in range(exit_step + 1):
         t = timesteps[i]
         with torch.set_grad_enabled(grad and i == exit_step):
             t_model = timestep_tensor(model_timestep(t, model.dtype), b, model.device)
-            v = chunk_forward(model, cache, text, x, t_model, slots)
+            v = chunk_forward(model, cache, text, x, t_model, slots, condition_bias=_bias(condition_bias, i),
+                              local_frames=local_frames)
             x0 = x0_from_velocity(x, v, t / NUM_TRAIN_TIMESTEPS)
         if i < exit_step:
             x = add_noise(x0, noise(i + 1), timesteps[i + 1] / NUM_TRAIN_TIMESTEPS)
     if clean_pass:
         with torch.no_grad():
-            chunk_forward(model, cache, text, x0.detach(), timestep_tensor(0.0, b, model.device), slots)
+            chunk_forward(model, cache, text, x0.detach(), timestep_tensor(0.0, b, model.device), slots,
+                          local_frames=local_frames)
+    return x0
+
+
+def _bias(schedule: tuple[float, ...] | list[float] | None, step: int) -> float | None:
+    """The step's condition bias; 0 is None, so a zero schedule runs exactly the plain attention."""
+    if schedule is None or schedule[step] == 0:
+        return None
+    return float(schedule[step])
+
+
+def _denoise_from_source(
+    model: WanModel, cache: KVCache, text: TextContext, slots: list[int], timesteps, noise: NoiseFn,
+    exit_step: int, source: ChunkSource, condition_bias, local_frames: int | None,
+) -> torch.Tensor:
+    """SDEdit of one chunk (inference only): start from the source noised to its start step's σ, run the rest.
+
+    Outside the mask, each step's input is the source noised to that step's σ with the step's own noise, and the
+    output is the source; strength 0 (``start_step`` None) returns the source without a denoising step.
+    """
+    src, mask = source.latents.to(model.device, torch.float32), source.mask
+    if source.start_step is None:
+        return src.clone()
+    if not 0 <= source.start_step <= exit_step:
+        raise ValueError(f"the source's start step {source.start_step} is after the exit step {exit_step}")
+    x0 = src
+    for i in range(source.start_step, exit_step + 1):
+        t = timesteps[i]
+        x = add_noise(x0, noise(i), t / NUM_TRAIN_TIMESTEPS)  # x0 is the source at the start, then blended
+        t_model = timestep_tensor(model_timestep(t, model.dtype), x.shape[0], model.device)
+        v = chunk_forward(model, cache, text, x, t_model, slots, condition_bias=_bias(condition_bias, i),
+                          local_frames=local_frames)
+        x0 = x0_from_velocity(x, v, t / NUM_TRAIN_TIMESTEPS)
+        if mask is not None:
+            x0 = mask * x0 + (1 - mask) * src
     return x0

@@ -508,6 +508,7 @@ class WanModel(nn.Module):
         reference: torch.Tensor | None = None,
         garment: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
+        condition_bias: float | None = None,
     ) -> torch.Tensor:
         """Plain bidirectional forward, as the reference ``WanModel(x, t, context)``.
 
@@ -516,7 +517,8 @@ class WanModel(nn.Module):
         context: ``[B, L, text_dim]`` or a prepared :class:`TextContext`. Optional ``reference`` / ``garment``
         ``[B, C, 1, H, W]`` are prepended at timestep 0 with RoPE frames 0 and 1 (video from 2). ``attn_mask``:
         boolean ``[L, L]`` over all tokens, conditions first. Returns the prediction for the video frames only,
-        ``[B, out, T, H, W]`` fp32.
+        ``[B, out, T, H, W]`` fp32. ``condition_bias``: an additive logit bias on the condition keys for the video
+        queries (condition weighting, :mod:`chameleon_core.guidance`); None or omitted is the plain forward.
         """
         conds = [c for c in (reference, garment) if c is not None]
         if len(conds) == 1:
@@ -546,5 +548,6 @@ class WanModel(nn.Module):
         elif n_cond:
             t = torch.cat([t.new_zeros(b, n_cond * tpf), t], dim=1)  # conditions are clean: t = 0
         rope = Rope.for_frames(self.config, 0, grid[0], grid[1], grid[2], tokens.device)
-        out = self.run_blocks(tokens, t, rope, text, FullAttention(attn_mask))
+        plan = FullAttention(attn_mask) if condition_bias is None else FullAttention(attn_mask, condition_bias, n_cond * tpf)
+        out = self.run_blocks(tokens, t, rope, text, plan)
         return self.unpatchify(out[:, n_cond * tpf :], (grid[0] - n_cond, grid[1], grid[2]))

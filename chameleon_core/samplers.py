@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .guidance import ConditionWeighting, as_weighting
 from .model import TextContext, WanModel
 from .schedules import NUM_TRAIN_TIMESTEPS, model_timestep, teacher_sigmas
 
@@ -383,6 +384,7 @@ def sample_teacher(
     should_stop: StopPoll | None = None,
     batch_cfg: bool = True,
     integer_timesteps: bool = True,
+    condition_weights: ConditionWeighting | Sequence[float] | None = None,
 ) -> torch.Tensor:
     """Sample a video with the bidirectional in-context teacher.
 
@@ -408,6 +410,9 @@ def sample_teacher(
         integer_timesteps: feed the model ``1000 * sigma`` rounded to the model's compute dtype and truncated
             (:func:`~chameleon_core.schedules.model_timestep`), as the authors' pipeline does (its scheduler
             stores timesteps as int64); False feeds the exact ``1000 * sigma``. The solver always uses exact sigmas.
+        condition_weights: condition weighting (:mod:`chameleon_core.guidance`): a ``ConditionWeighting`` or one
+            additive logit bias per step on the reference and garment keys, seen by the video queries (both CFG passes); 0 or None is the plain
+            attention.
 
     Returns:
         Model-space video latents ``[B, C, T, h, w]`` fp32 on the model's device (convert with
@@ -431,6 +436,8 @@ def sample_teacher(
             f"reference and garment latents must have the same shape, got {tuple(reference.shape)} and "
             f"{tuple(garment.shape)}; encode both images at the video resolution"
         )
+    weighting = as_weighting(condition_weights)
+    condition_weights = None if weighting is None else weighting.for_steps(steps, "the teacher sampler")
     use_cfg = cfg != 1
     if use_cfg and negative is None:
         raise ValueError(f"cfg={cfg} needs a negative prompt, got None; pass negative features or set cfg=1")
@@ -463,14 +470,16 @@ def sample_teacher(
     # 4. The guided velocity. Condition frames get timestep 0 inside the model.
     def velocity(x_t: torch.Tensor, sigma: float, step: int) -> torch.Tensor:
         t = t_table[step].expand(x_t.shape[0])  # [B]
+        bias = condition_weights[step] if condition_weights is not None and condition_weights[step] != 0 else None
         if not use_cfg:
-            return model(x_t, t, pos_text, reference=reference, garment=garment)
+            return model(x_t, t, pos_text, reference=reference, garment=garment, condition_bias=bias)
         if batch_cfg:
-            out = model(torch.cat([x_t, x_t]), t.repeat(2), both_text, reference=both_ref, garment=both_garment)
+            out = model(torch.cat([x_t, x_t]), t.repeat(2), both_text, reference=both_ref, garment=both_garment,
+                        condition_bias=bias)
             v_pos, v_neg = out.chunk(2)
         else:
-            v_pos = model(x_t, t, pos_text, reference=reference, garment=garment)
-            v_neg = model(x_t, t, neg_text, reference=reference, garment=garment)
+            v_pos = model(x_t, t, pos_text, reference=reference, garment=garment, condition_bias=bias)
+            v_neg = model(x_t, t, neg_text, reference=reference, garment=garment, condition_bias=bias)
         return v_neg + cfg * (v_pos - v_neg)
 
     # 5. Integrate.

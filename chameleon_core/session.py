@@ -49,7 +49,7 @@ from .rescheduling import (
     switch_garment,
     switch_prompt,
 )
-from .streaming import Rollout, StreamState
+from .streaming import Rollout, StreamState, check_stream_options
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +212,7 @@ class Session:
                     f"a {event.switch.kind} switch at chunk {event.chunk} is outside the session's boundaries "
                     f"(1..{'any' if chunks is None else chunks - 1}); switches happen between chunks"
                 )
+        check_stream_options(state, steps=steps, chunks=chunks)  # a short source video fails here, not mid-way
         self._state = state
         self._rollout: Rollout | None = None
         self.chunks = chunks

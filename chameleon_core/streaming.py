@@ -34,6 +34,7 @@ from .cache import CacheGeometry, KVCache, Region
 from .causal import prefill_conditions
 from .chunk_step import denoise_chunk
 from .config import COND_FRAMES, StreamSettings
+from .guidance import ConditionWeighting, SourceVideo, as_weighting, check_local_frames
 from .memory import check_stream_memory, check_stream_sizes, estimate_stream_memory
 from .model import TextContext, WanModel
 from .schedules import student_steps_for, student_timesteps
@@ -144,6 +145,12 @@ class StreamState:
     """First latent frame of each entry of ``history`` (they may have gaps once history is trimmed)."""
     frame_count: int = 0
     """Video latent frames generated so far (kept here because a trimmed history no longer tells)."""
+    source: SourceVideo | None = field(default=None, repr=False)
+    """A source video streamed into each chunk (try-on / motion transfer, :mod:`chameleon_core.guidance`)."""
+    condition_weights: ConditionWeighting | None = None
+    """Condition weighting: a logit bias per denoising step on the reference and garment keys, or None."""
+    local_frames: int | None = None
+    """Frame-local attention: history frames each chunk sees besides the conditions and the sink; None = all."""
 
     # -- views --------------------------------------------------------------------------------------------------
 
@@ -357,6 +364,8 @@ class Rollout:
             raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}; 'cpu' is the reference behaviour")
         self.state = state
         self.timesteps = state.timesteps if steps is None else schedule(steps, state.settings.shift)
+        weighting = state.condition_weights
+        self.condition_bias = None if weighting is None else weighting.for_steps(len(self.timesteps), "this stream")
         self.noise, self.clean_pass = noise, clean_pass
         self._gen = torch.Generator().set_state(state.rng_state.clone())
         self._device_gen: torch.Generator | None = None
@@ -384,6 +393,7 @@ class Rollout:
             raise RuntimeError("this rollout has finished; continue from the state finish() returned")
         state, c, cache = self.state, self.state.settings.chunk_frames, self._cache
         window_head, rng = cache.window_head, self._gen.get_state()
+        source = None if state.source is None else state.source.chunk(self.frames, c, self.timesteps, state.model.device)
         # 1. Claim the chunk's slots (evicts the oldest history frames once the window is full).
         slots = cache.reserve(c, COND_FRAMES + self.frames)
         try:
@@ -392,7 +402,8 @@ class Rollout:
                 self._device_gen = torch.Generator(device=state.model.device).manual_seed(seed)
             # 2-3. Few-step denoising, then the clean pass that writes the chunk's keys (the shared chunk step).
             x0 = denoise_chunk(state.model, cache, state.text, slots, self.timesteps, self._noise,
-                               clean_pass=self.clean_pass)
+                               clean_pass=self.clean_pass, source=source, condition_bias=self.condition_bias,
+                               local_frames=state.local_frames)
             if not bool(torch.isfinite(x0).all()):  # one host sync per chunk, not per layer
                 raise NonFiniteChunkError(
                     f"chunk {self._made} (latent frames {self.frames}..{self.frames + c - 1}) contains NaN/inf. The "
@@ -480,6 +491,7 @@ def generate(
     ``noise`` (``"cpu"`` / ``"device"``) and ``clean_pass``: see :class:`Rollout`.
     """
     n_chunks = chunks_for(state, latent_frames)
+    check_stream_options(state, steps=steps, chunks=n_chunks)
     rollout = Rollout(state, steps=steps, noise=noise, clean_pass=clean_pass, collect=True)
     for k in range(n_chunks):
         if should_stop is not None and should_stop():
@@ -490,6 +502,51 @@ def generate(
             progress(k, n_chunks, x0)
     latents = rollout.latents()
     return rollout.finish(), latents
+
+
+_UNSET = object()
+
+
+def check_stream_options(state: StreamState, *, steps: int | None, chunks: int | None) -> None:
+    """Refuse, before any work, options that would fail mid-way: a source video shorter than ``chunks`` more
+    chunks, a condition weighting whose explicit values do not fit the steps (ValueError naming both)."""
+    if state.source is not None and chunks is not None:
+        state.source.check_covers(state.frames, chunks * state.settings.chunk_frames)
+    if state.condition_weights is not None:
+        n = len(state.timesteps if steps is None else schedule(steps, state.settings.shift))
+        state.condition_weights.for_steps(n, "this stream")
+
+
+def with_options(state: StreamState, *, source: SourceVideo | None | object = _UNSET,
+                 condition_weights: ConditionWeighting | tuple[float, ...] | None | object = _UNSET,
+                 local_frames: int | None | object = _UNSET) -> StreamState:
+    """A new state with the given per-chunk options set (None turns one off; omitted ones are kept).
+
+    ``source``: a :class:`~chameleon_core.guidance.SourceVideo` (its ``offset`` places source frame 0 on a stream
+    latent frame; chunks read the source until it ends, then generating more raises). ``condition_weights``: a
+    :class:`~chameleon_core.guidance.ConditionWeighting` or explicit values, one per step of the stream's schedule.
+    ``local_frames``: >= 1 or None. The cache is
+    shared with ``state`` (neither changes it: every operation clones before writing).
+    """
+    changes: dict = {}
+    if source is not _UNSET:
+        if source is not None and not isinstance(source, SourceVideo):
+            raise ValueError(f"source must be a SourceVideo or None, got {type(source).__name__}")
+        if source is not None and source.latents.shape[1] != state.latent_shape[1] \
+                or source is not None and tuple(source.latents.shape[3:]) != tuple(state.latent_shape[2:]):
+            raise ValueError(
+                f"the source video's latents {tuple(source.latents.shape)} do not match the stream's latent "
+                f"{state.latent_shape} (B, C, h, w); encode the video with the stream's VAE at the stream's size"
+            )
+        changes["source"] = source
+    if condition_weights is not _UNSET:
+        weighting = as_weighting(condition_weights)
+        if weighting is not None:
+            weighting.for_steps(len(state.timesteps), "this stream")
+        changes["condition_weights"] = weighting
+    if local_frames is not _UNSET:
+        changes["local_frames"] = check_local_frames(local_frames)
+    return replace(state, **changes)
 
 
 def cached_frames(state: StreamState) -> list[tuple[list[int], list[int]]]:
