@@ -13,6 +13,13 @@ from .loaders import (
     ChameleonTeacherLoader,
     ChameleonTinyDecoderLoader,
 )
+from .options import (
+    ChameleonConditionWeighting,
+    ChameleonLocalAttention,
+    ChameleonMotionTransfer,
+    ChameleonVideoTryOn,
+    ChameleonVideoTryOnKeyframes,
+)
 from .stream_nodes import (
     ChameleonGarmentSwitch,
     ChameleonPromptSwitch,
@@ -33,6 +40,11 @@ NODES: list[type[io.ComfyNode]] = [
     ChameleonPromptSwitch,
     ChameleonStreamDecode,
     ChameleonLiveStream,
+    ChameleonVideoTryOn,
+    ChameleonVideoTryOnKeyframes,
+    ChameleonMotionTransfer,
+    ChameleonConditionWeighting,
+    ChameleonLocalAttention,
 ]
 
 register_live_routes()  # the live node's routes on ComfyUI's server, once, when ComfyUI loads the pack

@@ -107,8 +107,12 @@ class ChameleonStreamGenerate(io.ComfyNode):
             latent_frames = adapters.latent_frames_for(stream.state, frames)
         except ValueError as e:
             raise rewrap(node, "frames", frames, e, "raise frames to at least one chunk") from None
-        session = adapters.Session(stream.state, chunks=adapters.chunks_for(stream.state, latent_frames),
-                                   decode=False, should_stop=interrupted, steps=steps or None)
+        try:  # a source video (Video Try-On / Motion Transfer) too short, a condition weighting that misses steps
+            session = adapters.Session(stream.state, chunks=adapters.chunks_for(stream.state, latent_frames),
+                                       decode=False, should_stop=interrupted, steps=steps or None)
+        except ValueError as e:
+            raise rewrap(node, "frames", frames, e, "generate fewer frames (or give a longer video), and keep steps "
+                         "at the condition weighting's length") from None
         preview = adapters.TinyPreview(decoder, family) if decoder is not None else None
         progress, chunks = ChunkProgress(session.chunks, frames=preview), []
         stream.model.load()

@@ -51,6 +51,7 @@ class ChameleonTeacherSampler(io.ComfyNode):
             teacher.load(), positive=positive, negative=negative, reference=conditions.reference,
             garment=conditions.garment, latent_frames=family.latent_frames(frames), steps=steps, cfg=cfg, shift=shift,
             seed=seed, sampler=sampler, callback=progress, should_stop=interrupted,
+            condition_weights=adapters.teacher_weights(node, teacher, steps),
         )
         raise_if_interrupted()  # a stop returns the last completed (still noisy) latents: not a result
         return io.NodeOutput({"samples": family.to_raw(out.float()).cpu()})

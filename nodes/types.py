@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from comfy_api.latest import io
 
+from ..chameleon_core.guidance import ConditionWeighting
 from ..chameleon_core.latents import LatentFamily
 from ..chameleon_core.streaming import StreamState
 from ..chameleon_core.taehv import TinyVideoDecoder
@@ -42,6 +43,8 @@ class ChameleonModel:
     """``teacher`` (bidirectional) or ``student`` (causal, few-step)."""
     name: str
     """Checkpoint file name, for messages."""
+    condition_weighting: ConditionWeighting | None = None
+    """Condition weighting set by ChameleonConditionWeighting (the samplers and streams of this handle use it)."""
 
     @property
     def config(self):

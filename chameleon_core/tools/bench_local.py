@@ -114,10 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 gives the "
+                   "steadiest CPU times on a shared machine")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if any(k < 1 for k in args.local):
         p.error(f"--local values must be >= 1 (latent frames of history), got {args.local}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result = run(args)
     sys.stdout.write(table(result) + "\n")
     if args.json:

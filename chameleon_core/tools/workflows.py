@@ -148,8 +148,108 @@ def live_session() -> dict:
     return n
 
 
+# -- options (issue 16): try-on onto a video, motion transfer, condition weighting, local attention ---------------
+
+SOURCE_FRAMES = 81
+"""Frames of the example source video (a still image repeated: swap in LoadVideo -> GetVideoComponents)."""
+
+
+def _source_video(nodes: dict, first_id: int, image: tuple[int, int], frames: int, y: int) -> tuple[int, int]:
+    """A source video at the stream size: image -> ImageScale -> RepeatImageBatch -> VAEEncode; returns its LATENT."""
+    nodes[first_id] = ("ImageScale", {"upscale_method": "bilinear", "width": 704, "height": 1280, "crop": "center"},
+                       {"image": image}, (40, y))
+    nodes[first_id + 1] = ("RepeatImageBatch", {"amount": frames}, {"image": (first_id, 0)}, (380, y))
+    nodes[first_id + 2] = ("VAEEncode", {}, {"pixels": (first_id + 1, 0), "vae": (2, 0)}, (740, y))
+    return (first_id + 2, 0)
+
+
+def video_tryon() -> dict:
+    """Try-on onto a person video inside a garment mask, with a garment switch mid-video (VITON-DiT's task)."""
+    n: dict = {}
+    _stream_head(n)
+    video = _source_video(n, 9, (5, 0), SOURCE_FRAMES, 950)
+    n[12] = ("SolidMask", {"value": 1.0, "width": 704, "height": 1280}, {}, (740, 1150))
+    n[13] = ("ChameleonVideoTryOn", {"strength": 0.94}, {"stream": (8, 0), "video": video, "mask": (12, 0)},
+             (1050, 450))
+    n[14] = ("ChameleonStreamGenerate", {"frames": 45}, {"stream": (13, 0)}, (1400, 150))
+    n[15] = ("LoadImage", {"image": "garment2.png"}, {}, (1050, 800))
+    n[16] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
+                                        "withdraw_sink": True},
+             {"stream": (14, 0), "vae": (2, 0), "garment": (15, 0)}, (1400, 450))
+    n[17] = ("ChameleonStreamGenerate", {"frames": 36}, {"stream": (16, 0)}, (1750, 450))
+    n[18] = ("ChameleonStreamDecode", {"chunk_frames": 3},
+             {"vae": (2, 0), "segment_1": (14, 1), "segment_2": (17, 1)}, (1750, 150))
+    _video_tail(n, (18, 0), 19, 2100, "video_tryon")
+    return n
+
+
+def video_tryon_keyframes() -> dict:
+    """Long-video try-on: keyframes at the segment starts first, then each segment filled from its keyframe."""
+    n: dict = {}
+    _stream_head(n)
+    video = _source_video(n, 9, (5, 0), 241, 950)
+    n[12] = ("SolidMask", {"value": 1.0, "width": 704, "height": 1280}, {}, (740, 1150))
+    n[13] = ("ChameleonVideoTryOnKeyframes", {"segment_chunks": 4, "strength": 0.94},
+             {"stream": (8, 0), "video": video, "mask": (12, 0)}, (1400, 150))
+    n[14] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (13, 0)}, (1750, 150))
+    _video_tail(n, (14, 0), 15, 2100, "video_tryon_keyframes")
+    return n
+
+
+def motion_transfer() -> dict:
+    """The stream follows a driving video's motion (the same noised-latent injection at a lower strength)."""
+    n: dict = {}
+    _stream_head(n)
+    driving = _source_video(n, 9, (5, 0), SOURCE_FRAMES, 950)
+    n[12] = ("ChameleonMotionTransfer", {"strength": 0.83}, {"stream": (8, 0), "driving": driving}, (1050, 450))
+    n[13] = ("ChameleonStreamGenerate", {"frames": SOURCE_FRAMES}, {"stream": (12, 0)}, (1400, 150))
+    n[14] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (13, 1)}, (1750, 150))
+    _video_tail(n, (14, 0), 15, 2100, "motion_transfer")
+    return n
+
+
+def _weighting(n: dict, model: tuple[int, int]) -> None:
+    n[20] = ("ChameleonConditionWeighting", {"early_bias": -2.0, "late_bias": 0.0, "ramp": "linear", "schedule": ""},
+             {"model": model}, (400, 150))
+
+
+def condition_weighting_stream() -> dict:
+    """Stream with condition weighting: weak reference/garment attention early in each chunk's steps, full late."""
+    n: dict = {}
+    _stream_head(n)
+    _weighting(n, (1, 0))
+    n[8][2]["student"] = (20, 0)
+    n[9] = ("ChameleonStreamGenerate", {"frames": 81}, {"stream": (8, 0)}, (1400, 150))
+    n[10] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (9, 1)}, (1750, 150))
+    _video_tail(n, (10, 0), 11, 2100, "condition_weighting_stream")
+    return n
+
+
+def condition_weighting_teacher() -> dict:
+    """The teacher with condition weighting over its 50 steps (CustomCrafter's schedule: motion first, detail last)."""
+    n = teacher_quality()
+    _weighting(n, (1, 0))
+    n[9][2]["teacher"] = (20, 0)
+    n[12] = (n[12][0], {**n[12][1], "filename_prefix": "fashionchameleon/condition_weighting_teacher"}, *n[12][2:])
+    return n
+
+
+def local_attention_stream() -> dict:
+    """A long stream with frame-local attention (each chunk sees the conditions, the sink and 6 nearest frames)."""
+    n: dict = {}
+    _stream_head(n)
+    n[9] = ("ChameleonLocalAttention", {"local_frames": 6}, {"stream": (8, 0)}, (1050, 450))
+    n[10] = ("ChameleonStreamGenerate", {"frames": 241}, {"stream": (9, 0)}, (1400, 150))
+    n[11] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (10, 1)}, (1750, 150))
+    _video_tail(n, (11, 0), 12, 2100, "local_attention_stream")
+    return n
+
+
+OPTION_WORKFLOWS = (video_tryon, video_tryon_keyframes, motion_transfer, condition_weighting_stream,
+                    condition_weighting_teacher, local_attention_stream)
+
 WORKFLOWS = {f.__name__: f for f in (single_garment_stream, garment_switch_chain, teacher_quality, long_video,
-                                     live_preview_stream, live_session)}
+                                     live_preview_stream, live_session, *OPTION_WORKFLOWS)}
 
 
 def _is_widget(spec: list) -> bool:
