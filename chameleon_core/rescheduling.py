@@ -150,6 +150,7 @@ def switch_prompt(state: StreamState, context: torch.Tensor | TextContext) -> St
     b = state.reference.shape[0]
     for (slots, _), latents in zip(groups, held):
         x = latents.to(model.device)
-        chunk_forward(model, cache, text, x, torch.zeros(b, device=model.device), slots)
+        chunk_forward(model, cache, text, x, torch.zeros(b, device=model.device), slots,
+                      local_frames=state.local_frames)
     logger.info("prompt switch at latent frame %d: re-cached %d chunks", state.frames, len(groups))
     return state.with_cache(cache, text=text, switches=state.switches + 1)

@@ -13,7 +13,8 @@ import json
 import os
 
 import pytest
-from test_comfyui_integration import REPO, SIZE, _error, load_api, server, tiny  # noqa: F401  (server: the fixture)
+
+from tests.test_comfyui_integration import REPO, SIZE, _error, load_api, server, tiny  # noqa: F401  (server: the fixture)
 
 pytestmark = [
     pytest.mark.comfyui,

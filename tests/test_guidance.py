@@ -28,6 +28,7 @@ from chameleon_core.guidance import (
 )
 from chameleon_core.samplers import sample_teacher
 from chameleon_core.schedules import model_timestep, student_timesteps, teacher_sigmas
+from chameleon_core.session import GarmentSwitch, Session, TimedSwitch
 from chameleon_core.streaming import generate, start_stream, with_options
 from chameleon_core.testing import tiny_transformer
 from chameleon_core.tryon import keyframe_then_fill
@@ -269,6 +270,25 @@ def test_stream_with_source_keeps_outside_of_mask_and_moves_toward_source(model,
         generate(with_options(state, source=SourceVideo(video, 0.9)), 8)
     with pytest.raises(ValueError, match="source mask must be"):
         SourceVideo(video, 0.9, torch.zeros(1, 1, 1, H + 1, W))
+
+
+@torch.no_grad()
+def test_garment_switch_mid_video_keeps_the_source_and_changes_the_garment(model, inputs):
+    """The session's timeline switches the garment of a try-on stream: the source video carries across the switch
+    (outside the mask the output is still the video), and the chunks after it differ from a run without it."""
+    half = torch.zeros(1, 1, 1, H, W)
+    half[..., : H // 2, :] = 1
+    state = with_options(_start(model, inputs), source=SourceVideo(inputs["video"][:, :, :8], 0.9, half),
+                         local_frames=2)
+    garment = torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(4))
+    switch = GarmentSwitch(garment, refresh=False, withdraw=True, disentangle=False)
+    switched = Session(state, chunks=4, decode=False, timeline=[TimedSwitch(2, switch)])
+    out = torch.cat([c.latents for c in switched], dim=2)
+    plain = torch.cat([c.latents for c in Session(state, chunks=4, decode=False)], dim=2)
+    video = inputs["video"][:, :, :8]
+    assert switched.state.source is state.source and switched.state.local_frames == 2
+    assert torch.equal(out[..., H // 2 :, :], video[..., H // 2 :, :])
+    assert torch.equal(out[:, :, :4], plain[:, :, :4]) and not torch.allclose(out[:, :, 4:], plain[:, :, 4:])
 
 
 @torch.no_grad()
