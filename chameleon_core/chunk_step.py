@@ -96,6 +96,8 @@ def denoise_chunk(
     if condition_bias is not None and len(condition_bias) != len(timesteps):
         raise ValueError(f"condition_bias has {len(condition_bias)} values for {len(timesteps)} steps; give one per step")
     if source is not None:
+        if grad:
+            raise ValueError("a chunk started from a source video is inference only (grad=False)")
         x0 = _denoise_from_source(model, cache, text, slots, timesteps, noise, exit_step, source, condition_bias,
                                   local_frames)
         if clean_pass:
