@@ -16,7 +16,7 @@ This module imports nothing outside PyTorch; the ComfyUI side (which MODEL, whic
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

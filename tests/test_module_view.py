@@ -30,8 +30,8 @@ def model():
 def inputs(model):
     g = torch.Generator().manual_seed(1)
     c = model.config.in_dim
-    return dict(x=torch.randn(1, c, 2, H, W, generator=g), ref=torch.randn(1, c, 1, H, W, generator=g),
-                gar=torch.randn(1, c, 1, H, W, generator=g), ctx=torch.randn(1, 5, model.config.text_dim, generator=g))
+    return {"x": torch.randn(1, c, 2, H, W, generator=g), "ref": torch.randn(1, c, 1, H, W, generator=g),
+                "gar": torch.randn(1, c, 1, H, W, generator=g), "ctx": torch.randn(1, 5, model.config.text_dim, generator=g)}
 
 
 class HalvedLinear(nn.Module):
