@@ -15,11 +15,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
 NAMES = ["single_garment_stream", "garment_switch_chain", "teacher_quality", "long_video", "live_preview_stream",
-         "live_session"]
+         "live_session", "native_model_stream"]
 OBJECT_INFO = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
 OURS = {"ChameleonTeacherLoader", "ChameleonStudentLoader", "ChameleonConditions", "ChameleonTeacherSampler",
         "ChameleonStreamStart", "ChameleonStreamGenerate", "ChameleonGarmentSwitch", "ChameleonPromptSwitch",
-        "ChameleonStreamDecode", "ChameleonTinyDecoderLoader", "ChameleonLiveStream"}
+        "ChameleonStreamDecode", "ChameleonTinyDecoderLoader", "ChameleonLiveStream", "ChameleonNativeModel"}
 CORE_MODULES = ("nodes", "comfy_extras.")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
