@@ -280,3 +280,21 @@ def test_native_example_workflow_runs(server):
     assert history["status"]["status_str"] == "success", _error(history)
     videos = server.video_files(history)
     assert videos and all(v.exists() and v.stat().st_size > 0 for v in videos), videos
+
+
+def test_partial_loading_streams_the_same_chunks_with_lora_patches_on_the_fly():
+    """ComfyUI's low-VRAM mode on the native path (half the weight bytes allowed on the device: the rest is cast per
+    call, LoRA patches applied by the modules themselves) streams the chunks of our fully loaded model with the LoRA
+    merged by hand. Runs the benchmark command at tiny size; its own check refuses a disagreeing result."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{COMFYUI_DIR}"}
+    out = subprocess.run([_comfy_python(), str(REPO / "docs" / "benchmarks" / "native_offload.py"), "--preset", "tiny",
+                          "--height", "64", "--width", "64", "--chunks", "2", "--budget-fraction", "0.5",
+                          "--lora-rank", "4"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    modes = json.loads(out.stdout[out.stdout.index("{"):])["modes"]
+    full, partial = modes["native_full"], modes["native_partial_0.5"]
+    assert full["streamed_modules"] == 0 and full["max_rel_diff_vs_ours"] <= 1e-5
+    assert partial["streamed_modules"] > 0 and partial["lowvram_patches"] > 0
+    assert partial["loaded_weight_bytes"] < full["loaded_weight_bytes"]
+    assert partial["max_rel_diff_vs_ours"] <= 1e-5
