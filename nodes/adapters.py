@@ -165,8 +165,6 @@ def native_model(node: str, model, kind: str) -> ChameleonModel:
     """A ComfyUI MODEL (``UNETLoader`` and anything that patched it: LoRA, ``ModelSamplingSD3``, GGUF loaders) as a
     ``kind`` model of the pack: the core runs on the MODEL's own modules (:class:`ModuleView`), so its weight casting,
     quantised ops, patches and partial loading apply; its ModelPatcher stays the one model management loads."""
-    from .types import ChameleonModel
-
     if kind not in MODEL_KINDS:
         raise node_error(node, "kind", kind, "unknown model kind", f"choose one of {MODEL_KINDS}")
     base = getattr(model, "model", None)
@@ -183,6 +181,8 @@ def native_model(node: str, model, kind: str) -> ChameleonModel:
     sampling = getattr(model, "object_patches", {}).get("model_sampling")
     shift = float(sampling.shift) if sampling is not None and hasattr(sampling, "shift") else None
     view = ModuleView(source, compute_dtype=compute, device=model.load_device, cast=_param_cast, config=config)
+    from .types import ChameleonModel  # declares the sockets: imports comfy_api
+
     logger.info("%s: native MODEL as %s (%s, compute %s, shift %s)", node, kind, config, compute, shift)
     return ChameleonModel(patcher=model, kind=kind, name=f"native {type(source).__name__}", view=view, shift=shift)
 
