@@ -226,6 +226,25 @@ def test_native_model_streams_the_frames_of_our_loader(server):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_native_teacher_samples_like_our_teacher_loader(server):
+    def prompt(model_nodes: dict) -> dict:
+        p = tiny(load_api("teacher_quality"))
+        del p["1"]
+        p.update(json.loads(json.dumps(model_nodes)))
+        sampler = next(k for k, v in p.items() if v["class_type"] == "ChameleonTeacherSampler")
+        p[sampler]["inputs"].update(steps=3, frames=9)
+        p["latents_out"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler, 0], "filename_prefix": "t"}}
+        return p
+
+    teacher = "chameleon_tiny_teacher.safetensors"
+    want = latents(server, prompt({"1": {"class_type": "ChameleonTeacherLoader",
+                                         "inputs": {"ckpt_name": teacher, "weight_dtype": "default"}}}))
+    nodes = native(unet_loader(teacher))
+    nodes["1"]["inputs"]["kind"] = "teacher"
+    got = latents(server, prompt(nodes))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_lora_through_lora_loader_equals_the_lora_merged_by_hand(server):
     lora = {"class_type": "LoraLoaderModelOnly", "inputs": {"lora_name": LORA, "strength_model": LORA_STRENGTH}}
     got = latents(server, stream_prompt(native(unet_loader(STUDENT), lora)))
