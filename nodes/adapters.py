@@ -21,6 +21,7 @@ and call them directly).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import weakref
 from typing import TYPE_CHECKING
@@ -544,7 +545,11 @@ def start_node_stream(node: str, student, positive, conditions, *, seed: int, st
     except ValueError as e:
         raise rewrap(node, "cache_frames", cache_frames, e, "raise cache_frames or lower sink_chunks") from None
     if getattr(student, "shift", None) is not None:  # a native MODEL patched by ModelSamplingSD3
-        settings = StreamSettings(**{**settings.__dict__, "shift": student.shift})
+        try:
+            settings = dataclasses.replace(settings, shift=student.shift)
+        except ValueError as e:
+            raise rewrap(node, "student", f"shift {student.shift}", e,
+                         "set ModelSamplingSD3's shift above 0 (the student is distilled at 5)") from None
     context = conditioning_tensor(node, "positive", positive)
     try:
         return start_stream(student.load(), context=context, reference=conditions.reference,

@@ -76,3 +76,14 @@ def test_comfy_attention_is_installed_as_the_backend_and_equals_the_core_path(fa
     q = torch.randn(1, 6, 2, 8, generator=g)
     attn.attention(q, q, q, torch.ones(6, 6, dtype=torch.bool).tril())  # masked: the core path
     assert len(fake_comfy_attention) == 2 * model.config.num_layers
+
+
+def test_a_zero_shift_from_model_sampling_is_refused_naming_the_student():
+    from comfyui_fashionchameleon.chameleon_core.config import StreamSettings
+
+    student = types.SimpleNamespace(shift=0.0)
+    with pytest.raises(ValueError, match=r"N: input 'student' got 'shift 0.0': shift must be a finite number > 0.*"
+                                         r"Fix: set ModelSamplingSD3's shift above 0"):
+        adapters.start_node_stream("N", student, None, None, seed=0, steps=4, chunk_frames=3, cache_frames=23,
+                                   sink_chunks=1)
+    assert StreamSettings().shift == 5.0
