@@ -28,13 +28,23 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor 
 
 
 _backend: AttentionFn = _sdpa
+_backend_takes_mask = True
 
 
-def set_attention_backend(fn: AttentionFn | None) -> None:
-    """Install ``fn(q, k, v, mask) -> out`` (all ``[B, L, H, D]``; mask boolean, True = attend) or reset to SDPA."""
-    global _backend
+def set_attention_backend(fn: AttentionFn | None, *, takes_mask: bool = True) -> None:
+    """Install ``fn(q, k, v, mask) -> out`` (all ``[B, L, H, D]``; mask boolean, True = attend) or reset to SDPA.
+
+    ``takes_mask=False``: ``fn`` is only handed unmasked calls (it gets ``mask=None``); masked calls take the core
+    path (SDPA). Inside ComfyUI the pack installs ComfyUI's own attention this way (``nodes/adapters.py``)."""
+    global _backend, _backend_takes_mask
     _backend = _sdpa if fn is None else fn
+    _backend_takes_mask = True if fn is None else takes_mask
     logger.info("attention backend: %s", getattr(_backend, "__name__", repr(_backend)))
+
+
+def attention_backend() -> AttentionFn:
+    """The installed backend (SDPA unless :func:`set_attention_backend` installed another)."""
+    return _backend
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -43,6 +53,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     q: ``[B, Lq, H, D]``; k, v: ``[B, Lk, H, D]``; mask: boolean, broadcastable to ``[B, H, Lq, Lk]``, True where
     a query may attend. Returns ``[B, Lq, H, D]`` in q's dtype.
     """
+    if mask is not None and not _backend_takes_mask:
+        return _sdpa(q, k, v, mask)
     return _backend(q, k, v, mask)
 
 

@@ -87,15 +87,37 @@ class LayerNorm32(nn.LayerNorm):
         return F.layer_norm(x.float(), self.normalized_shape, fp32_view(self.weight), fp32_view(self.bias), self.eps)
 
 
+class CalledLayer(nn.Module):
+    """A layer owned by another implementation (its weights cast, quantised, patched or offloaded by that
+    implementation), which the core only ever calls as a module: inputs in ``compute_dtype``, or in fp32 for the
+    fp32 regions (:func:`linear32`). The core never reads its weights (:mod:`chameleon_core.module_view`)."""
+
+    def __init__(self, inner: nn.Module, compute_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner = inner
+        self.compute_dtype = compute_dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.to(self.compute_dtype))
+
+    def fp32(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer on an fp32 input, returned in fp32 (its owner casts the weights to the input's dtype)."""
+        return self.inner(x.float()).float()
+
+
 def linear32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """A linear layer evaluated in fp32 whatever the weight dtype (the reference's fp32 autocast regions); the fp32
     weights of a bf16 model are upcast once (:func:`fp32_view`), not per call."""
+    if isinstance(layer, CalledLayer):
+        return layer.fp32(x)
     return F.linear(x.float(), fp32_view(layer.weight), fp32_view(layer.bias))
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """A linear layer evaluated in its weight dtype, or, for fp8-stored weights (:mod:`chameleon_core.quant`), in
-    the layer's ``compute_dtype`` with the weight upcast and rescaled on the fly."""
+    the layer's ``compute_dtype`` with the weight upcast and rescaled on the fly. A :class:`CalledLayer` is called."""
+    if isinstance(layer, CalledLayer):
+        return layer(x)
     w = layer.weight
     if w.dtype in FP8_DTYPES:
         if _use_fp8_matmul(layer, x):
@@ -108,6 +130,8 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 def _compute_dtype(layer: nn.Linear) -> torch.dtype:
+    if isinstance(layer, CalledLayer):
+        return layer.compute_dtype
     return layer.compute_dtype if layer.weight.dtype in FP8_DTYPES else layer.weight.dtype
 
 

@@ -21,6 +21,7 @@ and call them directly).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import weakref
@@ -39,6 +40,7 @@ from ..chameleon_core.guidance import ConditionWeighting, SourceVideo, latent_ma
 from ..chameleon_core.images import to_pixels
 from ..chameleon_core.latents import LatentFamily, latent_family
 from ..chameleon_core.memory import MemoryBudgetError
+from ..chameleon_core.module_view import ModuleView, config_of
 from ..chameleon_core.quant import quantize_blocks_fp8_
 from ..chameleon_core.rescheduling import switch_garment, switch_prompt
 from ..chameleon_core.samplers import sample_teacher
@@ -82,7 +84,7 @@ __all__ = [
     "TINY_DECODER_DTYPES", "WEIGHT_DTYPES", "ComfyCodec", "TinyPreview", "check_conditions", "check_decoder",
     "check_resolution", "check_student", "check_student_stream", "check_teacher", "check_vae", "codec",
     "conditioning_tensor", "diffusion_model_names", "encode_image", "encode_text", "image_to_video", "is_tiny_decoder_file",
-    "latent_segments", "load_input_image", "load_model", "load_tiny_decoder", "streaming_vae", "tiny_decoder_names", "vae_family",
+    "install_comfy_attention", "latent_segments", "load_input_image", "load_model", "native_model", "load_tiny_decoder", "streaming_vae", "tiny_decoder_names", "vae_family",
     "video_to_image",
 ]
 
@@ -153,6 +155,62 @@ def load_model(node: str, ckpt_name: str, weight_dtype: str, want: str) -> Chame
                                                offload_device=offload_device)
     logger.info("%s: %s loaded as %s (%s, compute %s)", node, ckpt_name, want, model.config.name, compute)
     return ChameleonModel(patcher=patcher, kind=want, name=ckpt_name)
+
+
+MODEL_KINDS = ["student", "teacher"]
+
+
+def _param_cast(p: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A raw parameter (``modulation``) to the compute device, as ComfyUI's own Wan code casts it (a partially
+    loaded model keeps it on the offload device; a LoRA patch has already been applied to it by the patcher)."""
+    import comfy.model_management as mm
+
+    return mm.cast_to(p, dtype=dtype, device=device)
+
+
+def native_model(node: str, model, kind: str) -> ChameleonModel:
+    """A ComfyUI MODEL (``UNETLoader`` and anything that patched it: LoRA, ``ModelSamplingSD3``, GGUF loaders) as a
+    ``kind`` model of the pack: the core runs on the MODEL's own modules (:class:`ModuleView`), so its weight casting,
+    quantised ops, patches and partial loading apply; its ModelPatcher stays the one model management loads."""
+    if kind not in MODEL_KINDS:
+        raise node_error(node, "kind", kind, "unknown model kind", f"choose one of {MODEL_KINDS}")
+    base = getattr(model, "model", None)
+    source = getattr(base, "diffusion_model", None)
+    if source is None or not hasattr(model, "load_device"):
+        raise node_error(node, "model", type(model).__name__, "not a ComfyUI MODEL",
+                         "connect the MODEL output of UNETLoader (Load Diffusion Model) or of a node that patches it")
+    try:
+        config = config_of(source)
+    except ValueError as e:
+        raise node_error(node, "model", type(source).__name__, str(e),
+                         "load a FashionChameleon Wan2.2 (or Wan2.1) transformer with UNETLoader") from None
+    compute = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+    sampling = getattr(model, "object_patches", {}).get("model_sampling")
+    shift = float(sampling.shift) if sampling is not None and hasattr(sampling, "shift") else None
+    view = ModuleView(source, compute_dtype=compute, device=model.load_device, cast=_param_cast, config=config)
+    from .types import ChameleonModel  # declares the sockets: imports comfy_api
+
+    logger.info("%s: native MODEL as %s (%s, compute %s, shift %s)", node, kind, config, compute, shift)
+    return ChameleonModel(patcher=model, kind=kind, name=f"native {type(source).__name__}", view=view, shift=shift)
+
+
+def comfy_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The core's attention (``[B, L, H, D]``, unmasked) through ComfyUI's ``optimized_attention``: the backend
+    ComfyUI chose from its flags (``--use-sage-attention``, ``--use-flash-attention``,
+    ``--use-pytorch-cross-attention``, ...), looked up per call."""
+    from comfy.ldm.modules import attention as comfy_attn
+
+    out = comfy_attn.optimized_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), heads=q.shape[2],
+                                         skip_reshape=True, skip_output_reshape=True)
+    return out.transpose(1, 2)
+
+
+def install_comfy_attention() -> None:
+    """Make ComfyUI's attention the core's backend (masked calls -- the teacher's training-style masks -- keep the
+    core path, since ComfyUI's kernels differ in which masks they take)."""
+    from ..chameleon_core.attention import set_attention_backend
+
+    set_attention_backend(comfy_attention, takes_mask=False)
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -492,6 +550,12 @@ def start_node_stream(node: str, student, positive, conditions, *, seed: int, st
                                   steps=steps)
     except ValueError as e:
         raise rewrap(node, "cache_frames", cache_frames, e, "raise cache_frames or lower sink_chunks") from None
+    if getattr(student, "shift", None) is not None:  # a native MODEL patched by ModelSamplingSD3
+        try:
+            settings = dataclasses.replace(settings, shift=student.shift)
+        except ValueError as e:
+            raise rewrap(node, "student", f"shift {student.shift}", e,
+                         "set ModelSamplingSD3's shift above 0 (the student is distilled at 5)") from None
     context = conditioning_tensor(node, "positive", positive)
     try:
         state = start_stream(student.load(), context=context, reference=conditions.reference,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from . import adapters
 from .conditions import ChameleonConditionsNode
 from .decode import ChameleonStreamDecode
 from .live import ChameleonLiveStream
 from .live_routes import register as register_live_routes
 from .loaders import (
+    ChameleonNativeModel,
     ChameleonStudentLoader,
     ChameleonTeacherLoader,
     ChameleonTinyDecoderLoader,
@@ -31,6 +33,7 @@ from .teacher import ChameleonTeacherSampler
 NODES: list[type[io.ComfyNode]] = [
     ChameleonTeacherLoader,
     ChameleonStudentLoader,
+    ChameleonNativeModel,
     ChameleonTinyDecoderLoader,
     ChameleonConditionsNode,
     ChameleonTeacherSampler,
@@ -48,6 +51,7 @@ NODES: list[type[io.ComfyNode]] = [
 ]
 
 register_live_routes()  # the live node's routes on ComfyUI's server, once, when ComfyUI loads the pack
+adapters.install_comfy_attention()  # the core's attention follows ComfyUI's choice (--use-sage-attention, ...)
 
 
 class FashionChameleonExtension(ComfyExtension):

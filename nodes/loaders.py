@@ -76,3 +76,29 @@ class ChameleonTinyDecoderLoader(io.ComfyNode):
     @classmethod
     def execute(cls, decoder_name: str, weight_dtype: str) -> io.NodeOutput:
         return io.NodeOutput(adapters.load_tiny_decoder("ChameleonTinyDecoderLoader", decoder_name, weight_dtype))
+
+
+class ChameleonNativeModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ChameleonNativeModel",
+            display_name="FashionChameleon Model From Native MODEL",
+            category="FashionChameleon/loaders",
+            description="Streams (or samples the teacher) on a MODEL from ComfyUI's own loaders: Load Diffusion Model "
+                        "(any weight dtype, scaled fp8 included), GGUF loaders, and what patches them (LoRA, "
+                        "ModelSamplingSD3's shift). ComfyUI's weight casting, quantised ops, LoRA patches and "
+                        "low-VRAM partial loading apply; the KV cache, chunk step and switches are the pack's.",
+            inputs=[
+                io.Model.Input("model", tooltip="A FashionChameleon Wan transformer loaded by UNETLoader (or a GGUF "
+                                                "loader), optionally through LoraLoaderModelOnly / ModelSamplingSD3."),
+                io.Combo.Input("kind", options=adapters.MODEL_KINDS, default="student",
+                               tooltip="student: the causal few-step streaming model; teacher: the bidirectional "
+                                       "in-context teacher. ComfyUI's loaders do not keep the file's role tag."),
+            ],
+            outputs=[ModelSocket.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model, kind: str) -> io.NodeOutput:
+        return io.NodeOutput(adapters.native_model("ChameleonNativeModel", model, kind))

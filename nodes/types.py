@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 from comfy_api.latest import io
+from torch import nn
 
 from ..chameleon_core.guidance import ConditionWeighting
 from ..chameleon_core.latents import LatentFamily
@@ -45,18 +45,24 @@ class ChameleonModel:
     """Checkpoint file name, for messages."""
     condition_weighting: ConditionWeighting | None = None
     """Condition weighting set by ChameleonConditionWeighting (the samplers and streams of this handle use it)."""
+    view: nn.Module | None = None
+    """For a native ComfyUI MODEL (``patcher`` is that MODEL's own ModelPatcher): the core's
+    ``chameleon_core.module_view.ModuleView`` over its diffusion model's modules; None for the pack's loaders."""
+    shift: float | None = None
+    """The flow shift a native MODEL was patched with (``ModelSamplingSD3``); None: the stream's default."""
 
     @property
     def config(self):
         """The transformer's ``WanConfig``."""
-        return self.patcher.model.diffusion_model.config
+        return (self.view if self.view is not None else self.patcher.model.diffusion_model).config
 
     def load(self):
-        """Bring the weights to the compute device through ComfyUI's model management and return the model."""
+        """Bring the weights to the compute device through ComfyUI's model management (fully, or partially where
+        VRAM is short and the model's ops can stream the rest) and return the model the core runs."""
         import comfy.model_management as mm
 
         mm.load_models_gpu([self.patcher])
-        return self.patcher.model.diffusion_model
+        return self.view if self.view is not None else self.patcher.model.diffusion_model
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
 NAMES = ["single_garment_stream", "garment_switch_chain", "teacher_quality", "long_video", "live_preview_stream",
-         "live_session"]
+         "live_session", "native_model_stream"]
 NAMES += ["video_tryon", "video_tryon_keyframes", "motion_transfer", "condition_weighting_stream",  # issue 16
           "condition_weighting_teacher", "local_attention_stream"]
 OBJECT_INFO = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
 OURS = {"ChameleonTeacherLoader", "ChameleonStudentLoader", "ChameleonConditions", "ChameleonTeacherSampler",
         "ChameleonStreamStart", "ChameleonStreamGenerate", "ChameleonGarmentSwitch", "ChameleonPromptSwitch",
-        "ChameleonStreamDecode", "ChameleonTinyDecoderLoader", "ChameleonLiveStream"}
+        "ChameleonStreamDecode", "ChameleonTinyDecoderLoader", "ChameleonLiveStream", "ChameleonNativeModel"}
 OURS |= {"ChameleonVideoTryOn", "ChameleonVideoTryOnKeyframes", "ChameleonMotionTransfer", "ChameleonConditionWeighting",
          "ChameleonLocalAttention"}
 CORE_MODULES = ("nodes", "comfy_extras.")

@@ -248,8 +248,29 @@ def local_attention_stream() -> dict:
 OPTION_WORKFLOWS = (video_tryon, video_tryon_keyframes, motion_transfer, condition_weighting_stream,
                     condition_weighting_teacher, local_attention_stream)
 
+NATIVE_LORA = "your_wan2.2_ti2v_5b_lora.safetensors"
+
+
+def native_model_stream() -> dict:
+    """The student through ComfyUI's own loaders: Load Diffusion Model (any weight dtype, fp8 included), a LoRA
+    (LoraLoaderModelOnly) and ModelSamplingSD3's shift, then FashionChameleon Model From Native MODEL into the stream
+    (ComfyUI's casting, LoRA patches and low-VRAM partial loading apply; swap in a GGUF loader the same way)."""
+    n: dict = {}
+    _stream_head(n)
+    n[20] = ("UNETLoader", {"unet_name": STUDENT, "weight_dtype": "default"}, {}, (-700, 150))
+    n[21] = ("LoraLoaderModelOnly", {"lora_name": NATIVE_LORA, "strength_model": 1.0}, {"model": (20, 0)},
+             (-350, 150))
+    n[22] = ("ModelSamplingSD3", {"shift": 5.0}, {"model": (21, 0)}, (-350, 350))
+    n[1] = ("ChameleonNativeModel", {"kind": "student"}, {"model": (22, 0)}, (40, 150))
+    n[9] = ("ChameleonStreamGenerate", {"frames": 81}, {"stream": (8, 0)}, (1400, 150))
+    n[10] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (9, 1)}, (1750, 150))
+    _video_tail(n, (10, 0), 11, 2100, "native_model_stream")
+    return n
+
+
 WORKFLOWS = {f.__name__: f for f in (single_garment_stream, garment_switch_chain, teacher_quality, long_video,
-                                     live_preview_stream, live_session, *OPTION_WORKFLOWS)}
+                                     live_preview_stream, live_session, *OPTION_WORKFLOWS,
+                                     native_model_stream)}
 
 
 def _is_widget(spec: list) -> bool:

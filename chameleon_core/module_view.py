@@ -1,0 +1,131 @@
+"""The core's Wan forward over another implementation's modules: a :class:`ModuleView`.
+
+A Wan DiT loaded elsewhere (ComfyUI's ``UNETLoader``, a GGUF loader, ...) has the official submodule names
+(``blocks.N.self_attn.q``, ``head.modulation``, ...), but its layers cast, dequantise, patch (LoRA) and offload their
+weights in their own ``forward``. A view is a :class:`~chameleon_core.model.WanModel` whose layers *are* those
+modules: every linear / conv / norm layer is called as a module (:class:`~chameleon_core.model.CalledLayer` where the
+core would read the weight), and the raw parameters (the blocks' and head's ``modulation``) are read through the
+owner's module each call and brought to the compute device by a ``cast`` function the owner supplies (a LoRA patch may
+replace the parameter object, so the view never keeps one). Everything else -- RoPE, the in-context conditions, the
+KV-cache plans, the chunk step, rescheduling -- is the core's, unchanged.
+
+The view holds no weights of its own and is never moved (``.to`` raises): the owner decides where weights live.
+This module imports nothing outside PyTorch; the ComfyUI side (which MODEL, which device, which cast) is
+``nodes/adapters.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .config import WanConfig
+from .model import Block, CalledLayer, CrossAttention, Head, SelfAttention, WanModel
+
+ParamCast = Callable[[torch.Tensor, torch.dtype, torch.device], torch.Tensor]
+"""``cast(parameter, dtype, device) -> tensor``: how the owner brings a raw parameter to the compute device."""
+
+
+def plain_cast(p: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The default :data:`ParamCast`: ``p.to(device, dtype)``."""
+    return p.to(device=device, dtype=dtype)
+
+
+WAN_ATTRIBUTES = ("dim", "ffn_dim", "num_heads", "num_layers", "in_dim", "out_dim", "text_dim", "freq_dim",
+                  "text_len", "patch_size", "eps", "qk_norm", "cross_attn_norm")
+
+
+def config_of(source: nn.Module, name: str = "native") -> WanConfig:
+    """The :class:`WanConfig` of a Wan DiT module that carries the official constructor's attributes (``dim``,
+    ``num_heads``, ... as ComfyUI's ``WanModel`` does). Raises ValueError naming what is missing or unsupported."""
+    missing = [a for a in WAN_ATTRIBUTES if not hasattr(source, a)]
+    if missing or not hasattr(source, "blocks") or not hasattr(source, "head"):
+        raise ValueError(f"{type(source).__name__} is not a Wan DiT (missing {missing or ['blocks/head']})")
+    if getattr(source, "model_type", "t2v") != "t2v":
+        raise ValueError(f"this Wan model is a {source.model_type!r} variant; FashionChameleon runs on text-to-video "
+                         "Wan (Wan2.2-TI2V-5B or Wan2.1-T2V)")
+    values = {a: getattr(source, a) for a in WAN_ATTRIBUTES}
+    values["patch_size"] = tuple(values["patch_size"])
+    return WanConfig(**values, name=name)
+
+
+class _ViewSelfAttention(SelfAttention):
+    def __init__(self, source: nn.Module, num_heads: int, compute_dtype: torch.dtype) -> None:
+        nn.Module.__init__(self)
+        self.num_heads = num_heads
+        for name in ("q", "k", "v", "o"):
+            setattr(self, name, CalledLayer(getattr(source, name), compute_dtype))
+        self.norm_q, self.norm_k = source.norm_q, source.norm_k
+
+
+class _ViewCrossAttention(CrossAttention):
+    __init__ = _ViewSelfAttention.__init__
+
+
+class _ViewBlock(Block):
+    def __init__(self, source: nn.Module, config: WanConfig, compute_dtype: torch.dtype, cast: ParamCast,
+                 device: torch.device) -> None:
+        nn.Module.__init__(self)
+        object.__setattr__(self, "_source", source)  # not a child: the view owns no weights
+        self._cast, self._device = cast, device
+        self.norm1, self.norm3, self.norm2 = source.norm1, source.norm3, source.norm2
+        self.self_attn = _ViewSelfAttention(source.self_attn, config.num_heads, compute_dtype)
+        self.cross_attn = _ViewCrossAttention(source.cross_attn, config.num_heads, compute_dtype)
+        self.ffn = nn.Sequential(CalledLayer(source.ffn[0], compute_dtype), source.ffn[1],
+                                 CalledLayer(source.ffn[2], compute_dtype))
+
+    @property
+    def modulation(self) -> torch.Tensor:  # read through the owner each call (a patch may replace the parameter)
+        return self._cast(self._source.modulation, torch.float32, self._device)
+
+
+class _ViewHead(Head):
+    def __init__(self, source: nn.Module, compute_dtype: torch.dtype, cast: ParamCast, device: torch.device) -> None:
+        nn.Module.__init__(self)
+        object.__setattr__(self, "_source", source)
+        self._cast, self._device = cast, device
+        self.norm = source.norm
+        self.head = CalledLayer(source.head, compute_dtype)
+
+    @property
+    def modulation(self) -> torch.Tensor:
+        return self._cast(self._source.modulation, torch.float32, self._device)
+
+
+class ModuleView(WanModel):
+    """The core Wan DiT running on ``source``'s modules (see the module docstring).
+
+    ``source``: a Wan DiT module with the official names and constructor attributes (:func:`config_of`);
+    ``compute_dtype``: activations and KV cache dtype; ``device``: where the forward runs (the owner must have made
+    the modules usable there, e.g. loaded or set up to stream their weights); ``cast``: how raw parameters reach
+    ``device`` (:func:`plain_cast` by default).
+    """
+
+    def __init__(self, source: nn.Module, *, compute_dtype: torch.dtype, device: torch.device | str,
+                 cast: ParamCast = plain_cast, config: WanConfig | None = None) -> None:
+        nn.Module.__init__(self)
+        self.config = config if config is not None else config_of(source)
+        device = torch.device(device)
+        self._view_dtype, self._view_device = compute_dtype, device
+        object.__setattr__(self, "source", source)
+        self.patch_embedding = source.patch_embedding
+        self.text_embedding = source.text_embedding
+        self.time_embedding = nn.Sequential(CalledLayer(source.time_embedding[0], compute_dtype), nn.SiLU(),
+                                            CalledLayer(source.time_embedding[2], compute_dtype))
+        self.time_projection = nn.Sequential(nn.SiLU(), CalledLayer(source.time_projection[1], compute_dtype))
+        self.blocks = nn.ModuleList([_ViewBlock(b, self.config, compute_dtype, cast, device) for b in source.blocks])
+        self.head = _ViewHead(source.head, compute_dtype, cast, device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._view_dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._view_device
+
+    def _apply(self, fn, *args, **kwargs):
+        raise RuntimeError("a ModuleView does not own its weights and is never moved; move or load its source "
+                           "model instead (inside ComfyUI, model management does)")
