@@ -5,13 +5,15 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .conditions import ChameleonConditionsNode
-from .decode import ChameleonStreamDecode
+from .decode import ChameleonSegmentJoin, ChameleonStreamDecode
 from .live import ChameleonLiveStream
 from .live_routes import register as register_live_routes
 from .loaders import (
+    ChameleonPromptEmbeddings,
     ChameleonStudentLoader,
     ChameleonTeacherLoader,
     ChameleonTinyDecoderLoader,
+    ChameleonVAELoader,
 )
 from .stream_nodes import (
     ChameleonGarmentSwitch,
@@ -25,6 +27,8 @@ NODES: list[type[io.ComfyNode]] = [
     ChameleonTeacherLoader,
     ChameleonStudentLoader,
     ChameleonTinyDecoderLoader,
+    ChameleonVAELoader,
+    ChameleonPromptEmbeddings,
     ChameleonConditionsNode,
     ChameleonTeacherSampler,
     ChameleonStreamStart,
@@ -32,6 +36,7 @@ NODES: list[type[io.ComfyNode]] = [
     ChameleonGarmentSwitch,
     ChameleonPromptSwitch,
     ChameleonStreamDecode,
+    ChameleonSegmentJoin,
     ChameleonLiveStream,
 ]
 

@@ -34,6 +34,7 @@ class ComfyLikeVAE:
     def __init__(self, core) -> None:
         self.core, self.latent_channels = core, core.latent_channels
         self.device, self.vae_dtype = torch.device("cpu"), torch.float32
+        self.first_stage_model, self.patcher = core.model, None  # ComfyUI's module; no model management here
 
     def get_sd(self) -> dict[str, torch.Tensor]:
         return self.core.model.state_dict()
@@ -85,7 +86,7 @@ def test_latent_segments_join_in_order_and_name_what_is_wrong():
     joined = adapters.latent_segments("N", family, {"segment_2": {"samples": b}, "segment_1": {"samples": a},
                                                     "segment_3": None})
     torch.testing.assert_close(joined, torch.cat([a, b], dim=2))
-    with pytest.raises(ValueError, match=r"N: input 'segment_2' got '\(1, 16, 2, 2, 2\)'.*Fix:"):
+    with pytest.raises(ValueError, match=r"N: input 'segment_2' got 'shape \(1, 16, 2, 2, 2\)'.*Fix:"):
         adapters.latent_segments("N", family, {"segment_1": {"samples": a},
                                                "segment_2": {"samples": torch.zeros(1, 16, 2, 2, 2)}})
     with pytest.raises(ValueError, match="no segment connected"):
