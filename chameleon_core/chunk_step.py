@@ -61,6 +61,11 @@ def timestep_tensor(value: float, batch: int, device: torch.device) -> torch.Ten
     return t
 
 
+class ChunkInterrupted(Exception):
+    """``should_stop()`` turned True between two denoising steps: the chunk was abandoned. Its caller rewinds what it
+    claimed (``streaming.Rollout.step`` does) and ends its loop with the chunks it completed."""
+
+
 def denoise_chunk(
     model: WanModel,
     cache: KVCache,
@@ -72,13 +77,16 @@ def denoise_chunk(
     exit_step: int | None = None,
     grad: bool = False,
     clean_pass: bool = True,
+    should_stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Denoise one chunk in the claimed cache ``slots``; returns its clean latents ``[B, C, F, h, w]`` (fp32).
 
     timesteps: the warped few-step list, e.g. [1000, 937.5, 833.3, 625]. exit_step: the step whose x0 is the output
     (default the last); steps after it are not run. grad: run the exit step with gradient (earlier steps never have
     one), so the result carries gradient to the weights through that one forward. clean_pass: write the chunk's
-    final keys with a forward at t = 0 (no gradient); False keeps the keys of the last step run.
+    final keys with a forward at t = 0 (no gradient); False keeps the keys of the last step run. should_stop: polled
+    before every step after the first and before the clean pass; True raises :class:`ChunkInterrupted` (so a Cancel
+    at a large size waits one step, not one chunk).
     """
     last = len(timesteps) - 1
     exit_step = last if exit_step is None else exit_step
@@ -87,6 +95,8 @@ def denoise_chunk(
     x = noise(0)
     b = x.shape[0]
     for i in range(exit_step + 1):
+        if i and should_stop is not None and should_stop():
+            raise ChunkInterrupted(f"stopped before denoising step {i + 1} of {exit_step + 1}")
         t = timesteps[i]
         with torch.set_grad_enabled(grad and i == exit_step):
             t_model = timestep_tensor(model_timestep(t, model.dtype), b, model.device)
@@ -95,6 +105,8 @@ def denoise_chunk(
         if i < exit_step:
             x = add_noise(x0, noise(i + 1), timesteps[i + 1] / NUM_TRAIN_TIMESTEPS)
     if clean_pass:
+        if should_stop is not None and should_stop():
+            raise ChunkInterrupted("stopped before the clean pass")
         with torch.no_grad():
             chunk_forward(model, cache, text, x0.detach(), timestep_tensor(0.0, b, model.device), slots)
     return x0
