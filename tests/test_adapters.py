@@ -153,3 +153,14 @@ def test_tiny_preview_shows_the_last_frame_of_one_carried_decode():
     for got, index in zip(shown, (8, 20)):
         want = ((whole[0, :, index].permute(1, 2, 0) + 1) / 2).clamp(0, 1)
         torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+def test_a_core_message_ending_in_a_full_stop_gives_one_full_stop_before_the_fix():
+    from comfyui_fashionchameleon.chameleon_core.config import StreamSettings as Settings
+    from comfyui_fashionchameleon.nodes.errors import rewrap
+
+    with pytest.raises(ValueError) as err:
+        Settings(cache_frames=4)
+    message = str(rewrap("ChameleonStreamStart", "cache_frames", 4, err.value, "raise cache_frames"))
+    assert message.startswith("ChameleonStreamStart: input 'cache_frames' got 4: cache_frames=4 leaves")
+    assert ".." not in message and message.endswith("shrink the sink. Fix: raise cache_frames")

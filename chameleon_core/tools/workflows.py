@@ -162,7 +162,7 @@ def live_session() -> dict:
 
 def demo() -> dict:
     """The demo: no downloads (``python -m chameleon_core.tools.demo_models``), runs in a plain ComfyUI on a CPU in
-    seconds: a stream with two garment switches at 128x128 from the pack's small random models."""
+    seconds: a 69-frame stream with two garment switches at 128x128 from the pack's small random models."""
     n: dict = {}
     n[1] = ("ChameleonStudentLoader", {"ckpt_name": DEMO_STUDENT, "weight_dtype": "default"}, {}, (MODELS, 0))
     n[2] = ("ChameleonVAELoader", {"vae_name": DEMO_VAE}, {}, (MODELS, 1))
@@ -174,17 +174,17 @@ def demo() -> dict:
     n[8] = ("ChameleonStreamStart", {"seed": 42, "steps": 4, "chunk_frames": 3, "cache_frames": 23,
                                      "sink_chunks": 1},
             {"student": (1, 0), "positive": (3, 0), "conditions": (7, 0)}, (START, 1))
-    n[9] = ("ChameleonStreamGenerate", {"frames": 45}, {"stream": (8, 0)}, (1300, 0))
+    n[9] = ("ChameleonStreamGenerate", {"frames": 21}, {"stream": (8, 0)}, (1300, 0))
     n[10] = ("LoadImage", {"image": DEMO_IMAGES[2]}, {}, (1700, 0))
     n[11] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
                                         "withdraw_sink": True},
              {"stream": (9, 0), "vae": (2, 0), "garment": (10, 0)}, (1700, 1))
-    n[12] = ("ChameleonStreamGenerate", {"frames": 48}, {"stream": (11, 0)}, (1700, 2))
+    n[12] = ("ChameleonStreamGenerate", {"frames": 24}, {"stream": (11, 0)}, (1700, 2))
     n[13] = ("LoadImage", {"image": DEMO_IMAGES[3]}, {}, (2100, 0))
     n[14] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
                                         "withdraw_sink": True},
              {"stream": (12, 0), "vae": (2, 0), "garment": (13, 0)}, (2100, 1))
-    n[15] = ("ChameleonStreamGenerate", {"frames": 48}, {"stream": (14, 0)}, (2100, 2))
+    n[15] = ("ChameleonStreamGenerate", {"frames": 24}, {"stream": (14, 0)}, (2100, 2))
     n[16] = ("ChameleonStreamDecode", {"chunk_frames": 3},
              {"vae": (2, 0), "segment_1": (9, 1), "segment_2": (12, 1), "segment_3": (15, 1)}, (2500, 0))
     _video_tail(n, (16, 0), 17, 2500, "demo")
@@ -199,13 +199,16 @@ SWITCH_CHAIN_GROUPS = [("Segment 1: garment 1 (frames 0-44)", [9]), ("Switch to 
 EXTRAS: dict[str, dict] = {
     "demo": {
         "title": "FashionChameleon demo (no downloads)",
-        "description": "A stream of 141 frames with two garment switches, from the pack's small models: first run "
-                       f"`{workflow_layout.DEMO_COMMAND}` (writes the models and images), then Run. On a CPU it "
-                       "takes seconds. The weights are RANDOM: the frames are noise; the demo shows the pipeline "
+        "description": "A stream of 69 frames with two garment switches (at frames 21 and 45), from the pack's small "
+                       "models: first run "
+                       f"`{workflow_layout.DEMO_COMMAND}` (writes the models and images), then Run (under a minute on a "
+                       "CPU). The weights are RANDOM: the frames are noise; the demo shows the pipeline "
                        "(stream, switches, decode, video file). Replace the three model files with trained ones "
                        "(same names; the command's --student/--vae/--prompt) to see a garment actually switch.",
         "groups": [("Demo models (random weights: the frames are noise)", [1, 2, 3]), ("Person and garment 1", [5, 6]),
-                   ("Conditions and stream start", [7, 8]), *SWITCH_CHAIN_GROUPS],
+                   ("Conditions and stream start", [7, 8]), ("Segment 1: garment 1 (frames 0-20)", [9]),
+                   ("Switch to garment 2 at frame 21", [10, 11, 12]), ("Switch to garment 3 at frame 45", [13, 14, 15]),
+                   ("Decode and save", [16, 17, 18])],
     },
     "single_garment_stream": {
         "title": "One garment, one stream",
