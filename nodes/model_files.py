@@ -93,8 +93,8 @@ def load_wan_vae(node: str, vae_name: str):
     try:
         sd, metadata = comfy.utils.load_torch_file(path, return_metadata=True)
         config = infer_vae_config({k: tuple(v.shape) for k, v in sd.items()})
-    except (CheckpointError, ValueError, RuntimeError, OSError) as e:
-        raise node_error(node, "vae_name", vae_name, f"not a readable Wan VAE: {e}",
+    except Exception as e:  # noqa: BLE001 (the readers' own error types on a damaged file; the core's on another model)
+        raise node_error(node, "vae_name", vae_name, f"not a readable Wan VAE: {str(e) or type(e).__name__}",
                          "pick a Wan2.1 / Wan2.2 VAE file (or re-download this one)") from None
     with _wan_vae_at(config):
         vae = comfy.sd.VAE(sd=sd, metadata=metadata)

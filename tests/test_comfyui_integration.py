@@ -245,7 +245,7 @@ def test_object_info_lists_every_node_with_its_inputs(server):
 def test_ui_workflow_has_no_missing_nodes(server, name):
     info = server.get("/object_info")
     ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
-    missing = sorted({n["type"] for n in ui["nodes"]} - set(info))
+    missing = sorted({n["type"] for n in ui["nodes"]} - set(info) - {"MarkdownNote", "Note"})  # UI-only notes
     assert not missing, f"{name}: nodes missing in ComfyUI: {missing}"
     templates = server.get("/workflow_templates")
     assert name in templates.get("comfyui-fashionchameleon", []), templates
@@ -969,6 +969,10 @@ def test_stream_decode_blames_a_vae_of_the_other_family_with_the_shapes(server):
     prompt[decode]["inputs"]["vae"] = ["vae21", 0]
     _expect_error(server, prompt, "ChameleonStreamDecode", "'vae'", "wan2.1 VAE", "wan2.2 latents",
                   "(1, 48, 3, 4, 4)", "Fix: connect the wan2.2 VAE")
+    # the any-size loader on a file that is not a Wan VAE: the loader names it
+    (server.base / "models" / "vae" / "broken_vae.safetensors").write_bytes(b"not a safetensors file")
+    prompt["vae21"]["inputs"]["vae_name"] = "broken_vae.safetensors"
+    _expect_error(server, prompt, "ChameleonVAELoader", "'vae_name'", "broken_vae", "not a readable Wan VAE", "Fix:")
 
 
 def test_segment_joins_decode_any_number_of_segments_as_one_video(server):

@@ -219,3 +219,23 @@ def test_frame_counts_need_no_rounding(name):
             assert (frames - 1) % 4 == 0 and ((frames - 1) // 4 + 1) % chunk == 0, (name, frames)
         else:
             assert frames % (4 * chunk) == 0, (name, frames)
+
+
+def test_any_spec_gets_a_layout_without_overlaps_a_note_and_model_entries():
+    """The conventions apply to a spec with no extras and careless positions (all nodes at one point): the
+    generator's layout separates them, derives the Note and the model entries from the loader nodes."""
+    from chameleon_core.tools import workflows
+
+    spec = {k: (t, w, links, (0, 0)) for k, (t, w, links, _) in workflows.garment_switch_chain().items()}
+    ui = workflows.to_ui(spec, OBJECT_INFO)
+    assert not [(a["id"], b["id"]) for i, a in enumerate(ui["nodes"]) for b in ui["nodes"][i + 1 :]
+                if _overlap(_area(a), _area(b))]
+    note = next(n for n in ui["nodes"] if n["type"] == "MarkdownNote")["widgets_values"][0]
+    assert "`diffusion_models/`: `fashionchameleon_student_wan2.2_ti2v_5b.safetensors`, not public" in note
+    assert "`vae/`: `wan2.2_vae.safetensors`, https://huggingface.co/" in note
+    titles = sorted(n.get("title", "") for n in ui["nodes"] if n["type"] == "LoadImage")
+    assert titles == ["Garment 1", "Garment 2", "Garment 3", "Person"]
+
+
+def _overlap(ra, rb):
+    return ra[0] < rb[2] and rb[0] < ra[2] and ra[1] < rb[3] and rb[1] < ra[3]
