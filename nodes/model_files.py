@@ -195,13 +195,14 @@ def missing_file(folder: str, name: object) -> str | None:
 
     if folder == PROMPT_FOLDER:
         _prompt_folders()
-    if isinstance(name, str) and folder_paths.get_full_path(folder, name) is not None:
-        return None
+    if isinstance(name, str) and (folder_paths.get_full_path(folder, name) is not None
+                                  or name in folder_paths.get_filename_list(folder)):
+        return None  # there (a listed entry that is no regular file is the loader's to explain, naming the file)
     return (f"missing model file {name!r}: put it into ComfyUI/models/{folder} (see the workflow's Note for where to "
             f"get it) and refresh the browser")
 
 
 def missing_files(files: Mapping[str, tuple[str, object]]) -> bool | str:
     """``validate_inputs``' answer for ``{input: (folder, value)}``: True, or one text naming every missing file."""
-    problems = [f"{key}: {msg}" for key, (folder, value) in files.items() if (msg := missing_file(folder, value))]
+    problems = [msg for folder, value in files.values() if (msg := missing_file(folder, value))]  # ComfyUI names the input
     return True if not problems else "; ".join(problems)
