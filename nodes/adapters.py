@@ -80,12 +80,13 @@ __all__ = [
     "NonFiniteChunkError", "Session", "StreamSettings", "chunks_for", "decode_chunks", "encode_condition",
     "latent_frames_for", "latent_family", "sample_teacher", "start_stream", "switch_garment", "switch_prompt",
     # the adapters (model files: model_files.py)
-    "PROMPT_FOLDER", "SEGMENT_KEY", "TINY_DECODER_DTYPES", "WEIGHT_DTYPES", "ComfyCodec", "TinyPreview", "check_conditions", "check_decoder",
-    "check_resolution", "check_student", "check_student_stream", "check_teacher", "check_vae", "codec",
-    "conditioning_tensor", "diffusion_model_names", "encode_image", "encode_text", "first_image", "image_to_video",
-    "is_tiny_decoder_file", "join_segments", "latent_segments", "load_input_image", "load_model", "load_prompt_conditioning",
-    "load_tiny_decoder", "load_wan_vae", "missing_files", "prompt_embedding_names", "segment_latent", "streaming_vae",
-    "tiny_decoder_names", "vae_family", "vae_names", "video_to_image",
+    "PROMPT_FOLDER", "SEGMENT_KEY", "TINY_DECODER_DTYPES", "WEIGHT_DTYPES", "ComfyCodec", "TinyPreview",
+    "check_conditions", "check_decoder", "check_resolution", "check_student", "check_student_stream", "check_teacher",
+    "check_vae", "codec", "conditioning_tensor", "diffusion_model_names", "encode_image", "encode_text",
+    "first_image", "image_to_video", "is_tiny_decoder_file", "join_segments", "latent_segments", "load_input_image",
+    "load_model", "load_prompt_conditioning", "load_tiny_decoder", "load_wan_vae", "missing_files",
+    "prompt_embedding_names", "segment_latent", "streaming_vae", "tiny_decoder_names", "vae_family", "vae_names",
+    "video_to_image",
 ]
 
 # -------------------------------------------------------------------------------------------------------------------

@@ -204,5 +204,5 @@ def missing_file(folder: str, name: object) -> str | None:
 
 def missing_files(files: Mapping[str, tuple[str, object]]) -> bool | str:
     """``validate_inputs``' answer for ``{input: (folder, value)}``: True, or one text naming every missing file."""
-    problems = [msg for folder, value in files.values() if (msg := missing_file(folder, value))]  # ComfyUI names the input
+    problems = [msg for folder, value in files.values() if (msg := missing_file(folder, value))]  # ComfyUI names inputs
     return True if not problems else "; ".join(problems)
