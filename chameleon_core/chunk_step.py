@@ -62,6 +62,11 @@ def timestep_tensor(value: float, batch: int, device: torch.device) -> torch.Ten
     return t
 
 
+class ChunkInterrupted(Exception):
+    """``should_stop()`` turned True between two denoising steps: the chunk was abandoned. Its caller rewinds what it
+    claimed (``streaming.Rollout.step`` does) and ends its loop with the chunks it completed."""
+
+
 def denoise_chunk(
     model: WanModel,
     cache: KVCache,
@@ -76,6 +81,7 @@ def denoise_chunk(
     source: ChunkSource | None = None,
     condition_bias: tuple[float, ...] | list[float] | None = None,
     local_frames: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Denoise one chunk in the claimed cache ``slots``; returns its clean latents ``[B, C, F, h, w]`` (fp32).
 
@@ -88,6 +94,9 @@ def denoise_chunk(
     latents noised to ``source.start_step`` (SDEdit; only the remaining steps run; optionally only inside its
     mask); ``condition_bias`` is one logit bias per step on the reference and garment keys (0 takes the plain
     path; the clean pass has none); ``local_frames`` is frame-local attention over the history.
+
+    should_stop: polled before every step after the first and before the clean pass; True raises
+    :class:`ChunkInterrupted` (so a Cancel at a large size waits one step, not one chunk).
     """
     last = len(timesteps) - 1
     exit_step = last if exit_step is None else exit_step
@@ -99,28 +108,32 @@ def denoise_chunk(
         if grad:
             raise ValueError("a chunk started from a source video is inference only (grad=False)")
         x0 = _denoise_from_source(model, cache, text, slots, timesteps, noise, exit_step, source, condition_bias,
-                                  local_frames)
-        if clean_pass:
-            with torch.no_grad():
-                chunk_forward(model, cache, text, x0, timestep_tensor(0.0, x0.shape[0], model.device), slots,
-                              local_frames=local_frames)
-        return x0
-    x = noise(0)
-    b = x.shape[0]
-    for i in range(exit_step + 1):
-        t = timesteps[i]
-        with torch.set_grad_enabled(grad and i == exit_step):
-            t_model = timestep_tensor(model_timestep(t, model.dtype), b, model.device)
-            v = chunk_forward(model, cache, text, x, t_model, slots, condition_bias=_bias(condition_bias, i),
-                              local_frames=local_frames)
-            x0 = x0_from_velocity(x, v, t / NUM_TRAIN_TIMESTEPS)
-        if i < exit_step:
-            x = add_noise(x0, noise(i + 1), timesteps[i + 1] / NUM_TRAIN_TIMESTEPS)
+                                  local_frames, should_stop)
+    else:
+        x = noise(0)
+        for i in range(exit_step + 1):
+            if i:
+                _poll(should_stop, f"stopped before denoising step {i + 1} of {exit_step + 1}")
+            t = timesteps[i]
+            with torch.set_grad_enabled(grad and i == exit_step):
+                t_model = timestep_tensor(model_timestep(t, model.dtype), x.shape[0], model.device)
+                v = chunk_forward(model, cache, text, x, t_model, slots, condition_bias=_bias(condition_bias, i),
+                                  local_frames=local_frames)
+                x0 = x0_from_velocity(x, v, t / NUM_TRAIN_TIMESTEPS)
+            if i < exit_step:
+                x = add_noise(x0, noise(i + 1), timesteps[i + 1] / NUM_TRAIN_TIMESTEPS)
     if clean_pass:
+        _poll(should_stop, "stopped before the clean pass")
         with torch.no_grad():
-            chunk_forward(model, cache, text, x0.detach(), timestep_tensor(0.0, b, model.device), slots,
+            chunk_forward(model, cache, text, x0.detach(), timestep_tensor(0.0, x0.shape[0], model.device), slots,
                           local_frames=local_frames)
     return x0
+
+
+def _poll(should_stop: Callable[[], bool] | None, where: str) -> None:
+    """Raise :class:`ChunkInterrupted` when ``should_stop()`` says so."""
+    if should_stop is not None and should_stop():
+        raise ChunkInterrupted(where)
 
 
 def _bias(schedule: tuple[float, ...] | list[float] | None, step: int) -> float | None:
@@ -133,6 +146,7 @@ def _bias(schedule: tuple[float, ...] | list[float] | None, step: int) -> float 
 def _denoise_from_source(
     model: WanModel, cache: KVCache, text: TextContext, slots: list[int], timesteps, noise: NoiseFn,
     exit_step: int, source: ChunkSource, condition_bias, local_frames: int | None,
+    should_stop: Callable[[], bool] | None,
 ) -> torch.Tensor:
     """SDEdit of one chunk (inference only): start from the source noised to its start step's σ, run the rest.
 
@@ -146,6 +160,8 @@ def _denoise_from_source(
         raise ValueError(f"the source's start step {source.start_step} is after the exit step {exit_step}")
     x0 = src
     for i in range(source.start_step, exit_step + 1):
+        if i > source.start_step:
+            _poll(should_stop, f"stopped before denoising step {i + 1} of {exit_step + 1}")
         t = timesteps[i]
         x = add_noise(x0, noise(i), t / NUM_TRAIN_TIMESTEPS)  # x0 is the source at the start, then blended
         t_model = timestep_tensor(model_timestep(t, model.dtype), x.shape[0], model.device)

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .chunk_step import ChunkInterrupted
 from .decoding import ChunkDecoderVAE, StreamingDecoder
 from .images import fit_garment, to_pixels
 from .rescheduling import (
@@ -290,8 +291,14 @@ class Session:
                     if self._stop_polled():
                         break
                 applied = tuple(self._apply(switch) for switch in due + queued)
-                # 2. Generate the chunk (one cache clone per segment between switches, not per chunk).
-                current = self._generate(applied)
+                # 2. Generate the chunk (one cache clone per segment between switches, not per chunk). A stop
+                #    between its denoising steps abandons it (the rollout rewinds): the session ends here.
+                try:
+                    current = self._generate(applied)
+                except ChunkInterrupted:
+                    self.stopped = True
+                    logger.info("session stopped during chunk %d", self.done + 1)
+                    break
                 # 3. Decode it (at once, or on the worker while the next chunk generates), carrying the VAE state.
                 current.decoded = self._decode(current.x0, worker)
                 # 4. Hand chunks over in order, then poll for a stop.
@@ -324,7 +331,8 @@ class Session:
 
     def _generate(self, applied: tuple[AppliedSwitch, ...]) -> _Generated:
         if self._rollout is None:
-            self._rollout = Rollout(self._state, steps=self.steps, noise=self.noise, clean_pass=self.clean_pass)
+            self._rollout = Rollout(self._state, steps=self.steps, noise=self.noise, clean_pass=self.clean_pass,
+                                    should_stop=self.should_stop)
         device = self._state.model.device
         _sync(device)
         t0 = time.perf_counter()

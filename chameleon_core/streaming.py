@@ -32,7 +32,7 @@ import torch
 
 from .cache import CacheGeometry, KVCache, Region
 from .causal import prefill_conditions
-from .chunk_step import denoise_chunk
+from .chunk_step import ChunkInterrupted, denoise_chunk
 from .config import COND_FRAMES, StreamSettings
 from .guidance import ConditionWeighting, SourceVideo, as_weighting, check_local_frames
 from .memory import check_stream_memory, check_stream_sizes, estimate_stream_memory
@@ -356,17 +356,19 @@ class Rollout:
     ``"device"`` draws it on the model's device from a generator seeded once per chunk from the CPU generator, so no
     host-to-device copy is needed and a seed still gives the same frames however the calls are split.
     ``clean_pass=False`` skips the t = 0 pass that writes the chunk's clean keys (see :mod:`.chunk_step`).
+    ``should_stop`` is polled between denoising steps: True abandons the chunk (``step`` raises
+    :class:`~.chunk_step.ChunkInterrupted` with the rollout rewound to before it).
     """
 
     def __init__(self, state: StreamState, *, steps: int | None = None, noise: str = "cpu", clean_pass: bool = True,
-                 collect: bool = False) -> None:
+                 collect: bool = False, should_stop: Callable[[], bool] | None = None) -> None:
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}; 'cpu' is the reference behaviour")
         self.state = state
         self.timesteps = state.timesteps if steps is None else schedule(steps, state.settings.shift)
         weighting = state.condition_weights
         self.condition_bias = None if weighting is None else weighting.for_steps(len(self.timesteps), "this stream")
-        self.noise, self.clean_pass = noise, clean_pass
+        self.noise, self.clean_pass, self.should_stop = noise, clean_pass, should_stop
         self._gen = torch.Generator().set_state(state.rng_state.clone())
         self._device_gen: torch.Generator | None = None
         self._cache: KVCache | None = state.private_cache()
@@ -403,7 +405,7 @@ class Rollout:
             # 2-3. Few-step denoising, then the clean pass that writes the chunk's keys (the shared chunk step).
             x0 = denoise_chunk(state.model, cache, state.text, slots, self.timesteps, self._noise,
                                clean_pass=self.clean_pass, source=source, condition_bias=self.condition_bias,
-                               local_frames=state.local_frames)
+                               local_frames=state.local_frames, should_stop=self.should_stop)
             if not bool(torch.isfinite(x0).all()):  # one host sync per chunk, not per layer
                 raise NonFiniteChunkError(
                     f"chunk {self._made} (latent frames {self.frames}..{self.frames + c - 1}) contains NaN/inf. The "
@@ -492,12 +494,16 @@ def generate(
     """
     n_chunks = chunks_for(state, latent_frames)
     check_stream_options(state, steps=steps, chunks=n_chunks)
-    rollout = Rollout(state, steps=steps, noise=noise, clean_pass=clean_pass, collect=True)
+    rollout = Rollout(state, steps=steps, noise=noise, clean_pass=clean_pass, collect=True, should_stop=should_stop)
     for k in range(n_chunks):
         if should_stop is not None and should_stop():
             logger.info("stream interrupted after %d of %d chunks", k, n_chunks)
             break
-        x0 = rollout.step()
+        try:
+            x0 = rollout.step()
+        except ChunkInterrupted as e:  # mid-chunk: the rollout rewound; the finished chunks are the result
+            logger.info("stream interrupted in chunk %d of %d (%s)", k + 1, n_chunks, e)
+            break
         if progress is not None:
             progress(k, n_chunks, x0)
     latents = rollout.latents()

@@ -22,6 +22,7 @@ and call them directly).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import weakref
@@ -29,11 +30,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..chameleon_core.checkpoints import (
-    checkpoint_kind,
-    load_transformer,
-    vae_from_state_dict,
-)
+from ..chameleon_core.checkpoints import checkpoint_kind, load_transformer
 from ..chameleon_core.config import StreamSettings
 from ..chameleon_core.decoding import StreamingDecoder, decode_chunks
 from ..chameleon_core.guidance import ConditionWeighting, SourceVideo, latent_mask
@@ -62,6 +59,16 @@ from ..chameleon_core.taehv import (
 from ..chameleon_core.tryon import keyframe_then_fill
 from ..chameleon_core.vae import WanVAE
 from .errors import node_error, rewrap
+from .model_files import (
+    PROMPT_FOLDER,
+    load_for_decode,
+    load_prompt_conditioning,
+    load_wan_vae,
+    managed_view,
+    missing_files,
+    prompt_embedding_names,
+    vae_names,
+)
 
 if TYPE_CHECKING:  # types.py declares the sockets, so it imports comfy_api
     from .types import (
@@ -80,11 +87,14 @@ __all__ = [
     "latent_frames_for", "latent_family", "sample_teacher", "start_stream", "switch_garment", "switch_prompt",
     "ConditionWeighting", "SourceVideo", "keyframe_then_fill", "latent_mask", "with_options",
     "apply_model_weighting", "check_strength", "parse_weight_values", "source_video", "teacher_weights",
-    # the adapters
-    "TINY_DECODER_DTYPES", "WEIGHT_DTYPES", "ComfyCodec", "TinyPreview", "check_conditions", "check_decoder",
-    "check_resolution", "check_student", "check_student_stream", "check_teacher", "check_vae", "codec",
-    "conditioning_tensor", "diffusion_model_names", "encode_image", "encode_text", "image_to_video", "is_tiny_decoder_file",
-    "install_comfy_attention", "latent_segments", "load_input_image", "load_model", "native_model", "load_tiny_decoder", "streaming_vae", "tiny_decoder_names", "vae_family",
+    # the adapters (model files: model_files.py)
+    "PROMPT_FOLDER", "SEGMENT_KEY", "TINY_DECODER_DTYPES", "WEIGHT_DTYPES", "ComfyCodec", "TinyPreview",
+    "check_conditions", "check_decoder", "check_resolution", "check_student", "check_student_stream", "check_teacher",
+    "check_vae", "codec", "conditioning_tensor", "diffusion_model_names", "encode_image", "encode_text",
+    "first_image", "image_to_video", "install_comfy_attention", "is_tiny_decoder_file", "join_segments",
+    "latent_segments", "load_input_image", "load_model", "load_prompt_conditioning", "load_tiny_decoder",
+    "load_wan_vae", "missing_files", "native_model", "prompt_embedding_names", "segment_latent", "streaming_vae",
+    "tiny_decoder_names", "vae_family", "vae_names",
     "video_to_image",
 ]
 
@@ -241,34 +251,43 @@ def encode_image(vae, image: torch.Tensor) -> torch.Tensor:
 
 class ComfyCodec:
     """A ComfyUI VAE as the core's ``FrameCodec``: ComfyUI's encode for single images (conditions, the new garment,
-    the disentangled reference), the core streaming decoder over the same weights for decode.
+    the disentangled reference), the core streaming decoder for decode.
 
-    The core decoder is built on first use: conditions and refresh-only switches never decode.
+    The decoder is a view (:func:`model_files.managed_view`): core modules holding the very parameter objects of
+    ComfyUI's VAE, loaded on its device by ComfyUI's model management before each decode, so no second copy of the
+    weights exists and ComfyUI accounts for them. Built on first use: conditions and refresh-only switches never
+    decode.
     """
 
     def __init__(self, vae) -> None:
         self.vae = vae
-        self._decoder: WanVAE | None = None
+        self._view: WanVAE | None = None
 
     @property
     def device(self) -> torch.device:
-        """Where ComfyUI runs this VAE (its ``vae_device``); the core decoder's copy lives there too."""
+        """Where ComfyUI runs this VAE (its ``vae_device``)."""
         return torch.device(getattr(self.vae, "device", "cpu"))
 
     @property
     def dtype(self) -> torch.dtype:
         return getattr(self.vae, "vae_dtype", torch.float32)
 
+    def decoder_for(self, latent_shape: tuple[int, ...]) -> WanVAE:
+        """The core streaming VAE over ComfyUI's weights, loaded by model management with room for
+        ``latent_shape``."""
+        load_for_decode(self.vae, latent_shape)
+        self._view = managed_view(self.vae, self._view)
+        return self._view
+
     @property
     def decoder(self) -> WanVAE:
-        """The core streaming VAE over this ComfyUI VAE's weights (one copy, made once)."""
-        if self._decoder is None:
-            self._decoder = vae_from_state_dict(self.vae.get_sd(), device=self.device, dtype=self.dtype)
-        return self._decoder
+        """The streaming VAE for one chunk of latents (see :meth:`decoder_for`)."""
+        return self.decoder_for((1, self.vae.latent_channels, 3, 64, 64))
 
     def decode_chunk(self, latents: torch.Tensor, state=None, *, clamp: bool = True, consume: bool = False):
         """Raw latents ``[B, C, n, h, w]`` + carried state -> pixels ``[B, 3, F, H, W]`` in [-1, 1], new state."""
-        return self.decoder.decode_chunk(latents, state, clamp=clamp, consume=consume)
+        decoder = self.decoder_for(tuple(latents.shape))
+        return decoder.decode_chunk(latents.to(self.device, self.dtype), state, clamp=clamp, consume=consume)
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """Images ``[B, 3, H, W]`` in [-1, 1] -> raw one-frame latents ``[B, C, 1, h, w]`` (ComfyUI's encode)."""
@@ -285,9 +304,11 @@ def codec(vae) -> ComfyCodec:
     return _codecs[vae]
 
 
-def streaming_vae(vae) -> WanVAE:
-    """The core streaming VAE over a ComfyUI VAE's weights (built once per VAE object)."""
-    return codec(vae).decoder
+def streaming_vae(vae, latent_shape: tuple[int, ...] | None = None) -> WanVAE:
+    """The core streaming VAE over a ComfyUI VAE's own weights, loaded by ComfyUI's model management (with room
+    for decoding chunks of ``latent_shape``)."""
+    c = codec(vae)
+    return c.decoder if latent_shape is None else c.decoder_for(latent_shape)
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -448,6 +469,15 @@ def load_input_image(name: str) -> torch.Tensor:
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None]
 
 
+def first_image(node: str, name: str, image: torch.Tensor) -> torch.Tensor:
+    """The first image of an IMAGE batch ``[B, H, W, C]`` as ``[1, H, W, C]``; a batch of more says so in the log
+    (a condition is one image; never a silent choice)."""
+    if image.shape[0] > 1:
+        logger.warning("%s: input '%s' is a batch of %d images; using the first (a condition is one image: pick one "
+                       "with ImageFromBatch to use another)", node, name, image.shape[0])
+    return image[:1]
+
+
 def image_to_video(image: torch.Tensor) -> torch.Tensor:
     """IMAGE frames ``[T, H, W, C]`` in 0..1 -> one video ``[1, 3, T, H, W]`` in [-1, 1]."""
     return to_pixels(image).transpose(0, 1).unsqueeze(0)
@@ -463,21 +493,107 @@ def video_to_image(video: torch.Tensor) -> torch.Tensor:
     return ((frames.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
+SEGMENT_KEY = "chameleon_segment"
+"""Where a stream segment's LATENT says where it sits: ``{"stream": id, "start": latent frame, "frames": n}``."""
+
+
+def segment_latent(stream: ChameleonStream, start: int, raw: torch.Tensor) -> dict:
+    """A Generate's LATENT output: the raw latents and where they start in their stream."""
+    return {"samples": raw, SEGMENT_KEY: {"stream": stream.origin, "start": start, "frames": int(raw.shape[2])}}
+
+
+def _samples(seg: object) -> torch.Tensor | None:
+    samples = seg.get("samples") if isinstance(seg, dict) else None
+    return samples if isinstance(samples, torch.Tensor) else None
+
+
+def _segment_tensor(node: str, name: str, family: LatentFamily, seg: object) -> torch.Tensor:
+    samples = _samples(seg)
+    if samples is None or samples.ndim != 5 or samples.shape[1] != family.channels:
+        got = f"shape {tuple(samples.shape)}" if samples is not None else type(seg).__name__
+        raise node_error(node, name, got, f"expected a {family.name} video latent [B, {family.channels}, T, h, w] "
+                         "(the VAE's family)",
+                         "connect a ChameleonStreamGenerate 'segment' output, and the VAE the model uses")
+    return samples
+
+
+def _check_vae_fits(node: str, family: LatentFamily, named: list[tuple[str, object]]) -> None:
+    """When every segment holds the other family's latents, the VAE is what is wrong: say so, with the shapes."""
+    shapes = [tuple(s.shape) if (s := _samples(seg)) is not None else None for _, seg in named]
+    if any(sh is None or len(sh) != 5 for sh in shapes) or any(sh[1] == family.channels for sh in shapes):
+        return
+    channels = {sh[1] for sh in shapes}
+    try:
+        other = latent_family(channels.pop()) if len(channels) == 1 else None
+    except ValueError:
+        other = None
+    if other is not None:
+        got = ", ".join(f"{n} {sh}" for (n, _), sh in zip(named, shapes))
+        raise node_error(node, "vae", f"a {family.name} VAE ({family.channels} latent channels)",
+                         f"the segments hold {other.name} latents ({got})",
+                         f"connect the {other.name} VAE (the one the model uses)")
+
+
+def _where(seg: dict) -> str:
+    info = seg.get(SEGMENT_KEY)
+    return "no stream position" if not info else f"latent frames {info['start']}..{info['start'] + info['frames'] - 1}"
+
+
+def join_segments(node: str, family: LatentFamily, named: list[tuple[str, object]]) -> dict:
+    """Stream segments given in order -> one LATENT (the latents joined along time, the first one's position).
+
+    Segments from ChameleonStreamGenerate carry where they start in their stream; they must come from one stream and
+    follow each other with no gap, overlap or change of order. Segments without a position (a LATENT from a file)
+    are joined in the order given, with a log line saying so."""
+    if not named:
+        raise node_error(node, "segment_1", None, "no segment connected",
+                         "connect a ChameleonStreamGenerate 'segment' output")
+    _check_vae_fits(node, family, named)
+    parts, infos = [], []
+    for name, seg in named:
+        parts.append(_segment_tensor(node, name, family, seg))
+        infos.append(seg.get(SEGMENT_KEY))
+    shapes = {tuple(p.shape[:2]) + tuple(p.shape[3:]) for p in parts}
+    if len(shapes) > 1:
+        got = ", ".join(f"{n} {tuple(p.shape)}" for (n, _), p in zip(named, parts))
+        raise node_error(node, named[0][0], got, "the segments differ in batch, channels or size",
+                         "connect segments of one stream")
+    if all(info is None for info in infos):
+        if len(named) > 1:
+            logger.info("%s: %d segments carry no stream position (not from Stream Generate); joined in input order",
+                        node, len(named))
+    else:
+        for (name, seg), info in zip(named, infos):
+            if info is None:
+                raise node_error(node, name, "a LATENT with no stream position", "mixed with stream segments",
+                                 "connect only ChameleonStreamGenerate 'segment' outputs")
+        for (prev_name, prev), (name, seg) in itertools.pairwise(named):
+            a, b = prev[SEGMENT_KEY], seg[SEGMENT_KEY]
+            if a["stream"] != b["stream"]:
+                raise node_error(node, name, _where(seg), f"comes from another stream than {prev_name}",
+                                 "decode the segments of one stream together (one Stream Start)")
+            end = a["start"] + a["frames"]
+            if b["start"] != end:
+                problem = (f"a gap: {prev_name} ends at latent frame {end - 1}, {name} starts at {b['start']}"
+                           if b["start"] > end else
+                           f"out of order or repeated: {name} starts at latent frame {b['start']}, but {prev_name} "
+                           f"already covers up to {end - 1}")
+                raise node_error(node, name, _where(seg), problem,
+                                 f"connect the segments in stream order, each Generate's segment right after the "
+                                 f"one before it (the segment starting at latent frame {end} goes here)")
+    first = infos[0]
+    joined = torch.cat(parts, dim=2)
+    out: dict = {"samples": joined}
+    if first is not None:
+        out[SEGMENT_KEY] = {**first, "frames": int(joined.shape[2])}
+    return out
+
+
 def latent_segments(node: str, family: LatentFamily, segments: dict[str, object]) -> torch.Tensor:
     """LATENT segments (``{"segment_1": {"samples": ...}, ...}``, unconnected ones None) -> one raw latent video
-    ``[B, C, T, h, w]``, in the order of their names."""
-    parts = []
-    for name in sorted((k for k, v in segments.items() if v is not None), key=lambda k: int(k.rsplit("_", 1)[1])):
-        seg = segments[name]
-        samples = seg.get("samples") if isinstance(seg, dict) else None
-        if not isinstance(samples, torch.Tensor) or samples.ndim != 5 or samples.shape[1] != family.channels:
-            got = str(tuple(samples.shape)) if isinstance(samples, torch.Tensor) else type(seg).__name__
-            raise node_error(node, name, got, f"expected a {family.name} video latent [B, {family.channels}, T, h, w]",
-                             "connect a ChameleonStreamGenerate segment and the VAE the model uses")
-        parts.append(samples)
-    if not parts:
-        raise node_error(node, "segment_1", None, "no segment connected", "connect a stream segment")
-    return torch.cat(parts, dim=2)
+    ``[B, C, T, h, w]``, in the order of their names, checked by :func:`join_segments`."""
+    names = sorted((k for k, v in segments.items() if v is not None), key=lambda k: int(k.rsplit("_", 1)[1]))
+    return join_segments(node, family, [(n, segments[n]) for n in names])["samples"]
 
 
 # -------------------------------------------------------------------------------------------------------------------

@@ -1,11 +1,16 @@
-"""ChameleonStreamDecode: latent segments -> IMAGE frames, decoded chunk by chunk with carried causal state.
+"""ChameleonStreamDecode: latent segments -> IMAGE frames, decoded chunk by chunk with carried causal state; and
+ChameleonSegmentJoin, which joins segments into one so a stream of any number of segments decodes as one video.
 
 ComfyUI's own VAE decodes a latent video in one go; decoding stream segments separately would leave seams at each
-boundary (the causal decoder restarts). This node runs the core's streaming decode (``decoding.decode_chunks``) over
-the weights of the ComfyUI VAE it is given: the causal convolution caches carry from chunk to chunk and across
+boundary (the causal decoder restarts). The decode node runs the core's streaming decode (``decoding.decode_chunks``)
+over the very weights of the ComfyUI VAE it is given (no copy: ComfyUI's model management loads them on its device
+and accounts for them, ``adapters.ComfyCodec``): the causal convolution caches carry from chunk to chunk and across
 segments, so the frames equal one whole-video decode, while memory stays at one chunk. With the optional tiny
-decoder (TAEHV) it decodes with that instead, the same way (carried state, same frame counts), at a small fraction of
-the cost and quality: the live path's decoder, not the one for final renders.
+decoder (TAEHV) it decodes with that instead, the same way, at a small fraction of the cost and quality: the live
+path's decoder, not the one for final renders.
+
+Segments from Stream Generate carry where they start in their stream; both nodes refuse gaps, overlaps, wrong order
+and segments of different streams with an error naming the segment and the latent frames.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from comfy_api.latest import io
 from . import adapters
 from .errors import node_error
 from .progress import ChunkProgress, interrupted, raise_if_interrupted
-from .types import ChameleonPreviewDecoder, PreviewDecoderSocket
+from .types import ChameleonPreviewDecoder, PreviewDecoderSocket, with_aliases
 
 MAX_SEGMENTS = 8
+SEGMENT_TOOLTIP = ("a ChameleonStreamGenerate 'segment' output (or a ChameleonSegmentJoin of several), in stream "
+                   "order; gaps, overlaps and wrong order are refused.")
 
 
 class ChameleonStreamDecode(io.ComfyNode):
@@ -26,16 +33,17 @@ class ChameleonStreamDecode(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         segments = [
             io.Latent.Input(f"segment_{i}", optional=i > 1,
-                            tooltip=f"Segment {i} of the stream (a ChameleonStreamGenerate 'segment' output), in "
-                                    "order; segments are decoded as one continuous video.")
+                            tooltip=f"Segment {i} of the stream: {SEGMENT_TOOLTIP} More than {MAX_SEGMENTS}: join "
+                                    "them with ChameleonSegmentJoin.")
             for i in range(1, MAX_SEGMENTS + 1)
         ]
-        return io.Schema(
+        return io.Schema(**with_aliases(
             node_id="ChameleonStreamDecode",
             display_name="FashionChameleon Stream Decode",
             category="FashionChameleon/stream",
             description="Decodes one or more stream segments chunk by chunk as a single continuous video (no seams "
-                        "at segment or switch boundaries); memory stays at one chunk.",
+                        "at segment or switch boundaries) with the VAE's own weights under ComfyUI's model "
+                        "management; memory stays at one chunk. Refuses gaps and wrong order.",
             inputs=[io.Vae.Input("vae", tooltip="The Wan VAE matching the model: the decoder for final renders "
                                                 "(it also tells the latent family when a tiny decoder is given).")]
             + segments
@@ -46,19 +54,19 @@ class ChameleonStreamDecode(io.ComfyNode):
                                                   "Wan2.2, taew2_1 for Wan2.1): decodes with it instead of the VAE, "
                                                   "much faster but softer. Leave it unconnected for final renders.")],
             outputs=[io.Image.Output(display_name="frames")],
-        )
+        ))
 
     @classmethod
     def execute(cls, vae, chunk_frames: int = 3, decoder: ChameleonPreviewDecoder | None = None,
                 **segments) -> io.NodeOutput:
         node = "ChameleonStreamDecode"
-        family = adapters.vae_family(node, vae)
+        family = adapters.vae_family(node, vae)  # the VAE first: a wrong VAE is named as such, not as a segment
         latents = adapters.latent_segments(node, family, segments)
         if decoder is not None:
             adapters.check_decoder(node, decoder, family)
         total = -(-latents.shape[2] // chunk_frames)
         progress, frames = ChunkProgress(total), []
-        with_vae = decoder.decoder if decoder is not None else adapters.streaming_vae(vae)
+        with_vae = decoder.decoder if decoder is not None else adapters.codec(vae)
         chunks = adapters.decode_chunks(with_vae, latents, chunk_frames, should_stop=interrupted)
         try:
             for k, pixels in enumerate(chunks):
@@ -73,3 +81,33 @@ class ChameleonStreamDecode(io.ComfyNode):
         if len(frames) < total:
             raise_if_interrupted()
         return io.NodeOutput(torch.cat(frames, dim=0))
+
+
+class ChameleonSegmentJoin(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(**with_aliases(
+            node_id="ChameleonSegmentJoin",
+            display_name="FashionChameleon Segment Join",
+            category="FashionChameleon/stream",
+            description="Joins two consecutive segments of one stream into one (chain it for any number of "
+                        "segments; Stream Decode takes the result like any segment). Refuses gaps and wrong order.",
+            inputs=[io.Latent.Input("first", tooltip=f"The earlier segment: {SEGMENT_TOOLTIP}"),
+                    io.Latent.Input("second", tooltip="The segment that follows it directly in the same stream.")],
+            outputs=[io.Latent.Output(display_name="segment")],
+        ))
+
+    @classmethod
+    def execute(cls, first, second) -> io.NodeOutput:
+        node = "ChameleonSegmentJoin"
+        samples = first.get("samples") if isinstance(first, dict) else None
+        if not isinstance(samples, torch.Tensor) or samples.ndim != 5:
+            got = f"shape {tuple(samples.shape)}" if isinstance(samples, torch.Tensor) else type(first).__name__
+            raise node_error(node, "first", got, "not a video latent [B, C, T, h, w]",
+                             "connect a ChameleonStreamGenerate 'segment' output")
+        try:
+            family = adapters.latent_family(int(samples.shape[1]))
+        except ValueError as e:
+            raise node_error(node, "first", f"shape {tuple(samples.shape)}", str(e),
+                             "connect a ChameleonStreamGenerate 'segment' output") from None
+        return io.NodeOutput(adapters.join_segments(node, family, [("first", first), ("second", second)]))

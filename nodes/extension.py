@@ -6,14 +6,16 @@ from comfy_api.latest import ComfyExtension, io
 
 from . import adapters
 from .conditions import ChameleonConditionsNode
-from .decode import ChameleonStreamDecode
+from .decode import ChameleonSegmentJoin, ChameleonStreamDecode
 from .live import ChameleonLiveStream
 from .live_routes import register as register_live_routes
 from .loaders import (
     ChameleonNativeModel,
+    ChameleonPromptEmbeddings,
     ChameleonStudentLoader,
     ChameleonTeacherLoader,
     ChameleonTinyDecoderLoader,
+    ChameleonVAELoader,
 )
 from .options import (
     ChameleonConditionWeighting,
@@ -35,6 +37,8 @@ NODES: list[type[io.ComfyNode]] = [
     ChameleonStudentLoader,
     ChameleonNativeModel,
     ChameleonTinyDecoderLoader,
+    ChameleonVAELoader,
+    ChameleonPromptEmbeddings,
     ChameleonConditionsNode,
     ChameleonTeacherSampler,
     ChameleonStreamStart,
@@ -42,6 +46,7 @@ NODES: list[type[io.ComfyNode]] = [
     ChameleonGarmentSwitch,
     ChameleonPromptSwitch,
     ChameleonStreamDecode,
+    ChameleonSegmentJoin,
     ChameleonLiveStream,
     ChameleonVideoTryOn,
     ChameleonVideoTryOnKeyframes,

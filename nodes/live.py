@@ -30,6 +30,7 @@ from .types import (
     ModelSocket,
     PreviewDecoderSocket,
     StreamSocket,
+    with_aliases,
 )
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ FPS = 24.0
 class ChameleonLiveStream(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return io.Schema(**with_aliases(
             node_id=NODE,
             display_name="FashionChameleon Live Stream",
             category="FashionChameleon/stream",
@@ -72,7 +73,7 @@ class ChameleonLiveStream(io.ComfyNode):
             outputs=[io.Image.Output(display_name="frames"), StreamSocket.Output(display_name="stream"),
                      io.String.Output(display_name="timeline")],
             hidden=[io.Hidden.prompt],
-        )
+        ))
 
     @classmethod
     def execute(cls, student: ChameleonModel, positive, conditions: ChameleonConditions, vae, seed: int, steps: int,

@@ -1,12 +1,17 @@
-"""Teacher and student loaders (files from ComfyUI's ``diffusion_models`` folder, under its model management) and the
-tiny decoder loader (TAEHV ``taew2_1`` / ``taew2_2`` from ``vae_approx``)."""
+"""Teacher and student loaders (files from ComfyUI's ``diffusion_models`` folder, under its model management), the
+tiny decoder loader (TAEHV ``taew2_1`` / ``taew2_2`` from ``vae_approx``), and the two loaders that make the pack run
+with no full-size downloads: a Wan VAE of any size (``vae``, returned as a ComfyUI VAE) and prompt features from a
+file (``prompt_embeddings``, returned as a CONDITIONING; no umT5-XXL).
+
+Every loader checks its file at validation (``validate_inputs``), so one error lists all missing files of a
+workflow at the first Run."""
 
 from __future__ import annotations
 
 from comfy_api.latest import io
 
 from . import adapters
-from .types import ModelSocket, PreviewDecoderSocket
+from .types import ModelSocket, PreviewDecoderSocket, with_aliases
 
 
 def _inputs(kind: str) -> list:
@@ -23,14 +28,18 @@ def _inputs(kind: str) -> list:
 class ChameleonTeacherLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return io.Schema(**with_aliases(
             node_id="ChameleonTeacherLoader",
             display_name="FashionChameleon Teacher Loader",
             category="FashionChameleon/loaders",
             description="Loads the bidirectional in-context teacher (Wan2.2-TI2V-5B fine-tune).",
             inputs=_inputs("teacher (bidirectional)"),
             outputs=[ModelSocket.Output(display_name="teacher")],
-        )
+        ))
+
+    @classmethod
+    def validate_inputs(cls, ckpt_name: str) -> bool | str:
+        return adapters.missing_files({"ckpt_name": ("diffusion_models", ckpt_name)})
 
     @classmethod
     def execute(cls, ckpt_name: str, weight_dtype: str) -> io.NodeOutput:
@@ -40,14 +49,18 @@ class ChameleonTeacherLoader(io.ComfyNode):
 class ChameleonStudentLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return io.Schema(**with_aliases(
             node_id="ChameleonStudentLoader",
             display_name="FashionChameleon Student Loader",
             category="FashionChameleon/loaders",
             description="Loads the causal few-step streaming student (distilled from the teacher).",
             inputs=_inputs("student (causal, few-step)"),
             outputs=[ModelSocket.Output(display_name="student")],
-        )
+        ))
+
+    @classmethod
+    def validate_inputs(cls, ckpt_name: str) -> bool | str:
+        return adapters.missing_files({"ckpt_name": ("diffusion_models", ckpt_name)})
 
     @classmethod
     def execute(cls, ckpt_name: str, weight_dtype: str) -> io.NodeOutput:
@@ -57,7 +70,7 @@ class ChameleonStudentLoader(io.ComfyNode):
 class ChameleonTinyDecoderLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return io.Schema(**with_aliases(
             node_id="ChameleonTinyDecoderLoader",
             display_name="FashionChameleon Tiny Decoder Loader",
             category="FashionChameleon/loaders",
@@ -71,7 +84,11 @@ class ChameleonTinyDecoderLoader(io.ComfyNode):
                                tooltip="Weight and compute dtype. default: fp32 on CPU, fp16/bf16 on a GPU."),
             ],
             outputs=[PreviewDecoderSocket.Output(display_name="decoder")],
-        )
+        ))
+
+    @classmethod
+    def validate_inputs(cls, decoder_name: str) -> bool | str:
+        return adapters.missing_files({"decoder_name": ("vae_approx", decoder_name)})
 
     @classmethod
     def execute(cls, decoder_name: str, weight_dtype: str) -> io.NodeOutput:
@@ -81,7 +98,8 @@ class ChameleonTinyDecoderLoader(io.ComfyNode):
 class ChameleonNativeModel(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return io.Schema(**with_aliases(
+            aliases=("native", "unet", "gguf", "lora", "fp8"),
             node_id="ChameleonNativeModel",
             display_name="FashionChameleon Model From Native MODEL",
             category="FashionChameleon/loaders",
@@ -97,8 +115,60 @@ class ChameleonNativeModel(io.ComfyNode):
                                        "in-context teacher. ComfyUI's loaders do not keep the file's role tag."),
             ],
             outputs=[ModelSocket.Output(display_name="model")],
-        )
+        ))
 
     @classmethod
     def execute(cls, model, kind: str) -> io.NodeOutput:
         return io.NodeOutput(adapters.native_model("ChameleonNativeModel", model, kind))
+class ChameleonVAELoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(**with_aliases(
+            aliases=("vae", "any size vae", "small vae", "demo"),
+            node_id="ChameleonVAELoader",
+            display_name="FashionChameleon VAE Loader (any size)",
+            category="FashionChameleon/loaders",
+            description="Loads a Wan2.1 / Wan2.2 VAE of any width from models/vae as a ComfyUI VAE (the core "
+                        "VAELoader builds only the released sizes): the demo's small VAE, or one you trained. The "
+                        "released VAEs load here too.",
+            inputs=[io.Combo.Input("vae_name", options=adapters.vae_names(),
+                                   tooltip="A Wan VAE in models/vae, any size (e.g. fashionchameleon_demo_vae from "
+                                           "python -m chameleon_core.tools.demo_models).")],
+            outputs=[io.Vae.Output(display_name="vae")],
+        ))
+
+    @classmethod
+    def validate_inputs(cls, vae_name: str) -> bool | str:
+        return adapters.missing_files({"vae_name": ("vae", vae_name)})
+
+    @classmethod
+    def execute(cls, vae_name: str) -> io.NodeOutput:
+        return io.NodeOutput(adapters.load_wan_vae("ChameleonVAELoader", vae_name))
+
+
+class ChameleonPromptEmbeddings(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(**with_aliases(
+            aliases=("prompt", "embeddings", "conditioning", "text", "demo"),
+            node_id="ChameleonPromptEmbeddings",
+            display_name="FashionChameleon Prompt Embeddings",
+            category="FashionChameleon/loaders",
+            description="Loads precomputed prompt features from models/prompt_embeddings as a CONDITIONING, so a "
+                        "stream runs without the umT5-XXL text encoder (~11 GB). Files are written by python -m "
+                        "chameleon_core.tools.prompt_embeds (or demo_models for the demo).",
+            inputs=[io.Combo.Input("embeddings_name", options=adapters.prompt_embedding_names(),
+                                   tooltip="A .safetensors of prompt features [1, L, D] (tensor 'context'); D must "
+                                           "be the student's text width.")],
+            outputs=[io.Conditioning.Output(display_name="positive"),
+                     io.String.Output(display_name="prompt")],
+        ))
+
+    @classmethod
+    def validate_inputs(cls, embeddings_name: str) -> bool | str:
+        return adapters.missing_files({"embeddings_name": (adapters.PROMPT_FOLDER, embeddings_name)})
+
+    @classmethod
+    def execute(cls, embeddings_name: str) -> io.NodeOutput:
+        conditioning, prompt = adapters.load_prompt_conditioning("ChameleonPromptEmbeddings", embeddings_name)
+        return io.NodeOutput(conditioning, prompt)

@@ -12,7 +12,13 @@ from comfy_api.latest import io
 from . import adapters
 from .errors import node_error, rewrap
 from .progress import ChunkProgress, interrupted, raise_if_interrupted
-from .types import ChameleonModel, ChameleonStream, ModelSocket, StreamSocket
+from .types import (
+    ChameleonModel,
+    ChameleonStream,
+    ModelSocket,
+    StreamSocket,
+    with_aliases,
+)
 
 STRENGTH_TIP = ("How far each chunk departs from the video: the source is noised to the student's step nearest this "
                 "sigma (4 steps: 1, 0.94, 0.83, 0.63) and only the remaining steps run; 0 copies the video.")
@@ -21,13 +27,14 @@ STRENGTH_TIP = ("How far each chunk departs from the video: the source is noised
 def _source(node: str, name: str, stream: ChameleonStream, video, strength: float, mask=None) -> ChameleonStream:
     adapters.check_student_stream(node, stream)
     source = adapters.source_video(node, name, stream.state, video, strength, mask)
-    return ChameleonStream(adapters.with_options(stream.state, source=source), stream.model)
+    return ChameleonStream(adapters.with_options(stream.state, source=source), stream.model, stream.origin)
 
 
 class ChameleonVideoTryOn(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return io.Schema(**with_aliases(
+            aliases=("video try-on", "viton", "sdedit", "video to video"),
             node_id="ChameleonVideoTryOn",
             display_name="FashionChameleon Video Try-On",
             category="FashionChameleon/options",
@@ -45,7 +52,7 @@ class ChameleonVideoTryOn(io.ComfyNode):
                                       "size). Without it the whole frame is regenerated."),
             ],
             outputs=[StreamSocket.Output(display_name="stream")],
-        )
+        ))
 
     @classmethod
     def execute(cls, stream: ChameleonStream, video, strength: float, mask: torch.Tensor | None = None
@@ -56,7 +63,8 @@ class ChameleonVideoTryOn(io.ComfyNode):
 class ChameleonMotionTransfer(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return io.Schema(**with_aliases(
+            aliases=("motion transfer", "driving video", "pose"),
             node_id="ChameleonMotionTransfer",
             display_name="FashionChameleon Motion Transfer",
             category="FashionChameleon/options",
@@ -70,7 +78,7 @@ class ChameleonMotionTransfer(io.ComfyNode):
                 io.Float.Input("strength", default=0.83, min=0.0, max=1.0, step=0.01, tooltip=STRENGTH_TIP),
             ],
             outputs=[StreamSocket.Output(display_name="stream")],
-        )
+        ))
 
     @classmethod
     def execute(cls, stream: ChameleonStream, driving, strength: float) -> io.NodeOutput:
@@ -80,7 +88,8 @@ class ChameleonMotionTransfer(io.ComfyNode):
 class ChameleonVideoTryOnKeyframes(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return io.Schema(**with_aliases(
+            aliases=("video try-on", "viton", "keyframes", "long video"),
             node_id="ChameleonVideoTryOnKeyframes",
             display_name="FashionChameleon Video Try-On (keyframes, long video)",
             category="FashionChameleon/options",
@@ -96,7 +105,7 @@ class ChameleonVideoTryOnKeyframes(io.ComfyNode):
                 io.Mask.Input("mask", optional=True, tooltip="Garment region, 1 = regenerate (see Video Try-On)."),
             ],
             outputs=[io.Latent.Output(display_name="latent")],
-        )
+        ))
 
     @classmethod
     def execute(cls, stream: ChameleonStream, video, segment_chunks: int, strength: float,
@@ -127,7 +136,8 @@ class ChameleonVideoTryOnKeyframes(io.ComfyNode):
 class ChameleonConditionWeighting(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return io.Schema(**with_aliases(
+            aliases=("condition weighting", "customcrafter", "reference strength"),
             node_id="ChameleonConditionWeighting",
             display_name="FashionChameleon Condition Weighting",
             category="FashionChameleon/options",
@@ -148,7 +158,7 @@ class ChameleonConditionWeighting(io.ComfyNode):
                                         "sampler's steps); empty uses the ramp."),
             ],
             outputs=[ModelSocket.Output(display_name="model")],
-        )
+        ))
 
     @classmethod
     def execute(cls, model: ChameleonModel, early_bias: float, late_bias: float, ramp: str,
@@ -167,7 +177,8 @@ class ChameleonConditionWeighting(io.ComfyNode):
 class ChameleonLocalAttention(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return io.Schema(**with_aliases(
+            aliases=("local attention", "window", "speed"),
             node_id="ChameleonLocalAttention",
             display_name="FashionChameleon Local Attention",
             category="FashionChameleon/options",
@@ -179,7 +190,7 @@ class ChameleonLocalAttention(io.ComfyNode):
                              tooltip="k: history latent frames each chunk sees (3 = one chunk); 0 = the full window."),
             ],
             outputs=[StreamSocket.Output(display_name="stream")],
-        )
+        ))
 
     @classmethod
     def execute(cls, stream: ChameleonStream, local_frames: int) -> io.NodeOutput:
@@ -189,4 +200,4 @@ class ChameleonLocalAttention(io.ComfyNode):
             raise node_error(node, "local_frames", local_frames, "k must be an integer >= 1 (0 = full window)",
                              "use e.g. 3 or 6")
         state = adapters.with_options(stream.state, local_frames=local_frames or None)
-        return io.NodeOutput(ChameleonStream(state, stream.model))
+        return io.NodeOutput(ChameleonStream(state, stream.model, stream.origin))

@@ -6,6 +6,8 @@ segments as one video); the switches call the core's rescheduling with the codec
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from comfy_api.latest import io
 
@@ -21,7 +23,10 @@ from .types import (
     ModelSocket,
     PreviewDecoderSocket,
     StreamSocket,
+    with_aliases,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def settings_inputs() -> list:
@@ -41,7 +46,7 @@ def settings_inputs() -> list:
 class ChameleonStreamStart(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return io.Schema(**with_aliases(
             node_id="ChameleonStreamStart",
             display_name="FashionChameleon Stream Start",
             category="FashionChameleon/stream",
@@ -55,7 +60,7 @@ class ChameleonStreamStart(io.ComfyNode):
                 *settings_inputs(),
             ],
             outputs=[StreamSocket.Output(display_name="stream")],
-        )
+        ))
 
     @classmethod
     def execute(cls, student: ChameleonModel, positive, conditions: ChameleonConditions, seed: int, steps: int,
@@ -72,7 +77,7 @@ class ChameleonStreamStart(io.ComfyNode):
 class ChameleonStreamGenerate(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return io.Schema(**with_aliases(
             node_id="ChameleonStreamGenerate",
             display_name="FashionChameleon Stream Generate",
             category="FashionChameleon/stream",
@@ -93,7 +98,7 @@ class ChameleonStreamGenerate(io.ComfyNode):
                                                    "are the same."),
             ],
             outputs=[StreamSocket.Output(display_name="stream"), io.Latent.Output(display_name="segment")],
-        )
+        ))
 
     @classmethod
     def execute(cls, stream: ChameleonStream, frames: int, steps: int = 0,
@@ -125,14 +130,20 @@ class ChameleonStreamGenerate(io.ComfyNode):
                              "load the model with weight_dtype bf16 or fp32") from None
         if session.stopped:
             raise_if_interrupted()
-        return io.NodeOutput(ChameleonStream(session.state, stream.model),
-                             {"samples": family.to_raw(torch.cat(chunks, dim=2))})
+        start = stream.state.frames
+        out = ChameleonStream(session.state, stream.model, stream.origin)
+        made = sum(c.shape[2] for c in chunks)
+        video = family.pixel_frames(made) if start == 0 else made * family.temporal_stride
+        if video != frames:  # never silent: say what the frame count became
+            logger.warning("%s: frames %d rounded up to %d video frames (whole chunks of %d latent frames; use %d "
+                           "for no rounding)", node, frames, video, stream.state.settings.chunk_frames, video)
+        return io.NodeOutput(out, adapters.segment_latent(stream, start, family.to_raw(torch.cat(chunks, dim=2))))
 
 
 class ChameleonGarmentSwitch(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return io.Schema(**with_aliases(
             node_id="ChameleonGarmentSwitch",
             display_name="FashionChameleon Garment Switch",
             category="FashionChameleon/stream",
@@ -154,7 +165,7 @@ class ChameleonGarmentSwitch(io.ComfyNode):
                                          "a new sink forms from the next chunk."),
             ],
             outputs=[StreamSocket.Output(display_name="stream")],
-        )
+        ))
 
     @classmethod
     def execute(cls, stream: ChameleonStream, vae, garment: torch.Tensor, refresh: bool, withdraw: bool,
@@ -164,7 +175,8 @@ class ChameleonGarmentSwitch(io.ComfyNode):
         state = stream.state
         adapters.check_vae(node, vae, state.model.config.latent)
         codec = adapters.codec(vae)
-        new_garment = adapters.encode_condition(codec, state, garment[:1], garment=True) if refresh else None
+        new_garment = (adapters.encode_condition(codec, state, adapters.first_image(node, "garment", garment),
+                                                 garment=True) if refresh else None)
         stream.model.load()
         try:  # disentangle decodes the stream so far with carried VAE state and re-encodes its last frame
             new = adapters.switch_garment(state, new_garment, refresh=refresh, withdraw=withdraw,
@@ -177,13 +189,13 @@ class ChameleonGarmentSwitch(io.ComfyNode):
         except FloatingPointError as e:  # the VAE decoded NaN/inf frames while disentangling
             raise node_error(node, "vae", "VAE", str(e),
                              "load the VAE in fp32 or bf16, or check the VAE file") from None
-        return io.NodeOutput(ChameleonStream(new, stream.model))
+        return io.NodeOutput(ChameleonStream(new, stream.model, stream.origin))
 
 
 class ChameleonPromptSwitch(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return io.Schema(**with_aliases(
             node_id="ChameleonPromptSwitch",
             display_name="FashionChameleon Prompt Switch",
             category="FashionChameleon/stream",
@@ -193,7 +205,7 @@ class ChameleonPromptSwitch(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="The new prompt (CLIPTextEncode, CLIPLoader type wan)."),
             ],
             outputs=[StreamSocket.Output(display_name="stream")],
-        )
+        ))
 
     @classmethod
     def execute(cls, stream: ChameleonStream, positive) -> io.NodeOutput:
@@ -202,4 +214,4 @@ class ChameleonPromptSwitch(io.ComfyNode):
         context = adapters.conditioning_tensor(node, "positive", positive)
         stream.model.load()
         new = adapters.switch_prompt(stream.state, context)
-        return io.NodeOutput(ChameleonStream(new, stream.model))
+        return io.NodeOutput(ChameleonStream(new, stream.model, stream.origin))

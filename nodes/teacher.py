@@ -6,13 +6,19 @@ from comfy_api.latest import io
 
 from . import adapters
 from .progress import ChunkProgress, interrupted, raise_if_interrupted
-from .types import ChameleonConditions, ChameleonModel, ConditionsSocket, ModelSocket
+from .types import (
+    ChameleonConditions,
+    ChameleonModel,
+    ConditionsSocket,
+    ModelSocket,
+    with_aliases,
+)
 
 
 class ChameleonTeacherSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return io.Schema(**with_aliases(
             node_id="ChameleonTeacherSampler",
             display_name="FashionChameleon Teacher Sampler",
             category="FashionChameleon/sampling",
@@ -36,7 +42,7 @@ class ChameleonTeacherSampler(io.ComfyNode):
                                tooltip="unipc: flow UniPC (order 2, bh2), the paper's; euler: plain flow Euler."),
             ],
             outputs=[io.Latent.Output(display_name="latent")],
-        )
+        ))
 
     @classmethod
     def execute(cls, teacher: ChameleonModel, positive, negative, conditions: ChameleonConditions, frames: int,

@@ -8,7 +8,9 @@ a :class:`ChameleonPreviewDecoder` (the tiny TAEHV decoder, for previews and the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import uuid
+from dataclasses import dataclass, field
 
 import torch
 from comfy_api.latest import io
@@ -18,6 +20,25 @@ from ..chameleon_core.guidance import ConditionWeighting
 from ..chameleon_core.latents import LatentFamily
 from ..chameleon_core.streaming import StreamState
 from ..chameleon_core.taehv import TinyVideoDecoder
+
+SEARCH_ALIASES = ("try-on", "virtual try-on", "VTON", "outfit", "garment", "clothes", "fashion", "streaming",
+                  "realtime", "real-time video")
+"""Search terms every node of the pack is found by (besides its name), as users search for try-on packs."""
+
+
+def with_aliases(aliases: tuple[str, ...] = (), **schema) -> dict:
+    """``io.Schema`` keyword arguments plus ``search_aliases`` (the pack's terms and ``aliases``) where this ComfyUI's
+    schema has the field (ComfyUI >= 0.10: shown in ``/object_info``, searched by the node library); the terms also
+    go on the class as ``SEARCH_ALIASES`` (ComfyUI's V1 spelling), set by :func:`register_aliases`."""
+    terms = list(dict.fromkeys((*SEARCH_ALIASES, *aliases)))
+    NODE_ALIASES[schema["node_id"]] = terms
+    if "search_aliases" in {f.name for f in dataclasses.fields(io.Schema)}:
+        schema["search_aliases"] = terms
+    return schema
+
+
+NODE_ALIASES: dict[str, list[str]] = {}
+"""node id -> its search aliases (filled as schemas are defined)."""
 
 ModelSocket = io.Custom("CHAMELEON_MODEL")
 ConditionsSocket = io.Custom("CHAMELEON_CONDITIONS")
@@ -83,6 +104,9 @@ class ChameleonStream:
 
     state: StreamState
     model: ChameleonModel
+    origin: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Which stream this is (set at Stream Start, kept by Generate and the switches): the segments a Generate
+    returns carry it, so Stream Decode can refuse segments of different streams."""
 
 
 @dataclass(frozen=True)

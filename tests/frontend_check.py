@@ -1,7 +1,9 @@
 """Load workflows into the real ComfyUI frontend in headless Chromium and report unregistered node types.
 
 Run with ComfyUI's interpreter (which has ``playwright``): ``python tests/frontend_check.py URL CHROMIUM WF.json...``.
-Prints one JSON line per workflow: ``{"name", "nodes", "loaded", "unknown"}``. Used by the integration test.
+Prints one JSON line per workflow: ``{"name", "nodes", "loaded", "unknown", "geometry"}``, where ``geometry`` lists
+each node's id, position, size as loaded and the size the frontend computes for its sockets and widgets
+(``computeSize``), and the title bar height. Used by the integration test (unknown nodes, overlaps).
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ def main() -> None:
                     await window.app.loadGraphData(wf);
                     const nodes = window.app.graph._nodes;
                     return {loaded: nodes.length,
-                            unknown: nodes.filter(n => !LiteGraph.registered_node_types[n.type]).map(n => n.type)};
+                            unknown: nodes.filter(n => !LiteGraph.registered_node_types[n.type]).map(n => n.type),
+                            title_height: LiteGraph.NODE_TITLE_HEIGHT,
+                            geometry: nodes.map(n => ({id: n.id, type: n.type, pos: [n.pos[0], n.pos[1]],
+                                                       size: [n.size[0], n.size[1]],
+                                                       computed: Array.from(n.computeSize())}))};
                 }""",
                 workflow,
             )

@@ -34,6 +34,7 @@ class ComfyLikeVAE:
     def __init__(self, core) -> None:
         self.core, self.latent_channels = core, core.latent_channels
         self.device, self.vae_dtype = torch.device("cpu"), torch.float32
+        self.first_stage_model, self.patcher = core.model, None  # ComfyUI's module; no model management here
 
     def get_sd(self) -> dict[str, torch.Tensor]:
         return self.core.model.state_dict()
@@ -85,7 +86,7 @@ def test_latent_segments_join_in_order_and_name_what_is_wrong():
     joined = adapters.latent_segments("N", family, {"segment_2": {"samples": b}, "segment_1": {"samples": a},
                                                     "segment_3": None})
     torch.testing.assert_close(joined, torch.cat([a, b], dim=2))
-    with pytest.raises(ValueError, match=r"N: input 'segment_2' got '\(1, 16, 2, 2, 2\)'.*Fix:"):
+    with pytest.raises(ValueError, match=r"N: input 'segment_2' got 'shape \(1, 16, 2, 2, 2\)'.*Fix:"):
         adapters.latent_segments("N", family, {"segment_1": {"samples": a},
                                                "segment_2": {"samples": torch.zeros(1, 16, 2, 2, 2)}})
     with pytest.raises(ValueError, match="no segment connected"):
@@ -152,3 +153,14 @@ def test_tiny_preview_shows_the_last_frame_of_one_carried_decode():
     for got, index in zip(shown, (8, 20)):
         want = ((whole[0, :, index].permute(1, 2, 0) + 1) / 2).clamp(0, 1)
         torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+def test_a_core_message_ending_in_a_full_stop_gives_one_full_stop_before_the_fix():
+    from comfyui_fashionchameleon.chameleon_core.config import StreamSettings as Settings
+    from comfyui_fashionchameleon.nodes.errors import rewrap
+
+    with pytest.raises(ValueError) as err:
+        Settings(cache_frames=4)
+    message = str(rewrap("ChameleonStreamStart", "cache_frames", 4, err.value, "raise cache_frames"))
+    assert message.startswith("ChameleonStreamStart: input 'cache_frames' got 4: cache_frames=4 leaves")
+    assert ".." not in message and message.endswith("shrink the sink. Fix: raise cache_frames")

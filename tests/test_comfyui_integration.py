@@ -2,9 +2,13 @@
 interpreter if it is not ``$COMFYUI_DIR/.venv/bin/python``).
 
 The test writes tiny random checkpoints into a temporary base directory
-(``python -m chameleon_core.tools.tiny_checkpoints``), starts ComfyUI on CPU with this pack through ``tests/comfyui_launcher.py``, checks ``/object_info``, and runs every
-API-format workflow at tiny size through ``POST /prompt``; a garment-switch chain through the nodes is compared frame
-by frame with a direct core ``Session`` run on the same files. Without ``COMFYUI_DIR`` it is skipped.
+(``python -m chameleon_core.tools.tiny_checkpoints``), starts ComfyUI on CPU with this pack through
+``tests/comfyui_launcher.py``, checks ``/object_info``, and runs every API-format workflow at tiny size through
+``POST /prompt``; a garment-switch chain through the nodes is compared frame by frame with a direct core ``Session``
+run on the same files. A second server (``demo_server``) is a plain, unpatched ``main.py`` with only the demo's files
+(``python -m chameleon_core.tools.demo_models``): the ``demo`` template runs there. Without ``COMFYUI_DIR`` it is
+skipped. ``COMFYUI_TEST_PORT`` picks the first server's port (the demo server takes the next one); by default free
+ports are used.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ pytestmark = [
     pytest.mark.skipif(not COMFYUI_DIR, reason="COMFYUI_DIR is not set: point it at a ComfyUI checkout to run the "
                                                "real-ComfyUI integration test"),
 ]
-NAMES = ["single_garment_stream", "garment_switch_chain", "teacher_quality", "long_video", "live_preview_stream",
-         "live_session"]
+NAMES = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
+"""Every shipped workflow."""
+TINY_NAMES = [n for n in NAMES if n != "demo"]
+"""The workflows that run on the patched server's tiny full-architecture files (the demo runs on ``demo_server``)."""
 SIZE = 64  # pixels: 4x4 latents, 2x2 tokens per frame
 TINY_DECODER = "chameleon_tiny_taew2_2.safetensors"
 
@@ -48,12 +54,18 @@ EXPECTED_INPUTS = {
     "ChameleonGarmentSwitch": ["stream", "vae", "garment", "refresh", "withdraw", "disentangle", "withdraw_sink"],
     "ChameleonPromptSwitch": ["stream", "positive"],
     "ChameleonStreamDecode": ["vae", "segment_1", "chunk_frames", "decoder"] + [f"segment_{i}" for i in range(2, 9)],
+    "ChameleonSegmentJoin": ["first", "second"],
+    "ChameleonVAELoader": ["vae_name"],
+    "ChameleonPromptEmbeddings": ["embeddings_name"],
     "ChameleonLiveStream": ["student", "positive", "conditions", "vae", "seed", "steps", "chunk_frames", "cache_frames",
                             "sink_chunks", "max_frames", "decoder", "clip"],
 }
 
 
-def _free_port() -> int:
+def _free_port(offset: int = 0) -> int:
+    """``$COMFYUI_TEST_PORT`` (+ ``offset``) when set, else a free port."""
+    if os.environ.get("COMFYUI_TEST_PORT"):
+        return int(os.environ["COMFYUI_TEST_PORT"]) + offset
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -102,6 +114,41 @@ def _comfy_python() -> str:
     return python if Path(python).exists() else sys.executable
 
 
+def _start(python: str, argv: list[str], base: Path, port: int, env: dict):
+    """Start ComfyUI with ``argv`` (a launcher or main.py) on ``port`` in ``base``; returns (process, Server)."""
+    log = base / "comfyui.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [python, *argv, "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
+             "--database-url", "sqlite:///:memory:", "--preview-method", "latent2rgb", "--disable-auto-launch"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=COMFYUI_DIR,
+        )
+    srv = Server(f"http://127.0.0.1:{port}", base, log)
+    deadline = time.time() + 300
+    while True:
+        try:
+            srv.get("/system_stats")
+            return proc, srv
+        except (urllib.error.URLError, ConnectionError, OSError):
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"ComfyUI did not start; log:\n{log.read_text()[-4000:]}") from None
+            time.sleep(1)
+
+
+def _stop(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _link_pack(base: Path) -> None:
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "comfyui-fashionchameleon").symlink_to(REPO, target_is_directory=True)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     python = _comfy_python()
@@ -109,35 +156,27 @@ def server(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run([python, "-m", "chameleon_core.tools.tiny_checkpoints", "--models", str(base / "models"),
                     "--input", str(base / "input")], cwd=REPO, env=env, check=True, capture_output=True)
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "comfyui-fashionchameleon").symlink_to(REPO, target_is_directory=True)
-    port = _free_port()
-    log = base / "comfyui.log"
+    _link_pack(base)
     env = {**os.environ, "COMFYUI_DIR": COMFYUI_DIR, "CHAMELEON_TINY_SIZES": str(base / "models" / "tiny_sizes.json")}
     env.pop("PYTHONPATH", None)
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [python, str(REPO / "tests" / "comfyui_launcher.py"), "--cpu", "--listen", "127.0.0.1", "--port",
-             str(port), "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
-             "--preview-method", "latent2rgb", "--disable-auto-launch"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    srv = Server(f"http://127.0.0.1:{port}", base, log)
-    deadline = time.time() + 300
-    while True:
-        try:
-            srv.get("/system_stats")
-            break
-        except (urllib.error.URLError, ConnectionError, OSError):
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"ComfyUI did not start; log:\n{log.read_text()[-4000:]}") from None
-            time.sleep(1)
+    proc, srv = _start(python, [str(REPO / "tests" / "comfyui_launcher.py")], base, _free_port(), env)
     yield srv
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory):
+    """A plain ComfyUI (its own ``main.py``, no launcher patches) holding only the demo's files."""
+    python = _comfy_python()
+    base = tmp_path_factory.mktemp("comfyui_demo")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([python, "-m", "chameleon_core.tools.demo_models", "--models", str(base / "models"),
+                    "--input", str(base / "input")], cwd=REPO, env=env, check=True, capture_output=True)
+    _link_pack(base)
+    env.pop("PYTHONPATH", None)
+    proc, srv = _start(python, [str(Path(COMFYUI_DIR) / "main.py")], base, _free_port(1), env)
+    yield srv
+    _stop(proc)
 
 
 def tiny(prompt: dict) -> dict:
@@ -157,6 +196,18 @@ def tiny(prompt: dict) -> dict:
             i["decoder_name"] = TINY_DECODER
         elif t == "ChameleonConditions":
             i["width"] = i["height"] = SIZE
+    return p
+
+
+def demo_quick(prompt: dict) -> dict:
+    """The demo template at 64x64 with the shortest segments (one chunk each): what CI runs."""
+    p = copy.deepcopy(prompt)
+    gens = sorted((k for k, v in p.items() if v["class_type"] == "ChameleonStreamGenerate"), key=int)
+    for k in gens:
+        p[k]["inputs"]["frames"] = 9 if k == gens[0] else 12
+    for node in p.values():
+        if node["class_type"] == "ChameleonConditions":
+            node["inputs"]["width"] = node["inputs"]["height"] = SIZE
     return p
 
 
@@ -194,7 +245,7 @@ def test_object_info_lists_every_node_with_its_inputs(server):
 def test_ui_workflow_has_no_missing_nodes(server, name):
     info = server.get("/object_info")
     ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
-    missing = sorted({n["type"] for n in ui["nodes"]} - set(info))
+    missing = sorted({n["type"] for n in ui["nodes"]} - set(info) - {"MarkdownNote", "Note"})  # UI-only notes
     assert not missing, f"{name}: nodes missing in ComfyUI: {missing}"
     templates = server.get("/workflow_templates")
     assert name in templates.get("comfyui-fashionchameleon", []), templates
@@ -216,6 +267,14 @@ def test_ui_workflows_load_in_the_real_frontend(server):
     assert [r["name"] for r in results] == NAMES
     for r in results:
         assert r["unknown"] == [] and r["loaded"] == r["nodes"], r
+        # no two nodes overlap, at the sizes the frontend draws (the saved size, or larger where it computes more)
+        areas = []
+        for g in r["geometry"]:
+            w, h = max(g["size"][0], g["computed"][0]), max(g["size"][1], g["computed"][1])
+            areas.append((g["id"], g["pos"][0], g["pos"][1] - r["title_height"], g["pos"][0] + w, g["pos"][1] + h))
+        clashes = [(a[0], b[0]) for i, a in enumerate(areas) for b in areas[i + 1 :]
+                   if a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]]
+        assert not clashes, (r["name"], clashes)
 
 
 def test_live_widget_shows_frames_and_switches_in_the_real_frontend(server):
@@ -245,7 +304,7 @@ def test_live_widget_shows_frames_and_switches_in_the_real_frontend(server):
     assert result["shown"] >= result["shown_before_switch"], result
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TINY_NAMES)
 def test_api_workflow_runs_and_writes_a_video(server, name):
     history = server.run(tiny(load_api(name)))
     assert history["status"]["status_str"] == "success", _error(history)
@@ -770,3 +829,193 @@ def test_a_trained_export_loads_in_the_student_loader_with_no_conversion(server)
     history = server.run(wf)
     assert history["status"]["status_str"] == "success", _error(history)
     assert server.video_files(history)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# The demo in a plain ComfyUI; templates that run in one pass; conventions; Stream Decode cases; decode under model
+# management
+# -------------------------------------------------------------------------------------------------------------------
+
+
+def test_demo_template_runs_in_an_unpatched_comfyui_and_writes_a_video(demo_server):
+    """``python -m chameleon_core.tools.demo_models`` + the ``demo`` template in ComfyUI's own ``main.py``: the
+    ordinary loader dropdowns list the files, and a stream with two garment switches writes a video."""
+    info = demo_server.get("/object_info")
+    assert "fashionchameleon_demo_vae.safetensors" in json.dumps(info["ChameleonVAELoader"])
+    assert "fashionchameleon_demo_prompt.safetensors" in json.dumps(info["ChameleonPromptEmbeddings"])
+    prompt = demo_quick(load_api("demo"))
+    assert sum(v["class_type"] == "ChameleonGarmentSwitch" for v in prompt.values()) == 2
+    history = demo_server.run(prompt)
+    assert history["status"]["status_str"] == "success", _error(history)
+    videos = demo_server.video_files(history)
+    assert videos and all(v.exists() and v.stat().st_size > 0 and v.suffix == ".mp4" for v in videos), videos
+    assert "CHAMELEON_TINY_SIZES" not in os.environ or "comfyui_launcher" not in demo_server.log.read_text()
+
+
+def _node_errors(resp: dict) -> dict[str, str]:
+    """class_type -> the validation messages of that node (all nodes of the type joined)."""
+    out: dict[str, str] = {}
+    for err in resp.get("node_errors", {}).values():
+        text = " ".join(f"{e['message']}: {e['details']}" for e in err["errors"])
+        out[err["class_type"]] = (out.get(err["class_type"], "") + " " + text).strip()
+    return out
+
+
+def test_missing_model_files_are_all_listed_at_the_first_run(server):
+    """A shipped template with none of its files: one refusal at validation lists every missing file (the pack's
+    loaders' too, not only the core ones), before anything runs."""
+    resp = server.post("/prompt", {"prompt": load_api("single_garment_stream")})
+    assert resp.get("http_error") == 400, resp
+    errors = _node_errors(resp)
+    assert {"ChameleonStudentLoader", "VAELoader", "CLIPLoader"} <= set(errors), errors
+    assert "fashionchameleon_student_wan2.2_ti2v_5b.safetensors" in errors["ChameleonStudentLoader"]
+    assert "models/diffusion_models" in errors["ChameleonStudentLoader"]
+    resp = server.post("/prompt", {"prompt": load_api("demo")})  # the demo's files are not on this server
+    errors = _node_errors(resp)
+    assert {"ChameleonStudentLoader", "ChameleonVAELoader", "ChameleonPromptEmbeddings"} <= set(errors), errors
+    assert "models/prompt_embeddings" in errors["ChameleonPromptEmbeddings"]
+
+
+SEARCH_TERMS = {"try-on", "VTON", "outfit", "garment", "clothes", "streaming", "realtime"}
+
+
+def test_every_node_has_the_search_aliases(server):
+    info = server.get("/object_info")
+    ours = sorted(k for k, v in info.items() if v.get("category", "").startswith("FashionChameleon"))
+    out = subprocess.run([_comfy_python(), str(REPO / "tests" / "comfyui_inprocess_check.py"), "aliases"],
+                         env={**os.environ, "COMFYUI_DIR": COMFYUI_DIR}, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert sorted(result["aliases"]) == ours
+    for node in ours:
+        assert SEARCH_TERMS <= set(result["aliases"][node]), node
+        if result["supported"]:  # this ComfyUI's schema has search_aliases: the frontend gets them
+            assert SEARCH_TERMS <= set(info[node].get("search_aliases", [])), node
+
+
+def test_every_example_workflows_model_entries_name_the_folder_the_loader_reads(server):
+    """A node's ``properties.models`` directory is the ComfyUI folder its file combo lists (checked against the
+    server: the tiny files put into that folder appear in that loader's options)."""
+    info = server.get("/object_info")
+    folder_of = {}
+    for node_type, widget, folder, probe in [
+        ("ChameleonStudentLoader", "ckpt_name", "diffusion_models", "chameleon_tiny_student.safetensors"),
+        ("ChameleonTeacherLoader", "ckpt_name", "diffusion_models", "chameleon_tiny_teacher.safetensors"),
+        ("ChameleonTinyDecoderLoader", "decoder_name", "vae_approx", TINY_DECODER),
+        ("ChameleonVAELoader", "vae_name", "vae", "chameleon_tiny_wan2.2_vae.safetensors"),
+        ("VAELoader", "vae_name", "vae", "chameleon_tiny_wan2.2_vae.safetensors"),
+        ("CLIPLoader", "clip_name", "text_encoders", "chameleon_tiny_umt5.safetensors"),
+    ]:
+        assert (server.base / "models" / folder / probe).exists()
+        assert probe in json.dumps(info[node_type]["input"]["required"][widget]), (node_type, probe)
+        folder_of[node_type] = folder
+    folder_of["ChameleonPromptEmbeddings"] = "prompt_embeddings"
+    seen = 0
+    for name in NAMES:
+        ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+        for n in ui["nodes"]:
+            for m in n.get("properties", {}).get("models", []):
+                assert m["directory"] == folder_of[n["type"]], (name, n["type"], m)
+                seen += 1
+    assert seen >= 2 * len(NAMES)
+
+
+def _chain_prompt(segments: int, frames: int = 12) -> tuple[dict, list[str], str, str]:
+    """Tiny single stream with ``segments`` one-chunk Generates; returns (prompt, generate ids, decode id, vae id)."""
+    base = tiny(load_api("single_garment_stream"))
+    by_type = {v["class_type"]: k for k, v in base.items()}
+    for drop in ("CreateVideo", "SaveVideo"):
+        del base[by_type[drop]]
+    gen, decode = by_type["ChameleonStreamGenerate"], by_type["ChameleonStreamDecode"]
+    base[gen]["inputs"]["frames"] = 9
+    gens, prev = [gen], gen
+    for i in range(1, segments):
+        base[f"g{i}"] = {"class_type": "ChameleonStreamGenerate", "inputs": {"stream": [prev, 0], "frames": frames,
+                                                                             "steps": 1}}
+        prev = f"g{i}"
+        gens.append(prev)
+    base["show"] = {"class_type": "PreviewImage", "inputs": {"images": [decode, 0]}}
+    return base, gens, decode, by_type["VAELoader"]
+
+
+def test_stream_decode_refuses_gaps_wrong_order_and_other_streams(server):
+    prompt, gens, decode, _ = _chain_prompt(3)
+    bad = copy.deepcopy(prompt)
+    bad[decode]["inputs"].update(segment_1=[gens[0], 1], segment_2=[gens[2], 1])
+    _expect_error(server, bad, "ChameleonStreamDecode", "'segment_2'", "a gap", "latent frames 6..8", "Fix:")
+    bad = copy.deepcopy(prompt)
+    bad[decode]["inputs"].update(segment_1=[gens[1], 1], segment_2=[gens[0], 1])
+    _expect_error(server, bad, "ChameleonStreamDecode", "'segment_2'", "out of order", "Fix:")
+    bad = copy.deepcopy(prompt)
+    start = next(k for k, v in prompt.items() if v["class_type"] == "ChameleonStreamStart")
+    bad["start_b"] = copy.deepcopy(prompt[start])
+    bad["start_b"]["inputs"]["seed"] = 7
+    bad["gen_b"] = {"class_type": "ChameleonStreamGenerate", "inputs": {"stream": ["start_b", 0], "frames": 9,
+                                                                          "steps": 1}}
+    bad["gen_b2"] = {"class_type": "ChameleonStreamGenerate", "inputs": {"stream": ["gen_b", 0], "frames": 12,
+                                                                           "steps": 1}}
+    bad[decode]["inputs"].update(segment_1=[gens[0], 1], segment_2=["gen_b2", 1])
+    _expect_error(server, bad, "ChameleonStreamDecode", "'segment_2'", "another stream", "Fix:")
+
+
+def test_stream_decode_blames_a_vae_of_the_other_family_with_the_shapes(server):
+    from chameleon_core.checkpoints import save_vae
+    from chameleon_core.vae import build_vae, vae_preset
+
+    save_vae(server.base / "models" / "vae" / "tiny_wan2.1_vae.safetensors", build_vae(vae_preset("wan2.1-tiny")))
+    prompt, _, decode, _ = _chain_prompt(1)
+    prompt["vae21"] = {"class_type": "ChameleonVAELoader", "inputs": {"vae_name": "tiny_wan2.1_vae.safetensors"}}
+    prompt[decode]["inputs"]["vae"] = ["vae21", 0]
+    _expect_error(server, prompt, "ChameleonStreamDecode", "'vae'", "wan2.1 VAE", "wan2.2 latents",
+                  "(1, 48, 3, 4, 4)", "Fix: connect the wan2.2 VAE")
+    # the any-size loader on a file that is not a Wan VAE: the loader names it
+    (server.base / "models" / "vae" / "broken_vae.safetensors").write_bytes(b"not a safetensors file")
+    prompt["vae21"]["inputs"]["vae_name"] = "broken_vae.safetensors"
+    _expect_error(server, prompt, "ChameleonVAELoader", "'vae_name'", "broken_vae", "not a readable Wan VAE", "Fix:")
+
+
+def test_segment_joins_decode_any_number_of_segments_as_one_video(server):
+    """Ten segments through a chain of Segment Joins decode as one continuous video: its first frames are those of
+    the first eight through the decode node's own inputs (a causal decode: a prefix decodes the same)."""
+    prompt, gens, decode, _ = _chain_prompt(10)
+    eight = copy.deepcopy(prompt)
+    for i, g in enumerate(gens[:8], start=1):
+        eight[decode]["inputs"][f"segment_{i}"] = [g, 1]
+    eight["png"] = {"class_type": "SaveImage", "inputs": {"images": [decode, 0], "filename_prefix": "eight"}}
+    prev = gens[0]
+    for i, g in enumerate(gens[1:], start=1):
+        prompt[f"join{i}"] = {"class_type": "ChameleonSegmentJoin", "inputs": {"first": [prev, 1] if i == 1 else
+                                                                               [prev, 0], "second": [g, 1]}}
+        prev = f"join{i}"
+    prompt[decode]["inputs"]["segment_1"] = [prev, 0]
+    prompt["frames_png"] = {"class_type": "SaveImage", "inputs": {"images": [decode, 0], "filename_prefix": "ten"}}
+    first = server.run(eight)
+    assert first["status"]["status_str"] == "success", _error(first)
+    history = server.run(prompt)
+    assert history["status"]["status_str"] == "success", _error(history)
+    ten = _frames(server, history)
+    assert len(ten) == 1 + 4 * (3 * 10 - 1)
+    from PIL import Image
+
+    eight_frames = [Path(server.base / "output" / i["subfolder"] / i["filename"])
+                    for i in first["outputs"]["png"]["images"]]
+    assert ten[: len(eight_frames)] == [Image.open(f).tobytes() for f in eight_frames]
+    # a gap inside the chain is refused by the join
+    bad = copy.deepcopy(prompt)
+    bad["join2"]["inputs"]["second"] = [gens[3], 1]
+    _expect_error(server, bad, "ChameleonSegmentJoin", "'second'", "a gap", "Fix:")
+
+
+def test_stream_decode_uses_the_vaes_own_weights_under_model_management(server):
+    """After Stream Decode the VAE (any-size loader, a real ComfyUI VAE) is held by ComfyUI's model management, no
+    tensor anywhere in the process holds a copy of one of its weights, and the frames equal the core's decode."""
+    out = subprocess.run([_comfy_python(), str(REPO / "tests" / "comfyui_inprocess_check.py"), "vae-memory",
+                          str(server.base / "models"), "chameleon_tiny_wan2.2_vae.safetensors"],
+                         env={**os.environ, "COMFYUI_DIR": COMFYUI_DIR}, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["managed"] and result["weights"] > 100, result
+    assert result["copies"] == 0, result
+    assert result["frames"] == [1 + 4 * 5, SIZE, SIZE, 3] and result["max_diff"] < 1e-5, result

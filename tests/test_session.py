@@ -134,9 +134,27 @@ def test_stop_ends_between_chunks_with_a_usable_state(world):
     full = Session(_start(world), chunks=3, codec=world["vae"], decode=False).run()
     _, nxt = generate(session.state, 3)
     torch.testing.assert_close(nxt, full[2].latents, atol=0, rtol=0)
-    polls = iter([False, True])
-    stopped = Session(_start(world), chunks=5, decode=False, should_stop=lambda: next(polls))
+    # should_stop is polled between chunks and between denoising steps: a stop once two chunks are done
+    stopped = Session(_start(world), chunks=5, decode=False, should_stop=lambda: stopped.done >= 2)
     assert len(stopped.run()) == 2 and stopped.stopped
+
+
+def test_a_stop_between_denoising_steps_ends_the_session_with_the_chunks_before_it(world):
+    """A stop polled inside a chunk (between its steps) drops that chunk: the session hands over the chunks before
+    it, and its state continues exactly as an uninterrupted run."""
+    polls: list[int] = []
+
+    def stop_inside_chunk_three() -> bool:
+        if stopped.done == 2:
+            polls.append(1)
+        return len(polls) >= 2  # the boundary poll after chunk 2 says no; the first poll inside chunk 3 says stop
+
+    stopped = Session(_start(world), chunks=5, decode=False, should_stop=stop_inside_chunk_three)
+    got = stopped.run()
+    assert [c.index for c in got] == [0, 1] and stopped.stopped and stopped.state.frames == 6
+    full = Session(_start(world), chunks=3, decode=False).run()
+    _, nxt = generate(stopped.state, 3)
+    torch.testing.assert_close(nxt, full[2].latents, atol=0, rtol=0)
 
 
 def test_bad_sessions_are_refused(world):
@@ -164,8 +182,7 @@ def test_overlapped_decode_equals_the_serial_loop_bitwise(world):
         assert a.first_video_frame == b.first_video_frame and len(a.switches) == len(b.switches)
     torch.testing.assert_close(overlapped.state.latents(), torch.cat([c.latents for c in serial], 2), atol=0, rtol=0)
     # A stop hands over every generated chunk, in order, and the state holds exactly those.
-    polls = iter([False, True, True])
-    stopped = Session(_start(world), chunks=None, codec=world["vae"], should_stop=lambda: next(polls),
+    stopped = Session(_start(world), chunks=None, codec=world["vae"], should_stop=lambda: stopped.done >= 3,
                       overlap_decode=True)
     chunks = stopped.run()
     assert [c.index for c in chunks] == [0, 1, 2] and stopped.stopped and stopped.state.frames == 9

@@ -117,11 +117,32 @@ def test_interrupt_returns_last_complete_state(model, inputs):
     state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=4,
                          settings=StreamSettings(chunk_frames=2, cache_frames=8))
     _, full = generate(state, 8)
-    calls = []
-    stop_after_two = lambda: (calls.append(1) or len(calls) > 2)  # noqa: E731
-    part_state, part = generate(state, 8, should_stop=stop_after_two)
+    done = []
+    part_state, part = generate(state, 8, progress=lambda k, n, x: done.append(k),
+                                should_stop=lambda: len(done) >= 2)  # a stop after two chunks
     assert part.shape[2] == 4 and part_state.frames == 4
     resumed_state, rest = generate(part_state, 4)
+    torch.testing.assert_close(torch.cat([part, rest], 2), full, atol=0, rtol=0)
+
+
+@torch.no_grad()
+def test_a_stop_between_denoising_steps_abandons_the_chunk_and_leaves_the_state_as_before_it(model, inputs):
+    """Cancel is polled between the denoising steps of a chunk too: the chunk in progress is dropped, the cache,
+    window and noise generator rewind, and resuming gives the frames of a run that was never stopped."""
+    state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"], seed=4,
+                         settings=StreamSettings(chunk_frames=2, cache_frames=8))
+    _, full = generate(state, 8)
+    done, polls = [], []
+
+    def stop_inside_chunk_three() -> bool:  # the loop's poll before chunk 3, then the first poll between its steps
+        if len(done) == 2:
+            polls.append(1)
+        return len(polls) >= 2
+
+    part_state, part = generate(state, 8, progress=lambda k, n, x: done.append(k), should_stop=stop_inside_chunk_three)
+    assert len(polls) == 2 and done == [0, 1]  # stopped inside chunk 3, after its first step
+    assert part.shape[2] == 4 and part_state.frames == 4
+    _, rest = generate(part_state, 4)
     torch.testing.assert_close(torch.cat([part, rest], 2), full, atol=0, rtol=0)
 
 

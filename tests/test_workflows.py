@@ -14,16 +14,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
-NAMES = ["single_garment_stream", "garment_switch_chain", "teacher_quality", "long_video", "live_preview_stream",
-         "live_session", "native_model_stream"]
-NAMES += ["video_tryon", "video_tryon_keyframes", "motion_transfer", "condition_weighting_stream",  # issue 16
-          "condition_weighting_teacher", "local_attention_stream"]
+NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+"""Every shipped workflow (the checks below apply to any workflow added later)."""
+UI_ONLY = {"MarkdownNote", "Note"}
+"""Frontend-only node types (not in /object_info, not in the API twin)."""
 OBJECT_INFO = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
-OURS = {"ChameleonTeacherLoader", "ChameleonStudentLoader", "ChameleonConditions", "ChameleonTeacherSampler",
-        "ChameleonStreamStart", "ChameleonStreamGenerate", "ChameleonGarmentSwitch", "ChameleonPromptSwitch",
-        "ChameleonStreamDecode", "ChameleonTinyDecoderLoader", "ChameleonLiveStream", "ChameleonNativeModel"}
-OURS |= {"ChameleonVideoTryOn", "ChameleonVideoTryOnKeyframes", "ChameleonMotionTransfer", "ChameleonConditionWeighting",
-         "ChameleonLocalAttention"}
+OURS = {k for k, v in OBJECT_INFO.items() if v["python_module"].startswith("custom_nodes.")}
 CORE_MODULES = ("nodes", "comfy_extras.")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
@@ -42,7 +38,7 @@ def ui_to_api(ui: dict) -> dict:
     links = {link[0]: link for link in ui["links"]}
     out = {}
     for node in ui["nodes"]:
-        if node.get("mode", 0) != 0:
+        if node.get("mode", 0) != 0 or node["type"] in UI_ONLY:
             continue
         info = OBJECT_INFO[node["type"]]
         values = list(node["widgets_values"])
@@ -71,9 +67,12 @@ def _load(name):
     return ui, api
 
 
-def test_every_workflow_has_a_ui_file_and_an_api_twin():
-    assert sorted(p.stem for p in WORKFLOWS.glob("*.json")) == sorted(NAMES)
+def test_every_workflow_has_a_ui_file_an_api_twin_and_a_thumbnail():
+    assert {"demo", "single_garment_stream", "garment_switch_chain", "teacher_quality", "long_video",
+            "live_preview_stream", "live_session"} <= set(NAMES)
     assert sorted(p.stem for p in (WORKFLOWS / "api").glob("*.json")) == sorted(NAMES)
+    # ComfyUI's template browser shows <name>.jpg beside a custom node pack's <name>.json
+    assert sorted(p.stem for p in WORKFLOWS.glob("*.jpg")) == sorted(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -88,6 +87,8 @@ def test_only_this_pack_and_core_nodes(name):
     ui, _ = _load(name)
     for node in ui["nodes"]:
         t = node["type"]
+        if t in UI_ONLY:
+            continue
         module = OBJECT_INFO[t]["python_module"]
         assert t in OURS or module == "nodes" or module.startswith(CORE_MODULES), (t, module)
         assert (t in OURS) == module.startswith("custom_nodes."), (t, module)
@@ -103,6 +104,8 @@ def test_links_connect_matching_socket_types(name):
         assert kind == out_type == target["type"], (name, link_id, kind, out_type, target)
         assert target["link"] == link_id and link_id in nodes[src]["outputs"][src_slot]["links"]
     for node in ui["nodes"]:  # every required socket is connected
+        if node["type"] in UI_ONLY:
+            continue
         required = OBJECT_INFO[node["type"]]["input"]["required"]
         for slot in node["inputs"]:
             if slot["name"] in required:
@@ -117,3 +120,122 @@ def test_switch_chain_has_three_garments_and_two_switches_and_long_video_is_long
     _, api = _load("long_video")
     frames = sum(n["inputs"]["frames"] for n in api.values() if n["class_type"] == "ChameleonStreamGenerate")
     assert frames > 4 * 81
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Graphs that read at a glance, and run in one pass
+# -------------------------------------------------------------------------------------------------------------------
+
+TITLE_HEIGHT = 30  # litegraph draws the title bar above pos
+
+
+def _area(node):
+    (x, y), (w, h) = node["pos"], node["size"]
+    return x, y - TITLE_HEIGHT, x + w, y + h
+
+
+def _min_size(node):
+    """A lower bound of the body height the frontend draws: a socket row is 20 px, a widget 20 px, plus previews."""
+    sockets = max(len(node["inputs"]), len(node["outputs"]))
+    widgets = len([v for v in node["widgets_values"] if v not in ("fixed", "image")])
+    preview = {"LoadImage": 200, "SaveVideo": 200}.get(node["type"], 0)
+    return 200, 20 * sockets + 20 * widgets + preview
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_two_nodes_overlap_and_nodes_have_room_for_their_widgets(name):
+    ui, _ = _load(name)
+    nodes = ui["nodes"]
+    for n in nodes:
+        w, h = _min_size(n)
+        assert n["size"][0] >= w and n["size"][1] >= h, (name, n["id"], n["type"], n["size"], (w, h))
+    clashes = []
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1 :]:
+            ra, rb = _area(a), _area(b)
+            if ra[0] < rb[2] and rb[0] < ra[2] and ra[1] < rb[3] and rb[1] < ra[3]:
+                clashes.append((a["id"], a.get("title", a["type"]), b["id"], b.get("title", b["type"])))
+    assert not clashes, f"{name}: overlapping nodes {clashes}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_groups_hold_their_nodes_and_do_not_overlap(name):
+    ui, _ = _load(name)
+    boxes = [g["bounding"] for g in ui["groups"]]
+    for i, (x, y, w, h) in enumerate(boxes):
+        for x2, y2, w2, h2 in boxes[i + 1 :]:
+            assert not (x < x2 + w2 and x2 < x + w and y < y2 + h2 and y2 < y + h), (name, ui["groups"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_template_carries_a_note_listing_its_files_folders_and_sources(name):
+    ui, _ = _load(name)
+    notes = [n for n in ui["nodes"] if n["type"] == "MarkdownNote"]
+    assert len(notes) == 1, name
+    text = notes[0]["widgets_values"][0]
+    files = [(m["name"], m["directory"]) for n in ui["nodes"] for m in n.get("properties", {}).get("models", [])]
+    assert files, name
+    for file, folder in files:
+        assert f"`{folder}/`: `{file}`" in text, (name, file, folder)
+    assert "not public" in text
+    for n in ui["nodes"]:
+        if n["type"] == "LoadImage":
+            assert n["widgets_values"][0] in text, (name, n)
+            assert n["title"] == "Person" or n["title"].startswith("Garment "), (name, n)
+
+
+LOADER_FOLDERS = {"ChameleonStudentLoader": "diffusion_models", "ChameleonTeacherLoader": "diffusion_models",
+                  "ChameleonTinyDecoderLoader": "vae_approx", "ChameleonVAELoader": "vae",
+                  "ChameleonPromptEmbeddings": "prompt_embeddings", "VAELoader": "vae", "CLIPLoader": "text_encoders"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_entries_name_the_file_and_the_folder_the_loader_reads(name):
+    ui, _ = _load(name)
+    for n in ui["nodes"]:
+        if n["type"] not in LOADER_FOLDERS:
+            continue
+        models = n["properties"]["models"]
+        assert [m["name"] for m in models] == [n["widgets_values"][0]], (name, n)
+        assert all(m["directory"] == LOADER_FOLDERS[n["type"]] for m in models), (name, n)
+        for m in models:
+            assert "url" not in m or m["url"].startswith("https://") and m["url"].endswith(m["name"]), m
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_frame_counts_need_no_rounding(name):
+    """Every Generate asks for a frame count that is whole chunks: what it asks is what it gets."""
+    _, api = _load(name)
+    for node in api.values():
+        if node["class_type"] != "ChameleonStreamGenerate":
+            continue
+        upstream, first = node["inputs"]["stream"][0], True
+        while api[upstream]["class_type"] != "ChameleonStreamStart":  # a later segment if a Generate is upstream
+            first = first and api[upstream]["class_type"] != "ChameleonStreamGenerate"
+            upstream = api[upstream]["inputs"]["stream"][0]
+        chunk = api[upstream]["inputs"]["chunk_frames"]
+        frames = node["inputs"]["frames"]
+        if first:
+            assert (frames - 1) % 4 == 0 and ((frames - 1) // 4 + 1) % chunk == 0, (name, frames)
+        else:
+            assert frames % (4 * chunk) == 0, (name, frames)
+
+
+def test_any_spec_gets_a_layout_without_overlaps_a_note_and_model_entries():
+    """The conventions apply to a spec with no extras and careless positions (all nodes at one point): the
+    generator's layout separates them, derives the Note and the model entries from the loader nodes."""
+    from chameleon_core.tools import workflows
+
+    spec = {k: (t, w, links, (0, 0)) for k, (t, w, links, _) in workflows.garment_switch_chain().items()}
+    ui = workflows.to_ui(spec, OBJECT_INFO)
+    assert not [(a["id"], b["id"]) for i, a in enumerate(ui["nodes"]) for b in ui["nodes"][i + 1 :]
+                if _overlap(_area(a), _area(b))]
+    note = next(n for n in ui["nodes"] if n["type"] == "MarkdownNote")["widgets_values"][0]
+    assert "`diffusion_models/`: `fashionchameleon_student_wan2.2_ti2v_5b.safetensors`, not public" in note
+    assert "`vae/`: `wan2.2_vae.safetensors`, https://huggingface.co/" in note
+    titles = sorted(n.get("title", "") for n in ui["nodes"] if n["type"] == "LoadImage")
+    assert titles == ["Garment 1", "Garment 2", "Garment 3", "Person"]
+
+
+def _overlap(ra, rb):
+    return ra[0] < rb[2] and rb[0] < ra[2] and ra[1] < rb[3] and rb[1] < ra[3]

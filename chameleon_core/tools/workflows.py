@@ -20,6 +20,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from . import demo_models, workflow_layout
+
 logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parents[2] / "workflows"
@@ -38,85 +40,95 @@ TEACHER = "fashionchameleon_teacher_wan2.2_ti2v_5b.safetensors"
 VAE = "wan2.2_vae.safetensors"
 T5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 TINY_DECODER = "taew2_2.safetensors"
+DEMO_STUDENT, DEMO_VAE, DEMO_PROMPT = demo_models.STUDENT, demo_models.VAE, demo_models.PROMPT
+DEMO_IMAGES = demo_models.IMAGES
+
+
+# Column hints (spec ``pos`` x): the layout keeps the columns' order and moves them apart as far as their nodes need;
+# in a column, nodes stack in the order of their hint y. One column per group keeps the groups apart.
+MODELS, INPUTS, START = 0, 400, 900
 
 
 def _common(nodes: dict) -> None:
-    nodes[2] = ("VAELoader", {"vae_name": VAE}, {}, (40, 300))
-    nodes[3] = ("CLIPLoader", {"clip_name": T5, "type": "wan", "device": "default"}, {}, (40, 450))
-    nodes[4] = ("CLIPTextEncode", {"text": PROMPT}, {"clip": (3, 0)}, (400, 420))
-    nodes[5] = ("LoadImage", {"image": "reference.png"}, {}, (40, 650))
-    nodes[6] = ("LoadImage", {"image": "garment1.png"}, {}, (380, 650))
+    nodes[2] = ("VAELoader", {"vae_name": VAE}, {}, (MODELS, 1))
+    nodes[3] = ("CLIPLoader", {"clip_name": T5, "type": "wan", "device": "default"}, {}, (MODELS, 2))
+    nodes[4] = ("CLIPTextEncode", {"text": PROMPT}, {"clip": (3, 0)}, (INPUTS, 0))
+    nodes[5] = ("LoadImage", {"image": "reference.png"}, {}, (INPUTS, 1))
+    nodes[6] = ("LoadImage", {"image": "garment1.png"}, {}, (INPUTS, 2))
     nodes[7] = ("ChameleonConditions", {"width": 704, "height": 1280},
-                {"vae": (2, 0), "reference": (5, 0), "garment": (6, 0)}, (740, 600))
+                {"vae": (2, 0), "reference": (5, 0), "garment": (6, 0)}, (START, 0))
 
 
 def _stream_head(nodes: dict) -> None:
-    nodes[1] = ("ChameleonStudentLoader", {"ckpt_name": STUDENT, "weight_dtype": "default"}, {}, (40, 150))
+    nodes[1] = ("ChameleonStudentLoader", {"ckpt_name": STUDENT, "weight_dtype": "default"}, {}, (MODELS, 0))
     _common(nodes)
     nodes[8] = ("ChameleonStreamStart", {"seed": 42, "steps": 4, "chunk_frames": 3, "cache_frames": 23,
                                          "sink_chunks": 1},
-                {"student": (1, 0), "positive": (4, 0), "conditions": (7, 0)}, (1050, 150))
+                {"student": (1, 0), "positive": (4, 0), "conditions": (7, 0)}, (START, 1))
 
 
 def _video_tail(nodes: dict, images: tuple[int, int], first_id: int, x: int, prefix: str) -> None:
-    nodes[first_id] = ("CreateVideo", {"fps": 24.0}, {"images": images}, (x, 150))
+    nodes[first_id] = ("CreateVideo", {"fps": 24.0}, {"images": images}, (x, 10))
     nodes[first_id + 1] = ("SaveVideo", {"filename_prefix": f"fashionchameleon/{prefix}", "format": "auto",
-                                         "codec": "auto"}, {"video": (first_id, 0)}, (x, 350))
+                                         "codec": "auto"}, {"video": (first_id, 0)}, (x, 11))
+
+
+HEAD_GROUPS = [("Models", [1, 2, 3]), ("Prompt and images", [4, 5, 6]), ("Conditions and stream start", [7, 8])]
 
 
 def single_garment_stream() -> dict:
     n: dict = {}
     _stream_head(n)
-    n[9] = ("ChameleonStreamGenerate", {"frames": 81}, {"stream": (8, 0)}, (1400, 150))
-    n[10] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (9, 1)}, (1750, 150))
-    _video_tail(n, (10, 0), 11, 2100, "single_garment")
+    n[9] = ("ChameleonStreamGenerate", {"frames": 81}, {"stream": (8, 0)}, (1300, 0))
+    n[10] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (9, 1)}, (1700, 0))
+    _video_tail(n, (10, 0), 11, 1700, "single_garment")
     return n
 
 
 def garment_switch_chain() -> dict:
     n: dict = {}
     _stream_head(n)
-    n[9] = ("ChameleonStreamGenerate", {"frames": 45}, {"stream": (8, 0)}, (1400, 150))
-    n[10] = ("LoadImage", {"image": "garment2.png"}, {}, (1050, 650))
+    n[9] = ("ChameleonStreamGenerate", {"frames": 45}, {"stream": (8, 0)}, (1300, 0))
+    n[10] = ("LoadImage", {"image": "garment2.png"}, {}, (1700, 0))
     n[11] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
                                         "withdraw_sink": True},
-             {"stream": (9, 0), "vae": (2, 0), "garment": (10, 0)}, (1400, 450))
-    n[12] = ("ChameleonStreamGenerate", {"frames": 48}, {"stream": (11, 0)}, (1750, 450))
-    n[13] = ("LoadImage", {"image": "garment3.png"}, {}, (1400, 800))
+             {"stream": (9, 0), "vae": (2, 0), "garment": (10, 0)}, (1700, 1))
+    n[12] = ("ChameleonStreamGenerate", {"frames": 48}, {"stream": (11, 0)}, (1700, 2))
+    n[13] = ("LoadImage", {"image": "garment3.png"}, {}, (2100, 0))
     n[14] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
                                         "withdraw_sink": True},
-             {"stream": (12, 0), "vae": (2, 0), "garment": (13, 0)}, (1750, 750))
-    n[15] = ("ChameleonStreamGenerate", {"frames": 48}, {"stream": (14, 0)}, (2100, 750))
+             {"stream": (12, 0), "vae": (2, 0), "garment": (13, 0)}, (2100, 1))
+    n[15] = ("ChameleonStreamGenerate", {"frames": 48}, {"stream": (14, 0)}, (2100, 2))
     n[16] = ("ChameleonStreamDecode", {"chunk_frames": 3},
-             {"vae": (2, 0), "segment_1": (9, 1), "segment_2": (12, 1), "segment_3": (15, 1)}, (2100, 150))
-    _video_tail(n, (16, 0), 17, 2450, "garment_switch_chain")
+             {"vae": (2, 0), "segment_1": (9, 1), "segment_2": (12, 1), "segment_3": (15, 1)}, (2500, 0))
+    _video_tail(n, (16, 0), 17, 2500, "garment_switch_chain")
     return n
 
 
 def teacher_quality() -> dict:
     n: dict = {}
-    n[1] = ("ChameleonTeacherLoader", {"ckpt_name": TEACHER, "weight_dtype": "default"}, {}, (40, 150))
+    n[1] = ("ChameleonTeacherLoader", {"ckpt_name": TEACHER, "weight_dtype": "default"}, {}, (MODELS, 0))
     _common(n)
-    n[8] = ("CLIPTextEncode", {"text": NEGATIVE}, {"clip": (3, 0)}, (400, 620))
+    n[8] = ("CLIPTextEncode", {"text": NEGATIVE}, {"clip": (3, 0)}, (INPUTS, 0.5))
     n[9] = ("ChameleonTeacherSampler", {"frames": 81, "steps": 50, "cfg": 3.0, "shift": 5.0, "seed": 42,
                                         "sampler": "unipc"},
-            {"teacher": (1, 0), "positive": (4, 0), "negative": (8, 0), "conditions": (7, 0)}, (1050, 150))
-    n[10] = ("VAEDecode", {}, {"samples": (9, 0), "vae": (2, 0)}, (1400, 150))
-    _video_tail(n, (10, 0), 11, 1750, "teacher_quality")
+            {"teacher": (1, 0), "positive": (4, 0), "negative": (8, 0), "conditions": (7, 0)}, (START, 1))
+    n[10] = ("VAEDecode", {}, {"samples": (9, 0), "vae": (2, 0)}, (1300, 0))
+    _video_tail(n, (10, 0), 11, 1300, "teacher_quality")
     return n
 
 
 def long_video() -> dict:
     n: dict = {}
     _stream_head(n)
-    n[9] = ("ChameleonStreamGenerate", {"frames": 241}, {"stream": (8, 0)}, (1400, 150))
+    n[9] = ("ChameleonStreamGenerate", {"frames": 249}, {"stream": (8, 0)}, (1300, 0))
     n[10] = ("CLIPTextEncode", {"text": PROMPT.replace("turns slowly toward the camera", "walks forward, then spins "
-                                                       "around once")}, {"clip": (3, 0)}, (1050, 450))
-    n[11] = ("ChameleonPromptSwitch", {}, {"stream": (9, 0), "positive": (10, 0)}, (1400, 450))
-    n[12] = ("ChameleonStreamGenerate", {"frames": 240}, {"stream": (11, 0)}, (1750, 450))
+                                                       "around once")}, {"clip": (3, 0)}, (1750, 0))
+    n[11] = ("ChameleonPromptSwitch", {}, {"stream": (9, 0), "positive": (10, 0)}, (1750, 1))
+    n[12] = ("ChameleonStreamGenerate", {"frames": 240}, {"stream": (11, 0)}, (1750, 2))
     n[13] = ("ChameleonStreamDecode", {"chunk_frames": 3},
-             {"vae": (2, 0), "segment_1": (9, 1), "segment_2": (12, 1)}, (1750, 150))
-    _video_tail(n, (13, 0), 14, 2100, "long_video")
+             {"vae": (2, 0), "segment_1": (9, 1), "segment_2": (12, 1)}, (2250, 0))
+    _video_tail(n, (13, 0), 14, 2250, "long_video")
     return n
 
 
@@ -125,11 +137,11 @@ def live_preview_stream() -> dict:
     decode; swap the decode's decoder out for the final render)."""
     n: dict = {}
     _stream_head(n)
-    n[9] = ("ChameleonTinyDecoderLoader", {"decoder_name": TINY_DECODER, "weight_dtype": "default"}, {}, (1050, 450))
-    n[10] = ("ChameleonStreamGenerate", {"frames": 129}, {"stream": (8, 0), "decoder": (9, 0)}, (1400, 150))
+    n[9] = ("ChameleonTinyDecoderLoader", {"decoder_name": TINY_DECODER, "weight_dtype": "default"}, {}, (MODELS, 3))
+    n[10] = ("ChameleonStreamGenerate", {"frames": 129}, {"stream": (8, 0), "decoder": (9, 0)}, (1300, 0))
     n[11] = ("ChameleonStreamDecode", {"chunk_frames": 3},
-             {"vae": (2, 0), "segment_1": (10, 1), "decoder": (9, 0)}, (1750, 150))
-    _video_tail(n, (11, 0), 12, 2100, "live_preview_stream")
+             {"vae": (2, 0), "segment_1": (10, 1), "decoder": (9, 0)}, (1700, 0))
+    _video_tail(n, (11, 0), 12, 1700, "live_preview_stream")
     return n
 
 
@@ -137,14 +149,14 @@ def live_session() -> dict:
     """Live mode: the video streams into the live node while the garment and prompt are switched from its widget;
     the frames are saved, and the timeline output records the switches."""
     n: dict = {}
-    n[1] = ("ChameleonStudentLoader", {"ckpt_name": STUDENT, "weight_dtype": "default"}, {}, (40, 150))
+    n[1] = ("ChameleonStudentLoader", {"ckpt_name": STUDENT, "weight_dtype": "default"}, {}, (MODELS, 0))
     _common(n)
-    n[8] = ("ChameleonTinyDecoderLoader", {"decoder_name": TINY_DECODER, "weight_dtype": "default"}, {}, (740, 150))
+    n[8] = ("ChameleonTinyDecoderLoader", {"decoder_name": TINY_DECODER, "weight_dtype": "default"}, {}, (MODELS, 3))
     n[9] = ("ChameleonLiveStream", {"seed": 42, "steps": 4, "chunk_frames": 3, "cache_frames": 23, "sink_chunks": 1,
                                     "max_frames": 241},
             {"student": (1, 0), "positive": (4, 0), "conditions": (7, 0), "vae": (2, 0), "decoder": (8, 0),
-             "clip": (3, 0)}, (1100, 150))
-    _video_tail(n, (9, 0), 10, 1500, "live_session")
+             "clip": (3, 0)}, (1300, 0))
+    _video_tail(n, (9, 0), 10, 1800, "live_session")
     return n
 
 
@@ -268,9 +280,98 @@ def native_model_stream() -> dict:
     return n
 
 
-WORKFLOWS = {f.__name__: f for f in (single_garment_stream, garment_switch_chain, teacher_quality, long_video,
-                                     live_preview_stream, live_session, *OPTION_WORKFLOWS,
-                                     native_model_stream)}
+def demo() -> dict:
+    """The demo: no downloads (``python -m chameleon_core.tools.demo_models``), runs in a plain ComfyUI on a CPU in
+    seconds: a 69-frame stream with two garment switches at 128x128 from the pack's small random models."""
+    n: dict = {}
+    n[1] = ("ChameleonStudentLoader", {"ckpt_name": DEMO_STUDENT, "weight_dtype": "default"}, {}, (MODELS, 0))
+    n[2] = ("ChameleonVAELoader", {"vae_name": DEMO_VAE}, {}, (MODELS, 1))
+    n[3] = ("ChameleonPromptEmbeddings", {"embeddings_name": DEMO_PROMPT}, {}, (MODELS, 2))
+    n[5] = ("LoadImage", {"image": DEMO_IMAGES[0]}, {}, (INPUTS, 1))
+    n[6] = ("LoadImage", {"image": DEMO_IMAGES[1]}, {}, (INPUTS, 2))
+    n[7] = ("ChameleonConditions", {"width": 128, "height": 128},
+            {"vae": (2, 0), "reference": (5, 0), "garment": (6, 0)}, (START, 0))
+    n[8] = ("ChameleonStreamStart", {"seed": 42, "steps": 4, "chunk_frames": 3, "cache_frames": 23,
+                                     "sink_chunks": 1},
+            {"student": (1, 0), "positive": (3, 0), "conditions": (7, 0)}, (START, 1))
+    n[9] = ("ChameleonStreamGenerate", {"frames": 21}, {"stream": (8, 0)}, (1300, 0))
+    n[10] = ("LoadImage", {"image": DEMO_IMAGES[2]}, {}, (1700, 0))
+    n[11] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
+                                        "withdraw_sink": True},
+             {"stream": (9, 0), "vae": (2, 0), "garment": (10, 0)}, (1700, 1))
+    n[12] = ("ChameleonStreamGenerate", {"frames": 24}, {"stream": (11, 0)}, (1700, 2))
+    n[13] = ("LoadImage", {"image": DEMO_IMAGES[3]}, {}, (2100, 0))
+    n[14] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
+                                        "withdraw_sink": True},
+             {"stream": (12, 0), "vae": (2, 0), "garment": (13, 0)}, (2100, 1))
+    n[15] = ("ChameleonStreamGenerate", {"frames": 24}, {"stream": (14, 0)}, (2100, 2))
+    n[16] = ("ChameleonStreamDecode", {"chunk_frames": 3},
+             {"vae": (2, 0), "segment_1": (9, 1), "segment_2": (12, 1), "segment_3": (15, 1)}, (2500, 0))
+    _video_tail(n, (16, 0), 17, 2500, "demo")
+    return n
+
+
+WORKFLOWS = {f.__name__: f for f in (demo, single_garment_stream, garment_switch_chain, teacher_quality, long_video,
+                                     live_preview_stream, live_session, *OPTION_WORKFLOWS, native_model_stream)}
+
+SWITCH_CHAIN_GROUPS = [("Segment 1: garment 1 (frames 0-44)", [9]), ("Switch to garment 2 at frame 45", [10, 11, 12]),
+                       ("Switch to garment 3 at frame 93", [13, 14, 15]), ("Decode and save", [16, 17, 18])]
+EXTRAS: dict[str, dict] = {
+    "demo": {
+        "title": "FashionChameleon demo (no downloads)",
+        "description": "A stream of 69 frames with two garment switches (at frames 21 and 45), from the pack's small "
+                       "models: first run "
+                       f"`{workflow_layout.DEMO_COMMAND}` (writes the models and images), then Run (under a minute on a "
+                       "CPU). The weights are RANDOM: the frames are noise; the demo shows the pipeline "
+                       "(stream, switches, decode, video file). Replace the three model files with trained ones "
+                       "(same names; the command's --student/--vae/--prompt) to see a garment actually switch.",
+        "groups": [("Demo models (random weights: the frames are noise)", [1, 2, 3]), ("Person and garment 1", [5, 6]),
+                   ("Conditions and stream start", [7, 8]), ("Segment 1: garment 1 (frames 0-20)", [9]),
+                   ("Switch to garment 2 at frame 21", [10, 11, 12]), ("Switch to garment 3 at frame 45", [13, 14, 15]),
+                   ("Decode and save", [16, 17, 18])],
+    },
+    "single_garment_stream": {
+        "title": "One garment, one stream",
+        "description": "Streams 81 frames (7 chunks) of the person wearing garment 1 with the causal student.",
+        "groups": [*HEAD_GROUPS, ("Segment 1: garment 1 (81 frames)", [9]), ("Decode and save", [10, 11, 12])],
+    },
+    "garment_switch_chain": {
+        "title": "Garment switch chain",
+        "description": "Streams 141 frames and switches the garment twice (at frames 45 and 93) by rescheduling the "
+                       "KV cache; editing a later segment re-runs only what follows it.",
+        "groups": [*HEAD_GROUPS, *SWITCH_CHAIN_GROUPS],
+    },
+    "teacher_quality": {
+        "title": "Teacher quality (bidirectional, 50 steps)",
+        "description": "Samples 81 frames with the bidirectional teacher (UniPC, 50 steps, CFG 3): the quality "
+                       "reference the student is distilled from; slow.",
+        "groups": [("Models", [1, 2, 3]), ("Prompts and images", [4, 8, 5, 6]), ("Conditions and teacher", [7, 9]),
+                   ("Decode and save", [10, 11, 12])],
+    },
+    "long_video": {
+        "title": "Long video with a prompt switch",
+        "description": "Streams 489 frames (20 s at 24 fps): 249 frames, then the prompt switches (LongLive "
+                       "re-cache) for 240 more; the KV cache stays bounded.",
+        "groups": [*HEAD_GROUPS, ("Segment 1: first prompt (frames 0-248)", [9]),
+                   ("Switch prompt at frame 249", [10, 11, 12]), ("Decode and save", [13, 14, 15])],
+    },
+    "live_preview_stream": {
+        "title": "Live preview with the tiny decoder",
+        "description": "Streams 129 frames with the tiny TAEHV decoder showing each chunk as it is made and "
+                       "decoding the segment (swap the decode's decoder out for the final render).",
+        "groups": [("Models", [1, 2, 3, 9]), ("Prompt and images", [4, 5, 6]), ("Conditions and stream start", [7, 8]),
+                   ("Segment 1: garment 1 (live previews)", [10]), ("Decode and save", [11, 12, 13])],
+    },
+    "live_session": {
+        "title": "Live session",
+        "description": "Streams into the live node; switch garment and prompt from its widget while it runs. The "
+                       "frames are saved and the timeline output records the switches.",
+        "groups": [("Models", [1, 2, 3, 8]), ("Prompt and images", [4, 5, 6]), ("Conditions", [7]),
+                   ("Live stream (switch from the widget)", [9]), ("Save", [10, 11])],
+    },
+}
+"""Per-workflow extras, all optional: a title, a description (the Note and the thumbnail), and groups
+``(title, node ids)``. A workflow without extras still gets its Note, titles, model entries and layout."""
 
 
 def _is_widget(spec: list) -> bool:
@@ -287,8 +388,10 @@ def _inputs(info: dict) -> list[tuple[str, list]]:
     return out
 
 
-def to_ui(spec: dict, object_info: dict) -> dict:
-    """Build the litegraph document for a spec ``{id: (type, widgets, links, pos)}``."""
+def to_ui(spec: dict, object_info: dict, extras: dict | None = None) -> dict:
+    """Build the litegraph document for a spec ``{id: (type, widgets, links, pos)}``: nodes sized, titled and laid
+    out with no overlaps, model entries on the loaders, a Note listing the files, and the extras' groups."""
+    extras = extras or {}
     links, nodes = [], []
     outgoing: dict[tuple[int, int], list[int]] = {}
     for order, (nid, (ntype, widgets, wired, pos)) in enumerate(sorted(spec.items())):
@@ -313,20 +416,51 @@ def to_ui(spec: dict, object_info: dict) -> dict:
         unknown = set(widgets) - {n for n, s in _inputs(info) if _is_widget(s)}
         if unknown:
             raise ValueError(f"node {nid} ({ntype}): no widgets named {sorted(unknown)}")
-        nodes.append({
-            "id": nid, "type": ntype, "pos": list(pos), "size": [320, 60 + 26 * (len(values) + len(inputs))],
+        properties: dict = {"Node name for S&R": ntype}
+        if models := workflow_layout.model_entries(ntype, widgets):
+            properties["models"] = models
+        node = {
+            "id": nid, "type": ntype, "pos": list(pos),
+            "size": list(workflow_layout.node_size(ntype, max(len(inputs), len(info["output"])), len(values))),
             "flags": {}, "order": order, "mode": 0, "inputs": inputs,
             "outputs": [{"name": oname, "type": otype, "links": None, "slot_index": i}
                         for i, (otype, oname) in enumerate(zip(info["output"], info["output_name"]))],
-            "properties": {"Node name for S&R": ntype}, "widgets_values": values,
-        })
+            "properties": properties, "widgets_values": values,
+        }
+        if title := workflow_layout.title(ntype, widgets):
+            node["title"] = title
+        nodes.append(node)
     for node in nodes:
         for i, out in enumerate(node["outputs"]):
             out["links"] = outgoing.get((node["id"], i), [])
+    groups = extras.get("groups", [])
+    # Groups' title bands need room between the columns' tops and the Note.
+    workflow_layout.layout(nodes, top=workflow_layout.GROUP_TITLE + workflow_layout.GROUP_PAD if groups else 0)
+    by_id = {n["id"]: n for n in nodes}
+    title = extras.get("title", "FashionChameleon workflow")
+    images = [spec[i][1]["image"] for i in sorted(spec) if spec[i][0] == "LoadImage"]
+    text = workflow_layout.note_text(title, extras.get("description", ""), workflow_layout.files_needed(nodes), images)
+    note_id = max(spec) + 1
+    note_w, note_h = 900, 60 + 22 * text.count("\n") + 2 * len(text) // 9
+    top = min(workflow_layout.rect(n)[1] for n in nodes) - (workflow_layout.GROUP_TITLE + 2 * workflow_layout.GROUP_PAD
+                                                           if groups else 0)
+    nodes.append({"id": note_id, "type": "MarkdownNote", "title": "Read me: files and where to get them",
+                  "pos": [0, top - workflow_layout.GAP - note_h], "size": [note_w, note_h], "flags": {},
+                  "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
+                  "widgets_values": [text], "color": "#432", "bgcolor": "#653"})
+    ui_groups = [{"id": i + 1, "title": g_title, "bounding": workflow_layout.group_box(by_id, ids),
+                  "color": "#3f789e", "font_size": 24, "flags": {}}
+                 for i, (g_title, ids) in enumerate(groups)]
+    clash = workflow_layout.overlaps(nodes)
+    if clash:
+        raise ValueError(f"{title}: overlapping nodes {clash}")
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "fashionchameleon/" + str(sorted(spec)))),
-        "revision": 0, "last_node_id": max(spec), "last_link_id": len(links), "nodes": nodes, "links": links,
-        "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
+        "revision": 0, "last_node_id": note_id, "last_link_id": len(links), "nodes": nodes, "links": links,
+        "groups": ui_groups, "config": {},
+        "extra": {"ds": {"scale": 0.6, "offset": [40, -top + 80]},
+                  "info": {"name": title, "description": extras.get("description", "")}},
+        "version": 0.4,
     }
 
 
@@ -343,8 +477,10 @@ def main() -> None:
     for name, build in WORKFLOWS.items():
         spec = build()
         used |= {ntype for ntype, *_ in spec.values()}
-        ui = to_ui(spec, object_info)
+        extras = EXTRAS.get(name, {})
+        ui = to_ui(spec, object_info, extras)
         (HERE / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
+        workflow_layout.thumbnail(ui, HERE / f"{name}.jpg", extras.get("title", name))
         api = convert_ui_to_api(ui, object_info)
         (HERE / "api" / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n")
         logger.info("wrote %s: %d nodes, %d links", name, len(ui["nodes"]), len(ui["links"]))
