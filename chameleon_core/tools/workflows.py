@@ -166,12 +166,16 @@ SOURCE_FRAMES = 81
 """Frames of the example source video (a still image repeated: swap in LoadVideo -> GetVideoComponents)."""
 
 
-def _source_video(nodes: dict, first_id: int, image: tuple[int, int], frames: int, y: int) -> tuple[int, int]:
+SOURCE, OPTION, SWITCH, OUTPUT = 1300, 1700, 2100, 2500
+"""Column hints of the option workflows: the source video, the option and its stream, a switch, decode and save."""
+
+
+def _source_video(nodes: dict, first_id: int, image: tuple[int, int], frames: int) -> tuple[int, int]:
     """A source video at the stream size: image -> ImageScale -> RepeatImageBatch -> VAEEncode; returns its LATENT."""
     nodes[first_id] = ("ImageScale", {"upscale_method": "bilinear", "width": 704, "height": 1280, "crop": "center"},
-                       {"image": image}, (40, y))
-    nodes[first_id + 1] = ("RepeatImageBatch", {"amount": frames}, {"image": (first_id, 0)}, (380, y))
-    nodes[first_id + 2] = ("VAEEncode", {}, {"pixels": (first_id + 1, 0), "vae": (2, 0)}, (740, y))
+                       {"image": image}, (SOURCE, 0))
+    nodes[first_id + 1] = ("RepeatImageBatch", {"amount": frames}, {"image": (first_id, 0)}, (SOURCE, 1))
+    nodes[first_id + 2] = ("VAEEncode", {}, {"pixels": (first_id + 1, 0), "vae": (2, 0)}, (SOURCE, 2))
     return (first_id + 2, 0)
 
 
@@ -179,19 +183,19 @@ def video_tryon() -> dict:
     """Try-on onto a person video inside a garment mask, with a garment switch mid-video (VITON-DiT's task)."""
     n: dict = {}
     _stream_head(n)
-    video = _source_video(n, 9, (5, 0), SOURCE_FRAMES, 950)
-    n[12] = ("SolidMask", {"value": 1.0, "width": 704, "height": 1280}, {}, (740, 1150))
+    video = _source_video(n, 9, (5, 0), SOURCE_FRAMES)
+    n[12] = ("SolidMask", {"value": 1.0, "width": 704, "height": 1280}, {}, (SOURCE, 3))
     n[13] = ("ChameleonVideoTryOn", {"strength": 0.94}, {"stream": (8, 0), "video": video, "mask": (12, 0)},
-             (1050, 450))
-    n[14] = ("ChameleonStreamGenerate", {"frames": 45}, {"stream": (13, 0)}, (1400, 150))
-    n[15] = ("LoadImage", {"image": "garment2.png"}, {}, (1050, 800))
+             (OPTION, 0))
+    n[14] = ("ChameleonStreamGenerate", {"frames": 45}, {"stream": (13, 0)}, (OPTION, 1))
+    n[15] = ("LoadImage", {"image": "garment2.png"}, {}, (SWITCH, 0))
     n[16] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
                                         "withdraw_sink": True},
-             {"stream": (14, 0), "vae": (2, 0), "garment": (15, 0)}, (1400, 450))
-    n[17] = ("ChameleonStreamGenerate", {"frames": 36}, {"stream": (16, 0)}, (1750, 450))
+             {"stream": (14, 0), "vae": (2, 0), "garment": (15, 0)}, (SWITCH, 1))
+    n[17] = ("ChameleonStreamGenerate", {"frames": 36}, {"stream": (16, 0)}, (SWITCH, 2))
     n[18] = ("ChameleonStreamDecode", {"chunk_frames": 3},
-             {"vae": (2, 0), "segment_1": (14, 1), "segment_2": (17, 1)}, (1750, 150))
-    _video_tail(n, (18, 0), 19, 2100, "video_tryon")
+             {"vae": (2, 0), "segment_1": (14, 1), "segment_2": (17, 1)}, (OUTPUT, 0))
+    _video_tail(n, (18, 0), 19, OUTPUT, "video_tryon")
     return n
 
 
@@ -199,12 +203,12 @@ def video_tryon_keyframes() -> dict:
     """Long-video try-on: keyframes at the segment starts first, then each segment filled from its keyframe."""
     n: dict = {}
     _stream_head(n)
-    video = _source_video(n, 9, (5, 0), 241, 950)
-    n[12] = ("SolidMask", {"value": 1.0, "width": 704, "height": 1280}, {}, (740, 1150))
+    video = _source_video(n, 9, (5, 0), 241)
+    n[12] = ("SolidMask", {"value": 1.0, "width": 704, "height": 1280}, {}, (SOURCE, 3))
     n[13] = ("ChameleonVideoTryOnKeyframes", {"segment_chunks": 4, "strength": 0.94},
-             {"stream": (8, 0), "video": video, "mask": (12, 0)}, (1400, 150))
-    n[14] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (13, 0)}, (1750, 150))
-    _video_tail(n, (14, 0), 15, 2100, "video_tryon_keyframes")
+             {"stream": (8, 0), "video": video, "mask": (12, 0)}, (OPTION, 0))
+    n[14] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (13, 0)}, (SWITCH, 0))
+    _video_tail(n, (14, 0), 15, SWITCH, "video_tryon_keyframes")
     return n
 
 
@@ -212,17 +216,17 @@ def motion_transfer() -> dict:
     """The stream follows a driving video's motion (the same noised-latent injection at a lower strength)."""
     n: dict = {}
     _stream_head(n)
-    driving = _source_video(n, 9, (5, 0), SOURCE_FRAMES, 950)
-    n[12] = ("ChameleonMotionTransfer", {"strength": 0.83}, {"stream": (8, 0), "driving": driving}, (1050, 450))
-    n[13] = ("ChameleonStreamGenerate", {"frames": SOURCE_FRAMES}, {"stream": (12, 0)}, (1400, 150))
-    n[14] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (13, 1)}, (1750, 150))
-    _video_tail(n, (14, 0), 15, 2100, "motion_transfer")
+    driving = _source_video(n, 9, (5, 0), SOURCE_FRAMES)
+    n[12] = ("ChameleonMotionTransfer", {"strength": 0.83}, {"stream": (8, 0), "driving": driving}, (OPTION, 0))
+    n[13] = ("ChameleonStreamGenerate", {"frames": SOURCE_FRAMES}, {"stream": (12, 0)}, (OPTION, 1))
+    n[14] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (13, 1)}, (SWITCH, 0))
+    _video_tail(n, (14, 0), 15, SWITCH, "motion_transfer")
     return n
 
 
 def _weighting(n: dict, model: tuple[int, int]) -> None:
     n[20] = ("ChameleonConditionWeighting", {"early_bias": -2.0, "late_bias": 0.0, "ramp": "linear", "schedule": ""},
-             {"model": model}, (400, 150))
+             {"model": model}, (MODELS, 0.5))
 
 
 def condition_weighting_stream() -> dict:
@@ -231,9 +235,9 @@ def condition_weighting_stream() -> dict:
     _stream_head(n)
     _weighting(n, (1, 0))
     n[8][2]["student"] = (20, 0)
-    n[9] = ("ChameleonStreamGenerate", {"frames": 81}, {"stream": (8, 0)}, (1400, 150))
-    n[10] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (9, 1)}, (1750, 150))
-    _video_tail(n, (10, 0), 11, 2100, "condition_weighting_stream")
+    n[9] = ("ChameleonStreamGenerate", {"frames": 81}, {"stream": (8, 0)}, (SOURCE, 0))
+    n[10] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (9, 1)}, (OPTION, 0))
+    _video_tail(n, (10, 0), 11, OPTION, "condition_weighting_stream")
     return n
 
 
@@ -250,10 +254,10 @@ def local_attention_stream() -> dict:
     """A long stream with frame-local attention (each chunk sees the conditions, the sink and 6 nearest frames)."""
     n: dict = {}
     _stream_head(n)
-    n[9] = ("ChameleonLocalAttention", {"local_frames": 6}, {"stream": (8, 0)}, (1050, 450))
-    n[10] = ("ChameleonStreamGenerate", {"frames": 241}, {"stream": (9, 0)}, (1400, 150))
-    n[11] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (10, 1)}, (1750, 150))
-    _video_tail(n, (11, 0), 12, 2100, "local_attention_stream")
+    n[9] = ("ChameleonLocalAttention", {"local_frames": 6}, {"stream": (8, 0)}, (SOURCE, 0))
+    n[10] = ("ChameleonStreamGenerate", {"frames": 249}, {"stream": (9, 0)}, (SOURCE, 1))
+    n[11] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (10, 1)}, (OPTION, 0))
+    _video_tail(n, (11, 0), 12, OPTION, "local_attention_stream")
     return n
 
 
@@ -269,14 +273,14 @@ def native_model_stream() -> dict:
     (ComfyUI's casting, LoRA patches and low-VRAM partial loading apply; swap in a GGUF loader the same way)."""
     n: dict = {}
     _stream_head(n)
-    n[20] = ("UNETLoader", {"unet_name": STUDENT, "weight_dtype": "default"}, {}, (-700, 150))
+    n[20] = ("UNETLoader", {"unet_name": STUDENT, "weight_dtype": "default"}, {}, (MODELS - 450, 0))
     n[21] = ("LoraLoaderModelOnly", {"lora_name": NATIVE_LORA, "strength_model": 1.0}, {"model": (20, 0)},
-             (-350, 150))
-    n[22] = ("ModelSamplingSD3", {"shift": 5.0}, {"model": (21, 0)}, (-350, 350))
-    n[1] = ("ChameleonNativeModel", {"kind": "student"}, {"model": (22, 0)}, (40, 150))
-    n[9] = ("ChameleonStreamGenerate", {"frames": 81}, {"stream": (8, 0)}, (1400, 150))
-    n[10] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (9, 1)}, (1750, 150))
-    _video_tail(n, (10, 0), 11, 2100, "native_model_stream")
+             (MODELS - 450, 1))
+    n[22] = ("ModelSamplingSD3", {"shift": 5.0}, {"model": (21, 0)}, (MODELS - 450, 2))
+    n[1] = ("ChameleonNativeModel", {"kind": "student"}, {"model": (22, 0)}, (MODELS - 450, 3))
+    n[9] = ("ChameleonStreamGenerate", {"frames": 81}, {"stream": (8, 0)}, (SOURCE, 0))
+    n[10] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (9, 1)}, (OPTION, 0))
+    _video_tail(n, (10, 0), 11, OPTION, "native_model_stream")
     return n
 
 
@@ -368,6 +372,58 @@ EXTRAS: dict[str, dict] = {
                        "frames are saved and the timeline output records the switches.",
         "groups": [("Models", [1, 2, 3, 8]), ("Prompt and images", [4, 5, 6]), ("Conditions", [7]),
                    ("Live stream (switch from the widget)", [9]), ("Save", [10, 11])],
+    },
+    "video_tryon": {
+        "title": "Try-on onto a person video",
+        "description": "Dresses the person of an existing video in garment 1 (each chunk starts from the video's "
+                       "latents noised to `strength`, only inside the mask), then switches to garment 2 at frame 45. "
+                       "The example video is a still image repeated: swap in LoadVideo -> GetVideoComponents and a "
+                       "garment mask from a segmentation node.",
+        "groups": [*HEAD_GROUPS, ("Person video and garment mask", [9, 10, 11, 12]),
+                   ("Segment 1: garment 1 on the video (frames 0-44)", [13, 14]),
+                   ("Switch to garment 2 at frame 45", [15, 16, 17]), ("Decode and save", [18, 19, 20])],
+    },
+    "video_tryon_keyframes": {
+        "title": "Try-on onto a long video: keyframes, then fill",
+        "description": "VITON-DiT's interpolated autoregression: the first chunk of every segment is generated first "
+                       "(the keyframes see each other), then each segment is filled from its keyframe.",
+        "groups": [*HEAD_GROUPS, ("Person video and garment mask", [9, 10, 11, 12]),
+                   ("Keyframes, then each segment", [13]), ("Decode and save", [14, 15, 16])],
+    },
+    "motion_transfer": {
+        "title": "Motion from a driving video",
+        "description": "The stream follows the driving video's motion: each chunk starts from its latents noised to "
+                       "a lower strength (0.83), so appearance comes from the reference and garment.",
+        "groups": [*HEAD_GROUPS, ("Driving video", [9, 10, 11]), ("Follow its motion (81 frames)", [12, 13]),
+                   ("Decode and save", [14, 15, 16])],
+    },
+    "condition_weighting_stream": {
+        "title": "Stream with condition weighting",
+        "description": "CustomCrafter's schedule on the stream: the video attends weakly to the reference and garment "
+                       "in the early denoising steps (motion) and fully in the late ones (detail).",
+        "groups": [("Models and weighting", [1, 20, 2, 3]), ("Prompt and images", [4, 5, 6]),
+                   ("Conditions and stream start", [7, 8]), ("Stream (81 frames)", [9]),
+                   ("Decode and save", [10, 11, 12])],
+    },
+    "condition_weighting_teacher": {
+        "title": "Teacher with condition weighting",
+        "description": "The 50-step teacher with CustomCrafter's schedule: weak condition attention early, full late.",
+    },
+    "local_attention_stream": {
+        "title": "Long stream with local attention",
+        "description": "Each chunk attends to the conditions, the sink and only the 6 nearest latent frames: a speed "
+                       "option for long streams (its cost against the full window: docs/benchmarks/options.md).",
+        "groups": [*HEAD_GROUPS, ("Local attention (k = 6), stream of 249 frames", [9, 10]),
+                   ("Decode and save", [11, 12, 13])],
+    },
+    "native_model_stream": {
+        "title": "Stream from a native MODEL (UNETLoader, LoRA, fp8, GGUF)",
+        "description": "The student loaded by ComfyUI's own Load Diffusion Model (any weight dtype), patched by a LoRA "
+                       "and ModelSamplingSD3's shift, streams through the pack: ComfyUI's casting, LoRA patches and "
+                       "partial loading apply. Swap in a GGUF loader the same way.",
+        "groups": [("Native model: load, LoRA, shift", [20, 21, 22, 1]), ("VAE and text encoder", [2, 3]),
+                   ("Prompt and images", [4, 5, 6]), ("Conditions and stream start", [7, 8]),
+                   ("Stream (81 frames)", [9]), ("Decode and save", [10, 11, 12])],
     },
 }
 """Per-workflow extras, all optional: a title, a description (the Note and the thumbnail), and groups
