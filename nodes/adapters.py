@@ -22,9 +22,7 @@ and call them directly).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
-import math
 import weakref
 from typing import TYPE_CHECKING
 
@@ -37,7 +35,6 @@ from ..chameleon_core.guidance import ConditionWeighting, SourceVideo, latent_ma
 from ..chameleon_core.images import to_pixels
 from ..chameleon_core.latents import LatentFamily, latent_family
 from ..chameleon_core.memory import MemoryBudgetError
-from ..chameleon_core.module_view import ModuleView, config_of
 from ..chameleon_core.quant import quantize_blocks_fp8_
 from ..chameleon_core.rescheduling import switch_garment, switch_prompt
 from ..chameleon_core.samplers import sample_teacher
@@ -68,6 +65,15 @@ from .model_files import (
     missing_files,
     prompt_embedding_names,
     vae_names,
+)
+from .native import install_comfy_attention, native_model
+from .segments import SEGMENT_KEY, join_segments, latent_segments, segment_latent
+from .stream_options import (
+    apply_model_weighting,
+    check_strength,
+    parse_weight_values,
+    source_video,
+    teacher_weights,
 )
 
 if TYPE_CHECKING:  # types.py declares the sockets, so it imports comfy_api
@@ -165,62 +171,6 @@ def load_model(node: str, ckpt_name: str, weight_dtype: str, want: str) -> Chame
                                                offload_device=offload_device)
     logger.info("%s: %s loaded as %s (%s, compute %s)", node, ckpt_name, want, model.config.name, compute)
     return ChameleonModel(patcher=patcher, kind=want, name=ckpt_name)
-
-
-MODEL_KINDS = ["student", "teacher"]
-
-
-def _param_cast(p: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A raw parameter (``modulation``) to the compute device, as ComfyUI's own Wan code casts it (a partially
-    loaded model keeps it on the offload device; a LoRA patch has already been applied to it by the patcher)."""
-    import comfy.model_management as mm
-
-    return mm.cast_to(p, dtype=dtype, device=device)
-
-
-def native_model(node: str, model, kind: str) -> ChameleonModel:
-    """A ComfyUI MODEL (``UNETLoader`` and anything that patched it: LoRA, ``ModelSamplingSD3``, GGUF loaders) as a
-    ``kind`` model of the pack: the core runs on the MODEL's own modules (:class:`ModuleView`), so its weight casting,
-    quantised ops, patches and partial loading apply; its ModelPatcher stays the one model management loads."""
-    if kind not in MODEL_KINDS:
-        raise node_error(node, "kind", kind, "unknown model kind", f"choose one of {MODEL_KINDS}")
-    base = getattr(model, "model", None)
-    source = getattr(base, "diffusion_model", None)
-    if source is None or not hasattr(model, "load_device"):
-        raise node_error(node, "model", type(model).__name__, "not a ComfyUI MODEL",
-                         "connect the MODEL output of UNETLoader (Load Diffusion Model) or of a node that patches it")
-    try:
-        config = config_of(source)
-    except ValueError as e:
-        raise node_error(node, "model", type(source).__name__, str(e),
-                         "load a FashionChameleon Wan2.2 (or Wan2.1) transformer with UNETLoader") from None
-    compute = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
-    sampling = getattr(model, "object_patches", {}).get("model_sampling")
-    shift = float(sampling.shift) if sampling is not None and hasattr(sampling, "shift") else None
-    view = ModuleView(source, compute_dtype=compute, device=model.load_device, cast=_param_cast, config=config)
-    from .types import ChameleonModel  # declares the sockets: imports comfy_api
-
-    logger.info("%s: native MODEL as %s (%s, compute %s, shift %s)", node, kind, config, compute, shift)
-    return ChameleonModel(patcher=model, kind=kind, name=f"native {type(source).__name__}", view=view, shift=shift)
-
-
-def comfy_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """The core's attention (``[B, L, H, D]``, unmasked) through ComfyUI's ``optimized_attention``: the backend
-    ComfyUI chose from its flags (``--use-sage-attention``, ``--use-flash-attention``,
-    ``--use-pytorch-cross-attention``, ...), looked up per call."""
-    from comfy.ldm.modules import attention as comfy_attn
-
-    out = comfy_attn.optimized_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), heads=q.shape[2],
-                                         skip_reshape=True, skip_output_reshape=True)
-    return out.transpose(1, 2)
-
-
-def install_comfy_attention() -> None:
-    """Make ComfyUI's attention the core's backend (masked calls -- the teacher's training-style masks -- keep the
-    core path, since ComfyUI's kernels differ in which masks they take)."""
-    from ..chameleon_core.attention import set_attention_backend
-
-    set_attention_backend(comfy_attention, takes_mask=False)
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -493,109 +443,6 @@ def video_to_image(video: torch.Tensor) -> torch.Tensor:
     return ((frames.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
-SEGMENT_KEY = "chameleon_segment"
-"""Where a stream segment's LATENT says where it sits: ``{"stream": id, "start": latent frame, "frames": n}``."""
-
-
-def segment_latent(stream: ChameleonStream, start: int, raw: torch.Tensor) -> dict:
-    """A Generate's LATENT output: the raw latents and where they start in their stream."""
-    return {"samples": raw, SEGMENT_KEY: {"stream": stream.origin, "start": start, "frames": int(raw.shape[2])}}
-
-
-def _samples(seg: object) -> torch.Tensor | None:
-    samples = seg.get("samples") if isinstance(seg, dict) else None
-    return samples if isinstance(samples, torch.Tensor) else None
-
-
-def _segment_tensor(node: str, name: str, family: LatentFamily, seg: object) -> torch.Tensor:
-    samples = _samples(seg)
-    if samples is None or samples.ndim != 5 or samples.shape[1] != family.channels:
-        got = f"shape {tuple(samples.shape)}" if samples is not None else type(seg).__name__
-        raise node_error(node, name, got, f"expected a {family.name} video latent [B, {family.channels}, T, h, w] "
-                         "(the VAE's family)",
-                         "connect a ChameleonStreamGenerate 'segment' output, and the VAE the model uses")
-    return samples
-
-
-def _check_vae_fits(node: str, family: LatentFamily, named: list[tuple[str, object]]) -> None:
-    """When every segment holds the other family's latents, the VAE is what is wrong: say so, with the shapes."""
-    shapes = [tuple(s.shape) if (s := _samples(seg)) is not None else None for _, seg in named]
-    if any(sh is None or len(sh) != 5 for sh in shapes) or any(sh[1] == family.channels for sh in shapes):
-        return
-    channels = {sh[1] for sh in shapes}
-    try:
-        other = latent_family(channels.pop()) if len(channels) == 1 else None
-    except ValueError:
-        other = None
-    if other is not None:
-        got = ", ".join(f"{n} {sh}" for (n, _), sh in zip(named, shapes))
-        raise node_error(node, "vae", f"a {family.name} VAE ({family.channels} latent channels)",
-                         f"the segments hold {other.name} latents ({got})",
-                         f"connect the {other.name} VAE (the one the model uses)")
-
-
-def _where(seg: dict) -> str:
-    info = seg.get(SEGMENT_KEY)
-    return "no stream position" if not info else f"latent frames {info['start']}..{info['start'] + info['frames'] - 1}"
-
-
-def join_segments(node: str, family: LatentFamily, named: list[tuple[str, object]]) -> dict:
-    """Stream segments given in order -> one LATENT (the latents joined along time, the first one's position).
-
-    Segments from ChameleonStreamGenerate carry where they start in their stream; they must come from one stream and
-    follow each other with no gap, overlap or change of order. Segments without a position (a LATENT from a file)
-    are joined in the order given, with a log line saying so."""
-    if not named:
-        raise node_error(node, "segment_1", None, "no segment connected",
-                         "connect a ChameleonStreamGenerate 'segment' output")
-    _check_vae_fits(node, family, named)
-    parts, infos = [], []
-    for name, seg in named:
-        parts.append(_segment_tensor(node, name, family, seg))
-        infos.append(seg.get(SEGMENT_KEY))
-    shapes = {tuple(p.shape[:2]) + tuple(p.shape[3:]) for p in parts}
-    if len(shapes) > 1:
-        got = ", ".join(f"{n} {tuple(p.shape)}" for (n, _), p in zip(named, parts))
-        raise node_error(node, named[0][0], got, "the segments differ in batch, channels or size",
-                         "connect segments of one stream")
-    if all(info is None for info in infos):
-        if len(named) > 1:
-            logger.info("%s: %d segments carry no stream position (not from Stream Generate); joined in input order",
-                        node, len(named))
-    else:
-        for (name, seg), info in zip(named, infos):
-            if info is None:
-                raise node_error(node, name, "a LATENT with no stream position", "mixed with stream segments",
-                                 "connect only ChameleonStreamGenerate 'segment' outputs")
-        for (prev_name, prev), (name, seg) in itertools.pairwise(named):
-            a, b = prev[SEGMENT_KEY], seg[SEGMENT_KEY]
-            if a["stream"] != b["stream"]:
-                raise node_error(node, name, _where(seg), f"comes from another stream than {prev_name}",
-                                 "decode the segments of one stream together (one Stream Start)")
-            end = a["start"] + a["frames"]
-            if b["start"] != end:
-                problem = (f"a gap: {prev_name} ends at latent frame {end - 1}, {name} starts at {b['start']}"
-                           if b["start"] > end else
-                           f"out of order or repeated: {name} starts at latent frame {b['start']}, but {prev_name} "
-                           f"already covers up to {end - 1}")
-                raise node_error(node, name, _where(seg), problem,
-                                 f"connect the segments in stream order, each Generate's segment right after the "
-                                 f"one before it (the segment starting at latent frame {end} goes here)")
-    first = infos[0]
-    joined = torch.cat(parts, dim=2)
-    out: dict = {"samples": joined}
-    if first is not None:
-        out[SEGMENT_KEY] = {**first, "frames": int(joined.shape[2])}
-    return out
-
-
-def latent_segments(node: str, family: LatentFamily, segments: dict[str, object]) -> torch.Tensor:
-    """LATENT segments (``{"segment_1": {"samples": ...}, ...}``, unconnected ones None) -> one raw latent video
-    ``[B, C, T, h, w]``, in the order of their names, checked by :func:`join_segments`."""
-    names = sorted((k for k, v in segments.items() if v is not None), key=lambda k: int(k.rsplit("_", 1)[1]))
-    return join_segments(node, family, [(n, segments[n]) for n in names])["samples"]
-
-
 # -------------------------------------------------------------------------------------------------------------------
 # Checks: wrong connections -> node errors
 # -------------------------------------------------------------------------------------------------------------------
@@ -683,85 +530,3 @@ def start_node_stream(node: str, student, positive, conditions, *, seed: int, st
         raise rewrap(node, "positive", "CONDITIONING", e,
                      "use the text encoder, VAE and images that match the student") from None
     return apply_model_weighting(node, student, state)
-
-
-def apply_model_weighting(node: str, student, state: StreamState) -> StreamState:
-    """The stream gets the condition weighting a ChameleonConditionWeighting node set on its model handle."""
-    weighting = getattr(student, "condition_weighting", None)
-    if weighting is None:
-        return state
-    try:
-        return with_options(state, condition_weights=weighting)
-    except ValueError as e:
-        raise rewrap(node, "student", student.name, e,
-                     "make the condition weighting's schedule one value per step of the stream") from None
-
-
-# -------------------------------------------------------------------------------------------------------------------
-# Stream options (issue 16): source video, condition weighting, local attention
-# -------------------------------------------------------------------------------------------------------------------
-
-
-def check_strength(node: str, name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise node_error(node, name, value, "the strength must lie in [0, 1] (0 keeps the source, 1 ignores it)",
-                         "use e.g. 0.94 for try-on, 0.83 for motion transfer")
-    return float(value)
-
-
-def source_video(node: str, name: str, state: StreamState, latent, strength, mask=None) -> SourceVideo:
-    """A LATENT video (VAEEncode of the person / driving video) and an optional MASK -> a core ``SourceVideo``
-    placed at the stream's next frame, with every mismatch named (channels, size, mask size and frames)."""
-    family = state.model.config.latent
-    samples = latent.get("samples") if isinstance(latent, dict) else None
-    _, c, h, w = state.latent_shape
-    if not isinstance(samples, torch.Tensor) or samples.ndim != 5 or samples.shape[1] != c:
-        got = str(tuple(samples.shape)) if isinstance(samples, torch.Tensor) else type(latent).__name__
-        raise node_error(node, name, got, f"expected a {family.name} video latent [1, {c}, T, h, w]",
-                         "encode the video (an IMAGE batch of its frames) with VAEEncode and the stream's VAE")
-    if tuple(samples.shape[3:]) != (h, w):
-        px = (samples.shape[3] * family.spatial_stride, samples.shape[4] * family.spatial_stride)
-        raise node_error(node, name, f"{px[1]}x{px[0]} pixels", f"the stream is "
-                         f"{w * family.spatial_stride}x{h * family.spatial_stride} (the conditions' width x height)",
-                         "scale the video frames to the conditions' size (ImageScale) before VAEEncode")
-    strength = check_strength(node, "strength", strength)
-    lat_frames = samples.shape[2]
-    m = None
-    if mask is not None:
-        mask = mask if mask.ndim == 3 else mask[None]
-        want_px = (h * family.spatial_stride, w * family.spatial_stride)
-        if tuple(mask.shape[1:]) != want_px:
-            raise node_error(node, "mask", f"{mask.shape[2]}x{mask.shape[1]}", f"the video is "
-                             f"{want_px[1]}x{want_px[0]}", "make the mask the video's size (or scale it)")
-        frames_ok = (1, family.pixel_frames(lat_frames))
-        if mask.shape[0] not in frames_ok:
-            raise node_error(node, "mask", f"{mask.shape[0]} frames", f"a mask has 1 frame (all frames) or one per "
-                             f"video frame ({frames_ok[1]})", "give one mask, or one per frame of the video")
-        m = latent_mask(mask.float().cpu(), lat_frames, h, w, family.temporal_stride)
-    return SourceVideo(family.to_model_space(samples.float().cpu()), strength, m, offset=state.frames)
-
-
-def parse_weight_values(node: str, text: str) -> tuple[float, ...] | None:
-    """``"-3, -2, -1, 0"`` -> (-3.0, -2.0, -1.0, 0.0); an empty string -> None (use the ramp)."""
-    if not text.strip():
-        return None
-    try:
-        values = tuple(float(v) for v in text.replace(";", ",").split(",") if v.strip())
-    except ValueError:
-        raise node_error(node, "schedule", text, "not a comma-separated list of numbers",
-                         "write one logit bias per step, e.g. -3, -2, -1, 0 (or leave it empty)") from None
-    if not values or not all(math.isfinite(v) for v in values):
-        raise node_error(node, "schedule", text, "the values must be finite numbers", "e.g. -3, -2, -1, 0")
-    return values
-
-
-def teacher_weights(node: str, teacher, steps: int) -> tuple[float, ...] | None:
-    """The teacher handle's condition weighting resolved to the sampler's steps (a length mismatch is named)."""
-    weighting = getattr(teacher, "condition_weighting", None)
-    if weighting is None:
-        return None
-    try:
-        return weighting.for_steps(steps, "the teacher sampler")
-    except ValueError as e:
-        raise rewrap(node, "steps", steps, e, "set steps to the schedule's length, or leave the schedule empty "
-                     "to use the early/late ramp") from None
