@@ -122,6 +122,12 @@ def test_read_video_errors_name_the_file(tmp_path):
     write_frames(tmp_path / "one", translating(1, 0, 0))
     with pytest.raises(videos.VideoFileError, match="at least 2"):
         videos.read_video(tmp_path / "one")
+    from PIL import Image
+
+    mixed = write_frames(tmp_path / "mixed", translating(2, 0, 0))
+    Image.fromarray(translating(1, 0, 0, h=50)[0]).save(mixed / "frame_00002.png")
+    with pytest.raises(videos.VideoFileError, match="differ in size"):
+        videos.read_video(mixed)
 
 
 # --- HGC-Bench's meta_data.csv --------------------------------------------------------------------------------------

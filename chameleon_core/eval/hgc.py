@@ -59,7 +59,7 @@ from .feature_models import (
     missing_message,
 )
 from .flow import sharpness, video_motion
-from .videos import VideoFileError, read_rgb, read_video, resize_longest
+from .videos import VideoFileError, iter_video, read_rgb, resize_longest
 
 logger = logging.getLogger(__name__)
 
@@ -218,16 +218,20 @@ def _mean_cosine(anchor: torch.Tensor, others: torch.Tensor) -> float:
 def score_video(sample: BenchSample, scorers: Scorers, settings: Settings = Settings()) -> dict[str, Any]:
     """Every metric of one sample (``None`` for a metric whose model or input is missing); raises
     :class:`VideoFileError` when the video cannot be read."""
-    frames = read_video(sample.video, max_frames=settings.max_frames)
-    small = resize_longest(frames, settings.flow_size)
-    h, w = small.shape[1:3]
+    # One pass over the video: every frame shrunk for the flow metrics, every stride-th kept at full size.
+    small, sampled = [], []
+    for i, frame in enumerate(iter_video(sample.video, max_frames=settings.max_frames)):
+        small.append(resize_longest(frame, settings.flow_size))
+        if i % max(1, settings.frame_stride) == 0:
+            sampled.append(frame)
+    small_frames = np.stack(small)
+    h, w = small_frames.shape[1:3]
     result: dict[str, Any] = {"index": sample.index, "video": str(sample.video), "prompt": sample.prompt,
-                              "frames": len(frames), "size": [frames.shape[2], frames.shape[1]],
+                              "frames": len(small), "size": [sampled[0].shape[1], sampled[0].shape[0]],
                               "measured_size": [w, h]}
-    result.update(video_motion(small).summary(math.hypot(w, h)))
-    result["sharpness"] = sharpness(small)
+    result.update(video_motion(small_frames).summary(math.hypot(w, h)))
+    result["sharpness"] = sharpness(small_frames)
     result.update({m: None for m in METRICS if m not in result})
-    sampled = list(frames[:: max(1, settings.frame_stride)])
     reference = _optional_image(sample.reference, "reference", sample.index)
     garment = _optional_image(sample.garment, "garment", sample.index)
     for encoder in (scorers.clip, scorers.dino):

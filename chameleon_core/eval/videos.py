@@ -7,6 +7,7 @@ Frames are numpy ``[F, H, W, 3]`` uint8 RGB, the layout OpenCV and PIL use. Ever
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,50 +29,61 @@ def read_video(path: str | os.PathLike[str], *, max_frames: int | None = None) -
     A folder's frames are its image files in name order (``frame_00000.png`` ... as the pack's command line writes
     them). At least two frames are needed to measure motion; fewer raise :class:`VideoFileError`.
     """
+    return np.stack(list(iter_video(path, max_frames=max_frames)))
+
+
+def iter_video(path: str | os.PathLike[str], *, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """The frames of :func:`read_video` one at a time (``[H, W, 3]`` uint8), so a long video is never held whole.
+    Raises :class:`VideoFileError` (a missing or damaged file, frames of different sizes, fewer than 2 frames)."""
     p = Path(path).expanduser()
     if p.is_dir():
-        frames = _read_frame_folder(p, max_frames)
+        frames = _iter_frame_folder(p, max_frames)
     elif p.is_file():
-        frames = _read_video_file(p, max_frames)
+        frames = _iter_video_file(p, max_frames)
     else:
         raise VideoFileError(f"video not found: {p} (absolute: {p.resolve()}); check the path")
-    if len(frames) < 2:
-        raise VideoFileError(f"video {p} has {len(frames)} frame(s); scoring motion needs at least 2")
-    if len({f.shape for f in frames}) != 1:
-        raise VideoFileError(f"the frames of {p} differ in size ({sorted({f.shape for f in frames})}); "
-                             "re-export the video at one size")
-    return np.stack(frames)
+    count, shape = 0, None
+    for frame in frames:
+        if shape is not None and frame.shape != shape:
+            raise VideoFileError(f"the frames of {p} differ in size (frame {count} is {frame.shape}, the first "
+                                 f"{shape}); re-export the video at one size")
+        shape = frame.shape
+        count += 1
+        yield frame
+    if count < 2:
+        raise VideoFileError(f"video {p} has {count} frame(s); scoring motion needs at least 2")
 
 
-def _read_frame_folder(folder: Path, max_frames: int | None) -> list[np.ndarray]:
+def _iter_frame_folder(folder: Path, max_frames: int | None) -> Iterator[np.ndarray]:
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in FRAME_SUFFIXES and f.is_file())
     if not files:
         raise VideoFileError(f"folder {folder} holds no frame images ({', '.join(FRAME_SUFFIXES)}); pass a video file "
                              "or a folder of frames")
-    return [read_rgb(f) for f in files[:max_frames]]
+    for f in files[:max_frames]:
+        yield read_rgb(f)
 
 
-def _read_video_file(p: Path, max_frames: int | None) -> list[np.ndarray]:
+def _iter_video_file(p: Path, max_frames: int | None) -> Iterator[np.ndarray]:
     try:
         import av
     except ImportError:
         raise VideoFileError(f"reading {p} needs PyAV, which is not installed: pip install av (or pass a folder of "
                              "frame images)") from None
-    frames: list[np.ndarray] = []
+    count = 0
     try:
         with av.open(str(p)) as container:
             if not container.streams.video:
                 raise VideoFileError(f"{p} has no video stream; pass a video file")
             for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames is not None and len(frames) >= max_frames:
+                yield frame.to_ndarray(format="rgb24")
+                count += 1
+                if max_frames is not None and count >= max_frames:
                     break
     except VideoFileError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise VideoFileError(f"cannot read the video {p} ({type(e).__name__}: {e}); the file is damaged or not a "
                              "video: re-export it as mp4 (H.264)") from None
-    return frames
 
 
 def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
@@ -83,13 +95,12 @@ def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     return (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def resize_longest(frames: np.ndarray, max_side: int | None) -> np.ndarray:
-    """Frames ``[F, H, W, 3]`` shrunk (area filter) so the longer side is at most ``max_side``; never enlarged."""
+def resize_longest(frame: np.ndarray, max_side: int | None) -> np.ndarray:
+    """A frame ``[H, W, 3]`` shrunk (area filter) so the longer side is at most ``max_side``; never enlarged."""
     import cv2
 
-    h, w = frames.shape[1:3]
+    h, w = frame.shape[:2]
     if not max_side or max(h, w) <= max_side:
-        return frames
+        return frame
     scale = max_side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+    return cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
