@@ -357,6 +357,8 @@ def load_scorers(paths: dict[str, Path], skipped: list[str], device: torch.devic
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                epilog="Metrics per dimension, and what each model file feeds: see README.md, "
+                                "section 'Evaluate videos', or the docstring of chameleon_core/eval/hgc.py.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--meta", type=Path, required=True, help="HGC-Bench's meta_data.csv")
     p.add_argument("--videos", type=Path, required=True, help="folder of generated videos (mp4 files or frame folders)")
@@ -365,9 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-pattern", default=DEFAULT_VIDEO_PATTERN,
                    help="video name per row: {index} (0-based row), {stem} (reference image stem), {garment_stem}")
     p.add_argument("--video-column", help="CSV column naming each video instead of --video-pattern")
-    p.add_argument("--prompt-column", default="prompt")
-    p.add_argument("--reference-column", default="src_image")
-    p.add_argument("--garment-column", default="cloth_image")
+    p.add_argument("--prompt-column", default="prompt", help="CSV column of the caption JSON (prompt)")
+    p.add_argument("--reference-column", default="src_image", help="CSV column of the reference image (src_image)")
+    p.add_argument("--garment-column", default="cloth_image", help="CSV column of the garment image (cloth_image)")
     m = p.add_argument_group("model files (metrics whose files are not given are skipped)")
     m.add_argument("--models-dir", type=Path, help="folder holding clip/, dinov2/, arcface.onnx, "
                    "face_detection_yunet_2023mar.onnx and aesthetic.safetensors (or .pth)")
