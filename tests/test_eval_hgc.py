@@ -79,6 +79,9 @@ def test_hard_cut_shows_up_in_smoothness_and_warping_error():
     assert s_cut["smoothness_min_frame"] in (cut - 1, cut)  # the two frames whose neighbours straddle the cut
     assert 1 - s_cut["smoothness_min"] > 10 * (1 - s_ok["smoothness_min"])
     assert s_cut["smoothness"] < s_ok["smoothness"]
+    series = flow.video_motion(with_cut).series()
+    assert len(series["warp_error"]) == 9 and len(series["smoothness"]) == 8
+    assert int(np.argmax(series["warp_error"])) == cut - 1
 
 
 def test_sharpness_falls_with_blur():
@@ -198,6 +201,7 @@ def test_hgc_command_without_models(tmp_path, caplog):
     assert moving["motion_px"] == pytest.approx(2.0, rel=0.15)
     assert r["mean"]["motion_px"]["n"] == 2
     assert r["mean"]["motion_px"]["mean"] == pytest.approx((frozen["motion_px"] + moving["motion_px"]) / 2)
+    assert moving["series"]["motion_px"] == pytest.approx([moving["motion_px"]] * 3, rel=0.15)
     assert r["missing_videos"] == [str(out_dir / "output_2.mp4")]
     assert frozen["garment_clip"] is None and "garment_clip" not in r["mean"]
     # One message per model not given, naming its option and where to get it.
@@ -228,6 +232,15 @@ def test_models_dir_skips_each_missing_file_once(tmp_path):
     assert any("face_detection_yunet_2023mar.onnx" in m and "opencv_zoo" in m for m in skipped)
     scorers = hgc.load_scorers({"face": paths["face"]}, skipped)  # the recogniser alone is not enough
     assert scorers.face is None and "YuNet detector are needed" in scorers.skipped[-1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_device_without_cuda_is_an_error(tmp_path, capsys):
+    meta = write_bench(tmp_path / "bench", rows=1)
+    write_frames(tmp_path / "gen" / "output_0.mp4", translating(3, 1, 0))
+    rc = cli.main(["hgc", "--meta", str(meta), "--videos", str(tmp_path / "gen"), "--out", str(tmp_path / "r.json"),
+                   "--device", "cuda"])
+    assert rc == 2 and "no CUDA device is available here; use --device cpu" in capsys.readouterr().err
 
 
 def test_no_video_found_is_an_error(tmp_path, capsys):

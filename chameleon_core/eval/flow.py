@@ -144,6 +144,12 @@ class VideoMotion:
             "smoothness_min_frame": int(np.argmax(mid)) + 1 if mid else None,
         }
 
+    def series(self) -> dict[str, list[float]]:
+        """Per-pair ``motion_px`` and ``warp_error``, and per-inner-frame ``smoothness`` (frame i + 1 at index i):
+        where in the video a cut or a garment switch jumps."""
+        return {"motion_px": [p.motion_px for p in self.pairs], "warp_error": [p.warp_error for p in self.pairs],
+                "smoothness": [1.0 - e for e in self.midpoint_errors]}
+
 
 def video_motion(frames: np.ndarray) -> VideoMotion:
     """Flow statistics of every consecutive pair and the midpoint error of every inner frame of ``[F, H, W, 3]``."""

@@ -229,7 +229,8 @@ def score_video(sample: BenchSample, scorers: Scorers, settings: Settings = Sett
     result: dict[str, Any] = {"index": sample.index, "video": str(sample.video), "prompt": sample.prompt,
                               "frames": len(small), "size": [sampled[0].shape[1], sampled[0].shape[0]],
                               "measured_size": [w, h]}
-    result.update(video_motion(small_frames).summary(math.hypot(w, h)))
+    motion = video_motion(small_frames)
+    result.update(motion.summary(math.hypot(w, h)))
     result["sharpness"] = sharpness(small_frames)
     result.update({m: None for m in METRICS if m not in result})
     reference = _optional_image(sample.reference, "reference", sample.index)
@@ -246,6 +247,7 @@ def score_video(sample: BenchSample, scorers: Scorers, settings: Settings = Sett
             result["aesthetic"] = float(scorers.aesthetic(embedded).mean())
     if scorers.face is not None and reference is not None:
         result.update(_face_scores(scorers.face, reference, sampled, sample.index))
+    result["series"] = motion.series()
     return result
 
 
