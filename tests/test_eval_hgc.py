@@ -167,6 +167,19 @@ def test_read_meta_in_the_benchmark_layout(tmp_path):
     assert by_stem[0].video == tmp_path / "out" / "0000_src"
 
 
+def test_image_paths_written_for_another_working_directory_are_found(tmp_path):
+    meta = write_bench(tmp_path / "HGC-Bench", rows=1)
+    found = hgc.resolve_image("./HGC-Bench/samples/0000_src.png", meta.parent)  # as run from the authors' repo root
+    assert found == tmp_path / "HGC-Bench" / "samples" / "0000_src.png"
+    assert hgc.resolve_image("samples/none.png", meta.parent) == meta.parent / "samples" / "none.png"
+
+
+def test_model_path_of_the_wrong_kind_is_named(tmp_path):
+    (tmp_path / "clip.bin").write_bytes(b"x")
+    with pytest.raises(feature_models.MissingModelFile, match=r"--clip: .*clip.bin is a file; it should be a CLIP "):
+        hgc.model_paths({"clip": tmp_path / "clip.bin"}, None)
+
+
 def test_read_meta_errors_say_what_to_fix(tmp_path):
     meta = write_bench(tmp_path / "b")
     with pytest.raises(hgc.BenchError, match=r"no column 'reference'.*\['prompt', 'src_image', 'cloth_image'\]"

@@ -132,12 +132,18 @@ def prompt_text(cell: str) -> str:
 
 
 def resolve_image(value: str, data_root: Path) -> Path:
+    """A CSV image path: absolute as given; else under ``data_root``, else under the working directory, else its
+    trailing parts under ``data_root`` (``./HGC-Bench/samples/x.png`` written for another working directory is
+    found as ``<data_root>/samples/x.png``); if none exists, ``data_root / value`` (reported missing later)."""
     p = Path(value).expanduser()
     if p.is_absolute():
         return p
     for base in (data_root, Path.cwd()):
         if (base / p).exists():
             return base / p
+    for k in range(1, len(p.parts)):
+        if (data_root / Path(*p.parts[k:])).exists():
+            return data_root / Path(*p.parts[k:])
     return data_root / p
 
 
@@ -304,9 +310,11 @@ def model_paths(explicit: dict[str, Path | None], models_dir: Path | None) -> tu
         metrics = ", ".join(MODEL_METRICS[key])
         given = explicit.get(key)
         if given is not None:
-            ok = given.is_dir() if src.is_folder else given.is_file()
-            if ok:
+            if given.is_dir() if src.is_folder else given.is_file():
                 paths[key] = given
+            elif given.exists():
+                errors.append(f"{src.flag}: {given} is a {'file' if src.is_folder else 'folder'}; it should be "
+                              f"{src.what}, from {src.where}")
             else:
                 errors.append(missing_message(key, given))
             continue
