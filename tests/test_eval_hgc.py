@@ -327,6 +327,20 @@ def test_clip_embedding_from_the_saved_folder(tiny_clip):
     assert torch.allclose(encoder.embed(images), expected, atol=1e-5)
 
 
+def test_clip_vision_only_folder_gives_the_same_embedding(tiny_clip, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    model, folder = tiny_clip
+    vision = transformers.CLIPVisionModelWithProjection(model.config.vision_config)
+    vision.config.projection_dim = model.config.projection_dim
+    vision = transformers.CLIPVisionModelWithProjection(vision.config).eval()
+    vision.vision_model.load_state_dict(model.vision_model.state_dict())
+    vision.visual_projection.load_state_dict(model.visual_projection.state_dict())
+    vision.save_pretrained(tmp_path / "clip-vision")
+    images = [np.random.default_rng(i).integers(0, 256, (40, 50, 3), np.uint8) for i in range(2)]
+    full, alone = feature_models.load_clip(folder), feature_models.load_clip(tmp_path / "clip-vision")
+    assert torch.allclose(full.embed(images), alone.embed(images), atol=1e-5)
+
+
 def test_garment_and_reference_similarity_with_tiny_clip_and_dino(tiny_clip, tmp_path):
     transformers = pytest.importorskip("transformers")
     _, clip_folder = tiny_clip

@@ -54,7 +54,7 @@ class ModelSource:
 
 MODEL_SOURCES: dict[str, ModelSource] = {
     "clip": ModelSource(
-        "--clip", "clip", "a CLIP transformers folder (config.json + model.safetensors; ViT-L/14 for the aesthetic "
+        "--clip", "clip", "a CLIP transformers folder (CLIPModel or CLIPVisionModelWithProjection; ViT-L/14 for the aesthetic "
         "score)", "huggingface.co/openai/clip-vit-large-patch14 (hf download openai/clip-vit-large-patch14 "
         "--local-dir DIR)", is_folder=True),
     "dino": ModelSource(
@@ -176,9 +176,14 @@ def _from_pretrained(cls, folder: Path, key: str):
 
 
 def load_clip(folder: Path, device: torch.device | str = "cpu") -> ImageEncoder:
+    """A full CLIP folder (``CLIPModel``) or its image half alone (``CLIPVisionModelWithProjection``, config
+    ``model_type: clip_vision_model``); the same projected image embedding either way."""
     check_exists("clip", folder)
-    model = _from_pretrained(_transformers().CLIPModel, folder, "clip").to(device)
-    side = model.config.vision_config.image_size
+    transformers = _transformers()
+    vision_only = _model_type(folder) == "clip_vision_model"
+    cls = transformers.CLIPVisionModelWithProjection if vision_only else transformers.CLIPModel
+    model = _from_pretrained(cls, folder, "clip").to(device)
+    side = (model.config if vision_only else model.config.vision_config).image_size
     pre = read_preprocess(folder, Preprocess(side, (side, side), CLIP_MEAN, CLIP_STD))
 
     def forward(pixels: torch.Tensor) -> torch.Tensor:
@@ -186,6 +191,13 @@ def load_clip(folder: Path, device: torch.device | str = "cpu") -> ImageEncoder:
         return model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
 
     return ImageEncoder("clip", forward, pre, model.config.projection_dim, torch.device(device))
+
+
+def _model_type(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None  # from_pretrained then says what is wrong with the folder
 
 
 def load_dino(folder: Path, device: torch.device | str = "cpu") -> ImageEncoder:
