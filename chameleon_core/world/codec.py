@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 CODEC_CONFIG = VAEConfig("wan2.2", dim=16, decoder_dim=16, z_dim=48, dim_mult=(1, 2, 2, 2), num_res_blocks=1)
 KL_WEIGHT = 1e-3
+QUICK_STEPS = 20
 TRAIN_FRAMES = 5
 """Frames per training clip (4k+1: a first frame and one 4-frame step, both of the causal network's step kinds);
 the network then runs the same layers on clips of any length."""
@@ -47,8 +48,10 @@ def world_clips(count: int, split: str, *, size: int, frames: int, seed: int) ->
     return torch.stack(clips).permute(0, 4, 1, 2, 3) * 2.0 - 1.0
 
 
-def _forward(model, video: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training pass with gradient: video ``[B, 3, 1 + 4k, H, W]`` -> (reconstruction, KL per latent element)."""
+def training_forward(model, video: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training pass with gradient: video ``[B, 3, 1 + 4k, H, W]`` -> (unclamped reconstruction, KL per latent
+    element). The latent is sampled from the posterior with ``generator``; with None it is the posterior mean, and
+    the reconstruction equals ``WanVAE.decode(WanVAE.encode(video), clamp=False)`` (the inference path)."""
     z_dim = model.z_dim
     cache = StepCache({}, first=True)
     bounds = [(0, 1)] + [(i, i + 4) for i in range(1, video.shape[2], 4)]
@@ -61,7 +64,7 @@ def _forward(model, video: torch.Tensor, generator: torch.Generator) -> tuple[to
     mu, logvar = moments[:, :z_dim], moments[:, z_dim:].clamp(-30.0, 20.0)
     family = FAMILIES["wan2.2"]
     mean, std = (torch.tensor(v, dtype=mu.dtype).view(1, -1, 1, 1, 1) for v in (family.mean, family.std))
-    z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)
+    z = mu if generator is None else mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)
     # KL( N(mu, var) || N(mean, std^2) ) per element = KL of the normalised posterior from N(0, 1)
     var_n = torch.exp(logvar) / std**2
     kl = 0.5 * (((mu - mean) / std) ** 2 + var_n - torch.log(var_n) - 1.0)
@@ -91,18 +94,23 @@ def codec_psnr(vae: WanVAE, videos: torch.Tensor) -> float:
 
 
 def train_codec(out: str | Path, *, steps: int = 1500, quick: bool = False, size: int = SIZE, frames: int = FRAMES,
-                seed: int = 0, batch: int = 2, lr: float = 2e-3, pool: int = 96, threads: int | None = None) -> dict:
+                seed: int = 0, batch: int = 2, lr: float = 2e-3, pool: int = 96, threads: int | None = None,
+                max_seconds: float | None = None) -> dict:
     """Train the codec on ``train``-split clips and save it with ``save_vae`` at ``out`` (a ``.safetensors`` path).
 
-    ``quick`` trains 60 steps on a pool of 16 clips (under a minute; for tests, PSNR is low). ``pool`` clips of
-    ``frames`` frames are rendered once; each step takes ``batch`` windows of :data:`TRAIN_FRAMES` frames at random
-    offsets. Adam with a cosine decay. Returns ``{"path", "psnr_test", "psnr_train", "latent_std", "steps", "seconds", "config"}``:
-    PSNR (dB) on 8 held-out ``test`` clips of ``frames`` frames, the std of their normalised latents.
+    ``quick`` trains at most :data:`QUICK_STEPS` steps and 30 s on a pool of 8 clips and measures PSNR on 2 (for
+    tests and smoke runs: the codec is poor). ``pool`` clips of ``frames`` frames are rendered once; each step takes
+    ``batch`` windows of :data:`TRAIN_FRAMES` frames at random offsets. Adam with a cosine decay over the run's
+    progress: the larger of ``step / steps`` and ``elapsed / max_seconds``, so with ``max_seconds`` (a wall-clock
+    budget for the training loop) the run ends early but still anneals. Returns
+    ``{"path", "psnr_test", "psnr_train", "latent_std", "steps", "seconds", "config"}``:
+    PSNR (dB) on 8 held-out ``test`` clips of ``frames`` frames (and on 8 training clips), the std of the test
+    clips' normalised latents.
     """
     from chameleon_core.checkpoints import save_vae
 
     if quick:
-        steps, pool = min(steps, 60), min(pool, 16)
+        steps, pool, max_seconds = min(steps, QUICK_STEPS), min(pool, 8), min(max_seconds or 30.0, 30.0)
     if frames < TRAIN_FRAMES or (frames - 1) % 4:
         raise ValueError(f"frames must be 4k+1 and at least {TRAIN_FRAMES}, got {frames}")
     if threads:
@@ -114,34 +122,44 @@ def train_codec(out: str | Path, *, steps: int = 1500, quick: bool = False, size
     data = world_clips(pool, "train", size=size, frames=frames, seed=seed * 100_003)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))))
+    loop_start = time.monotonic()
+
+    def done_fraction(step: int) -> float:
+        fraction = step / steps
+        if max_seconds:
+            fraction = max(fraction, (time.monotonic() - loop_start) / max_seconds)
+        return min(fraction, 1.0)
+
     progress = _progress(steps)
-    for step in range(steps):
+    step = 0
+    while step < steps and done_fraction(step) < 1.0:
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * done_fraction(step)))
         idx = torch.randint(len(data), (batch,), generator=gen)
         offs = torch.randint(frames - TRAIN_FRAMES + 1, (batch,), generator=gen)
         video = torch.stack([data[i, :, o : o + TRAIN_FRAMES] for i, o in zip(idx.tolist(), offs.tolist())])
-        rec, kl = _forward(model, video, gen)
+        rec, kl = training_forward(model, video, gen)
         mse = torch.mean((rec - video) ** 2)
         loss = mse + KL_WEIGHT * kl.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
+        step += 1
         if progress is not None:
             progress.update(1)
             progress.set_postfix(psnr=f"{10 * math.log10(4 / max(mse.item(), 1e-10)):.1f}")
-        elif step % 50 == 0 or step == steps - 1:
-            logger.info("codec step %d/%d: mse %.5f, kl %.3f", step + 1, steps, mse.item(), kl.mean().item())
+        elif step % 25 == 1 or step == steps:
+            logger.info("codec step %d/%d: mse %.5f, kl %.3f", step, steps, mse.item(), kl.mean().item())
     if progress is not None:
         progress.close()
     trained = WanVAE(model.eval().requires_grad_(False), CODEC_CONFIG)
-    test = world_clips(8, "test", size=size, frames=frames, seed=seed * 100_003 + 50_000)
+    test = world_clips(2 if quick else 8, "test", size=size, frames=frames, seed=seed * 100_003 + 50_000)
     report = {
         "psnr_test": codec_psnr(trained, test),
-        "psnr_train": codec_psnr(trained, data[:8]),
+        "psnr_train": codec_psnr(trained, data[: 2 if quick else 8]),
         "latent_std": latent_std(trained, test),
-        "steps": steps,
+        "steps": step,
         "seconds": time.monotonic() - start,
         "config": {"size": size, "frames": frames, "batch": batch, "lr": lr, "pool": pool, "seed": seed,
                    "kl_weight": KL_WEIGHT, "vae": repr(CODEC_CONFIG)},
