@@ -12,7 +12,13 @@ from PIL import Image
 
 from chameleon_core.checkpoints import load_vae
 from chameleon_core.text import load_prompt_embeddings
-from chameleon_core.training.data import load_sample, parse_caption, read_train_csv, read_video
+from chameleon_core.training.data import (
+    load_sample,
+    parse_caption,
+    read_train_csv,
+    read_video,
+)
+from chameleon_core.vae import build_vae
 from chameleon_core.world import (
     GARMENT_COLOUR,
     MOTION,
@@ -27,11 +33,10 @@ from chameleon_core.world import (
     split_of,
     write_dataset,
 )
-from chameleon_core.world.catalog import BACKGROUND, HAIR, PATTERN, SKIN
+from chameleon_core.world.catalog import HAIR, PATTERN, SKIN
 from chameleon_core.world.codec import CODEC_CONFIG, training_forward, world_clips
 from chameleon_core.world.dataset import ground_truth, load_labels, read_metadata
 from chameleon_core.world.render import GARMENT_LABEL
-from chameleon_core.vae import build_vae
 
 
 def test_sampler_is_seeded_and_splits_are_disjoint_combinations():
@@ -130,7 +135,7 @@ def test_caption_features_load_as_prompt_embeddings(tmp_path):
 
 def test_dataset_is_readable_by_the_training_loader_and_deterministic(tmp_path):
     csv_a = write_dataset(tmp_path / "a", "test", count=2, size=32, frames=9, seed=3)
-    csv_b = write_dataset(tmp_path / "b", "test", count=2, size=32, frames=9, seed=3)
+    write_dataset(tmp_path / "b", "test", count=2, size=32, frames=9, seed=3)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert len(files) == 1 + 2 * 5
     for f in files:
