@@ -211,15 +211,17 @@ def motion_agreement(video: torch.Tensor, truth: torch.Tensor, wall: tuple[int, 
     return _cosine_of_change(motion_trajectory(video, wall), motion_trajectory(truth, wall))
 
 
-def motion_scores(video: torch.Tensor, sample: WorldSample, garment: Garment | None = None) -> dict[str, float]:
-    """Agreement of ``video`` with each motion rendered for ``sample`` (same person, garment, size and frame count)."""
+def motion_scores(video: torch.Tensor, sample: WorldSample, garment: Garment | None = None,
+                  motion_frames: int | None = None) -> dict[str, float]:
+    """Agreement of ``video`` with each motion rendered for ``sample`` (same person, garment, size and frame count;
+    ``motion_frames`` as in :func:`chameleon_core.world.render`)."""
     t, h = video.shape[0], video.shape[1]
     wall = WALLS[sample.identity.background]
     traj = motion_trajectory(video, wall)
     out = {}
     for m in MOTION:
         truth = render(WorldSample(sample.identity, garment or sample.garment, m, sample.reference_garment),
-                       size=h, frames=t).float_frames()
+                       size=h, frames=t, motion_frames=motion_frames).float_frames()
         out[m] = _cosine_of_change(traj, motion_trajectory(truth, wall))
     return out
 
@@ -256,12 +258,17 @@ def switch_cut(video: torch.Tensor, switch_frame: int, keep: torch.Tensor | None
 
 
 def score_video(video: torch.Tensor, sample: WorldSample, *, switch_to: Garment | None = None,
-                switch_frame: int | None = None) -> dict[str, float]:
+                switch_frame: int | None = None, motion_frames: int | None = None) -> dict[str, float]:
     """All world metrics of one generated video ``[T, H, W, 3]`` (0..1) of ``sample``; with a switch, garment
     accuracy is measured from ``switch_frame`` on against ``switch_to`` (and before it against the first garment),
-    leakage and the cut at the switch are added."""
+    leakage and the cut at the switch are added. ``motion_frames``: the frames one motion cycle spans (the training
+    clip length; default the video's length), so a stream longer than a clip is scored against the motion
+    continued (:func:`chameleon_core.world.render`)."""
+    if video.ndim != 4 or video.shape[-1] != 3 or video.shape[1] != video.shape[2]:
+        raise ValueError(f"video must be square frames [T, H, H, 3] in 0..1 (the world's), got {tuple(video.shape)}")
     t, h = video.shape[0], video.shape[1]
-    truth_r = render(sample, size=h, frames=t, switch_to=switch_to, switch_frame=switch_frame)
+    truth_r = render(sample, size=h, frames=t, switch_to=switch_to, switch_frame=switch_frame,
+                     motion_frames=motion_frames)
     truth, labels = truth_r.float_frames(), truth_r.labels
     wall = WALLS[sample.identity.background]
     out: dict[str, float] = {}
@@ -277,7 +284,7 @@ def score_video(video: torch.Tensor, sample: WorldSample, *, switch_to: Garment 
     out.update({f"identity_error_{k}" if k != "identity" else "identity_error": v
                 for k, v in identity_error(video, truth, labels).items()})
     out["motion_agreement"] = motion_agreement(video, truth, wall)
-    scores = motion_scores(video, sample, sample.garment)
+    scores = motion_scores(video, sample, sample.garment, motion_frames)
     out["motion_correct"] = float(max(scores, key=scores.get) == sample.motion)
     out["temporal_jitter"] = temporal_jitter(video)
     out["temporal_jitter_truth"] = temporal_jitter(truth)
@@ -316,7 +323,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     """Score every ``<stem>.mp4`` in ``--videos`` against ``--data/<stem>.json``; writes ``--out``. Returns 0, or 2
-    with a message for bad arguments."""
+    with a message for bad arguments. A video longer than the dataset's clips (a long stream) is scored against the
+    motion continued past the clip (see :func:`score_video`)."""
     from chameleon_core.world.dataset import read_metadata
 
     args = parse_args(argv)
@@ -338,11 +346,13 @@ def main(argv: list[str]) -> int:
     for v in videos:
         meta = read_metadata(args.data / f"{v.stem}.mp4")
         video = _read_video(v)
-        if args.switch_frame is not None:
-            scores = score_video(video, meta["sample"], switch_to=meta["switch_garment"],
-                                 switch_frame=args.switch_frame)
-        else:
-            scores = score_video(video, meta["sample"])
+        switch = {} if args.switch_frame is None else {"switch_to": meta["switch_garment"],
+                                                       "switch_frame": args.switch_frame}
+        try:
+            scores = score_video(video, meta["sample"], motion_frames=meta["frames"], **switch)
+        except ValueError as e:
+            logger.error("%s: %s", v, e)
+            return 2
         per_video[v.stem] = scores
         logger.info("%s: %s", v.stem, {k: round(s, 4) for k, s in scores.items()})
     keys = sorted({k for s in per_video.values() for k in s})
