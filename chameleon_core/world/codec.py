@@ -95,14 +95,14 @@ def codec_psnr(vae: WanVAE, videos: torch.Tensor) -> float:
 
 def train_codec(out: str | Path, *, steps: int = 1500, quick: bool = False, size: int = SIZE, frames: int = FRAMES,
                 seed: int = 0, batch: int = 2, lr: float = 2e-3, pool: int = 96, threads: int | None = None,
-                max_seconds: float | None = None) -> dict:
+                max_seconds: float | None = 600.0) -> dict:
     """Train the codec on ``train``-split clips and save it with ``save_vae`` at ``out`` (a ``.safetensors`` path).
 
     ``quick`` trains at most :data:`QUICK_STEPS` steps and 30 s on a pool of 8 clips and measures PSNR on 2 (for
     tests and smoke runs: the codec is poor). ``pool`` clips of ``frames`` frames are rendered once; each step takes
     ``batch`` windows of :data:`TRAIN_FRAMES` frames at random offsets. Adam with a cosine decay over the run's
     progress: the larger of ``step / steps`` and ``elapsed / max_seconds``, so with ``max_seconds`` (a wall-clock
-    budget for the training loop) the run ends early but still anneals. Returns
+    budget for the training loop; 10 minutes by default, None for none) the run ends early but still anneals. Returns
     ``{"path", "psnr_test", "psnr_train", "latent_std", "steps", "seconds", "config"}``:
     PSNR (dB) on 8 held-out ``test`` clips of ``frames`` frames (and on 8 training clips), the std of the test
     clips' normalised latents.
