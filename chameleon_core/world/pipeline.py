@@ -99,10 +99,10 @@ class Plan:
 
 
 FULL = Plan(
-    quick=False, train_samples=480, test_samples=24, codec_steps=0, model=ModelPlan(),
-    batch=16, sft_steps=1200, sft_lr=5e-4, forcing_steps=400, forcing_lr=1e-4,
-    dmd_iterations=100, dmd_batch=4, dmd_lr=2e-5, dmd_critic_lr=1e-4, dmd_critic_per_generator=5,
-    eval_samples=8, stream_samples=8, long_samples=4,
+    quick=False, train_samples=320, test_samples=24, codec_steps=0, model=ModelPlan(),
+    batch=8, sft_steps=700, sft_lr=5e-4, forcing_steps=150, forcing_lr=2e-4,
+    dmd_iterations=50, dmd_batch=4, dmd_lr=5e-5, dmd_critic_lr=1e-4, dmd_critic_per_generator=5,
+    eval_samples=8, stream_samples=6, long_samples=3,
 )
 QUICK = Plan(
     quick=True, train_samples=32, test_samples=4, codec_steps=0, model=ModelPlan(dim=128, ffn_dim=256, num_layers=2),
