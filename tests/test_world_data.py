@@ -180,7 +180,7 @@ def test_codec_training_pass_is_the_inference_network():
 def test_codec_trains_saves_and_loads(tmp_path):
     from chameleon_core.world.codec import train_codec
 
-    report = train_codec(tmp_path / "codec.safetensors", steps=2, quick=True, size=32, frames=5)
+    report = train_codec(tmp_path / "codec.safetensors", steps=2, quick=True, size=32, frames=5, batch=1)
     vae = load_vae(report["path"])
     assert vae.config == CODEC_CONFIG
     assert report["steps"] == 2 and np.isfinite(report["psnr_test"]) and report["latent_std"] > 0

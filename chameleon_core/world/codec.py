@@ -98,7 +98,7 @@ def train_codec(out: str | Path, *, steps: int = 1500, quick: bool = False, size
                 max_seconds: float | None = 600.0) -> dict:
     """Train the codec on ``train``-split clips and save it with ``save_vae`` at ``out`` (a ``.safetensors`` path).
 
-    ``quick`` trains at most :data:`QUICK_STEPS` steps and 30 s on a pool of 8 clips and measures PSNR on 2 (for
+    ``quick`` trains at most :data:`QUICK_STEPS` steps and 30 s on a pool of 8 clips and measures PSNR on 1 (for
     tests and smoke runs: the codec is poor). ``pool`` clips of ``frames`` frames are rendered once; each step takes
     ``batch`` windows of :data:`TRAIN_FRAMES` frames at random offsets. Adam with a cosine decay over the run's
     progress: the larger of ``step / steps`` and ``elapsed / max_seconds``, so with ``max_seconds`` (a wall-clock
@@ -154,10 +154,11 @@ def train_codec(out: str | Path, *, steps: int = 1500, quick: bool = False, size
     if progress is not None:
         progress.close()
     trained = WanVAE(model.eval().requires_grad_(False), CODEC_CONFIG)
-    test = world_clips(2 if quick else 8, "test", size=size, frames=frames, seed=seed * 100_003 + 50_000)
+    check = 1 if quick else 8
+    test = world_clips(check, "test", size=size, frames=frames, seed=seed * 100_003 + 50_000)
     report = {
         "psnr_test": codec_psnr(trained, test),
-        "psnr_train": codec_psnr(trained, data[: 2 if quick else 8]),
+        "psnr_train": codec_psnr(trained, data[:check]),
         "latent_std": latent_std(trained, test),
         "steps": step,
         "seconds": time.monotonic() - start,
