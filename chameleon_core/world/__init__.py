@@ -18,7 +18,8 @@ Public API:
 - :func:`sample_world` ``(seed, split) -> WorldSample``; :func:`split_of`; :func:`sample_switch_garment`
   ``(sample, seed) -> Garment`` (same kind, other colour). ``split`` is ``train`` or ``test``: test holds the
   combinations ``(skin, hair, garment colour, pattern, motion)`` never seen in training.
-- :func:`render` ``(sample, size=, frames=, garment=None, switch_to=None, switch_frame=None) -> Rendered``:
+- :func:`render` ``(sample, size=, frames=, garment=None, switch_to=None, switch_frame=None, motion_frames=None)
+  -> Rendered`` (``motion_frames``: frames of one motion cycle, default ``frames``; a longer stream continues it):
   ``.frames`` uint8 ``[T, H, W, 3]``, ``.labels`` uint8 ``[T, H, W]`` (0 background, 1 skin, 2 hair, 3 trousers,
   4 garment), ``.masks`` dict of bool ``[T, H, W]`` (``garment``, ``body``, ``background``),
   ``.float_frames()`` 0..1. With ``switch_to``/``switch_frame`` frames ``>= switch_frame`` wear ``switch_to``.
@@ -32,12 +33,15 @@ Public API:
   ``video, prompt, width, height``, readable by ``chameleon_core.training.data.read_train_csv`` and ``prepare``).
   Per sample under ``root/<split>/``: ``<stem>.mp4`` (lossless H.264 RGB), ``<stem>_src.png`` (reference),
   ``<stem>_cloth.png`` (garment on white, RGBA), ``<stem>_labels.npz`` (``labels`` uint8 ``[T, H, W]``),
-  ``<stem>.json`` (attributes, caption, frames, size, seed). :func:`read_metadata` reads the JSON back.
-- :func:`train_codec` ``(out, steps=, quick=, size=, frames=, seed=) -> dict`` trains and saves the VAE with
-  ``chameleon_core.checkpoints.save_vae`` (loadable by ``load_vae``), and reports held-out PSNR;
+  ``<stem>.json`` (attributes, caption, frames, size, seed). :func:`read_metadata` reads the JSON back (``sample``
+  a :class:`WorldSample`, ``switch_garment`` a :class:`Garment`); ``dataset.load_labels`` the labels;
+  ``dataset.ground_truth(meta, frames=, switch_frame=)`` re-renders the truth.
+- :func:`train_codec` ``(out, steps=, quick=, size=, frames=, seed=, max_seconds=600) -> dict`` trains and saves
+  the VAE with ``chameleon_core.checkpoints.save_vae`` (loadable by ``load_vae``), and reports held-out PSNR; the
+  loop stops at ``steps`` or ``max_seconds`` of wall time, whichever comes first (quick: 20 steps / 30 s);
   :func:`load_codec` ``(path) -> WanVAE``; :func:`codec_psnr`.
 - Metrics live in :mod:`chameleon_core.eval.world` (garment accuracy, leakage, identity error, motion agreement,
-  temporal smoothness, switch cut) and ``python -m chameleon_core.eval world``.
+  temporal smoothness, switch cut; ``score_video`` runs them all) and ``python -m chameleon_core.eval world``.
 """
 
 from .captions import TEXT_DIM, caption, encode_caption, save_caption_features
