@@ -195,3 +195,28 @@ def _progress(total: int):
     from tqdm import tqdm
 
     return tqdm(total=total, desc="codec", unit="step")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m chameleon_core.world.codec --out codec.safetensors [--steps N] [--max-seconds S] [--quick]``:
+    train the codec alone and print its report as JSON."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m chameleon_core.world.codec",
+                                description="Train the synthetic world's Wan2.2-architecture VAE and report its PSNR.")
+    p.add_argument("--out", required=True, type=Path, help="the .safetensors file to write")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--max-seconds", type=float, default=600.0, help="wall-clock budget of the training loop")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a smoke run (20 steps / 30 s at most)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    report = train_codec(args.out, steps=args.steps, quick=args.quick, seed=args.seed,
+                         max_seconds=args.max_seconds or None)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
