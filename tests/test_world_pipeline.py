@@ -1,21 +1,25 @@
 """The miniature pipeline on the synthetic world: the ``--quick`` run end to end, and its pieces on known cases.
 
-``test_quick_run`` runs ``python -m chameleon_core.world run --quick`` in-process (world -> codec -> prepare -> SFT
--> teacher forcing -> GR-DMD -> streams with switches -> metrics and plots; about 1-3 minutes on two busy cores)
-and asserts only what that size can honestly show. At the quick size (a 20-step codec at ~14 dB PSNR, 80 SFT
-steps) no garment is visible in decoded frames yet, so the pixel metrics of the trained and untrained teacher are
-equal within noise; what SFT does learn is its own objective on held-out combinations. Measured with this code
-(``held-out flow loss``: unweighted velocity MSE on the held-out clips at five noise levels, two draws each):
+``test_quick_run_*`` run ``python -m chameleon_core.world run --quick`` once, in-process (world -> codec -> prepare
+-> SFT -> teacher forcing -> GR-DMD -> streams with switches -> metrics and plots; 200 s on the two cores shared with
+other jobs, load ~10; about a minute on an idle machine), and assert only what that size can honestly show. At the
+quick size (a 30-second codec at ~13 dB PSNR, 80 SFT steps on 32 clips) no garment is visible in decoded frames, so
+the pixel metrics of the trained and the untrained teacher are equal within noise; what SFT does learn is its own
+objective on held-out combinations. The held-out flow loss (unweighted velocity MSE on 4 held-out clips at five
+noise levels, two noise draws each; ``experiments.heldout_flow_loss``), measured with this code:
 
-====  ==============  ==========  ==================  ==========
-seed  trained teacher  untrained  zero velocity       ratio t/u
-====  ==============  ==========  ==================  ==========
-0     1.32            2.92        see results.json    0.45
-====  ==============  ==========  ==================  ==========
+====  ===============  =========  =============  =================  ==================
+seed  trained teacher  untrained  zero velocity  trained/untrained  trained/zero
+====  ===============  =========  =============  =================  ==================
+0     1.055            2.589      1.187          0.41               0.89
+1     1.094            2.531      1.386          0.43               0.79
+2     1.020            2.647      1.179          0.39               0.87
+====  ===============  =========  =============  =================  ==================
 
-So the test asserts the trained teacher's held-out loss is below 0.7 x the untrained model's (margin 0.45-0.55
-measured over seeds 0, 1, 2; see the table) -- and that everything the full run writes is there and readable: the
-exported student loads through the pack's loader as a student, the codec loads as a VAE, every plot is a PNG, every
+("zero velocity" predicts 0 everywhere: the loss of a model that learned nothing about the clips.) So the test
+asserts the trained teacher's held-out loss is below 0.6 x the untrained model's (measured 0.39-0.43) and below the
+zero-velocity baseline (measured 0.79-0.89 of it), and that everything the full run writes is there and readable:
+the exported student loads through the pack's loader as a student, the codec loads, every plot is a PNG, every
 experiment has its rows.
 """
 
@@ -149,4 +153,6 @@ def test_quick_run_teacher_learns_on_held_out_combinations(quick_run):
     results = json.loads((quick_run / "results.json").read_text())["teacher_vs_untrained"]
     trained = results["teacher_sft"]["heldout_flow_loss"]
     untrained = results["untrained"]["heldout_flow_loss"]
-    assert trained < 0.7 * untrained, (trained, untrained)
+    zero = results["zero_velocity"]["heldout_flow_loss"]
+    assert trained < 0.6 * untrained, (trained, untrained)
+    assert trained < zero, (trained, zero)

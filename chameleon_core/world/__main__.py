@@ -17,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="results folder (resumable: finished stages are skipped)")
     run.add_argument("--quick", action="store_true", help="the CI size: about two minutes on two cores")
     run.add_argument("--seed", type=int, default=0, help="seed of the data, the initial weights and the sampling")
+    run.add_argument("--codec", default=None,
+                     help="use this world codec file (written by chameleon_core.world.train_codec) instead of training "
+                          "one in the run")
     run.add_argument("--threads", type=int, default=1,
                      help="torch intra-op threads (default 1: the tiny model gains little from more, and on a shared "
                           "machine spin-waiting threads slow it down)")
@@ -34,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"--threads must be at least 1, got {args.threads}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    results = run_pipeline(args.out, quick=args.quick, seed=args.seed)
+    results = run_pipeline(args.out, quick=args.quick, seed=args.seed, codec=args.codec)
     logging.getLogger(__name__).info("done in %.0f s; results in %s/results.json and report.md", results["wall_s"],
                                      args.out)
     return 0

@@ -108,7 +108,7 @@ QUICK = Plan(
     quick=True, train_samples=32, test_samples=4, codec_steps=0, model=ModelPlan(dim=128, ffn_dim=256, num_layers=2),
     batch=8, sft_steps=80, sft_lr=1e-3, forcing_steps=10, forcing_lr=1e-4,
     dmd_iterations=5, dmd_batch=2, dmd_lr=2e-5, dmd_critic_lr=1e-4, dmd_critic_per_generator=5,
-    eval_samples=4, stream_samples=2, long_samples=1, teacher_steps=10, long_factor=2, switch_variants=("all", "no_withdraw", "restart"),
+    eval_samples=4, stream_samples=1, long_samples=1, teacher_steps=8, long_factor=2, switch_variants=("all", "no_withdraw", "restart"),
 )
 
 
@@ -336,8 +336,27 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform()}
 
 
-def run_pipeline(out: str | Path, *, quick: bool = False, seed: int = 0, plan: Plan | None = None) -> dict[str, Any]:
-    """Run everything (see the module docstring) into ``out``; returns the results (also ``out/results.json``)."""
+def use_codec(source: Path, layout: Layout, *, size: int, frames: int, seed: int) -> dict[str, Any]:
+    """Copy a codec trained elsewhere into the run (instead of training one) and measure its held-out PSNR as
+    :func:`~chameleon_core.world.train_codec` reports it."""
+    import shutil
+
+    from .codec import codec_psnr, load_codec, world_clips
+
+    if not source.is_file():
+        raise FileNotFoundError(f"--codec {source}: no such file; pass a codec written by train_codec (save_vae)")
+    layout.codec.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, layout.codec)
+    vae = load_codec(layout.codec)
+    test = world_clips(8, "test", size=size, frames=frames, seed=seed * 100_003 + 50_000)
+    return {"path": str(layout.codec), "source": str(source), "psnr_test": codec_psnr(vae, test),
+            "note": "trained outside this run (--codec)"}
+
+
+def run_pipeline(out: str | Path, *, quick: bool = False, seed: int = 0, plan: Plan | None = None,
+                 codec: str | Path | None = None) -> dict[str, Any]:
+    """Run everything (see the module docstring) into ``out``; returns the results (also ``out/results.json``).
+    ``codec``: use this codec file instead of training one."""
     from chameleon_core import world
 
     from . import experiments
@@ -359,6 +378,9 @@ def run_pipeline(out: str | Path, *, quick: bool = False, seed: int = 0, plan: P
         report_path = layout.codec.with_suffix(".json")
         if layout.codec.is_file() and report_path.is_file():
             codec_report = json.loads(report_path.read_text())
+        elif codec is not None:
+            codec_report = use_codec(Path(codec), layout, size=size, frames=frames, seed=seed)
+            report_path.write_text(json.dumps(codec_report, indent=1, default=str))
         else:
             layout.codec.parent.mkdir(parents=True, exist_ok=True)
             codec_report = world.train_codec(layout.codec, quick=plan.quick, seed=seed,
@@ -383,7 +405,7 @@ def run_pipeline(out: str | Path, *, quick: bool = False, seed: int = 0, plan: P
 
     results.update({
         "command": f"python -m chameleon_core.world run --out {out}" + (" --quick" if quick else "")
-                   + (f" --seed {seed}" if seed else ""),
+                   + (f" --seed {seed}" if seed else "") + (f" --codec {codec}" if codec else ""),
         "plan": asdict(plan),
         "model_config": asdict(config),
         "codec": codec_report,
