@@ -243,6 +243,8 @@ def render(sample: WorldSample, *, size: int = SIZE, frames: int = FRAMES, garme
         raise ValueError(f"frames must be positive (4k+1 for the codec), got {frames}")
     if (switch_to is None) != (switch_frame is None):
         raise ValueError("a switch needs both switch_to (the new garment) and switch_frame (its first frame)")
+    if switch_frame is not None and not 0 <= switch_frame <= frames:
+        raise ValueError(f"switch_frame must be in 0..{frames} for a {frames}-frame clip, got {switch_frame}")
     first = garment or sample.garment
     out_rgb, out_labels = [], []
     for t in range(frames):
