@@ -21,6 +21,12 @@ because a stream past the training clip need not move exactly as the ground trut
 cover other pixels): the **target share** (:func:`garment_shares`: among the pixels whose nearest world colour is a
 garment colour or its pattern shade, the fraction of the target garment's colour; the **old share** is the same for
 the garment before a switch) and the palette reward (:class:`~chameleon_core.world.reward.PaletteReward`).
+
+And one metric in latent space, which does not depend on how well the codec decodes: the **garment projection**
+(:func:`garment_projection`). The ground truth is encoded twice with the codec, wearing the target garment
+(``z_right``) and wearing the other garment (``z_wrong``: the reference's garment, or before a switch the old one),
+same person, same motion; the generated latents ``z`` are projected on the difference,
+``<z - z_wrong, z_right - z_wrong> / |z_right - z_wrong|^2``: 1 = the target garment, 0 = the other one.
 """
 
 from __future__ import annotations
@@ -254,8 +260,10 @@ def mean_of(rows: Sequence[dict[str, float]]) -> dict[str, float]:
 # -------------------------------------------------------------------------------------------------------------------
 
 
-def teacher_clip(model, s: EvalSample, codec, *, steps: int, cfg: float, seed: int) -> tuple[torch.Tensor, float]:
-    """The bidirectional teacher's clip (UniPC, shift 5) decoded with the codec; returns (video, backbone seconds)."""
+def teacher_clip(model, s: EvalSample, codec, *, steps: int, cfg: float, seed: int
+                 ) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """The bidirectional teacher's clip (UniPC, shift 5) decoded with the codec; returns (video, backbone seconds,
+    model-space latents)."""
     from chameleon_core.decoding import decode_chunks
     from chameleon_core.samplers import sample_teacher
 
@@ -266,7 +274,22 @@ def teacher_clip(model, s: EvalSample, codec, *, steps: int, cfg: float, seed: i
                                  latent_frames=latent_frames, steps=steps, cfg=cfg, shift=5.0, seed=seed)
         seconds = time.perf_counter() - t0
         pixels = torch.cat(list(decode_chunks(codec, latents, CHUNK, family=model.config.latent)), dim=2)
-    return to_video(pixels), seconds
+    return to_video(pixels), seconds, latents
+
+
+def encode_truth(codec, frames: torch.Tensor) -> torch.Tensor:
+    """Ground-truth frames ``[T, H, W, 3]`` in 0..1 -> model-space latents ``[1, C, T', h, w]`` (whole-clip encode)."""
+    from chameleon_core.latents import WAN22
+
+    with torch.no_grad():
+        raw = codec.encode((frames.permute(3, 0, 1, 2)[None] * 2 - 1).to(codec.device, codec.dtype))
+    return WAN22.to_model_space(raw.float()).cpu()
+
+
+def garment_projection(z: torch.Tensor, right: torch.Tensor, wrong: torch.Tensor) -> float:
+    """``<z - wrong, right - wrong> / |right - wrong|^2`` over all elements: 1 = ``right``, 0 = ``wrong``."""
+    d = (right - wrong).flatten().double()
+    return float(torch.dot((z - wrong).flatten().double(), d) / torch.dot(d, d).clamp(min=1e-12))
 
 
 def stream_settings(clip_latent_frames: int) -> StreamSettings:
@@ -289,6 +312,11 @@ def stream_clip(model, s: EvalSample, codec, *, chunks: int, seed: int, timeline
     return to_video(torch.cat([c.pixels for c in out], dim=2)), out
 
 
+def session_latents(chunks: list) -> torch.Tensor:
+    """The clean model-space latents of a session's chunks, ``[1, C, T, h, w]``."""
+    return torch.cat([c.latents for c in chunks], dim=2)
+
+
 # -------------------------------------------------------------------------------------------------------------------
 # The experiments
 # -------------------------------------------------------------------------------------------------------------------
@@ -305,18 +333,18 @@ def teacher_vs_untrained(samples, codec, teacher, untrained, plan: Plan, seed: i
     examples: dict[str, torch.Tensor] = {}
     for i, s in enumerate(samples):
         truth = render(s.sample, frames=s.clip_frames)
-        for name, model in (("teacher_sft", teacher), ("untrained", untrained)):
-            video, _ = teacher_clip(model, s, codec, steps=plan.teacher_steps, cfg=plan.teacher_cfg, seed=seed + i)
-            rows[name].append(clip_scores(video, s, truth))
-            examples.setdefault(name, video)
         gt = truth.float_frames()
-        with torch.no_grad():
-            raw = codec.encode((gt.permute(3, 0, 1, 2)[None] * 2 - 1).to(codec.dtype))
-            ceiling = to_video(torch.cat(list(decode_chunks(codec, WAN22.to_model_space(raw.float()), CHUNK,
-                                                            family=WAN22)), dim=2))
-        rows["codec_ceiling"].append(clip_scores(ceiling, s, truth))
         wrong = render(s.sample, frames=s.clip_frames, garment=s.sample.reference_garment).float_frames()
-        rows["ignores_garment"].append(clip_scores(wrong, s, truth))
+        z_right, z_wrong = encode_truth(codec, gt), encode_truth(codec, wrong)
+        for name, model in (("teacher_sft", teacher), ("untrained", untrained)):
+            video, _, z = teacher_clip(model, s, codec, steps=plan.teacher_steps, cfg=plan.teacher_cfg, seed=seed + i)
+            rows[name].append({**clip_scores(video, s, truth), "garment_projection": garment_projection(z, z_right,
+                                                                                                        z_wrong)})
+            examples.setdefault(name, video)
+        with torch.no_grad():
+            ceiling = to_video(torch.cat(list(decode_chunks(codec, z_right, CHUNK, family=WAN22)), dim=2))
+        rows["codec_ceiling"].append({**clip_scores(ceiling, s, truth), "garment_projection": 1.0})
+        rows["ignores_garment"].append({**clip_scores(wrong, s, truth), "garment_projection": 0.0})
         examples.setdefault("ground_truth", gt)
     summary = {k: mean_of(v) for k, v in rows.items()}
     for name, model in (("teacher_sft", teacher), ("untrained", untrained)):
@@ -334,13 +362,18 @@ def student_vs_teacher(samples, codec, teacher, students: dict, plan: Plan, seed
     examples: dict[str, torch.Tensor] = {}
     for i, s in enumerate(samples):
         truth = render(s.sample, frames=s.clip_frames)
+        wrong = render(s.sample, frames=s.clip_frames, garment=s.sample.reference_garment).float_frames()
+        z_right, z_wrong = encode_truth(codec, truth.float_frames()), encode_truth(codec, wrong)
         latent_frames = teacher.config.latent.latent_frames(s.clip_frames)
-        video, sec = teacher_clip(teacher, s, codec, steps=plan.teacher_steps, cfg=plan.teacher_cfg, seed=seed + i)
-        rows["teacher_sft"].append(clip_scores(video, s, truth))
+        video, sec, z = teacher_clip(teacher, s, codec, steps=plan.teacher_steps, cfg=plan.teacher_cfg, seed=seed + i)
+        rows["teacher_sft"].append({**clip_scores(video, s, truth),
+                                    "garment_projection": garment_projection(z, z_right, z_wrong)})
         seconds["teacher_sft"].append(sec)
         for name, model in students.items():
             video, chunks = stream_clip(model, s, codec, chunks=latent_frames // CHUNK, seed=seed + i)
-            rows[name].append(clip_scores(video, s, truth))
+            z = session_latents(chunks)
+            rows[name].append({**clip_scores(video, s, truth),
+                               "garment_projection": garment_projection(z, z_right, z_wrong)})
             seconds[name].append(sum(c.backbone_seconds for c in chunks))
             examples.setdefault(name, video)
     summary = {k: {**mean_of(v), "backbone_seconds_per_clip": statistics.fmean(seconds[k])} for k, v in rows.items()}
@@ -360,11 +393,16 @@ SWITCH_FLAGS = {
 """The garment-switch variants: :class:`~chameleon_core.session.GarmentSwitch` flags (defaults: all on)."""
 
 
-def switch_latency(series: list[dict], switch_chunk: int) -> int | None:
-    """Chunks after the switch until the new garment's colour outweighs the old one's (target share > old share)
-    in a chunk: 0 = already in the first chunk after the switch; None = not within the stream."""
+def switch_latency(series: list[dict], switch_chunk: int, key: str = "target_share") -> int | None:
+    """Chunks after the switch until the new garment outweighs the old one in a chunk: ``target_share > old_share``
+    (pixels), or with ``key="garment_projection"`` a projection above 0.5 (latents). 0 = already in the first chunk
+    after the switch; None = not within the stream."""
     for k, row in enumerate(series[switch_chunk:]):
-        if not math.isnan(row["target_share"]) and row["target_share"] > row.get("old_share", 0.0):
+        value = row.get(key, math.nan)
+        if math.isnan(value):
+            continue
+        if (key == "garment_projection" and value > 0.5) or (key != "garment_projection" and value > row.get(
+                "old_share", 0.0)):
             return k
     return None
 
@@ -390,16 +428,20 @@ def switching(samples, codec, student, plan: Plan, seed: int) -> tuple[dict, dic
         switch_frame = ranges[switch_chunk].start
         new = s.meta["switch_garment"]
         targets = [s.sample.garment] * switch_chunk + [new] * (chunks - switch_chunk)
+        # Latent references: the whole stream's ground truth wearing only the new / only the old garment.
+        z_new, z_old = (encode_truth(codec, render(s.sample, frames=ranges[-1].stop, motion_frames=s.clip_frames,
+                                                   garment=g).float_frames()) for g in (new, s.sample.garment))
         for variant in plan.switch_variants:
             video_ranges = ranges
             if variant == "restart":
                 # A new stream (and a new decode: its first chunk is 3 frames shorter) from the switch on.
-                first, _ = stream_clip(student, s, codec, chunks=switch_chunk, seed=seed + i)
+                first, out1 = stream_clip(student, s, codec, chunks=switch_chunk, seed=seed + i)
                 size = (first.shape[2], first.shape[1])
                 new_latent = encode_condition(codec, student.config.latent, garment_image(new), garment=True, size=size)
-                second, _ = stream_clip(student, s, codec, chunks=chunks - switch_chunk, seed=seed + i + 1000,
-                                        garment=new_latent)
+                second, out2 = stream_clip(student, s, codec, chunks=chunks - switch_chunk, seed=seed + i + 1000,
+                                           garment=new_latent)
                 video = torch.cat([first, second])
+                z = torch.cat([session_latents(out1), session_latents(out2)], dim=2)
                 second_ranges = chunk_frame_ranges((chunks - switch_chunk) * CHUNK)
                 video_ranges = ranges[:switch_chunk] + [range(r.start + switch_frame, r.stop + switch_frame)
                                                         for r in second_ranges]
@@ -409,10 +451,14 @@ def switching(samples, codec, student, plan: Plan, seed: int) -> tuple[dict, dic
                 video, out = stream_clip(student, s, codec, chunks=chunks, seed=seed + i,
                                          timeline=[TimedSwitch(switch_chunk, event)])
                 seconds = out[switch_chunk].switches[0].seconds
+                z = session_latents(out)
             # The ground truth: the motion continued past the clip (one cycle per training clip), switched.
             truth = render(s.sample, frames=video.shape[0], motion_frames=s.clip_frames, switch_to=new,
                            switch_frame=switch_frame)
             per_chunk = chunk_series(video, truth, ranges=video_ranges, targets=targets, old=s.sample.garment)
+            for k, row in enumerate(per_chunk):  # 1 = the new garment, 0 = the old one
+                sl = slice(k * CHUNK, (k + 1) * CHUNK)
+                row["garment_projection"] = garment_projection(z[:, :, sl], z_new[:, :, sl], z_old[:, :, sl])
             after = per_chunk[switch_chunk:]
             rows[variant].append({
                 "garment_accuracy_after": statistics.fmean(r["garment_accuracy"] for r in after),
@@ -424,7 +470,13 @@ def switching(samples, codec, student, plan: Plan, seed: int) -> tuple[dict, dic
                 "identity_error_after": after[0]["identity_error"],
                 "switch_cut": switch_cut(video, switch_frame, keep=truth.labels != GARMENT_LABEL),
                 "motion_agreement": motion_agreement(video, truth.float_frames(), BACKGROUND[s.sample.identity.background]),
-                "latency_chunks": _latency_value(switch_latency(per_chunk, switch_chunk), chunks - switch_chunk),
+                "garment_projection_before": statistics.fmean(r["garment_projection"] for r in per_chunk[:switch_chunk]),
+                "garment_projection_after": statistics.fmean(r["garment_projection"] for r in after),
+                "garment_projection_first_chunk": after[0]["garment_projection"],
+                "latency_chunks": _latency_value(switch_latency(per_chunk, switch_chunk, "garment_projection"),
+                                                 chunks - switch_chunk),
+                "latency_chunks_pixels": _latency_value(switch_latency(per_chunk, switch_chunk),
+                                                        chunks - switch_chunk),
                 "switch_seconds": seconds,
             })
             series[variant].append(per_chunk)
@@ -459,16 +511,23 @@ def long_stream(samples, codec, student, plan: Plan, seed: int) -> tuple[dict, l
     for i, s in enumerate(samples):
         latent_clip = student.config.latent.latent_frames(s.clip_frames)
         chunks = plan.long_factor * latent_clip // CHUNK
-        video, _ = stream_clip(student, s, codec, chunks=chunks, seed=seed + i)
+        video, out = stream_clip(student, s, codec, chunks=chunks, seed=seed + i)
         truth = render(s.sample, frames=video.shape[0], motion_frames=s.clip_frames)
-        runs.append(chunk_series(video, truth, ranges=chunk_frame_ranges(chunks * CHUNK),
-                                 targets=[s.sample.garment] * chunks))
+        rows = chunk_series(video, truth, ranges=chunk_frame_ranges(chunks * CHUNK), targets=[s.sample.garment] * chunks)
+        z = session_latents(out)
+        z_right = encode_truth(codec, truth.float_frames())
+        z_wrong = encode_truth(codec, render(s.sample, frames=video.shape[0], motion_frames=s.clip_frames,
+                                             garment=s.sample.reference_garment).float_frames())
+        for k, row in enumerate(rows):  # 1 = the stream's garment, 0 = the reference image's garment
+            sl = slice(k * CHUNK, (k + 1) * CHUNK)
+            row["garment_projection"] = garment_projection(z[:, :, sl], z_right[:, :, sl], z_wrong[:, :, sl])
+        runs.append(rows)
         if example is None:
             example = video
     mean_series = [mean_of([run[k] for run in runs]) for k in range(len(runs[0]))]
     clip_chunks = len(mean_series) // plan.long_factor
     first, last = mean_series[:clip_chunks], mean_series[-clip_chunks:]
-    keys = ("garment_accuracy", "identity_error", "target_share", "reward")
+    keys = ("garment_projection", "garment_accuracy", "identity_error", "target_share", "reward")
     drift = {k: {"first_clip": _nanmean(r[k] for r in first), "last_clip": _nanmean(r[k] for r in last)}
              for k in keys}
     for k in keys:

@@ -443,7 +443,7 @@ def markdown_table(rows: dict[str, dict], keys: list[str], first: str = "") -> s
 
 def report_markdown(results: dict[str, Any]) -> str:
     """The results as markdown tables (``report.md``; the write-up in docs/experiments/ quotes them)."""
-    clip = ["garment_accuracy", "garment_colour", "garment_pattern", "identity_error", "motion_agreement",
+    clip = ["garment_projection", "garment_accuracy", "garment_colour", "garment_pattern", "identity_error", "motion_agreement",
             "temporal_jitter", "pixel_mse", "reward"]
     parts = [
         "# World experiments: results", "",
@@ -457,10 +457,12 @@ def report_markdown(results: dict[str, Any]) -> str:
         markdown_table(results["student_vs_teacher"], [*clip, "backbone_seconds_per_clip", "speedup_vs_teacher"],
                        "model"), "",
         "## 3. Garment switching", "",
+        markdown_table(results["switching"], ["garment_projection_before", "garment_projection_first_chunk",
+                                              "garment_projection_after", "latency_chunks"], "variant"), "",
         markdown_table(results["switching"], ["garment_colour_after", "garment_accuracy_after", "target_share_after",
-                                              "leakage", "old_share_after", "identity_error_before",
-                                              "identity_error_after", "switch_cut", "motion_agreement",
-                                              "latency_chunks", "switch_seconds"], "variant"), "",
+                                              "leakage", "old_share_after", "latency_chunks_pixels"], "variant"), "",
+        markdown_table(results["switching"], ["identity_error_before", "identity_error_after", "switch_cut",
+                                              "motion_agreement", "switch_seconds"], "variant"), "",
         "## 4. Long stream", "",
         markdown_table(results["long_stream"], ["first_clip", "last_clip", "change"], "metric"), "",
         "Plots: " + ", ".join(f"[{p}](plots/{p})" for p in results.get("plots", [])), "",

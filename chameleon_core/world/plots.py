@@ -118,14 +118,15 @@ def write_all(folder: Path, *, ex1: dict, ex2: dict, ex3: dict, ex4: torch.Tenso
     videos = {k: v for k, v in ex3.items() if k != "switch_frame"}
     written.append(frame_strip(folder / "switch_strip.png", videos, sorted(set(around)), marker=switch_frame))
     n_before = len(next(iter(switch_series.values()))) // 2  # the switch comes halfway (experiments.switching)
-    for key, label in (("target_share", "new garment's share of garment-coloured pixels"),
+    for key, label in (("garment_projection", "garment projection in latent space (1 new, 0 old)"),
+                       ("target_share", "new garment's share of garment-coloured pixels"),
                        ("old_share", "old garment's share of garment-coloured pixels"),
                        ("garment_accuracy", "garment accuracy vs the garment worn (GT mask)"),
                        ("identity_error", "identity error (GT regions)")):
         series = {v: [row.get(key, math.nan) for row in rows] for v, rows in switch_series.items()}
         written.append(line_plot(folder / f"switch_{key}.png", series, title=f"{label}; switch before chunk {n_before}",
                                  xlabel="chunk", ylabel=key, vline=n_before - 0.5))
-    for key in ("garment_accuracy", "target_share", "identity_error", "reward"):
+    for key in ("garment_projection", "garment_accuracy", "target_share", "identity_error", "reward"):
         written.append(line_plot(folder / f"long_{key}.png", {"student": [r.get(key, math.nan) for r in long_series]},
                                  title=f"long stream: {key} per chunk (training clip = {clip_chunks} chunks)",
                                  xlabel="chunk", ylabel=key))
