@@ -168,17 +168,28 @@ class Layout:
 
 @dataclass
 class Timings:
-    """Wall seconds per stage, in the order they ran."""
+    """Wall seconds per stage, summed over the invocations of a resumed run (kept in ``<run>/timings.json``)."""
 
+    path: Path
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Timings:
+        return cls(path, json.loads(path.read_text()) if path.is_file() else {})
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         logger.info("== %s", name)
         t0 = time.perf_counter()
         yield
-        self.seconds[name] = round(time.perf_counter() - t0, 1)
-        logger.info("== %s done in %.1f s", name, self.seconds[name])
+        elapsed = time.perf_counter() - t0
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + elapsed, 1)
+        self.path.write_text(json.dumps(self.seconds, indent=1))
+        logger.info("== %s done in %.1f s (%.1f s in all)", name, elapsed, self.seconds[name])
+
+    @property
+    def total(self) -> float:
+        return round(sum(self.seconds.values()), 1)
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -364,8 +375,9 @@ def run_pipeline(out: str | Path, *, quick: bool = False, seed: int = 0, plan: P
     plan = plan or plan_for(quick)
     layout = Layout(Path(out))
     layout.root.mkdir(parents=True, exist_ok=True)
-    timings = Timings()
-    t_start = time.perf_counter()
+    timings = Timings.load(layout.root / "timings.json")
+    if "experiments" in timings.seconds:  # a finished run scored again: its experiments time is this run's alone
+        del timings.seconds["experiments"]
     size, frames = world.SIZE, world.FRAMES
 
     with timings.stage("world"):
@@ -410,7 +422,7 @@ def run_pipeline(out: str | Path, *, quick: bool = False, seed: int = 0, plan: P
         "model_config": asdict(config),
         "codec": codec_report,
         "timings_s": timings.seconds,
-        "wall_s": round(time.perf_counter() - t_start, 1),
+        "wall_s": timings.total,
         "machine": machine(),
         "files": {"student": str(layout.student), "teacher": str(layout.teacher), "codec": str(layout.codec)},
     })
