@@ -322,6 +322,13 @@ def session_latents(chunks: list) -> torch.Tensor:
 # -------------------------------------------------------------------------------------------------------------------
 
 
+def _samples(samples: Sequence[EvalSample], desc: str):
+    """``enumerate(samples)`` with a progress bar on a terminal."""
+    from .pipeline import progress
+
+    return enumerate(progress(samples, desc))
+
+
 def teacher_vs_untrained(samples, codec, teacher, untrained, plan: Plan, seed: int) -> tuple[dict, dict]:
     """Experiment 1; returns (summary per model, one example video per model for the strips)."""
     from chameleon_core.decoding import decode_chunks
@@ -331,7 +338,7 @@ def teacher_vs_untrained(samples, codec, teacher, untrained, plan: Plan, seed: i
 
     rows: dict[str, list] = {"teacher_sft": [], "untrained": [], "codec_ceiling": [], "ignores_garment": []}
     examples: dict[str, torch.Tensor] = {}
-    for i, s in enumerate(samples):
+    for i, s in _samples(samples, "teacher vs untrained"):
         truth = render(s.sample, frames=s.clip_frames)
         gt = truth.float_frames()
         wrong = render(s.sample, frames=s.clip_frames, garment=s.sample.reference_garment).float_frames()
@@ -360,7 +367,7 @@ def student_vs_teacher(samples, codec, teacher, students: dict, plan: Plan, seed
     rows: dict[str, list] = {"teacher_sft": [], **{k: [] for k in students}}
     seconds: dict[str, list[float]] = {k: [] for k in rows}
     examples: dict[str, torch.Tensor] = {}
-    for i, s in enumerate(samples):
+    for i, s in _samples(samples, "student vs teacher"):
         truth = render(s.sample, frames=s.clip_frames)
         wrong = render(s.sample, frames=s.clip_frames, garment=s.sample.reference_garment).float_frames()
         z_right, z_wrong = encode_truth(codec, truth.float_frames()), encode_truth(codec, wrong)
@@ -420,7 +427,7 @@ def switching(samples, codec, student, plan: Plan, seed: int) -> tuple[dict, dic
     rows: dict[str, list] = {v: [] for v in plan.switch_variants}
     series: dict[str, list] = {v: [] for v in plan.switch_variants}
     examples: dict[str, Any] = {}
-    for i, s in enumerate(samples):
+    for i, s in _samples(samples, "switching"):
         latent_clip = student.config.latent.latent_frames(s.clip_frames)
         clip_chunks = latent_clip // CHUNK
         chunks, switch_chunk = 2 * clip_chunks, clip_chunks
@@ -508,7 +515,7 @@ def long_stream(samples, codec, student, plan: Plan, seed: int) -> tuple[dict, l
 
     runs = []
     example = None
-    for i, s in enumerate(samples):
+    for i, s in _samples(samples, "long stream"):
         latent_clip = student.config.latent.latent_frames(s.clip_frames)
         chunks = plan.long_factor * latent_clip // CHUNK
         video, out = stream_clip(student, s, codec, chunks=chunks, seed=seed + i)

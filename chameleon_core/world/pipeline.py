@@ -215,7 +215,7 @@ def prepare_cache(csv: Path, out: Path, *, codec: Path, text: Callable[[list[str
     (out / ITEMS).mkdir(parents=True, exist_ok=True)
     vae = load_vae(codec, device="cpu", dtype=torch.float32)
     rows = read_train_csv(csv)
-    for row in _progress(rows, f"prepare {csv.stem}"):
+    for row in progress(rows, f"prepare {csv.stem}"):
         target = out / ITEMS / f"{row.key}.safetensors"
         if target.is_file():
             continue
@@ -225,7 +225,7 @@ def prepare_cache(csv: Path, out: Path, *, codec: Path, text: Callable[[list[str
                                 "frames": frames, "width": size, "height": size, "csv": str(csv)})
 
 
-def _progress(items, desc: str):
+def progress(items, desc: str):
     """A progress bar on a terminal (tqdm), the plain iterable otherwise."""
     import sys
 
