@@ -95,7 +95,7 @@ def codec_psnr(vae: WanVAE, videos: torch.Tensor) -> float:
 
 def train_codec(out: str | Path, *, steps: int = 1500, quick: bool = False, size: int = SIZE, frames: int = FRAMES,
                 seed: int = 0, batch: int = 2, lr: float = 2e-3, pool: int = 96, threads: int | None = None,
-                max_seconds: float | None = 600.0) -> dict:
+                max_seconds: float | None = 600.0, init: str | Path | None = None) -> dict:
     """Train the codec on ``train``-split clips and save it with ``save_vae`` at ``out`` (a ``.safetensors`` path).
 
     ``quick`` trains at most :data:`QUICK_STEPS` steps and 30 s on a pool of 8 clips and measures PSNR on 1 (for
@@ -105,7 +105,7 @@ def train_codec(out: str | Path, *, steps: int = 1500, quick: bool = False, size
     budget for the training loop; 10 minutes by default, None for none) the run ends early but still anneals. Returns
     ``{"path", "psnr_test", "psnr_train", "latent_std", "steps", "seconds", "config"}``:
     PSNR (dB) on 8 held-out ``test`` clips of ``frames`` frames (and on 8 training clips), the std of the test
-    clips' normalised latents.
+    clips' normalised latents. ``init``: a codec file to continue training from (same config).
     """
     from chameleon_core.checkpoints import save_vae
 
@@ -118,6 +118,8 @@ def train_codec(out: str | Path, *, steps: int = 1500, quick: bool = False, size
     start = time.monotonic()
     torch.manual_seed(seed)
     vae = build_vae(CODEC_CONFIG, seed=seed)
+    if init is not None:
+        vae.model.load_state_dict(load_codec(init).model.state_dict())
     model = vae.model.train().requires_grad_(True)
     data = world_clips(pool, "train", size=size, frames=frames, seed=seed * 100_003)
     gen = torch.Generator().manual_seed(seed)
@@ -210,10 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=600.0, help="wall-clock budget of the training loop")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a smoke run (20 steps / 30 s at most)")
+    p.add_argument("--init", type=Path, default=None, help="a codec file to continue training from")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     report = train_codec(args.out, steps=args.steps, quick=args.quick, seed=args.seed,
-                         max_seconds=args.max_seconds or None)
+                         max_seconds=args.max_seconds or None, init=args.init)
     print(json.dumps(report, indent=1))
     return 0
 
