@@ -14,6 +14,16 @@ training (reparameterisation); encoding returns its mean, as ComfyUI's does. The
 step with the same causal caches as inference (``encode_step`` / ``decode_step``), so training and streaming see
 the same network. Reconstruction PSNR is measured on held-out (``test``) clips with :meth:`WanVAE.encode` /
 :meth:`WanVAE.decode`.
+
+Measured (shared 2-core machine, other jobs running): 341 steps of batch 2 in 43 minutes (about 8 s a step at load
+12, 2 s at load 6) reach 15.7 dB held-out PSNR (16.0 dB on training clips), normalised latent std 1.11. On its
+reconstructions of held-out ground truth the world metrics read garment colour 0.22, pattern 0.42, identity error
+0.23: the ceiling of any pipeline run on this codec. **Not usable yet.** The loss was still falling; fallbacks, in
+order: (1) train longer (``init=`` / ``--init`` continues a run); (2) a Wan2.2-architecture codec with 8x spatial
+compression (three stages, 48 channels: 8 x 8 latents at 64 x 64, 16x instead of 64x compression), which needs the
+core to accept a VAE whose geometry is not a released one (``WanVAE.family`` refuses it today); (3) a codec with the
+same interface that is not learned, e.g. a closed-form linear (PCA) map per 16 x 16 x 4-frame block. A truly exact
+(lossless) codec with this interface cannot exist: 48 numbers per 3072 pixel values.
 """
 
 from __future__ import annotations
