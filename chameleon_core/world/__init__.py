@@ -7,8 +7,8 @@ Fixed choices (the pipeline depends on them):
   The codec is a Wan2.2-architecture VAE (16x spatial, 4x temporal, 48 latent channels), so a clip is a latent
   ``[48, 9, 4, 4]``: 9 latent frames = three chunks of 3. The reference and garment images are 64 x 64 too.
 - Colours are exact: no antialiasing, so every pixel has one label and the masks partition the frame.
-- **Codec status:** the trained codec is not usable yet (15.7 dB held-out PSNR after 341 steps; see
-  :mod:`.codec` for the numbers and the fallbacks proposed).
+- **Codec status:** the trained codec is not usable yet (16.3 dB held-out PSNR after 3341 steps; see
+  :mod:`.codec` for the numbers, the likely cause and the fallbacks proposed).
 
 Attributes (:mod:`.catalog`): identity (skin, hair colour, face shape, body build, background), garment (kind
 ``shirt``/``dress``, colour, pattern ``plain``/``stripes``/``checks``/``dots``, sleeves

@@ -15,14 +15,18 @@ step with the same causal caches as inference (``encode_step`` / ``decode_step``
 the same network. Reconstruction PSNR is measured on held-out (``test``) clips with :meth:`WanVAE.encode` /
 :meth:`WanVAE.decode`.
 
-Measured (shared 2-core machine, other jobs running): 341 steps of batch 2 in 43 minutes (about 8 s a step at load
-12, 2 s at load 6) reach 15.7 dB held-out PSNR (16.0 dB on training clips), normalised latent std 1.11. On its
-reconstructions of held-out ground truth the world metrics read garment colour 0.22, pattern 0.42, identity error
-0.23: the ceiling of any pipeline run on this codec. **Not usable yet.** The loss was still falling; fallbacks, in
-order: (1) train longer (``init=`` / ``--init`` continues a run); (2) a Wan2.2-architecture codec with 8x spatial
-compression (three stages, 48 channels: 8 x 8 latents at 64 x 64, 16x instead of 64x compression), which needs the
-core to accept a VAE whose geometry is not a released one (``WanVAE.family`` refuses it today); (3) a codec with the
-same interface that is not learned, e.g. a closed-form linear (PCA) map per 16 x 16 x 4-frame block. A truly exact
+Measured (shared 2-core machine, other jobs running; 0.2-0.3 s a step when it was quiet, up to 8 s under load):
+341 steps reached 15.7 dB held-out PSNR; continued 3000 more (``--init``, 19 minutes) 16.3 dB (17.0 dB on training
+clips; normalised latent std 0.76), while the training loss on 5-frame windows reads about 21 dB. On its
+reconstructions of 8 held-out clips the world metrics read garment colour 0.45, pattern 0.46, identity error 0.16,
+motion correct 0.38: the ceiling of any pipeline run on this codec. **Not usable yet.** The gap between the 5-frame
+training loss and the 33-frame PSNR points at :data:`TRAIN_FRAMES`: 5-frame windows train only the first causal
+step and one step after it, never a step whose caches come from a non-first step, which every later step of a
+33-frame clip is; training on 9- or 13-frame windows is the first thing to try. Other fallbacks, in order: (2) a
+Wan2.2-architecture codec with 8x spatial compression (three stages, 48 channels: 8 x 8 latents at 64 x 64, 16x
+instead of 64x compression), which needs the core to accept a VAE whose geometry is not a released one
+(``WanVAE.family`` refuses it today); (3) a codec with the same interface that is not learned, e.g. a closed-form
+linear (PCA) map per 16 x 16 x 4-frame block. A truly exact
 (lossless) codec with this interface cannot exist: 48 numbers per 3072 pixel values.
 """
 
