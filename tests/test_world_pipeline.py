@@ -1,6 +1,6 @@
 """The miniature pipeline on the synthetic world: the ``--quick`` run end to end, and its pieces on known cases.
 
-``test_quick_run_*`` run ``python -m chameleon_core.world run --quick`` once, in-process (world -> codec -> prepare
+``test_quick_run_*`` run ``python -m chameleon_core.training.world run --quick`` once, in-process (world -> codec -> prepare
 -> SFT -> teacher forcing -> GR-DMD -> streams with switches -> metrics and plots; 200 s on the two cores shared with
 other jobs, load ~10; about a minute on an idle machine), and assert only what that size can honestly show. At the
 quick size (a 30-second codec at ~13 dB PSNR, 80 SFT steps on 32 clips) no garment is visible in decoded frames, so
@@ -32,14 +32,14 @@ import pytest
 import torch
 from PIL import Image
 
-from chameleon_core.world import pipeline
-from chameleon_core.world.experiments import (
+from chameleon_core.training.world import pipeline
+from chameleon_core.training.world.experiments import (
     chunk_frame_ranges,
     garment_shares,
     switch_latency,
 )
-from chameleon_core.world.plots import frame_strip, line_plot
-from chameleon_core.world.reward import PaletteReward, world_palette
+from chameleon_core.training.world.plots import frame_strip, line_plot
+from chameleon_core.training.world.reward import PaletteReward, world_palette
 
 
 @pytest.fixture(autouse=True)
@@ -121,7 +121,7 @@ def test_stage_configs_are_valid_training_configs(tmp_path):
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    from chameleon_core.world.__main__ import main
+    from chameleon_core.training.world.__main__ import main
 
     out = tmp_path_factory.mktemp("world_quick")
     assert main(["--log-level", "WARNING", "run", "--out", str(out), "--quick"]) == 0

@@ -1,5 +1,5 @@
-"""``python -m chameleon_core.world run --out DIR [--quick] [--seed S]``: the whole pipeline in miniature
-(:mod:`chameleon_core.world.pipeline`)."""
+"""``python -m chameleon_core.training.world run --out DIR [--quick] [--seed S]``: the whole pipeline in miniature
+(:mod:`chameleon_core.training.world.pipeline`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m chameleon_core.world", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m chameleon_core.training.world", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="world -> codec -> sft -> forcing -> GR-DMD -> streams, switches, metrics, plots")

@@ -20,7 +20,7 @@ leakage, identity error, motion agreement, temporal jitter, switch cut). Two mas
 because a stream past the training clip need not move exactly as the ground truth does (then the ground-truth masks
 cover other pixels): the **target share** (:func:`garment_shares`: among the pixels whose nearest world colour is a
 garment colour or its pattern shade, the fraction of the target garment's colour; the **old share** is the same for
-the garment before a switch) and the palette reward (:class:`~chameleon_core.world.reward.PaletteReward`).
+the garment before a switch) and the palette reward (:class:`~chameleon_core.training.world.reward.PaletteReward`).
 
 And one metric in latent space, which does not depend on how well the codec decodes: the **garment projection**
 (:func:`garment_projection`). The ground truth is encoded twice with the codec, wearing the target garment
@@ -89,8 +89,7 @@ def load_eval_samples(layout: Layout, count: int) -> list[EvalSample]:
 
     from chameleon_core.training.data import read_train_csv
     from chameleon_core.training.latent_cache import ITEMS
-
-    from .dataset import read_metadata
+    from chameleon_core.world.dataset import read_metadata
 
     rows = read_train_csv(layout.world / "test.csv")[:count]
     out = []
@@ -114,7 +113,7 @@ def to_video(pixels: torch.Tensor) -> torch.Tensor:
 
 def garment_image(garment) -> torch.Tensor:
     """The try-off image of a garment as a session takes it: ``[1, H, W, 4]`` RGBA in 0..1."""
-    from .render import render_garment_on_white
+    from chameleon_core.world.render import render_garment_on_white
 
     return render_garment_on_white(garment).float()[None] / 255.0
 
@@ -138,7 +137,8 @@ def chunk_frame_ranges(latent_frames: int, chunk: int = CHUNK) -> list[range]:
 def garment_shares(video: torch.Tensor, colours: Sequence[str]) -> dict[str, float]:
     """Mask-free: among the pixels whose nearest world palette colour is a garment colour (plain or its pattern
     shade), the fraction of each of ``colours``; NaN when no pixel is garment-coloured."""
-    from .catalog import GARMENT_COLOUR, PATTERN_SHADE
+    from chameleon_core.world.catalog import GARMENT_COLOUR, PATTERN_SHADE
+
     from .reward import world_palette
 
     palette = world_palette()  # [K, 3]
@@ -199,8 +199,8 @@ def clip_scores(video: torch.Tensor, s: EvalSample, truth) -> dict[str, float]:
         motion_agreement,
         temporal_jitter,
     )
+    from chameleon_core.world.catalog import BACKGROUND
 
-    from .catalog import BACKGROUND
     from .reward import PaletteReward
 
     g = garment_accuracy(video, truth.labels, s.sample.garment)
@@ -333,8 +333,7 @@ def teacher_vs_untrained(samples, codec, teacher, untrained, plan: Plan, seed: i
     """Experiment 1; returns (summary per model, one example video per model for the strips)."""
     from chameleon_core.decoding import decode_chunks
     from chameleon_core.latents import WAN22
-
-    from .render import render
+    from chameleon_core.world.render import render
 
     rows: dict[str, list] = {"teacher_sft": [], "untrained": [], "codec_ceiling": [], "ignores_garment": []}
     examples: dict[str, torch.Tensor] = {}
@@ -362,7 +361,7 @@ def teacher_vs_untrained(samples, codec, teacher, untrained, plan: Plan, seed: i
 
 def student_vs_teacher(samples, codec, teacher, students: dict, plan: Plan, seed: int) -> tuple[dict, dict]:
     """Experiment 2: each student streams one clip (its chunks through the session); the teacher samples it whole."""
-    from .render import render
+    from chameleon_core.world.render import render
 
     rows: dict[str, list] = {"teacher_sft": [], **{k: [] for k in students}}
     seconds: dict[str, list[float]] = {k: [] for k in rows}
@@ -420,9 +419,8 @@ def switching(samples, codec, student, plan: Plan, seed: int) -> tuple[dict, dic
     switch on, its video appended. Returns (summary per variant, mean per-chunk series per variant, examples)."""
     from chameleon_core.eval.world import leakage, motion_agreement, switch_cut
     from chameleon_core.session import GarmentSwitch, TimedSwitch, encode_condition
-
-    from .catalog import BACKGROUND
-    from .render import GARMENT_LABEL, render
+    from chameleon_core.world.catalog import BACKGROUND
+    from chameleon_core.world.render import GARMENT_LABEL, render
 
     rows: dict[str, list] = {v: [] for v in plan.switch_variants}
     series: dict[str, list] = {v: [] for v in plan.switch_variants}
@@ -511,7 +509,7 @@ def _latency_value(latency: int | None, chunks_after: int) -> float:
 def long_stream(samples, codec, student, plan: Plan, seed: int) -> tuple[dict, list, torch.Tensor]:
     """Experiment 4: ``plan.long_factor`` clips' length without a switch; per-chunk metrics and their drift (mean of
     the last clip's chunks minus the first clip's)."""
-    from .render import render
+    from chameleon_core.world.render import render
 
     runs = []
     example = None
@@ -544,8 +542,9 @@ def long_stream(samples, codec, student, plan: Plan, seed: int) -> tuple[dict, l
 
 def run_all(layout: Layout, plan: Plan, *, seed: int = 0) -> dict[str, Any]:
     """Every experiment, its plots under ``layout.plots``; returns the results (plots named in ``plots``)."""
+    from chameleon_core.world.codec import load_codec
+
     from . import plots
-    from .codec import load_codec
 
     codec = load_codec(layout.codec)
     samples = load_eval_samples(layout, plan.eval_samples)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .catalog import (
+from chameleon_core.world.catalog import (
     BACKGROUND,
     GARMENT_COLOUR,
     HAIR,

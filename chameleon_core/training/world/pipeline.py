@@ -1,6 +1,6 @@
 """The whole FashionChameleon pipeline in miniature, on the synthetic fashion world: one call, one results folder.
 
-``python -m chameleon_core.world run --out DIR [--quick] [--seed S]`` runs :func:`run_pipeline`, top to bottom:
+``python -m chameleon_core.training.world run --out DIR [--quick] [--seed S]`` runs :func:`run_pipeline`, top to bottom:
 
 1. **world** -- the train split and the held-out split (:func:`chameleon_core.world.write_dataset`);
 2. **codec** -- the world's small Wan2.2-architecture VAE (:func:`chameleon_core.world.train_codec`);
@@ -12,9 +12,9 @@
 5. **forcing** -- in-context teacher forcing, from the SFT teacher (:func:`~chameleon_core.training.stage_forcing.run_forcing`);
 6. **dmd** -- GR-DMD from the forcing student, real score and critic from the SFT teacher
    (:class:`~chameleon_core.training.stage_dmd.DMDTrainer`), with the world's stand-in reward
-   (:class:`chameleon_core.world.reward.PaletteReward`) in place of the aesthetic predictor;
+   (:class:`chameleon_core.training.world.reward.PaletteReward`) in place of the aesthetic predictor;
 7. **experiments** -- the 4-step student streamed through the pack's own stream API and scored with the world's
-   exact metrics (:mod:`chameleon_core.world.experiments`), plots (:mod:`chameleon_core.world.plots`),
+   exact metrics (:mod:`chameleon_core.training.world.experiments`), plots (:mod:`chameleon_core.training.world.plots`),
    ``results.json`` and ``report.md``.
 
 Every stage writes into its own folder under ``DIR`` and is skipped when its output exists, so an interrupted run
@@ -317,7 +317,7 @@ def train_stage(stage: str, plan: Plan, layout: Layout, seed: int) -> Path:
 
 def run_world_dmd(cfg) -> None:
     """GR-DMD with the world's reward: the stage's own trainer, its reward replaced by
-    :class:`~chameleon_core.world.reward.PaletteReward` (same interface as the aesthetic score: frames in [-1, 1]
+    :class:`~chameleon_core.training.world.reward.PaletteReward` (same interface as the aesthetic score: frames in [-1, 1]
     -> one score per frame, higher is better). ``dmd.reward`` stays a stand-in name so the trainer builds the reward
     decoder (the codec, from ``dmd.extra.vae``)."""
     from chameleon_core.training.runtime import Run
@@ -352,7 +352,7 @@ def use_codec(source: Path, layout: Layout, *, size: int, frames: int, seed: int
     :func:`~chameleon_core.world.train_codec` reports it."""
     import shutil
 
-    from .codec import codec_psnr, load_codec, world_clips
+    from chameleon_core.world.codec import codec_psnr, load_codec, world_clips
 
     if not source.is_file():
         raise FileNotFoundError(f"--codec {source}: no such file; pass a codec written by train_codec (save_vae)")
@@ -416,7 +416,7 @@ def run_pipeline(out: str | Path, *, quick: bool = False, seed: int = 0, plan: P
         results = experiments.run_all(layout, plan, seed=seed)
 
     results.update({
-        "command": f"python -m chameleon_core.world run --out {out}" + (" --quick" if quick else "")
+        "command": f"python -m chameleon_core.training.world run --out {out}" + (" --quick" if quick else "")
                    + (f" --seed {seed}" if seed else "") + (f" --codec {codec}" if codec else ""),
         "plan": asdict(plan),
         "model_config": asdict(config),
