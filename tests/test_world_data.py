@@ -1,0 +1,189 @@
+"""The synthetic fashion world: sampler and split, renderer, captions and their features, dataset files, codec."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from chameleon_core.checkpoints import load_vae
+from chameleon_core.text import load_prompt_embeddings
+from chameleon_core.training.data import (
+    load_sample,
+    parse_caption,
+    read_train_csv,
+    read_video,
+)
+from chameleon_core.vae import build_vae
+from chameleon_core.world import (
+    GARMENT_COLOUR,
+    MOTION,
+    caption,
+    encode_caption,
+    render,
+    render_garment_on_white,
+    render_reference,
+    sample_switch_garment,
+    sample_world,
+    save_caption_features,
+    split_of,
+    write_dataset,
+)
+from chameleon_core.world.catalog import HAIR, PATTERN, SKIN
+from chameleon_core.world.codec import CODEC_CONFIG, training_forward, world_clips
+from chameleon_core.world.dataset import ground_truth, load_labels, read_metadata
+from chameleon_core.world.render import GARMENT_LABEL
+
+
+def test_sampler_is_seeded_and_splits_are_disjoint_combinations():
+    assert sample_world(5, "train") == sample_world(5, "train")
+    assert sample_world(5, "train") != sample_world(6, "train")
+    train = [sample_world(i, "train") for i in range(300)]
+    test = [sample_world(i, "test") for i in range(150)]
+    assert all(s.split == "train" for s in train) and all(s.split == "test" for s in test)
+    assert not {s.combination for s in train} & {s.combination for s in test}
+    # every single attribute value is seen in both splits: only the combinations are held out
+    for values, get in ((SKIN, lambda s: s.identity.skin), (HAIR, lambda s: s.identity.hair),
+                        (GARMENT_COLOUR, lambda s: s.garment.colour), (PATTERN, lambda s: s.garment.pattern),
+                        (MOTION, lambda s: s.motion)):
+        assert {get(s) for s in train} == set(values) == {get(s) for s in test}
+    # the held-out fraction is about 1 in 5 over the whole combination space
+    held = sum(split_of(s.identity, dataclasses.replace(s.garment, colour=c), m) == "test"
+               for s in train[:20] for c in GARMENT_COLOUR for m in MOTION)
+    assert 0.12 < held / (20 * len(GARMENT_COLOUR) * len(MOTION)) < 0.28
+
+
+def test_reference_and_switch_garments_differ_but_keep_the_kind():
+    for i in range(50):
+        s = sample_world(i)
+        assert s.reference_garment.kind == s.garment.kind and s.reference_garment.colour != s.garment.colour
+        other = sample_switch_garment(s, i)
+        assert other.kind == s.garment.kind and other.colour != s.garment.colour
+
+
+def test_render_is_deterministic_and_masks_partition_every_frame():
+    s = sample_world(3)
+    a, b = render(s, frames=9), render(s, frames=9)
+    assert a.frames.dtype == torch.uint8 and a.frames.shape == (9, 64, 64, 3) and a.labels.shape == (9, 64, 64)
+    assert torch.equal(a.frames, b.frames) and torch.equal(a.labels, b.labels)
+    masks = a.masks
+    total = masks["garment"].int() + masks["body"].int() + masks["background"].int()
+    assert torch.equal(total, torch.ones_like(total))
+    assert all(masks[k].any() for k in masks)
+    # garment pixels carry the garment colour (plain or pattern shade), nothing else does
+    colour = torch.tensor(GARMENT_COLOUR[s.garment.colour], dtype=torch.float32)
+    pix = a.frames[masks["garment"]].float()
+    plain = (pix - colour).abs().max(1).values <= 0.5
+    shade = (pix - torch.round(colour * 0.4)).abs().max(1).values <= 0.5
+    assert bool((plain | shade).all())
+
+
+def test_reference_is_frame_zero_redressed():
+    s = sample_world(11)
+    clip, ref = render(s, frames=5), render_reference(s)
+    assert ref.frames.shape == (1, 64, 64, 3)
+    # outside both garments the reference is the first frame exactly
+    outside = (clip.labels[0] != GARMENT_LABEL) & (ref.labels[0] != GARMENT_LABEL)
+    assert torch.equal(ref.frames[0][outside], clip.frames[0][outside])
+    ref_colour = torch.tensor(GARMENT_COLOUR[s.reference_garment.colour], dtype=torch.float32)
+    garment_px = ref.frames[0][ref.labels[0] == GARMENT_LABEL].float()
+    assert ((garment_px - ref_colour).abs().max(1).values <= 0.5).float().mean() > 0.3
+
+
+def test_switch_render_changes_only_the_garment_from_the_switch_frame():
+    s = sample_world(2)
+    new = sample_switch_garment(s, 0)
+    plain, switched = render(s, frames=9), render(s, frames=9, switch_to=new, switch_frame=4)
+    assert torch.equal(plain.frames[:4], switched.frames[:4])
+    assert torch.equal(render(s, frames=9, garment=new).frames[4:], switched.frames[4:])
+    with pytest.raises(ValueError, match="switch_to"):
+        render(s, frames=9, switch_to=new)
+
+
+def test_try_off_image_is_the_garment_on_transparent_white():
+    g = sample_world(4).garment
+    rgba = render_garment_on_white(g)
+    assert rgba.shape == (64, 64, 4) and rgba.dtype == torch.uint8
+    inside = rgba[..., 3] == 255
+    assert 0.1 < inside.float().mean() < 0.8 and bool(((rgba[..., 3] == 0) | inside).all())
+    assert bool((rgba[~inside][:, :3] == 255).all())
+
+
+def test_caption_parts_and_features():
+    s = sample_world(7)
+    cap = parse_caption(json.dumps(caption(s)))
+    dynamic, static = cap["en_long"]
+    assert s.garment.colour in static and s.identity.skin in static and s.identity.background in static
+    assert s.garment.colour not in dynamic
+    a, b = encode_caption(static, dim=32), encode_caption(static, dim=32)
+    assert a.shape == (1, len(static.replace(",", " ").split()) + 1, 32) and torch.equal(a, b)
+    other = static.replace(s.garment.colour, "purple" if s.garment.colour != "purple" else "red")
+    assert not torch.equal(encode_caption(other, dim=32), a)
+    assert encode_caption("", dim=8).shape == (1, 1, 8)  # the end token alone
+    assert encode_caption(static, dim=8, max_len=6).shape == (1, 6, 8)
+    assert not torch.equal(encode_caption(static, dim=8, seed=1), encode_caption(static, dim=8))
+
+
+def test_caption_features_load_as_prompt_embeddings(tmp_path):
+    path = save_caption_features(tmp_path / "p.safetensors", "a person walks", dim=64)
+    assert torch.equal(load_prompt_embeddings(path, text_dim=64), encode_caption("a person walks", dim=64))
+
+
+def test_dataset_is_readable_by_the_training_loader_and_deterministic(tmp_path):
+    csv_a = write_dataset(tmp_path / "a", "test", count=2, size=32, frames=9, seed=3)
+    write_dataset(tmp_path / "b", "test", count=2, size=32, frames=9, seed=3)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 1 + 2 * 5
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    rows = read_train_csv(csv_a)
+    assert len(rows) == 2
+    meta = read_metadata(rows[0].video)
+    truth = ground_truth(meta)
+    assert meta["sample"].split == "test" and meta["frames"] == 9
+    # the video is lossless, the labels are the renderer's
+    video = read_video(rows[0].video, 9, "test")
+    assert torch.equal((video * 255).round().to(torch.uint8), truth.frames)
+    assert torch.equal(load_labels(rows[0].video), truth.labels)
+    sample = load_sample(rows[0], 9, 32, 32)
+    assert sample["video"].shape == (1, 3, 9, 32, 32)
+    assert sample["texts"]["dynamic"] == meta["caption"]["en_long"][0]
+    ref = np.asarray(Image.open(rows[0].reference))
+    assert torch.equal(torch.from_numpy(ref.copy()), render_reference(meta["sample"], size=32).frames[0])
+    # the garment image composites to the garment on white
+    garment = sample["garment"][0]
+    assert garment.shape == (3, 32, 32) and float(garment.max()) == 1.0
+
+
+def test_dataset_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="4k\\+1"):
+        write_dataset(tmp_path, "train", count=1, frames=8)
+    with pytest.raises(ValueError, match="split"):
+        write_dataset(tmp_path, "val", count=1)
+
+
+def test_codec_training_pass_is_the_inference_network():
+    """With the posterior mean, the training pass reconstructs exactly what WanVAE.encode + decode give."""
+    vae = build_vae(CODEC_CONFIG, seed=0)
+    video = world_clips(1, "train", size=32, frames=5, seed=0)
+    rec, kl = training_forward(vae.model, video, None)
+    with torch.no_grad():
+        expected = vae.decode(vae.encode(video), clamp=False)
+    assert rec.shape == expected.shape == video.shape and kl.shape == (1, 48, 2, 2, 2)
+    torch.testing.assert_close(rec, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_codec_trains_saves_and_loads(tmp_path):
+    from chameleon_core.world.codec import train_codec
+
+    report = train_codec(tmp_path / "codec.safetensors", steps=2, quick=True, size=32, frames=5, batch=1)
+    vae = load_vae(report["path"])
+    assert vae.config == CODEC_CONFIG
+    assert report["steps"] == 2 and np.isfinite(report["psnr_test"]) and report["latent_std"] > 0
+    assert vae.family.name == "wan2.2"  # the DiT's latent statistics apply: a released-VAE latent space
+    video = world_clips(1, "test", size=32, frames=5, seed=1)
+    assert vae.decode(vae.encode(video)).shape == video.shape
