@@ -66,7 +66,7 @@ from .model_files import (
     prompt_embedding_names,
     vae_names,
 )
-from .native import install_comfy_attention, native_model
+from .native import MODEL_KINDS, comfy_attention, install_comfy_attention, native_model
 from .segments import SEGMENT_KEY, join_segments, latent_segments, segment_latent
 from .stream_options import (
     apply_model_weighting,
@@ -97,7 +97,8 @@ __all__ = [
     "PROMPT_FOLDER", "SEGMENT_KEY", "TINY_DECODER_DTYPES", "WEIGHT_DTYPES", "ComfyCodec", "TinyPreview",
     "check_conditions", "check_decoder", "check_resolution", "check_student", "check_student_stream", "check_teacher",
     "check_vae", "codec", "conditioning_tensor", "diffusion_model_names", "encode_image", "encode_text",
-    "first_image", "image_to_video", "install_comfy_attention", "is_tiny_decoder_file", "join_segments",
+    "MODEL_KINDS", "comfy_attention", "first_image", "image_to_video", "install_comfy_attention",
+    "is_tiny_decoder_file", "join_segments",
     "latent_segments", "load_input_image", "load_model", "load_prompt_conditioning", "load_tiny_decoder",
     "load_wan_vae", "missing_files", "native_model", "prompt_embedding_names", "segment_latent", "streaming_vae",
     "tiny_decoder_names", "vae_family", "vae_names",
