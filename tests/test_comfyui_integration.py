@@ -36,8 +36,16 @@ pytestmark = [
 ]
 NAMES = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
 """Every shipped workflow."""
-TINY_NAMES = [n for n in NAMES if n != "demo"]
-"""The workflows that run on the patched server's tiny full-architecture files (the demo runs on ``demo_server``)."""
+RUN_ELSEWHERE = {
+    "demo": "test_demo_template_runs_in_an_unpatched_comfyui (demo_server)",
+    "native_model_stream": "tests/test_comfyui_native.py (it writes the tiny LoRA the workflow loads)",
+    **{name: "tests/test_comfyui_options.py (source video sizes and frame counts at tiny size)" for name in (
+        "video_tryon", "video_tryon_keyframes", "motion_transfer", "condition_weighting_stream",
+        "condition_weighting_teacher", "local_attention_stream")},
+}
+"""Workflows another test runs end to end, and where."""
+TINY_NAMES = [n for n in NAMES if n not in RUN_ELSEWHERE]
+"""The workflows that run here on the patched server's tiny full-architecture files."""
 SIZE = 64  # pixels: 4x4 latents, 2x2 tokens per frame
 TINY_DECODER = "chameleon_tiny_taew2_2.safetensors"
 
@@ -911,6 +919,15 @@ def test_every_example_workflows_model_entries_name_the_folder_the_loader_reads(
         assert probe in json.dumps(info[node_type]["input"]["required"][widget]), (node_type, probe)
         folder_of[node_type] = folder
     folder_of["ChameleonPromptEmbeddings"] = "prompt_embeddings"
+    (server.base / "models" / "loras").mkdir(parents=True, exist_ok=True)
+    (server.base / "models" / "loras" / "probe_lora.safetensors").write_bytes(b"")  # listed, never loaded
+    info = server.get("/object_info")
+    for node_type, widget, folder, probe in [
+        ("UNETLoader", "unet_name", "diffusion_models", "chameleon_tiny_student.safetensors"),
+        ("LoraLoaderModelOnly", "lora_name", "loras", "probe_lora.safetensors"),
+    ]:
+        assert probe in json.dumps(info[node_type]["input"]["required"][widget]), (node_type, probe)
+        folder_of[node_type] = folder
     seen = 0
     for name in NAMES:
         ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
