@@ -329,8 +329,9 @@ class WanVAE:
     # --- input checks -------------------------------------------------------------------------------------------
 
     def _check_finite(self, x: torch.Tensor, what: str, first: int, end: int) -> None:
-        """Raise :class:`NonFiniteVAEError` if ``x`` holds NaN/inf: one host sync per chunk."""
-        if bool(torch.isfinite(x).all()):
+        """Raise :class:`NonFiniteVAEError` if ``x`` holds NaN/inf: one host sync per chunk (none on ``meta``, where
+        the shapes-only benchmark runs and there are no values)."""
+        if x.device.type == "meta" or bool(torch.isfinite(x).all()):
             return
         where = f"the VAE loaded from {self.source}" if self.source else "the VAE (source file unknown)"
         raise NonFiniteVAEError(

@@ -465,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BenchError, MissingModelFile, ModelLoadError, ImportError) as e:
         if args.verbose:
             logger.exception("failed")
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        sys.stderr.write(f"{PROG}: error: {e}" + "\n")
         return EXIT_USER_ERROR
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

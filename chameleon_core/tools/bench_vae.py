@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> dict:
     if mem.meta:
         for key in ("total_seconds", "fps", "steady_seconds_per_chunk", "max_chunk_peak_mib"):
             result[key] = None
-        print(f"{head}: shapes only; state {state.nbytes / MIB:.0f} MiB, weights {weights / MIB:.0f} MiB", flush=True)
+        print(f"{head}: shapes only; state {decoder.state_nbytes / MIB:.0f} MiB, weights {weights / MIB:.0f} MiB", flush=True)
     else:
         print(
             f"{head} ({torch.get_num_threads()} threads): {total:.1f}s, {result['fps']:.2f} frames/s, steady "

@@ -103,16 +103,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = preset(args.preset)
         settings = StreamSettings(cache_frames=args.cache_frames)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        sys.stderr.write(f"error: {e}" + "\n")
         return 2
     rows = estimate_rows(config, settings, args.usable, args.min_resident)
     if args.markdown:
-        print(markdown(rows))
+        sys.stdout.write(markdown(rows) + "\n")
     else:
         for r in rows:
             fits = " ".join(f"{g}:{v}" for g, v in r["fits"].items())
-            print(f"{r['resolution']:>9} {r['format']:>9} weights {_gb(r['weights'])} GB, stream {_gb(r['stream'])} "
-                  f"GB, decode {_gb(r['decode'])} GB | {fits}")
+            sys.stdout.write(f"{r['resolution']:>9} {r['format']:>9} weights {_gb(r['weights'])} GB, stream "
+                             f"{_gb(r['stream'])} GB, decode {_gb(r['decode'])} GB | {fits}\n")
     return 0
 
 

@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     train the codec alone and print its report as JSON."""
     import argparse
     import json
+    import sys
 
     p = argparse.ArgumentParser(prog="python -m chameleon_core.world.codec",
                                 description="Train the synthetic world's Wan2.2-architecture VAE and report its PSNR.")
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     report = train_codec(args.out, steps=args.steps, quick=args.quick, seed=args.seed,
                          max_seconds=args.max_seconds or None, init=args.init)
-    print(json.dumps(report, indent=1))
+    sys.stdout.write(json.dumps(report, indent=1) + "\n")
     return 0
 
 
