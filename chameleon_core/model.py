@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -92,17 +93,30 @@ class CalledLayer(nn.Module):
     implementation), which the core only ever calls as a module: inputs in ``compute_dtype``, or in fp32 for the
     fp32 regions (:func:`linear32`). The core never reads its weights (:mod:`chameleon_core.module_view`)."""
 
-    def __init__(self, inner: nn.Module, compute_dtype: torch.dtype) -> None:
+    def __init__(self, inner: nn.Module, compute_dtype: torch.dtype,
+                 casts: Callable[[nn.Module], bool] | None = None) -> None:
         super().__init__()
         self.inner = inner
         self.compute_dtype = compute_dtype
+        self.casts = casts
+        """``casts(inner)``: True when the layer casts its weights to its input's dtype on this call (ComfyUI's
+        cast layers; a partially loaded model's offloaded layers); None: never. A layer that does not cast runs in
+        its own (floating, non-fp8) weight dtype, as its owner's forward would feed it."""
+
+    def input_dtype(self, want: torch.dtype) -> torch.dtype:
+        """The dtype the layer takes: ``want`` if it casts or holds quantised weights, else its weight's dtype."""
+        w = getattr(self.inner, "weight", None)
+        if (isinstance(w, torch.Tensor) and w.is_floating_point() and w.dtype not in FP8_DTYPES
+                and not (self.casts is not None and self.casts(self.inner))):
+            return w.dtype
+        return want
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.to(self.compute_dtype))
+        return self.inner(x.to(self.input_dtype(self.compute_dtype)))
 
     def fp32(self, x: torch.Tensor) -> torch.Tensor:
-        """The layer on an fp32 input, returned in fp32 (its owner casts the weights to the input's dtype)."""
-        return self.inner(x.float()).float()
+        """The layer on an fp32 input where it casts (in its weight dtype where it does not), returned in fp32."""
+        return self.inner(x.to(self.input_dtype(torch.float32))).float()
 
 
 def linear32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:

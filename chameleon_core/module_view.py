@@ -51,12 +51,16 @@ def config_of(source: nn.Module, name: str = "native") -> WanConfig:
     return WanConfig(**values, name=name)
 
 
+LayerFactory = Callable[[nn.Module], CalledLayer]
+"""Wraps one of the owner's layers as a :class:`~chameleon_core.model.CalledLayer` (the view's dtype and cast rule)."""
+
+
 class _ViewSelfAttention(SelfAttention):
-    def __init__(self, source: nn.Module, num_heads: int, compute_dtype: torch.dtype) -> None:
+    def __init__(self, source: nn.Module, num_heads: int, layer: LayerFactory) -> None:
         nn.Module.__init__(self)
         self.num_heads = num_heads
         for name in ("q", "k", "v", "o"):
-            setattr(self, name, CalledLayer(getattr(source, name), compute_dtype))
+            setattr(self, name, layer(getattr(source, name)))
         self.norm_q, self.norm_k = source.norm_q, source.norm_k
 
 
@@ -65,16 +69,17 @@ class _ViewCrossAttention(CrossAttention):
 
 
 class _ViewBlock(Block):
-    def __init__(self, source: nn.Module, config: WanConfig, compute_dtype: torch.dtype, cast: ParamCast,
+    def __init__(self, source: nn.Module, config: WanConfig, layer: LayerFactory, cast: ParamCast,
                  device: torch.device) -> None:
         nn.Module.__init__(self)
         object.__setattr__(self, "_source", source)  # not a child: the view owns no weights
         self._cast, self._device = cast, device
-        self.norm1, self.norm3, self.norm2 = source.norm1, source.norm3, source.norm2
-        self.self_attn = _ViewSelfAttention(source.self_attn, config.num_heads, compute_dtype)
-        self.cross_attn = _ViewCrossAttention(source.cross_attn, config.num_heads, compute_dtype)
-        self.ffn = nn.Sequential(CalledLayer(source.ffn[0], compute_dtype), source.ffn[1],
-                                 CalledLayer(source.ffn[2], compute_dtype))
+        self.norm1, self.norm2 = source.norm1, source.norm2  # no weights
+        self.norm3 = layer(source.norm3)  # affine: fed its weight dtype where it does not cast
+        self.self_attn = _ViewSelfAttention(source.self_attn, config.num_heads, layer)
+        self.cross_attn = _ViewCrossAttention(source.cross_attn, config.num_heads, layer)
+        self.ffn = nn.Sequential(layer(source.ffn[0]), source.ffn[1],
+                                 layer(source.ffn[2]))
 
     @property
     def modulation(self) -> torch.Tensor:  # read through the owner each call (a patch may replace the parameter)
@@ -82,12 +87,12 @@ class _ViewBlock(Block):
 
 
 class _ViewHead(Head):
-    def __init__(self, source: nn.Module, compute_dtype: torch.dtype, cast: ParamCast, device: torch.device) -> None:
+    def __init__(self, source: nn.Module, layer: LayerFactory, cast: ParamCast, device: torch.device) -> None:
         nn.Module.__init__(self)
         object.__setattr__(self, "_source", source)
         self._cast, self._device = cast, device
         self.norm = source.norm
-        self.head = CalledLayer(source.head, compute_dtype)
+        self.head = layer(source.head)
 
     @property
     def modulation(self) -> torch.Tensor:
@@ -100,23 +105,29 @@ class ModuleView(WanModel):
     ``source``: a Wan DiT module with the official names and constructor attributes (:func:`config_of`);
     ``compute_dtype``: activations and KV cache dtype; ``device``: where the forward runs (the owner must have made
     the modules usable there, e.g. loaded or set up to stream their weights); ``cast``: how raw parameters reach
-    ``device`` (:func:`plain_cast` by default).
+    ``device`` (:func:`plain_cast` by default); ``layer_casts(module)``: whether a layer casts its weights to its
+    input's dtype on this call (None: none does). A layer that does not cast is fed its own weight dtype, as the
+    owner's forward feeds it (e.g. ComfyUI's fp32 patch embedding in a bf16 model, or bf16 time-embedding layers).
     """
 
     def __init__(self, source: nn.Module, *, compute_dtype: torch.dtype, device: torch.device | str,
-                 cast: ParamCast = plain_cast, config: WanConfig | None = None) -> None:
+                 cast: ParamCast = plain_cast, config: WanConfig | None = None,
+                 layer_casts: Callable[[nn.Module], bool] | None = None) -> None:
         nn.Module.__init__(self)
         self.config = config if config is not None else config_of(source)
         device = torch.device(device)
         self._view_dtype, self._view_device = compute_dtype, device
         object.__setattr__(self, "source", source)
-        self.patch_embedding = source.patch_embedding
+        def layer(inner: nn.Module) -> CalledLayer:
+            return CalledLayer(inner, compute_dtype, layer_casts)
+
+        self.patch_embedding = layer(source.patch_embedding)
         self.text_embedding = source.text_embedding
-        self.time_embedding = nn.Sequential(CalledLayer(source.time_embedding[0], compute_dtype), nn.SiLU(),
-                                            CalledLayer(source.time_embedding[2], compute_dtype))
-        self.time_projection = nn.Sequential(nn.SiLU(), CalledLayer(source.time_projection[1], compute_dtype))
-        self.blocks = nn.ModuleList([_ViewBlock(b, self.config, compute_dtype, cast, device) for b in source.blocks])
-        self.head = _ViewHead(source.head, compute_dtype, cast, device)
+        self.time_embedding = nn.Sequential(layer(source.time_embedding[0]), nn.SiLU(),
+                                            layer(source.time_embedding[2]))
+        self.time_projection = nn.Sequential(nn.SiLU(), layer(source.time_projection[1]))
+        self.blocks = nn.ModuleList([_ViewBlock(b, self.config, layer, cast, device) for b in source.blocks])
+        self.head = _ViewHead(source.head, layer, cast, device)
 
     @property
     def dtype(self) -> torch.dtype:

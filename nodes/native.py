@@ -28,6 +28,13 @@ def _param_cast(p: torch.Tensor, dtype: torch.dtype, device: torch.device) -> to
     return mm.cast_to(p, dtype=dtype, device=device)
 
 
+def comfy_layer_casts(module) -> bool:
+    """Whether a ComfyUI layer casts its weights to the input's dtype on this call (``comfy.ops`` cast layers, and
+    any layer a partially loaded model offloads: model management switches ``comfy_cast_weights`` on for those); a
+    plain ComfyUI layer of a fully loaded model runs in its own weight dtype."""
+    return bool(getattr(module, "comfy_cast_weights", False))
+
+
 def native_model(node: str, model, kind: str) -> ChameleonModel:
     """A ComfyUI MODEL (``UNETLoader`` and anything that patched it: LoRA, ``ModelSamplingSD3``, GGUF loaders) as a
     ``kind`` model of the pack: the core runs on the MODEL's own modules (:class:`ModuleView`), so its weight casting,
@@ -47,7 +54,8 @@ def native_model(node: str, model, kind: str) -> ChameleonModel:
     compute = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
     sampling = getattr(model, "object_patches", {}).get("model_sampling")
     shift = float(sampling.shift) if sampling is not None and hasattr(sampling, "shift") else None
-    view = ModuleView(source, compute_dtype=compute, device=model.load_device, cast=_param_cast, config=config)
+    view = ModuleView(source, compute_dtype=compute, device=model.load_device, cast=_param_cast, config=config,
+                      layer_casts=comfy_layer_casts)
     from .types import ChameleonModel  # declares the sockets: imports comfy_api
 
     logger.info("%s: native MODEL as %s (%s, compute %s, shift %s)", node, kind, config, compute, shift)

@@ -43,7 +43,8 @@ class ChameleonVideoTryOn(io.ComfyNode):
                         "garment mask (outside it the video is kept). Garment switches still apply mid-video.",
             inputs=[
                 StreamSocket.Input("stream", tooltip="From ChameleonStreamStart (or later: the video starts at the "
-                                                     "stream's next chunk)."),
+                                                     "stream's next chunk, its first frame skipped so its 4-frame "
+                                                     "groups line up with the stream's)."),
                 io.Latent.Input("video", tooltip="The person video: its frames (IMAGE batch, scaled to the conditions' "
                                                  "size) through VAEEncode with the stream's VAE."),
                 io.Float.Input("strength", default=0.94, min=0.0, max=1.0, step=0.01, tooltip=STRENGTH_TIP),

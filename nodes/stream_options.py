@@ -3,6 +3,7 @@ core values, every mismatch named. Re-exported by :mod:`nodes.adapters`."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -10,6 +11,8 @@ import torch
 from ..chameleon_core.guidance import SourceVideo, latent_mask
 from ..chameleon_core.streaming import StreamState, with_options
 from .errors import node_error, rewrap
+
+logger = logging.getLogger(__name__)
 
 
 def apply_model_weighting(node: str, student, state: StreamState) -> StreamState:
@@ -65,6 +68,17 @@ def source_video(node: str, name: str, state: StreamState, latent, strength, mas
             raise node_error(node, "mask", f"{mask.shape[0]} frames", f"a mask has 1 frame (all frames) or one per "
                              f"video frame ({frames_ok[1]})", "give one mask, or one per frame of the video")
         m = latent_mask(mask.float().cpu(), lat_frames, h, w, family.temporal_stride)
+    if state.frames > 0:
+        # Attached mid-stream: the video's latent 0 encodes its first frame alone, while every stream latent after
+        # the first chunk covers 4 frames; drop it so the video's 4-frame groups land on the stream's.
+        if lat_frames < 2:
+            raise node_error(node, name, f"{lat_frames} latent frame", "attached after the stream's first chunk, the "
+                             "video needs more than its first frame", "give a longer video, or attach it at Stream Start")
+        samples = samples[:, :, 1:]
+        if m is not None and m.shape[2] > 1:
+            m = m[:, :, 1:]
+        logger.info("%s: attached at stream latent frame %d: the video's first frame (its own latent) is skipped so "
+                    "its 4-frame groups line up with the stream's", node, state.frames)
     return SourceVideo(family.to_model_space(samples.float().cpu()), strength, m, offset=state.frames)
 
 

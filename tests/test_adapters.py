@@ -164,3 +164,27 @@ def test_a_core_message_ending_in_a_full_stop_gives_one_full_stop_before_the_fix
     message = str(rewrap("ChameleonStreamStart", "cache_frames", 4, err.value, "raise cache_frames"))
     assert message.startswith("ChameleonStreamStart: input 'cache_frames' got 4: cache_frames=4 leaves")
     assert ".." not in message and message.endswith("shrink the sink. Fix: raise cache_frames")
+
+
+def test_a_source_video_attached_mid_stream_skips_its_first_frame_latent():
+    """The video's latent 0 encodes its first frame alone; attached after the first chunk (where every stream latent
+    covers 4 frames) it is dropped so the video's 4-frame groups land on the stream's; at Stream Start it is kept."""
+    from comfyui_fashionchameleon.chameleon_core.streaming import generate
+
+    model = tiny_transformer(3)
+    c = model.config.in_dim
+    g = torch.Generator().manual_seed(0)
+    state = start_stream(model, context=torch.randn(1, 5, model.config.text_dim, generator=g),
+                         reference=torch.randn(1, c, 1, 4, 4, generator=g), garment=torch.randn(1, c, 1, 4, 4, generator=g),
+                         seed=1, settings=StreamSettings(chunk_frames=1, cache_frames=6, steps=2))
+    video = {"samples": torch.randn(1, c, 5, 4, 4, generator=g)}
+    family = model.config.latent
+    at_start = adapters.source_video("N", "video", state, video, 0.9)
+    assert at_start.offset == 0
+    torch.testing.assert_close(at_start.latents, family.to_model_space(video["samples"]))
+    later, _ = generate(state, 1)
+    mid = adapters.source_video("N", "video", later, video, 0.9)
+    assert mid.offset == later.frames == 1
+    torch.testing.assert_close(mid.latents, family.to_model_space(video["samples"][:, :, 1:]))
+    with pytest.raises(Exception, match="more than its first frame"):
+        adapters.source_video("N", "video", later, {"samples": video["samples"][:, :, :1]}, 0.9)

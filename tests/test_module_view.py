@@ -169,3 +169,25 @@ def test_a_backend_without_masks_gets_only_unmasked_calls(recording):
     torch.testing.assert_close(masked, sdpa)
     attn.attention(q, k, v)
     assert calls == [None]
+
+
+@torch.no_grad()
+def test_layers_that_do_not_cast_are_fed_their_own_weight_dtype(model, inputs):
+    """A bf16 source whose layers run as they are (ComfyUI's plain layers of a fully loaded bf16 model: no weight
+    casting) with an fp32 patch embedding (as ComfyUI builds it): each layer is fed its own weight dtype, so the view
+    runs and agrees with the fp32 model to bf16 precision. Feeding the view's dtype everywhere failed on the first
+    forward ("Input type (BFloat16) and bias type (float) should be the same")."""
+    source = copy.deepcopy(model).to(torch.bfloat16)
+    source.patch_embedding.float()
+    view = ModuleView(source, compute_dtype=torch.bfloat16, device="cpu", config=model.config,
+                      layer_casts=lambda m: False)
+    t = torch.tensor([700.0])
+    want = model(inputs["x"], t, inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"])
+    got = view(inputs["x"], t, inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"])
+    assert torch.isfinite(got).all()
+    err = (got.float() - want).abs().max() / want.abs().max()
+    assert err < 0.05, float(err)
+    casting = ModuleView(source, compute_dtype=torch.bfloat16, device="cpu", config=model.config,
+                         layer_casts=lambda m: True)  # every layer claims to cast: the old behaviour, which fails
+    with pytest.raises(RuntimeError):
+        casting(inputs["x"], t, inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"])
