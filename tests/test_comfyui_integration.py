@@ -157,17 +157,29 @@ def _link_pack(base: Path) -> None:
     (base / "custom_nodes" / "comfyui-fashionchameleon").symlink_to(REPO, target_is_directory=True)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def _base_with(tmp_path_factory, name: str, tool: str) -> tuple[str, Path]:
+    """A temporary ComfyUI base directory with this pack linked in and the files ``python -m chameleon_core.tools.
+    <tool>`` writes (models and input images); returns (ComfyUI's python, the base)."""
     python = _comfy_python()
-    base = tmp_path_factory.mktemp("comfyui")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([python, "-m", "chameleon_core.tools.tiny_checkpoints", "--models", str(base / "models"),
-                    "--input", str(base / "input")], cwd=REPO, env=env, check=True, capture_output=True)
+    base = tmp_path_factory.mktemp(name)
+    subprocess.run([python, "-m", f"chameleon_core.tools.{tool}", "--models", str(base / "models"),
+                    "--input", str(base / "input")], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                   check=True, capture_output=True)
     _link_pack(base)
+    return python, base
+
+
+def start_tiny_server(python: str, base: Path, port: int):
+    """ComfyUI through ``tests/comfyui_launcher.py`` (the tiny umT5 / VAE sizes of ``base``); (process, Server)."""
     env = {**os.environ, "COMFYUI_DIR": COMFYUI_DIR, "CHAMELEON_TINY_SIZES": str(base / "models" / "tiny_sizes.json")}
     env.pop("PYTHONPATH", None)
-    proc, srv = _start(python, [str(REPO / "tests" / "comfyui_launcher.py")], base, _free_port(), env)
+    return _start(python, [str(REPO / "tests" / "comfyui_launcher.py")], base, port, env)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    python, base = _base_with(tmp_path_factory, "comfyui", "tiny_checkpoints")
+    proc, srv = start_tiny_server(python, base, _free_port())
     yield srv
     _stop(proc)
 
@@ -175,13 +187,8 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory):
     """A plain ComfyUI (its own ``main.py``, no launcher patches) holding only the demo's files."""
-    python = _comfy_python()
-    base = tmp_path_factory.mktemp("comfyui_demo")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([python, "-m", "chameleon_core.tools.demo_models", "--models", str(base / "models"),
-                    "--input", str(base / "input")], cwd=REPO, env=env, check=True, capture_output=True)
-    _link_pack(base)
-    env.pop("PYTHONPATH", None)
+    python, base = _base_with(tmp_path_factory, "comfyui_demo", "demo_models")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc, srv = _start(python, [str(Path(COMFYUI_DIR) / "main.py")], base, _free_port(1), env)
     yield srv
     _stop(proc)
@@ -826,7 +833,9 @@ def test_a_trained_export_loads_in_the_student_loader_with_no_conversion(server)
 
     from chameleon_core.checkpoints import save_transformer
     from chameleon_core.testing import tiny_transformer
-    from chameleon_core.tools.tiny_checkpoints import TINY_DIT  # the tiny DiT that takes the tiny umT5's features
+    from chameleon_core.tools.tiny_checkpoints import (
+        TINY_DIT,  # the tiny DiT that takes the tiny umT5's features
+    )
 
     save_transformer(server.base / "models" / "diffusion_models" / "trained_export.safetensors",
                      tiny_transformer(seed=5, config=TINY_DIT), kind="student", metadata={"fashionchameleon.stage": "dmd"},

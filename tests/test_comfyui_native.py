@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -29,10 +27,13 @@ from tests.test_comfyui_integration import (
     COMFYUI_DIR,
     REPO,
     Server,
+    _base_with,
     _comfy_python,
     _error,
     _free_port,
+    _stop,
     load_api,
+    start_tiny_server,
     tiny,
 )
 
@@ -130,14 +131,9 @@ def write_gguf(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A CPU ComfyUI with this pack (and ComfyUI-GGUF when given), the tiny files and their variants."""
-    python = _comfy_python()
-    base = tmp_path_factory.mktemp("comfyui_native")
+    python, base = _base_with(tmp_path_factory, "comfyui_native", "tiny_checkpoints")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([python, "-m", "chameleon_core.tools.tiny_checkpoints", "--models", str(base / "models"),
-                    "--input", str(base / "input")], cwd=REPO, env=env, check=True, capture_output=True)
     write_variants(base / "models")
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "comfyui-fashionchameleon").symlink_to(REPO, target_is_directory=True)
     if _gguf_available() is None:
         (base / "custom_nodes" / "ComfyUI-GGUF").symlink_to(Path(GGUF_DIR).resolve(), target_is_directory=True)
         script = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from safetensors.torch import load_file;"
@@ -146,31 +142,9 @@ def server(tmp_path_factory):
                   f"write_gguf(Path({str(base / 'models' / 'diffusion_models' / GGUF)!r}),"
                   f" {{k[len(PREFIX):]: v for k, v in sd.items() if k.startswith(PREFIX)}})")
         subprocess.run([python, "-c", script], cwd=REPO, env=env, check=True, capture_output=True)
-    port = _free_port()
-    log = base / "comfyui.log"
-    env = {**os.environ, "COMFYUI_DIR": COMFYUI_DIR, "CHAMELEON_TINY_SIZES": str(base / "models" / "tiny_sizes.json")}
-    env.pop("PYTHONPATH", None)
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [python, str(REPO / "tests" / "comfyui_launcher.py"), "--cpu", "--listen", "127.0.0.1", "--port",
-             str(port), "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
-             "--disable-auto-launch"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    srv = Server(f"http://127.0.0.1:{port}", base, log)
-    deadline = time.time() + 300
-    while True:
-        try:
-            srv.get("/system_stats")
-            break
-        except (urllib.error.URLError, ConnectionError, OSError):
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"ComfyUI did not start; log:\n{log.read_text()[-4000:]}") from None
-            time.sleep(1)
+    proc, srv = start_tiny_server(python, base, _free_port(2))
     yield srv
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    _stop(proc)
 
 
 def stream_prompt(model_nodes: dict, frames: int = 21) -> dict:
