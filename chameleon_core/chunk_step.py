@@ -104,24 +104,32 @@ def denoise_chunk(
         raise ValueError(f"exit_step must be in 0..{last} for {len(timesteps)} steps, got {exit_step}")
     if condition_bias is not None and len(condition_bias) != len(timesteps):
         raise ValueError(f"condition_bias has {len(condition_bias)} values for {len(timesteps)} steps; give one per step")
+    # The source (SDEdit, inference only) starts the chunk at its start step from the source latents; without one
+    # the chunk starts from noise at step 0. Each step's input is the running estimate x0 noised to the step's σ
+    # with the step's own noise (step 0 from noise: pure noise(0)).
+    start, x0, src, mask = 0, None, None, None
     if source is not None:
         if grad:
             raise ValueError("a chunk started from a source video is inference only (grad=False)")
-        x0 = _denoise_from_source(model, cache, text, slots, timesteps, noise, exit_step, source, condition_bias,
-                                  local_frames, should_stop)
-    else:
-        x = noise(0)
-        for i in range(exit_step + 1):
-            if i:
-                _poll(should_stop, f"stopped before denoising step {i + 1} of {exit_step + 1}")
-            t = timesteps[i]
-            with torch.set_grad_enabled(grad and i == exit_step):
-                t_model = timestep_tensor(model_timestep(t, model.dtype), x.shape[0], model.device)
-                v = chunk_forward(model, cache, text, x, t_model, slots, condition_bias=_bias(condition_bias, i),
-                                  local_frames=local_frames)
-                x0 = x0_from_velocity(x, v, t / NUM_TRAIN_TIMESTEPS)
-            if i < exit_step:
-                x = add_noise(x0, noise(i + 1), timesteps[i + 1] / NUM_TRAIN_TIMESTEPS)
+        src, mask = source.latents.to(model.device, torch.float32), source.mask
+        if source.start_step is None:  # strength 0: the source itself, no denoising step
+            start, x0 = exit_step + 1, src.clone()
+        elif not 0 <= source.start_step <= exit_step:
+            raise ValueError(f"the source's start step {source.start_step} is after the exit step {exit_step}")
+        else:
+            start, x0 = source.start_step, src
+    for i in range(start, exit_step + 1):
+        if i > start:
+            _poll(should_stop, f"stopped before denoising step {i + 1} of {exit_step + 1}")
+        t = timesteps[i]
+        x = noise(0) if x0 is None else add_noise(x0, noise(i), t / NUM_TRAIN_TIMESTEPS)
+        with torch.set_grad_enabled(grad and i == exit_step):
+            t_model = timestep_tensor(model_timestep(t, model.dtype), x.shape[0], model.device)
+            v = chunk_forward(model, cache, text, x, t_model, slots, condition_bias=_bias(condition_bias, i),
+                              local_frames=local_frames)
+            x0 = x0_from_velocity(x, v, t / NUM_TRAIN_TIMESTEPS)
+        if mask is not None:  # outside the mask the output is the source
+            x0 = mask * x0 + (1 - mask) * src
     if clean_pass:
         _poll(should_stop, "stopped before the clean pass")
         with torch.no_grad():
@@ -141,33 +149,3 @@ def _bias(schedule: tuple[float, ...] | list[float] | None, step: int) -> float 
     if schedule is None or schedule[step] == 0:
         return None
     return float(schedule[step])
-
-
-def _denoise_from_source(
-    model: WanModel, cache: KVCache, text: TextContext, slots: list[int], timesteps, noise: NoiseFn,
-    exit_step: int, source: ChunkSource, condition_bias, local_frames: int | None,
-    should_stop: Callable[[], bool] | None,
-) -> torch.Tensor:
-    """SDEdit of one chunk (inference only): start from the source noised to its start step's σ, run the rest.
-
-    Outside the mask, each step's input is the source noised to that step's σ with the step's own noise, and the
-    output is the source; strength 0 (``start_step`` None) returns the source without a denoising step.
-    """
-    src, mask = source.latents.to(model.device, torch.float32), source.mask
-    if source.start_step is None:
-        return src.clone()
-    if not 0 <= source.start_step <= exit_step:
-        raise ValueError(f"the source's start step {source.start_step} is after the exit step {exit_step}")
-    x0 = src
-    for i in range(source.start_step, exit_step + 1):
-        if i > source.start_step:
-            _poll(should_stop, f"stopped before denoising step {i + 1} of {exit_step + 1}")
-        t = timesteps[i]
-        x = add_noise(x0, noise(i), t / NUM_TRAIN_TIMESTEPS)  # x0 is the source at the start, then blended
-        t_model = timestep_tensor(model_timestep(t, model.dtype), x.shape[0], model.device)
-        v = chunk_forward(model, cache, text, x, t_model, slots, condition_bias=_bias(condition_bias, i),
-                          local_frames=local_frames)
-        x0 = x0_from_velocity(x, v, t / NUM_TRAIN_TIMESTEPS)
-        if mask is not None:
-            x0 = mask * x0 + (1 - mask) * src
-    return x0
