@@ -35,15 +35,23 @@ MOTION_PHRASE = {
 }
 
 
-def caption(sample: WorldSample, garment: Garment | None = None) -> dict[str, list[str]]:
-    """Caption JSON object of ``sample`` (wearing ``garment`` if given): ``{"en_long": [dynamic, static],
-    "en_short": [dynamic, static]}``."""
+def caption(sample: WorldSample, garment: Garment | None = None, *, garment_words: bool = False
+            ) -> dict[str, list[str]]:
+    """Caption JSON object of ``sample``: ``{"en_long": [dynamic, static], "en_short": [dynamic, static]}``.
+
+    The world's captions carry **no garment words** by default: the static part names the person and the scene
+    only, so a model trained on them can take the garment from nowhere but the garment image (what the proof
+    measures). ``garment_words=True`` appends the garment (``garment`` if given, else ``sample.garment``)."""
     g = garment or sample.garment
     ident = sample.identity
     long_dynamic, short_dynamic = MOTION_PHRASE[sample.motion]
-    static = (f"a {ident.body} person with {ident.skin} skin, {ident.hair} hair and {_a(ident.face)} {ident.face} face wears "
-              f"{_a(g.colour)} {g.describe()}, in front of a {ident.background} wall with poles")
-    return {"en_long": [long_dynamic, static], "en_short": [short_dynamic, f"wearing {_a(g.colour)} {g.describe()}"]}
+    static = (f"a {ident.body} person with {ident.skin} skin, {ident.hair} hair and {_a(ident.face)} {ident.face} "
+              f"face, in front of a {ident.background} wall with poles")
+    short_static = f"a person with {ident.skin} skin and {ident.hair} hair"
+    if garment_words:
+        static += f", wearing {_a(g.colour)} {g.describe()}"
+        short_static += f", wearing {_a(g.colour)} {g.describe()}"
+    return {"en_long": [long_dynamic, static], "en_short": [short_dynamic, short_static]}
 
 
 def _a(word: str) -> str:

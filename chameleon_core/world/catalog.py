@@ -19,16 +19,16 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 SKIN = {"pale": (241, 204, 178), "tan": (214, 160, 110), "brown": (150, 98, 62), "dark": (92, 58, 38)}
-HAIR = {"black": (25, 22, 24), "blond": (226, 196, 104), "red": (170, 58, 28), "grey": (150, 150, 150)}
+HAIR = {"black": (25, 22, 24), "blond": (232, 208, 128), "pink": (225, 110, 170), "navy": (30, 40, 110)}
 FACE = ("round", "oval", "square")
 BODY = ("slim", "medium", "broad")
 #: Backgrounds: flat wall colour; vertical poles (see :data:`POLE`) make camera pans visible.
-BACKGROUND = {"beige": (225, 214, 190), "teal": (120, 170, 165), "lilac": (190, 170, 215), "sky": (160, 200, 235)}
+BACKGROUND = {"sage": (170, 190, 140), "teal": (110, 175, 170), "sky": (160, 200, 235), "mint": (180, 230, 205)}
 #: Pole colour of every background: the wall colour times this factor.
 POLE = 0.62
-TROUSERS = (60, 60, 78)
+TROUSERS = (90, 90, 100)
 
-#: Garment colours; a pattern's dark marks are the same colour times :data:`PATTERN_SHADE`.
+#: Garment colours; a pattern's marks are :data:`MARK` (near-white) on the garment colour.
 GARMENT_COLOUR = {
     "red": (210, 40, 45),
     "green": (40, 165, 70),
@@ -37,7 +37,8 @@ GARMENT_COLOUR = {
     "purple": (135, 50, 170),
     "orange": (240, 130, 30),
 }
-PATTERN_SHADE = 0.4
+MARK = (245, 245, 245)
+"""Colour of a garment pattern's marks (stripes, checks, dots), whatever the garment's colour."""
 PATTERN = ("plain", "stripes", "checks", "dots")
 GARMENT_KIND = ("shirt", "dress")
 SLEEVES = ("sleeveless", "short", "long")
@@ -47,6 +48,9 @@ SIZE = 64
 """Default frame size (square, pixels). The codec compresses 16x spatially: 4x4 latents."""
 FRAMES = 33
 """Default frame count, 4k+1: 9 latent frames, three chunks of 3 (the authors' chunk size)."""
+MOTION_CYCLE = 32
+"""Frames per unit of motion phase: a motion's clock reads ``p = t / MOTION_CYCLE`` at frame ``t`` (walk and pan
+cross once per unit and come back in the next, so their full period is ``2 * MOTION_CYCLE`` frames)."""
 HELD_OUT_EVERY = 5
 """1 in this many combinations is held out (``test``)."""
 SPLITS = ("train", "test")
@@ -85,6 +89,10 @@ class WorldSample:
     motion: str
     reference_garment: Garment
     """What the person wears in the reference image: same kind as ``garment``, a different colour (and pattern)."""
+    phase: int = 0
+    """The clip's first frame on the motion's clock (0 .. ``2 * MOTION_CYCLE - 1``): clips start anywhere in a
+    motion, so a model learns to continue a motion from any pose (what a stream needs after a garment switch, when
+    the last frame becomes the new reference)."""
 
     @property
     def combination(self) -> tuple[str, str, str, str, str]:
@@ -100,7 +108,50 @@ class WorldSample:
     @staticmethod
     def from_dict(d: dict) -> WorldSample:
         return WorldSample(Identity(**d["identity"]), Garment(**d["garment"]), d["motion"],
-                           Garment(**d["reference_garment"]))
+                           Garment(**d["reference_garment"]), int(d.get("phase", 0)))
+
+
+@dataclass(frozen=True)
+class PaletteEntry:
+    """One colour the renderer can draw, and what it is."""
+
+    kind: str
+    """``garment`` (a garment colour), ``mark`` (a pattern's marks), ``skin``, ``hair``, ``wall``, ``pole`` or
+    ``trousers``."""
+    name: str
+    """The attribute value (``red``, ``pale``, ``teal``, ...); the kind again for ``mark`` and ``trousers``."""
+    rgb: tuple[int, int, int]
+
+
+def palette() -> tuple[PaletteEntry, ...]:
+    """Every colour the renderer draws, exactly (the world has no antialiasing): garment colours, the mark, skins,
+    hairs, walls, poles (wall x :data:`POLE`, rounded as the renderer rounds) and the trousers."""
+    entries = [PaletteEntry("garment", k, v) for k, v in GARMENT_COLOUR.items()]
+    entries.append(PaletteEntry("mark", "mark", MARK))
+    entries += [PaletteEntry("skin", k, v) for k, v in SKIN.items()]
+    entries += [PaletteEntry("hair", k, v) for k, v in HAIR.items()]
+    entries += [PaletteEntry("wall", k, v) for k, v in BACKGROUND.items()]
+    entries += [PaletteEntry("pole", k, tuple(int(np.rint(c * POLE)) for c in v)) for k, v in BACKGROUND.items()]
+    entries.append(PaletteEntry("trousers", "trousers", TROUSERS))
+    return tuple(entries)
+
+
+def palette_separation() -> tuple[float, PaletteEntry, PaletteEntry]:
+    """The smallest RGB distance (0..255 units) between two palette entries that the world's metrics must tell
+    apart: any two entries but two scene colours (walls, poles, trousers, which all count as "not a garment" and
+    are not identity). 51 today (pale skin against blond hair); a pixel off by less than half of it is classified
+    right."""
+    scene = {"wall", "pole", "trousers"}
+    entries = palette()
+    best = None
+    for i, a in enumerate(entries):
+        for b in entries[i + 1:]:
+            if a.kind in scene and b.kind in scene:
+                continue
+            d = float(np.linalg.norm(np.subtract(a.rgb, b.rgb)))
+            if best is None or d < best[0]:
+                best = (d, a, b)
+    return best
 
 
 def combination_key(identity: Identity, garment: Garment, motion: str) -> tuple[str, str, str, str, str]:
@@ -140,7 +191,8 @@ def sample_world(seed: int, split: str = "train") -> WorldSample:
         garment = random_garment(rng)
         motion = _pick(rng, MOTION)
         if split_of(identity, garment, motion) == split:
-            return WorldSample(identity, garment, motion, other_garment(rng, garment))
+            reference = other_garment(rng, garment)
+            return WorldSample(identity, garment, motion, reference, int(rng.integers(2 * MOTION_CYCLE)))
 
 
 def sample_switch_garment(sample: WorldSample, seed: int) -> Garment:

@@ -8,15 +8,17 @@ Drawing order (later shapes cover earlier ones): wall and poles, legs (trousers)
 dress flared to the knees), arms (skin) with sleeves (garment) from the shoulder, neck, head (skin), hair (the top of
 the head). Garment patterns are drawn in the figure's own coordinates, so they move and squash with it.
 
-Motions, with ``p = t / (T - 1)`` the clip's phase:
+Motions, with ``p = (phase + pose_frame(t)) / MOTION_CYCLE`` the motion's clock at frame ``t`` of a clip
+(``phase``: the sample's start on that clock; :func:`pose_frame`: the world is animated on fours, one pose per
+latent frame):
 
-- ``walk``: the figure crosses from x = 0.30 to 0.70; legs swing +-0.35 rad (two strides), arms swing against them.
+- ``walk``: the figure crosses from x = 0.35 to 0.65; legs swing +-0.35 rad (two strides), arms swing against them.
 - ``turn``: the figure's width scales by ``0.65 + 0.35 cos(2 pi p)`` (turns sideways and back).
 - ``sway``: x = 0.5 + 0.06 sin(4 pi p), arms slightly out.
 - ``raise_arms``: both arms rise from hanging (0.15 rad) to overhead (pi - 0.3 rad).
 - ``pan``: the camera pans: the figure and the background poles shift together by -0.3 p.
 
-Past ``p = 1`` (a stream longer than the clip) walk and pan go back the way they came; the others repeat.
+Past ``p = 1`` walk and pan go back the way they came; the others repeat.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from .catalog import (
     FRAMES,
     GARMENT_COLOUR,
     HAIR,
-    PATTERN_SHADE,
+    MARK,
+    MOTION_CYCLE,
     POLE,
     SIZE,
     SKIN,
@@ -47,12 +50,16 @@ from .catalog import (
 BACKGROUND, SKIN_LABEL, HAIR_LABEL, TROUSERS_LABEL, GARMENT_LABEL = 0, 1, 2, 3, 4
 BODY_LABELS = (SKIN_LABEL, HAIR_LABEL, TROUSERS_LABEL)
 
-TORSO_HALF_WIDTH = {"slim": 0.095, "medium": 0.115, "broad": 0.14}
+TORSO_HALF_WIDTH = {"slim": 0.105, "medium": 0.125, "broad": 0.145}
 #: Head half-axes (x, y) and superellipse exponent per face shape.
 FACE_SHAPE = {"round": (0.072, 0.072, 2.0), "oval": (0.058, 0.085, 2.0), "square": (0.066, 0.074, 5.0)}
 SLEEVE_FRACTION = {"sleeveless": 0.0, "short": 0.38, "long": 0.92}
-PATTERN_PERIOD = 0.125
-"""Pattern period in frame heights (8 pixels at 64 x 64)."""
+PATTERN_PERIOD = 0.17
+"""Pattern period in figure units: 16 pixels at 64 x 64 with :data:`FRAMING_ZOOM`, one latent cell of the world's
+16x codec (stripes and checks alternate every 8 pixels, dots have a 5-pixel radius)."""
+FRAMING_ZOOM, FRAMING_CENTRE_Y = 1.5, 0.40
+"""The camera: frames show the figure magnified 1.5x about (0.5, 0.40) in figure units, from the top of the hair
+to mid-thigh (a dress is cut above the knee), so the garment spans several latent cells of the 16x codec."""
 POLE_SPACING, POLE_WIDTH = 0.34, 0.05
 
 HEAD_Y, SHOULDER_Y, HIP_Y, KNEE_Y, GROUND_Y = 0.16, 0.285, 0.58, 0.78, 0.95
@@ -82,13 +89,13 @@ def _ping_pong(p: float) -> float:
     return 1.0 - abs(p % 2.0 - 1.0)
 
 
-def pose_at(motion: str, t: int, frames: int) -> Pose:
-    """The pose of ``motion`` at frame ``t`` when one motion cycle spans ``frames`` frames (see the module
-    docstring). Frames past the cycle continue it: walk and pan go back and forth, the others are periodic."""
-    p = t / max(1, frames - 1)
+def pose_at(motion: str, t: int) -> Pose:
+    """The pose of ``motion`` at frame ``t`` of its clock (see the module docstring): walk and pan go back and
+    forth, the others are periodic."""
+    p = t / MOTION_CYCLE
     if motion == "walk":
         swing = 0.35 * math.sin(4 * math.pi * p)
-        return Pose(cx=0.30 + 0.40 * _ping_pong(p), leg_left=swing, leg_right=-swing, arm_left=0.15 - 0.6 * swing,
+        return Pose(cx=0.35 + 0.30 * _ping_pong(p), leg_left=swing, leg_right=-swing, arm_left=0.15 - 0.6 * swing,
                     arm_right=0.15 + 0.6 * swing)
     if motion == "turn":
         return Pose(sx=0.65 + 0.35 * math.cos(2 * math.pi * p))
@@ -101,6 +108,14 @@ def pose_at(motion: str, t: int, frames: int) -> Pose:
         shift = -0.3 * _ping_pong(p)
         return Pose(cx=0.65 + shift, camera=shift)
     raise ValueError(f"unknown motion {motion!r}; choose one of walk, turn, sway, raise_arms, pan")
+
+
+def pose_frame(t: int) -> int:
+    """The motion-clock frame that frame ``t`` of a clip shows: the world is animated *on fours*, each pose held
+    for the four frames that the VAE folds into one latent frame (frame 0, the causal VAE's lone first frame, has
+    its own): 0, 4, 4, 4, 4, 8, 8, 8, 8, ... So every latent frame holds one picture, the codec's 4x temporal
+    compression loses nothing, and motion still advances every latent frame (the stream's unit)."""
+    return 4 * ((t + 3) // 4)
 
 
 @dataclass(frozen=True)
@@ -153,16 +168,14 @@ def _pattern_marks(pattern: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _draw(sample: WorldSample, garment: Garment, pose: Pose, size: int, *, figure_only: bool = False,
-          zoom: float = 1.0, centre_y: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+          zoom: float = FRAMING_ZOOM, centre_y: float = FRAMING_CENTRE_Y) -> tuple[np.ndarray, np.ndarray]:
     """One frame -> (labels uint8 [H, W], dark bool [H, W]); ``dark`` marks pattern marks and background poles.
 
-    ``figure_only`` draws the garment alone (the try-off image); ``zoom`` / ``centre_y`` magnify about the frame
-    centre (try-off)."""
+    ``figure_only`` draws the garment alone (the try-off image); ``zoom`` / ``centre_y``: the camera, magnifying
+    the figure about ``(0.5, centre_y)`` (default: the world's framing)."""
     idx = (np.arange(size) + 0.5) / size
     y, x = np.meshgrid(idx, idx, indexing="ij")
-    if zoom != 1.0 or centre_y is not None:
-        cy = 0.5 if centre_y is None else centre_y
-        x, y = 0.5 + (x - 0.5) / zoom, cy + (y - 0.5) / zoom
+    x, y = 0.5 + (x - 0.5) / zoom, centre_y + (y - 0.5) / zoom
     ident = sample.identity
     labels = np.zeros((size, size), np.uint8)
     dark = np.zeros((size, size), bool)
@@ -206,8 +219,8 @@ def _draw(sample: WorldSample, garment: Garment, pose: Pose, size: int, *, figur
         rx, ry, e = FACE_SHAPE[ident.face]
         head = (np.abs(fx / rx) ** e + np.abs((y - HEAD_Y) / ry) ** e) <= 1
         labels[head] = SKIN_LABEL
-        hair = head & (y <= HEAD_Y - 0.3 * ry)
-        hair |= (np.abs(fx / (rx * 1.08)) ** e + np.abs((y - HEAD_Y) / (ry * 1.08)) ** e <= 1) & (y <= HEAD_Y - 0.3 * ry)
+        hair = head & (y <= HEAD_Y - 0.1 * ry)
+        hair |= (np.abs(fx / (rx * 1.12)) ** e + np.abs((y - HEAD_Y) / (ry * 1.12)) ** e <= 1) & (y <= HEAD_Y - 0.1 * ry)
         labels[hair] = HAIR_LABEL
         dark &= (labels == BACKGROUND) | (labels == GARMENT_LABEL)
     else:
@@ -221,18 +234,15 @@ def _colours(sample: WorldSample, garment: Garment, labels: np.ndarray, dark: np
     palette = np.array([(255, 255, 255) if figure_only else WALLS[ident.background], SKIN[ident.skin],
                         HAIR[ident.hair], TROUSERS, GARMENT_COLOUR[garment.colour]], np.float64)
     rgb = palette[labels]
-    shade = np.where(labels == GARMENT_LABEL, PATTERN_SHADE, POLE)
-    rgb = np.where(dark[..., None], rgb * shade[..., None], rgb)
+    marked = np.where(labels[..., None] == GARMENT_LABEL, np.array(MARK, np.float64), rgb * POLE)
+    rgb = np.where(dark[..., None], marked, rgb)
     return np.rint(rgb).astype(np.uint8)
 
 
 def render(sample: WorldSample, *, size: int = SIZE, frames: int = FRAMES, garment: Garment | None = None,
-           switch_to: Garment | None = None, switch_frame: int | None = None,
-           motion_frames: int | None = None) -> Rendered:
-    """Render ``sample`` (wearing ``garment`` if given, else ``sample.garment``).
-
-    ``motion_frames``: the frames one motion cycle spans (default ``frames``); a longer clip (a long stream)
-    continues the motion past the cycle (walk and pan turn back, the others repeat).
+           switch_to: Garment | None = None, switch_frame: int | None = None) -> Rendered:
+    """Render ``frames`` frames of ``sample`` from its ``phase`` on (wearing ``garment`` if given, else
+    ``sample.garment``); any length continues the motion (a long stream's ground truth).
 
     With ``switch_to`` and ``switch_frame``: frames ``< switch_frame`` wear the first garment, frames
     ``>= switch_frame`` wear ``switch_to`` (identity, motion and camera are unchanged: the ground truth of a
@@ -249,14 +259,15 @@ def render(sample: WorldSample, *, size: int = SIZE, frames: int = FRAMES, garme
     out_rgb, out_labels = [], []
     for t in range(frames):
         g = switch_to if switch_to is not None and t >= switch_frame else first
-        labels, dark = _draw(sample, g, pose_at(sample.motion, t, motion_frames or frames), size)
+        labels, dark = _draw(sample, g, pose_at(sample.motion, sample.phase + pose_frame(t)), size)
         out_rgb.append(_colours(sample, g, labels, dark))
         out_labels.append(labels)
     return Rendered(torch.from_numpy(np.stack(out_rgb)), torch.from_numpy(np.stack(out_labels)))
 
 
 def render_reference(sample: WorldSample, *, size: int = SIZE) -> Rendered:
-    """The reference image: frame 0 of the clip, re-dressed in ``sample.reference_garment`` (T = 1)."""
+    """The reference image: the clip's first frame (the pose at ``sample.phase``), re-dressed in
+    ``sample.reference_garment`` (T = 1)."""
     return render(sample, size=size, frames=1, garment=sample.reference_garment)
 
 
@@ -265,9 +276,9 @@ def render_garment_on_white(garment: Garment, *, size: int = SIZE) -> torch.Tens
     ``[H, W, 4]``, white with alpha 0 outside the garment."""
     from .catalog import Identity
 
-    neutral = WorldSample(Identity("pale", "black", "round", "medium", "beige"), garment, "turn", garment)
+    neutral = WorldSample(Identity("pale", "black", "round", "medium", "sage"), garment, "turn", garment)
     centre = (SHOULDER_Y + (HIP_Y if garment.kind == "shirt" else KNEE_Y)) / 2
-    labels, dark = _draw(neutral, garment, Pose(arm_left=0.45, arm_right=0.45), size, figure_only=True, zoom=1.5,
+    labels, dark = _draw(neutral, garment, Pose(arm_left=0.45, arm_right=0.45), size, figure_only=True, zoom=1.6,
                          centre_y=centre)
     rgb = _colours(neutral, garment, labels, dark, figure_only=True)
     alpha = np.where(labels == GARMENT_LABEL, 255, 0).astype(np.uint8)
