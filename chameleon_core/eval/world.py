@@ -1,37 +1,39 @@
 """Exact metrics of the synthetic fashion world, and ``python -m chameleon_core.eval world``.
 
 Every metric compares a generated video with the world's ground truth: the clip the renderer draws for the same
-attributes (:func:`chameleon_core.world.dataset.ground_truth`), whose per-pixel labels say where the garment, the
-body and the background are. Videos are ``[T, H, W, 3]`` float in 0..1; labels ``[T, H, W]`` (0 background,
-1 skin, 2 hair, 3 trousers, 4 garment).
+attributes (:func:`chameleon_core.world.render`), whose per-pixel labels say where the garment, the person and the
+background are. Videos are ``[T, H, W, 3]`` float in 0..1; labels ``[T, H, W]`` (0 background, 1 skin, 2 hair,
+3 trousers, 4 garment).
 
-Definitions:
+Every pixel is **classified** against the whole world palette (:func:`chameleon_core.world.catalog.palette`:
+garment colours, the pattern mark, skins, hairs, walls, poles, trousers): its class is the nearest entry in RGB. The
+renderer draws no other colour, so the ground truth classifies exactly, and a pixel off by less than half the
+palette's separation (51/255) still classifies right. A pixel whose nearest entry is no garment colour and not the
+mark is **not a garment**. All garment metrics count pixels *inside the ground-truth garment mask only*:
 
-- **Colour class** of a pixel: the nearest (RGB, Euclidean) of the 12 garment palette entries, each garment colour
-  plain or in its pattern shade (colour x 0.4); it gives the pixel's colour name and whether it is a *dark* mark.
-- **Garment colour accuracy**: the fraction of ground-truth garment pixels whose colour class is the target colour.
-- **Pattern** of a frame's garment region (:func:`pattern_of`): ``plain`` if under 10% of its pixels are dark;
-  else, with ``v`` the mean over rows (of 3+ garment pixels) of the variance of the dark flag along the row:
-  ``stripes`` if ``v < 0.045`` (the world's stripes are horizontal: rows are constant), ``dots`` if ``v < 0.2``,
-  ``checks`` otherwise (rows alternate: ``v`` about 0.25). **Pattern
-  accuracy** is the fraction of frames whose pattern is the target's (frames with fewer than 12 garment pixels are
-  skipped). **Garment accuracy** is the mean of colour and pattern accuracy.
-- **Leakage** after a switch: the fraction of garment pixels, over the frames from the switch on, whose colour
-  class is the *old* garment's colour.
-- **Identity error**: for skin, hair and background, the mean absolute difference (over RGB) between the mean
-  colour of the video's pixels and the ground truth's pixels in that ground-truth region, over all frames; and their
-  mean. 0 when the person and the scene are unchanged.
+- **Garment colour accuracy** (the headline): among the ground-truth garment pixels that show the garment's colour
+  (not its pattern marks), the fraction classified as the target colour. A wall-coloured or grey frame scores 0,
+  a frame in another garment colour scores 0, the ground truth scores 1.
+- **Leakage** (after a switch): among the ground-truth garment pixels, the fraction classified as the *old*
+  garment's colour. **Not a garment**: the fraction classified as neither a garment colour nor the mark.
+- **Pattern accuracy**: per frame, the predicted mark map inside the garment mask is compared with the mark maps
+  of all four patterns drawn for that frame (same person, pose and garment); the frame's pattern is the one that
+  agrees best; the score is the fraction of frames (with at least 12 garment pixels) where that is the target's.
+- **Identity**: the fraction of ground-truth skin pixels classified as the person's skin colour and of hair pixels
+  as their hair colour; **identity error** = 1 - the mean of the two (0 when the person is drawn exactly).
 - **Motion trajectory** (:func:`motion_trajectory`): per frame, from the foreground (pixels farther than 0.12 from
   both the wall colour and the pole colour): centroid x and y, horizontal spread (std of x), top extent (5th
   percentile of y), all in frame units, and the poles' horizontal shift (phase of the pole-coloured pixels' columns,
   unwrapped over time). **Motion agreement**: the cosine similarity of the video's trajectory change from frame 0
-  with the ground truth's (flattened); 0 when either does not move (a frozen video scores 0).
-  **Motion class**: the motion whose rendering (same person and garment) agrees best with the video.
-- **Temporal jitter**: the mean absolute second difference over time ``|x[t+1] - 2 x[t] + x[t-1]|`` (0 for a
-  still or uniformly changing video; lower is smoother).
+  with the ground truth's (flattened); 0 when either does not move. **Motion class**: the motion whose rendering
+  (same person, garment and start) agrees best with the video.
+- **Temporal jitter**: the mean absolute second difference over time ``|x[t+1] - 2 x[t] + x[t-1]|``.
 - **Switch cut** at frame ``f``: the mean absolute change from frame ``f-1`` to ``f`` divided by the median change
-  between the other consecutive frames, both outside the garment (pixels that are body or background in the ground
-  truth of both frames). About 1 for a seamless switch; large for a hard cut.
+  at the other frames where a new picture starts (the world is animated on fours), both outside the garment.
+  About 1 for a seamless switch; large for a cut.
+
+Videos too short to measure are refused (a ``ValueError`` naming the length): motion needs
+:data:`MIN_MOTION_FRAMES` frames, a switch cut 3.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import argparse
 import json
 import logging
 import math
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -48,151 +51,187 @@ from chameleon_core.world.catalog import BACKGROUND as WALLS
 from chameleon_core.world.catalog import (
     GARMENT_COLOUR,
     MOTION,
-    PATTERN_SHADE,
+    PATTERN,
     POLE,
     Garment,
     WorldSample,
+    palette,
 )
-from chameleon_core.world.render import GARMENT_LABEL, HAIR_LABEL, SKIN_LABEL, render
+from chameleon_core.world.render import GARMENT_LABEL, HAIR_LABEL, SKIN_LABEL, pose_frame, render
 from chameleon_core.world.render import POLE_SPACING as _POLE_SPACING
 
 logger = logging.getLogger(__name__)
 
 COLOURS = tuple(GARMENT_COLOUR)
+MARK_CLASS = len(COLOURS)
+"""Garment class of a pattern-mark pixel; garment colours are ``0 .. len(COLOURS) - 1``."""
+NOT_GARMENT = len(COLOURS) + 1
+"""Garment class of a pixel whose nearest palette entry is neither a garment colour nor the mark."""
 MIN_GARMENT_PIXELS = 12
+MIN_MOTION_FRAMES = 5
+"""Frames a video needs for motion metrics (one causal VAE step: the first frame and four more)."""
 FOREGROUND_DISTANCE = 0.12
 CUT_EPS = 1e-4
-#: Pattern thresholds: dark fraction for plain; mean within-row variance of the dark flag for stripes and dots. On
-#: ground-truth renders the row variance is 0 for stripes, 0.09-0.16 for dots, 0.245-0.25 for checks.
-PLAIN_BELOW, STRIPES_BELOW, DOTS_BELOW = 0.1, 0.045, 0.2
 
 
-def _palette() -> torch.Tensor:
-    base = torch.tensor([GARMENT_COLOUR[c] for c in COLOURS], dtype=torch.float32) / 255.0
-    return torch.cat([base, base * PATTERN_SHADE])  # [12, 3]: plain colours, then their dark shades
+@lru_cache(maxsize=1)
+def _palette_tensors() -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    entries = palette()
+    rgb = torch.tensor([e.rgb for e in entries], dtype=torch.float32) / 255.0
+    garment_class = [COLOURS.index(e.name) if e.kind == "garment" else MARK_CLASS if e.kind == "mark" else NOT_GARMENT
+                     for e in entries]
+    return rgb, torch.tensor(garment_class), entries
 
 
-def colour_classes(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixels ``[..., 3]`` in 0..1 -> (colour index into :data:`COLOURS` ``[...]`` long, dark mark ``[...]`` bool)."""
-    palette = _palette().to(pixels.device)
-    d = torch.cdist(pixels.reshape(-1, 3).float(), palette)  # [N, 12]
-    nearest = d.argmin(dim=1).reshape(pixels.shape[:-1])
-    return nearest % len(COLOURS), nearest >= len(COLOURS)
+def classify(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels ``[..., 3]`` in 0..1 -> the index of the nearest palette entry ``[...]`` (long)."""
+    rgb, _, _ = _palette_tensors()
+    x = pixels.reshape(-1, 3).float().cpu()
+    # argmin |x - p|^2 = argmin (|p|^2 - 2 x.p): one small matmul instead of a distance matrix
+    score = (rgb * rgb).sum(1) - 2.0 * x @ rgb.T  # [N, entries]
+    return score.argmin(dim=1).reshape(pixels.shape[:-1])
+
+
+def garment_classes(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels ``[..., 3]`` -> garment class ``[...]``: a garment colour's index in :data:`COLOURS`,
+    :data:`MARK_CLASS` or :data:`NOT_GARMENT`."""
+    _, garment_class, _ = _palette_tensors()
+    return garment_class[classify(pixels)]
+
+
+def _entry_index(kind: str, name: str) -> int:
+    _, _, entries = _palette_tensors()
+    for i, e in enumerate(entries):
+        if e.kind == kind and e.name == name:
+            return i
+    raise ValueError(f"no {kind} colour named {name!r} in the world palette")
 
 
 def _check(video: torch.Tensor, labels: torch.Tensor) -> None:
-    if video.ndim != 4 or video.shape[-1] != 3:
-        raise ValueError(f"video must be [T, H, W, 3] float in 0..1, got shape {tuple(video.shape)}")
+    if not isinstance(video, torch.Tensor) or video.ndim != 4 or video.shape[-1] != 3:
+        raise ValueError(f"video must be [T, H, W, 3] float in 0..1, got {getattr(video, 'shape', type(video))}")
     if labels.shape != video.shape[:3]:
         raise ValueError(f"labels {tuple(labels.shape)} must match the video's [T, H, W] {tuple(video.shape[:3])}; "
                          "render the ground truth at the video's size and frame count")
 
 
-def garment_colour_accuracy_per_frame(video: torch.Tensor, labels: torch.Tensor, colour: str) -> torch.Tensor:
-    """``[T]``: per frame, the fraction of ground-truth garment pixels whose colour class is ``colour`` (NaN for a
-    frame without garment pixels)."""
+def _ratio(hits: torch.Tensor, mask: torch.Tensor) -> float:
+    n = int(mask.sum())
+    return math.nan if n == 0 else int((hits & mask).sum()) / n
+
+
+# --- garment ----------------------------------------------------------------------------------------------------
+
+
+def garment_colour_pixels(truth: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[T, H, W]`` bool: ground-truth garment pixels that show the garment's colour (not a pattern mark)."""
+    return (labels == GARMENT_LABEL) & (garment_classes(truth) < len(COLOURS))
+
+
+def garment_colour_accuracy_per_frame(video: torch.Tensor, truth: torch.Tensor, labels: torch.Tensor,
+                                      colour: str) -> torch.Tensor:
+    """``[T]``: per frame, the garment colour accuracy (NaN for a frame without garment-colour pixels)."""
     _check(video, labels)
-    cls, _ = colour_classes(video)
-    mask = labels == GARMENT_LABEL
-    hits = ((cls == COLOURS.index(colour)) & mask).flatten(1).sum(1).float()
+    hit = garment_classes(video) == COLOURS.index(colour)
+    mask = garment_colour_pixels(truth, labels)
     count = mask.flatten(1).sum(1).float()
+    hits = (hit & mask).flatten(1).sum(1).float()
     return torch.where(count > 0, hits / count.clamp(min=1), torch.full_like(count, math.nan))
 
 
-def pattern_of(dark: torch.Tensor, mask: torch.Tensor) -> str | None:
-    """The pattern of one frame's garment region (see the module docstring); None with fewer than 12 pixels."""
-    n = int(mask.sum())
-    if n < MIN_GARMENT_PIXELS:
-        return None
-    if dark[mask].float().mean().item() < PLAIN_BELOW:
-        return "plain"
-    variances = []
-    for row_dark, row_mask in zip(dark, mask):
-        if int(row_mask.sum()) >= 3:
-            variances.append(row_dark[row_mask].float().var(unbiased=False).item())
-    row_var = sum(variances) / len(variances) if variances else 0.0
-    if row_var < STRIPES_BELOW:
-        return "stripes"
-    return "dots" if row_var < DOTS_BELOW else "checks"
-
-
-def pattern_accuracy(video: torch.Tensor, labels: torch.Tensor, pattern: str) -> float:
-    """Fraction of frames (with enough garment pixels) whose garment pattern is ``pattern``; NaN if none."""
+def garment_colour_accuracy(video: torch.Tensor, truth: torch.Tensor, labels: torch.Tensor, colour: str) -> float:
+    """Garment colour accuracy over all frames (pixel-weighted; NaN without garment-colour pixels)."""
     _check(video, labels)
-    _, dark = colour_classes(video)
-    found = [pattern_of(dark[t], labels[t] == GARMENT_LABEL) for t in range(video.shape[0])]
-    found = [f for f in found if f is not None]
-    return sum(f == pattern for f in found) / len(found) if found else math.nan
+    return _ratio(garment_classes(video) == COLOURS.index(colour), garment_colour_pixels(truth, labels))
 
 
-def garment_accuracy(video: torch.Tensor, labels: torch.Tensor, garment: Garment) -> dict[str, float]:
-    """``{"colour", "pattern", "accuracy"}``: colour accuracy over all garment pixels, pattern accuracy over frames,
-    and their mean."""
-    per_frame = garment_colour_accuracy_per_frame(video, labels, garment.colour)
+def garment_shares(video: torch.Tensor, labels: torch.Tensor, colours: dict[str, str]) -> dict[str, float]:
+    """For each ``name -> colour``, the fraction of the ground-truth garment pixels classified as that colour, plus
+    ``not_garment`` and ``mark`` (leakage is the old colour's share)."""
+    _check(video, labels)
+    cls = garment_classes(video)
     mask = labels == GARMENT_LABEL
-    counts = mask.flatten(1).sum(1).float()
-    colour = (torch.nan_to_num(per_frame) * counts).sum().item() / max(counts.sum().item(), 1.0)
-    pattern = pattern_accuracy(video, labels, garment.pattern)
-    return {"colour": colour, "pattern": pattern, "accuracy": (colour + pattern) / 2}
-
-
-def leakage(video: torch.Tensor, labels: torch.Tensor, old_colour: str, switch_frame: int) -> float:
-    """Fraction of ground-truth garment pixels in frames ``>= switch_frame`` whose colour class is the old
-    garment's colour (0 for a clean switch)."""
-    _check(video, labels)
-    cls, _ = colour_classes(video[switch_frame:])
-    mask = labels[switch_frame:] == GARMENT_LABEL
-    return ((cls == COLOURS.index(old_colour)) & mask).sum().item() / max(int(mask.sum()), 1)
-
-
-def identity_error(video: torch.Tensor, truth: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """``{"skin", "hair", "background", "identity"}``: per region the mean absolute RGB difference of the mean
-    colour of ``video`` and ``truth`` over the ground-truth region (all frames); ``identity`` is their mean."""
-    _check(video, labels)
-    out = {}
-    for name, region in (("skin", labels == SKIN_LABEL), ("hair", labels == HAIR_LABEL), ("background", labels == 0)):
-        if not bool(region.any()):
-            out[name] = math.nan
-            continue
-        out[name] = (video[region].float().mean(0) - truth[region].float().mean(0)).abs().mean().item()
-    present = [v for v in out.values() if not math.isnan(v)]
-    out["identity"] = sum(present) / len(present) if present else math.nan
+    out = {name: _ratio(cls == COLOURS.index(c), mask) for name, c in colours.items()}
+    out["not_garment"] = _ratio(cls == NOT_GARMENT, mask)
+    out["mark"] = _ratio(cls == MARK_CLASS, mask)
     return out
+
+
+def leakage(video: torch.Tensor, labels: torch.Tensor, old_colour: str) -> float:
+    """Fraction of the ground-truth garment pixels classified as ``old_colour`` (the garment before a switch)."""
+    return garment_shares(video, labels, {"old": old_colour})["old"]
+
+
+def pattern_accuracy(video: torch.Tensor, labels: torch.Tensor, garment: Garment,
+                     templates: dict[str, torch.Tensor]) -> float:
+    """Fraction of frames whose mark map agrees best with ``garment.pattern`` (see the module docstring); NaN if no
+    frame has enough garment pixels. ``templates``: pattern -> the ground truth's mark map ``[T, H, W]`` bool had
+    the garment that pattern (:meth:`GroundTruth.mark_templates`)."""
+    _check(video, labels)
+    marks = garment_classes(video) == MARK_CLASS
+    mask = labels == GARMENT_LABEL
+    hits = counted = 0
+    for i in range(video.shape[0]):
+        m = mask[i]
+        if int(m.sum()) < MIN_GARMENT_PIXELS:
+            continue
+        agree = {p: (tpl[i][m] == marks[i][m]).float().mean().item() for p, tpl in templates.items()}
+        hits += max(agree, key=agree.get) == garment.pattern
+        counted += 1
+    return hits / counted if counted else math.nan
+
+
+def _with_pattern(garment: Garment, pattern: str) -> Garment:
+    return Garment(garment.kind, garment.colour, pattern, garment.sleeves)
+
+
+
+# --- identity ---------------------------------------------------------------------------------------------------
+
+
+def identity_scores(video: torch.Tensor, labels: torch.Tensor, sample: WorldSample) -> dict[str, float]:
+    """``{"skin", "hair", "identity_error"}``: the fraction of ground-truth skin (hair) pixels classified as the
+    person's skin (hair) colour, and 1 - their mean (NaN parts are left out)."""
+    _check(video, labels)
+    cls = classify(video)
+    skin = _ratio(cls == _entry_index("skin", sample.identity.skin), labels == SKIN_LABEL)
+    hair = _ratio(cls == _entry_index("hair", sample.identity.hair), labels == HAIR_LABEL)
+    present = [v for v in (skin, hair) if not math.isnan(v)]
+    return {"skin": skin, "hair": hair, "identity_error": 1.0 - sum(present) / len(present) if present else math.nan}
+
+
+# --- motion and smoothness ----------------------------------------------------------------------------------------
 
 
 def motion_trajectory(video: torch.Tensor, wall: tuple[int, int, int] | torch.Tensor) -> torch.Tensor:
     """``[T, 5]``: foreground centroid x, centroid y, horizontal spread, top extent, pole shift (frame units)."""
     t, h, w, _ = video.shape
+    v = video.float().cpu()
     wall_rgb = torch.as_tensor(wall, dtype=torch.float32) / 255.0
     pole_rgb = wall_rgb * POLE
-    d_wall = (video.float() - wall_rgb).norm(dim=-1)
-    d_pole = (video.float() - pole_rgb).norm(dim=-1)
-    fg = (d_wall > FOREGROUND_DISTANCE) & (d_pole > FOREGROUND_DISTANCE)
-    poles = d_pole <= FOREGROUND_DISTANCE
+    d_wall = (v - wall_rgb).norm(dim=-1)
+    d_pole = (v - pole_rgb).norm(dim=-1)
+    fg = ((d_wall > FOREGROUND_DISTANCE) & (d_pole > FOREGROUND_DISTANCE)).float()  # [T, H, W]
+    poles = (d_pole <= FOREGROUND_DISTANCE).float()
     ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h
     xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w
-    rows = []
-    prev_phase = None
-    unwrapped = 0.0
-    for i in range(t):
-        m = fg[i]
-        if int(m.sum()) == 0:
-            cx = cy = spread = top = 0.0
-        else:
-            yy, xx = torch.nonzero(m, as_tuple=True)
-            px, py = xs[xx], ys[yy]
-            cx, cy = px.mean().item(), py.mean().item()
-            spread = px.std(unbiased=False).item()
-            top = torch.quantile(py, 0.05).item()
-        cols = poles[i].float().sum(0)  # [W]
-        angle = torch.atan2((cols * torch.sin(2 * math.pi * xs / _POLE_SPACING)).sum(),
-                            (cols * torch.cos(2 * math.pi * xs / _POLE_SPACING)).sum()).item()
-        if prev_phase is not None:
-            step = (angle - prev_phase + math.pi) % (2 * math.pi) - math.pi
-            unwrapped += step
-        prev_phase = angle
-        rows.append([cx, cy, spread, top, unwrapped * _POLE_SPACING / (2 * math.pi)])
-    return torch.tensor(rows)
+    n = fg.sum((1, 2))  # [T]
+    safe = n.clamp(min=1)
+    col, row = fg.sum(1), fg.sum(2)  # [T, W], [T, H]
+    cx = (col * xs).sum(1) / safe
+    cy = (row * ys).sum(1) / safe
+    spread = ((col * xs**2).sum(1) / safe - cx**2).clamp(min=0).sqrt()
+    # top extent: the first row at which 5% of the foreground lies above (the 5th percentile of y)
+    reached = row.cumsum(1) >= 0.05 * n[:, None]
+    top = ys[reached.float().argmax(1)]
+    empty = n == 0
+    cx, cy, spread, top = (torch.where(empty, torch.zeros_like(a), a) for a in (cx, cy, spread, top))
+    cols = poles.sum(1)  # [T, W]
+    angle = torch.atan2((cols * torch.sin(2 * math.pi * xs / _POLE_SPACING)).sum(1),
+                        (cols * torch.cos(2 * math.pi * xs / _POLE_SPACING)).sum(1))
+    step = torch.remainder(angle[1:] - angle[:-1] + math.pi, 2 * math.pi) - math.pi
+    shift = torch.cat([torch.zeros(1), step.cumsum(0)]) * _POLE_SPACING / (2 * math.pi)
+    return torch.stack([cx, cy, spread, top, shift], dim=1)
 
 
 def _cosine_of_change(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -203,27 +242,26 @@ def _cosine_of_change(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.dot(da, db).item() / (na * nb))
 
 
+def _check_motion_length(t: int) -> None:
+    if t < MIN_MOTION_FRAMES:
+        raise ValueError(f"motion needs a video of at least {MIN_MOTION_FRAMES} frames, got {t}; score a longer "
+                         "video (the world's clips have 33)")
+
+
 def motion_agreement(video: torch.Tensor, truth: torch.Tensor, wall: tuple[int, int, int]) -> float:
     """Cosine similarity of the video's and the ground truth's trajectory change from frame 0 (-1..1; 0 if either
     is still)."""
     if video.shape[0] != truth.shape[0]:
         raise ValueError(f"video has {video.shape[0]} frames but the ground truth {truth.shape[0]}; they must match")
+    _check_motion_length(video.shape[0])
     return _cosine_of_change(motion_trajectory(video, wall), motion_trajectory(truth, wall))
 
 
-def motion_scores(video: torch.Tensor, sample: WorldSample, garment: Garment | None = None,
-                  motion_frames: int | None = None) -> dict[str, float]:
-    """Agreement of ``video`` with each motion rendered for ``sample`` (same person, garment, size and frame count;
-    ``motion_frames`` as in :func:`chameleon_core.world.render`)."""
-    t, h = video.shape[0], video.shape[1]
-    wall = WALLS[sample.identity.background]
-    traj = motion_trajectory(video, wall)
-    out = {}
-    for m in MOTION:
-        truth = render(WorldSample(sample.identity, garment or sample.garment, m, sample.reference_garment),
-                       size=h, frames=t, motion_frames=motion_frames).float_frames()
-        out[m] = _cosine_of_change(traj, motion_trajectory(truth, wall))
-    return out
+def motion_scores(video: torch.Tensor, truth: GroundTruth) -> dict[str, float]:
+    """Agreement of ``video`` with each motion rendered for the same person, garment, start and size."""
+    _check_motion_length(video.shape[0])
+    traj = motion_trajectory(video, truth.wall)
+    return {m: _cosine_of_change(traj, other) for m, other in truth.motion_trajectories().items()}
 
 
 def temporal_jitter(video: torch.Tensor) -> float:
@@ -234,58 +272,123 @@ def temporal_jitter(video: torch.Tensor) -> float:
     return (v[2:] - 2 * v[1:-1] + v[:-2]).abs().mean().item()
 
 
-def switch_cut(video: torch.Tensor, switch_frame: int, keep: torch.Tensor | None = None) -> float:
-    """Change across the switch (frame ``switch_frame - 1`` -> ``switch_frame``) over the median change between the
-    other consecutive frames, within ``keep`` (``[T, H, W]`` bool; pixels compared between frames t-1 and t are
-    those kept in both; all pixels if None)."""
+def picture_boundaries(frames: int) -> list[int]:
+    """The frames at which the world shows a new picture (it is animated on fours: frame 1, 5, 9, ...)."""
+    return [t for t in range(1, frames) if pose_frame(t) != pose_frame(t - 1)]
+
+
+def switch_cut(video: torch.Tensor, switch_frame: int, keep: torch.Tensor | None = None,
+               boundaries: list[int] | None = None) -> float:
+    """Change across the switch (frame ``switch_frame - 1`` -> ``switch_frame``) over the median change at the
+    other ``boundaries`` (frames where a new picture starts; every frame if None), within ``keep`` (``[T, H, W]``
+    bool; pixels compared between frames t-1 and t are those kept in both; all pixels if None)."""
     t = video.shape[0]
-    if not 1 <= switch_frame < t:
-        raise ValueError(f"switch_frame must be in 1..{t - 1} for a {t}-frame video, got {switch_frame}")
     if t < 3:
         raise ValueError(f"a switch cut needs at least 3 frames (one ordinary change), got {t}")
+    if not 1 <= switch_frame < t:
+        raise ValueError(f"switch_frame must be in 1..{t - 1} for a {t}-frame video, got {switch_frame}")
+    frames = sorted(set(boundaries if boundaries is not None else range(1, t)) | {switch_frame})
+    if len(frames) < 2:
+        raise ValueError(f"a switch cut needs an ordinary change besides the switch; {t} frames have none")
     v = video.float()
-    changes = []
-    for i in range(1, t):
+    changes = {}
+    for i in frames:
         diff = (v[i] - v[i - 1]).abs().mean(-1)  # [H, W]
         if keep is not None:
             both = keep[i] & keep[i - 1]
-            changes.append(diff[both].mean().item() if bool(both.any()) else 0.0)
+            changes[i] = diff[both].mean().item() if bool(both.any()) else 0.0
         else:
-            changes.append(diff.mean().item())
-    cut = changes[switch_frame - 1]
-    ordinary = torch.tensor(changes[: switch_frame - 1] + changes[switch_frame:]).median().item()
-    return cut / max(ordinary, CUT_EPS)
+            changes[i] = diff.mean().item()
+    ordinary = torch.tensor([c for i, c in changes.items() if i != switch_frame]).median().item()
+    return changes[switch_frame] / max(ordinary, CUT_EPS)
 
 
-def score_video(video: torch.Tensor, sample: WorldSample, *, switch_to: Garment | None = None,
-                switch_frame: int | None = None, motion_frames: int | None = None) -> dict[str, float]:
-    """All world metrics of one generated video ``[T, H, W, 3]`` (0..1) of ``sample``; with a switch, garment
-    accuracy is measured from ``switch_frame`` on against ``switch_to`` (and before it against the first garment),
-    leakage and the cut at the switch are added. ``motion_frames``: the frames one motion cycle spans (the training
-    clip length; default the video's length), so a stream longer than a clip is scored against the motion
-    continued (:func:`chameleon_core.world.render`)."""
-    if video.ndim != 4 or video.shape[-1] != 3 or video.shape[1] != video.shape[2]:
-        raise ValueError(f"video must be square frames [T, H, H, 3] in 0..1 (the world's), got {tuple(video.shape)}")
+# --- everything at once -------------------------------------------------------------------------------------------
+
+
+class GroundTruth:
+    """The ground truth of one world video, rendered once and scored against many videos (the variants of one
+    experiment share it): frames, labels, and what the metrics derive from them (pattern templates, the
+    trajectories of every motion), each computed when first needed."""
+
+    def __init__(self, sample: WorldSample, *, size: int, frames: int, switch_to: Garment | None = None,
+                 switch_frame: int | None = None) -> None:
+        if (switch_to is None) != (switch_frame is None):
+            raise ValueError("a switch needs both switch_to (the new garment) and switch_frame (its first frame)")
+        _check_motion_length(frames)
+        if switch_frame is not None and not 1 <= switch_frame < frames:
+            raise ValueError(f"switch_frame must be in 1..{frames - 1} for a {frames}-frame video, got {switch_frame}")
+        self.sample, self.size, self.frames = sample, size, frames
+        self.switch_to, self.switch_frame = switch_to, switch_frame
+        rendered = render(sample, size=size, frames=frames, switch_to=switch_to, switch_frame=switch_frame)
+        self.video, self.labels = rendered.float_frames(), rendered.labels
+        self.wall = WALLS[sample.identity.background]
+        self._templates: dict[tuple, dict[str, torch.Tensor]] = {}
+        self._motions: dict[str, torch.Tensor] | None = None
+
+    @property
+    def target(self) -> Garment:
+        """The garment worn from the switch on (the whole video without a switch)."""
+        return self.switch_to or self.sample.garment
+
+    def mark_templates(self, garment: Garment) -> dict[str, torch.Tensor]:
+        """Pattern -> the mark map ``[T, H, W]`` the ground truth would show with ``garment`` in that pattern."""
+        key = (garment.kind, garment.colour, garment.sleeves)
+        if key not in self._templates:
+            self._templates[key] = {
+                p: garment_classes(render(self.sample, size=self.size, frames=self.frames,
+                                          garment=Garment(garment.kind, garment.colour, p, garment.sleeves))
+                                   .float_frames()) == MARK_CLASS
+                for p in PATTERN
+            }
+        return self._templates[key]
+
+    def motion_trajectories(self) -> dict[str, torch.Tensor]:
+        """Motion -> the trajectory of that motion drawn for the same person, garment and start."""
+        if self._motions is None:
+            s = self.sample
+            self._motions = {m: motion_trajectory(render(WorldSample(s.identity, s.garment, m, s.reference_garment,
+                                                                     s.phase), size=self.size, frames=self.frames)
+                                                  .float_frames(), self.wall) for m in MOTION}
+        return self._motions
+
+
+def score_video(video: torch.Tensor, sample: WorldSample | GroundTruth, *, switch_to: Garment | None = None,
+                switch_frame: int | None = None) -> dict[str, float]:
+    """All world metrics of one generated video ``[T, H, W, 3]`` (0..1) of ``sample`` from its start on (or
+    against a :class:`GroundTruth` built once for many videos). With a switch, garment metrics are measured from
+    ``switch_frame`` on against ``switch_to`` (``garment_colour_before``: before it, against the first garment),
+    and leakage and the cut at the switch are added."""
+    if not isinstance(video, torch.Tensor) or video.ndim != 4 or video.shape[-1] != 3 or video.shape[1] != video.shape[2]:
+        raise ValueError(f"video must be square frames [T, H, H, 3] in 0..1 (the world's), got "
+                         f"{tuple(getattr(video, 'shape', ()))}")
     t, h = video.shape[0], video.shape[1]
-    truth_r = render(sample, size=h, frames=t, switch_to=switch_to, switch_frame=switch_frame,
-                     motion_frames=motion_frames)
-    truth, labels = truth_r.float_frames(), truth_r.labels
-    wall = WALLS[sample.identity.background]
-    out: dict[str, float] = {}
-    if switch_to is None:
-        out.update({f"garment_{k}": v for k, v in garment_accuracy(video, labels, sample.garment).items()})
+    if isinstance(sample, GroundTruth):
+        gt = sample
+        if (gt.frames, gt.size) != (t, h):
+            raise ValueError(f"the ground truth has {gt.frames} frames of {gt.size}px but the video {t} of {h}px")
     else:
-        before = garment_accuracy(video[:switch_frame], labels[:switch_frame], sample.garment)
-        after = garment_accuracy(video[switch_frame:], labels[switch_frame:], switch_to)
-        out.update({f"garment_{k}_before": v for k, v in before.items()})
-        out.update({f"garment_{k}": v for k, v in after.items()})
-        out["leakage"] = leakage(video, labels, sample.garment.colour, switch_frame)
-        out["switch_cut"] = switch_cut(video, switch_frame, keep=labels != GARMENT_LABEL)
-    out.update({f"identity_error_{k}" if k != "identity" else "identity_error": v
-                for k, v in identity_error(video, truth, labels).items()})
-    out["motion_agreement"] = motion_agreement(video, truth, wall)
-    scores = motion_scores(video, sample, sample.garment, motion_frames)
-    out["motion_correct"] = float(max(scores, key=scores.get) == sample.motion)
+        gt = GroundTruth(sample, size=h, frames=t, switch_to=switch_to, switch_frame=switch_frame)
+    truth, labels, target = gt.video, gt.labels, gt.target
+    first = gt.switch_frame or 0
+    part = slice(first, t)
+    out: dict[str, float] = {}
+    out["garment_colour"] = garment_colour_accuracy(video[part], truth[part], labels[part], target.colour)
+    templates = {p: tpl[part] for p, tpl in gt.mark_templates(target).items()}
+    out["garment_pattern"] = pattern_accuracy(video[part], labels[part], target, templates)
+    out["not_garment"] = garment_shares(video[part], labels[part], {})["not_garment"]
+    if gt.switch_to is not None:
+        before = slice(0, first)
+        out["garment_colour_before"] = garment_colour_accuracy(video[before], truth[before], labels[before],
+                                                               gt.sample.garment.colour)
+        out["leakage"] = leakage(video[part], labels[part], gt.sample.garment.colour)
+        out["switch_cut"] = switch_cut(video, first, keep=labels != GARMENT_LABEL, boundaries=picture_boundaries(t))
+    ident = identity_scores(video, labels, gt.sample)
+    out.update({"identity_skin": ident["skin"], "identity_hair": ident["hair"],
+                "identity_error": ident["identity_error"]})
+    out["motion_agreement"] = motion_agreement(video, truth, gt.wall)
+    scores = motion_scores(video, gt)
+    out["motion_correct"] = float(max(scores, key=scores.get) == gt.sample.motion)
     out["temporal_jitter"] = temporal_jitter(video)
     out["temporal_jitter_truth"] = temporal_jitter(truth)
     return out
@@ -324,7 +427,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     """Score every ``<stem>.mp4`` in ``--videos`` against ``--data/<stem>.json``; writes ``--out``. Returns 0, or 2
     with a message for bad arguments. A video longer than the dataset's clips (a long stream) is scored against the
-    motion continued past the clip (see :func:`score_video`)."""
+    motion continued past the clip."""
     from chameleon_core.world.dataset import read_metadata
 
     args = parse_args(argv)
@@ -349,7 +452,7 @@ def main(argv: list[str]) -> int:
         switch = {} if args.switch_frame is None else {"switch_to": meta["switch_garment"],
                                                        "switch_frame": args.switch_frame}
         try:
-            scores = score_video(video, meta["sample"], motion_frames=meta["frames"], **switch)
+            scores = score_video(video, meta["sample"], **switch)
         except ValueError as e:
             logger.error("%s: %s", v, e)
             return 2
