@@ -49,6 +49,18 @@ class StreamingDecoder:
         """Pixel frames produced so far."""
         self.last_frame: torch.Tensor | None = None
         """The newest pixel frame ``[B, 3, H, W]`` in [-1, 1], as the continuous video shows it."""
+        self._shared = False
+        """The causal state is shared with a fork: the next decode must not release it."""
+
+    def fork(self) -> StreamingDecoder:
+        """A decoder that continues this video from here, independently of this one: both can go on (e.g. two
+        branches of a stream after the same chunk). The causal state is shared until each one's next decode, which
+        leaves it intact (copy-on-continue), so forking costs nothing."""
+        other = StreamingDecoder(self.vae, self.family)
+        other._state, other.latent_frames, other.video_frames = self._state, self.latent_frames, self.video_frames
+        other.last_frame = self.last_frame
+        self._shared = other._shared = self._state is not None
+        return other
 
     @property
     def state_nbytes(self) -> int:
@@ -57,14 +69,16 @@ class StreamingDecoder:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """The next latent frames ``[B, C, n, h, w]`` -> their pixels ``[B, 3, F, H, W]`` in [-1, 1] (VAE device)."""
+        # consume: the old state's caches are released during the call (memory stays at one chunk), unless a fork
+        # shares them
+        consume, self._shared = not self._shared, False
         if self.family is not None and getattr(self.vae, "latent_space", "raw") == "model":
             # A decoder trained on the DiT's normalised latents (the tiny decoder): no raw round trip.
-            pixels, self._state = self.vae.decode_model_space(latents, self._state, consume=True)
+            pixels, self._state = self.vae.decode_model_space(latents, self._state, consume=consume)
         else:
             raw = self.family.to_raw(latents.float()) if self.family is not None else latents
             raw = raw.to(self.vae.device, self.vae.dtype)
-            # consume=True: the old state's caches are released during the call (memory stays at one chunk).
-            pixels, self._state = self.vae.decode_chunk(raw, self._state, consume=True)
+            pixels, self._state = self.vae.decode_chunk(raw, self._state, consume=consume)
         self.latent_frames += latents.shape[2]
         self.video_frames += pixels.shape[2]
         self.last_frame = pixels[:, :, -1]

@@ -182,6 +182,10 @@ class Session:
             that leaves the loop early (``break``) then leaves the one chunk already generated unhanded: it is in
             :attr:`state` but was never yielded; stop through ``should_stop`` / :data:`STOP` to get every chunk.
         noise, clean_pass: the chunk step's noise mode and clean pass (:class:`~chameleon_core.streaming.Rollout`).
+        continue_decode: a decoder that has decoded this stream up to ``state`` (an earlier session's
+            :attr:`decoder`): the video continues from it (forked, so it can be continued again) instead of the
+            stream so far being decoded once more. A session started from a stream with frames may then also switch
+            at chunk 0, the boundary it starts at.
     """
 
     def __init__(
@@ -199,6 +203,7 @@ class Session:
         overlap_decode: bool = False,
         noise: str = "cpu",
         clean_pass: bool = True,
+        continue_decode: StreamingDecoder | None = None,
     ) -> None:
         if chunks is not None and chunks < 1:
             raise ValueError(f"a session needs at least one chunk, got chunks={chunks}")
@@ -207,12 +212,18 @@ class Session:
         if decode and codec is None and decoder is None:
             raise ValueError("decode=True needs the VAE (codec=...) or a decoder (decoder=...); pass decode=False to "
                              "generate latents only")
+        first = 0 if state.frames else 1  # a continued stream may switch at the boundary it starts at
         for event in timeline:
-            if event.chunk < 1 or (chunks is not None and event.chunk >= chunks):
+            if event.chunk < first or (chunks is not None and event.chunk >= chunks):
                 raise ValueError(
                     f"a {event.switch.kind} switch at chunk {event.chunk} is outside the session's boundaries "
-                    f"(1..{'any' if chunks is None else chunks - 1}); switches happen between chunks"
+                    f"({first}..{'any' if chunks is None else chunks - 1}); switches happen between chunks"
                 )
+        if continue_decode is not None and continue_decode.latent_frames != state.frames:
+            raise ValueError(
+                f"continue_decode has decoded {continue_decode.latent_frames} latent frames but the stream has "
+                f"{state.frames}; pass the decoder of the session that produced this state"
+            )
         check_stream_options(state, steps=steps, chunks=chunks)  # a short source video fails here, not mid-way
         self._state = state
         self._rollout: Rollout | None = None
@@ -221,8 +232,12 @@ class Session:
         self.timeline = sorted(timeline, key=lambda e: (e.chunk, e.switch.kind != "garment"))
         self.commands = commands
         self.should_stop = should_stop
-        self.decoder = StreamingDecoder(decoder or codec, state.model.config.latent) if decode else None
-        self._video_offset = self._warm_up_decoder(state) if self.decoder is not None else 0
+        if decode and continue_decode is not None:
+            self.decoder: StreamingDecoder | None = continue_decode.fork()
+            self._video_offset = self.decoder.video_frames
+        else:
+            self.decoder = StreamingDecoder(decoder or codec, state.model.config.latent) if decode else None
+            self._video_offset = self._warm_up_decoder(state) if self.decoder is not None else 0
         self.steps = steps
         self.overlap_decode = overlap_decode and self.decoder is not None
         self.noise, self.clean_pass = noise, clean_pass

@@ -257,3 +257,27 @@ def test_a_session_from_a_later_state_continues_the_video(world):
     state, last = generate(state, 3)
     video = world["vae"].decode(WAN22.to_raw(torch.cat([first, more, last], dim=2)))
     torch.testing.assert_close(torch.cat([c.pixels for c in chunks], dim=2), video[:, :, -24:], atol=1e-5, rtol=0)
+
+
+def test_continuing_a_sessions_decoder_equals_one_session_and_forks_twice(world):
+    """A session of 4 chunks switching at chunk 2 equals a 2-chunk session followed by a session from its state that
+    continues its decoder (``continue_decode``) and switches at its chunk 0; the decoder can be continued twice
+    (two branches after the same chunk), each equal to the whole session, and the first branch is unchanged."""
+    switch = GarmentSwitch(_garment2(world), label="garment2")
+    whole = Session(_start(world), chunks=4, codec=world["vae"], timeline=[TimedSwitch(2, switch)]).run()
+    head_session = Session(_start(world), chunks=2, codec=world["vae"])
+    head = head_session.run()
+    branches = []
+    for _ in range(2):
+        tail_session = Session(head_session.state, chunks=2, codec=world["vae"], timeline=[TimedSwitch(0, switch)],
+                               continue_decode=head_session.decoder)
+        branches.append(tail_session.run())
+        assert [c.first_video_frame for c in branches[-1]] == [0, 12]  # counted from this session's start
+        assert [s.video_frame for s in tail_session.applied] == [0]
+    for tail in branches:
+        got = torch.cat([c.pixels for c in head + tail], dim=2)
+        torch.testing.assert_close(got, torch.cat([c.pixels for c in whole], dim=2), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="continue_decode has decoded 6 latent frames but the stream has 0"):
+        Session(_start(world), chunks=1, codec=world["vae"], continue_decode=head_session.decoder)
+    with pytest.raises(ValueError, match=r"outside the session's boundaries \(1\.\."):
+        Session(_start(world), chunks=2, codec=world["vae"], timeline=[TimedSwitch(0, switch)])
