@@ -33,10 +33,17 @@ from chameleon_core.world import (
     split_of,
     write_dataset,
 )
-from chameleon_core.world.catalog import HAIR, PATTERN, SKIN
-from chameleon_core.world.codec import CODEC_CONFIG, training_forward, world_clips
+from chameleon_core.world.catalog import HAIR, MARK, MOTION_CYCLE, PATTERN, SKIN, palette_separation
+from chameleon_core.world.codec import (
+    CODEC_CONFIG,
+    CodecGateError,
+    image_forward,
+    init_temporal_taps,
+    training_forward,
+    world_clips,
+)
 from chameleon_core.world.dataset import ground_truth, load_labels, read_metadata
-from chameleon_core.world.render import GARMENT_LABEL
+from chameleon_core.world.render import GARMENT_LABEL, pose_frame
 
 
 def test_sampler_is_seeded_and_splits_are_disjoint_combinations():
@@ -74,16 +81,43 @@ def test_render_is_deterministic_and_masks_partition_every_frame():
     total = masks["garment"].int() + masks["body"].int() + masks["background"].int()
     assert torch.equal(total, torch.ones_like(total))
     assert all(masks[k].any() for k in masks)
-    # garment pixels carry the garment colour (plain or pattern shade), nothing else does
+    # garment pixels carry the garment colour or the pattern mark, nothing else
     colour = torch.tensor(GARMENT_COLOUR[s.garment.colour], dtype=torch.float32)
     pix = a.frames[masks["garment"]].float()
     plain = (pix - colour).abs().max(1).values <= 0.5
-    shade = (pix - torch.round(colour * 0.4)).abs().max(1).values <= 0.5
-    assert bool((plain | shade).all())
+    mark = (pix - torch.tensor(MARK, dtype=torch.float32)).abs().max(1).values <= 0.5
+    assert bool((plain | mark).all()) and bool(plain.any())
+
+
+def test_the_world_is_animated_on_fours_and_clips_start_anywhere_in_a_motion():
+    """One picture per latent frame: frame 0 alone, then groups of four equal frames; the next group moves on."""
+    s = dataclasses.replace(sample_world(3), motion="walk", phase=0)
+    clip = render(s, frames=17).frames
+    for group in range(4):
+        frames = clip[1 + 4 * group : 5 + 4 * group]
+        assert all(torch.equal(frames[0], f) for f in frames[1:]), group
+        assert not torch.equal(frames[0], clip[4 * group]), group  # the pose advances every group
+    assert [pose_frame(t) for t in range(10)] == [0, 4, 4, 4, 4, 8, 8, 8, 8, 12]
+    phases = {sample_world(i).phase for i in range(60)}
+    assert len(phases) > 20 and min(phases) >= 0 and max(phases) < 2 * MOTION_CYCLE
+    # a clip starting at phase p is the continuation of one starting at 0: same pictures, shifted
+    late = render(dataclasses.replace(s, phase=8), frames=9).frames
+    assert torch.equal(late[0], clip[8]) and torch.equal(late[1], clip[9])
+
+
+def test_palette_entries_are_separated_and_the_garment_spans_several_latent_cells():
+    distance, a, b = palette_separation()
+    assert distance > 50, (a, b)
+    # the garment covers several 16x16 latent cells in every frame of every motion
+    for i in range(10):
+        r = render(sample_world(i), frames=9)
+        cells = (r.labels == GARMENT_LABEL).reshape(9, 4, 16, 4, 16).any(-1).any(-2).sum((1, 2))
+        assert int(cells.min()) >= 3, (i, cells)
 
 
 def test_reference_is_frame_zero_redressed():
     s = sample_world(11)
+    assert s.phase > 0  # the clip's first frame, wherever in its motion it starts
     clip, ref = render(s, frames=5), render_reference(s)
     assert ref.frames.shape == (1, 64, 64, 3)
     # outside both garments the reference is the first frame exactly
@@ -117,11 +151,15 @@ def test_caption_parts_and_features():
     s = sample_world(7)
     cap = parse_caption(json.dumps(caption(s)))
     dynamic, static = cap["en_long"]
-    assert s.garment.colour in static and s.identity.skin in static and s.identity.background in static
+    assert s.identity.skin in static and s.identity.background in static
+    # no garment words: the garment can only come from the garment image
+    words = set(encode_words := static.replace(",", " ").split())
+    assert not words & ({*GARMENT_COLOUR, *PATTERN, "shirt", "dress", "striped", "dotted", "checked"}), encode_words
+    assert s.garment.colour in parse_caption(json.dumps(caption(s, garment_words=True)))["en_long"][1]
     assert s.garment.colour not in dynamic
     a, b = encode_caption(static, dim=32), encode_caption(static, dim=32)
     assert a.shape == (1, len(static.replace(",", " ").split()) + 1, 32) and torch.equal(a, b)
-    other = static.replace(s.garment.colour, "purple" if s.garment.colour != "purple" else "red")
+    other = static.replace(s.identity.skin, "pale" if s.identity.skin != "pale" else "dark")
     assert not torch.equal(encode_caption(other, dim=32), a)
     assert encode_caption("", dim=8).shape == (1, 1, 8)  # the end token alone
     assert encode_caption(static, dim=8, max_len=6).shape == (1, 6, 8)
@@ -167,7 +205,8 @@ def test_dataset_rejects_bad_arguments(tmp_path):
 
 
 def test_codec_training_pass_is_the_inference_network():
-    """With the posterior mean, the training pass reconstructs exactly what WanVAE.encode + decode give."""
+    """With the posterior mean, the training pass reconstructs exactly what WanVAE.encode + decode give, and phase
+    1's first-frame pass (current-frame taps only) is the same network on a first frame."""
     vae = build_vae(CODEC_CONFIG, seed=0)
     video = world_clips(1, "train", size=32, frames=5, seed=0)
     rec, kl = training_forward(vae.model, video, None)
@@ -175,15 +214,51 @@ def test_codec_training_pass_is_the_inference_network():
         expected = vae.decode(vae.encode(video), clamp=False)
     assert rec.shape == expected.shape == video.shape and kl.shape == (1, 48, 2, 2, 2)
     torch.testing.assert_close(rec, expected, rtol=1e-4, atol=1e-5)
+    first, _ = image_forward(vae.model, video[:, :, 0], None)
+    torch.testing.assert_close(first, expected[:, :, 0], rtol=1e-4, atol=1e-5)
 
 
-def test_codec_trains_saves_and_loads(tmp_path):
-    from chameleon_core.world.codec import train_codec
+def test_temporal_init_makes_every_group_one_picture():
+    """After phase 1, a later group of four equal frames decodes to four equal frames (one picture per latent)."""
+    vae = build_vae(CODEC_CONFIG, seed=0)
+    init_temporal_taps(vae.model)
+    video = world_clips(1, "train", size=32, frames=9, seed=0)
+    with torch.no_grad():
+        out = vae.decode(vae.encode(video), clamp=False)
+    for group in range(2):
+        frames = out[:, :, 1 + 4 * group : 5 + 4 * group]
+        torch.testing.assert_close(frames, frames[:, :, :1].expand_as(frames))
 
-    report = train_codec(tmp_path / "codec.safetensors", steps=2, quick=True, size=32, frames=5, batch=1)
+
+def test_codec_trains_saves_loads_and_is_gated(tmp_path):
+    from chameleon_core.world.codec import CodecPlan, check_codec_gate, codec_gate, train_codec
+
+    plan = CodecPlan(image_steps=2, image_seconds=60, video_steps=1, video_seconds=60, pool=2, image_batch=2,
+                     video_batch=1)
+    report = train_codec(tmp_path / "codec.safetensors", plan=plan, size=64)
     vae = load_vae(report["path"])
     assert vae.config == CODEC_CONFIG
-    assert report["steps"] == 2 and np.isfinite(report["psnr_test"]) and report["latent_std"] > 0
+    assert report["image_steps"] == 2 and report["video_steps"] == 1 and np.isfinite(report["gate"]["psnr"])
     assert vae.family.name == "wan2.2"  # the DiT's latent statistics apply: a released-VAE latent space
-    video = world_clips(1, "test", size=32, frames=5, seed=1)
+    video = world_clips(1, "test", size=64, frames=5, seed=1)
     assert vae.decode(vae.encode(video)).shape == video.shape
+    # three steps cannot show a garment: the gate says so, with its numbers and the fix
+    assert not codec_gate(vae, clips=2).passed
+    with pytest.raises(CodecGateError, match=r"cannot show a garment: codec gate FAILS.*garment colour accuracy"):
+        check_codec_gate(vae, clips=2)
+
+
+def test_codec_gate_passes_a_perfect_codec_and_fails_a_blurring_one(monkeypatch):
+    """The gate scores what the codec gives back: the ground truth itself passes, a blurred copy fails."""
+    import chameleon_core.world.codec as codec_module
+
+    monkeypatch.setattr(codec_module, "reconstruct", lambda vae, frames: frames)
+    assert codec_module.codec_gate(None, clips=3).passed
+
+    def blur(vae, frames):
+        x = frames.permute(0, 3, 1, 2)
+        return torch.nn.functional.avg_pool2d(x, 9, stride=1, padding=4, count_include_pad=False).permute(0, 2, 3, 1)
+
+    monkeypatch.setattr(codec_module, "reconstruct", blur)
+    report = codec_module.codec_gate(None, clips=3)
+    assert not report.passed and report.garment_colour < 0.9
