@@ -39,8 +39,10 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def check_regular_file(path: str | os.PathLike[str], what: str = "checkpoint file") -> Path:
-    """``path`` if it is a regular file (symlinks followed); raises :class:`CheckpointError` otherwise.
+def check_regular_file(path: str | os.PathLike[str], what: str = "checkpoint file",
+                       fix: str = "pass the path of the real weight file") -> Path:
+    """``path`` if it is a regular file (symlinks followed); raises :class:`CheckpointError` otherwise (its
+    :class:`CheckpointNotFoundError` for a missing path), ending with ``fix``.
 
     Uses ``os.stat`` only, which never blocks on a FIFO, unlike ``open``.
     """
@@ -54,7 +56,7 @@ def check_regular_file(path: str | os.PathLike[str], what: str = "checkpoint fil
     if not stat.S_ISREG(mode):
         raise CheckpointError(
             f"{what} {p} is {_kind(mode)}, not a regular file, so it is not read (reading a pipe or device could "
-            "block forever or never end); pass the path of the real weight file"
+            f"block forever or never end); {fix}"
         )
     return p
 

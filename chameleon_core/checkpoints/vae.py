@@ -187,6 +187,14 @@ def vae_from_state_dict(
     return _build(StateDictSource(state_dict), None if device is None else torch.device(device), dtype)
 
 
+VAE_ENTRIES = ("state_dict", "vae", "model", "module")
+"""Entries of a ``.pt`` that may hold the VAE's state dict."""
+NOT_A_VAE = ("a Wan VAE file holds one state dict, so this is another kind of checkpoint (a training checkpoint of "
+             "the transformer holds generator / generator_ema / critic); pass the Wan VAE itself: Wan2.2_VAE.pth or "
+             "wan2.2_vae.safetensors (Wan2.1: Wan2.1_VAE.pth / wan_2.1_vae.safetensors)")
+"""The fix when a ``.pt`` given as a VAE holds several state dicts (load_vae has no ``which=``)."""
+
+
 def load_vae(
     path: str | os.PathLike[str],
     *,
@@ -203,7 +211,7 @@ def load_vae(
     file = resolve_vae_file(path)
     expected = "a Wan VAE state dict"
     with load_errors(file, "a Wan VAE"), open_source(
-        [file], preferred=("state_dict", "vae", "model", "module"), expected=expected
+        [file], preferred=VAE_ENTRIES, expected=expected, choose=NOT_A_VAE
     ) as source:
         vae = _build(source, dev, dtype)
     vae.source = str(file)
