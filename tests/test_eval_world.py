@@ -148,7 +148,7 @@ def test_hard_cut_scores_a_large_cut_and_a_seamless_switch_does_not():
         switch_cut(still, 0)
 
 
-def test_world_command_scores_a_folder_of_videos(tmp_path, caplog):
+def test_world_command_scores_a_folder_of_videos(tmp_path, capsys):
     csv = write_dataset(tmp_path / "data", "test", count=2, size=32, frames=9, seed=1)
     data = csv.parent / "test"
     videos = tmp_path / "gen"
@@ -170,7 +170,7 @@ def test_world_command_scores_a_folder_of_videos(tmp_path, caplog):
     assert json.loads(out.read_text())["videos"]["test_00000"]["leakage"] > 0.9
     # bad folders are named
     assert main(["--data", str(tmp_path / "nope"), "--videos", str(videos), "--out", str(out)]) == 2
-    assert "nope" in caplog.text
+    assert "nope" in capsys.readouterr().err
     (videos / "stray.mp4").write_bytes(b"")
     assert main(["--data", str(data), "--videos", str(videos), "--out", str(out)]) == 2
-    assert "stray.mp4" in caplog.text
+    assert "stray.mp4" in capsys.readouterr().err

@@ -29,6 +29,11 @@ Definitions:
   **Motion class**: the motion whose rendering (same person and garment) agrees best with the video.
 - **Temporal jitter**: the mean absolute second difference over time ``|x[t+1] - 2 x[t] + x[t-1]|`` (0 for a
   still or uniformly changing video; lower is smoother).
+- **Too short to measure**: :func:`score_video` refuses a video of fewer than ``max(5, ceil(cycle / 2))`` frames
+  (:func:`min_frames`; ``cycle``: the frames one motion cycle spans). Motion agreement is a cosine over the
+  trajectory's changes, and over a few frames any two motions that start in a similar direction agree: with 2 frames
+  of a 9-frame cycle a wrong motion scored up to 0.99, with 9 frames of a 33-frame cycle up to 0.76; from half a
+  cycle on, at most 0.26 (8 worlds x 20 wrong-motion pairs, cycles of 9, 17 and 33 frames).
 - **Switch cut** at frame ``f``: the mean absolute change from frame ``f-1`` to ``f`` divided by the median change
   between the other consecutive frames, both outside the garment (pixels that are body or background in the ground
   truth of both frames). About 1 for a seamless switch; large for a hard cut.
@@ -44,6 +49,9 @@ from pathlib import Path
 
 import torch
 
+from chameleon_core.checkpoints.errors import CheckpointError, check_regular_file
+from chameleon_core.tools.command import UsageError, check_output_file, run_command
+from chameleon_core.tools.command import parse_args as parse_command_args
 from chameleon_core.world.catalog import BACKGROUND as WALLS
 from chameleon_core.world.catalog import (
     GARMENT_COLOUR,
@@ -58,7 +66,10 @@ from chameleon_core.world.render import POLE_SPACING as _POLE_SPACING
 
 logger = logging.getLogger(__name__)
 
+PROG = "python -m chameleon_core.eval world"
 COLOURS = tuple(GARMENT_COLOUR)
+MIN_FRAMES = 5
+"""Fewest frames :func:`score_video` measures (one VAE chunk, 4k + 1; temporal jitter needs 3)."""
 MIN_GARMENT_PIXELS = 12
 FOREGROUND_DISTANCE = 0.12
 CUT_EPS = 1e-4
@@ -257,6 +268,12 @@ def switch_cut(video: torch.Tensor, switch_frame: int, keep: torch.Tensor | None
     return cut / max(ordinary, CUT_EPS)
 
 
+def min_frames(motion_frames: int | None, frames: int) -> int:
+    """Fewest frames a video of ``frames`` frames needs to be scored: ``max(5, ceil(cycle / 2))`` with ``cycle`` the
+    motion cycle (``motion_frames``, default the video's length); see the module docstring."""
+    return max(MIN_FRAMES, math.ceil((motion_frames or frames) / 2))
+
+
 def score_video(video: torch.Tensor, sample: WorldSample, *, switch_to: Garment | None = None,
                 switch_frame: int | None = None, motion_frames: int | None = None) -> dict[str, float]:
     """All world metrics of one generated video ``[T, H, W, 3]`` (0..1) of ``sample``; with a switch, garment
@@ -267,6 +284,15 @@ def score_video(video: torch.Tensor, sample: WorldSample, *, switch_to: Garment 
     if video.ndim != 4 or video.shape[-1] != 3 or video.shape[1] != video.shape[2]:
         raise ValueError(f"video must be square frames [T, H, H, 3] in 0..1 (the world's), got {tuple(video.shape)}")
     t, h = video.shape[0], video.shape[1]
+    need = min_frames(motion_frames, t)
+    if t < need:
+        raise ValueError(
+            f"the video has {t} frame(s), too few to measure: motion agreement over so few frames cannot tell one "
+            f"motion from another, so a video of a {motion_frames or t}-frame motion cycle needs at least {need} "
+            f"frames (half a cycle, and at least {MIN_FRAMES}); score a longer video"
+        )
+    if switch_frame is not None and not 1 <= switch_frame < t:
+        raise ValueError(f"the switch frame {switch_frame} is not inside the {t}-frame video; it must be in 1..{t - 1}")
     truth_r = render(sample, size=h, frames=t, switch_to=switch_to, switch_frame=switch_frame,
                      motion_frames=motion_frames)
     truth, labels = truth_r.float_frames(), truth_r.labels
@@ -295,20 +321,16 @@ def score_video(video: torch.Tensor, sample: WorldSample, *, switch_to: Garment 
 
 
 def _read_video(path: Path) -> torch.Tensor:
-    import av
+    """A video file -> ``[T, H, W, 3]`` float in 0..1; :class:`~.videos.VideoFileError` (a ValueError) names a
+    missing, damaged or one-frame file."""
+    from .videos import read_video
 
-    frames = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
-    if not frames:
-        raise ValueError(f"{path} holds no video frames")
-    return torch.stack(frames).float() / 255.0
+    return torch.from_numpy(read_video(path)).float() / 255.0
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m chameleon_core.eval world",
+        prog=PROG,
         description="Score generated videos of the synthetic fashion world exactly against its ground truth.",
     )
     p.add_argument("--data", required=True, type=Path,
@@ -318,41 +340,63 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path, help="JSON file to write (per-video scores and their means)")
     p.add_argument("--switch-frame", type=int, default=None,
                    help="the videos switch garment at this frame, to the metadata's switch_garment")
-    return p.parse_args(argv)
+    return p
 
 
-def main(argv: list[str]) -> int:
-    """Score every ``<stem>.mp4`` in ``--videos`` against ``--data/<stem>.json``; writes ``--out``. Returns 0, or 2
-    with a message for bad arguments. A video longer than the dataset's clips (a long stream) is scored against the
-    motion continued past the clip (see :func:`score_video`)."""
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def _metadata(path: Path) -> dict:
+    """The dataset metadata of a video, or :class:`~chameleon_core.tools.command.UsageError` naming the file."""
     from chameleon_core.world.dataset import read_metadata
 
-    args = parse_args(argv)
+    json_file = path.with_suffix(".json")
+    try:
+        check_regular_file(json_file, "world metadata file", "pass the dataset folder that write_dataset made")
+        return read_metadata(path)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UsageError(f"world metadata {json_file} is damaged or not the world's ({type(e).__name__}: {e}); "
+                         "write the dataset again (chameleon_core.world.write_dataset)") from None
+
+
+def _check_folders(args: argparse.Namespace) -> list[Path]:
+    """Everything checked before any video is scored; returns the videos."""
     for what, folder in (("--data", args.data), ("--videos", args.videos)):
         if not folder.is_dir():
-            logger.error("%s %s is not a folder; pass the folder that holds the %s", what, folder,
-                         "dataset's <stem>.json files" if what == "--data" else "generated <stem>.mp4 videos")
-            return 2
+            holds = "dataset's <stem>.json files" if what == "--data" else "generated <stem>.mp4 videos"
+            raise UsageError(f"{what} {folder} is not a folder; pass the folder that holds the {holds}")
+    check_output_file(args.out, "--out", "scores.json")
+    if args.switch_frame is not None and args.switch_frame < 1:
+        raise UsageError(f"--switch-frame {args.switch_frame}: the switch must come after the first frame (>= 1); pass "
+                         "the video frame where the garment changes")
     videos = sorted(args.videos.glob("*.mp4"))
     if not videos:
-        logger.error("no .mp4 videos in %s; generate videos named after the dataset samples (<stem>.mp4)", args.videos)
-        return 2
+        raise UsageError(f"no .mp4 videos in {args.videos}; generate videos named after the dataset samples "
+                         "(<stem>.mp4)")
     missing = [v.name for v in videos if not (args.data / f"{v.stem}.json").is_file()]
     if missing:
-        logger.error("no metadata in %s for %d video(s): %s; name each video after its sample (<stem>.mp4) and pass "
-                     "the dataset folder that holds <stem>.json", args.data, len(missing), missing[:5])
-        return 2
+        raise UsageError(f"no metadata in {args.data} for {len(missing)} video(s): {missing[:5]}; name each video "
+                         "after its sample (<stem>.mp4) and pass the dataset folder that holds <stem>.json")
+    return videos
+
+
+def score_folder(args: argparse.Namespace) -> int:
+    """Score every ``<stem>.mp4`` of ``--videos`` and write ``--out``; raises a user error naming the video."""
+    videos = _check_folders(args)
+    metas = {v: _metadata(args.data / f"{v.stem}.mp4") for v in videos}  # every metadata file before any scoring
     per_video = {}
     for v in videos:
-        meta = read_metadata(args.data / f"{v.stem}.mp4")
+        meta = metas[v]
         video = _read_video(v)
         switch = {} if args.switch_frame is None else {"switch_to": meta["switch_garment"],
                                                        "switch_frame": args.switch_frame}
         try:
             scores = score_video(video, meta["sample"], motion_frames=meta["frames"], **switch)
         except ValueError as e:
-            logger.error("%s: %s", v, e)
-            return 2
+            raise UsageError(f"{v}: {e}") from None
         per_video[v.stem] = scores
         logger.info("%s: %s", v.stem, {k: round(s, 4) for k, s in scores.items()})
     keys = sorted({k for s in per_video.values() for k in s})
@@ -365,3 +409,14 @@ def main(argv: list[str]) -> int:
                                     "switch_frame": args.switch_frame}, indent=1))
     logger.info("wrote %s (%d videos)", args.out, len(per_video))
     return 0
+
+
+def main(argv: list[str]) -> int:
+    """Score every ``<stem>.mp4`` in ``--videos`` against ``--data/<stem>.json``; writes ``--out``. Returns 0, or 2
+    with one message for a user error (a folder, the output, a video that is damaged or too short to measure). A
+    video longer than the dataset's clips (a long stream) is scored against the motion continued past the clip (see
+    :func:`score_video`)."""
+    args = parse_command_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    return run_command(PROG, lambda: score_folder(args))
