@@ -1472,6 +1472,12 @@ def _stream_vae_pt(env, tmp):
     return out if "which=" not in out.message else Outcome(2, out.message + " (suggests which=)")
 
 
+@case("stream: --json a folder (failed after the stream)", "--json", "is a folder", "timing.json")
+def _stream_json(env, tmp):
+    (tmp / "t").mkdir()
+    return _stream(env, tmp, "--json", tmp / "t")
+
+
 @case("stream: --decoder of the other latent family", "--decoder", "taew2_1", "16-channel")
 def _stream_decoder_family(env, tmp):
     from chameleon_core.taehv import TAEHVConfig, random_taehv

@@ -68,7 +68,7 @@ from ..taehv import TAEHV_PRESETS, TinyVideoDecoder, load_taehv, random_taehv
 from ..testing import random_transformer
 from ..text import encode_prompts, load_prompt_embeddings
 from ..vae import NonFiniteVAEError, WanVAE, build_vae, check_vae_matches
-from .command import parse_args, run_command, say
+from .command import check_output_file, parse_args, run_command, say
 from .stream_plan import DTYPES, RunPlan, plan_run
 from .video_files import FrameWriter, open_output, to_uint8_frames
 
@@ -461,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
 
     def body() -> int:
+        if args.json:
+            check_output_file(args.json, "--json", "timing.json")  # before the stream, not after it
         try:
             summary = run(args)
         except (NonFiniteChunkError, NonFiniteVAEError) as e:

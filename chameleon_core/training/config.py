@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chameleon_core.config import PRESETS as ARCHITECTURES
+
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 STAGES = ("sft", "forcing", "dmd")
 DTYPE_NAMES = ("bf16", "fp16", "fp32")
@@ -169,12 +171,6 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _arch_names() -> list[str]:
-    from chameleon_core.config import PRESETS
-
-    return sorted(PRESETS)
-
-
 def _random_spec_ok(v: str | None) -> bool:
     """``None``, a path, or ``random:SEED`` with a whole-number seed."""
     if v is None or not v.startswith("random:"):
@@ -185,7 +181,7 @@ def _random_spec_ok(v: str | None) -> bool:
 
 Rule = tuple[Callable[[Any], bool], str]
 RULES: dict[str, Rule] = {
-    "model.arch": (lambda v: v in _arch_names(), "one of the architectures " + "{archs}"),
+    "model.arch": (lambda v: v in ARCHITECTURES, f"one of the architectures {sorted(ARCHITECTURES)}"),
     "model.init": (_random_spec_ok, "a checkpoint path, or random:SEED with a whole-number seed"),
     "model.text_len": (lambda v: v is None or v >= 1, "a whole number of tokens >= 1, or null for the architecture's"),
     "model.param_dtype": (lambda v: v in DTYPE_NAMES, f"one of {list(DTYPE_NAMES)}"),
@@ -259,13 +255,6 @@ def _default(key: str) -> Any:
     if isinstance(node, tuple):
         return list(node)
     return node
-
-
-def _type_name(hint: Any) -> str:
-    names = {int: "a whole number", float: "a number", bool: "true or false", str: "text", dict: "a JSON object"}
-    if typing.get_origin(hint) is tuple:
-        return f"a list of {len(typing.get_args(hint))} numbers"
-    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _coerce(value: Any, hint: Any, key: str, problems: list[str], origin: _Origin) -> Any:
@@ -347,7 +336,6 @@ def _check_rules(cfg: TrainConfig, problems: list[str], origin: _Origin, skip: s
         except TypeError:  # a value of the wrong type, already reported
             continue
         if not ok:
-            what = what.replace("{archs}", str(_arch_names()))
             problems.append(f"{key} = {value!r} ({origin.of(key)}): must be {what}; {origin.fix(key, _default(key))}")
     d = cfg.dmd
     if _is_number(d.t_min) and _is_number(d.t_max) and d.t_min >= d.t_max:
