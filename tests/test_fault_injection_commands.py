@@ -732,7 +732,7 @@ def _teacher_truncated(env, tmp):
     return _stage(env, tmp, f"dmd.teacher={truncate(env.copy(env.student, tmp))}", stage="dmd")
 
 
-@case("training dmd: dmd.reward folder missing", "dmd.reward", "reward", "does not exist", "'none'")
+@case("training dmd: dmd.reward folder missing", "dmd.reward", "reward", "not found", "'none'")
 def _reward_missing(env, tmp):
     return _stage(env, tmp, f"dmd.reward={tmp / 'reward'}", stage="dmd")
 
@@ -1645,3 +1645,24 @@ def test_the_checks_pass_a_sound_run(env, tmp_path):
         cfg = load_config(f"tiny_{stage}", [f"data.cache={env.cache}", f"run.out={tmp_path / stage}", *extra])
         preflight.check_stage(cfg)
     assert not any(tmp_path.iterdir())  # the checks write nothing
+
+
+def test_the_entry_points_apply_the_policy_as_processes(tmp_path):
+    """``python -m chameleon_core.training`` and ``python -m chameleon_core.eval`` as real processes: one message,
+    exit code 2, no traceback (the in-process cases above call the same ``main``)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    for argv, expect in (
+        (["chameleon_core.training", "sft", "--config", "tiny_sft", "--set", "run.steps=-5", "--set",
+          f"run.out={tmp_path / 'run'}"], "run.steps"),
+        (["chameleon_core.eval", "world", "--data", str(tmp_path / "nope"), "--videos", str(tmp_path), "--out",
+          str(tmp_path / "s.json")], "--data"),
+    ):
+        p = subprocess.run([sys.executable, "-m", *argv], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2, p.stderr
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "error:" in lines[0] and expect in lines[0], p.stderr
+        assert not (tmp_path / "run").exists()

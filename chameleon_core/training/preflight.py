@@ -113,20 +113,10 @@ def vae_channels(spec: str, flag: str) -> int:
             raise PreflightError(f"{flag} {spec!r}: there is no VAE preset {name!r}; use random:PRESET with one of "
                                  f"{sorted(VAE_PRESETS)} (tests only), or the path of the Wan VAE file")
         return VAE_PRESETS[name].z_dim
-    from chameleon_core.checkpoints import infer_vae_config, resolve_vae_file
-    from chameleon_core.checkpoints.errors import load_errors
-    from chameleon_core.checkpoints.layouts import strip_vae_prefix
-    from chameleon_core.checkpoints.tensors import open_source
-    from chameleon_core.checkpoints.vae import NOT_A_VAE, VAE_ENTRIES
+    from chameleon_core.checkpoints.vae import inspect_vae
 
     try:
-        file = resolve_vae_file(spec)
-        with load_errors(file, "a Wan VAE"), open_source(
-            [file], preferred=VAE_ENTRIES, expected="a Wan VAE state dict", choose=NOT_A_VAE
-        ) as source:
-            shapes = source.shapes()
-            _, names = strip_vae_prefix(shapes, source.description)
-            return infer_vae_config({k: shapes[raw] for k, raw in names.items()}).z_dim
+        return inspect_vae(spec).z_dim
     except CheckpointError as e:
         raise PreflightError(f"{flag} {spec}: {e}") from None
 
@@ -286,49 +276,29 @@ def check_batch(cfg: TrainConfig, processes: int) -> None:
 
 def _reward_folder(spec: str) -> None:
     """``dmd.reward`` names a folder with one aesthetic MLP file (loaded and checked: it is small) and a CLIP
-    ViT-L/14 folder whose config says 768-wide projections."""
-    from .reward import _MLP_SUFFIXES, MLP_WIDTHS, load_aesthetic_mlp
+    ViT-L/14 folder whose config says 768-wide projections and whose weight files are regular files."""
+    from .reward import MLP_WIDTHS, load_aesthetic_mlp, reward_files
 
-    folder = Path(spec).expanduser()
-    if not folder.is_dir():
-        what = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise PreflightError(
-            f"dmd.reward {spec!r} {what}; set dmd.reward to a folder holding CLIP ViT-L/14 (HuggingFace layout) and the "
-            "LAION aesthetic MLP file, to 'none' for unweighted DMD, or to 'brightness' (test stand-in)")
-    clip_dirs = [d for d in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if (d / "config.json").exists()]
-    mlps = sorted(p for p in folder.iterdir() if not p.is_dir() and p.suffix in _MLP_SUFFIXES)
-    if not clip_dirs or len(mlps) != 1:
-        listing = sorted(p.name for p in folder.iterdir())[:20]
-        raise PreflightError(
-            f"dmd.reward folder {folder} must hold one aesthetic MLP file ({', '.join(_MLP_SUFFIXES)}) and a CLIP "
-            f"ViT-L/14 folder with config.json; found {len(mlps)} MLP file(s) and {len(clip_dirs)} CLIP folder(s) "
-            f"among {listing}")
+    again = "copy openai/clip-vit-large-patch14 again"
     try:
-        load_aesthetic_mlp(mlps[0])
-    except CheckpointError as e:
+        mlp, clip_dir = reward_files(spec)
+        load_aesthetic_mlp(mlp)
+        config = check_regular_file(clip_dir / "config.json", "CLIP config", again)
+        weights = [*clip_dir.glob("*.safetensors"), *clip_dir.glob("*.bin")]
+        for w in weights:
+            check_regular_file(w, "CLIP weight file", again)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:  # CheckpointError first: it is a ValueError too
         raise PreflightError(f"dmd.reward: {e}") from None
-    config = clip_dirs[0] / "config.json"
     try:
-        check_regular_file(config, "CLIP config", "copy openai/clip-vit-large-patch14 again")
         values = json.loads(config.read_text(encoding="utf-8"))
-    except CheckpointError as e:
-        raise PreflightError(f"dmd.reward: {e}") from None
     except (ValueError, OSError) as e:
-        raise PreflightError(f"dmd.reward: the CLIP config {config} is damaged ({e}); copy "
-                             "openai/clip-vit-large-patch14 again") from None
+        raise PreflightError(f"dmd.reward: the CLIP config {config} is damaged ({e}); {again}") from None
     width = values.get("projection_dim") if isinstance(values, dict) else None
     if width is not None and width != MLP_WIDTHS[0]:
-        raise PreflightError(f"dmd.reward: CLIP in {clip_dirs[0]} projects to {width} features but the aesthetic MLP "
+        raise PreflightError(f"dmd.reward: CLIP in {clip_dir} projects to {width} features but the aesthetic MLP "
                              f"takes {MLP_WIDTHS[0]}; use CLIP ViT-L/14 (openai/clip-vit-large-patch14)")
-    weights = [*clip_dirs[0].glob("*.safetensors"), *clip_dirs[0].glob("*.bin")]
     if not weights:
-        raise PreflightError(f"dmd.reward: the CLIP folder {clip_dirs[0]} holds no weights (*.safetensors); copy "
-                             "openai/clip-vit-large-patch14 again")
-    for w in weights:
-        try:
-            check_regular_file(w, "CLIP weight file", "copy openai/clip-vit-large-patch14 again")
-        except CheckpointError as e:
-            raise PreflightError(f"dmd.reward: {e}") from None
+        raise PreflightError(f"dmd.reward: the CLIP folder {clip_dir} holds no weights (*.safetensors); {again}")
     try:
         import transformers  # noqa: F401
     except ImportError:

@@ -200,6 +200,29 @@ preset's historical name for it)."""
 _MLP_SUFFIXES = (".safetensors", ".sft", ".pth", ".pt", ".bin")
 
 
+def reward_files(spec: str) -> tuple[Path, Path]:
+    """The aesthetic MLP file and the CLIP folder of a reward folder (the folder itself or a subfolder with
+    ``config.json``); FileNotFoundError for a missing folder, ValueError when it does not hold exactly one MLP file
+    and a CLIP folder. Non-regular entries count, so that a FIFO named ``.pth`` is refused by name when read."""
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"reward folder not found: {folder}{' is a file, not a folder' if folder.exists() else ''}; set dmd.reward "
+            "to a folder holding CLIP ViT-L/14 (HuggingFace layout) and the LAION aesthetic MLP file, or to 'none' for "
+            "unweighted DMD"
+        )
+    clip_dirs = [d for d in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if (d / "config.json").exists()]
+    mlps = sorted(p for p in folder.iterdir() if not p.is_dir() and p.suffix in _MLP_SUFFIXES)
+    if not clip_dirs or len(mlps) != 1:
+        listing = sorted(p.name for p in folder.iterdir())[:20]
+        raise ValueError(
+            f"reward folder {folder} must hold one aesthetic MLP file ({', '.join(_MLP_SUFFIXES)}) and a CLIP "
+            f"ViT-L/14 folder with config.json; found {len(mlps)} MLP file(s) and {len(clip_dirs)} CLIP folder(s) "
+            f"among {listing}"
+        )
+    return mlps[0], clip_dirs[0]
+
+
 def reward_from_spec(spec: str, *, device: torch.device | str = "cpu") -> RewardFn | None:
     """The reward a stage config names: ``none`` (uniform frame weights: plain DMD), ``brightness`` / ``random``
     (the test stand-in), or a folder holding the aesthetic predictor: one MLP file (``.pth`` / ``.safetensors``)
@@ -210,19 +233,5 @@ def reward_from_spec(spec: str, *, device: torch.device | str = "cpu") -> Reward
         logger.info("reward: the brightness stand-in (%r); use a folder with CLIP ViT-L/14 and the LAION MLP for "
                     "real training", spec)
         return brightness_reward
-    folder = Path(spec)
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"reward folder not found: {folder}; set dmd.reward to a folder holding CLIP ViT-L/14 (HuggingFace "
-            "layout) and the LAION aesthetic MLP file, or to 'none' for unweighted DMD"
-        )
-    clip_dirs = [d for d in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if (d / "config.json").is_file()]
-    mlps = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _MLP_SUFFIXES)
-    if not clip_dirs or len(mlps) != 1:
-        listing = sorted(p.name for p in folder.iterdir())[:20]
-        raise ValueError(
-            f"reward folder {folder} must hold one aesthetic MLP file ({', '.join(_MLP_SUFFIXES)}) and a CLIP "
-            f"ViT-L/14 folder with config.json; found {len(mlps)} MLP file(s) and {len(clip_dirs)} CLIP folder(s) "
-            f"among {listing}"
-        )
-    return load_aesthetic_reward(mlps[0], clip_dirs[0], device=device)
+    mlp, clip_dir = reward_files(spec)
+    return load_aesthetic_reward(mlp, clip_dir, device=device)
