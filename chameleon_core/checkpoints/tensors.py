@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, check_regular_file
+from .errors import CheckpointError, check_regular_file, first_line
 from .files import SHOW, is_torch_file
 
 logger = logging.getLogger(__name__)
@@ -352,12 +352,6 @@ def torch_load(path: Path) -> object:
         raise _corrupt_torch(path, e) from None
 
 
-def _first_line(e: Exception) -> str:
-    """The first line of an exception's text, without torch's advice to load with weights_only=False."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "weights_only" not in ln]
-    return lines[0] if lines else type(e).__name__
-
-
 def _refused_pickle(path: Path, e: Exception) -> CheckpointError:
     detail = next((ln.strip() for ln in str(e).splitlines()
                    if ("Unsupported" in ln or "WeightsUnpickler" in ln) and "weights_only" not in ln), "")  # fmt: skip
@@ -371,7 +365,7 @@ def _refused_pickle(path: Path, e: Exception) -> CheckpointError:
 
 def _corrupt_torch(path: Path, e: Exception) -> CheckpointError:
     return CheckpointError(
-        f"cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)}); the file is truncated "
+        f"cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {first_line(e)}); the file is truncated "
         "or damaged (corrupt): re-download or re-copy it"
     )
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoints.errors import CheckpointError, CheckpointNotFoundError, check_regular_file
+from ..checkpoints.errors import CheckpointError, CheckpointNotFoundError, check_regular_file, first_line
 from ..checkpoints.tensors import FiniteCheck
 from ..checkpoints.weight_files import read_weight_file
 
@@ -215,8 +215,7 @@ def _from_pretrained(cls, folder: Path, key: str):
     except (ImportError, MemoryError):
         raise
     except Exception as e:  # noqa: BLE001 -- transformers / safetensors / torch each raise their own types
-        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip() and "weights_only" not in ln),
-                     type(e).__name__)
+        first = first_line(e)
         if isinstance(e, pickle.UnpicklingError):
             raise ModelLoadError(
                 f"{src.flag}: refusing to load {folder}: a *.bin there holds pickled Python objects, not only tensors, "

@@ -50,8 +50,7 @@ from pathlib import Path
 import torch
 
 from chameleon_core.checkpoints.errors import CheckpointError, check_regular_file
-from chameleon_core.tools.command import UsageError, check_output_file, run_command
-from chameleon_core.tools.command import parse_args as parse_command_args
+from chameleon_core.tools.command import UsageError, check_output_file, parse_args, run_command
 from chameleon_core.world.catalog import BACKGROUND as WALLS
 from chameleon_core.world.catalog import (
     GARMENT_COLOUR,
@@ -343,10 +342,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
-
-
 def _metadata(path: Path) -> dict:
     """The dataset metadata of a video, or :class:`~chameleon_core.tools.command.UsageError` naming the file."""
     from chameleon_core.world.dataset import read_metadata
@@ -416,7 +411,7 @@ def main(argv: list[str]) -> int:
     with one message for a user error (a folder, the output, a video that is damaged or too short to measure). A
     video longer than the dataset's clips (a long stream) is scored against the motion continued past the clip (see
     :func:`score_video`)."""
-    args = parse_command_args(build_parser(), argv)
+    args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
     return run_command(PROG, lambda: score_folder(args))
