@@ -362,7 +362,7 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
             f"{family.pixel_frames(c)} video frames); use --frames {family.pixel_frames(c)} or more"
         )
     chunks = math.ceil(latent / c)
-    if family.pixel_frames(chunks * c) > MAX_VIDEO_FRAMES:  # --frames itself was checked; whole chunks add up to 11
+    if family.pixel_frames(chunks * c) > MAX_VIDEO_FRAMES:  # rounding up to whole chunks adds frames
         most = family.pixel_frames(family.latent_frames(MAX_VIDEO_FRAMES) // c * c)
         raise ValueError(
             f"--frames {args.frames} rounds up to {family.pixel_frames(chunks * c)} video frames (whole chunks of {c} "

@@ -131,7 +131,7 @@ def read_metadata(video_path: str | Path) -> dict:
 
 def load_labels(video_path: str | Path) -> torch.Tensor:
     """The ground-truth labels ``[T, H, W]`` uint8 written beside a dataset video (``<stem>_labels.npz``)."""
-    from chameleon_core.checkpoints.errors import CheckpointError, check_regular_file
+    from chameleon_core.checkpoints.errors import CheckpointError, check_regular_file, first_line
 
     path = Path(video_path).with_name(Path(video_path).stem + "_labels.npz")
     check_regular_file(path, "world labels file", "write the dataset again (write_dataset)")  # missing, FIFO ...
@@ -144,7 +144,7 @@ def load_labels(video_path: str | Path) -> torch.Tensor:
         elif "allow_pickle" in str(e):
             why = "it is not an .npz of arrays: numpy would have to unpickle it, which is never done"
         else:
-            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}"
+            why = f"{type(e).__name__}: {first_line(e)}"
         raise CheckpointError(f"world labels file {path} cannot be read ({why}); it should hold a uint8 array "
                               "'labels' [T, H, W]: write the dataset again (write_dataset)") from None
     if labels.dtype != np.uint8 or labels.ndim != 3:
