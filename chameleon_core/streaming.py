@@ -23,6 +23,7 @@ uses them. Moving is bit-exact, so a spilled state gives the same frames as one 
 from __future__ import annotations
 
 import logging
+import numbers
 import threading
 import weakref
 from collections.abc import Callable
@@ -247,6 +248,7 @@ def start_stream(
     """
     settings = settings or StreamSettings()
     cfg = model.config
+    check_seed(seed)
     for name, lat in (("reference", reference), ("garment", garment)):
         if not isinstance(lat, torch.Tensor) or not lat.is_floating_point():
             got = f"dtype {lat.dtype}" if isinstance(lat, torch.Tensor) else type(lat).__name__
@@ -312,9 +314,28 @@ def prefilled_cache(
     return cache
 
 
+SEED_MAX = 2**64 - 1
+"""Largest seed (a torch generator takes 64 bits; ComfyUI's seed widgets go up to it)."""
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` if it is a whole number in 0..:data:`SEED_MAX`; raises ValueError naming it otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= SEED_MAX:
+        raise ValueError(
+            f"seed must be a whole number in 0..{SEED_MAX} (2**64 - 1), got {seed!r}"
+            f"{'' if isinstance(seed, numbers.Integral) else f' ({type(seed).__name__})'}; pass e.g. seed=0"
+        )
+    return int(seed)
+
+
 def chunks_for(state: StreamState, latent_frames: int) -> int:
     """Number of chunks needed for ``latent_frames`` (rounded up to whole chunks, at least one)."""
     c = state.settings.chunk_frames
+    if isinstance(latent_frames, bool) or not isinstance(latent_frames, numbers.Integral):
+        raise ValueError(
+            f"latent_frames must be a whole number of latent frames, got {latent_frames!r} "
+            f"({type(latent_frames).__name__}); pass an int, e.g. {c} for one chunk"
+        )
     if latent_frames < 1:
         raise ValueError(f"frames must be at least one chunk ({c} latent frames), got {latent_frames}")
     return -(-latent_frames // c)

@@ -43,6 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoints.errors import CheckpointError, check_device
+from .checkpoints.tensors import FiniteCheck
+from .checkpoints.weight_files import read_weight_file
 from .latents import LatentFamily, latent_family
 
 logger = logging.getLogger(__name__)
@@ -252,16 +255,22 @@ class TAEHVState:
 _TGROW_STAGES = (7, 13, 19)  # decoder indices of the three TGrow modules
 
 
-def infer_taehv_config(shapes: Mapping[str, tuple[int, ...]]) -> TAEHVConfig:
-    """The decoder config from a file's tensor shapes (latent channels, patch, widths)."""
+TAEHV_GET = ("use taew2_2.safetensors (Wan2.2) or taew2_1.safetensors (Wan2.1) from madebyollin/taehv; ComfyUI keeps "
+             "them in models/vae_approx/")
+"""Where to get a tiny decoder file, for error messages."""
+
+
+def infer_taehv_config(shapes: Mapping[str, tuple[int, ...]], source: str = "the state dict") -> TAEHVConfig:
+    """The decoder config from a file's tensor shapes (latent channels, patch, widths); raises
+    :class:`~chameleon_core.checkpoints.CheckpointError` (a ValueError) naming ``source`` for another layout."""
     need = ("decoder.1.weight", "decoder.8.weight", "decoder.14.weight", "decoder.20.weight", "decoder.22.weight")
     missing = [k for k in need if k not in shapes]
     if missing:
         first = sorted(shapes)[:8]
         hint = " (a TAEHV 'super' decoder, which is not supported: use taew2_1 / taew2_2)" if (
             "decoder.0.weight" in shapes) else ""
-        raise ValueError(
-            f"not a TAEHV decoder file{hint}: missing {missing}; first keys: {first}. Use taew2_1 or taew2_2 "
+        raise CheckpointError(
+            f"{source} is not a TAEHV decoder{hint}: missing {missing}; first keys: {first}. Use taew2_1 or taew2_2 "
             "(.safetensors or .pth) from madebyollin/taehv, in ComfyUI's models/vae_approx"
         )
     w0, c = shapes["decoder.1.weight"][:2]
@@ -271,46 +280,40 @@ def infer_taehv_config(shapes: Mapping[str, tuple[int, ...]]) -> TAEHVConfig:
     out = shapes["decoder.22.weight"][0]
     patch = {3: 1, 12: 2}.get(out)
     if patch is None or c not in (16, 48):
-        raise ValueError(
-            f"TAEHV file decodes {c} latent channels to {out} output channels; only Wan decoders are supported "
-            "(taew2_1: 16 -> 3, taew2_2: 48 -> 12)"
+        raise CheckpointError(
+            f"the TAEHV decoder {source} decodes {c} latent channels to {out} output channels; only Wan decoders are "
+            "supported (taew2_1: 16 -> 3, taew2_2: 48 -> 12)"
         )
     return TAEHVConfig(latent_channels=c, patch_size=patch, widths=(w0, w1, w2, w3))
 
 
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """A ``.safetensors`` or ``.pth`` file's tensors (``.pth`` through ``torch.load(weights_only=True)``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"tiny decoder file {path} not found; put taew2_1/taew2_2 in models/vae_approx")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{path} does not hold a flat state dict of tensors (got {type(sd).__name__})")
-    return dict(sd)
+    """A ``.safetensors`` or ``.pth`` file's tensors, through the checkpoint package's reader
+    (:func:`~chameleon_core.checkpoints.weight_files.read_weight_file`: regular files only, ``.pth`` weights-only,
+    every failure a :class:`~chameleon_core.checkpoints.CheckpointError` naming the file)."""
+    return read_weight_file(path, what="tiny decoder file", get=TAEHV_GET, finite=False)
 
 
 def taehv_from_state_dict(sd: Mapping[str, torch.Tensor], *, device: torch.device | str = "cpu",
-                          dtype: torch.dtype = torch.float32) -> TinyVideoDecoder:
+                          dtype: torch.dtype = torch.float32, source: str = "the state dict") -> TinyVideoDecoder:
     """Build the decoder for ``sd``'s shapes and load it with exact key checks (missing and unexpected keys are named;
-    ``encoder.*`` tensors are skipped)."""
+    ``encoder.*`` tensors are skipped); NaN/inf weights are refused. Errors are
+    :class:`~chameleon_core.checkpoints.CheckpointError` (a ValueError) naming ``source``."""
     dec = {k: v for k, v in sd.items() if not k.startswith("encoder.")}
-    config = infer_taehv_config({k: tuple(v.shape) for k, v in dec.items()})
+    config = infer_taehv_config({k: tuple(v.shape) for k, v in dec.items()}, source)
     with torch.device("meta"):
         model = TinyVideoDecoder(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(dec))
     unexpected = sorted(set(dec) - set(expected))
     if missing or unexpected:
-        raise ValueError(
-            f"TAEHV decoder keys do not match the taew layout: missing {missing[:10]}"
+        raise CheckpointError(
+            f"TAEHV decoder keys of {source} do not match the taew layout: missing {missing[:10]}"
             f"{' ...' if len(missing) > 10 else ''}, unexpected {unexpected[:10]}"
-            f"{' ...' if len(unexpected) > 10 else ''}"
+            f"{' ...' if len(unexpected) > 10 else ''}; {TAEHV_GET}"
         )
     tensors = {}
+    finite = FiniteCheck()
     for k, shape in expected.items():
         v = dec[k]
         stage = k.split(".")[1]
@@ -318,8 +321,11 @@ def taehv_from_state_dict(sd: Mapping[str, torch.Tensor], *, device: torch.devic
                 v.shape[1:] == shape[1:] and v.shape[0] % shape[0] == 0):
             v = v[-shape[0]:]  # stored with temporal growth; this stage runs without: keep the last sub-frame's
         if tuple(v.shape) != shape:
-            raise ValueError(f"TAEHV tensor {k}: expected shape {list(shape)}, got {list(v.shape)}")
+            raise CheckpointError(f"{source}: TAEHV tensor {k}: expected shape {list(shape)}, got {list(v.shape)}; "
+                                  f"{TAEHV_GET}")
+        finite.add(k, v)
         tensors[k] = v.to(dtype)
+    finite.check(f"the tiny decoder {source}")  # NaN weights would decode every frame black
     model = TinyVideoDecoder(config)
     model.load_state_dict(tensors, strict=True, assign=False)
     n_enc = len(sd) - len(dec)
@@ -330,8 +336,11 @@ def taehv_from_state_dict(sd: Mapping[str, torch.Tensor], *, device: torch.devic
 
 def load_taehv(path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
                ) -> TinyVideoDecoder:
-    """Load a released ``taew2_1`` / ``taew2_2`` file (or any file in that layout)."""
-    return taehv_from_state_dict(read_tensors(path), device=device, dtype=dtype)
+    """Load a released ``taew2_1`` / ``taew2_2`` file (or any file in that layout). Every failure -- a missing,
+    non-regular, truncated, empty or foreign file, a pickle holding code, another layout, NaN/inf weights, a device
+    this machine lacks -- raises :class:`~chameleon_core.checkpoints.CheckpointError` naming the file and the fix."""
+    dev = check_device(device, f"the tiny decoder {path}")
+    return taehv_from_state_dict(read_tensors(path), device=dev, dtype=dtype, source=str(path))
 
 
 def random_taehv(config: TAEHVConfig, seed: int = 0, *, device: torch.device | str = "cpu",

@@ -39,8 +39,10 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def check_regular_file(path: str | os.PathLike[str], what: str = "checkpoint file") -> Path:
-    """``path`` if it is a regular file (symlinks followed); raises :class:`CheckpointError` otherwise.
+def check_regular_file(path: str | os.PathLike[str], what: str = "checkpoint file",
+                       fix: str = "pass the path of the real weight file") -> Path:
+    """``path`` if it is a regular file (symlinks followed); raises :class:`CheckpointError` otherwise (its
+    :class:`CheckpointNotFoundError` for a missing path), ending with ``fix``.
 
     Uses ``os.stat`` only, which never blocks on a FIFO, unlike ``open``.
     """
@@ -54,7 +56,7 @@ def check_regular_file(path: str | os.PathLike[str], what: str = "checkpoint fil
     if not stat.S_ISREG(mode):
         raise CheckpointError(
             f"{what} {p} is {_kind(mode)}, not a regular file, so it is not read (reading a pipe or device could "
-            "block forever or never end); pass the path of the real weight file"
+            f"block forever or never end); {fix}"
         )
     return p
 
@@ -79,6 +81,13 @@ def check_device(device: object, what: str = "the model") -> torch.device:
     return dev
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's text, without torch's advice to load with ``weights_only=False`` (which would
+    unpickle code from the file: never passed on); the exception's type name when nothing is left."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "weights_only" not in ln]
+    return lines[0] if lines else type(e).__name__
+
+
 @contextlib.contextmanager
 def load_errors(path: object, what: str) -> Iterator[None]:
     """Turn any stray failure while reading ``path`` into a :class:`CheckpointError` naming it (the safety net of
@@ -88,11 +97,11 @@ def load_errors(path: object, what: str) -> Iterator[None]:
     except CheckpointError:
         raise
     except (OSError, EOFError, KeyError, IndexError, ValueError, struct.error, pickle.UnpicklingError) as e:
-        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip() and "weights_only" not in ln), "")
         raise CheckpointError(
-            f"cannot load {path} as {what} ({type(e).__name__}: {first or 'no detail'}); the file is damaged, cut "
+            f"cannot load {path} as {what} ({type(e).__name__}: {first_line(e)}); the file is damaged, cut "
             "short or not this kind of file: re-download or re-copy it"
         ) from e
 
 
-__all__ = ["CheckpointError", "CheckpointNotFoundError", "check_device", "check_regular_file", "load_errors"]
+__all__ = ["CheckpointError", "CheckpointNotFoundError", "check_device", "check_regular_file", "first_line",
+           "load_errors"]

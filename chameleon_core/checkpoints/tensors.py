@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, check_regular_file
+from .errors import CheckpointError, check_regular_file, first_line
 from .files import SHOW, is_torch_file
 
 logger = logging.getLogger(__name__)
@@ -258,8 +258,9 @@ class StateDictSource(TensorSource):
 class TorchSource(StateDictSource):
     """The state dict inside a ``.pt`` file, loaded weights-only and memory-mapped (see :func:`torch_load`)."""
 
-    def __init__(self, path: Path, which: str | None, preferred: Sequence[str], expected: str) -> None:
-        tensors, self.which = select_state_dict(torch_load(path), path, which, preferred, expected)
+    def __init__(self, path: Path, which: str | None, preferred: Sequence[str], expected: str,
+                 choose: str = "pick one with which=...") -> None:
+        tensors, self.which = select_state_dict(torch_load(path), path, which, preferred, expected, choose)
         super().__init__(tensors, str(path))
 
     def read(self, name: str, *, scratch: bool = False) -> tuple[torch.Tensor, bool]:
@@ -271,15 +272,18 @@ class TorchSource(StateDictSource):
 
 
 def open_source(
-    files: Sequence[Path], which: str | None = None, *, preferred: Sequence[str] = (), expected: str = "a state dict"
+    files: Sequence[Path], which: str | None = None, *, preferred: Sequence[str] = (), expected: str = "a state dict",
+    choose: str = "pick one with which=...",
 ) -> TensorSource:
     """A source over the files of one checkpoint (one ``.pt``, or one or more safetensors shards).
 
     ``which`` picks a state dict inside a ``.pt``; otherwise the first of ``preferred`` present is used, else the
-    top-level tensors or the only nested state dict. ``expected`` describes the wanted content in error messages.
+    top-level tensors or the only nested state dict. ``expected`` describes the wanted content in error messages,
+    ``choose`` the fix when a ``.pt`` holds several state dicts and none is preferred (a loader without ``which=``
+    says what to pass instead).
     """
     if is_torch_file(files[0]):
-        return TorchSource(files[0], which, preferred, expected)
+        return TorchSource(files[0], which, preferred, expected, choose)
     if which is not None:
         raise CheckpointError(
             f"which={which!r} picks a state dict inside a training checkpoint (.pt), but {files[0]} is a "
@@ -348,12 +352,6 @@ def torch_load(path: Path) -> object:
         raise _corrupt_torch(path, e) from None
 
 
-def _first_line(e: Exception) -> str:
-    """The first line of an exception's text, without torch's advice to load with weights_only=False."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "weights_only" not in ln]
-    return lines[0] if lines else type(e).__name__
-
-
 def _refused_pickle(path: Path, e: Exception) -> CheckpointError:
     detail = next((ln.strip() for ln in str(e).splitlines()
                    if ("Unsupported" in ln or "WeightsUnpickler" in ln) and "weights_only" not in ln), "")  # fmt: skip
@@ -367,7 +365,7 @@ def _refused_pickle(path: Path, e: Exception) -> CheckpointError:
 
 def _corrupt_torch(path: Path, e: Exception) -> CheckpointError:
     return CheckpointError(
-        f"cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)}); the file is truncated "
+        f"cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {first_line(e)}); the file is truncated "
         "or damaged (corrupt): re-download or re-copy it"
     )
 
@@ -377,7 +375,8 @@ def _is_state_dict(x: object) -> bool:
 
 
 def select_state_dict(
-    obj: object, path: Path, which: str | None, preferred: Sequence[str], expected: str
+    obj: object, path: Path, which: str | None, preferred: Sequence[str], expected: str,
+    choose: str = "pick one with which=...",
 ) -> tuple[dict[str, torch.Tensor], str | None]:
     """Pick the state dict inside a loaded ``.pt``: returns (its tensors, the entry used or None for top level)."""
     if not isinstance(obj, Mapping):
@@ -398,8 +397,7 @@ def select_state_dict(
             chosen = entries[0]  # e.g. {"model": state_dict, "step": 1000}
         if chosen is None and not top_level_tensors and len(entries) > 1:
             raise CheckpointError(
-                f"{path} holds several state dicts {entries} and none of them is one of {list(preferred)}; "
-                "pick one with which=..."
+                f"{path} holds several state dicts {entries} and none of them is one of {list(preferred)}; {choose}"
             )
         skipped = [k for k in preferred[: list(preferred).index(chosen)] if k in obj] if chosen in preferred else []
         if skipped:

@@ -146,8 +146,9 @@ def _most_consistent_config(config: VAEConfig, shapes: Mapping[str, tuple[int, .
     return other if _mismatches(other, shapes) < _mismatches(config, shapes) else config
 
 
-def _build(source: TensorSource, device: torch.device | None, dtype: torch.dtype | None) -> WanVAE:
-    """Infer the config, check every name and shape, then fill a meta model tensor by tensor."""
+def _plan(source: TensorSource) -> tuple[VAEConfig, dict[str, str], dict[str, tuple[int, ...]]]:
+    """From names and shapes only: the config, the model name -> stored name map, and the model names' shapes (every
+    name and shape checked)."""
     shapes = source.shapes()
     prefix, names = strip_vae_prefix(shapes, source.description)
     if len(names) < len(shapes):
@@ -156,6 +157,12 @@ def _build(source: TensorSource, device: torch.device | None, dtype: torch.dtype
     local = {k: shapes[raw] for k, raw in names.items()}
     config = _most_consistent_config(infer_vae_config(local), local)
     check_vae_layout(config, local, source.description)
+    return config, names, local
+
+
+def _build(source: TensorSource, device: torch.device | None, dtype: torch.dtype | None) -> WanVAE:
+    """Infer the config, check every name and shape, then fill a meta model tensor by tensor."""
+    config, names, local = _plan(source)
     stored = {source.dtypes()[names[k]] for k in local}
     if dtype is None and len(stored) != 1:
         raise CheckpointError(
@@ -187,6 +194,26 @@ def vae_from_state_dict(
     return _build(StateDictSource(state_dict), None if device is None else torch.device(device), dtype)
 
 
+VAE_ENTRIES = ("state_dict", "vae", "model", "module")
+"""Entries of a ``.pt`` that may hold the VAE's state dict."""
+NOT_A_VAE = ("a Wan VAE file holds one state dict, so this is another kind of checkpoint (a training checkpoint of "
+             "the transformer holds generator / generator_ema / critic); pass the Wan VAE itself: Wan2.2_VAE.pth or "
+             "wan2.2_vae.safetensors (Wan2.1: Wan2.1_VAE.pth / wan_2.1_vae.safetensors)")
+"""The fix when a ``.pt`` given as a VAE holds several state dicts (load_vae has no ``which=``)."""
+
+
+def _open_vae(file: os.PathLike[str]) -> TensorSource:
+    return open_source([file], preferred=VAE_ENTRIES, expected="a Wan VAE state dict", choose=NOT_A_VAE)
+
+
+def inspect_vae(path: str | os.PathLike[str]) -> VAEConfig:
+    """The config of a VAE file (family, latent channels, widths) from its names and shapes only; no weight is read.
+    Raises :class:`CheckpointError` for everything :func:`load_vae` would refuse by its headers."""
+    file = resolve_vae_file(path)
+    with load_errors(file, "a Wan VAE"), _open_vae(file) as source:
+        return _plan(source)[0]
+
+
 def load_vae(
     path: str | os.PathLike[str],
     *,
@@ -201,14 +228,11 @@ def load_vae(
     start = time.perf_counter()
     dev = check_device(device, f"the VAE {path}")
     file = resolve_vae_file(path)
-    expected = "a Wan VAE state dict"
-    with load_errors(file, "a Wan VAE"), open_source(
-        [file], preferred=("state_dict", "vae", "model", "module"), expected=expected
-    ) as source:
+    with load_errors(file, "a Wan VAE"), _open_vae(file) as source:
         vae = _build(source, dev, dtype)
     vae.source = str(file)
     logger.info("loaded %s VAE %s from %s in %.1fs", vae.config.family, vae.config, file, time.perf_counter() - start)
     return vae
 
 
-__all__ = ["check_vae_layout", "infer_vae_config", "load_vae", "vae_from_state_dict"]
+__all__ = ["check_vae_layout", "infer_vae_config", "inspect_vae", "load_vae", "vae_from_state_dict"]

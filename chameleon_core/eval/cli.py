@@ -13,10 +13,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..tools.command import EXIT_USER_ERROR, run_command
+
 logger = logging.getLogger(__name__)
 
 PROG = "python -m chameleon_core.eval"
-EXIT_USER_ERROR = 2
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,16 @@ def load_subcommand(name: str):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
+    if args and args[0] in ("-h", "--help"):
         print(usage())
-        return 0 if args else EXIT_USER_ERROR
+        return 0
+    if not args:
+        print(f"{PROG}: error: no subcommand given; name one\n\n{usage()}", file=sys.stderr)
+        return EXIT_USER_ERROR
     try:
         run = load_subcommand(args[0])
     except LookupError as e:
         print(f"{PROG}: error: {e}\n\n{usage()}", file=sys.stderr)
         return EXIT_USER_ERROR
-    return int(run(args[1:]) or 0)
+    # Each subcommand applies the pack's error policy itself; this is the net for a user error that escapes it.
+    return run_command(f"{PROG} {args[0]}", lambda: run(args[1:]))

@@ -14,13 +14,18 @@
   standard 112x112 ArcFace template, and an ArcFace ONNX recogniser (e.g. insightface's ``w600k_r50.onnx``) run by
   ``cv2.dnn`` gives a 512-d embedding. OpenCV's wheels ship no face-detector weights, hence the second file.
 
-Every missing file raises :class:`MissingModelFile`, whose message names the file and where to get it.
+Every missing file raises :class:`MissingModelFile`, whose message names the file and where to get it; a file that
+exists but cannot be used raises :class:`ModelLoadError`. Both are the checkpoint package's one error type
+(:class:`~chameleon_core.checkpoints.CheckpointError`): weight files are read through its reader (regular files only,
+``.pth`` weights-only, NaN/inf weights refused), transformers folders have their files checked the same way first,
+and no message ever suggests ``weights_only=False``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +34,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checkpoints.errors import CheckpointError, CheckpointNotFoundError, check_regular_file, first_line
+from ..checkpoints.tensors import FiniteCheck
+from ..checkpoints.weight_files import read_weight_file
+
 logger = logging.getLogger(__name__)
 
 
-class MissingModelFile(FileNotFoundError):
+class MissingModelFile(CheckpointNotFoundError):
     """A model file or folder the user pointed to (or that ``--models-dir`` should hold) is absent."""
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(CheckpointError):
     """A model file exists but cannot be used (wrong kind of file, wrong shapes, a missing library)."""
 
 
@@ -77,11 +86,27 @@ def missing_message(key: str, path: Path) -> str:
     return f"{src.flag}: {src.what} not found at {path}; get it from {src.where}"
 
 
-def check_exists(key: str, path: Path) -> None:
+def kind_problem(key: str, path: Path) -> str | None:
+    """Why ``path`` cannot be the model ``key`` (missing, a file where a folder is due, a folder or a FIFO where a
+    file is due), or None when it is of the right kind."""
     src = MODEL_SOURCES[key]
-    ok = path.is_dir() if src.is_folder else path.is_file()
-    if not ok:
-        raise MissingModelFile(missing_message(key, path) + (" (it is a folder, not a file)" if path.is_dir() else ""))
+    if not path.exists():
+        return missing_message(key, path)
+    if src.is_folder:
+        return None if path.is_dir() else (f"{src.flag}: {path} is a file; it should be {src.what} (a folder), from "
+                                           f"{src.where}")
+    try:
+        check_regular_file(path, f"{src.flag} file", f"it should be {src.what}, from {src.where}")
+    except CheckpointError as e:
+        return str(e)
+    return None
+
+
+def check_exists(key: str, path: Path) -> None:
+    """Raise :class:`MissingModelFile` for a missing ``path``, :class:`ModelLoadError` for one of the wrong kind."""
+    problem = kind_problem(key, path)
+    if problem is not None:
+        raise (MissingModelFile if not path.exists() else ModelLoadError)(problem)
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -167,18 +192,53 @@ def _transformers():
     return transformers
 
 
+def _check_folder_files(folder: Path, key: str) -> None:
+    """Every file transformers would read in ``folder`` is a regular file (a FIFO would block it forever)."""
+    files = [folder / "config.json", folder / "preprocessor_config.json", *sorted(folder.glob("*.safetensors")),
+             *sorted(folder.glob("*.bin")), *sorted(folder.glob("*.index.json"))]
+    for f in files:
+        if f.exists() or f.is_symlink():
+            try:
+                check_regular_file(f, f"{MODEL_SOURCES[key].flag} file", f"it should be {MODEL_SOURCES[key].what}")
+            except CheckpointError as e:
+                raise ModelLoadError(str(e)) from None
+
+
 def _from_pretrained(cls, folder: Path, key: str):
+    """``cls.from_pretrained(folder)`` (local files only) with NaN/inf weights refused; every failure is a
+    :class:`ModelLoadError` naming the folder. transformers reads ``.bin`` weights with ``weights_only=True``; its
+    advice to load with ``weights_only=False`` (which would run code from the file) is never passed on."""
+    src = MODEL_SOURCES[key]
+    _check_folder_files(folder, key)
     try:
-        return cls.from_pretrained(str(folder), local_files_only=True).eval()
-    except (OSError, ValueError, KeyError) as e:
-        raise ModelLoadError(f"{MODEL_SOURCES[key].flag}: cannot load {cls.__name__} from {folder} ({e}); it should "
-                             f"be {MODEL_SOURCES[key].what}, from {MODEL_SOURCES[key].where}") from None
+        model = cls.from_pretrained(str(folder), local_files_only=True).eval()
+    except (ImportError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 -- transformers / safetensors / torch each raise their own types
+        first = first_line(e)
+        if isinstance(e, pickle.UnpicklingError):
+            raise ModelLoadError(
+                f"{src.flag}: refusing to load {folder}: a *.bin there holds pickled Python objects, not only tensors, "
+                f"and unpickling them could run arbitrary code ({first}); use the model.safetensors release, from "
+                f"{src.where}") from None
+        raise ModelLoadError(f"{src.flag}: cannot load {cls.__name__} from {folder} ({type(e).__name__}: {first}); its "
+                             f"files are missing, damaged or cut short, or it is not {src.what}: download it again "
+                             f"from {src.where}") from None
+    finite = FiniteCheck()
+    for name, p in model.named_parameters():
+        finite.add(name, p.detach())
+    try:
+        finite.check(f"{src.flag} {folder}")
+    except CheckpointError as e:
+        raise ModelLoadError(str(e)) from None
+    return model
 
 
 def load_clip(folder: Path, device: torch.device | str = "cpu") -> ImageEncoder:
     """A full CLIP folder (``CLIPModel``) or its image half alone (``CLIPVisionModelWithProjection``, config
     ``model_type: clip_vision_model``); the same projected image embedding either way."""
     check_exists("clip", folder)
+    _check_folder_files(folder, "clip")
     transformers = _transformers()
     vision_only = _model_type(folder) == "clip_vision_model"
     cls = transformers.CLIPVisionModelWithProjection if vision_only else transformers.CLIPModel
@@ -230,23 +290,19 @@ class AestheticPredictor(nn.Module):
 
 
 def load_aesthetic(path: Path) -> AestheticPredictor:
+    """The LAION MLP from ``.safetensors`` or a plain state-dict ``.pth`` (read weights-only; NaN/inf refused)."""
     check_exists("aesthetic", path)
+    src = MODEL_SOURCES["aesthetic"]
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:  # a plain state dict; weights_only refuses anything that could run code
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ModelLoadError(f"--aesthetic: cannot read {path} ({type(e).__name__}: {e}); pass the LAION predictor's "
-                             ".safetensors or its plain state-dict .pth") from None
-    if not isinstance(state, dict) or "layers.0.weight" not in state:
+        state = read_weight_file(path, what="aesthetic MLP file", get=f"get it from {src.where}")
+    except CheckpointError as e:
+        raise ModelLoadError(f"--aesthetic: cannot read {path}: {e}") from None
+    if "layers.0.weight" not in state:
         raise ModelLoadError(f"--aesthetic: {path} is not the LAION aesthetic MLP (no 'layers.0.weight'; keys: "
-                             f"{sorted(state)[:6] if isinstance(state, dict) else type(state).__name__})")
+                             f"{sorted(state)[:6]}); pass {src.what}, from {src.where}")
     model = AestheticPredictor(int(state["layers.0.weight"].shape[1]))
     try:
-        model.load_state_dict(state)
+        model.load_state_dict({k: v.float() for k, v in state.items()})
     except RuntimeError as e:
         raise ModelLoadError(f"--aesthetic: {path} does not fit the LAION MLP 768-1024-128-64-16-1: {e}") from None
     return model.eval()

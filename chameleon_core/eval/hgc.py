@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoints.errors import CheckpointError, check_regular_file
+from ..tools.command import check_output_file, parse_args, run_command
 from .feature_models import (
     MODEL_SOURCES,
     AestheticPredictor,
@@ -53,6 +55,7 @@ from .feature_models import (
     ImageEncoder,
     MissingModelFile,
     ModelLoadError,
+    kind_problem,
     load_aesthetic,
     load_clip,
     load_dino,
@@ -64,7 +67,6 @@ from .videos import VideoFileError, iter_video, read_rgb, resize_longest
 logger = logging.getLogger(__name__)
 
 PROG = "python -m chameleon_core.eval hgc"
-EXIT_USER_ERROR = 2
 DEFAULT_VIDEO_PATTERN = "output_{index}.mp4"
 
 DIMENSIONS: dict[str, tuple[str, ...]] = {
@@ -150,8 +152,16 @@ def resolve_image(value: str, data_root: Path) -> Path:
 def read_meta(csv_path: Path, videos: Path, *, columns: MetaColumns = MetaColumns(), data_root: Path | None = None,
               video_pattern: str = DEFAULT_VIDEO_PATTERN) -> list[BenchSample]:
     """The rows of HGC-Bench's ``meta_data.csv`` with their generated videos; raises :class:`BenchError`."""
-    if not csv_path.is_file():
-        raise BenchError(f"--meta: {csv_path} not found; pass HGC-Bench's meta_data.csv")
+    if not csv_path.exists():
+        raise BenchError(f"--meta: {csv_path} not found (absolute: {csv_path.resolve()}); pass HGC-Bench's "
+                         "meta_data.csv")
+    try:
+        check_regular_file(csv_path, "--meta file", "pass HGC-Bench's meta_data.csv")
+    except CheckpointError as e:
+        raise BenchError(str(e)) from None
+    if csv_path.stat().st_size == 0:
+        raise BenchError(f"--meta: {csv_path} is empty (0 bytes); pass HGC-Bench's meta_data.csv (a header row with "
+                         f"{columns.prompt}, {columns.reference}, {columns.garment}, then one row per sample)")
     data_root = csv_path.parent if data_root is None else data_root
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
@@ -159,7 +169,8 @@ def read_meta(csv_path: Path, videos: Path, *, columns: MetaColumns = MetaColumn
             rows = list(reader)
             found = reader.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise BenchError(f"--meta: cannot read {csv_path} as CSV ({e})") from None
+        raise BenchError(f"--meta: cannot read {csv_path} as CSV ({e}); pass HGC-Bench's meta_data.csv as UTF-8 "
+                         "text") from None
     flags = {"prompt": "--prompt-column", "reference": "--reference-column", "garment": "--garment-column",
              "video": "--video-column"}
     for name, flag in flags.items():
@@ -167,8 +178,16 @@ def read_meta(csv_path: Path, videos: Path, *, columns: MetaColumns = MetaColumn
         if col is not None and col not in found:
             raise BenchError(f"{csv_path} has no column {col!r} (for the {name}); its columns are {found}; name the "
                              f"right one with {flag}")
+    if not rows:
+        raise BenchError(f"--meta: {csv_path} has a header but no rows; pass the benchmark's meta_data.csv with its "
+                         "samples")
     samples = []
     for i, row in enumerate(rows):
+        used = [c for c in (columns.prompt, columns.reference, columns.garment, columns.video) if c is not None]
+        empty = [c for c in used if not row.get(c)]
+        if empty:
+            raise BenchError(f"--meta: row {i} of {csv_path} (line {i + 2}) has no value in column(s) {empty}; fix or "
+                             "remove that row")
         if columns.video is not None:
             video = videos / row[columns.video]
         else:
@@ -310,13 +329,11 @@ def model_paths(explicit: dict[str, Path | None], models_dir: Path | None) -> tu
         metrics = ", ".join(MODEL_METRICS[key])
         given = explicit.get(key)
         if given is not None:
-            if given.is_dir() if src.is_folder else given.is_file():
+            problem = kind_problem(key, given)
+            if problem is None:
                 paths[key] = given
-            elif given.exists():
-                errors.append(f"{src.flag}: {given} is a {'file' if src.is_folder else 'folder'}; it should be "
-                              f"{src.what}, from {src.where}")
             else:
-                errors.append(missing_message(key, given))
+                errors.append(problem)
             continue
         if models_dir is not None:
             names = AESTHETIC_NAMES if key == "aesthetic" else (src.default_name,)
@@ -395,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    check_output_file(args.out, "--out", "results.json")
     if not args.videos.is_dir():
         raise BenchError(f"--videos: {args.videos} is not a folder; pass the folder holding the generated videos")
     for name in ("flow_size", "frame_stride", "max_frames", "limit"):
@@ -458,17 +476,18 @@ def _progress(items):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Returns 0, or 2 with one message for a user error (:mod:`chameleon_core.tools.command`)."""
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    try:
+
+    def body() -> int:
         results = run(args)
-    except (BenchError, MissingModelFile, ModelLoadError, ImportError) as e:
-        if args.verbose:
-            logger.exception("failed")
-        sys.stderr.write(f"{PROG}: error: {e}" + "\n")
-        return EXIT_USER_ERROR
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    logger.info("%d videos scored (%d missing, %d unreadable); results in %s\n%s", len(results["per_video"]),
-                len(results["missing_videos"]), len(results["failed_videos"]), args.out, table(results["mean"]))
-    return 0
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+        logger.info("%d videos scored (%d missing, %d unreadable); results in %s\n%s", len(results["per_video"]),
+                    len(results["missing_videos"]), len(results["failed_videos"]), args.out, table(results["mean"]))
+        return 0
+
+    return run_command(PROG, body, verbose=args.verbose)

@@ -47,6 +47,8 @@ from pathlib import Path
 
 import torch
 
+from chameleon_core.checkpoints.errors import CheckpointError, check_regular_file
+from chameleon_core.tools.command import UsageError, check_output_file, parse_args, run_command
 from chameleon_core.world.catalog import BACKGROUND as WALLS
 from chameleon_core.world.catalog import (
     GARMENT_COLOUR,
@@ -62,6 +64,7 @@ from chameleon_core.world.render import POLE_SPACING as _POLE_SPACING
 
 logger = logging.getLogger(__name__)
 
+PROG = "python -m chameleon_core.eval world"
 COLOURS = tuple(GARMENT_COLOUR)
 MARK_CLASS = len(COLOURS)
 """Garment class of a pattern-mark pixel; garment colours are ``0 .. len(COLOURS) - 1``."""
@@ -244,8 +247,9 @@ def _cosine_of_change(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _check_motion_length(t: int) -> None:
     if t < MIN_MOTION_FRAMES:
-        raise ValueError(f"motion needs a video of at least {MIN_MOTION_FRAMES} frames, got {t}; score a longer "
-                         "video (the world's clips have 33)")
+        raise ValueError(f"the video has {t} frame(s), too few to measure: motion needs at least {MIN_MOTION_FRAMES} "
+                         "frames (the first frame and one four-frame picture); score a longer video (the world's "
+                         "clips have 33)")
 
 
 def motion_agreement(video: torch.Tensor, truth: torch.Tensor, wall: tuple[int, int, int]) -> float:
@@ -317,7 +321,8 @@ class GroundTruth:
             raise ValueError("a switch needs both switch_to (the new garment) and switch_frame (its first frame)")
         _check_motion_length(frames)
         if switch_frame is not None and not 1 <= switch_frame < frames:
-            raise ValueError(f"switch_frame must be in 1..{frames - 1} for a {frames}-frame video, got {switch_frame}")
+            raise ValueError(f"the switch frame {switch_frame} is not inside the {frames}-frame video; it must be in "
+                             f"1..{frames - 1}")
         self.sample, self.size, self.frames = sample, size, frames
         self.switch_to, self.switch_frame = switch_to, switch_frame
         rendered = render(sample, size=size, frames=frames, switch_to=switch_to, switch_frame=switch_frame)
@@ -398,20 +403,16 @@ def score_video(video: torch.Tensor, sample: WorldSample | GroundTruth, *, switc
 
 
 def _read_video(path: Path) -> torch.Tensor:
-    import av
+    """A video file -> ``[T, H, W, 3]`` float in 0..1; :class:`~.videos.VideoFileError` (a ValueError) names a
+    missing, damaged or one-frame file."""
+    from .videos import read_video
 
-    frames = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
-    if not frames:
-        raise ValueError(f"{path} holds no video frames")
-    return torch.stack(frames).float() / 255.0
+    return torch.from_numpy(read_video(path)).float() / 255.0
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m chameleon_core.eval world",
+        prog=PROG,
         description="Score generated videos of the synthetic fashion world exactly against its ground truth.",
     )
     p.add_argument("--data", required=True, type=Path,
@@ -421,41 +422,59 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path, help="JSON file to write (per-video scores and their means)")
     p.add_argument("--switch-frame", type=int, default=None,
                    help="the videos switch garment at this frame, to the metadata's switch_garment")
-    return p.parse_args(argv)
+    return p
 
 
-def main(argv: list[str]) -> int:
-    """Score every ``<stem>.mp4`` in ``--videos`` against ``--data/<stem>.json``; writes ``--out``. Returns 0, or 2
-    with a message for bad arguments. A video longer than the dataset's clips (a long stream) is scored against the
-    motion continued past the clip."""
+def _metadata(path: Path) -> dict:
+    """The dataset metadata of a video, or :class:`~chameleon_core.tools.command.UsageError` naming the file."""
     from chameleon_core.world.dataset import read_metadata
 
-    args = parse_args(argv)
+    json_file = path.with_suffix(".json")
+    try:
+        check_regular_file(json_file, "world metadata file", "pass the dataset folder that write_dataset made")
+        return read_metadata(path)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UsageError(f"world metadata {json_file} is damaged or not the world's ({type(e).__name__}: {e}); "
+                         "write the dataset again (chameleon_core.world.write_dataset)") from None
+
+
+def _check_folders(args: argparse.Namespace) -> list[Path]:
+    """Everything checked before any video is scored; returns the videos."""
     for what, folder in (("--data", args.data), ("--videos", args.videos)):
         if not folder.is_dir():
-            logger.error("%s %s is not a folder; pass the folder that holds the %s", what, folder,
-                         "dataset's <stem>.json files" if what == "--data" else "generated <stem>.mp4 videos")
-            return 2
+            holds = "dataset's <stem>.json files" if what == "--data" else "generated <stem>.mp4 videos"
+            raise UsageError(f"{what} {folder} is not a folder; pass the folder that holds the {holds}")
+    check_output_file(args.out, "--out", "scores.json")
+    if args.switch_frame is not None and args.switch_frame < 1:
+        raise UsageError(f"--switch-frame {args.switch_frame}: the switch must come after the first frame (>= 1); pass "
+                         "the video frame where the garment changes")
     videos = sorted(args.videos.glob("*.mp4"))
     if not videos:
-        logger.error("no .mp4 videos in %s; generate videos named after the dataset samples (<stem>.mp4)", args.videos)
-        return 2
+        raise UsageError(f"no .mp4 videos in {args.videos}; generate videos named after the dataset samples "
+                         "(<stem>.mp4)")
     missing = [v.name for v in videos if not (args.data / f"{v.stem}.json").is_file()]
     if missing:
-        logger.error("no metadata in %s for %d video(s): %s; name each video after its sample (<stem>.mp4) and pass "
-                     "the dataset folder that holds <stem>.json", args.data, len(missing), missing[:5])
-        return 2
+        raise UsageError(f"no metadata in {args.data} for {len(missing)} video(s): {missing[:5]}; name each video "
+                         "after its sample (<stem>.mp4) and pass the dataset folder that holds <stem>.json")
+    return videos
+
+
+def score_folder(args: argparse.Namespace) -> int:
+    """Score every ``<stem>.mp4`` of ``--videos`` and write ``--out``; raises a user error naming the video."""
+    videos = _check_folders(args)
+    metas = {v: _metadata(args.data / f"{v.stem}.mp4") for v in videos}  # every metadata file before any scoring
     per_video = {}
     for v in videos:
-        meta = read_metadata(args.data / f"{v.stem}.mp4")
+        meta = metas[v]
         video = _read_video(v)
         switch = {} if args.switch_frame is None else {"switch_to": meta["switch_garment"],
                                                        "switch_frame": args.switch_frame}
         try:
             scores = score_video(video, meta["sample"], **switch)
         except ValueError as e:
-            logger.error("%s: %s", v, e)
-            return 2
+            raise UsageError(f"{v}: {e}") from None
         per_video[v.stem] = scores
         logger.info("%s: %s", v.stem, {k: round(s, 4) for k, s in scores.items()})
     keys = sorted({k for s in per_video.values() for k in s})
@@ -468,3 +487,13 @@ def main(argv: list[str]) -> int:
                                     "switch_frame": args.switch_frame}, indent=1))
     logger.info("wrote %s (%d videos)", args.out, len(per_video))
     return 0
+
+
+def main(argv: list[str]) -> int:
+    """Score every ``<stem>.mp4`` in ``--videos`` against ``--data/<stem>.json``; writes ``--out``. Returns 0, or 2
+    with one message for a user error (a folder, the output, a video that is damaged or too short to measure). A
+    video longer than the dataset's clips (a long stream) is scored against the motion continued past the clip."""
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    return run_command(PROG, lambda: score_folder(args))

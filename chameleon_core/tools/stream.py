@@ -33,7 +33,8 @@ features; 5. VAE and transformer; 6. encode the reference and garment; 7. stream
 points, decode each chunk as it arrives, switch at the boundaries; 8. the summary.
 
 User errors (a wrong path, size or value) end with an ``error: ...`` line on stderr (missing files: one line per
-file, saying what to get and where) and exit code 2, never a traceback (``-v`` shows it).
+file, saying what to get and where) and exit code 2, never a traceback (``-v`` shows it): the error policy of every
+command of the pack (:mod:`.command`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from ..taehv import TAEHV_PRESETS, TinyVideoDecoder, load_taehv, random_taehv
 from ..testing import random_transformer
 from ..text import encode_prompts, load_prompt_embeddings
 from ..vae import NonFiniteVAEError, WanVAE, build_vae, check_vae_matches
+from .command import check_output_file, parse_args, run_command, say
 from .stream_plan import DTYPES, RunPlan, plan_run
 from .video_files import FrameWriter, open_output, to_uint8_frames
 
@@ -75,8 +77,8 @@ logger = logging.getLogger(__name__)
 PROG = "python -m chameleon_core"
 RANDOM_PROMPT_TOKENS = 32
 """Tokens of the random prompt features of ``--random`` (capped at the model's ``text_len``)."""
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+SWITCH_OPTIONS = ("--switch", "--prompt-switch")
+"""Options whose FRAME:PATH value may start with a minus sign (a wrong frame, refused with its own message)."""
 
 # -------------------------------------------------------------------------------------------------------------------
 # 1. Arguments
@@ -411,9 +413,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = attach_payloads(args, plan)
     # 4. Prompt features (the umT5 encoder, if used, is freed before the transformer loads).
     context = prompt_features(args, plan)
-    # 5. Weights: the VAE first, so a mismatched VAE fails before the large transformer loads.
-    vae = load_vae_for(args, plan)
+    # 5. Weights: the small ones first (tiny decoder, VAE), so a damaged or mismatched file fails before the large
+    # transformer loads.
     decoder = load_decoder(args, plan)
+    vae = load_vae_for(args, plan)
     model = load_model(args, plan)
     # 6. Condition latents, in the model's latent space.
     size = (plan.width, plan.height)
@@ -432,38 +435,47 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return summarize(plan, timings, frames, name)
 
 
-def _say(stream, text: str) -> None:
-    """The command's own terminal output (the summary on stdout, a user error on stderr), apart from the log."""
-    stream.write(text + "\n")
-    stream.flush()
+def attach_switch_values(argv: Sequence[str]) -> list[str]:
+    """``--switch -12:x.png`` as ``--switch=-12:x.png``: argparse would take ``-12:x.png`` for an option and say only
+    "expected one argument"; attached, the value reaches the switch check, which names it and the fix."""
+    out: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        if items[i] in SWITCH_OPTIONS and i + 1 < len(items) and items[i + 1][:1] == "-" and items[i + 1][1:2].isdigit():
+            out.append(f"{items[i]}={items[i + 1]}")
+            i += 2
+            continue
+        out.append(items[i])
+        i += 1
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m chameleon_core``; returns the exit code (2 for user errors)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse has printed usage and the error (or the help)
-        return int(e.code or 0)
+    """Entry point of ``python -m chameleon_core``; returns the exit code (2 for user errors, 1 for a chunk or a
+    decode that turned non-finite, 130 for an interrupt)."""
+    args = parse_args(build_parser(), attach_switch_values(sys.argv[1:] if argv is None else argv))
+    if isinstance(args, int):
+        return args
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    try:
-        summary = run(args)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        logger.debug("details of the error below", exc_info=True)
-        _say(sys.stderr, f"error: {e}")
-        return EXIT_USER_ERROR
-    except (NonFiniteChunkError, NonFiniteVAEError) as e:
-        _say(sys.stderr, f"error: {e}")
-        return 1
-    except KeyboardInterrupt:
-        _say(sys.stderr, f"interrupted; the frames written so far are in {args.out}")
-        return EXIT_INTERRUPTED
-    _say(sys.stdout, format_summary(summary))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    return 0
+
+    def body() -> int:
+        if args.json:
+            check_output_file(args.json, "--json", "timing.json")  # before the stream, not after it
+        try:
+            summary = run(args)
+        except (NonFiniteChunkError, NonFiniteVAEError) as e:
+            say(sys.stderr, f"error: {e}")
+            return 1
+        say(sys.stdout, format_summary(summary))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        return 0
+
+    return run_command(None, body, verbose=args.verbose,
+                       interrupted=f"interrupted; the frames written so far are in {args.out}")
 
 
 if __name__ == "__main__":

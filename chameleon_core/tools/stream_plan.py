@@ -362,6 +362,12 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
             f"{family.pixel_frames(c)} video frames); use --frames {family.pixel_frames(c)} or more"
         )
     chunks = math.ceil(latent / c)
+    if family.pixel_frames(chunks * c) > MAX_VIDEO_FRAMES:  # rounding up to whole chunks adds frames
+        most = family.pixel_frames(family.latent_frames(MAX_VIDEO_FRAMES) // c * c)
+        raise ValueError(
+            f"--frames {args.frames} rounds up to {family.pixel_frames(chunks * c)} video frames (whole chunks of {c} "
+            f"latent frames), more than the limit of {MAX_VIDEO_FRAMES}; use --frames {most} or fewer"
+        )
     if family.pixel_frames(chunks * c) != args.frames:
         logger.info("--frames %d -> %d video frames (%d chunks of %d latent frames)", args.frames,
                     family.pixel_frames(chunks * c), chunks, c)

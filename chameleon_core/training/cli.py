@@ -1,6 +1,8 @@
 """Command line: ``python -m chameleon_core.training {prepare,sft,forcing,dmd,bench} ...``.
 
 The same command runs under ``torchrun --nproc_per_node N -m chameleon_core.training ...`` (one process per GPU).
+Every value, path, file and device is checked before any work starts (:mod:`.config`, :mod:`.preflight`,
+:mod:`.prepare_checks`); a user error prints one message and exits with code 2 (:mod:`chameleon_core.tools.command`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,14 @@ import os
 import sys
 from collections.abc import Sequence
 
+from chameleon_core.tools.command import EXIT_USER_ERROR, parse_args, run_command
+
 from .config import load_config, preset_names
 
 logger = logging.getLogger(__name__)
+
+PROG = "python -m chameleon_core.training"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _stage_parser(sub, name: str, help_: str) -> None:
@@ -25,8 +32,9 @@ def _stage_parser(sub, name: str, help_: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m chameleon_core.training", description=__doc__)
-    parser.add_argument("--log-level", default="INFO")
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                        help="DEBUG also shows the traceback of a user error")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="build the latent cache from a training CSV (authors' layout)")
     p.add_argument("--csv", required=True, help="CSV with columns video, prompt, width, height")
@@ -55,24 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    rank = os.environ.get("RANK", "0")
-    logging.basicConfig(level=args.log_level if rank == "0" else "WARNING",
-                        format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s")
+def run(args: argparse.Namespace) -> int:
+    """The command, after the checks of :mod:`.preflight` (every one made before any work starts)."""
+    from . import preflight
+
     if args.command == "prepare":
+        from .prepare_checks import check_prepare
+
+        check_prepare(args)
         from .prepare import prepare
 
         prepare(args.csv, args.out, vae=args.vae, text_encoder=args.text_encoder, frames=args.frames,
                 width=args.width, height=args.height, dtype=args.dtype, skip_bad=args.skip_bad, device=args.device)
         return 0
     if args.command == "bench":
+        cfg = load_config(args.config or f"tiny_{args.stage}", args.overrides, stage=args.stage)
+        preflight.check_bench(args, cfg)
         from .bench import bench
 
         bench(args.stage, args.config or f"tiny_{args.stage}", args.overrides, steps=args.steps, frames=args.frames,
               width=args.width, height=args.height)
         return 0
     cfg = load_config(args.config, args.overrides, stage=args.command)
+    preflight.check_stage(cfg)
     if args.command == "sft":
         from .stage_sft import run_sft
 
@@ -86,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .stage_dmd import run_dmd
         except ImportError as e:
             logger.error("the dmd stage is not available in this checkout (%s)", e)
-            return 2
+            return EXIT_USER_ERROR
         from .runtime import Run
 
         run = Run.start(cfg)
@@ -95,6 +108,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             run.close()
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code: 0, 2 with one message for a user error (a config value, a path, a file,
+    a device: :mod:`chameleon_core.tools.command`), 130 for an interrupt; a defect keeps its traceback."""
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    rank = os.environ.get("RANK", "0")
+    logging.basicConfig(level=args.log_level if rank == "0" else "WARNING",
+                        format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s")
+    return run_command(PROG, lambda: run(args), verbose=args.log_level == "DEBUG",
+                       interrupted="interrupted; the last checkpoint in the run folder is where it resumes")
 
 
 if __name__ == "__main__":

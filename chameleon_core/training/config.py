@@ -4,20 +4,41 @@ A config file is JSON with the sections below (every field optional; defaults ar
 paper gives one). Presets ship as files in ``chameleon_core/training/presets/`` (``sft_5b``, ``forcing_5b``,
 ``dmd_5b`` and ``tiny_*``); ``--config NAME`` picks a preset, ``--config PATH.json`` a file. Overrides
 ``--set section.field=value`` take JSON values (``--set optim.lr=2e-5``, ``--set optim.betas=[0,0.999]``) and
-fall back to a string (``--set run.out=runs/x``).
+fall back to a string (``--set run.out=runs/x``); a text field keeps the text as given (``--set run.out=2024``).
+
+Every value is checked when the config is loaded, before anything starts: its type (a number where a number is
+due, ``true``/``false`` for switches), that it is finite (no NaN / inf), and its range (:data:`RULES`: positive step
+counts, probabilities in 0..1, Adam betas in [0, 1), known dtypes and architectures ...). Every problem is reported at
+once by one :class:`ConfigError` that names each key, the value received, where it came from (the file or the
+``--set``) and the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chameleon_core.config import PRESETS as ARCHITECTURES
+
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 STAGES = ("sft", "forcing", "dmd")
+DTYPE_NAMES = ("bf16", "fp16", "fp32")
+"""Dtype names of ``model.param_dtype``, ``model.reduce_dtype`` and ``run.export_dtype``."""
+DEVICES = ("auto", "cpu", "cuda")
+ATTENTION = ("auto", "flex", "sdpa")
+SEED_MAX = 2**63 - 1
+"""Largest seed (``torch.manual_seed`` and numpy take it); seeds are whole numbers 0..SEED_MAX."""
+
+
+class ConfigError(ValueError):
+    """A config that cannot be trained: each line names a key, the value received, where it came from and the fix."""
 
 
 @dataclass(frozen=True)
@@ -146,75 +167,310 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _random_spec_ok(v: str | None) -> bool:
+    """``None``, a path, or ``random:SEED`` with a whole-number seed."""
+    if v is None or not v.startswith("random:"):
+        return True
+    seed = v.split(":", 1)[1]
+    return seed.isdigit() and int(seed) <= SEED_MAX
+
+
+Rule = tuple[Callable[[Any], bool], str]
+RULES: dict[str, Rule] = {
+    "model.arch": (lambda v: v in ARCHITECTURES, f"one of the architectures {sorted(ARCHITECTURES)}"),
+    "model.init": (_random_spec_ok, "a checkpoint path, or random:SEED with a whole-number seed"),
+    "model.text_len": (lambda v: v is None or v >= 1, "a whole number of tokens >= 1, or null for the architecture's"),
+    "model.param_dtype": (lambda v: v in DTYPE_NAMES, f"one of {list(DTYPE_NAMES)}"),
+    "model.reduce_dtype": (lambda v: v in DTYPE_NAMES, f"one of {list(DTYPE_NAMES)}"),
+    "data.batch_size": (lambda v: v >= 1, "a whole number of samples >= 1"),
+    "data.micro_batch": (lambda v: v is None or v >= 1, "a whole number >= 1 that divides the per-process batch, or null"),
+    "data.full_caption_prob": (lambda v: 0 <= v <= 1, "a probability in 0..1"),
+    "data.empty_text_prob": (lambda v: 0 <= v <= 1, "a probability in 0..1"),
+    "optim.lr": (lambda v: v > 0, "a learning rate > 0"),
+    "optim.betas": (lambda v: all(0 <= b < 1 for b in v), "two Adam betas, each 0 <= beta < 1"),
+    "optim.weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "optim.eps": (lambda v: v > 0, "a number > 0"),
+    "optim.clip": (lambda v: v > 0, "a gradient-norm bound > 0"),
+    "optim.warmup_steps": (lambda v: v >= 0, "a whole number of steps >= 0"),
+    "flow.shift": (lambda v: v > 0, "a timestep shift > 0"),
+    "forcing.chunk_frames": (lambda v: v >= 1, "a whole number of latent frames >= 1"),
+    "forcing.attention": (lambda v: v in ATTENTION, f"one of {list(ATTENTION)}"),
+    "dmd.teacher": (_random_spec_ok, "a checkpoint path, or random:SEED with a whole-number seed"),
+    "dmd.critic_lr": (lambda v: v > 0, "a learning rate > 0"),
+    "dmd.critic_per_generator": (lambda v: v >= 1, "a whole number >= 1 (critic updates per generator update)"),
+    "dmd.ema_decay": (lambda v: 0 <= v <= 1, "a decay in 0..1"),
+    "dmd.ema_start": (lambda v: v >= 0, "a whole number of iterations >= 0"),
+    "dmd.tau": (lambda v: v > 0, "a softmax temperature > 0"),
+    "dmd.guidance": (lambda v: v >= 0, "a guidance scale >= 0"),
+    "dmd.t_min": (lambda v: 0 <= v <= 1000, "a timestep in 0..1000"),
+    "dmd.t_max": (lambda v: 0 <= v <= 1000, "a timestep in 0..1000"),
+    "dmd.denoise_steps": (lambda v: v >= 1, "a whole number of steps >= 1"),
+    "dmd.chunk_frames": (lambda v: v >= 1, "a whole number of latent frames >= 1"),
+    "run.steps": (lambda v: v >= 1, "a whole number of optimiser steps >= 1"),
+    "run.save_every": (lambda v: v >= 1, "a whole number of steps >= 1"),
+    "run.log_every": (lambda v: v >= 1, "a whole number of steps >= 1"),
+    "run.seed": (lambda v: 0 <= v <= SEED_MAX, f"a whole number in 0..{SEED_MAX}"),
+    "run.stop_after": (lambda v: v is None or v >= 1, "a whole number of steps >= 1, or null"),
+    "run.export_dtype": (lambda v: v in DTYPE_NAMES, f"one of {list(DTYPE_NAMES)}"),
+    "run.device": (lambda v: v in DEVICES, f"one of {list(DEVICES)}"),
+}
+"""What each checked value must be (after its type is checked): ``key -> (test, what it must be)``."""
+
+
+@dataclass
+class _Origin:
+    """Where the values of a config came from, for the messages: the file, and the ``--set`` of each key."""
+
+    file: str = "the config"
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def of(self, key: str) -> str:
+        for k in (key, *[key.rsplit(".", i)[0] for i in range(1, key.count(".") + 1)]):
+            if k in self.overrides:
+                return f"from --set {self.overrides[k]}"
+        return f"in {self.file}"
+
+    def fix(self, key: str, example: Any) -> str:
+        shown = json.dumps(example) if not isinstance(example, str) else example
+        if key in self.overrides or not self.file.endswith(".json"):
+            return f"e.g. --set {key}={shown}"
+        return f"fix it in {self.file} (e.g. {shown}) or override it with --set {key}=..."
+
+
+EXAMPLES: dict[str, str] = {"model.init": "PATH (or random:0 for a test run)",
+                            "dmd.teacher": "PATH (or random:1 for a test run)"}
+"""Examples for the fix of keys whose default is no example."""
+
+
+def _default(key: str) -> Any:
+    if key in EXAMPLES:
+        return EXAMPLES[key]
+    node: Any = TrainConfig()
+    for part in key.split("."):
+        node = getattr(node, part, None)
+    if isinstance(node, tuple):
+        return list(node)
+    return node
+
+
+def _coerce(value: Any, hint: Any, key: str, problems: list[str], origin: _Origin) -> Any:
+    """``value`` as the field's type (ints for floats, lists for tuples); records a problem and returns ``value``
+    when it is not of the type (or not finite)."""
+    optional = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional, hint = len(args) < len(typing.get_args(hint)), args[0]
+        if value is None and optional:
+            return None
+
+    def bad(what: str) -> Any:
+        example = _default(key)
+        if example is None:
+            example = {int: 1, float: 1.0, str: "..."}.get(hint, "...")
+        problems.append(f"{key} = {value!r} ({origin.of(key)}): must be {what}{' or null' if optional else ''}; "
+                        f"{origin.fix(key, example)}")
+        return value
+
+    if hint is bool:
+        return value if isinstance(value, bool) else bad("true or false")
+    if hint is int:
+        if _is_number(value) and math.isfinite(value) and float(value).is_integer():
+            return int(value)
+        return bad("a whole number")
+    if hint is float:
+        if not _is_number(value):
+            return bad("a number")
+        if not math.isfinite(value):
+            return bad("a finite number (not NaN or infinity)")
+        return float(value)
+    if hint is str:
+        return value if isinstance(value, str) else bad("text (a JSON string)")
+    if hint is dict:
+        return value if isinstance(value, dict) else bad("a JSON object")
+    if typing.get_origin(hint) is tuple:
+        n = len(typing.get_args(hint))
+        if not isinstance(value, (list, tuple)) or len(value) != n or not all(_is_number(v) for v in value):
+            return bad(f"a list of {n} numbers")
+        if not all(math.isfinite(v) for v in value):
+            return bad(f"a list of {n} finite numbers (not NaN or infinity)")
+        return tuple(float(v) for v in value)
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], where: str, problems: list[str], origin: _Origin) -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"unknown config key(s) {[f'{where}{k}' for k in unknown]}; valid: {sorted(names)}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    for k in unknown:
+        problems.append(f"unknown config key {where + k!r} ({origin.of(where + k)}); valid keys"
+                        f"{' of ' + where[:-1] if where else ''}: {names}")
     kwargs = {}
     for k, v in values.items():
+        if k in unknown:
+            continue
         hint = hints[k]
         if dataclasses.is_dataclass(hint):
             if not isinstance(v, dict):
-                raise ValueError(f"config section {where}{k} must be an object, got {v!r}")
-            v = _build(hint, v, f"{where}{k}.")
-        elif typing.get_origin(hint) is tuple and isinstance(v, list):
-            v = tuple(v)
-        elif hint is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        kwargs[k] = v
+                problems.append(f"config section {where}{k} must be a JSON object of keys, got {v!r} "
+                                f"({origin.of(where + k)}); set its keys one by one, e.g. --set {where}{k}.KEY=VALUE")
+                continue
+            kwargs[k] = _build(hint, v, f"{where}{k}.", problems, origin)
+        else:
+            kwargs[k] = _coerce(v, hint, f"{where}{k}", problems, origin)
     return cls(**kwargs)
 
 
-def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    cfg = _build(TrainConfig, values, "")
+def _check_rules(cfg: TrainConfig, problems: list[str], origin: _Origin, skip: set[str]) -> None:
+    for key, (test, what) in RULES.items():
+        if key in skip:
+            continue
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        value = list(value) if isinstance(value, tuple) else value
+        try:
+            ok = bool(test(value))
+        except TypeError:  # a value of the wrong type, already reported
+            continue
+        if not ok:
+            problems.append(f"{key} = {value!r} ({origin.of(key)}): must be {what}; {origin.fix(key, _default(key))}")
+    d = cfg.dmd
+    if _is_number(d.t_min) and _is_number(d.t_max) and d.t_min >= d.t_max:
+        problems.append(f"dmd.t_min = {d.t_min} is not below dmd.t_max = {d.t_max} ({origin.of('dmd.t_min')}); the "
+                        "DMD timesteps are drawn between them: e.g. --set dmd.t_min=20 --set dmd.t_max=980")
+    mb, bs = cfg.data.micro_batch, cfg.data.batch_size
+    if isinstance(mb, int) and isinstance(bs, int) and mb > bs >= 1:
+        problems.append(f"data.micro_batch = {mb} is larger than data.batch_size = {bs} ({origin.of('data.micro_batch')}); "
+                        f"use a micro-batch that divides the per-process batch, e.g. --set data.micro_batch=1")
+
+
+def _config(values: dict[str, Any], origin: _Origin) -> TrainConfig:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{origin.file} must hold a JSON object of config sections, got {type(values).__name__}; "
+                          f"see chameleon_core/training/presets/ for examples")
+    problems: list[str] = []
+    cfg = _build(TrainConfig, values, "", problems, origin)
     if cfg.stage not in STAGES:
-        raise ValueError(f"config stage must be one of {STAGES}, got {cfg.stage!r}")
+        problems.append(f"config stage must be one of {STAGES}, got {cfg.stage!r} ({origin.of('stage')})")
+    _check_rules(cfg, problems, origin, skip={p.split(" ", 1)[0] for p in problems})
+    if problems:
+        head = "the training config cannot be used" if len(problems) > 1 else "bad training config"
+        raise ConfigError(head + ": " + problems[0] if len(problems) == 1 else
+                          head + f" ({len(problems)} problems):\n" + "\n".join(f"  - {p}" for p in problems))
     return cfg
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """A checked :class:`TrainConfig` from a dict of sections (raises :class:`ConfigError`)."""
+    return _config(values, _Origin())
 
 
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
 
 
-def _read(source: str | Path) -> dict[str, Any]:
-    path = Path(source)
+def config_path(source: str | Path) -> Path:
+    """The file of ``--config``: the path itself, or the preset of that name."""
+    path = Path(source).expanduser()
     if not path.suffix and not path.exists():
-        path = PRESET_DIR / f"{source}.json"
-        if not path.exists():
-            raise FileNotFoundError(f"no config file or preset named {source!r}; presets: {preset_names()}")
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}; pass a JSON file or one of {preset_names()}")
+        preset_file = PRESET_DIR / f"{source}.json"
+        if not preset_file.exists():
+            raise ConfigError(f"--config {source!r}: no config file or preset of that name; pass a JSON file or one of "
+                              f"the presets {preset_names()}")
+        return preset_file
+    if path.is_dir():
+        raise ConfigError(f"--config {source}: is a folder, not a config file; pass a JSON file or one of the presets "
+                          f"{preset_names()}")
+    if not path.exists():
+        raise ConfigError(f"--config {source}: config file not found (absolute: {path.resolve()}); pass a JSON file or "
+                          f"one of the presets {preset_names()}")
+    return path
+
+
+def _read(path: Path) -> Any:
+    from chameleon_core.checkpoints.errors import CheckpointError, check_regular_file
+
     try:
-        return json.loads(path.read_text())
+        check_regular_file(path, "config file", "pass a JSON config file or a preset name")
+        text = path.read_text(encoding="utf-8")
+    except CheckpointError as e:
+        raise ConfigError(f"--config: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config {path} is not UTF-8 text ({e.reason} at byte {e.start}); pass a JSON config "
+                          "file") from None
+    if not text.strip():
+        raise ConfigError(f"config {path} is empty; write the JSON config (see chameleon_core/training/presets/) or "
+                          f"pass a preset: {preset_names()}")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"config {path} is not valid JSON ({e}); fix the file") from None
+        raise ConfigError(f"config {path} is not valid JSON ({e}); fix the file") from None
 
 
-def apply_override(values: dict[str, Any], item: str) -> None:
-    """Apply ``a.b=value`` to a nested dict in place (value parsed as JSON, else kept as a string)."""
+def _field_hint(parts: list[str]) -> Any:
+    """The type of the config field at ``parts`` (None past a dict field such as ``dmd.extra``); raises
+    :class:`ConfigError` for a key that is not a field."""
+    cls: Any = TrainConfig
+    for i, p in enumerate(parts):
+        if cls is dict:
+            return None
+        names = [f.name for f in dataclasses.fields(cls)]
+        if p not in names:
+            prefix = ".".join(parts[:i])
+            raise ConfigError(f"unknown config key {'.'.join(parts)!r}: {prefix or 'the config'} has no {p!r}; valid "
+                              f"keys{' of ' + prefix if prefix else ''}: {names}")
+        cls = typing.get_type_hints(cls)[p]
+    return cls
+
+
+def _is_text_field(hint: Any) -> bool:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return str in typing.get_args(hint)
+    return hint is str
+
+
+def apply_override(values: dict[str, Any], item: str) -> str:
+    """Apply ``a.b=value`` to a nested dict in place; returns the key. The value is parsed as JSON (else kept as
+    text); a text field keeps the text as given (``run.out=2024`` stays ``"2024"``) unless it is JSON ``null`` or a
+    quoted string. Raises :class:`ConfigError` for a malformed item or a key that is not a config field."""
     if "=" not in item:
-        raise ValueError(f"override must look like section.key=value, got {item!r}")
+        raise ConfigError(f"--set {item!r} is not KEY=VALUE; write it like --set optim.lr=2e-5 (KEY is section.field)")
     key, raw = item.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if not key or not all(parts):
+        raise ConfigError(f"--set {item!r}: {key!r} is not a config key; write it like --set optim.lr=2e-5")
+    hint = _field_hint(parts)
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
-    parts = key.strip().split(".")
+    if _is_text_field(hint) and value is not None and not isinstance(value, str):
+        value = raw
     node = values
     for p in parts[:-1]:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise ValueError(f"override {item!r}: {p!r} is not a section")
+            raise ConfigError(f"--set {item!r}: {p!r} is not a section of the config")
     node[parts[-1]] = value
+    return key
 
 
 def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = (), stage: str | None = None) -> TrainConfig:
-    """Load a config file or preset, apply ``--set`` overrides; ``stage`` (from the command) wins over the file's."""
-    values = _read(source)
+    """Load a config file or preset, apply ``--set`` overrides; ``stage`` (from the command) wins over the file's.
+    Raises :class:`ConfigError` naming every problem (see the module docstring)."""
+    path = config_path(source)
+    values = _read(path)
+    origin = _Origin(str(path))
+    if not isinstance(values, dict):
+        raise ConfigError(f"config {path} must hold a JSON object of sections, got {type(values).__name__}; see "
+                          "chameleon_core/training/presets/ for examples")
     for item in overrides:
-        apply_override(values, item)
+        key = apply_override(values, item)
+        origin.overrides[key] = item
     if stage is not None:
         values["stage"] = stage
-    return config_from_dict(values)
+    return _config(values, origin)

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from chameleon_core.checkpoints.errors import CheckpointError
+from chameleon_core.checkpoints.weight_files import read_weight_file
 
 logger = logging.getLogger(__name__)
 
@@ -61,46 +64,32 @@ class AestheticMLP(nn.Module):
         return self.layers(features).squeeze(-1)
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix in (".safetensors", ".sft"):
-        from safetensors.torch import load_file
+_MLP_GET = ("pass the LAION improved aesthetic predictor's sac+logos+ava1-l14-linearMSE.pth (or a .safetensors copy) "
+            "as a plain state dict")
 
-        return load_file(str(path))
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle with code, or not a torch file: say which file and what to do
-        raise ValueError(
-            f"could not read the aesthetic MLP {path} as a weights-only torch file ({exc}); pass the predictor's "
-            "state dict as .safetensors or a plain .pth (e.g. sac+logos+ava1-l14-linearMSE.pth)"
-        ) from exc
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise TypeError(f"the aesthetic MLP file {path} holds a {type(state).__name__}, expected a state dict")
-    return dict(state)
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Through the checkpoint package's reader: regular files only, ``.pth`` weights-only (a pickle holding code is
+    refused, no message suggests ``weights_only=False``), NaN/inf weights refused; :class:`CheckpointError`."""
+    return read_weight_file(path, what="aesthetic MLP file", get=_MLP_GET)
 
 
 def load_aesthetic_mlp(path: str | Path) -> AestheticMLP:
     """The aesthetic MLP from ``path`` (.safetensors or .pth), checked key by key; eval mode, fp32, CPU."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"aesthetic MLP file not found: {path}; download the LAION improved aesthetic predictor's "
-            "sac+logos+ava1-l14-linearMSE.pth (or a .safetensors copy) and pass its path"
-        )
     state = _read_state_dict(path)
     state = {k.removeprefix("module.").removeprefix("model."): v for k, v in state.items()}
     mlp = AestheticMLP()
     expected = mlp.state_dict()
     missing = [k for k in expected if k not in state]
     if missing:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not a LAION aesthetic MLP: missing {missing}; found keys {sorted(state)[:8]}. Expected "
-            f"{sorted(expected)}"
+            f"{sorted(expected)}; {_MLP_GET}"
         )
     for name, tensor in expected.items():
         if tuple(state[name].shape) != tuple(tensor.shape):
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: {name} has shape {tuple(state[name].shape)}, expected {tuple(tensor.shape)} (the ViT-L/14 "
                 "predictor takes 768-wide features; other CLIP sizes are not supported)"
             )
@@ -211,6 +200,29 @@ preset's historical name for it)."""
 _MLP_SUFFIXES = (".safetensors", ".sft", ".pth", ".pt", ".bin")
 
 
+def reward_files(spec: str) -> tuple[Path, Path]:
+    """The aesthetic MLP file and the CLIP folder of a reward folder (the folder itself or a subfolder with
+    ``config.json``); FileNotFoundError for a missing folder, ValueError when it does not hold exactly one MLP file
+    and a CLIP folder. Non-regular entries count, so that a FIFO named ``.pth`` is refused by name when read."""
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"reward folder not found: {folder}{' is a file, not a folder' if folder.exists() else ''}; set dmd.reward "
+            "to a folder holding CLIP ViT-L/14 (HuggingFace layout) and the LAION aesthetic MLP file, or to 'none' for "
+            "unweighted DMD"
+        )
+    clip_dirs = [d for d in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if (d / "config.json").exists()]
+    mlps = sorted(p for p in folder.iterdir() if not p.is_dir() and p.suffix in _MLP_SUFFIXES)
+    if not clip_dirs or len(mlps) != 1:
+        listing = sorted(p.name for p in folder.iterdir())[:20]
+        raise ValueError(
+            f"reward folder {folder} must hold one aesthetic MLP file ({', '.join(_MLP_SUFFIXES)}) and a CLIP "
+            f"ViT-L/14 folder with config.json; found {len(mlps)} MLP file(s) and {len(clip_dirs)} CLIP folder(s) "
+            f"among {listing}"
+        )
+    return mlps[0], clip_dirs[0]
+
+
 def reward_from_spec(spec: str, *, device: torch.device | str = "cpu") -> RewardFn | None:
     """The reward a stage config names: ``none`` (uniform frame weights: plain DMD), ``brightness`` / ``random``
     (the test stand-in), or a folder holding the aesthetic predictor: one MLP file (``.pth`` / ``.safetensors``)
@@ -221,19 +233,5 @@ def reward_from_spec(spec: str, *, device: torch.device | str = "cpu") -> Reward
         logger.info("reward: the brightness stand-in (%r); use a folder with CLIP ViT-L/14 and the LAION MLP for "
                     "real training", spec)
         return brightness_reward
-    folder = Path(spec)
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"reward folder not found: {folder}; set dmd.reward to a folder holding CLIP ViT-L/14 (HuggingFace "
-            "layout) and the LAION aesthetic MLP file, or to 'none' for unweighted DMD"
-        )
-    clip_dirs = [d for d in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if (d / "config.json").is_file()]
-    mlps = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _MLP_SUFFIXES)
-    if not clip_dirs or len(mlps) != 1:
-        listing = sorted(p.name for p in folder.iterdir())[:20]
-        raise ValueError(
-            f"reward folder {folder} must hold one aesthetic MLP file ({', '.join(_MLP_SUFFIXES)}) and a CLIP "
-            f"ViT-L/14 folder with config.json; found {len(mlps)} MLP file(s) and {len(clip_dirs)} CLIP folder(s) "
-            f"among {listing}"
-        )
-    return load_aesthetic_reward(mlps[0], clip_dirs[0], device=device)
+    mlp, clip_dir = reward_files(spec)
+    return load_aesthetic_reward(mlp, clip_dir, device=device)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -130,9 +131,26 @@ def read_metadata(video_path: str | Path) -> dict:
 
 def load_labels(video_path: str | Path) -> torch.Tensor:
     """The ground-truth labels ``[T, H, W]`` uint8 written beside a dataset video (``<stem>_labels.npz``)."""
+    from chameleon_core.checkpoints.errors import CheckpointError, check_regular_file, first_line
+
     path = Path(video_path).with_name(Path(video_path).stem + "_labels.npz")
-    with np.load(path, allow_pickle=False) as data:
-        return torch.from_numpy(data["labels"])
+    check_regular_file(path, "world labels file", "write the dataset again (write_dataset)")  # missing, FIFO ...
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            labels = data["labels"]
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:  # an object array, a damaged file
+        if "Object arrays" in str(e):
+            why = "it holds Python objects, which are never unpickled"
+        elif "allow_pickle" in str(e):
+            why = "it is not an .npz of arrays: numpy would have to unpickle it, which is never done"
+        else:
+            why = f"{type(e).__name__}: {first_line(e)}"
+        raise CheckpointError(f"world labels file {path} cannot be read ({why}); it should hold a uint8 array "
+                              "'labels' [T, H, W]: write the dataset again (write_dataset)") from None
+    if labels.dtype != np.uint8 or labels.ndim != 3:
+        raise CheckpointError(f"world labels file {path} holds a {labels.dtype} array of shape {labels.shape}, not "
+                              "uint8 labels [T, H, W]; write the dataset again (write_dataset)")
+    return torch.from_numpy(labels)
 
 
 def ground_truth(meta: dict, *, frames: int | None = None, switch_frame: int | None = None) -> Rendered:
