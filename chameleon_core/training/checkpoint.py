@@ -37,6 +37,7 @@ import pickle
 import random
 import re
 import shutil
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -49,7 +50,7 @@ import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint import CheckpointException, FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
@@ -59,7 +60,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from .distributed import Dist, all_gather_object, broadcast_object, checkpoint_group, max_across
-from .faults import TrainingError, raised_everywhere
+from .faults import TrainingError, add_exit_hook, raised_everywhere, remove_exit_hook
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ Parts = Mapping[str, "tuple[nn.Module, torch.optim.Optimizer | None]"]
 """Named (module, optimiser or None) pairs: e.g. ``{"generator": (g, opt_g), "critic": (c, opt_c), "ema": (e, None)}``."""
 
 LATEST = "latest"
+FINISH_ON_FAILURE_S = 20.0
+"""How long a process that fails waits for the save in flight to finish (everywhere) before it leaves, so that a
+checkpoint written just before the failure becomes the resume point."""
 _FOLDER = re.compile(r"^step_\d{7}(\.\d+)?$")
 
 
@@ -209,6 +213,22 @@ class SafeLoadPlanner(DefaultLoadPlanner):
 # -------------------------------------------------------------------------------------------------------------------
 
 
+def _causes(e: BaseException | None, rank: int) -> dict[int, BaseException]:
+    """``{rank: exception}`` of a failed DCP call: every rank's cause from DCP's CheckpointException (which gathers
+    them), else this rank's own exception."""
+    if e is None:
+        return {}
+    failures = getattr(e, "failures", None)
+    if isinstance(failures, dict):
+        return {int(r): (w[0] if isinstance(w, tuple) else w) for r, w in failures.items()}
+    return {rank: e}
+
+
+def _failures(e: BaseException | None, rank: int) -> dict[int, str]:
+    """``{rank: "Type: message"}`` of :func:`_causes` (picklable, for gathering)."""
+    return {r: f"{type(c).__name__}: {c}" for r, c in _causes(e, rank).items()}
+
+
 @dataclass
 class _Save:
     """A save in flight."""
@@ -218,6 +238,7 @@ class _Save:
     future: Future
     started: float
     done_at: list[float] = field(default_factory=list)
+    committed: bool = False
 
 
 class Checkpointer:
@@ -233,6 +254,7 @@ class Checkpointer:
         """Complete checkpoints written by this run, oldest first: the only ones it may delete."""
         self._last_good: Path | None = None
         """The newest complete checkpoint known: resumed from, or written by this run."""
+        self._lock = threading.Lock()
 
     # -- resuming -----------------------------------------------------------------------------------------------
 
@@ -301,15 +323,21 @@ class Checkpointer:
         path = Path(path)
         state = _state(parts)
         try:
+            # Read (and so check) the metadata here first: inside dcp.load a refusal becomes a bare message.
+            SafeFileSystemReader(str(path / "dcp")).read_metadata()
             dcp.load(state, storage_reader=SafeFileSystemReader(str(path / "dcp")), planner=SafeLoadPlanner(),
                      process_group=checkpoint_group())
         except ResumeError as e:
             raise raised_everywhere(e) from None
-        except Exception as e:  # DCP wraps every rank's failure in one CheckpointException, raised on all ranks
+        except (Exception, CheckpointException) as e:  # DCP gathers every rank's failure into one, raised everywhere
+            causes = _causes(e, self.dist.rank)
+            ours = [c for c in causes.values() if isinstance(c, ResumeError)]  # a refused or damaged file
+            if ours:
+                raise raised_everywhere(ours[0]) from None
+            detail = "; ".join(f"rank {r}: {type(c).__name__}: {c}" for r, c in sorted(causes.items()))
             raise raised_everywhere(ResumeError(
-                f"checkpoint {path} does not load into this run's models ({type(e).__name__}: "
-                f"{str(e).strip()[:600]}); resume with the config and model sizes that wrote it, or start over with "
-                "--set run.resume=false or a new run.out")) from None
+                f"checkpoint {path} does not load into this run's models ({detail[:800]}); resume with the config "
+                "and model sizes that wrote it, or start over with --set run.resume=false or a new run.out")) from None
         for name, (module, opt) in parts.items():
             if opt is not None:
                 set_state_dict(module, opt, model_state_dict=state[name]["model"],
@@ -347,13 +375,15 @@ class Checkpointer:
     def save(self, step: int, parts: Parts, trainer_state: dict[str, Any], device: torch.device
              ) -> tuple[Path, dict[str, float]]:
         """Start writing a checkpoint for ``step``; returns its folder and timings: ``save_wait_seconds`` (waiting
-        for the previous save), ``save_blocking_seconds`` (everything the step waited for, staging included), and
-        ``saved_step`` / ``save_seconds`` when the previous save finished during the wait."""
+        for the previous save to finish), ``save_blocking_seconds`` (what this save held the step for: the staging
+        copy and the small files), and ``saved_step`` / ``save_seconds`` when the previous save finished during the
+        wait."""
         t0 = time.perf_counter()
         stats: dict[str, float] = {}
         if self._pending is not None:
             stats.update(self.progress(device, wait=True) or {})
-        stats["save_wait_seconds"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        stats["save_wait_seconds"] = t1 - t0
         name = broadcast_object(self._folder_name(step) if self.dist.is_main else None)
         path = self.root / name
         try:
@@ -368,9 +398,10 @@ class Checkpointer:
             raise CheckpointSaveError(self._failure_message(path, f"rank {self.dist.rank}: {e}", e, removed=False)
                                       ) from None
         pending = _Save(step, path, future, t0)
-        future.add_done_callback(lambda _f, p=pending: p.done_at.append(time.perf_counter()))
+        future.add_done_callback(lambda _f, p=pending: self._on_done(p))
         self._pending = pending
-        stats["save_blocking_seconds"] = time.perf_counter() - t0
+        add_exit_hook(self._on_exit)
+        stats["save_blocking_seconds"] = time.perf_counter() - t1
         return path, stats
 
     def progress(self, device: torch.device, *, wait: bool = False) -> dict[str, float] | None:
@@ -387,43 +418,73 @@ class Checkpointer:
         failed, running = max_across([int(local_failed), int(not p.future.done())], device)
         if failed:
             self._pending = None
+            remove_exit_hook(self._on_exit)
             self._raise_failure(p)
         if running:
             return None
         self._pending = None
-        if self.dist.is_main:
-            self._commit(p.path)
-        else:
-            self._last_good = p.path
+        remove_exit_hook(self._on_exit)
+        self._commit(p)
         seconds = (p.done_at[0] if p.done_at else time.perf_counter()) - p.started
-        logger.info("saved checkpoint %s (%.1f s, written in the background)", p.path, seconds)
         return {"saved_step": float(p.step), "save_seconds": seconds}
 
     def finish(self, device: torch.device) -> dict[str, float] | None:
         """Wait for the save in flight (collective); see :meth:`progress`."""
         return self.progress(device, wait=True)
 
-    def _commit(self, path: Path) -> None:
-        tmp = self.root / f"{LATEST}.tmp"
-        tmp.write_text(path.name)
-        os.replace(tmp, self.root / LATEST)  # atomic: a reader sees the old name or the new one
-        self._last_good = path
-        self._written.append(path.name)
-        for old in self._written[: max(0, len(self._written) - self.keep)]:
-            shutil.rmtree(self.root / old, ignore_errors=True)
-        self._written = self._written[max(0, len(self._written) - self.keep):]
+    def _on_done(self, p: _Save) -> None:
+        """The background save ended (DCP's thread). On rank 0 a success means every process's part and the
+        metadata are written (DCP's coordinator finishes last), so ``latest`` can point at it right away."""
+        p.done_at.append(time.perf_counter())
+        if p.future.exception() is None:
+            try:
+                self._commit(p)
+            except OSError as e:  # the step boundary repeats the commit and reports a failure there
+                logger.warning("could not point %s at %s yet: %s", self.root / LATEST, p.path, e)
+
+    def _on_exit(self, failing: bool) -> None:
+        """Before leaving on a failure: a save that completed becomes the resume point; the process that failed
+        first lets the save in flight finish (the others are still alive to write their parts)."""
+        p = self._pending
+        remove_exit_hook(self._on_exit)
+        if p is None:
+            return
+        if failing:
+            wait_futures([p.future], timeout=FINISH_ON_FAILURE_S)
+        if p.future.done() and p.future.exception() is None:
+            self._commit(p)
+
+    def _commit(self, p: _Save) -> None:
+        """Make ``p`` the resume point (rank 0 writes ``latest``) and delete this run's older checkpoints beyond
+        ``keep``; idempotent."""
+        with self._lock:
+            if p.committed:
+                return
+            if self.dist.is_main:
+                tmp = self.root / f"{LATEST}.tmp"
+                tmp.write_text(p.path.name)
+                os.replace(tmp, self.root / LATEST)  # atomic: a reader sees the old name or the new one
+                self._written.append(p.path.name)
+                for old in self._written[: max(0, len(self._written) - self.keep)]:
+                    shutil.rmtree(self.root / old, ignore_errors=True)
+                self._written = self._written[max(0, len(self._written) - self.keep):]
+            p.committed = True
+            self._last_good = p.path
+        seconds = (p.done_at[0] if p.done_at else time.perf_counter()) - p.started
+        logger.info("saved checkpoint %s (%.1f s, written in the background)", p.path, seconds)
 
     def _raise_failure(self, p: _Save) -> None:
         # DCP reports a failed write on every process; a failure before its collectives is known to one only, so
         # every process shares what it knows (a short wait: the others' saves end with the same error).
         wait_futures([p.future], timeout=10.0)
         local = p.future.exception() if p.future.done() else None
-        texts = all_gather_object(None if local is None else f"{type(local).__name__}: {local}")
-        detail = "; ".join(f"rank {r}: {t}" for r, t in enumerate(texts) if t) or "no process reported the cause"
+        known: dict[int, str] = {}
+        for part in all_gather_object(_failures(local, self.dist.rank)):
+            known.update(part)
+        detail = "; ".join(f"rank {r}: {t}" for r, t in sorted(known.items())) or "no process reported the cause"
         if self.dist.is_main:
             shutil.rmtree(p.path, ignore_errors=True)  # written by this run; frees the space it took
-        cause = local if isinstance(local, OSError) else None
-        raise raised_everywhere(CheckpointSaveError(self._failure_message(p.path, detail, cause, removed=True)))
+        raise raised_everywhere(CheckpointSaveError(self._failure_message(p.path, detail, None, removed=True)))
 
     def _failure_message(self, path: Path, detail: str, cause: BaseException | None, *, removed: bool) -> str:
         previous = (f"the previous checkpoint {self._last_good} is complete and stays the resume point"

@@ -100,8 +100,30 @@ def describe(e: BaseException) -> str:
 
 
 # -------------------------------------------------------------------------------------------------------------------
-# What the process is doing (for messages): set by FailFast, read by the watchdog
+# What the process is doing (for messages): set by FailFast, read by the watchdog; what to finish before leaving
 # -------------------------------------------------------------------------------------------------------------------
+
+_exit_hooks: list[Callable[[bool], None]] = []
+
+
+def add_exit_hook(hook: Callable[[bool], None]) -> None:
+    """Run ``hook(failing)`` before this process leaves because of a failure (``failing``: this process raised the
+    error; False when it follows another's). The checkpointer uses it to finish committing a save that is complete."""
+    if hook not in _exit_hooks:
+        _exit_hooks.append(hook)
+
+
+def remove_exit_hook(hook: Callable[[bool], None]) -> None:
+    if hook in _exit_hooks:
+        _exit_hooks.remove(hook)
+
+
+def run_exit_hooks(failing: bool) -> None:
+    for hook in list(_exit_hooks):
+        try:
+            hook(failing)
+        except Exception as e:  # leaving must not fail
+            logger.debug("exit hook failed: %s", e)
 
 _context: list[tuple[str, Callable[[], str]]] = []
 
@@ -216,6 +238,7 @@ class Watchdog:
                     logger.error("rank %d (%s): lost the job's store (%s); another process has died (its host, "
                                  "or the node running torchrun's rendezvous); stopping", self.rank,
                                  current_activity(), e)
+                    run_exit_hooks(False)
                     hard_exit(1)
 
     def _check_peers(self) -> None:
@@ -232,6 +255,7 @@ class Watchdog:
                 self.publish({"rank": peer, "code": 1, "stage": "", "where": "", "reason": reason})
                 logger.error("rank %d (%s): %s; stopping the job (%s=%g s)", self.rank, current_activity(),
                              reason, HEARTBEAT_TIMEOUT_ENV, self.stale_s)
+                run_exit_hooks(False)
                 hard_exit(1)
 
     def _follow(self, record: dict[str, Any]) -> None:
@@ -241,6 +265,7 @@ class Watchdog:
             self.store.add(_ACKS, 1)
         except Exception:
             pass
+        run_exit_hooks(False)
         hard_exit(int(record.get("code", 1)))
 
 
@@ -307,6 +332,7 @@ class FailFast:
         if self.world == 1:
             if self.on_failure is not None:
                 self._call_on_failure(e, where)
+            run_exit_hooks(True)
             if hasattr(e, "add_note"):
                 e.add_note(f"({self.stage} stopped at {where})")
             return False
@@ -326,6 +352,7 @@ class FailFast:
         if reporter is not None and reporter != self.rank:
             logger.warning("rank %d (%s at %s): stopping; rank %d reports the error", self.rank, self.stage, where,
                            reporter)
+            run_exit_hooks(False)
             hard_exit(code)
         if is_lost_peer(e) and dog is not None:
             record = self._wait_for_record(dog)
@@ -342,6 +369,7 @@ class FailFast:
                          describe(e), exc_info=(type(e), e, e.__traceback__))
         if self.on_failure is not None:
             self._call_on_failure(e, where)
+        run_exit_hooks(True)  # before the others learn of the failure: they would stop a save that can still finish
         if dog is not None:
             dog.publish({"rank": self.rank, "code": code, "stage": self.stage,
                          "where": f"{self.stage} at {where}", "reason": ""})
