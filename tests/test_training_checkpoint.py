@@ -421,3 +421,40 @@ def test_one_process_failure_propagates_with_a_note():
         with FailFast(0, 1, "sft", where=lambda: "step 3 of 6", on_failure=lambda err, where: seen.append(where)):
             raise ValueError("bad value")
     assert e.value.__notes__ == ["(sft stopped at step 3 of 6)"] and seen == ["step 3 of 6"]
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# GR-DMD's frozen teacher in host memory
+# -------------------------------------------------------------------------------------------------------------------
+
+
+def test_offloaded_teacher_computes_the_same_and_the_stage_runs(tmp_path):
+    from torch.distributed.fsdp import CPUOffloadPolicy
+
+    from chameleon_core.training.config import load_config
+    from chameleon_core.training.runtime import Run
+    from chameleon_core.training.stage_dmd import DMDTrainer
+
+    def policy(model):
+        return model._get_fsdp_state()._fsdp_param_group.offload_policy
+
+    cache = write_cache(tmp_path / "cache")
+    cfg = load_config("tiny_dmd", [f"data.cache={cache}", f"run.out={tmp_path / 'run'}", "run.steps=1",
+                                   "dmd.chunk_frames=1", 'dmd.extra={"offload_teacher": true}'])
+    run = Run.start(cfg)
+    try:
+        plain = run.build_model("random:1", trainable=False)
+        offloaded = run.build_model("random:1", trainable=False, offload=True)
+        assert isinstance(policy(offloaded), CPUOffloadPolicy) and not isinstance(policy(plain), CPUOffloadPolicy)
+        x, ref, gar = torch.randn(1, C, 2, 2, 2), torch.randn(1, C, 1, 2, 2), torch.randn(1, C, 1, 2, 2)
+        args = (x, torch.tensor([500.0]), torch.randn(1, 5, 64))
+        with torch.no_grad():
+            torch.testing.assert_close(offloaded(*args, reference=ref, garment=gar),
+                                       plain(*args, reference=ref, garment=gar), rtol=0, atol=0)
+        trainer = DMDTrainer(run)  # dmd.extra.offload_teacher reaches the stage's teacher only
+        assert isinstance(policy(trainer.teacher), CPUOffloadPolicy)
+        assert not isinstance(policy(trainer.critic), CPUOffloadPolicy)
+        assert trainer.train() is not None
+    finally:
+        run.close()
+    assert (tmp_path / "run" / "export" / "student.safetensors").is_file()

@@ -83,6 +83,7 @@ def test_cli(capsys):
     assert est.main(["--gpus", "2,8", "--markdown"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("ESTIMATE (no GPU was used)") and "| dmd (teacher offloaded) | 8 | 8 |" in out
+    assert "| sft | 8 | 8 | 35.8 | yes | yes | 32 | 2.01 | 2300-5000 | 163-355 |" in out
     assert est.main(["--gpus", "3"]) == 2 and "not divisible by 3" in capsys.readouterr().err
 
 

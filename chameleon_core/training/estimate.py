@@ -4,7 +4,7 @@ allocated or measured here), calibrated on the one measured point.
 ``python -m chameleon_core.training.estimate [--gpus 1,2,4,8] [--global-batch 64] [--markdown]`` prints, for SFT,
 teacher forcing and GR-DMD (generator + critic trained, frozen teacher, EMA copy; optionally the teacher offloaded
 to host memory), per-GPU peak memory, seconds per optimiser step at the global batch, and GPU-hours per stage at the
-paper's step counts. The trainer's layout is what is modelled: FSDP2 full sharding (fp32 master weights, gradients
+paper's step counts, and whether that fits an 80 GB or a 141 GB GPU (at most 90 % of it). The trainer's layout is what is modelled: FSDP2 full sharding (fp32 master weights, gradients
 and AdamW state sharded; bf16 compute), per-block activation checkpointing, one sample per micro-batch, and
 gradient accumulation over ``global batch / GPUs`` micro-batches with gradient sync on the last one only.
 
@@ -52,6 +52,10 @@ import torch
 from chameleon_core.config import COND_FRAMES, WanConfig, preset
 
 GIB = 2**30
+GPU_BYTES = {"80 GB": 80e9, "141 GB": 141e9}
+"""H100 / A100 80 GB and H200 141 GB (decimal gigabytes, as sold)."""
+USABLE = 0.9
+"""Share of a GPU's memory the allocator's peak may reach (CUDA context, fragmentation)."""
 
 
 @dataclass(frozen=True)
@@ -230,8 +234,10 @@ def estimate_rows(config: WanConfig, g: Geometry, gpus: Sequence[int], global_ba
             for offload in ((False, True) if stage == "dmd" else (False,)):
                 mem = stage_memory(stage, config, g, n, micro, offload_teacher=offload, residual=residual)
                 lo, hi = PAPER_STEPS[stage]
+                total = sum(mem.values())
                 rows.append({"stage": stage + (" (teacher offloaded)" if offload else ""), "gpus": n,
-                             "micro_batches": micro, "memory_gib": sum(mem.values()) / GIB,
+                             "micro_batches": micro, "memory_gib": total / GIB,
+                             "fits": {name: total <= USABLE * size for name, size in GPU_BYTES.items()},
                              "memory_terms_gib": {k: v / GIB for k, v in mem.items()},
                              "seconds_per_step": seconds, "samples_per_second": global_batch / seconds,
                              "gpu_hours": (lo * seconds * n / 3600, hi * seconds * n / 3600), "steps": (lo, hi)})
@@ -247,14 +253,16 @@ def calibration_check(config: WanConfig, g: Geometry) -> dict[str, float]:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| stage | GPUs | micro-batches / GPU | GPU memory (GiB) | s / step | samples / s | steps (paper) | "
-            "GPU-hours |")
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    fits = " | ".join(f"fits {name}" for name in GPU_BYTES)
+    head = ("| stage | GPUs | micro-batches / GPU | GPU memory (GiB) | " + fits + " | s / step | samples / s | "
+            "steps (paper) | GPU-hours |")
+    lines = [head, "|" + "---|" * (8 + len(GPU_BYTES))]
     for r in rows:
         lo, hi = r["gpu_hours"]
         steps = f"{r['steps'][0]}" if r["steps"][0] == r["steps"][1] else f"{r['steps'][0]}-{r['steps'][1]}"
         hours = f"{lo:.0f}" if math.isclose(lo, hi) else f"{lo:.0f}-{hi:.0f}"
-        lines.append(f"| {r['stage']} | {r['gpus']} | {r['micro_batches']} | {r['memory_gib']:.1f} | "
+        ok = " | ".join("yes" if r["fits"][name] else "no" for name in GPU_BYTES)
+        lines.append(f"| {r['stage']} | {r['gpus']} | {r['micro_batches']} | {r['memory_gib']:.1f} | {ok} | "
                      f"{r['seconds_per_step']:.0f} | {r['samples_per_second']:.2f} | {steps} | {hours} |")
     return "\n".join(lines)
 
@@ -290,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in rows:
         lo, hi = r["gpu_hours"]
         terms = ", ".join(f"{k} {v:.1f}" for k, v in r["memory_terms_gib"].items() if v)
-        sys.stdout.write(f"{r['stage']:>27} x{r['gpus']}: {r['memory_gib']:6.1f} GiB/GPU ({terms}); "
+        fits = ", ".join(name for name, ok in r["fits"].items() if ok) or "neither GPU"
+        sys.stdout.write(f"{r['stage']:>27} x{r['gpus']}: {r['memory_gib']:6.1f} GiB/GPU ({terms}; fits {fits}); "
                          f"{r['seconds_per_step']:6.1f} s/step, {r['samples_per_second']:.2f} samples/s; "
                          f"{lo:.0f}-{hi:.0f} GPU-hours for {r['steps'][0]}-{r['steps'][1]} steps\n")
     return 0

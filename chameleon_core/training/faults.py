@@ -46,6 +46,9 @@ DEFAULT_HEARTBEAT_TIMEOUT_S = 120.0
 """Seconds without a heartbeat before a process counts as dead. Generous: the heartbeat thread needs the GIL, and a
 few calls hold it for seconds (writing a 10 GB safetensors export)."""
 POLL_S = 0.5
+QUIET_WAIT_S = 5.0
+"""How long a process that meets an error every process meets waits for the reporting rank's record before it
+reports the error itself (the processes disagreed)."""
 ACK_WAIT_S = 5.0
 """How long a failing process waits for the others to see its record before it leaves (rank 0 may host the store)."""
 STORE_LOST_POLLS = 4
@@ -207,6 +210,13 @@ class Watchdog:
                 return
             time.sleep(0.05)
 
+    def ack(self) -> None:
+        """Tell the failing process this one has seen its record (it may host the store and leave after)."""
+        try:
+            self.store.add(_ACKS, 1)
+        except Exception:
+            pass
+
     def failure_record(self) -> dict[str, Any] | None:
         """Another process's failure record, if there is one."""
         try:
@@ -261,10 +271,7 @@ class Watchdog:
     def _follow(self, record: dict[str, Any]) -> None:
         what = record.get("reason") or f"rank {record.get('rank')} failed ({record.get('where') or 'see its output'})"
         logger.error("rank %d (%s): stopping: %s", self.rank, current_activity(), what)
-        try:
-            self.store.add(_ACKS, 1)
-        except Exception:
-            pass
+        self.ack()
         run_exit_hooks(False)
         hard_exit(int(record.get("code", 1)))
 
@@ -350,10 +357,14 @@ class FailFast:
         code = exit_code(e)
         reporter = getattr(e, "chameleon_reporter", None)
         if reporter is not None and reporter != self.rank:
-            logger.warning("rank %d (%s at %s): stopping; rank %d reports the error", self.rank, self.stage, where,
-                           reporter)
-            run_exit_hooks(False)
-            hard_exit(code)
+            run_exit_hooks(True)  # every process meets this error: each lets the save in flight finish
+            if dog is None or self._wait_for_record(dog, QUIET_WAIT_S) is not None:
+                logger.warning("rank %d (%s at %s): stopping; rank %d reports the error", self.rank, self.stage,
+                               where, reporter)
+                if dog is not None:
+                    dog.ack()
+                hard_exit(code)
+            reporter = None  # the reporter did not meet it after all: this process reports it
         if is_lost_peer(e) and dog is not None:
             record = self._wait_for_record(dog)
             if record is not None:  # the cause is another process's failure, already reported by it
@@ -373,8 +384,7 @@ class FailFast:
         if dog is not None:
             dog.publish({"rank": self.rank, "code": code, "stage": self.stage,
                          "where": f"{self.stage} at {where}", "reason": ""})
-            if reporter is None:
-                dog.wait_for_acks()
+            dog.wait_for_acks()
         hard_exit(code)
 
     @staticmethod
