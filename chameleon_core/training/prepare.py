@@ -94,6 +94,9 @@ class _DropTruncationWarnings(logging.Filter):
         return "kept the first" not in record.getMessage()
 
 
+_DROP_TRUNCATION_WARNINGS = _DropTruncationWarnings()
+
+
 def make_text_encoder(spec: str, device: torch.device, max_length: int = TEXT_LEN) -> CaptionEncoder:
     """umT5 from a folder (HF layout), or ``random:DIM`` (the test stand-in), cutting prompts at ``max_length``."""
     if max_length < 1:
@@ -107,7 +110,7 @@ def make_text_encoder(spec: str, device: torch.device, max_length: int = TEXT_LE
     from chameleon_core.text import clean_prompt, load_prompt_encoder
 
     encoder = load_prompt_encoder(spec, device=device, max_length=max_length)
-    logging.getLogger("chameleon_core.text").addFilter(_DropTruncationWarnings())
+    logging.getLogger("chameleon_core.text").addFilter(_DROP_TRUNCATION_WARNINGS)  # once: filters are a set
 
     def count(prompt: str) -> int:
         return len(encoder.tokenizer(clean_prompt(prompt), add_special_tokens=True, truncation=False)["input_ids"])
@@ -222,6 +225,10 @@ def _prepare(dist: Dist, state: dict[str, str], csv: Path, out: Path, *, vae: st
         rows, problems = scan_train_csv(csv)
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file; give a folder for the latent cache")
+        for flag, spec in (("--vae", vae), ("--text-encoder", text_encoder)):
+            if not spec.startswith("random:") and not Path(spec).exists():
+                raise FileNotFoundError(f"{flag} {spec}: no such file or folder; give the path of the "
+                                        f"{'Wan2.2 VAE file' if flag == '--vae' else 'umT5 folder (HF layout)'}")
     except (ValueError, OSError) as e:  # the same file on every process: the same error everywhere
         raise raised_everywhere(e) from None
     # 1. Check every row (this process's share), then report all bad rows at once.

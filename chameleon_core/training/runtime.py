@@ -404,15 +404,17 @@ def run_single_model_stage(cfg: TrainConfig, run: Run | None, loss: StageLossFn,
     the caller closes it."""
     own = run is None
     run = Run.start(cfg) if own else run
-    with run.failing_fast():
-        model = run.build_model(cfg.model.init)
-        optimizer = run.optimizer(model)
-        scheduler = run.scheduler(optimizer)
-        loader = run.loader()
-        dtype = run.compute_dtype
-        last = train_loop(run, model, optimizer, scheduler, loader, lambda m, b, s: loss(m, b, s, cfg, dtype))
-        if cfg.run.export and last >= cfg.run.steps:
-            run.export(model, kind=kind)
-    if own:
-        run.close()
+    try:
+        with run.failing_fast():
+            model = run.build_model(cfg.model.init)
+            optimizer = run.optimizer(model)
+            scheduler = run.scheduler(optimizer)
+            loader = run.loader()
+            dtype = run.compute_dtype
+            last = train_loop(run, model, optimizer, scheduler, loader, lambda m, b, s: loss(m, b, s, cfg, dtype))
+            if cfg.run.export and last >= cfg.run.steps:
+                run.export(model, kind=kind)
+    finally:  # reached after an error with one process only; close() then runs no collective
+        if own:
+            run.close()
     return last

@@ -79,10 +79,11 @@ def run_dmd(cfg: TrainConfig | Run) -> Path | None:
     if cfg.stage != "dmd":
         raise ValueError(f"run_dmd needs a config with stage 'dmd', got {cfg.stage!r}")
     run = Run.start(cfg)
-    with run.failing_fast():
-        out = DMDTrainer(run).train()
-    run.close()
-    return out
+    try:
+        with run.failing_fast():
+            return DMDTrainer(run).train()
+    finally:  # reached after an error with one process only; close() then runs no collective
+        run.close()
 
 
 class DMDTrainer:
