@@ -146,6 +146,7 @@ def test_resume_says_where_and_deletes_only_its_own_checkpoints(saved_run, cache
     with caplog.at_level(logging.INFO, logger="chameleon_core.training"):
         sft(cache, saved_run, "run.steps=10", "run.save_every=2")
     assert f"resuming from {saved_run / 'checkpoints' / 'step_0000004'}" in caplog.text
+    assert "checkpoints written before this run stay in" in caplog.text and "step_0000002, step_0000004" in caplog.text
     # Steps 6, 8, 10 were written by this run, which keeps its newest two; the earlier run's 2 and 4 stay.
     assert _folders(saved_run) == ["step_0000002", "step_0000004", "step_0000008", "step_0000010"]
     assert (saved_run / "checkpoints" / "latest").read_text() == "step_0000010"

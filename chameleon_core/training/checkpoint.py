@@ -255,6 +255,7 @@ class Checkpointer:
         self._last_good: Path | None = None
         """The newest complete checkpoint known: resumed from, or written by this run."""
         self._lock = threading.Lock()
+        self._told_earlier = False
 
     # -- resuming -----------------------------------------------------------------------------------------------
 
@@ -468,6 +469,12 @@ class Checkpointer:
                 for old in self._written[: max(0, len(self._written) - self.keep)]:
                     shutil.rmtree(self.root / old, ignore_errors=True)
                 self._written = self._written[max(0, len(self._written) - self.keep):]
+                if not self._told_earlier:
+                    self._told_earlier = True
+                    earlier = [n for n in self._complete() if n not in self._written]
+                    if earlier:
+                        logger.info("checkpoints written before this run stay in %s (it deletes only its own): %s",
+                                    self.root, ", ".join(earlier))
             p.committed = True
             self._last_good = p.path
         seconds = (p.done_at[0] if p.done_at else time.perf_counter()) - p.started
