@@ -268,7 +268,7 @@ def test_nan_loss_stops_naming_the_step_and_items(cache, tmp_path, monkeypatch):
 
     monkeypatch.setattr(stage_sft, "sft_loss", loss)
     run = tmp_path / "run"
-    with pytest.raises(NonFiniteLossError, match=r"step 3: the loss is inf on the batch items \['v\d', 'v\d'\]") as e:
+    with pytest.raises(NonFiniteLossError, match=r"the loss is inf at step 3 on the batch items \['v\d', 'v\d'\]") as e:
         sft(cache, run, "run.steps=6", "run.save_every=2")
     assert "(sft stopped at step 3 of 6)" in e.value.__notes__
     failure = records(run)[-1]

@@ -209,7 +209,7 @@ def test_damaged_cache_item_on_one_rank(cache, tmp_path):
     codes, times = job.wait()
     assert codes == [2, 2] and max(times) < EXIT_LIMIT_S, (codes, times, job.output())
     line = _assert_once(job, 1, "sft failed on rank 1 of 2 at step 1 of 4", str(item), "rerun prepare")
-    assert "stopping" in job.text(0)
+    assert "rank 0 (sft at step 1 of 4): stopping: rank 1 failed (sft at step 1 of 4)" in job.text(0)
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["failed"] and record["rank"] == 1 and record["where"] == "step 1 of 4", (record, line)
 
@@ -229,7 +229,7 @@ def test_nan_loss_stops_before_the_update(cache, tmp_path):
                 fault="nan_loss:1:3")
     codes, times = job.wait()
     assert codes == [2, 2] and max(times) < EXIT_LIMIT_S, (codes, times, job.output())
-    _assert_once(job, 1, "at step 3 of 6", "the loss is nan on the batch items ['", "weights stay finite")
+    _assert_once(job, 1, "at step 3 of 6", "the loss is nan at step 3 on the batch items ['", "weights stay finite")
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if not r.get("failed")] == [1, 2]
     (failure,) = [r for r in records if r.get("failed")]
@@ -291,6 +291,7 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(cache, tmp_path, c
                         "No space left on device", f"the previous checkpoint {ckpts / 'step_0000002'} is complete",
                         "free disk space")
     assert "sft failed on rank 0 of 2 at step 5 of 6" in line or "sft failed on rank 0 of 2 at step 6 of 6" in line
+    assert "rank 1 (sft at step" in job.text(1) and "stopping" in job.text(1)  # quiet: rank 0 reports it
     assert (ckpts / "latest").read_text() == "step_0000002" and not (ckpts / "step_0000004").exists()
     # The previous checkpoint loads: the same command resumes from it (here in one process) and finishes.
     from chameleon_core.training.config import load_config

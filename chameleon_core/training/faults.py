@@ -328,7 +328,12 @@ class FailFast:
         return self
 
     def __exit__(self, exc_type: Any, e: BaseException | None, tb: Any) -> bool:
-        _context.pop()
+        try:
+            return self._handle(e)
+        finally:  # after the handling, so that the watchdog's messages still say where the process was
+            _context.pop()
+
+    def _handle(self, e: BaseException | None) -> bool:
         if e is None or isinstance(e, SystemExit) or getattr(e, "chameleon_handled", False):
             return False
         e.chameleon_handled = True  # type: ignore[attr-defined] - an outer FailFast leaves it alone

@@ -321,8 +321,8 @@ def optimizer_update(
         value = float(loss.detach())
         if not math.isfinite(value):
             error = NonFiniteLossError(
-                f"step {step + 1}: the {name} is {value} on the batch items {part.keys} (cache {run.cfg.data.cache}, "
-                f"rank {run.dist.rank}); the run stops before this update, so the weights stay finite and the last "
+                f"the {name} is {value} at step {step + 1} on the batch items {part.keys} (cache "
+                f"{run.cfg.data.cache}, rank {run.dist.rank}); the run stops before this update, so the weights stay finite and the last "
                 f"checkpoint is the resume point. Check those items for NaN/inf (a damaged or badly encoded "
                 f"clip: delete their files under items/ and rerun prepare) and the settings that scale the loss "
                 f"(optim.lr, flow.shift)"
@@ -336,7 +336,7 @@ def optimizer_update(
     if not math.isfinite(grad_norm):
         keys = [k for part in micro for k in part.keys]
         raise raised_everywhere(NonFiniteLossError(
-            f"step {step + 1}: the gradient norm of the {name} is {grad_norm} (the same on every process; this "
+            f"the gradient norm of the {name} is {grad_norm} at step {step + 1} (the same on every process; this "
             f"process's losses were finite, its items {keys}); the run stops before the update, so the weights stay "
             "finite and the last checkpoint is the resume point. Lower optim.lr or check the data for extreme values"
         ))
