@@ -159,11 +159,16 @@ def test_bad_rows_are_named_and_skippable(tmp_path, caplog):
     out = tmp_path / "cache"
     kwargs = {"vae": "random:wan2.2-tiny", "text_encoder": "random:64", "frames": 5, "width": 32, "height": 32,
               "dtype": "fp32", "device": "cpu"}
-    with pytest.raises(DataError, match="row 2"):
+    # prepare checks every row before encoding anything and lists all bad rows in one report.
+    with pytest.raises(DataError, match=r"3 of 5 rows") as e:
         prepare(csv_path, out, **kwargs)
+    for row_no, what in cases.items():
+        assert f"row {row_no} (clip{row_no - 1}.mp4): " in str(e.value) and what in str(e.value)
+    assert "--skip-bad" in str(e.value) and not list((out / "items").glob("*.safetensors"))
     with caplog.at_level("WARNING"):
         assert prepare(csv_path, out, skip_bad=True, **kwargs) == 2
-    assert sum("skipped" in r.message for r in caplog.records) == 3
+    (report,) = [r.message for r in caplog.records if "cannot be used" in r.message]
+    assert "rows are skipped" in report and all(f"row {n} " in report for n in cases)
 
 
 def test_hgc_bench_reader(tmp_path):

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import torch
 
+from chameleon_core.config import preset
+
 from .config import load_config
 from .distributed import all_gather_object, broadcast_object, init_distributed
+from .faults import FailFast
 from .metrics import read_metrics
 from .prepare import prepare
 from .runtime import Run
@@ -38,19 +41,21 @@ def bench(stage: str, config: str, overrides: list[str], *, steps: int = 5, fram
     """Run the benchmark; returns (on rank 0) and logs the report."""
     cfg0 = load_config(config, overrides, stage=stage)
     dist = init_distributed(cfg0.run.device)
-    tmp = Path(broadcast_object(tempfile.mkdtemp(prefix="chameleon_bench_") if dist.is_main else None))
-    if dist.is_main:
-        write_dataset(tmp / "clips", clips=max(4, 2 * cfg0.data.batch_size), frames=frames, width=width,
-                      height=height)
-    all_gather_object(None)  # wait for the files
-    preset_dim = {"tiny": 64}.get(cfg0.model.arch, 4096)
-    prepare(tmp / "clips" / "train.csv", tmp / "cache", vae="random:wan2.2-tiny", text_encoder=f"random:{preset_dim}",
-            frames=frames, width=width, height=height, dtype="fp32", device=cfg0.run.device, keep_group=True)
+    with FailFast(dist.rank, dist.world_size, "bench", where=lambda: f"{stage} benchmark setup"):
+        tmp = Path(broadcast_object(tempfile.mkdtemp(prefix="chameleon_bench_") if dist.is_main else None))
+        if dist.is_main:
+            write_dataset(tmp / "clips", clips=max(4, 2 * cfg0.data.batch_size), frames=frames, width=width,
+                          height=height)
+        all_gather_object(None)  # wait for the files
+        arch = preset(cfg0.model.arch)
+        prepare(tmp / "clips" / "train.csv", tmp / "cache", vae="random:wan2.2-tiny",
+                text_encoder=f"random:{arch.text_dim}", frames=frames, width=width, height=height, dtype="fp32",
+                device=cfg0.run.device, keep_group=True, text_len=cfg0.model.text_len or arch.text_len)
     cfg = load_config(config, [*overrides, f"data.cache={tmp / 'cache'}", f"run.out={tmp / 'run'}",
                                f"run.steps={steps}", f"run.save_every={steps + 1}", "run.export=false",
                                "run.resume=false", "run.log_every=1"], stage=stage)
     run = Run.start(cfg)
-    try:
+    with run.failing_fast():
         if dist.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dist.device)
         if stage == "sft":
@@ -66,8 +71,7 @@ def bench(stage: str, config: str, overrides: list[str], *, steps: int = 5, fram
 
             run_dmd(run)
         peaks = all_gather_object(_peak_bytes(dist.device))
-    finally:
-        run.close()
+    run.close()
     if not dist.is_main:
         return {}
     records = read_metrics(tmp / "run" / "metrics.jsonl")

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=81, help="pixel frames per clip, 4k+1 (default 81)")
     p.add_argument("--width", type=int, default=704)
     p.add_argument("--height", type=int, default=1280)
+    p.add_argument("--text-len", type=int, default=512,
+                   help="the model's text length: longer captions are cut to it as Wan's tokenizer cuts them "
+                        "(default 512, every released Wan; 16 for the tiny test preset)")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="storage dtype of the cache")
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows and list them at the end")
     p.add_argument("--device", default="auto")
@@ -74,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         from .prepare import prepare
 
         prepare(args.csv, args.out, vae=args.vae, text_encoder=args.text_encoder, frames=args.frames,
-                width=args.width, height=args.height, dtype=args.dtype, skip_bad=args.skip_bad, device=args.device)
+                width=args.width, height=args.height, dtype=args.dtype, skip_bad=args.skip_bad, device=args.device,
+                text_len=args.text_len)
         return 0
     if args.command == "bench":
         cfg = load_config(args.config or f"tiny_{args.stage}", args.overrides, stage=args.stage)

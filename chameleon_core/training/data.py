@@ -14,7 +14,9 @@ Aspect buckets: the training size is ``width x height`` (portrait 704 x 1280 in 
 ``width > height`` disagrees with that orientation goes to the transposed size, so each orientation forms its own
 bucket and a batch never mixes sizes.
 
-Bad data raises :class:`DataError` naming the CSV row and the file.
+Bad data raises :class:`DataError` naming the CSV row and the file. :func:`check_row` finds, without encoding
+anything, every problem of a row that would stop ``prepare`` later (caption JSON, missing or undecodable video, too
+few frames, missing or unreadable reference / garment), so ``prepare`` can list every bad row in one report.
 """
 
 from __future__ import annotations
@@ -106,27 +108,105 @@ def caption_texts(caption: dict[str, list[str]]) -> dict[str, str]:
     return {"dynamic": dynamic, "full": full, "empty": ""}
 
 
-def read_train_csv(path: str | Path) -> list[TrainRow]:
-    """Rows of a training CSV; paths are resolved against the CSV's folder. Raises DataError for a bad header."""
+@dataclass(frozen=True)
+class RowProblem:
+    """Why one CSV row cannot be used."""
+
+    row: int
+    video: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"row {self.row} ({self.video}): {self.problem}"
+
+
+def scan_train_csv(path: str | Path) -> tuple[list[TrainRow], list[RowProblem]]:
+    """The rows of a training CSV (paths resolved against the CSV's folder) and the rows that cannot even be parsed
+    (width / height not integers). Raises DataError for an unreadable file or a bad header."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training CSV not found: {path}; pass --csv with the path to the authors' CSV")
-    rows = []
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in TRAIN_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {missing}; expected {TRAIN_COLUMNS}, got {reader.fieldnames}")
-        for i, r in enumerate(reader, start=1):
-            video = Path(r["video"])
-            video = video if video.is_absolute() else path.parent / video
-            try:
-                width, height = int(r["width"]), int(r["height"])
-            except ValueError:
-                raise DataError(f"{path} row {i}: width/height must be integers, got {r['width']!r}, {r['height']!r}") from None
-            rows.append(TrainRow(i, path, video, video.with_name(f"{video.stem}_src.png"),
-                                 video.with_name(f"{video.stem}_cloth.png"), r["prompt"], width, height))
+    rows, problems = [], []
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in TRAIN_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{path}: missing column(s) {missing}; expected {TRAIN_COLUMNS}, got "
+                                f"{reader.fieldnames}")
+            for i, r in enumerate(reader, start=1):
+                video = Path(r["video"] or "")
+                video = video if video.is_absolute() else path.parent / video
+                try:
+                    width, height = int(r["width"]), int(r["height"])
+                except (TypeError, ValueError):
+                    problems.append(RowProblem(i, r["video"] or "", f"width/height must be integers, got "
+                                                                   f"{r['width']!r}, {r['height']!r}"))
+                    continue
+                rows.append(TrainRow(i, path, video, video.with_name(f"{video.stem}_src.png"),
+                                     video.with_name(f"{video.stem}_cloth.png"), r["prompt"] or "", width, height))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path} is not a readable UTF-8 CSV ({e}); save it as UTF-8 CSV with the columns "
+                        f"{TRAIN_COLUMNS}") from None
+    return rows, problems
+
+
+def read_train_csv(path: str | Path) -> list[TrainRow]:
+    """Rows of a training CSV; paths are resolved against the CSV's folder. Raises DataError for a bad header or
+    rows that cannot be parsed (all of them listed)."""
+    rows, problems = scan_train_csv(path)
+    if problems:
+        raise DataError(f"{path}: {len(problems)} row(s) cannot be parsed: " + "; ".join(map(str, problems)))
     return rows
+
+
+def count_video_frames(path: Path, needed: int) -> int:
+    """Frames a video decodes to, counting up to ``needed`` (decodes without converting). Raises DataError when
+    the file cannot be decoded."""
+    import av
+
+    n = 0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataError(f"{path} has no video stream")
+            for _frame in container.decode(video=0):
+                n += 1
+                if n >= needed:
+                    break
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"cannot decode video {path} ({e}); re-encode it as mp4 (H.264)") from None
+    return n
+
+
+def check_row(row: TrainRow, frames: int) -> list[str]:
+    """Every problem of ``row`` that would stop ``prepare`` (empty when it is fine): caption JSON, the video (found,
+    decodable, at least ``frames`` frames), the reference and garment images (found, readable)."""
+    problems = []
+    try:
+        parse_caption(row.prompt, "caption")
+    except DataError as e:
+        problems.append(str(e))
+    if not row.video.is_file():
+        problems.append(f"video file not found: {row.video}; fix the CSV's video column or add the file")
+    else:
+        try:
+            n = count_video_frames(row.video, frames)
+            if n < frames:
+                problems.append(f"video {row.video} has {n} frames but {frames} are needed")
+        except DataError as e:
+            problems.append(str(e))
+    for what, path, suffix in (("reference", row.reference, "src"), ("garment", row.garment, "cloth")):
+        if not path.is_file():
+            problems.append(f"{what} image not found: {path} (expected beside the video as <stem>_{suffix}.png)")
+            continue
+        try:
+            load_image(path)
+        except (OSError, ValueError) as e:
+            problems.append(f"cannot read {what} image {path} ({e})")
+    return problems
 
 
 def bucket_size(row: TrainRow, width: int, height: int) -> tuple[int, int]:

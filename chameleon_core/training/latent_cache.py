@@ -2,7 +2,8 @@
 
 Layout of a cache folder::
 
-    manifest.json               items (key, file, width, height, frames, latent shape), VAE and text encoder used
+    manifest.json               items (key, file, width, height, frames, latent shape, prompt tokens), VAE and text
+                                encoder used, the text length prompts were cut to and how many were cut
     items/<key>.safetensors     one sample: model-space latents and prompt embeddings (below)
 
 Tensors of an item: ``video [C, T, h, w]``, ``reference [C, 1, h, w]``, ``garment [C, 1, h, w]`` (model-space
@@ -10,7 +11,10 @@ latents, :func:`chameleon_core.latents.to_model_space`), and umT5 features ``tex
 (``en_long[0]``), ``text_full [L2, D]`` (``en_long[0] + " " + en_long[1]``), ``text_empty [L3, D]`` (``""``).
 
 :class:`BucketSampler` draws global batches from aspect buckets (one (width, height) per batch) in a seeded order;
-its position is part of the training checkpoint. Each process takes its slice of the global batch, and every
+its position is part of the training checkpoint. Every item is checked as it is read (:meth:`LatentCache.load`): a
+damaged file, a missing tensor, a shape that disagrees with the manifest or a NaN/inf is a
+:class:`~.data.DataError` naming the item and the fix. Before training, :meth:`LatentCache.check_text_len` checks
+that every cached prompt fits the model's text length (``prepare --text-len`` cuts them). Each process takes its slice of the global batch, and every
 random draw of a sample (caption variant, timestep, noise) comes from :func:`sample_generator` keyed by the step and
 the sample's slot in the global batch, so results do not depend on the number of processes.
 """
@@ -24,11 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
+
+from .data import DataError
 
 MANIFEST = "manifest.json"
 ITEMS = "items"
 TEXT_VARIANTS = ("dynamic", "full", "empty")
+ITEM_TENSORS = ("video", "reference", "garment", *(f"text_{v}" for v in TEXT_VARIANTS))
 
 
 def sample_generator(seed: int, step: int, slot: int, stream: int = 0) -> torch.Generator:
@@ -54,6 +61,8 @@ class CacheItem:
     height: int
     frames: int
     latent_shape: tuple[int, ...]
+    text_tokens: dict[str, int] | None = None
+    """Prompt features per caption variant (``prepare`` records them; None in caches written before it did)."""
 
     @property
     def bucket(self) -> tuple[int, int]:
@@ -71,25 +80,79 @@ class LatentCache:
                 f"no latent cache at {self.root} ({MANIFEST} missing); build it with "
                 "python -m chameleon_core.training prepare --csv DATA.csv --out CACHE, then set data.cache"
             )
-        meta = json.loads(manifest.read_text())
+        try:
+            meta = json.loads(manifest.read_text())
+            self.items = [
+                CacheItem(i["key"], i["file"], int(i["width"]), int(i["height"]), int(i["frames"]),
+                          tuple(i["latent_shape"]), i.get("text_tokens"))
+                for i in meta["items"]
+            ]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise DataError(f"the latent cache's manifest {manifest} is damaged ({type(e).__name__}: {e}); rerun "
+                            "prepare with the same --out (cached items are kept, the manifest is rewritten)") from None
         self.meta = meta
-        self.items = [
-            CacheItem(i["key"], i["file"], i["width"], i["height"], i["frames"], tuple(i["latent_shape"]))
-            for i in meta["items"]
-        ]
         if not self.items:
             raise ValueError(f"latent cache {self.root} holds no items; rerun prepare (were all rows skipped?)")
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def _damaged(self, item: CacheItem, what: str) -> DataError:
+        return DataError(
+            f"latent cache item {self.root / item.file} (key {item.key}) {what}; delete that file and rerun prepare "
+            "with the same --csv and --out (it encodes only the missing items), then resume the training"
+        )
+
     def load(self, index: int) -> dict[str, torch.Tensor]:
+        """The tensors of item ``index``, checked: all present, latent shape as the manifest says, finite."""
         item = self.items[index]
-        out = {}
-        with safe_open(str(self.root / item.file), framework="pt") as f:
-            for name in f.keys():  # noqa: SIM118 - safe_open is not a dict
-                out[name] = f.get_tensor(name)
+        try:
+            with safe_open(str(self.root / item.file), framework="pt") as f:
+                out = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise self._damaged(item, f"cannot be read ({type(e).__name__}: {e})") from None
+        missing = [n for n in ITEM_TENSORS if n not in out]
+        if missing:
+            raise self._damaged(item, f"lacks the tensor(s) {missing}")
+        if tuple(out["video"].shape) != item.latent_shape:
+            raise self._damaged(item, f"holds video latents of shape {tuple(out['video'].shape)}, but the manifest "
+                                      f"says {item.latent_shape}")
+        bad = [n for n in ITEM_TENSORS if not bool(torch.isfinite(out[n]).all())]
+        if bad:
+            raise self._damaged(item, f"holds NaN or inf in {bad}")
         return out
+
+    def text_tokens(self, index: int) -> dict[str, int]:
+        """Prompt features per caption variant of item ``index`` (from the manifest, else the file's header)."""
+        item = self.items[index]
+        if item.text_tokens is not None:
+            return item.text_tokens
+        try:
+            with safe_open(str(self.root / item.file), framework="pt") as f:
+                return {v: int(f.get_slice(f"text_{v}").get_shape()[0]) for v in TEXT_VARIANTS}
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise self._damaged(item, f"cannot be read ({type(e).__name__}: {e})") from None
+
+    def check_text_len(self, text_len: int | None) -> None:
+        """Refuse, before training, a cache holding prompts longer than the model's ``text_len`` tokens (naming the
+        longest items): ``prepare --text-len`` cuts them as Wan's tokenizer does."""
+        if text_len is None:
+            return
+        over = []
+        for i, item in enumerate(self.items):
+            longest = max(self.text_tokens(i).values())
+            if longest > text_len:
+                over.append((longest, item.key))
+        if over:
+            over.sort(reverse=True)
+            cut = self.meta.get("text_len")
+            raise DataError(
+                f"the latent cache {self.root} holds prompts longer than the model's text length {text_len}: "
+                f"{len(over)} of {len(self.items)} items (longest: {', '.join(f'{k} {n} tokens' for n, k in over[:3])})"
+                f"{f'; it was prepared with --text-len {cut}' if cut else ''}. Prepare the cache again into a new "
+                f"--out with --text-len {text_len} (captions are cut as Wan's tokenizer cuts them), or train a model "
+                f"with model.text_len >= {over[0][0]}"
+            )
 
 
 @dataclass

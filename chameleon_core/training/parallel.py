@@ -102,12 +102,15 @@ def prepare_model(
     activation_checkpointing: bool = True,
     trainable: bool = True,
     broadcast_from_rank0: bool = False,
+    offload: bool = False,
 ) -> TrainableWanModel:
     """Make ``model`` (fp32 master weights, any device) ready to train: checkpointing, FSDP2, device, mode.
 
     Without FSDP the model runs in fp32 on ``device`` (a single process only). With ``broadcast_from_rank0``
     (FSDP only), rank 0 passes the real weights and the other ranks a model on the meta device; after sharding,
-    rank 0's full weights are broadcast into every rank's shards (collective).
+    rank 0's full weights are broadcast into every rank's shards (collective). ``offload`` (FSDP only; meant for
+    the frozen GR-DMD teacher): the shards live in host memory (pinned on CUDA) and each unit is copied to the
+    device for its forward (FSDP2's ``CPUOffloadPolicy``), which frees the teacher's 4 bytes/parameter/GPU share.
     """
     if not _is_meta(model):
         model = model.float()
@@ -117,20 +120,24 @@ def prepare_model(
         for block in model.blocks:
             block.__class__ = CheckpointedBlock
     model.requires_grad_(trainable)
+    if offload and not fsdp:
+        raise ValueError("offloading a model to host memory needs model.fsdp=true (FSDP2's CPUOffloadPolicy)")
     if fsdp:
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
         # The inner units (linear layers, self-attention) return reshaped views; the block only ever combines them
         # out of place (``x = x + gate(y)``), which is what FSDP's warning asks for (tests/test_training.py checks
         # FSDP against the plain module), so the per-call warning is noise.
         warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(FSDP(Linear|SelfAttention)\) returned a view")
+        home = torch.device("cpu") if offload else device  # where the shards live
         if not broadcast_from_rank0:
-            model.to(device)
+            model.to(home)
         mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+        policy = CPUOffloadPolicy(pin_memory=device.type == "cuda") if offload else OffloadPolicy()
         for block in model.blocks:
             for unit in (block.self_attn, block.ffn[0], block.ffn[2]):
-                fully_shard(unit, mp_policy=mp)
-        fully_shard(model, mp_policy=mp)
+                fully_shard(unit, mp_policy=mp, offload_policy=policy)
+        fully_shard(model, mp_policy=mp, offload_policy=policy)
         model._compute_dtype = param_dtype
         if broadcast_from_rank0:
             from torch.distributed.checkpoint.state_dict import (
@@ -138,7 +145,7 @@ def prepare_model(
                 set_model_state_dict,
             )
 
-            model.to_empty(device=device)
+            model.to_empty(device=home)
             set_model_state_dict(model, full if full is not None else {},
                                  options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
             model.requires_grad_(trainable)
@@ -162,6 +169,21 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+class NonFiniteWeightsError(ValueError):
+    """Trained weights hold NaN or inf: they are not exported."""
+
+
+def check_finite_weights(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse weights holding NaN or inf (naming how many tensors and the first few), before anything is written."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteWeightsError(
+            f"the weights to export to {path} hold NaN or inf in {len(bad)} of {len(state)} tensors (first: "
+            f"{', '.join(bad[:3])}); nothing was written. Training diverged: resume from an earlier checkpoint with a "
+            "lower optim.lr, and check the data (a NaN in a cache item)"
+        )
+
+
 def export_weights(
     model: nn.Module,
     path: str | Path,
@@ -179,6 +201,7 @@ def export_weights(
     state = full_state_dict(model)
     if not is_main:
         return None
+    check_finite_weights(state, path)
     try:
         from chameleon_core.checkpoints import save_transformer
     except ImportError as e:

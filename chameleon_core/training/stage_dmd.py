@@ -22,9 +22,14 @@ slot), so the result does not depend on the number of processes, and a resumed r
 run would have.
 
 Settings read from ``dmd.extra``: ``vae`` (the Wan VAE file that decodes frames for the reward; default: the VAE
-the latent cache was prepared with, as its manifest names it; ``random:PRESET`` for a seeded tiny VAE) and
+the latent cache was prepared with, as its manifest names it; ``random:PRESET`` for a seeded tiny VAE),
 ``negative`` (a prompt-embeddings file of the Wan
-negative prompt written by ``python -m chameleon_core.tools.prompt_embeds``; default: the latent cache's empty prompt).
+negative prompt written by ``python -m chameleon_core.tools.prompt_embeds``; default: the latent cache's empty prompt)
+and ``offload_teacher`` (``true``: the frozen teacher's shards stay in host memory and stream to the GPU per unit,
+FSDP2's CPU offload; saves 4 bytes per parameter / GPU count of GPU memory, costs host-to-device copies).
+
+Failures follow the runtime's policy (:mod:`.runtime`, :mod:`.faults`): an error on any process ends the job at
+once; a NaN/inf generator or critic loss stops the run before the update.
 """
 
 from __future__ import annotations
@@ -51,10 +56,9 @@ from .dmd import (
     vae_decoder,
 )
 from .latent_cache import Batch, LatentLoader, sample_generator
-from .optim import clip_gradients
 from .parallel import run_inside
 from .reward import STAND_IN_NAMES, reward_from_spec
-from .runtime import Run
+from .runtime import Run, optimizer_update
 
 logger = logging.getLogger(__name__)
 
@@ -70,13 +74,15 @@ def run_dmd(cfg: TrainConfig | Run) -> Path | None:
     exported student's path on rank 0 when the run finished and ``run.export`` is on, else None.
     """
     if isinstance(cfg, Run):
-        return DMDTrainer(cfg).train()
+        with cfg.failing_fast():
+            return DMDTrainer(cfg).train()
     if cfg.stage != "dmd":
         raise ValueError(f"run_dmd needs a config with stage 'dmd', got {cfg.stage!r}")
     run = Run.start(cfg)
     try:
-        return DMDTrainer(run).train()
-    finally:
+        with run.failing_fast():
+            return DMDTrainer(run).train()
+    finally:  # reached after an error with one process only; close() then runs no collective
         run.close()
 
 
@@ -98,7 +104,7 @@ class DMDTrainer:
         # 1. Models: generator (trained), critic (trained), real score (frozen), EMA (frozen copy of the generator).
         self.generator = run.build_model(cfg.model.init)
         self.critic = run.build_model(d.teacher)
-        self.teacher = run.build_model(d.teacher, trainable=False)
+        self.teacher = run.build_model(d.teacher, trainable=False, offload=bool(d.extra.get("offload_teacher")))
         self.ema_model = run.build_model(cfg.model.init, trainable=False)
         self.ema = EMA(self.generator, d.ema_decay, d.ema_start, into=self.ema_model)
         # 2. Optimisers: AdamW from `optim` for the generator, the critic at dmd.critic_lr.
@@ -199,22 +205,10 @@ class DMDTrainer:
             rng=self._rng(part, step, _CRITIC_FLOW), timesteps=self.timesteps,
         )
 
-    def _update(self, model, optimizer, scheduler, micro: list[Batch], total: int, loss_fn) -> dict[str, float]:
-        """Accumulate ``loss_fn`` over the micro-batches (FSDP syncs on the last), clip, step; returns metrics."""
-        sums: dict[str, float] = {}
-        for i, part in enumerate(micro):
-            if hasattr(model, "set_requires_gradient_sync"):
-                model.set_requires_gradient_sync(i == len(micro) - 1)
-            loss, extra = loss_fn(part.to(self.run.device))
-            (loss * (len(part) / total)).backward()
-            for k, v in {"loss": float(loss.detach()), **extra}.items():
-                sums[k] = sums.get(k, 0.0) + v * len(part) / total
-        sums["grad_norm"] = clip_gradients(model.parameters(), self.cfg.optim.clip)
-        sums["lr"] = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        return sums
+    def _update(self, model, optimizer, scheduler, micro: list[Batch], total: int, loss_fn, *, step: int,
+                name: str) -> dict[str, float]:
+        """One optimiser step of ``model`` over the micro-batches (:func:`~.runtime.optimizer_update`)."""
+        return optimizer_update(self.run, model, optimizer, scheduler, micro, total, loss_fn, step=step, name=name)
 
     # -- the loop ---------------------------------------------------------------------------------------------
 
@@ -230,8 +224,10 @@ class DMDTrainer:
         start = run.step
         mb = run.micro_batch
         while run.step < cfg.run.steps:
-            t0 = time.perf_counter()
             step = run.step
+            run.phase = f"iteration {step + 1} of {cfg.run.steps}"
+            run.checkpoint_progress()
+            t0 = time.perf_counter()
             batch = self.loader.next(step)
             micro = batch.split(mb)
             values: dict[str, float] = {}
@@ -241,6 +237,7 @@ class DMDTrainer:
                 g = self._update(
                     self.generator, self.opt_g, self.sched_g, micro, len(batch),
                     lambda part, step=step, exit_step=exit_step: self._generator_loss(part, step, exit_step),
+                    step=step, name="generator loss",
                 )
                 self.ema.update(self.generator, step)
                 values.update({f"generator_{k}" if k in ("loss", "grad_norm", "lr") else k: v for k, v in g.items()})
@@ -250,19 +247,25 @@ class DMDTrainer:
             c = self._update(
                 self.critic, self.opt_c, self.sched_c, micro, len(batch),
                 lambda part, step=step, exit_step=exit_step: (self._critic_loss(part, step, exit_step), {}),
+                step=step, name="critic loss",
             )
             values.update({f"critic_{k}": v for k, v in c.items()})
             run.step = step + 1
             seconds = time.perf_counter() - t0
-            if run.step % cfg.run.log_every == 0 or run.step == cfg.run.steps:
-                logged = {k: mean_across(v, run.device) for k, v in values.items()}
-                run.log(run.step, **logged, seconds_per_step=seconds, samples_per_second=cfg.data.batch_size / seconds)
             stop = cfg.run.stop_after is not None and run.step - start >= cfg.run.stop_after
             if run.step % cfg.run.save_every == 0 or run.step == cfg.run.steps or stop:
                 run.save(parts, schedulers, self.loader)
+            if run.step % cfg.run.log_every == 0 or run.step == cfg.run.steps:
+                logged = {k: v if k.endswith("lr") or k.endswith("grad_norm") else mean_across(v, run.device)
+                          for k, v in values.items()}
+                run.log(run.step, **logged, seconds_per_step=seconds, samples_per_second=cfg.data.batch_size / seconds)
             if stop:
                 logger.info("stopping after %d iterations (run.stop_after) at %d", cfg.run.stop_after, run.step)
+                run.phase = "last checkpoint"
+                run.finish_checkpoints()
                 return None
+        run.phase = "last checkpoint"
+        run.finish_checkpoints()
         if not cfg.run.export:
             return None
         # 3. Export the EMA generator as the student the pack streams.
