@@ -32,12 +32,8 @@ import pytest
 import torch
 from PIL import Image
 
-from chameleon_core.training.world import pipeline
-from chameleon_core.training.world.experiments import (
-    chunk_frame_ranges,
-    garment_shares,
-    switch_latency,
-)
+from chameleon_core.training.world import pipeline, stats
+from chameleon_core.training.world.experiments import chunk_frame_ranges, shuffled_garment
 from chameleon_core.training.world.plots import frame_strip, line_plot
 from chameleon_core.training.world.reward import PaletteReward, world_palette
 
@@ -67,30 +63,36 @@ def test_palette_reward_is_zero_on_a_rendered_frame_and_negative_on_blur():
     assert reward(grey).item() == pytest.approx(-nearest.item(), abs=1e-6)
 
 
-def test_garment_shares_of_a_rendered_switch():
-    from chameleon_core.world import render, sample_switch_garment, sample_world
-
-    s = sample_world(1, "test")
-    new = sample_switch_garment(s, 0)
-    clip = render(s, frames=9, switch_to=new, switch_frame=5).float_frames()
-    before = garment_shares(clip[:5], [s.garment.colour, new.colour])
-    after = garment_shares(clip[5:], [new.colour, s.garment.colour])
-    assert before[s.garment.colour] == 1.0 and before[new.colour] == 0.0
-    assert after[new.colour] == 1.0 and after[s.garment.colour] == 0.0
-    assert math.isnan(garment_shares(torch.full((2, 4, 4, 3), 0.5), ["red"])["red"])  # no garment-coloured pixel
-
-
 def test_chunk_frame_ranges_follow_the_causal_decode():
     # 9 latent frames in chunks of 3: 1 + 4 + 4 = 9 pixel frames, then 12 and 12 (33 in all)
     assert chunk_frame_ranges(9) == [range(9), range(9, 21), range(21, 33)]
     assert chunk_frame_ranges(6, chunk=3)[-1].stop == 21
 
 
-def test_switch_latency():
-    rows = [{"target_share": 0.0, "old_share": 1.0}] * 3 + [{"target_share": 0.2, "old_share": 0.7},
-                                                           {"target_share": 0.6, "old_share": 0.3}]
-    assert switch_latency(rows, 3) == 1
-    assert switch_latency(rows[:4], 3) is None
+def test_bootstrap_intervals_cover_the_mean_and_paired_differences_see_a_shift():
+    values = [0.1 * i for i in range(10)]
+    est = stats.bootstrap(values, seed=0)
+    assert est.mean == pytest.approx(0.45) and est.low < 0.45 < est.high and est.n == 10
+    assert stats.bootstrap([0.5, math.nan, 0.5]).as_dict() == {"mean": 0.5, "low": 0.5, "high": 0.5, "n": 2}
+    shifted = [v + 0.2 for v in values]
+    diff = stats.paired_difference(shifted, values)
+    assert diff.mean == pytest.approx(0.2) and diff.low == pytest.approx(0.2) and diff.high == pytest.approx(0.2)
+    noisy = stats.paired_difference([v + (0.3 if i % 2 else -0.3) for i, v in enumerate(values)], values)
+    assert noisy.low < 0 < noisy.high  # no effect: the interval covers zero
+    with pytest.raises(ValueError, match="same clips"):
+        stats.paired_difference([1.0], [1.0, 2.0])
+
+
+def test_shuffled_garment_never_has_the_colour_it_is_scored_against():
+    from types import SimpleNamespace
+
+    from chameleon_core.world import sample_world
+
+    samples = [SimpleNamespace(sample=sample_world(i, "test")) for i in range(6)]
+    for i, s in enumerate(samples):
+        assert shuffled_garment(samples, i, s.sample.garment.colour).colour != s.sample.garment.colour
+    same = [SimpleNamespace(sample=samples[0].sample)] * 3  # every sample wears the same colour: recoloured
+    assert shuffled_garment(same, 1, samples[0].sample.garment.colour).colour != samples[0].sample.garment.colour
 
 
 def test_plots_are_pngs(tmp_path):
@@ -132,27 +134,82 @@ def test_quick_run_writes_every_result(quick_run):
     from chameleon_core.checkpoints import checkpoint_kind, load_transformer
     from chameleon_core.world import load_codec
 
-    results = json.loads((quick_run / "results.json").read_text())
-    for key in ("teacher_vs_untrained", "student_vs_teacher", "switching", "long_stream", "series", "plots",
-                "timings_s", "machine", "command"):
+    results = json.loads((quick_run / "results_seed0.json").read_text())
+    for key in ("teacher_vs_untrained", "student_vs_teacher", "switching", "long_stream", "plots", "timings_s",
+                "machine", "command", "codec"):
         assert key in results, key
-    assert set(results["switching"]) == set(pipeline.QUICK.switch_variants)
-    assert len(results["series"]["long_stream"]) == pipeline.QUICK.long_factor * 3
+    switching = results["switching"]
+    assert set(switching["summary"]) == {*pipeline.QUICK.switch_variants, "constant_frame", "codec_ceiling",
+                                         "shuffled_garment"}
+    assert len(switching["clips"]) == pipeline.QUICK.switch_samples
+    assert len(results["long_stream"]["series"]["garment_colour"]) == pipeline.QUICK.long_factor * 3
     for name in results["plots"]:
-        with Image.open(quick_run / "plots" / name) as im:
+        with Image.open(quick_run / "plots" / "seed0" / name) as im:
             assert im.format == "PNG"
     layout = pipeline.Layout(quick_run)
     assert checkpoint_kind(layout.student) == "student"
     student = load_transformer(layout.student, dtype=torch.float32)
     assert student.config.dim == pipeline.QUICK.model.dim
     assert load_codec(layout.codec).config.z_dim == 48
-    assert (quick_run / "report.md").is_file()
+    assert results["codec"]["gate"]["passed"]
+    assert "## Targets" in (quick_run / "report.md").read_text()
+
+
+def test_quick_run_switches_the_garment(quick_run):
+    """The trained student shows the new garment after a switch, and only because of the garment image: the same
+    stream given a shuffled garment image, and the switch without garment KV refresh, stay far below it."""
+    summary = json.loads((quick_run / "results_seed0.json").read_text())["switching"]["summary"]
+    switched = summary["all"]["colour_first_chunk"]["mean"]
+    assert switched >= 0.8, summary["all"]
+    assert summary["shuffled_garment"]["colour_first_chunk"]["mean"] < switched - 0.4
+    assert summary["no_refresh"]["colour_first_chunk"]["mean"] < switched - 0.4
+    assert summary["constant_frame"]["colour_first_chunk"]["mean"] == 0.0
+    assert summary["all"]["colour_before"]["mean"] >= 0.8  # and the first garment before the switch
 
 
 def test_quick_run_teacher_learns_on_held_out_combinations(quick_run):
-    results = json.loads((quick_run / "results.json").read_text())["teacher_vs_untrained"]
-    trained = results["teacher_sft"]["heldout_flow_loss"]
-    untrained = results["untrained"]["heldout_flow_loss"]
-    zero = results["zero_velocity"]["heldout_flow_loss"]
+    summary = json.loads((quick_run / "results_seed0.json").read_text())["teacher_vs_untrained"]["summary"]
+    trained = summary["teacher_sft"]["heldout_flow_loss"]["mean"]
+    untrained = summary["untrained"]["heldout_flow_loss"]["mean"]
+    zero = summary["zero_velocity"]["heldout_flow_loss"]["mean"]
     assert trained < 0.6 * untrained, (trained, untrained)
     assert trained < zero, (trained, zero)
+
+
+def test_a_codec_that_fails_the_gate_stops_the_run_before_training(tmp_path, capsys):
+    from chameleon_core.training.world.__main__ import main
+    from chameleon_core.vae import build_vae
+    from chameleon_core.checkpoints import save_vae
+    from chameleon_core.world.codec import CODEC_CONFIG
+
+    bad = save_vae(tmp_path / "random_codec.safetensors", build_vae(CODEC_CONFIG, seed=0))
+    out = tmp_path / "run"
+    assert main(["--log-level", "WARNING", "run", "--out", str(out), "--quick", "--codec", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot show a garment" in err and "garment colour accuracy" in err and str(bad) in err
+    assert not (out / "cache").exists() and not (out / "runs").exists()
+
+
+def test_export_writes_the_demo_files_the_loaders_read(quick_run, tmp_path):
+    from chameleon_core.checkpoints import checkpoint_kind, load_transformer, load_vae
+    from chameleon_core.text import load_prompt_embeddings
+    from chameleon_core.tools.demo_models import FILES, IMAGES
+    from chameleon_core.training.world.__main__ import main
+
+    out = tmp_path / "demo"
+    assert main(["--log-level", "WARNING", "export", "--run", str(quick_run), "--out", str(out)]) == 0
+    student = out / "models" / FILES["student"]
+    assert checkpoint_kind(student) == "student"
+    model = load_transformer(student, dtype=torch.float32)
+    from safetensors import safe_open
+
+    with safe_open(str(student), framework="pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+    vae = load_vae(out / "models" / FILES["vae"])
+    assert vae.config.z_dim == 48 and vae.family.name == "wan2.2"
+    context = load_prompt_embeddings(out / "models" / FILES["prompt"], text_dim=model.config.text_dim)
+    assert context.shape[-1] == model.config.text_dim
+    for name in IMAGES:
+        with Image.open(out / "input" / name) as im:
+            assert im.size == (64, 64)
+    assert main(["--log-level", "WARNING", "export", "--run", str(tmp_path / "nothing"), "--out", str(out)]) == 2

@@ -1,5 +1,6 @@
 """``python -m chameleon_core.training.world run --out DIR [--quick] [--seed S]``: the whole pipeline in miniature
-(:mod:`chameleon_core.training.world.pipeline`)."""
+(:mod:`chameleon_core.training.world.pipeline`); ``export --run DIR --out demo``: its student, codec, prompt and
+images as the pack's demo files (:mod:`chameleon_core.training.world.export`)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,20 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="world -> codec -> sft -> forcing -> GR-DMD -> streams, switches, metrics, plots")
     run.add_argument("--out", required=True, help="results folder (resumable: finished stages are skipped)")
     run.add_argument("--quick", action="store_true", help="the CI size: about two minutes on two cores")
-    run.add_argument("--seed", type=int, default=0, help="seed of the data, the initial weights and the sampling")
-    run.add_argument("--codec", default=None,
-                     help="use this world codec file (written by chameleon_core.world.train_codec) instead of training "
-                          "one in the run")
+    run.add_argument("--seed", type=int, default=0,
+                     help="training seed (initial weights, data order, sampling); the world's data is the same for "
+                          "every seed, so a second seed in the same --out reuses world, codec and caches")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--codec", default=None,
+                        help="use this world codec file (python -m chameleon_core.world.codec writes one); default: "
+                             "the codec the pack ships in demo/models/vae/")
+    source.add_argument("--train-codec", action="store_true",
+                        help="train the codec in the run (about 85 minutes on two cores; --quick: a smoke-size one "
+                             "that fails the gate)")
+    export = sub.add_parser("export", help="write a finished run's student, codec, prompt and images as demo files")
+    export.add_argument("--run", required=True, help="the run folder (run --out)")
+    export.add_argument("--seed", type=int, default=0, help="which training seed's student")
+    export.add_argument("--out", required=True, help="the demo folder (the pack's own: demo)")
     run.add_argument("--threads", type=int, default=1,
                      help="torch intra-op threads (default 1: the tiny model gains little from more, and on a shared "
                           "machine spin-waiting threads slow it down)")
@@ -31,15 +42,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
 
+    from chameleon_core.world.codec import CodecGateError
+
+    log = logging.getLogger(__name__)
+    if args.command == "export":
+        from .export import export_demo
+
+        try:
+            export_demo(args.run, args.out, seed=args.seed)
+        except FileNotFoundError as e:
+            sys.stderr.write(f"error: {e}\n")
+            return 2
+        return 0
     from .pipeline import run_pipeline
 
     if args.threads < 1:
-        print(f"--threads must be at least 1, got {args.threads}", file=sys.stderr)
+        sys.stderr.write(f"error: --threads must be at least 1, got {args.threads}\n")
         return 2
     torch.set_num_threads(args.threads)
-    results = run_pipeline(args.out, quick=args.quick, seed=args.seed, codec=args.codec)
-    logging.getLogger(__name__).info("done in %.0f s; results in %s/results.json and report.md", results["wall_s"],
-                                     args.out)
+    try:
+        results = run_pipeline(args.out, quick=args.quick, seed=args.seed, codec=args.codec,
+                               train_codec=args.train_codec)
+    except (CodecGateError, FileNotFoundError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    log.info("done in %.0f s; results in %s and %s/report.md", results["wall_s"],
+             f"{args.out}/results_seed{args.seed}.json", args.out)
     return 0
 
 

@@ -1,9 +1,14 @@
 """The whole FashionChameleon pipeline in miniature, on the synthetic fashion world: one call, one results folder.
 
-``python -m chameleon_core.training.world run --out DIR [--quick] [--seed S]`` runs :func:`run_pipeline`, top to bottom:
+``python -m chameleon_core.training.world run --out DIR [--quick] [--seed S]`` runs :func:`run_pipeline`, top to
+bottom:
 
-1. **world** -- the train split and the held-out split (:func:`chameleon_core.world.write_dataset`);
-2. **codec** -- the world's small Wan2.2-architecture VAE (:func:`chameleon_core.world.train_codec`);
+1. **world** -- the train split and the held-out split (:func:`chameleon_core.world.write_dataset`; always data
+   seed 0, so runs with other training seeds share it);
+2. **codec** -- the world's Wan2.2-architecture VAE: the one the pack ships (``demo/models/vae/``), another file
+   (``--codec``) or one trained in the run (``--train-codec``), and in every case its **gate**
+   (:func:`chameleon_core.world.codec.check_codec_gate`): its reconstruction of held-out ground truth must show the
+   garment's colour and keep the person, or the run stops before anything trains;
 3. **prepare** -- the latent caches of both splits, with the training package's own row encoder
    (:func:`chameleon_core.training.prepare.encode_row` / :func:`~chameleon_core.training.prepare.write_manifest`:
    the codec encodes video, reference and garment; the world's caption encoder gives the three prompt variants);
@@ -14,19 +19,19 @@
    (:class:`~chameleon_core.training.stage_dmd.DMDTrainer`), with the world's stand-in reward
    (:class:`chameleon_core.training.world.reward.PaletteReward`) in place of the aesthetic predictor;
 7. **experiments** -- the 4-step student streamed through the pack's own stream API and scored with the world's
-   exact metrics (:mod:`chameleon_core.training.world.experiments`), plots (:mod:`chameleon_core.training.world.plots`),
-   ``results.json`` and ``report.md``.
+   exact metrics and their controls (:mod:`chameleon_core.training.world.experiments`), plots
+   (:mod:`chameleon_core.training.world.plots`), ``results_seed<S>.json`` and ``report.md`` (every seed run so far).
 
 Every stage writes into its own folder under ``DIR`` and is skipped when its output exists, so an interrupted run
-resumes where it stopped (the training stages also resume from their own checkpoints). Sizes (:class:`Plan`) are
-the only difference between ``--quick`` (CI: about two minutes on two cores) and the full run (about half an hour).
+resumes where it stopped (the training stages also resume from their own checkpoints), and ``--seed 1`` after
+``--seed 0`` trains and scores a second seed on the same world, codec and caches. Sizes (:class:`Plan`) are the only
+difference between ``--quick`` (the CI test) and the full run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import platform
 import time
 from collections.abc import Callable, Iterator
@@ -71,7 +76,6 @@ class Plan:
     """Clips of the train split (every identity x garment x motion combination the model learns from)."""
     test_samples: int
     """Clips of the held-out split (combinations never seen in training)."""
-    codec_steps: int
     model: ModelPlan
     batch: int
     sft_steps: int
@@ -85,11 +89,13 @@ class Plan:
     dmd_critic_lr: float
     dmd_critic_per_generator: int
     eval_samples: int
-    """Held-out samples of experiment 1 (teacher vs untrained)."""
-    stream_samples: int
-    """Held-out samples of experiments 2 and 3 (student vs teacher, switching)."""
+    """Held-out clips of experiments 1 and 2 (teacher vs untrained, student vs teacher)."""
+    switch_samples: int
+    """Held-out clips of experiment 3 (switching): every variant and control on each, paired."""
     long_samples: int
-    """Held-out samples of experiment 4 (the long stream)."""
+    """Held-out clips of experiment 4 (the long stream)."""
+    strip_clips: int = 8
+    """Frame strips of the first this many switch clips (never chosen ones)."""
     teacher_steps: int = 50
     """The teacher's sampling steps (UniPC, the paper's 50)."""
     teacher_cfg: float = 3.0
@@ -99,16 +105,17 @@ class Plan:
 
 
 FULL = Plan(
-    quick=False, train_samples=320, test_samples=24, codec_steps=0, model=ModelPlan(),
-    batch=8, sft_steps=700, sft_lr=5e-4, forcing_steps=150, forcing_lr=2e-4,
+    quick=False, train_samples=600, test_samples=40, model=ModelPlan(),
+    batch=8, sft_steps=1500, sft_lr=5e-4, forcing_steps=400, forcing_lr=2e-4,
     dmd_iterations=50, dmd_batch=4, dmd_lr=5e-5, dmd_critic_lr=1e-4, dmd_critic_per_generator=5,
-    eval_samples=8, stream_samples=6, long_samples=3,
+    eval_samples=16, switch_samples=32, long_samples=4,
 )
 QUICK = Plan(
-    quick=True, train_samples=32, test_samples=4, codec_steps=0, model=ModelPlan(dim=128, ffn_dim=256, num_layers=2),
-    batch=8, sft_steps=80, sft_lr=1e-3, forcing_steps=10, forcing_lr=1e-4,
+    quick=True, train_samples=200, test_samples=8, model=ModelPlan(dim=256, ffn_dim=512, num_layers=2),
+    batch=8, sft_steps=300, sft_lr=1e-3, forcing_steps=60, forcing_lr=2e-4,
     dmd_iterations=5, dmd_batch=2, dmd_lr=2e-5, dmd_critic_lr=1e-4, dmd_critic_per_generator=5,
-    eval_samples=4, stream_samples=1, long_samples=1, teacher_steps=8, long_factor=2, switch_variants=("all", "no_withdraw", "restart"),
+    eval_samples=2, switch_samples=6, long_samples=1, strip_clips=2, teacher_steps=8, long_factor=2,
+    switch_variants=("all", "no_refresh", "no_withdraw"),
 )
 
 
@@ -123,9 +130,11 @@ def plan_for(quick: bool) -> Plan:
 
 @dataclass
 class Layout:
-    """Where each stage writes, under the run's folder."""
+    """Where each stage writes, under the run's folder. The world, codec and caches are shared by every training
+    seed; models, plots and results are per seed."""
 
     root: Path
+    seed: int = 0
 
     @property
     def world(self) -> Path:
@@ -139,11 +148,15 @@ class Layout:
         return self.root / "cache" / split
 
     @property
+    def seed_root(self) -> Path:
+        return self.root / "runs" / f"seed{self.seed}"
+
+    @property
     def init(self) -> Path:
-        return self.root / "runs" / "init" / "random_teacher.safetensors"
+        return self.seed_root / "init" / "random_teacher.safetensors"
 
     def run(self, stage: str) -> Path:
-        return self.root / "runs" / stage
+        return self.seed_root / stage
 
     @property
     def teacher(self) -> Path:
@@ -159,11 +172,15 @@ class Layout:
 
     @property
     def plots(self) -> Path:
-        return self.root / "plots"
+        return self.root / "plots" / f"seed{self.seed}"
 
     @property
     def results(self) -> Path:
-        return self.root / "results.json"
+        return self.root / f"results_seed{self.seed}.json"
+
+    def all_results(self) -> list[Path]:
+        """Every seed's results written so far, by seed."""
+        return sorted(self.root.glob("results_seed*.json"), key=lambda p: int(p.stem.removeprefix("results_seed")))
 
 
 @dataclass
@@ -347,58 +364,69 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform()}
 
 
-def use_codec(source: Path, layout: Layout, *, size: int, frames: int, seed: int) -> dict[str, Any]:
-    """Copy a codec trained elsewhere into the run (instead of training one) and measure its held-out PSNR as
-    :func:`~chameleon_core.world.train_codec` reports it."""
+def codec_stage(layout: Layout, *, source: Path | None, train: bool, quick: bool) -> dict[str, Any]:
+    """Put the run's codec in place (train one, or copy ``source``: by default the codec the pack ships) and run
+    its gate; raises :class:`~chameleon_core.world.codec.CodecGateError` when it cannot show a garment."""
     import shutil
 
-    from chameleon_core.world.codec import codec_psnr, load_codec, world_clips
+    from chameleon_core.world.codec import check_codec_gate, load_codec, train_codec
 
-    if not source.is_file():
-        raise FileNotFoundError(f"--codec {source}: no such file; pass a codec written by train_codec (save_vae)")
+    report_path = layout.codec.with_suffix(".json")
     layout.codec.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, layout.codec)
-    vae = load_codec(layout.codec)
-    test = world_clips(8, "test", size=size, frames=frames, seed=seed * 100_003 + 50_000)
-    return {"path": str(layout.codec), "source": str(source), "psnr_test": codec_psnr(vae, test),
-            "note": "trained outside this run (--codec)"}
+    if layout.codec.is_file() and report_path.is_file():
+        report = json.loads(report_path.read_text())
+    elif train:
+        report = train_codec(layout.codec, quick=quick)
+    else:
+        src = Path(source) if source is not None else shipped_codec()
+        if not src.is_file():
+            raise FileNotFoundError(
+                f"--codec {src}: no such file; pass a world codec (python -m chameleon_core.world.codec writes one), "
+                "or --train-codec to train one in the run")
+        shutil.copyfile(src, layout.codec)
+        report = {"source": str(src), "note": "trained outside this run" + ("" if source else " (the pack's own)")}
+    gate = check_codec_gate(load_codec(layout.codec), path=source or layout.codec)
+    report["gate"] = asdict(gate)
+    report_path.write_text(json.dumps(report, indent=1, default=str))
+    return report
+
+
+def shipped_codec() -> Path:
+    """The world codec the pack ships with its demo (``demo/models/vae/``)."""
+    from chameleon_core.tools.demo_models import shipped_files
+
+    return shipped_files()["vae"]
 
 
 def run_pipeline(out: str | Path, *, quick: bool = False, seed: int = 0, plan: Plan | None = None,
-                 codec: str | Path | None = None) -> dict[str, Any]:
-    """Run everything (see the module docstring) into ``out``; returns the results (also ``out/results.json``).
-    ``codec``: use this codec file instead of training one."""
+                 codec: str | Path | None = None, train_codec: bool = False) -> dict[str, Any]:
+    """Run everything (see the module docstring) into ``out`` for training seed ``seed``; returns the results (also
+    ``out/results_seed<seed>.json``; ``out/report.md`` covers every seed run so far). ``codec``: use this codec file
+    (default: the one the pack ships); ``train_codec``: train one in the run instead."""
     from chameleon_core import world
 
     from . import experiments
+    from .report import report_markdown
 
     plan = plan or plan_for(quick)
-    layout = Layout(Path(out))
+    layout = Layout(Path(out), seed)
     layout.root.mkdir(parents=True, exist_ok=True)
-    timings = Timings.load(layout.root / "timings.json")
+    timings = Timings.load(layout.seed_root / "timings.json")
+    shared = Timings.load(layout.root / "timings_shared.json")
     if "experiments" in timings.seconds:  # a finished run scored again: its experiments time is this run's alone
         del timings.seconds["experiments"]
     size, frames = world.SIZE, world.FRAMES
 
-    with timings.stage("world"):
+    with shared.stage("world"):
         csvs = {}
         for split, count in (("train", plan.train_samples), ("test", plan.test_samples)):
             csv = layout.world / f"{split}.csv"
             csvs[split] = csv if csv.is_file() else world.write_dataset(layout.world, split=split, count=count,
-                                                                        size=size, frames=frames, seed=seed)
-    with timings.stage("codec"):
-        report_path = layout.codec.with_suffix(".json")
-        if layout.codec.is_file() and report_path.is_file():
-            codec_report = json.loads(report_path.read_text())
-        elif codec is not None:
-            codec_report = use_codec(Path(codec), layout, size=size, frames=frames, seed=seed)
-            report_path.write_text(json.dumps(codec_report, indent=1, default=str))
-        else:
-            layout.codec.parent.mkdir(parents=True, exist_ok=True)
-            codec_report = world.train_codec(layout.codec, quick=plan.quick, seed=seed,
-                                             **({"steps": plan.codec_steps} if plan.codec_steps else {}))
-            report_path.write_text(json.dumps(codec_report, indent=1, default=str))
-    with timings.stage("prepare"):
+                                                                        size=size, frames=frames, seed=0)
+    with shared.stage("codec"):
+        codec_report = codec_stage(layout, source=None if codec is None else Path(codec), train=train_codec,
+                                   quick=quick)
+    with shared.stage("prepare"):
         def text(prompts: list[str]) -> list[torch.Tensor]:
             return [world.encode_caption(p, max_len=plan.model.text_len) for p in prompts]
 
@@ -406,6 +434,7 @@ def run_pipeline(out: str | Path, *, quick: bool = False, seed: int = 0, plan: P
             manifest = layout.cache(split) / "manifest.json"
             if not manifest.is_file():
                 prepare_cache(csv, layout.cache(split), codec=layout.codec, text=text, frames=frames, size=size)
+    layout.seed_root.mkdir(parents=True, exist_ok=True)
     config = plan.model.config(world.TEXT_DIM)
     if not layout.init.is_file():
         write_initial_weights(layout.init, config, seed)
@@ -417,66 +446,19 @@ def run_pipeline(out: str | Path, *, quick: bool = False, seed: int = 0, plan: P
 
     results.update({
         "command": f"python -m chameleon_core.training.world run --out {out}" + (" --quick" if quick else "")
-                   + (f" --seed {seed}" if seed else "") + (f" --codec {codec}" if codec else ""),
+                   + (f" --seed {seed}" if seed else "") + (f" --codec {codec}" if codec else "")
+                   + (" --train-codec" if train_codec else ""),
+        "seed": seed,
         "plan": asdict(plan),
         "model_config": asdict(config),
         "codec": codec_report,
-        "timings_s": timings.seconds,
-        "wall_s": timings.total,
+        "timings_s": {**shared.seconds, **timings.seconds},
+        "wall_s": round(shared.total + timings.total, 1),
         "machine": machine(),
         "files": {"student": str(layout.student), "teacher": str(layout.teacher), "codec": str(layout.codec)},
     })
     layout.results.write_text(json.dumps(results, indent=1, default=str))
-    (layout.root / "report.md").write_text(report_markdown(results))
+    all_results = [json.loads(p.read_text()) for p in layout.all_results()]
+    (layout.root / "report.md").write_text(report_markdown(all_results))
     logger.info("results: %s (%.0f s)", layout.results, results["wall_s"])
     return results
-
-
-# -------------------------------------------------------------------------------------------------------------------
-# The report
-# -------------------------------------------------------------------------------------------------------------------
-
-
-def _cell(row: dict, key: str) -> str:
-    value = row.get(key)
-    if not isinstance(value, (int, float)) or math.isnan(value):
-        return "n/a"
-    std = row.get(f"{key}_std")
-    text = f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
-    return f"{text} ± {std:.3f}" if isinstance(std, (int, float)) and std > 0 else text
-
-
-def markdown_table(rows: dict[str, dict], keys: list[str], first: str = "") -> str:
-    """``rows[name][key]`` (with ``key_std``) as a markdown table, one row per name, mean ± std per cell."""
-    lines = ["| " + " | ".join([first, *keys]) + " |", "|" + "---|" * (len(keys) + 1)]
-    lines += ["| " + " | ".join([name, *(_cell(row, k) for k in keys)]) + " |" for name, row in rows.items()]
-    return "\n".join(lines)
-
-
-def report_markdown(results: dict[str, Any]) -> str:
-    """The results as markdown tables (``report.md``; the write-up in docs/experiments/ quotes them)."""
-    clip = ["garment_projection", "garment_accuracy", "garment_colour", "garment_pattern", "identity_error", "motion_agreement",
-            "temporal_jitter", "pixel_mse", "reward"]
-    parts = [
-        "# World experiments: results", "",
-        (f"Command: `{results.get('command', '')}`; wall time {results.get('wall_s', 0):.0f} s; "
-         f"machine: {results.get('machine', {})}"), "",
-        f"Stage seconds: {results.get('timings_s', {})}", "",
-        f"Codec: held-out PSNR {results.get('codec', {}).get('psnr_test', float('nan')):.2f} dB", "",
-        "## 1. Teacher after SFT vs the untrained model (held-out combinations)", "",
-        markdown_table(results["teacher_vs_untrained"], ["heldout_flow_loss", *clip], "model"), "",
-        "## 2. The 4-step student vs the 50-step teacher", "",
-        markdown_table(results["student_vs_teacher"], [*clip, "backbone_seconds_per_clip", "speedup_vs_teacher"],
-                       "model"), "",
-        "## 3. Garment switching", "",
-        markdown_table(results["switching"], ["garment_projection_before", "garment_projection_first_chunk",
-                                              "garment_projection_after", "latency_chunks"], "variant"), "",
-        markdown_table(results["switching"], ["garment_colour_after", "garment_accuracy_after", "target_share_after",
-                                              "leakage", "old_share_after", "latency_chunks_pixels"], "variant"), "",
-        markdown_table(results["switching"], ["identity_error_before", "identity_error_after", "switch_cut",
-                                              "motion_agreement", "switch_seconds"], "variant"), "",
-        "## 4. Long stream", "",
-        markdown_table(results["long_stream"], ["first_clip", "last_clip", "change"], "metric"), "",
-        "Plots: " + ", ".join(f"[{p}](plots/{p})" for p in results.get("plots", [])), "",
-    ]
-    return "\n".join(parts)

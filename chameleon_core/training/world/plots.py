@@ -105,30 +105,34 @@ def frame_strip(path: Path, rows: Mapping[str, torch.Tensor], frames: Sequence[i
     return path
 
 
-def write_all(folder: Path, *, ex1: dict, ex2: dict, ex3: dict, ex4: torch.Tensor | None, switch_series: dict,
-              long_series: list, clip_chunks: int) -> list[str]:
-    """Every plot of the experiments into ``folder``; returns the file names."""
+def _means(series: Sequence[Mapping[str, float]]) -> list[float]:
+    return [row.get("mean", math.nan) for row in series]
+
+
+def write_all(folder: Path, *, ex1: dict, ex2: dict, ex3: dict, ex4: torch.Tensor | None, switching: dict,
+              long: dict) -> list[str]:
+    """Every plot of the experiments into ``folder``; returns the file names. Strips show the *first* clips of
+    each experiment (never chosen ones)."""
     written = []
     t = next(iter(ex1.values())).shape[0]
     picks = sorted({0, t // 4, t // 2, 3 * t // 4, t - 1})
     written.append(frame_strip(folder / "teacher_vs_untrained.png", ex1, picks))
-    written.append(frame_strip(folder / "student_vs_teacher.png", {"teacher_sft": ex1["teacher_sft"], **ex2}, picks))
-    switch_frame = int(ex3["switch_frame"])
-    around = [f for f in range(switch_frame - 8, switch_frame + 17, 4) if f >= 0] + [switch_frame - 1]
-    videos = {k: v for k, v in ex3.items() if k != "switch_frame"}
-    written.append(frame_strip(folder / "switch_strip.png", videos, sorted(set(around)), marker=switch_frame))
-    n_before = len(next(iter(switch_series.values()))) // 2  # the switch comes halfway (experiments.switching)
-    for key, label in (("garment_projection", "garment projection in latent space (1 new, 0 old)"),
-                       ("target_share", "new garment's share of garment-coloured pixels"),
-                       ("old_share", "old garment's share of garment-coloured pixels"),
-                       ("garment_accuracy", "garment accuracy vs the garment worn (GT mask)"),
-                       ("identity_error", "identity error (GT regions)")):
-        series = {v: [row.get(key, math.nan) for row in rows] for v, rows in switch_series.items()}
-        written.append(line_plot(folder / f"switch_{key}.png", series, title=f"{label}; switch before chunk {n_before}",
-                                 xlabel="chunk", ylabel=key, vline=n_before - 0.5))
-    for key in ("garment_projection", "garment_accuracy", "target_share", "identity_error", "reward"):
-        written.append(line_plot(folder / f"long_{key}.png", {"student": [r.get(key, math.nan) for r in long_series]},
-                                 title=f"long stream: {key} per chunk (training clip = {clip_chunks} chunks)",
+    written.append(frame_strip(folder / "student_vs_teacher.png", ex2, picks))
+    for n, strip in enumerate(ex3["strips"]):
+        switch_frame = int(strip["switch_frame"])
+        frames = sorted({switch_frame - 12, switch_frame - 4, switch_frame - 1, switch_frame, switch_frame + 4,
+                         switch_frame + 8, switch_frame + 12, switch_frame + 24, switch_frame + 35})
+        videos = {k: v for k, v in strip.items() if k not in ("key", "switch_frame")}
+        written.append(frame_strip(folder / f"switch_strip_{n}.png", videos, frames, marker=switch_frame))
+    switch_chunk = int(switching["switch_chunk"])
+    series = {v: _means(rows) for v, rows in switching["series"].items()}
+    written.append(line_plot(folder / "switch_colour.png", series,
+                             title=f"garment colour accuracy per chunk (vs the garment worn); switch before chunk "
+                                   f"{switch_chunk}", xlabel="chunk", ylabel="colour accuracy",
+                             vline=switch_chunk - 0.5))
+    for key in ("garment_colour", "identity_error"):
+        written.append(line_plot(folder / f"long_{key}.png", {"student": _means(long["series"][key])},
+                                 title=f"long stream: {key} per chunk (training clip = {long['clip_chunks']} chunks)",
                                  xlabel="chunk", ylabel=key))
     if ex4 is not None:
         n = ex4.shape[0]

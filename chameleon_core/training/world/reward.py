@@ -4,7 +4,7 @@ FashionChameleon weights each chunk's DMD gradient by ``softmax(r / -tau)`` of a
 frames (low-quality chunks get more gradient). The aesthetic predictor (CLIP ViT-L/14 + the LAION MLP) means nothing
 on 64x64 cartoons, so the miniature pipeline scores what "a good-looking frame" is in this world: every pixel the
 renderer draws is exactly one palette colour (a wall, a pole, skin, hair, trousers, a garment colour, a pattern
-mark, or white), so a frame's reward is minus the mean distance of its pixels to the nearest palette colour (RGB in
+mark, or the try-off image's white), so a frame's reward is minus the mean distance of its pixels to the nearest palette colour (RGB in
 0..1, Euclidean). Blur, colour bleeding and the codec's or the student's artefacts lower it; a clean frame scores 0.
 
 Like the aesthetic score it needs no target (no mask, no garment label): it judges quality, not faithfulness to
@@ -16,24 +16,14 @@ from __future__ import annotations
 
 import torch
 
-from chameleon_core.world.catalog import (
-    BACKGROUND,
-    GARMENT_COLOUR,
-    HAIR,
-    PATTERN_SHADE,
-    POLE,
-    SKIN,
-    TROUSERS,
-)
+from chameleon_core.world.catalog import palette
 
 
 def world_palette() -> torch.Tensor:
-    """Every colour the renderer draws, ``[K, 3]`` in 0..1 (walls and their poles, skin, hair, trousers, garment
-    colours and their pattern marks, the try-off white)."""
-    colours = [*SKIN.values(), *HAIR.values(), TROUSERS, (255, 255, 255)]
-    colours += [c for wall in BACKGROUND.values() for c in (wall, tuple(round(v * POLE) for v in wall))]
-    colours += [c for g in GARMENT_COLOUR.values() for c in (g, tuple(round(v * PATTERN_SHADE) for v in g))]
-    return torch.tensor(sorted(set(colours)), dtype=torch.float32) / 255.0
+    """Every colour the renderer draws, ``[K, 3]`` in 0..1 (:func:`chameleon_core.world.catalog.palette`: walls and
+    their poles, skin, hair, trousers, garment colours, the pattern mark), plus the try-off image's white."""
+    colours = {e.rgb for e in palette()} | {(255, 255, 255)}
+    return torch.tensor(sorted(colours), dtype=torch.float32) / 255.0
 
 
 class PaletteReward:

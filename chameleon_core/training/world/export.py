@@ -1,0 +1,87 @@
+"""Export a trained world run as the pack's demo files: ``python -m chameleon_core.training.world export --run DIR
+[--seed S] --out demo``.
+
+Writes, under the names :mod:`chameleon_core.tools.demo_models` and the ``demo`` templates use
+(``<out>/models/<folder>/<file>`` and ``<out>/input/<image>``):
+
+- the trained 4-step student (after GR-DMD) in bf16, kind ``student``;
+- the world codec in bf16 (a Wan2.2-architecture VAE of width 16/32: the any-size VAE loader reads it);
+- prompt features of the demo's caption, from the world's caption encoder (no umT5 needed);
+- the demo person (a held-out identity, in a garment of its own) and three garments of the same kind, each another
+  colour: what a template streams, switching from garment 1 to 2 to 3.
+
+The demo person and garments are held-out combinations the model never saw in training.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+DEMO_SAMPLE = 5
+"""Index of the held-out (``test``) world sample the demo shows (a seeded draw; any index works)."""
+DEMO_MOTION = "sway"
+"""The demo's motion (and caption): a person swaying in place stays in frame for any stream length."""
+
+
+def demo_garments(sample):
+    """Three garments of the sample's kind, three different colours (the first the sample's own)."""
+    from chameleon_core.world.catalog import GARMENT_COLOUR, PATTERN
+
+    colours = [sample.garment.colour] + [c for c in GARMENT_COLOUR if c != sample.garment.colour
+                                         and c != sample.reference_garment.colour][:2]
+    patterns = [sample.garment.pattern] + [p for p in PATTERN if p != sample.garment.pattern][:2]
+    return [replace(sample.garment, colour=c, pattern=p) for c, p in zip(colours, patterns)]
+
+
+def demo_sample():
+    from chameleon_core.world import sample_world
+
+    return replace(sample_world(DEMO_SAMPLE, "test"), motion=DEMO_MOTION, phase=0)
+
+
+def export_demo(run: str | Path, out: str | Path, *, seed: int = 0) -> dict[str, Path]:
+    """Write the demo files from the run folder ``run`` (training seed ``seed``) into ``out``; returns the paths."""
+    from chameleon_core.checkpoints import load_transformer, save_transformer, save_vae
+    from chameleon_core.text import save_prompt_embeddings
+    from chameleon_core.tools.demo_models import FILES, IMAGES
+    from chameleon_core.world import caption, encode_caption, render_garment_on_white, render_reference
+    from chameleon_core.world.codec import load_codec
+
+    from .pipeline import Layout
+
+    layout = Layout(Path(run), seed)
+    for what, path in (("student", layout.student), ("codec", layout.codec)):
+        if not path.is_file():
+            raise FileNotFoundError(f"the run {run} has no {what} at {path}; run the pipeline first "
+                                    f"(python -m chameleon_core.training.world run --out {run} --seed {seed})")
+    out = Path(out)
+    paths = {k: out / "models" / v for k, v in FILES.items()}
+    for p in paths.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    student = load_transformer(layout.student, dtype=torch.float32, device="cpu")
+    save_transformer(paths["student"], student, kind="student", dtype=torch.bfloat16,
+                     metadata={"fashionchameleon.demo": "trained on the synthetic fashion world",
+                               "fashionchameleon.world_run": str(run), "fashionchameleon.seed": str(seed)})
+    codec = load_codec(layout.codec).to(dtype=torch.bfloat16)
+    save_vae(paths["vae"], codec, metadata={"fashionchameleon.demo": "the synthetic fashion world's codec"})
+    sample = demo_sample()
+    prompt = caption(sample)["en_long"][0]
+    save_prompt_embeddings(paths["prompt"], encode_caption(prompt, max_len=student.config.text_len), prompt)
+    inputs = out / "input"
+    inputs.mkdir(parents=True, exist_ok=True)
+    person, *garment_names = IMAGES
+    Image.fromarray(render_reference(sample).frames[0].numpy()).save(inputs / person)
+    paths[person] = inputs / person
+    for name, garment in zip(garment_names, demo_garments(sample)):
+        Image.fromarray(render_garment_on_white(garment).numpy(), "RGBA").save(inputs / name)
+        paths[name] = inputs / name
+    for k, p in paths.items():
+        logger.info("%s: %s (%.1f MB)", k, p, p.stat().st_size / 2**20)
+    return paths
