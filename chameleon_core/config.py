@@ -114,6 +114,11 @@ PRESETS: dict[str, WanConfig] = {
     "tiny": WanConfig(
         dim=256, ffn_dim=512, num_heads=2, num_layers=2, in_dim=48, out_dim=48, text_dim=64, text_len=16, name="tiny"
     ),
+    # The same with Wan2.1 latents (16 channels): the Wan2.1 students' profiles at test size.
+    "tiny-wan2.1": WanConfig(
+        dim=256, ffn_dim=512, num_heads=2, num_layers=2, in_dim=16, out_dim=16, text_dim=64, text_len=16,
+        name="tiny-wan2.1"
+    ),
 }
 
 

@@ -32,7 +32,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
+
 from .config import MAX_CACHE_FRAMES, StreamSettings, WanConfig
+from .model import WanModel
 
 logger = logging.getLogger(__name__)
 
@@ -259,12 +262,36 @@ def check_model_fits(prof: StreamProfile, config: WanConfig) -> None:
     """Log a warning when the model's architecture is not the one the profile was trained on (it still runs: a
     tiny test model, a pruned one)."""
     want = prof.model
-    if config.name != want and config.name not in ("tiny", "custom"):
+    if config.name != want and config.name != "custom" and not config.name.startswith("tiny"):
         logger.warning("the %s profile streams %s students, but this model is %s; its outputs are unlikely to be "
                        "useful", prof.name, want, config.name)
 
 
+def load_student(
+    path: str | os.PathLike[str],
+    *,
+    profile_name: str = AUTO,
+    lora: str | os.PathLike[str] | None = None,
+    dtype: torch.dtype = torch.bfloat16,
+    device: torch.device | str = "cpu",
+) -> tuple[WanModel, StreamProfile, str]:
+    """Load a causal student as its project publishes it and pick its profile: ``(model, profile, why)``.
+
+    ``profile_name``: a name, or :data:`AUTO` (:func:`detect_profile`). A training ``.pt`` gives the state dict the
+    profile's project infers with (``weights_entry``); ``lora`` (LongLive's ``lora.pt``) is merged while loading at
+    the profile's alpha / rank.
+    """
+    from .checkpoints import load_transformer
+
+    prof, why = resolve_profile(profile_name, path)
+    model = load_transformer(path, dtype=dtype, device=device, lora=lora, lora_scale=prof.lora_alpha_over_rank,
+                             prefer=prof.weights_entry)
+    check_model_fits(prof, model.config)
+    logger.info("stream profile %s (%s)", prof.name, why)
+    return model, prof, why
+
+
 __all__ = [
     "AUTO", "LONGLIVE_MERGED_FORMAT", "PROFILES", "PROFILE_METADATA_KEY", "PROFILE_NAMES", "PublicFile",
-    "StreamProfile", "check_model_fits", "detect_profile", "profile", "profile_from_metadata", "resolve_profile",
+    "StreamProfile", "check_model_fits", "detect_profile", "load_student", "profile", "profile_from_metadata", "resolve_profile",
 ]
