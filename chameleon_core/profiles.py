@@ -51,8 +51,6 @@ class PublicFile:
     """The file's name as published."""
     url: str
     """Where to download it."""
-    save_as: str
-    """The name to give it in ComfyUI's models folder (the workflows use it; it tells the loader the profile)."""
     folder: str
     """ComfyUI models folder: ``diffusion_models`` (the transformer) or ``loras`` (a LoRA applied on loading)."""
 
@@ -128,7 +126,7 @@ PROFILES: dict[str, StreamProfile] = {
         weights_entry="generator",
         files=(
             PublicFile("model_bf16.pt", f"{_HF}/Efficient-Large-Model/LongLive-2.0-5B/resolve/main/model_bf16.pt",
-                       "longlive2_5b_model_bf16.pt", "diffusion_models"),
+                       "diffusion_models"),
         ),
         published_speed="24.8 FPS (LongLive-2.0-5B, README models table)",
     ),
@@ -144,9 +142,8 @@ PROFILES: dict[str, StreamProfile] = {
         weights_entry="generator",
         files=(
             PublicFile("longlive_base.pt", f"{_HF}/Efficient-Large-Model/LongLive-1.3B/resolve/main/models/"
-                       "longlive_base.pt", "longlive_base.pt", "diffusion_models"),
-            PublicFile("lora.pt", f"{_HF}/Efficient-Large-Model/LongLive-1.3B/resolve/main/models/lora.pt",
-                       "longlive_lora.pt", "loras"),
+                       "longlive_base.pt", "diffusion_models"),
+            PublicFile("lora.pt", f"{_HF}/Efficient-Large-Model/LongLive-1.3B/resolve/main/models/lora.pt", "loras"),
         ),
         published_speed="20.7 FPS on one H100 (LongLive-1.3B, README)",
     ),
@@ -163,7 +160,7 @@ PROFILES: dict[str, StreamProfile] = {
         weights_entry="generator_ema",
         files=(
             PublicFile("self_forcing_dmd.pt", f"{_HF}/gdhe17/Self-Forcing/resolve/main/checkpoints/self_forcing_dmd.pt",
-                       "self_forcing_dmd.pt", "diffusion_models"),
+                       "diffusion_models"),
         ),
         published_speed="real time on one RTX 4090 (README)",
     ),
@@ -180,7 +177,7 @@ PROFILES: dict[str, StreamProfile] = {
         weights_entry="generator",
         files=(
             PublicFile("model.pt", f"{_HF}/tianweiy/CausVid/resolve/main/autoregressive_checkpoint/model.pt",
-                       "causvid_autoregressive_model.pt", "diffusion_models"),
+                       "diffusion_models"),
         ),
     ),
 }

@@ -23,7 +23,7 @@ Examples::
 
     # A public student with its own loop (the profile is read from the file, or given with --profile): LongLive 2.0
     # text-to-video with a prompt switch and a new shot; --image first.png makes it image-to-video
-    python -m chameleon_core --student models/diffusion_models/longlive2_5b_model_bf16.pt \\
+    python -m chameleon_core --student models/diffusion_models/model_bf16.pt \\
         --vae models/vae/wan2.2_vae.safetensors --prompt-embeds city.safetensors \\
         --prompt-switch 97:rain.safetensors --shot-switch 193:beach.safetensors --frames 289 --out longlive.mp4
 
