@@ -234,8 +234,8 @@ def test_fashionchameleon_perturbed_breaks(wan22, change):
     assert rel(got, expected) > BROKEN
 
 
-@pytest.mark.parametrize("case", ["self_forcing", "longlive1"])
-def test_rope_gap_breaks(wan21, case, monkeypatch):
+@pytest.mark.parametrize("case", ["fashionchameleon", "longlive2", "longlive1", "self_forcing", "causvid"])
+def test_rope_gap_breaks(wan21, wan22, case, monkeypatch):
     """RoPE positions continue frame by frame across chunks: one frame of gap after the first chunk breaks it."""
     original = rope_module.Rope.for_frames
 
@@ -243,7 +243,10 @@ def test_rope_gap_breaks(wan21, case, monkeypatch):
         return original(config, frame_start + (frame_start >= 3), frames, h, w, device)
 
     monkeypatch.setattr(rope_module.Rope, "for_frames", staticmethod(gap))
-    got, expected = (self_forcing_case if case == "self_forcing" else longlive1_case)(wan21)
+    run, model = {"fashionchameleon": (fashionchameleon_case, wan22), "longlive2": (longlive2_case, wan22),
+                  "longlive1": (longlive1_case, wan21), "self_forcing": (self_forcing_case, wan21),
+                  "causvid": (causvid_case, wan21)}[case]
+    got, expected = run(model)
     assert rel(got, expected) > BROKEN
 
 
