@@ -581,7 +581,7 @@ def start_node_stream(node: str, student, positive, conditions, *, seed: int, st
     family = student.config.latent
     if prof.conditions:
         check_person_conditions(node, student, conditions)
-        _, _, h, w = conditions.reference.shape
+        h, w = conditions.reference.shape[-2:]
     else:
         if conditions.has_person:
             raise node_error(node, "conditions", "reference and garment",

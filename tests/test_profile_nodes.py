@@ -44,6 +44,21 @@ def test_stream_start_takes_the_profile_settings_and_the_video_size(wan21):
     assert sf.settings.steps == 2 and sf.settings.cache_frames == 1023  # 32760 tokens at 16 a frame, capped
 
 
+def test_stream_start_of_fashionchameleon_keeps_its_settings_and_conditions():
+    model = random_transformer(PRESETS["tiny"], seed=1)
+    person = types.SimpleNamespace(has_person=True, reference=torch.randn(1, 48, 1, 4, 4),
+                                   garment=torch.randn(1, 48, 1, 4, 4), first_frame=None, width=64, height=64,
+                                   family="wan2.2")
+    ctx = [[torch.randn(1, 5, 64), {}]]
+    state = adapters.start_node_stream("S", _student("fashionchameleon", model), ctx, person, seed=0, steps=4,
+                                       chunk_frames=3, cache_frames=23, sink_chunks=1)
+    assert state.settings == adapters.StreamSettings() and state.latent_shape == (1, 48, 4, 4)
+    assert state.cache.positions[:2] == [0, 1]  # reference and garment prefilled at RoPE frames 0 and 1
+    default = adapters.start_node_stream("S", _student("fashionchameleon", model), ctx, person, seed=0, steps=-1,
+                                         chunk_frames=-1, cache_frames=-1, sink_chunks=-1)
+    assert default.settings == state.settings
+
+
 def test_stream_start_refuses_conditions_the_profile_does_not_take(wan21):
     ctx = [[torch.randn(1, 5, 64), {}]]
     student = _student("causvid", wan21)
