@@ -940,12 +940,15 @@ def test_every_example_workflows_model_entries_name_the_folder_the_loader_reads(
     ]:
         assert probe in json.dumps(info[node_type]["input"]["required"][widget]), (node_type, probe)
         folder_of[node_type] = folder
+    # the student loader's LoRA combo lists the loras folder too (its second model entry)
+    assert "probe_lora.safetensors" in json.dumps(info["ChameleonStudentLoader"]["input"]["optional"]["lora_name"])
     seen = 0
     for name in NAMES:
         ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
         for n in ui["nodes"]:
-            for m in n.get("properties", {}).get("models", []):
-                assert m["directory"] == folder_of[n["type"]], (name, n["type"], m)
+            for i, m in enumerate(n.get("properties", {}).get("models", [])):
+                want = "loras" if n["type"] == "ChameleonStudentLoader" and i else folder_of[n["type"]]
+                assert m["directory"] == want, (name, n["type"], m)
                 seen += 1
     assert seen >= 2 * len(NAMES)
 
