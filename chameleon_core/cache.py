@@ -18,6 +18,11 @@ Layout, in latent frames (each frame is ``tokens_per_frame`` tokens; with the de
   block-causal in-context mask (conditions attend to each other; chunk k to the conditions, earlier chunks and
   itself), restricted to sink + window once eviction starts.
 - Cross-attention K/V for the prompt are kept beside it (:class:`~chameleon_core.model.TextContext`).
+- Without conditions (``StreamSettings(conditions=False)``: the public text-/image-to-video students) the reference
+  and garment regions are empty, the sink starts at slot 0 and video frame k sits at RoPE frame k.
+- Pinned slots (LongLive 2.0's multi-shot sink, :meth:`KVCache.pin`) are never evicted; while any slot is pinned, a
+  new frame overwrites the window frame with the oldest position among the unpinned ones (without pins that is the
+  ring's next slot, the code path kept as it was).
 
 A :class:`KVCache` is mutable storage. Immutability of stream *states* is built on top of it
 (``chameleon_core.streaming``): an operation clones the cache once, works on the clone, and returns a new state.
@@ -66,8 +71,11 @@ class CacheGeometry:
 
     def region_slots(self, region: Region) -> range:
         s = self.settings
-        start = {Region.REFERENCE: 0, Region.GARMENT: 1, Region.SINK: 2, Region.WINDOW: 2 + s.sink_frames}
-        size = {Region.REFERENCE: 1, Region.GARMENT: 1, Region.SINK: s.sink_frames, Region.WINDOW: s.window_frames}
+        cond = s.cond_frames
+        start = {Region.REFERENCE: 0, Region.GARMENT: min(1, cond), Region.SINK: cond,
+                 Region.WINDOW: cond + s.sink_frames}
+        one = 1 if cond else 0
+        size = {Region.REFERENCE: one, Region.GARMENT: one, Region.SINK: s.sink_frames, Region.WINDOW: s.window_frames}
         return range(start[region], start[region] + size[region])
 
     def token_range(self, slot: int, count: int = 1) -> slice:
@@ -92,6 +100,8 @@ class KVCache:
     """RoPE frame position held by each slot, or None when the slot is empty."""
     window_head: int = 0
     """Next window slot (relative to the window's start) that a new frame overwrites."""
+    pinned: tuple[int, ...] = ()
+    """Window slots that are never evicted (a shot sink, :meth:`pin`); empty in FashionChameleon's streams."""
 
     # -- construction -------------------------------------------------------------------------------------------
 
@@ -115,7 +125,8 @@ class KVCache:
 
     def clone(self) -> KVCache:
         """An independent copy (device memory doubles until one of the two is dropped)."""
-        return KVCache(self.geometry, self.k.clone(), self.v.clone(), list(self.positions), self.window_head)
+        return KVCache(self.geometry, self.k.clone(), self.v.clone(), list(self.positions), self.window_head,
+                       self.pinned)
 
     def to(self, device: torch.device | str, *, non_blocking: bool = False) -> KVCache:
         """The same cache with storage on ``device`` (spilling to host or bringing back); bookkeeping is shared."""
@@ -123,7 +134,7 @@ class KVCache:
             return self
         k = self.k.to(device, non_blocking=non_blocking)
         v = self.v.to(device, non_blocking=non_blocking)
-        return KVCache(self.geometry, k, v, list(self.positions), self.window_head)
+        return KVCache(self.geometry, k, v, list(self.positions), self.window_head, self.pinned)
 
     @property
     def device(self) -> torch.device:
@@ -151,6 +162,7 @@ class KVCache:
                 self.positions[s] = None
             if region is Region.WINDOW:
                 self.window_head = 0
+                self.pinned = ()
 
     def reserve(self, frames: int, position: int) -> list[int]:
         """Claim slots for ``frames`` new video frames at RoPE positions ``position ..``; returns the slots.
@@ -159,7 +171,7 @@ class KVCache:
         after that, frames go into the FIFO window, overwriting the oldest history frames. This is where eviction
         happens: it occurs *before* the chunk is denoised, as in the authors' rolling cache.
         """
-        if self.positions[0] is None or self.positions[1] is None:
+        if self.geometry.settings.conditions and (self.positions[0] is None or self.positions[1] is None):
             raise RuntimeError("prefill the reference and garment before generating video frames")
         window = self.geometry.region_slots(Region.WINDOW)
         slots = []
@@ -167,6 +179,8 @@ class KVCache:
             free_sink = [s for s in self.geometry.region_slots(Region.SINK) if self.positions[s] is None]
             if free_sink and self.frame_count(Region.WINDOW) == 0:
                 slot = free_sink[0]
+            elif self.pinned:
+                slot = self._oldest_unpinned(window, slots)
             else:
                 slot = window.start + self.window_head
                 self.window_head = (self.window_head + 1) % len(window)
@@ -178,6 +192,24 @@ class KVCache:
             self.positions[slot] = position + i
             slots.append(slot)
         return slots
+
+    def _oldest_unpinned(self, window: range, taken: list[int]) -> int:
+        """The window slot a new frame takes while slots are pinned: an empty one, else the unpinned frame with the
+        oldest position (LongLive 2.0 rolls the unprotected part of its cache, oldest out first)."""
+        free = [s for s in window if s not in self.pinned and s not in taken]
+        if not free:
+            raise ValueError(
+                f"a chunk does not fit the history window of {len(window)} frames beside the {len(self.pinned)} "
+                "pinned shot-sink frames; raise cache_frames"
+            )
+        return min(free, key=lambda s: (self.positions[s] is not None, self.positions[s] or 0))
+
+    def pin(self, slots: list[int]) -> None:
+        """Keep these window slots (a new shot's first chunk) until the next :meth:`pin` replaces them."""
+        window = self.geometry.region_slots(Region.WINDOW)
+        if any(s not in window for s in slots):
+            raise ValueError(f"only history-window slots can be pinned, got {slots}")
+        self.pinned = tuple(sorted(slots))
 
     def assign(self, region: Region, position: int) -> list[int]:
         """Claim the single slot of the reference or garment region for a frame at ``position``."""
@@ -265,6 +297,9 @@ class CachedAttention:
             self.key_index = torch.tensor(rows, device=cache.device)
             self.key_mask = None
         self.key_bias: torch.Tensor | None = None
+        if condition_bias is not None and not cache.geometry.settings.conditions:
+            raise ValueError("condition weighting needs a stream with reference and garment conditions; this stream "
+                             "has none (a text-/image-to-video profile)")
         if condition_bias is not None:  # the reference and garment slots (0, 1) are the first keys in every layout
             key_len = len(self.key_index) if self.key_index is not None else self.key_end
             self.key_bias = condition_key_bias(condition_bias, 2 * cache.geometry.tokens_per_frame, key_len,

@@ -45,24 +45,29 @@ def prefill_conditions(
         cache.assign(Region.REFERENCE, REFERENCE_POSITION)[0] if store[0] else None,
         cache.assign(Region.GARMENT, GARMENT_POSITION)[0] if store[1] else None,
     ]
+    if not cache.geometry.settings.conditions:
+        raise ValueError("this stream has no reference or garment conditions to prefill (a text-/image-to-video "
+                         "profile)")
     t = torch.zeros(x.shape[0], COND_FRAMES, device=model.device)
     model.forward_frames(x, t, REFERENCE_POSITION, text, cache.condition_plan(slots))
 
 
 def chunk_forward(
     model: WanModel, cache: KVCache, text: TextContext, x: torch.Tensor, t: torch.Tensor, slots: list[int],
-    *, condition_bias: float | None = None, local_frames: int | None = None,
+    *, condition_bias: float | None = None, local_frames: int | None = None, rope_offset: int = 0,
 ) -> torch.Tensor:
     """Predict the flow for a chunk ``x [B, C, F, H, W]`` at timestep ``t`` (``[B]`` or per frame ``[B, F]``).
 
     ``slots`` come from :meth:`KVCache.reserve` and fix the chunk's RoPE positions. Returns ``[B, C, F, H, W]``.
     ``condition_bias`` / ``local_frames``: the options of :meth:`KVCache.plan` (:mod:`chameleon_core.guidance`).
+    ``rope_offset``: added to the RoPE frame positions (LongLive 2.0's multi-shot offset); the cache bookkeeping
+    keeps the frame positions.
     """
     b, f = x.shape[0], x.shape[2]
     if len(slots) != f:
         raise ValueError(f"chunk has {f} frames but {len(slots)} cache slots were reserved")
     t = t.to(model.device, torch.float32)
     frame_t = t[:, None].expand(b, f) if t.ndim == 1 else t
-    start = cache.positions[slots[0]]
+    start = cache.positions[slots[0]] + rope_offset
     plan = cache.plan(slots, condition_bias=condition_bias, local_frames=local_frames)
     return model.forward_frames(x, frame_t, start, text, plan)

@@ -114,6 +114,11 @@ PRESETS: dict[str, WanConfig] = {
     "tiny": WanConfig(
         dim=256, ffn_dim=512, num_heads=2, num_layers=2, in_dim=48, out_dim=48, text_dim=64, text_len=16, name="tiny"
     ),
+    # The same with Wan2.1 latents (16 channels): the Wan2.1 students' profiles at test size.
+    "tiny-wan2.1": WanConfig(
+        dim=256, ffn_dim=512, num_heads=2, num_layers=2, in_dim=16, out_dim=16, text_dim=64, text_len=16,
+        name="tiny-wan2.1"
+    ),
 }
 
 
@@ -133,14 +138,30 @@ def match_preset(config: WanConfig) -> WanConfig:
     return config.renamed("custom")
 
 
+SAMPLERS = ("renoise", "unipc")
+"""How a chunk is denoised: ``renoise`` (predict x0, re-noise it to the next step with fresh noise: FashionChameleon,
+Self-Forcing, CausVid, LongLive 1.0) or ``unipc`` (Wan's flow UniPC over the chunk's steps: LongLive 2.0)."""
+TIMESTEP_INPUTS = ("rounded", "exact")
+"""What the DiT is fed for a step's timestep: ``rounded`` (rounded to the compute dtype, then truncated, as
+FashionChameleon's loop builds it) or ``exact`` (the float as is, as the Self-Forcing family feeds it)."""
+PROMPT_RECACHE = ("chunks", "window", "none")
+"""What a prompt switch does to the cached frames: ``chunks`` (re-encode conditions and every cached chunk under the
+new prompt, chunk by chunk in time order), ``window`` (LongLive 1.0: the cached frames re-encoded in one forward that
+sees all of them; the sink keeps its keys once the stream has outgrown the cache), ``none`` (only the prompt
+changes: LongLive 2.0's per-chunk prompts)."""
+
+
 @dataclass(frozen=True)
 class StreamSettings:
     """How a stream runs: chunking, cache length and the few-step schedule (FashionChameleon's defaults).
 
     The one place where these settings are defined: the command line, the benchmark, the nodes and training read
     their defaults from here. The cache holds ``cache_frames`` latent frames: :data:`COND_FRAMES` condition frames
-    (reference, garment), a sink of ``sink_chunks`` chunks, and a FIFO history window that includes the chunk being
-    generated.
+    (reference, garment; none with ``conditions=False``), a sink of ``sink_chunks`` chunks, and a FIFO history
+    window that includes the chunk being generated.
+
+    The fields after ``keep_history`` describe the loops of other causal students (named bundles of them are the
+    stream profiles, :mod:`chameleon_core.profiles`); their defaults are FashionChameleon's loop.
     """
 
     chunk_frames: int = 3
@@ -157,6 +178,26 @@ class StreamSettings:
     """Keep every chunk's clean latents in the state (the node graph reads them: ``StreamState.latents()``). False
     keeps only the chunks whose frames are still in the KV cache (a prompt switch re-caches them) and the last one,
     so host memory stays flat however long a live stream runs (about 2 MiB per chunk at 1280x704 otherwise)."""
+    conditions: bool = True
+    """Reference and garment prefilled in front of the video (FashionChameleon's in-context conditions, RoPE frames
+    0 and 1). False: a plain text-/image-to-video stream, whose video starts at RoPE frame 0."""
+    student_timesteps: tuple[int, ...] | None = None
+    """Explicit raw denoising steps (CausVid's (1000, 757, 522)); None: ``steps`` evenly spaced from 1000."""
+    warp: bool = True
+    """Map the raw steps through the shifted training table (``table[1000 - s]``, σ = t / 1000). False feeds them as
+    they are and takes σ from the table entry nearest each (CausVid)."""
+    sampler: str = "renoise"
+    """One of :data:`SAMPLERS`."""
+    timestep_input: str = "rounded"
+    """One of :data:`TIMESTEP_INPUTS`."""
+    shot_rope_offset: int = 0
+    """RoPE frames added per new shot (LongLive 2.0's multi-shot offset: 8): a prompt switch that starts a new shot
+    moves every later frame's position by this much."""
+    shot_sink: bool = False
+    """The first chunk of a new shot is kept in the cache like a second sink until the next shot (LongLive 2.0's
+    multi-shot sink); the history window shrinks by a chunk while it is held outside it."""
+    prompt_recache: str = "chunks"
+    """One of :data:`PROMPT_RECACHE`."""
 
     def __post_init__(self) -> None:
         for name, low, high in (("chunk_frames", 1, MAX_CHUNK_FRAMES), ("cache_frames", 1, MAX_CACHE_FRAMES),
@@ -167,21 +208,46 @@ class StreamSettings:
                     f"{name} must be a whole number in {low}..{high}, got {value!r}; the defaults are "
                     f"chunk_frames=3, cache_frames=23, sink_chunks=1, steps=4 (the student is distilled for 4)"
                 )
-        if not isinstance(self.keep_history, bool):
-            raise ValueError(f"keep_history must be True or False, got {self.keep_history!r}")
+        for name in ("keep_history", "conditions", "warp", "shot_sink"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if isinstance(self.shift, bool) or not isinstance(self.shift, (int, float)) or not math.isfinite(self.shift) \
                 or self.shift <= 0:
             raise ValueError(f"shift must be a finite number > 0, got {self.shift!r}; Wan2.2-TI2V-5B uses 5.0")
-        if self.window_frames < self.chunk_frames:
+        for name, allowed in (("sampler", SAMPLERS), ("timestep_input", TIMESTEP_INPUTS),
+                              ("prompt_recache", PROMPT_RECACHE)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if isinstance(self.shot_rope_offset, bool) or not isinstance(self.shot_rope_offset, int) \
+                or not 0 <= self.shot_rope_offset <= MAX_CACHE_FRAMES:
+            raise ValueError(f"shot_rope_offset must be a whole number in 0..{MAX_CACHE_FRAMES}, got "
+                             f"{self.shot_rope_offset!r}; LongLive 2.0 uses 8, 0 turns it off")
+        if self.student_timesteps is not None:
+            raw = self.student_timesteps
+            if not isinstance(raw, tuple) or not raw or any(
+                    isinstance(s, bool) or not isinstance(s, int) or not 0 < s <= MAX_STEPS for s in raw):
+                raise ValueError(f"student_timesteps must be a tuple of whole numbers in 1..{MAX_STEPS}, got {raw!r}; "
+                                 "e.g. (1000, 750, 500, 250)")
+            if list(raw) != sorted(raw, reverse=True) or len(set(raw)) != len(raw):
+                raise ValueError(f"student_timesteps must be strictly decreasing, got {raw!r}")
+            if len(raw) != self.steps:
+                raise ValueError(f"student_timesteps {raw!r} has {len(raw)} steps but steps={self.steps}; give "
+                                 f"steps={len(raw)}")
+        if self.shot_sink and self.sink_chunks < 1:
+            raise ValueError("shot_sink needs a sink (sink_chunks >= 1): the shot's first chunk is kept beside it")
+        if self.window_frames < self.chunk_frames * (2 if self.shot_sink else 1):
+            need = self.chunk_frames * (2 if self.shot_sink else 1)
             raise ValueError(
-                f"cache_frames={self.cache_frames} leaves {self.window_frames} history frames after {COND_FRAMES} "
-                f"condition and {self.sink_frames} sink frames; it must be at least one chunk ({self.chunk_frames}). "
-                f"Raise cache_frames to >= {COND_FRAMES + self.sink_frames + self.chunk_frames} or shrink the sink."
+                f"cache_frames={self.cache_frames} leaves {self.window_frames} history frames after "
+                f"{self.cond_frames} condition and {self.sink_frames} sink frames; it must be at least "
+                f"{'two chunks (one may hold a shot sink)' if self.shot_sink else 'one chunk'} ({need}). "
+                f"Raise cache_frames to >= {self.cond_frames + self.sink_frames + need} or shrink the sink."
             )
 
     @property
     def cond_frames(self) -> int:
-        return COND_FRAMES
+        """Condition frames in front of the video: :data:`COND_FRAMES`, or 0 without conditions."""
+        return COND_FRAMES if self.conditions else 0
 
     @property
     def sink_frames(self) -> int:
@@ -190,4 +256,4 @@ class StreamSettings:
     @property
     def window_frames(self) -> int:
         """FIFO history frames, including the chunk being generated."""
-        return self.cache_frames - COND_FRAMES - self.sink_frames
+        return self.cache_frames - self.cond_frames - self.sink_frames

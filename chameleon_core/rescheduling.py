@@ -20,7 +20,12 @@ re-indexed); when refresh and disentangle are both on, the new pair is prefilled
 
 A prompt switch (:func:`switch_prompt`) re-caches as LongLive does: fresh cross-attention K/V, then the conditions
 and every frame still in the cache are recomputed under the new prompt, chunk by chunk in time order at their own
-positions and t = 0, each attending to what precedes it.
+positions and t = 0, each attending to what precedes it. The public students' profiles carry their own rule
+(``StreamSettings.prompt_recache``): LongLive 1.0's ``window`` (one forward over the cached frames, which see each
+other; the sink keeps its keys once the stream has outgrown the cache: ``_recache_after_switch`` of its
+``pipeline/interactive_causal_inference.py``) and LongLive 2.0's ``none`` (the prompt changes from the next chunk
+on; a ``new_shot`` also moves RoPE and pins that chunk as the shot sink). Streams without conditions have no
+garment to switch.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ import torch
 
 from .cache import Region
 from .causal import chunk_forward, prefill_conditions
-from .config import COND_FRAMES
 from .decoding import ChunkDecoderVAE, last_pixel_frame
 from .latents import LatentFamily
 from .model import TextContext
@@ -77,6 +81,12 @@ def switch_garment(
     ``codec``; or, with only ``codec``, the last frame of a continuous decode of the whole stream (exact, and its
     cost grows with the stream's length). With all three flags off the state is returned as is.
     """
+    if not state.settings.conditions:
+        raise ValueError(
+            "this stream has no garment to switch: it was started without reference and garment conditions (the "
+            "profile of a public text-/image-to-video student). Switch its prompt instead, or stream a "
+            "FashionChameleon student"
+        )
     if not (refresh or withdraw or disentangle):
         return state
     model = state.model
@@ -134,23 +144,50 @@ def switch_garment(
 
 
 @torch.no_grad()
-def switch_prompt(state: StreamState, context: torch.Tensor | TextContext) -> StreamState:
-    """Switch the prompt: new cross-attention K/V and the cached frames re-encoded under it (LongLive's re-cache)."""
-    model = state.model
+def switch_prompt(state: StreamState, context: torch.Tensor | TextContext, *, new_shot: bool = False) -> StreamState:
+    """Switch the prompt: new cross-attention K/V and the cached frames re-encoded under it by the stream's rule
+    (``settings.prompt_recache``; FashionChameleon's is LongLive's re-cache, chunk by chunk).
+
+    ``new_shot``: the switch starts a new shot (LongLive 2.0's scene cut): every later frame's RoPE position moves
+    by ``settings.shot_rope_offset`` more, and with ``settings.shot_sink`` the next chunk is pinned beside the sink.
+    Refused for a profile without shots. At frame 0 a new shot is only a new prompt (as LongLive 2.0 counts it).
+    """
+    model, settings = state.model, state.settings
     if not isinstance(context, TextContext):
         if not isinstance(context, torch.Tensor) or not context.is_floating_point():
             raise ValueError(f"the new prompt must be floating-point features [B, L, text_dim], got {context!r:.80}")
         check_finite_inputs(**{"new prompt": context})
-    groups = cached_frames(state)
+    if new_shot and not (settings.shot_rope_offset or settings.shot_sink):
+        raise ValueError("new_shot needs a stream whose profile has shots (LongLive 2.0: shot_rope_offset / "
+                         "shot_sink); this stream's prompt switch is a plain switch, pass new_shot=False")
+    rule = settings.prompt_recache
+    groups = cached_frames(state) if rule != "none" and state.frames else []
+    cond = settings.cond_frames
+    if rule == "window" and state.frames > settings.cache_frames - cond:
+        # LongLive 1.0 past its cache length: the sink keeps its keys, the window is re-encoded beside it.
+        sink = set(state.geometry.region_slots(Region.SINK))
+        groups = [g for g in groups if not set(g[0]) & sink]
     # Every frame to re-cache must still be held (with keep_history=False the state keeps exactly these).
-    held = [state.held_latents([p - COND_FRAMES for p in positions]) for _, positions in groups]
+    held = [state.held_latents([p - cond for p in positions]) for _, positions in groups]
     text = context if isinstance(context, TextContext) else model.prepare_text(context)
     cache = state.private_cache()
-    prefill_conditions(model, cache, text, state.reference, state.garment)
-    b = state.reference.shape[0]
-    for (slots, _), latents in zip(groups, held):
-        x = latents.to(model.device)
-        chunk_forward(model, cache, text, x, torch.zeros(b, device=model.device), slots,
-                      local_frames=state.local_frames)
-    logger.info("prompt switch at latent frame %d: re-cached %d chunks", state.frames, len(groups))
-    return state.with_cache(cache, text=text, switches=state.switches + 1)
+    if settings.conditions:
+        prefill_conditions(model, cache, text, state.reference, state.garment)
+    b = state.latent_shape[0]
+    if rule == "window" and groups:  # one forward: the re-cached frames attend to each other (and the kept sink)
+        slots = [s for g, _ in groups for s in g]
+        positions = [p for _, g in groups for p in g]
+        if positions != list(range(positions[0], positions[0] + len(positions))):
+            raise RuntimeError(f"internal: the cached frames {positions} are not consecutive")
+        chunk_forward(model, cache, text, torch.cat(held, dim=2).to(model.device), torch.zeros(b, device=model.device),
+                      slots, local_frames=state.local_frames)
+    else:
+        for (slots, _), latents in zip(groups, held):
+            x = latents.to(model.device)
+            chunk_forward(model, cache, text, x, torch.zeros(b, device=model.device), slots,
+                          local_frames=state.local_frames)
+    shot = new_shot and state.frames > 0
+    logger.info("prompt switch at latent frame %d (%s re-cache): re-cached %d chunks%s", state.frames, rule,
+                len(groups), ", new shot" if shot else "")
+    changes = {"shot": state.shot + 1, "pin_next": settings.shot_sink} if shot else {}
+    return state.with_cache(cache, text=text, switches=state.switches + 1, **changes)

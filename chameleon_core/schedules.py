@@ -6,11 +6,21 @@ velocity ``v = eps - x0``; the timestep fed to the network is ``t = 1000 * sigma
 
 The few-step student (authors' ``stream_wan22_ic_inference.py``) denoises at timesteps [1000, 750, 500, 250]
 mapped through the shift-5 table, i.e. ``shifted[1000 - s]``: [1000, 937.5, 833.33, 625].
+
+:class:`StepSchedule` is one chunk's steps as a student's own loop runs them (which σ, which timestep the DiT is
+fed, which sampler); :func:`step_schedule` builds it from :class:`~chameleon_core.config.StreamSettings` (the
+profiles of the public students differ exactly here: ``docs/profiles.md``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from .config import StreamSettings
 
 NUM_TRAIN_TIMESTEPS = 1000
 STUDENT_TIMESTEPS = (1000, 750, 500, 250)
@@ -83,3 +93,63 @@ def velocity(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
     """``x_t = (1 - sigma) x0 + sigma eps``."""
     return (1 - sigma) * x0 + sigma * noise
+
+
+def nearest_table_sigma(t: float, shift: float) -> float:
+    """σ of the training-table entry nearest ``t`` (the Self-Forcing family's ``FlowMatchScheduler`` lookup: CausVid
+    feeds unwarped steps such as 757 and takes σ from the entry closest to it)."""
+    table = shifted_timestep_table(shift)
+    i = int(torch.argmin((table - float(t)).abs()))
+    return float(table[i]) / NUM_TRAIN_TIMESTEPS
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """One chunk's denoising steps as a student's loop runs them.
+
+    ``timesteps``: each step's timestep (e.g. [1000, 937.5, 833.3, 625]); ``sigmas``: σ of each step, used for x0 and
+    re-noising (``renoise``), or the solver's σ list ending in 0 (``unipc``: one more value than steps);
+    ``sampler`` / ``timestep_input``: see :data:`~chameleon_core.config.SAMPLERS` /
+    :data:`~chameleon_core.config.TIMESTEP_INPUTS`.
+    """
+
+    timesteps: tuple[float, ...]
+    sigmas: tuple[float, ...]
+    sampler: str = "renoise"
+    timestep_input: str = "rounded"
+
+    def __len__(self) -> int:
+        return len(self.timesteps)
+
+    def __getitem__(self, step: int) -> float:
+        return self.timesteps[step]
+
+    def fed(self, step: int, dtype: torch.dtype) -> float:
+        """The timestep the DiT is fed at ``step`` for a model computing in ``dtype``."""
+        if self.timestep_input == "rounded":
+            return float(model_timestep(self.timesteps[step], dtype))
+        return float(self.timesteps[step])
+
+    @staticmethod
+    def from_timesteps(timesteps: tuple[float, ...] | list[float]) -> StepSchedule:
+        """FashionChameleon's schedule for a list of warped timesteps: σ = t / 1000, the DiT fed the rounded value."""
+        ts = tuple(float(t) for t in timesteps)
+        return StepSchedule(ts, tuple(t / NUM_TRAIN_TIMESTEPS for t in ts))
+
+
+def step_schedule(settings: StreamSettings, steps: int | None = None) -> StepSchedule:
+    """The chunk schedule of a stream's settings; ``steps`` overrides the step count (evenly spaced raw steps)."""
+    n = settings.steps if steps is None else steps
+    if settings.sampler == "unipc":
+        # LongLive 2.0: Wan's FlowUniPCMultistepScheduler over n steps at the shift; the DiT sees int64(σ * 1000).
+        sigmas = teacher_sigmas(n, settings.shift)
+        fed = tuple(float(int(float(s) * NUM_TRAIN_TIMESTEPS)) for s in sigmas[:-1])
+        return StepSchedule(fed, tuple(float(s) for s in sigmas), "unipc", "exact")
+    raw = settings.student_timesteps if steps is None and settings.student_timesteps is not None \
+        else student_steps_for(n)
+    if settings.warp:
+        ts = tuple(student_timesteps(settings.shift, raw))
+        return StepSchedule(ts, tuple(t / NUM_TRAIN_TIMESTEPS for t in ts), "renoise", settings.timestep_input)
+    ts = tuple(float(s) for s in raw)
+    return StepSchedule(ts, tuple(nearest_table_sigma(t, settings.shift) for t in ts), "renoise",
+                        settings.timestep_input)

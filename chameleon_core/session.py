@@ -83,6 +83,8 @@ class PromptSwitch:
     context: torch.Tensor = field(repr=False)
     """Prompt features ``[1, L, text_dim]``."""
     label: str = "prompt"
+    new_shot: bool = False
+    """The prompt starts a new shot (LongLive 2.0's scene cut: RoPE offset and shot sink; its profile only)."""
 
     kind = "prompt"
 
@@ -214,6 +216,11 @@ class Session:
                              "generate latents only")
         first = 0 if state.frames else 1  # a continued stream may switch at the boundary it starts at
         for event in timeline:
+            if isinstance(event.switch, GarmentSwitch) and not state.settings.conditions:
+                raise ValueError(
+                    f"a garment switch at chunk {event.chunk}, but this stream has no garment: it streams a public "
+                    "text-/image-to-video student without reference and garment conditions. Switch prompts instead"
+                )
             if event.chunk < first or (chunks is not None and event.chunk >= chunks):
                 raise ValueError(
                     f"a {event.switch.kind} switch at chunk {event.chunk} is outside the session's boundaries "
@@ -429,7 +436,7 @@ class Session:
         _sync(device)
         t0 = time.perf_counter()
         if isinstance(switch, PromptSwitch):
-            self._state = switch_prompt(self._state, switch.context)
+            self._state = switch_prompt(self._state, switch.context, new_shot=switch.new_shot)
         else:
             self._state = self._switch_garment(switch)
         _sync(device)

@@ -14,6 +14,10 @@ The autoregressive loop (:func:`generate`) reads top to bottom, as in Self-Forci
    the next step with fresh noise; the last x0 is the chunk;
 3. run the clean chunk once more at t = 0 (the "clean pass") so the cache holds the keys later chunks read.
 
+The public causal students (LongLive, Self-Forcing, CausVid) run the same loop with their own settings (chunk,
+window, sink, steps, sampler: a stream profile, :mod:`chameleon_core.profiles`): without reference and garment
+conditions, optionally from a first-frame image (image-to-video), with multi-shot RoPE offsets and shot sinks.
+
 Device memory (the policy): a cache at 5B / 704p is several GB, and a workflow with a chain of switches keeps many
 states alive. A process-wide :class:`CacheResidency` keeps at most ``max_device_caches`` caches (default 2) on the
 accelerator, least recently used first out; older ones are moved to host memory and brought back when an operation
@@ -34,11 +38,11 @@ import torch
 from .cache import CacheGeometry, KVCache, Region
 from .causal import prefill_conditions
 from .chunk_step import ChunkInterrupted, denoise_chunk
-from .config import COND_FRAMES, StreamSettings
+from .config import StreamSettings
 from .guidance import ConditionWeighting, SourceVideo, as_weighting, check_local_frames
 from .memory import check_stream_memory, check_stream_sizes, estimate_stream_memory
 from .model import TextContext, WanModel
-from .schedules import student_steps_for, student_timesteps
+from .schedules import StepSchedule, step_schedule, student_steps_for, student_timesteps
 
 logger = logging.getLogger(__name__)
 
@@ -130,10 +134,10 @@ class StreamState:
     geometry: CacheGeometry
     text: TextContext
     """Cross-attention K/V of the current prompt."""
-    reference: torch.Tensor
-    """Model-space latent ``[B, C, 1, h, w]`` whose keys fill the reference segment."""
-    garment: torch.Tensor
-    """Model-space latent ``[B, C, 1, h, w]`` whose keys fill the garment segment."""
+    reference: torch.Tensor | None
+    """Model-space latent ``[B, C, 1, h, w]`` whose keys fill the reference segment (None without conditions)."""
+    garment: torch.Tensor | None
+    """Model-space latent ``[B, C, 1, h, w]`` whose keys fill the garment segment (None without conditions)."""
     _box: _CacheBox = field(repr=False)
     rng_state: torch.Tensor = field(repr=False)
     """CPU generator state for the next chunk's noise."""
@@ -152,6 +156,14 @@ class StreamState:
     """Condition weighting: a logit bias per denoising step on the reference and garment keys, or None."""
     local_frames: int | None = None
     """Frame-local attention: history frames each chunk sees besides the conditions and the sink; None = all."""
+    size: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """Latent shape ``(B, C, h, w)`` of the stream's frames."""
+    first_frame: torch.Tensor | None = field(default=None, repr=False)
+    """Image-to-video: the model-space latent ``[B, C, 1, h, w]`` the stream's frame 0 is held to (clean, t = 0)."""
+    shot: int = 0
+    """Shots started so far (prompt switches with ``new_shot``); moves RoPE by ``shot * settings.shot_rope_offset``."""
+    pin_next: bool = False
+    """The next chunk starts a shot and is pinned as the shot sink (``settings.shot_sink``)."""
 
     # -- views --------------------------------------------------------------------------------------------------
 
@@ -163,7 +175,16 @@ class StreamState:
     @property
     def timesteps(self) -> tuple[float, ...]:
         """The warped denoising timesteps of the stream's steps and shift, e.g. [1000, 937.5, 833.3, 625]."""
-        return schedule(self.settings.steps, self.settings.shift)
+        return self.step_schedule().timesteps
+
+    def step_schedule(self, steps: int | None = None) -> StepSchedule:
+        """The chunk schedule of the stream's settings (``steps`` overrides the step count)."""
+        return step_schedule(self.settings, steps)
+
+    @property
+    def rope_offset(self) -> int:
+        """RoPE frames added to the next chunk's positions (multi-shot offset of the shots so far)."""
+        return self.shot * self.settings.shot_rope_offset
 
     @property
     def frames(self) -> int:
@@ -177,12 +198,11 @@ class StreamState:
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
-        b, c, _, h, w = self.reference.shape
-        return b, c, h, w
+        return self.size
 
     @property
     def next_position(self) -> int:
-        return COND_FRAMES + self.frames
+        return self.settings.cond_frames + self.frames
 
     def latents(self) -> torch.Tensor:
         """All clean latents so far, model space ``[B, C, frames, h, w]`` (host).
@@ -235,21 +255,45 @@ def start_stream(
     model: WanModel,
     *,
     context: torch.Tensor | TextContext,
-    reference: torch.Tensor,
-    garment: torch.Tensor,
+    reference: torch.Tensor | None = None,
+    garment: torch.Tensor | None = None,
     seed: int = 0,
     settings: StreamSettings | None = None,
+    first_frame: torch.Tensor | None = None,
+    latent_size: tuple[int, int] | None = None,
 ) -> StreamState:
     """Start a stream: prefill the reference and garment KV and return the initial state.
 
     reference, garment: model-space latents ``[B, C, 1, h, w]`` (convert raw VAE latents with
     :func:`chameleon_core.latents.to_model_space`); context: prompt features ``[B, L, text_dim]``; settings:
     chunking, cache length, steps and shift (the defaults of :class:`StreamSettings` when None).
+
+    Without conditions (``settings.conditions`` False: a public student's profile) there is no reference or garment:
+    pass ``first_frame`` (a model-space ``[B, C, 1, h, w]`` latent the stream's frame 0 is held to: image-to-video)
+    or ``latent_size`` (``(h, w)`` in latent pixels: text-to-video).
     """
     settings = settings or StreamSettings()
     cfg = model.config
     check_seed(seed)
-    for name, lat in (("reference", reference), ("garment", garment)):
+    if settings.conditions:
+        if reference is None or garment is None:
+            raise ValueError(
+                "this stream takes reference and garment conditions (StreamSettings(conditions=True), "
+                "FashionChameleon's student); pass reference= and garment= latents, or use the profile of a "
+                "text-to-video student"
+            )
+        if first_frame is not None:
+            raise ValueError("a first-frame image is for image-to-video profiles without conditions; this stream "
+                             "takes reference and garment latents instead (drop first_frame=)")
+        named = (("reference", reference), ("garment", garment))
+    else:
+        if reference is not None or garment is not None:
+            raise ValueError(
+                "this stream has no reference or garment conditions (StreamSettings(conditions=False): a public "
+                "text-/image-to-video student); drop reference= and garment=, or load a FashionChameleon student"
+            )
+        named = (("first_frame", first_frame),) if first_frame is not None else ()
+    for name, lat in named:
         if not isinstance(lat, torch.Tensor) or not lat.is_floating_point():
             got = f"dtype {lat.dtype}" if isinstance(lat, torch.Tensor) else type(lat).__name__
             raise ValueError(f"{name} must be a floating-point latent [B, C, 1, h, w], got {got}")
@@ -260,28 +304,45 @@ def start_stream(
                 f"{name} latent has {lat.shape[1]} channels but the model takes {cfg.in_dim} "
                 f"({cfg.latent.name} VAE); encode the images with the {cfg.latent.name} VAE"
             )
-    if reference.shape != garment.shape:
+    if settings.conditions and reference.shape != garment.shape:
         raise ValueError(
             f"reference and garment latents must have the same shape, got {tuple(reference.shape)} and "
             f"{tuple(garment.shape)}; encode both at the video resolution"
         )
-    if not isinstance(context, TextContext):
-        check_finite_inputs(reference=reference, garment=garment, context=context)
+    if named:
+        lead = named[0][1]
+        batch, h, w = lead.shape[0], lead.shape[3], lead.shape[4]
+        if latent_size is not None and tuple(latent_size) != (h, w):
+            raise ValueError(f"latent_size {tuple(latent_size)} does not match the {named[0][0]} latent's {(h, w)}; "
+                             "pass one of them")
     else:
-        check_finite_inputs(reference=reference, garment=garment)
-    _, _, _, h, w = reference.shape
+        if latent_size is None or len(tuple(latent_size)) != 2 or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in latent_size):
+            raise ValueError(
+                f"a text-to-video stream needs its size: latent_size=(h, w) in latent pixels (e.g. "
+                f"{cfg.latent.name}: height / {cfg.latent.spatial_stride}), got {latent_size!r}; or pass first_frame="
+            )
+        batch, (h, w) = 1, tuple(latent_size)
+    inputs = {name: lat for name, lat in named}
+    if not isinstance(context, TextContext):
+        check_finite_inputs(**inputs, context=context)
+    else:
+        check_finite_inputs(**inputs)
     geometry = CacheGeometry(settings, cfg.tokens_per_latent_grid(h, w))
     device, dtype = model.device, model.dtype
     # Refuse before the cache exists: an oversized cache_frames / resolution would otherwise take the machine down.
-    check_stream_sizes(settings, batch=reference.shape[0])
-    estimate = estimate_stream_memory(cfg, settings, geometry.tokens_per_frame, batch=reference.shape[0], dtype=dtype,
+    check_stream_sizes(settings, batch=batch)
+    estimate = estimate_stream_memory(cfg, settings, geometry.tokens_per_frame, batch=batch, dtype=dtype,
                                       device=device)
     check_stream_memory(estimate, device, what=f"this stream ({cfg.name}, latent {h}x{w}, {settings.cache_frames} "
-                        f"cache frames, batch {reference.shape[0]})")
+                        f"cache frames, batch {batch})")
     text = context if isinstance(context, TextContext) else model.prepare_text(context)
-    reference = reference.to(device, torch.float32)
-    garment = garment.to(device, torch.float32)
-    cache = prefilled_cache(model, geometry, text, reference, garment)
+    if settings.conditions:
+        reference = reference.to(device, torch.float32)
+        garment = garment.to(device, torch.float32)
+        cache = prefilled_cache(model, geometry, text, reference, garment)
+    else:
+        cache = KVCache.empty(cfg, geometry, batch=batch, device=device, dtype=dtype)
     gen = torch.Generator().manual_seed(int(seed))
     state = StreamState(
         model=model,
@@ -293,11 +354,14 @@ def start_stream(
         _box=_CacheBox(cache, device),
         rng_state=gen.get_state(),
         history=(),
+        size=(batch, cfg.in_dim, h, w),
+        first_frame=None if first_frame is None else first_frame.to(device, torch.float32),
     )
     RESIDENCY.touch(state._box)
     logger.info(
-        "stream started: %s, %d tokens/frame, cache %d frames (%.1f MB)",
+        "stream started: %s, %d tokens/frame, cache %d frames (%.1f MB)%s",
         cfg.name, geometry.tokens_per_frame, geometry.slots, cache.nbytes / 2**20,
+        "" if settings.conditions else (", image-to-video" if first_frame is not None else ", text-to-video"),
     )
     return state
 
@@ -361,7 +425,8 @@ def latent_frames_for(state: StreamState, video_frames: int) -> int:
 
 
 def schedule(steps: int, shift: float) -> tuple[float, ...]:
-    """The student's warped timesteps for ``steps`` evenly spaced steps at ``shift``."""
+    """The student's warped timesteps for ``steps`` evenly spaced steps at ``shift`` (FashionChameleon's schedule;
+    a stream's own is :meth:`StreamState.step_schedule`)."""
     return tuple(student_timesteps(shift, student_steps_for(steps)))
 
 
@@ -386,7 +451,8 @@ class Rollout:
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}; 'cpu' is the reference behaviour")
         self.state = state
-        self.timesteps = state.timesteps if steps is None else schedule(steps, state.settings.shift)
+        self.schedule = state.step_schedule(steps)
+        self.timesteps = self.schedule.timesteps
         weighting = state.condition_weights
         self.condition_bias = None if weighting is None else weighting.for_steps(len(self.timesteps), "this stream")
         self.noise, self.clean_pass, self.should_stop = noise, clean_pass, should_stop
@@ -400,6 +466,7 @@ class Rollout:
         self._made = 0
         self.frames = state.frames
         """Video latent frames of the stream including this rollout's chunks."""
+        self._pin_next = state.pin_next
 
     def _noise(self, _step: int) -> torch.Tensor:
         b, ch, h, w = self.state.latent_shape
@@ -418,15 +485,18 @@ class Rollout:
         window_head, rng = cache.window_head, self._gen.get_state()
         source = None if state.source is None else state.source.chunk(self.frames, c, self.timesteps, state.model.device)
         # 1. Claim the chunk's slots (evicts the oldest history frames once the window is full).
-        slots = cache.reserve(c, COND_FRAMES + self.frames)
+        window_pins = cache.pinned
+        slots = cache.reserve(c, state.settings.cond_frames + self.frames)
         try:
             if self.noise == "device":
                 seed = int(torch.randint(0, 2**62, (), generator=self._gen))  # the CPU generator carries the stream
                 self._device_gen = torch.Generator(device=state.model.device).manual_seed(seed)
             # 2-3. Few-step denoising, then the clean pass that writes the chunk's keys (the shared chunk step).
-            x0 = denoise_chunk(state.model, cache, state.text, slots, self.timesteps, self._noise,
+            clean = state.first_frame if self.frames == 0 else None  # image-to-video: frame 0 is the image
+            x0 = denoise_chunk(state.model, cache, state.text, slots, self.schedule, self._noise,
                                clean_pass=self.clean_pass, source=source, condition_bias=self.condition_bias,
-                               local_frames=state.local_frames, should_stop=self.should_stop)
+                               local_frames=state.local_frames, should_stop=self.should_stop, clean_frames=clean,
+                               rope_offset=state.rope_offset)
             if not bool(torch.isfinite(x0).all()):  # one host sync per chunk, not per layer
                 raise NonFiniteChunkError(
                     f"chunk {self._made} (latent frames {self.frames}..{self.frames + c - 1}) contains NaN/inf. The "
@@ -440,9 +510,12 @@ class Rollout:
             # of an unfailed run.
             for slot in slots:
                 cache.positions[slot] = None
-            cache.window_head = window_head
+            cache.window_head, cache.pinned = window_head, window_pins
             self._gen.set_state(rng)
             raise
+        if self._pin_next:  # the first chunk of a new shot stays beside the sink (LongLive 2.0's multi-shot sink)
+            cache.pin(slots[: min(c, state.settings.sink_frames)])
+            self._pin_next = False
         host = x0.cpu() if x0.device.type != "cpu" else x0.clone()  # never share storage with what is handed out
         self._history.append(host)
         self._starts.append(self.frames)
@@ -459,7 +532,7 @@ class Rollout:
         last chunk; drop the rest (bounded memory for an endless stream)."""
         cache, geo = self._cache, self.state.geometry
         held = {
-            cache.positions[s] - COND_FRAMES
+            cache.positions[s] - self.state.settings.cond_frames
             for region in (Region.SINK, Region.WINDOW)
             for s in geo.region_slots(region)
             if cache.positions[s] is not None
@@ -480,7 +553,8 @@ class Rollout:
         if not self._made:
             return self.state
         return self.state.with_cache(cache, rng_state=self._gen.get_state(), history=tuple(self._history),
-                                     history_starts=tuple(self._starts), frame_count=self.frames)
+                                     history_starts=tuple(self._starts), frame_count=self.frames,
+                                     pin_next=self._pin_next)
 
     def latents(self) -> torch.Tensor:
         """This rollout's clean latents so far ``[B, C, n, h, w]`` (host); needs ``collect=True``."""
@@ -540,7 +614,7 @@ def check_stream_options(state: StreamState, *, steps: int | None, chunks: int |
     if state.source is not None and chunks is not None:
         state.source.check_covers(state.frames, chunks * state.settings.chunk_frames)
     if state.condition_weights is not None:
-        n = len(state.timesteps if steps is None else schedule(steps, state.settings.shift))
+        n = len(state.step_schedule(steps))
         state.condition_weights.for_steps(n, "this stream")
 
 
@@ -556,6 +630,11 @@ def with_options(state: StreamState, *, source: SourceVideo | None | object = _U
     shared with ``state`` (neither changes it: every operation clones before writing).
     """
     changes: dict = {}
+    if not state.settings.conditions and (source not in (_UNSET, None) or condition_weights not in (_UNSET, None)):
+        raise ValueError(
+            "try-on, motion transfer and condition weighting act on the reference and garment; this stream has no "
+            "conditions (a public text-/image-to-video student's profile). Use a FashionChameleon student for them"
+        )
     if source is not _UNSET:
         if source is not None and not isinstance(source, SourceVideo):
             raise ValueError(f"source must be a SourceVideo or None, got {type(source).__name__}")
@@ -579,7 +658,7 @@ def with_options(state: StreamState, *, source: SourceVideo | None | object = _U
 def cached_frames(state: StreamState) -> list[tuple[list[int], list[int]]]:
     """The video frames held in the sink and window, grouped by chunk in time order: ``[(slots, positions)]``."""
     cache = state.cache
-    geo, c = state.geometry, state.settings.chunk_frames
+    geo, c, cond = state.geometry, state.settings.chunk_frames, state.settings.cond_frames
     held = [
         (cache.positions[s], s)
         for seg in (Region.SINK, Region.WINDOW)
@@ -588,7 +667,7 @@ def cached_frames(state: StreamState) -> list[tuple[list[int], list[int]]]:
     ]
     groups: dict[int, tuple[list[int], list[int]]] = {}
     for pos, slot in sorted(held):
-        chunk = (pos - COND_FRAMES) // c
+        chunk = (pos - cond) // c
         groups.setdefault(chunk, ([], []))
         groups[chunk][0].append(slot)
         groups[chunk][1].append(pos)

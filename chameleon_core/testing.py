@@ -202,3 +202,52 @@ def dequantized_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
         else:
             out[k] = v.detach().float()
     return out
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# The public causal students' files as their projects publish them
+# -------------------------------------------------------------------------------------------------------------------
+
+
+def write_generator_pt(
+    path: str | os.PathLike[str],
+    generator: WanModel | Mapping[str, torch.Tensor],
+    *,
+    ema: WanModel | Mapping[str, torch.Tensor] | None = None,
+    extras: Mapping[str, object] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """A Self-Forcing-family ``.pt`` as the projects save it: ``{"generator": {"model.<name>": tensor}}`` (their
+    ``WanDiffusionWrapper`` keeps the DiT as ``.model``), ``generator_ema`` beside it when given, and plain
+    ``extras`` (LongLive 2.0's merged file: ``checkpoint_format``, ``model_name``, ...)."""
+    path = Path(path)
+    out: dict[str, object] = {"generator": {"model." + k: v for k, v in _state_dict(generator, dtype).items()}}
+    if ema is not None:
+        out["generator_ema"] = {"model." + k: v for k, v in _state_dict(ema, dtype).items()}
+    out.update(extras or {})
+    torch.save(out, path)
+    return path
+
+
+def random_lora(config: WanConfig, rank: int, *, seed: int = 0, scale: float = 0.05) -> dict[str, torch.Tensor]:
+    """A LoRA over every linear layer of every block, in peft's saved names (``base_model.model.blocks.N.<module>
+    .lora_A.weight`` ``[rank, in]``, ``.lora_B.weight`` ``[out, rank]``), as LongLive's ``configure_lora_for_model``
+    targets them; seeded, with non-zero B so the update shows."""
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in WanModel(config).state_dict().items()}
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    for name, shape in shapes.items():
+        if not name.startswith("blocks.") or not name.endswith(".weight") or len(shape) != 2 or ".norm" in name:
+            continue
+        module = name[: -len(".weight")]
+        out[f"base_model.model.{module}.lora_A.weight"] = torch.randn(rank, shape[1], generator=gen) * scale
+        out[f"base_model.model.{module}.lora_B.weight"] = torch.randn(shape[0], rank, generator=gen) * scale
+    return out
+
+
+def write_lora_pt(path: str | os.PathLike[str], lora: Mapping[str, torch.Tensor], *, entry: bool = True) -> Path:
+    """LongLive's LoRA checkpoint: ``{"generator_lora": peft state dict}`` (or the bare state dict)."""
+    path = Path(path)
+    torch.save({"generator_lora": dict(lora)} if entry else dict(lora), path)
+    return path

@@ -35,6 +35,7 @@ from ..chameleon_core.guidance import ConditionWeighting, SourceVideo, latent_ma
 from ..chameleon_core.images import to_pixels
 from ..chameleon_core.latents import LatentFamily, latent_family
 from ..chameleon_core.memory import MemoryBudgetError
+from ..chameleon_core.profiles import AUTO, PROFILE_NAMES, PROFILES, check_model_fits, resolve_profile
 from ..chameleon_core.quant import quantize_blocks_fp8_
 from ..chameleon_core.rescheduling import switch_garment, switch_prompt
 from ..chameleon_core.samplers import sample_teacher
@@ -94,8 +95,8 @@ __all__ = [
     "ConditionWeighting", "SourceVideo", "keyframe_then_fill", "latent_mask", "with_options",
     "apply_model_weighting", "check_strength", "parse_weight_values", "source_video", "teacher_weights",
     # the adapters (model files: model_files.py)
-    "PROMPT_FOLDER", "SEGMENT_KEY", "TINY_DECODER_DTYPES", "WEIGHT_DTYPES", "ComfyCodec", "TinyPreview",
-    "check_conditions", "check_decoder", "check_resolution", "check_student", "check_student_stream", "check_teacher",
+    "NO_LORA", "PROFILE_CHOICES", "PROFILE_NAMES", "PROFILE_VALUE", "PROMPT_FOLDER", "SEGMENT_KEY", "lora_names", "TINY_DECODER_DTYPES", "WEIGHT_DTYPES", "ComfyCodec", "TinyPreview",
+    "check_conditions", "check_decoder", "check_garment_stream", "check_person_conditions", "check_resolution", "check_student", "check_student_stream", "check_teacher",
     "check_vae", "codec", "conditioning_tensor", "diffusion_model_names", "encode_image", "encode_text",
     "MODEL_KINDS", "comfy_attention", "first_image", "image_to_video", "install_comfy_attention",
     "is_tiny_decoder_file", "join_segments",
@@ -131,9 +132,23 @@ def _compute_dtype(choice: str, device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "cpu" else torch.float16
 
 
-def load_model(node: str, ckpt_name: str, weight_dtype: str, want: str) -> ChameleonModel:
+PROFILE_CHOICES = [AUTO, *PROFILE_NAMES]
+"""The student loader's profile combo: ``auto`` reads it from the checkpoint."""
+NO_LORA = "none"
+
+
+def lora_names() -> list[str]:
+    """``none`` and the files in ComfyUI's ``loras`` folders (the student loader's LoRA combo)."""
+    import folder_paths
+
+    return [NO_LORA, *folder_paths.get_filename_list("loras")]
+
+
+def load_model(node: str, ckpt_name: str, weight_dtype: str, want: str, profile: str = AUTO,
+               lora_name: str = NO_LORA) -> ChameleonModel:
     """Load ``ckpt_name`` from ``diffusion_models`` as a ``want`` (teacher/student) model under ComfyUI's model
-    management, or explain why not."""
+    management, or explain why not. A student gets its stream profile (``profile``, or ``auto``: what the checkpoint
+    says) and ``lora_name`` (from ``loras``) merged as it loads."""
     import comfy.model_management as mm
     import comfy.model_patcher
     import folder_paths
@@ -159,19 +174,36 @@ def load_model(node: str, ckpt_name: str, weight_dtype: str, want: str) -> Chame
             f"but this node loads a {want}",
             f"load it with {other}, or pick a {want} checkpoint",
         )
+    if profile not in PROFILE_CHOICES:
+        raise node_error(node, "profile", profile, "unknown stream profile", f"choose one of {PROFILE_CHOICES}")
+    lora_path = None
+    if lora_name not in (None, NO_LORA):
+        lora_path = folder_paths.get_full_path("loras", lora_name)
+        if lora_path is None:
+            raise node_error(node, "lora_name", lora_name, f"no such file in the loras folders "
+                             f"{folder_paths.get_folder_paths('loras')}", "put the LoRA into ComfyUI/models/loras")
+    try:
+        prof, why = resolve_profile(profile, path) if want == "student" else (PROFILES["fashionchameleon"], "")
+    except ValueError as e:
+        raise node_error(node, "profile", profile, str(e), f"pick the profile by hand: one of {PROFILE_NAMES}") from None
     load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
     compute = _compute_dtype(weight_dtype, load_device)
     try:  # every load failure of the core is one CheckpointError (a ValueError) naming the file and the fix
-        model = load_transformer(path, dtype=compute, device=offload_device)
+        model = load_transformer(path, dtype=compute, device=offload_device, lora=lora_path,
+                                 lora_scale=prof.lora_alpha_over_rank, prefer=prof.weights_entry)
     except ValueError as e:
-        raise node_error(node, "ckpt_name", ckpt_name, str(e),
+        where = "lora_name" if lora_path is not None and "LoRA" in str(e) else "ckpt_name"
+        raise node_error(node, where, lora_name if where == "lora_name" else ckpt_name, str(e),
                          "re-download the file or pick another checkpoint") from None
+    if want == "student":
+        check_model_fits(prof, model.config)
+        logger.info("%s: %s streams with the %s profile (%s)", node, ckpt_name, prof.name, why)
     if weight_dtype == "fp8_e4m3fn":
         quantize_blocks_fp8_(model, compute)
     patcher = comfy.model_patcher.ModelPatcher(ModelHolder(model), load_device=load_device,
                                                offload_device=offload_device)
     logger.info("%s: %s loaded as %s (%s, compute %s)", node, ckpt_name, want, model.config.name, compute)
-    return ChameleonModel(patcher=patcher, kind=want, name=ckpt_name)
+    return ChameleonModel(patcher=patcher, kind=want, name=ckpt_name, profile=prof.name)
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -452,7 +484,7 @@ def video_to_image(video: torch.Tensor) -> torch.Tensor:
 def check_conditions(node: str, model: ChameleonModel, conditions: ChameleonConditions) -> LatentFamily:
     """The conditions were encoded with the VAE family the model takes; returns that family."""
     family = model.config.latent
-    if conditions.family != family.name:
+    if conditions.family is not None and conditions.family != family.name:
         raise node_error(node, "conditions", conditions.family,
                          f"encoded with the {conditions.family} VAE but the model takes {family.name} latents",
                          f"feed ChameleonConditions the {family.name} VAE")
@@ -473,6 +505,24 @@ def check_teacher(node: str, name: str, model: ChameleonModel) -> None:
         raise node_error(node, name, model.name, "this is a causal student, not the bidirectional teacher",
                          "load the teacher with ChameleonTeacherLoader, or stream the student with "
                          "ChameleonStreamStart")
+
+
+def check_person_conditions(node: str, model: ChameleonModel, conditions: ChameleonConditions) -> None:
+    """The conditions hold a reference and a garment (the teacher and FashionChameleon streams need them)."""
+    if not conditions.has_person:
+        raise node_error(node, "conditions", "no reference / garment",
+                         f"{model.name} takes a person (reference) and a garment in context",
+                         "connect ChameleonConditions (reference and garment images), not ChameleonVideoSize")
+
+
+def check_garment_stream(node: str, stream: ChameleonStream) -> None:
+    """The stream has a garment to switch (a FashionChameleon stream, not a public student's text-to-video)."""
+    if not stream.state.settings.conditions:
+        prof = PROFILES.get(stream.model.profile)
+        raise node_error(node, "stream", stream.model.name,
+                         f"this stream has no garment: it streams {prof.title if prof else 'a public student'} "
+                         "(text-/image-to-video, no reference or garment)",
+                         "switch its prompt with ChameleonPromptSwitch, or stream a FashionChameleon student")
 
 
 def check_student_stream(node: str, stream: ChameleonStream) -> None:
@@ -504,26 +554,56 @@ def check_resolution(node: str, family: LatentFamily, width: int, height: int) -
                              f"use {round(value / step) * step or step}")
 
 
+STREAM_INPUTS = ("steps", "chunk_frames", "cache_frames", "sink_chunks")
+"""Stream Start's settings inputs; -1 takes the student's profile's value."""
+PROFILE_VALUE = -1
+
+
 def start_node_stream(node: str, student, positive, conditions, *, seed: int, steps: int, chunk_frames: int,
                       cache_frames: int, sink_chunks: int) -> StreamState:
-    """Stream Start's work, shared by the nodes that start a stream: the settings, the prompt features, then
-    ``start_stream`` (which checks inputs for NaN/inf and the cache against free memory before allocating); every
-    refusal names the input it is about."""
-    try:
-        settings = StreamSettings(chunk_frames=chunk_frames, cache_frames=cache_frames, sink_chunks=sink_chunks,
-                                  steps=steps)
+    """Stream Start's work, shared by the nodes that start a stream: the settings (the student's profile, with the
+    inputs that are not -1 over it), the prompt features, then ``start_stream`` (which checks inputs for NaN/inf
+    and the cache against free memory before allocating); every refusal names the input it is about."""
+    prof = PROFILES.get(getattr(student, "profile", "fashionchameleon"), PROFILES["fashionchameleon"])
+    values = {"steps": steps, "chunk_frames": chunk_frames, "cache_frames": cache_frames, "sink_chunks": sink_chunks}
+    overrides = {k: v for k, v in values.items() if v != PROFILE_VALUE}
+    try:  # a cache sized in tokens (Self-Forcing, CausVid) gets its frames at the stream's size, below
+        settings = prof.settings_for(1, **overrides)
     except ValueError as e:
-        raise rewrap(node, "cache_frames", cache_frames, e, "raise cache_frames or lower sink_chunks") from None
+        raise rewrap(node, "cache_frames", cache_frames, e, "raise cache_frames or lower sink_chunks (-1: the "
+                     f"{prof.name} profile's)") from None
     if getattr(student, "shift", None) is not None:  # a native MODEL patched by ModelSamplingSD3
         try:
             settings = dataclasses.replace(settings, shift=student.shift)
         except ValueError as e:
             raise rewrap(node, "student", f"shift {student.shift}", e,
                          "set ModelSamplingSD3's shift above 0 (the student is distilled at 5)") from None
+    family = student.config.latent
+    if prof.conditions:
+        check_person_conditions(node, student, conditions)
+        h, w = conditions.reference.shape[-2:]
+    else:
+        if conditions.has_person:
+            raise node_error(node, "conditions", "reference and garment",
+                             f"{student.name} streams with the {prof.name} profile ({prof.title}): text-to-video "
+                             "without a person or garment",
+                             "connect ChameleonVideoSize (size, and a first frame for image-to-video) instead of "
+                             "ChameleonConditions, or load the student with the fashionchameleon profile")
+        if conditions.first_frame is not None and not prof.image_to_video:
+            raise node_error(node, "conditions", "first frame", f"the {prof.name} profile is text-to-video only",
+                             "remove the image from ChameleonVideoSize (longlive2 takes a first frame)")
+        check_resolution(node, family, conditions.width, conditions.height)
+        h, w = family.latent_size(conditions.height, conditions.width)
+    if prof.cache_tokens is not None and "cache_frames" not in overrides:
+        frames = prof.settings_for(student.config.tokens_per_latent_grid(h, w), **overrides).cache_frames
+        settings = dataclasses.replace(settings, cache_frames=frames)
     context = conditioning_tensor(node, "positive", positive)
+    if prof.conditions:
+        latents = {"reference": conditions.reference, "garment": conditions.garment}
+    else:
+        latents = {"latent_size": (h, w), "first_frame": conditions.first_frame}
     try:
-        state = start_stream(student.load(), context=context, reference=conditions.reference,
-                             garment=conditions.garment, seed=seed, settings=settings)
+        state = start_stream(student.load(), context=context, seed=seed, settings=settings, **latents)
     except MemoryBudgetError as e:
         raise rewrap(node, "cache_frames", cache_frames, e,
                      "lower cache_frames or the resolution, or free device memory") from None

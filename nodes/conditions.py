@@ -1,5 +1,6 @@
 """ChameleonConditions: reference and garment images -> model-space one-frame latents via ComfyUI's VAE (fitted
-and encoded as the core's ``encode_condition`` does for every job)."""
+and encoded as the core's ``encode_condition`` does for every job). ChameleonVideoSize: what a public student's
+stream starts from instead (its size, and a first frame for image-to-video)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from comfy_api.latest import io
 
 from . import adapters
+from .errors import node_error
 from .types import ChameleonConditions, ConditionsSocket, with_aliases
 
 
@@ -45,3 +47,47 @@ class ChameleonConditionsNode(io.ComfyNode):
             garment=adapters.encode_condition(codec, family, garment, garment=True, size=size),
             width=width, height=height, family=family.name,
         ))
+
+
+class ChameleonVideoSizeNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(**with_aliases(
+            aliases=("text to video", "image to video", "first frame", "longlive", "self-forcing", "causvid"),
+            node_id="ChameleonVideoSize",
+            display_name="FashionChameleon Video Size (text/image-to-video)",
+            category="FashionChameleon",
+            description="What a public student's stream (LongLive, Self-Forcing, CausVid) starts from: the video "
+                        "size, and for image-to-video (LongLive 2.0) a first frame, cover-cropped to the size and "
+                        "encoded with the VAE. No person or garment: those streams are text-to-video.",
+            inputs=[
+                io.Int.Input("width", default=832, min=16, max=4096, step=16,
+                             tooltip="Video width in pixels; a multiple of 32 for Wan2.2 (LongLive 2.0: 1280), 16 "
+                                     "for Wan2.1 (832)."),
+                io.Int.Input("height", default=480, min=16, max=4096, step=16,
+                             tooltip="Video height in pixels (LongLive 2.0: 704; Wan2.1 students: 480)."),
+                io.Vae.Input("vae", optional=True, tooltip="The model's Wan VAE: encodes the first frame."),
+                io.Image.Input("image", optional=True,
+                               tooltip="Image-to-video: the first frame (needs the vae). Leave it out for "
+                                       "text-to-video."),
+            ],
+            outputs=[ConditionsSocket.Output(display_name="conditions")],
+        ))
+
+    @classmethod
+    def execute(cls, width: int, height: int, vae=None, image: torch.Tensor | None = None) -> io.NodeOutput:
+        node = "ChameleonVideoSize"
+        family, first = None, None
+        if image is not None:
+            if vae is None:
+                raise node_error(node, "vae", "not connected", "the first frame is encoded with the VAE",
+                                          "connect the model's VAE, or remove the image for text-to-video")
+            fam = adapters.vae_family(node, vae)
+            adapters.check_resolution(node, fam, width, height)
+            first = adapters.encode_condition(adapters.codec(vae), fam, adapters.first_image(node, "image", image),
+                                              garment=False, size=(width, height))
+            family = fam.name
+        elif vae is not None:
+            family = adapters.vae_family(node, vae).name
+        return io.NodeOutput(ChameleonConditions(reference=None, garment=None, width=width, height=height,
+                                                 family=family, first_frame=first))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from . import adapters
-from .conditions import ChameleonConditionsNode
+from .conditions import ChameleonConditionsNode, ChameleonVideoSizeNode
 from .decode import ChameleonSegmentJoin, ChameleonStreamDecode
 from .live import ChameleonLiveStream
 from .live_routes import register as register_live_routes
@@ -40,6 +40,7 @@ NODES: list[type[io.ComfyNode]] = [
     ChameleonVAELoader,
     ChameleonPromptEmbeddings,
     ChameleonConditionsNode,
+    ChameleonVideoSizeNode,
     ChameleonTeacherSampler,
     ChameleonStreamStart,
     ChameleonStreamGenerate,

@@ -54,7 +54,8 @@ class ChameleonLiveStream(io.ComfyNode):
             inputs=[
                 ModelSocket.Input("student", tooltip="From ChameleonStudentLoader (causal, few-step)."),
                 io.Conditioning.Input("positive", tooltip="CLIPTextEncode with a CLIPLoader of type wan (umT5-XXL)."),
-                ConditionsSocket.Input("conditions", tooltip="From ChameleonConditions, with the model's VAE."),
+                ConditionsSocket.Input("conditions", tooltip="From ChameleonConditions, with the model's VAE (a public "
+                                                             "student: ChameleonVideoSize)."),
                 io.Vae.Input("vae", tooltip="The VAE the conditions were encoded with: decodes the frames (without "
                                             "a tiny decoder) and encodes switched garments."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
@@ -95,7 +96,8 @@ class ChameleonLiveStream(io.ComfyNode):
         prompt_id, node_id = executing_ids()
         live = live_sessions.REGISTRY.open(live_sessions.LiveSession(
             id=f"{prompt_id or uuid.uuid4().hex}-{node_id or NODE}", node_id=node_id or "", prompt_id=prompt_id or "",
-            accepts_prompt=clip is not None, max_frames=max_frames, api_prompt=_prompt(cls)))
+            accepts_prompt=clip is not None, accepts_garment=state.settings.conditions, max_frames=max_frames,
+            api_prompt=_prompt(cls)))
         encode = (lambda text: adapters.encode_text(clip, text)) if clip is not None else None
         commands = live_sessions.CommandAdapter(live, encode)
         stop_pressed = False

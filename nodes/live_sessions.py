@@ -46,6 +46,8 @@ class LiveSession:
     prompt_id: str
     accepts_prompt: bool
     """True when the node was given the text encoder (prompt switches need it)."""
+    accepts_garment: bool = True
+    """False for a stream without a garment (a public student's text-/image-to-video profile)."""
     commands: queue.Queue = field(default_factory=queue.Queue)
     status: str = RUNNING
     chunk: int = 0
@@ -70,7 +72,7 @@ class LiveSession:
     def snapshot(self) -> dict:
         return {"session": self.id, "node": self.node_id, "prompt_id": self.prompt_id, "status": self.status,
                 "chunk": self.chunk, "frames": self.frames, "max_frames": self.max_frames, "fps": round(self.fps, 3),
-                "accepts_prompt": self.accepts_prompt, "pending": self.commands.qsize(),
+                "accepts_prompt": self.accepts_prompt, "accepts_garment": self.accepts_garment, "pending": self.commands.qsize(),
                 "timeline": list(self.timeline), "error": self.error, "timeline_file": self.timeline_file}
 
 
@@ -123,6 +125,9 @@ def submit(session_id: str, body: object, load_image: Callable[[str], object]) -
         name = body["garment"]
         if not isinstance(name, str) or not name.strip():
             raise CommandError(400, "garment: give the name of an image uploaded through POST /upload/image")
+        if not session.accepts_garment:
+            raise CommandError(400, "this stream has no garment to switch (a public student streaming text-/image-"
+                                    "to-video); switch its prompt instead")
         image = load_image(name)  # raises CommandError(400) when missing or unreadable
         session.commands.put(("garment", name, image))
         return {"queued": "garment", "garment": name, "session": session_id}

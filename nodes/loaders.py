@@ -46,25 +46,48 @@ class ChameleonTeacherLoader(io.ComfyNode):
         return io.NodeOutput(adapters.load_model("ChameleonTeacherLoader", ckpt_name, weight_dtype, "teacher"))
 
 
+def profile_input(default: str) -> io.Combo.Input:
+    """The stream-profile combo of the student loaders (docs/profiles.md)."""
+    return io.Combo.Input(
+        "profile", options=adapters.PROFILE_CHOICES if default == "auto" else adapters.PROFILE_NAMES,
+        default=default, optional=True,
+        tooltip="The student's own streaming loop (chunk, window, sink, steps): fashionchameleon (reference + "
+                "garment), longlive2 (LongLive 2.0, Wan2.2-5B), longlive1 (LongLive 1.0), self_forcing, causvid "
+                "(Wan2.1-1.3B). auto: what the file says (metadata, LongLive's merged file, a file name naming the "
+                "project), else fashionchameleon.")
+
+
 class ChameleonStudentLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(**with_aliases(
+            aliases=("longlive", "self-forcing", "causvid", "text to video", "image to video"),
             node_id="ChameleonStudentLoader",
             display_name="FashionChameleon Student Loader",
             category="FashionChameleon/loaders",
-            description="Loads the causal few-step streaming student (distilled from the teacher).",
-            inputs=_inputs("student (causal, few-step)"),
+            description="Loads a causal few-step streaming student: FashionChameleon's, or a public one (LongLive "
+                        "2.0 / 1.0, Self-Forcing, CausVid) as its project publishes it, streamed with its own loop "
+                        "(the profile).",
+            inputs=[*_inputs("student (causal, few-step)"), profile_input("auto"),
+                    io.Combo.Input("lora_name", options=adapters.lora_names(), default=adapters.NO_LORA,
+                                   optional=True,
+                                   tooltip="A LoRA from models/loras merged into the student as it loads (LongLive "
+                                           "1.0: lora.pt with longlive_base.pt); none for a merged file.")],
             outputs=[ModelSocket.Output(display_name="student")],
         ))
 
     @classmethod
-    def validate_inputs(cls, ckpt_name: str) -> bool | str:
-        return adapters.missing_files({"ckpt_name": ("diffusion_models", ckpt_name)})
+    def validate_inputs(cls, ckpt_name: str, lora_name: str = adapters.NO_LORA) -> bool | str:
+        files = {"ckpt_name": ("diffusion_models", ckpt_name)}
+        if lora_name not in (None, adapters.NO_LORA):
+            files["lora_name"] = ("loras", lora_name)
+        return adapters.missing_files(files)
 
     @classmethod
-    def execute(cls, ckpt_name: str, weight_dtype: str) -> io.NodeOutput:
-        return io.NodeOutput(adapters.load_model("ChameleonStudentLoader", ckpt_name, weight_dtype, "student"))
+    def execute(cls, ckpt_name: str, weight_dtype: str, profile: str = "auto",
+                lora_name: str = adapters.NO_LORA) -> io.NodeOutput:
+        return io.NodeOutput(adapters.load_model("ChameleonStudentLoader", ckpt_name, weight_dtype, "student",
+                                                 profile=profile, lora_name=lora_name))
 
 
 class ChameleonTinyDecoderLoader(io.ComfyNode):
@@ -113,13 +136,14 @@ class ChameleonNativeModel(io.ComfyNode):
                 io.Combo.Input("kind", options=adapters.MODEL_KINDS, default="student",
                                tooltip="student: the causal few-step streaming model; teacher: the bidirectional "
                                        "in-context teacher. ComfyUI's loaders do not keep the file's role tag."),
+                profile_input("fashionchameleon"),
             ],
             outputs=[ModelSocket.Output(display_name="model")],
         ))
 
     @classmethod
-    def execute(cls, model, kind: str) -> io.NodeOutput:
-        return io.NodeOutput(adapters.native_model("ChameleonNativeModel", model, kind))
+    def execute(cls, model, kind: str, profile: str = "fashionchameleon") -> io.NodeOutput:
+        return io.NodeOutput(adapters.native_model("ChameleonNativeModel", model, kind, profile))
 class ChameleonVAELoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..chameleon_core.module_view import ModuleView, config_of
+from ..chameleon_core.profiles import PROFILES
 from .errors import node_error
 
 if TYPE_CHECKING:
@@ -35,12 +36,14 @@ def comfy_layer_casts(module) -> bool:
     return bool(getattr(module, "comfy_cast_weights", False))
 
 
-def native_model(node: str, model, kind: str) -> ChameleonModel:
+def native_model(node: str, model, kind: str, profile: str = "fashionchameleon") -> ChameleonModel:
     """A ComfyUI MODEL (``UNETLoader`` and anything that patched it: LoRA, ``ModelSamplingSD3``, GGUF loaders) as a
     ``kind`` model of the pack: the core runs on the MODEL's own modules (:class:`ModuleView`), so its weight casting,
     quantised ops, patches and partial loading apply; its ModelPatcher stays the one model management loads."""
     if kind not in MODEL_KINDS:
         raise node_error(node, "kind", kind, "unknown model kind", f"choose one of {MODEL_KINDS}")
+    if profile not in PROFILES:
+        raise node_error(node, "profile", profile, "unknown stream profile", f"choose one of {list(PROFILES)}")
     base = getattr(model, "model", None)
     source = getattr(base, "diffusion_model", None)
     if source is None or not hasattr(model, "load_device"):
@@ -59,7 +62,8 @@ def native_model(node: str, model, kind: str) -> ChameleonModel:
     from .types import ChameleonModel  # declares the sockets: imports comfy_api
 
     logger.info("%s: native MODEL as %s (%s, compute %s, shift %s)", node, kind, config, compute, shift)
-    return ChameleonModel(patcher=model, kind=kind, name=f"native {type(source).__name__}", view=view, shift=shift)
+    return ChameleonModel(patcher=model, kind=kind, name=f"native {type(source).__name__}", view=view, shift=shift,
+                          profile=profile)
 
 
 def comfy_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

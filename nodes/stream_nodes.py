@@ -30,16 +30,20 @@ logger = logging.getLogger(__name__)
 
 
 def settings_inputs() -> list:
-    """The stream-settings inputs of every node that starts a stream (Stream Start, Live Stream)."""
+    """The stream-settings inputs of every node that starts a stream (Stream Start, Live Stream); -1 takes the
+    value of the student's profile (its own loop, chosen on the loader)."""
     return [
-        io.Int.Input("steps", default=4, min=1, max=16,
-                     tooltip="Denoising steps per chunk (the student is distilled for 4)."),
-        io.Int.Input("chunk_frames", default=3, min=1, max=8,
-                     tooltip="Latent frames per chunk (3 in training = 12 video frames)."),
-        io.Int.Input("cache_frames", default=23, min=4, max=128,
-                     tooltip="KV cache length in latent frames: 2 conditions + sink + history (23 in training)."),
-        io.Int.Input("sink_chunks", default=1, min=0, max=8,
-                     tooltip="Chunks kept forever after the conditions (the attention sink; 1 in the paper)."),
+        io.Int.Input("steps", default=-1, min=-1, max=16,
+                     tooltip="Denoising steps per chunk; -1: the student's profile (FashionChameleon: 4, CausVid: 3)."),
+        io.Int.Input("chunk_frames", default=-1, min=-1, max=16,
+                     tooltip="Latent frames per chunk; -1: the profile's (FashionChameleon 3 = 12 video frames, "
+                             "LongLive 2.0: 8)."),
+        io.Int.Input("cache_frames", default=-1, min=-1, max=1024,
+                     tooltip="KV cache length in latent frames (conditions + sink + history); -1: the profile's "
+                             "(FashionChameleon 23, LongLive 2.0 32, LongLive 1.0 12)."),
+        io.Int.Input("sink_chunks", default=-1, min=-1, max=8,
+                     tooltip="Chunks kept forever after the conditions (the attention sink); -1: the profile's "
+                             "(1; Self-Forcing and CausVid: 0)."),
     ]
 
 
@@ -50,11 +54,14 @@ class ChameleonStreamStart(io.ComfyNode):
             node_id="ChameleonStreamStart",
             display_name="FashionChameleon Stream Start",
             category="FashionChameleon/stream",
-            description="Starts a stream: prefills the reference and garment KV of the causal student.",
+            description="Starts a stream: prefills the reference and garment KV of the causal student (a public "
+                        "student's stream starts from its size, or a first frame, instead).",
             inputs=[
                 ModelSocket.Input("student", tooltip="From ChameleonStudentLoader (causal, few-step)."),
                 io.Conditioning.Input("positive", tooltip="CLIPTextEncode with a CLIPLoader of type wan (umT5-XXL)."),
-                ConditionsSocket.Input("conditions", tooltip="From ChameleonConditions, with the model's VAE."),
+                ConditionsSocket.Input("conditions", tooltip="From ChameleonConditions (FashionChameleon: person and "
+                                                             "garment), or ChameleonVideoSize (a public student: size "
+                                                             "and optional first frame)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Noise seed of the whole stream; same seed and inputs, same frames."),
                 *settings_inputs(),
@@ -172,6 +179,7 @@ class ChameleonGarmentSwitch(io.ComfyNode):
                 disentangle: bool, withdraw_sink: bool) -> io.NodeOutput:
         node = "ChameleonGarmentSwitch"
         adapters.check_student_stream(node, stream)
+        adapters.check_garment_stream(node, stream)
         state = stream.state
         adapters.check_vae(node, vae, state.model.config.latent)
         codec = adapters.codec(vae)
@@ -199,19 +207,28 @@ class ChameleonPromptSwitch(io.ComfyNode):
             node_id="ChameleonPromptSwitch",
             display_name="FashionChameleon Prompt Switch",
             category="FashionChameleon/stream",
-            description="Switches the prompt mid-stream, re-caching the frames in the cache under it (LongLive).",
+            description="Switches the prompt mid-stream, re-caching the frames in the cache under it as the "
+                        "student's profile does (LongLive's re-cache; LongLive 2.0: from the next chunk on).",
             inputs=[
                 StreamSocket.Input("stream", tooltip="A stream from Start, Generate or a switch."),
                 io.Conditioning.Input("positive", tooltip="The new prompt (CLIPTextEncode, CLIPLoader type wan)."),
+                io.Boolean.Input("new_shot", default=False, optional=True,
+                                 tooltip="LongLive 2.0: the prompt starts a new shot (a scene cut: RoPE offset and "
+                                         "shot sink). Other profiles have no shots."),
             ],
             outputs=[StreamSocket.Output(display_name="stream")],
         ))
 
     @classmethod
-    def execute(cls, stream: ChameleonStream, positive) -> io.NodeOutput:
+    def execute(cls, stream: ChameleonStream, positive, new_shot: bool = False) -> io.NodeOutput:
         node = "ChameleonPromptSwitch"
         adapters.check_student_stream(node, stream)
         context = adapters.conditioning_tensor(node, "positive", positive)
         stream.model.load()
-        new = adapters.switch_prompt(stream.state, context)
+        try:
+            new = adapters.switch_prompt(stream.state, context, new_shot=new_shot)
+        except ValueError as e:
+            raise rewrap(node, "new_shot" if new_shot else "positive", new_shot if new_shot else "CONDITIONING", e,
+                         "turn new_shot off (only LongLive 2.0 has shots)" if new_shot
+                         else "use the text encoder that matches the student") from None
         return io.NodeOutput(ChameleonStream(new, stream.model, stream.origin))

@@ -43,6 +43,10 @@ def source_video(node: str, name: str, state: StreamState, latent, strength, mas
     """A LATENT video (VAEEncode of the person / driving video) and an optional MASK -> a core ``SourceVideo``
     placed at the stream's next frame, with every mismatch named (channels, size, mask size and frames)."""
     family = state.model.config.latent
+    if not state.settings.conditions:
+        raise node_error(node, "stream", "no reference / garment", "try-on and motion transfer dress the stream's "
+                         "person in its garment, and this stream (a public text-/image-to-video student) has neither",
+                         "use a FashionChameleon stream (ChameleonConditions)")
     samples = latent.get("samples") if isinstance(latent, dict) else None
     _, c, h, w = state.latent_shape
     if not isinstance(samples, torch.Tensor) or samples.ndim != 5 or samples.shape[1] != c:

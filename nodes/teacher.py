@@ -50,6 +50,7 @@ class ChameleonTeacherSampler(io.ComfyNode):
         node = "ChameleonTeacherSampler"
         adapters.check_teacher(node, "teacher", teacher)
         family = adapters.check_conditions(node, teacher, conditions)
+        adapters.check_person_conditions(node, teacher, conditions)
         positive = adapters.conditioning_tensor(node, "positive", positive)
         negative = adapters.conditioning_tensor(node, "negative", negative) if cfg != 1 else None
         progress = ChunkProgress(steps)

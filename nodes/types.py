@@ -71,6 +71,8 @@ class ChameleonModel:
     ``chameleon_core.module_view.ModuleView`` over its diffusion model's modules; None for the pack's loaders."""
     shift: float | None = None
     """The flow shift a native MODEL was patched with (``ModelSamplingSD3``); None: the stream's default."""
+    profile: str = "fashionchameleon"
+    """The student's stream profile (``chameleon_core.profiles``): its own loop, chosen on the loader."""
 
     @property
     def config(self):
@@ -88,14 +90,23 @@ class ChameleonModel:
 
 @dataclass(frozen=True)
 class ChameleonConditions:
-    """Reference and garment as model-space one-frame latents ``[1, C, 1, h, w]`` at the video resolution."""
+    """What a stream starts from, at the video resolution: reference and garment as model-space one-frame latents
+    ``[1, C, 1, h, w]`` (FashionChameleon), or none of them (a public student's text-to-video, optionally from a
+    ``first_frame`` latent: image-to-video; ChameleonVideoSize)."""
 
-    reference: torch.Tensor
-    garment: torch.Tensor
+    reference: torch.Tensor | None
+    garment: torch.Tensor | None
     width: int
     height: int
-    family: str
-    """Latent family of the VAE that encoded them (``wan2.1`` / ``wan2.2``)."""
+    family: str | None
+    """Latent family of the VAE that encoded them (``wan2.1`` / ``wan2.2``); None when nothing was encoded."""
+    first_frame: torch.Tensor | None = None
+    """Image-to-video: the first frame's model-space latent ``[1, C, 1, h, w]``."""
+
+    @property
+    def has_person(self) -> bool:
+        """Reference and garment are given (FashionChameleon's in-context conditions)."""
+        return self.reference is not None and self.garment is not None
 
 
 @dataclass(frozen=True)

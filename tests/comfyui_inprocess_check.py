@@ -40,13 +40,13 @@ def aliases() -> dict:
 
     from comfy_api.latest import io
     from comfyui_fashionchameleon.nodes import decode, loaders, options, stream_nodes, teacher
-    from comfyui_fashionchameleon.nodes.conditions import ChameleonConditionsNode
+    from comfyui_fashionchameleon.nodes.conditions import ChameleonConditionsNode, ChameleonVideoSizeNode
     from comfyui_fashionchameleon.nodes.live import ChameleonLiveStream
     from comfyui_fashionchameleon.nodes.types import NODE_ALIASES
 
     classes = [c for m in (decode, loaders, options, stream_nodes, teacher) for c in vars(m).values()
                if isinstance(c, type) and issubclass(c, io.ComfyNode) and c.__module__ == m.__name__]
-    for cls in [*classes, ChameleonConditionsNode, ChameleonLiveStream]:
+    for cls in [*classes, ChameleonConditionsNode, ChameleonVideoSizeNode, ChameleonLiveStream]:
         cls.define_schema()
     return {"supported": "search_aliases" in {f.name for f in dataclasses.fields(io.Schema)},
             "aliases": NODE_ALIASES}

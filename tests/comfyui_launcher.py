@@ -53,6 +53,17 @@ def tiny_comfyui(argv: list[str]) -> None:
 
     vae22.WanVAE.__init__ = tiny_vae
 
+    if "wan21_vae" in sizes:  # the Wan2.1 students' VAE (tiny_checkpoints --profiles)
+        import comfy.ldm.wan.vae as vae21
+
+        vae21_init = vae21.WanVAE.__init__
+
+        def tiny_vae21(self, *args, **kwargs):
+            kwargs.update(sizes["wan21_vae"])
+            vae21_init(self, *args, **kwargs)
+
+        vae21.WanVAE.__init__ = tiny_vae21
+
 
 def encode_prompt(clip_file: str, text: str, out: str) -> None:
     """TEXT -> CONDITIONING tensor ``[1, L, 4096]`` as CLIPLoader(type wan, device default) + CLIPTextEncode."""

@@ -42,6 +42,8 @@ RUN_ELSEWHERE = {
     **{name: "tests/test_comfyui_options.py (source video sizes and frame counts at tiny size)" for name in (
         "video_tryon", "video_tryon_keyframes", "motion_transfer", "condition_weighting_stream",
         "condition_weighting_teacher", "local_attention_stream")},
+    **{name: "tests/test_comfyui_profiles.py (the public students' files at tiny size)" for name in NAMES
+       if name.startswith(("longlive", "self_forcing", "causvid"))},
 }
 """Workflows another test runs end to end, and where."""
 TINY_NAMES = [n for n in NAMES if n not in RUN_ELSEWHERE]
@@ -51,7 +53,7 @@ TINY_DECODER = "chameleon_tiny_taew2_2.safetensors"
 
 EXPECTED_INPUTS = {
     "ChameleonTeacherLoader": ["ckpt_name", "weight_dtype"],
-    "ChameleonStudentLoader": ["ckpt_name", "weight_dtype"],
+    "ChameleonStudentLoader": ["ckpt_name", "weight_dtype", "profile", "lora_name"],
     "ChameleonTinyDecoderLoader": ["decoder_name", "weight_dtype"],
     "ChameleonConditions": ["vae", "reference", "garment", "width", "height"],
     "ChameleonTeacherSampler": ["teacher", "positive", "negative", "conditions", "frames", "steps", "cfg", "shift",
@@ -60,7 +62,8 @@ EXPECTED_INPUTS = {
                              "sink_chunks"],
     "ChameleonStreamGenerate": ["stream", "frames", "steps", "decoder"],
     "ChameleonGarmentSwitch": ["stream", "vae", "garment", "refresh", "withdraw", "disentangle", "withdraw_sink"],
-    "ChameleonPromptSwitch": ["stream", "positive"],
+    "ChameleonPromptSwitch": ["stream", "positive", "new_shot"],
+    "ChameleonVideoSize": ["width", "height", "vae", "image"],
     "ChameleonStreamDecode": ["vae", "segment_1", "chunk_frames", "decoder"] + [f"segment_{i}" for i in range(2, 9)],
     "ChameleonSegmentJoin": ["first", "second"],
     "ChameleonVAELoader": ["vae_name"],
@@ -937,12 +940,15 @@ def test_every_example_workflows_model_entries_name_the_folder_the_loader_reads(
     ]:
         assert probe in json.dumps(info[node_type]["input"]["required"][widget]), (node_type, probe)
         folder_of[node_type] = folder
+    # the student loader's LoRA combo lists the loras folder too (its second model entry)
+    assert "probe_lora.safetensors" in json.dumps(info["ChameleonStudentLoader"]["input"]["optional"]["lora_name"])
     seen = 0
     for name in NAMES:
         ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
         for n in ui["nodes"]:
-            for m in n.get("properties", {}).get("models", []):
-                assert m["directory"] == folder_of[n["type"]], (name, n["type"], m)
+            for i, m in enumerate(n.get("properties", {}).get("models", [])):
+                want = "loras" if n["type"] == "ChameleonStudentLoader" and i else folder_of[n["type"]]
+                assert m["directory"] == want, (name, n["type"], m)
                 seen += 1
     assert seen >= 2 * len(NAMES)
 

@@ -181,7 +181,7 @@ def test_every_template_carries_a_note_listing_its_files_folders_and_sources(nam
     for n in ui["nodes"]:
         if n["type"] == "LoadImage":
             assert n["widgets_values"][0] in text, (name, n)
-            assert n["title"] == "Person" or n["title"].startswith("Garment "), (name, n)
+            assert n["title"] in ("Person", "First frame") or n["title"].startswith("Garment "), (name, n)
 
 
 LOADER_FOLDERS = {"ChameleonStudentLoader": "diffusion_models", "ChameleonTeacherLoader": "diffusion_models",
@@ -196,10 +196,26 @@ def test_model_entries_name_the_file_and_the_folder_the_loader_reads(name):
         if n["type"] not in LOADER_FOLDERS:
             continue
         models = n["properties"]["models"]
-        assert [m["name"] for m in models] == [n["widgets_values"][0]], (name, n)
-        assert all(m["directory"] == LOADER_FOLDERS[n["type"]] for m in models), (name, n)
+        assert models[0]["name"] == n["widgets_values"][0], (name, n)
+        assert models[0]["directory"] == LOADER_FOLDERS[n["type"]], (name, n)
+        # a student loader also lists the LoRA it merges (its lora_name widget), from models/loras
+        assert [(m["name"], m["directory"]) for m in models[1:]] == (
+            [(n["widgets_values"][3], "loras")] if n["type"] == "ChameleonStudentLoader"
+            and n["widgets_values"][3] != "none" else []), (name, n)
         for m in models:
             assert "url" not in m or m["url"].startswith("https://") and m["url"].endswith(m["name"]), m
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith(("longlive", "self_forcing", "causvid"))])
+def test_public_student_workflows_give_every_file_a_download_address(name):
+    """The public students' workflows: every model entry has a url, and the note names the published file."""
+    ui, _ = _load(name)
+    entries = [m for n in ui["nodes"] for m in n.get("properties", {}).get("models", [])]
+    assert entries and all(m.get("url", "").startswith("https://") for m in entries), (name, entries)
+    note = next(n for n in ui["nodes"] if n["type"] == "MarkdownNote")["widgets_values"][0]
+    student = next(n for n in ui["nodes"] if n["type"] == "ChameleonStudentLoader")
+    assert student["widgets_values"][2] == ("causvid" if name.startswith("causvid") else "auto")
+    assert student["properties"]["models"][0]["url"] in note
 
 
 @pytest.mark.parametrize("name", NAMES)

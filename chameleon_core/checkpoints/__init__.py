@@ -13,6 +13,7 @@ Modules, by responsibility:
 - :mod:`.transformer`: config inference from shapes, :func:`inspect_checkpoint`, :func:`load_transformer`;
 - :mod:`.vae`: VAE config inference, :func:`load_vae`, :func:`vae_from_state_dict`;
 - :mod:`.kind`: :func:`checkpoint_kind` (student or teacher);
+- :mod:`.lora`: LoRA adapters (LongLive's ``lora.pt``), merged into the transformer as it loads;
 - :mod:`.save`: :func:`save_transformer`, :func:`save_vae`.
 
 Nothing here imports ComfyUI, and nothing is ever unpickled beyond tensors and plain containers.
@@ -23,6 +24,7 @@ from __future__ import annotations
 from .errors import CheckpointError, CheckpointNotFoundError, check_regular_file
 from .files import resolve_checkpoint_files, resolve_vae_file
 from .kind import STUDENT_NAME_HINTS, checkpoint_kind
+from .lora import LORA_ENTRY, LoRA, read_lora
 from .layouts import (
     COMFY_PREFIX,
     DIFFUSERS_TO_WAN,
@@ -63,6 +65,8 @@ __all__ = [
     "FORMAT_VERSION_KEY",
     "KINDS",
     "KIND_METADATA_KEY",
+    "LORA_ENTRY",
+    "LoRA",
     "LAYOUTS",
     "SCALED_FP8_MARKER",
     "STUDENT_NAME_HINTS",
@@ -81,6 +85,7 @@ __all__ = [
     "iter_checkpoint_tensors",
     "load_transformer",
     "load_vae",
+    "read_lora",
     "read_state_dict_shapes",
     "resolve_checkpoint_files",
     "resolve_vae_file",

@@ -74,7 +74,7 @@ class TensorSource:
     description: str
     """What the tensors come from (a path, or "the state dict"), for error messages."""
     metadata: dict[str, str]
-    """The safetensors ``__metadata__`` (the first shard's); empty for ``.pt`` files and state dicts."""
+    """The safetensors ``__metadata__`` (the first shard's); for a ``.pt``, its plain top-level entries as strings."""
     which: str | None = None
     """The entry of a ``.pt`` whose state dict is read (``generator_ema`` ...), or None for a top-level one."""
 
@@ -260,8 +260,12 @@ class TorchSource(StateDictSource):
 
     def __init__(self, path: Path, which: str | None, preferred: Sequence[str], expected: str,
                  choose: str = "pick one with which=...") -> None:
-        tensors, self.which = select_state_dict(torch_load(path), path, which, preferred, expected, choose)
+        obj = torch_load(path)
+        tensors, self.which = select_state_dict(obj, path, which, preferred, expected, choose)
         super().__init__(tensors, str(path))
+        # A .pt has no header: its plain top-level entries (LongLive's merged file: checkpoint_format, model_name)
+        # stand in for the metadata, as strings.
+        self.metadata = {str(k): str(v) for k, v in obj.items() if isinstance(v, (str, int, float, bool))}
 
     def read(self, name: str, *, scratch: bool = False) -> tuple[torch.Tensor, bool]:
         # Popped so that a file read whole (legacy format, no mmap) frees as it goes; a mapped tensor is not owned.

@@ -27,6 +27,7 @@ from ..model import WanModel
 from .errors import CheckpointError, check_device, load_errors
 from .files import SHOW, resolve_checkpoint_files
 from .layouts import BLOCK_RE, TRAINING_KEYS, Renamed, detect_layout, rename
+from .lora import LoRA, check_lora_fits, merging_transform, read_lora
 from .metadata import DEFAULT_TEXT_LEN, check_format_version, text_len_from_metadata
 from .tensors import FiniteCheck, TensorSource, first_names, open_source, read_as
 
@@ -38,9 +39,12 @@ COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _EXPECTED = "a state dict, or a training checkpoint with 'generator' / 'generator_ema' entries"
 
 
-def open_transformer_source(files: Sequence[Path], which: str | None = None) -> TensorSource:
-    """A tensor source over a transformer checkpoint (training ``.pt`` files: ``generator_ema`` first)."""
-    return open_source(files, which, preferred=(*TRAINING_KEYS, "state_dict"), expected=_EXPECTED)
+def open_transformer_source(files: Sequence[Path], which: str | None = None, prefer: str | None = None
+                            ) -> TensorSource:
+    """A tensor source over a transformer checkpoint (training ``.pt`` files: ``prefer`` first if it is there, then
+    ``generator_ema``, then ``generator``)."""
+    order = tuple(dict.fromkeys([*([prefer] if prefer else []), *TRAINING_KEYS, "state_dict"]))
+    return open_source(files, which, preferred=order, expected=_EXPECTED)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,7 +260,8 @@ def dequantize_scaled_fp8(weight: torch.Tensor, scale: torch.Tensor, name: str) 
 
 
 def _iter_converted(
-    source: TensorSource, renamed: Renamed, dtype: torch.dtype, device: torch.device
+    source: TensorSource, renamed: Renamed, dtype: torch.dtype, device: torch.device,
+    lora: LoRA | None = None, lora_scale: float = 1.0,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     raw_to_name = {e.raw: name for name, e in renamed.entries.items()}
     finite = FiniteCheck()
@@ -267,6 +272,8 @@ def _iter_converted(
         if entry.scale is not None:
             scale = read_as(source, entry.scale, device=device)
             transform = partial(dequantize_scaled_fp8, scale=scale, name=name)
+        if lora is not None:
+            transform = merging_transform(lora, name, lora_scale, transform)
         t = read_as(source, raw, dtype=dtype, device=device, transform=transform)
         finite.add(raw, t)
         yield name, t
@@ -284,13 +291,19 @@ def load_transformer(
     device: torch.device | str = "cpu",
     which: str | None = None,
     text_len: int | None = None,
+    lora: str | os.PathLike[str] | LoRA | None = None,
+    lora_scale: float = 1.0,
+    prefer: str | None = None,
 ) -> WanModel:
     """Load a Wan DiT from any supported layout (:mod:`.layouts`) into ``dtype`` on ``device``.
 
     ``path``: a checkpoint file, a sharded checkpoint's index json, or the folder holding either. ``which``: for a
     training ``.pt``, the state dict to load (default: ``generator_ema`` if present, else ``generator``).
     ``text_len``: prompt length the model pads to (default: the checkpoint's ``fashionchameleon.text_len``
-    metadata, else 512 as for every released Wan).
+    metadata, else 512 as for every released Wan). ``lora``: a LoRA file (LongLive's ``lora.pt``,
+    :mod:`.lora`) merged into the weights as they load, ``W + lora_scale * B @ A`` (``lora_scale`` = alpha / rank:
+    1 for both LongLive releases). ``prefer``: the state dict of a training ``.pt`` to take when it is there (a
+    profile's ``weights_entry``), before ``generator_ema`` and ``generator``.
 
     Returns the model in eval mode with ``requires_grad`` off (turn it on to train). Every failure to read the file
     raises :class:`~.errors.CheckpointError` (a ValueError; :class:`~.errors.CheckpointNotFoundError`, also a
@@ -299,9 +312,16 @@ def load_transformer(
     _check_dtype(dtype)
     device = check_device(device, f"the transformer {path}")
     files = resolve_checkpoint_files(path)
-    with load_errors(path, "a Wan transformer checkpoint"), open_transformer_source(files, which) as source:
+    adapter = read_lora(lora) if lora is not None and not isinstance(lora, LoRA) else lora
+    with load_errors(path, "a Wan transformer checkpoint"), open_transformer_source(files, which, prefer) as source:
         plan = _plan(source, files, text_len)
         info = plan.info
+        if adapter is not None:
+            with torch.device("meta"):
+                shapes = {k: tuple(v.shape) for k, v in WanModel(info.config).state_dict().items()}
+            check_lora_fits(adapter, shapes, source.description)
+            logger.info("merging the rank-%d LoRA %s (%d weights, scale %g) while loading", adapter.rank,
+                        adapter.source, len(adapter.pairs), lora_scale)
         logger.info(
             "loading %s: layout %s%s, %s (dim %d, %d layers, %s params, text_len %d), stored %s -> %s on %s",
             source.description,
@@ -318,7 +338,7 @@ def load_transformer(
         )
         with torch.device("meta"):
             model = WanModel(info.config)
-        state = dict(_iter_converted(source, plan.renamed, dtype, device))
+        state = dict(_iter_converted(source, plan.renamed, dtype, device, adapter, lora_scale))
     model.load_state_dict(state, strict=True, assign=True)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:  # only a model change (a buffer outside the state dict) can cause this; name it for the developer

@@ -20,11 +20,17 @@ reports:
 ``--compare diffusers`` / ``--compare decoder`` run the side-by-side CPU comparisons of docs/benchmarks/realtime.md
 instead of a stream.
 
+``--profile NAME`` streams a public student's loop (:mod:`chameleon_core.profiles`: chunk, window, sink, steps,
+sampler; no reference / garment) at its native resolution with its architecture, unless ``--preset`` / ``--height``
+/ ``--width`` / the stream options say otherwise; without it the stream is FashionChameleon's, as before.
+
 Writes JSON with ``--json``. Examples::
 
     python -m chameleon_core.tools.bench --preset tiny --height 256 --width 256 --latent-frames 120
     python -m chameleon_core.tools.bench --preset wan2.2-ti2v-5b --layers 2 --height 256 --width 256 --latent-frames 120
     python -m chameleon_core.tools.bench --preset wan2.2-ti2v-5b --height 1280 --width 704 --device cuda --dtype bf16
+    python -m chameleon_core.tools.bench --profile longlive2 --device cuda --dtype bf16 --vae wan2.2
+    python -m chameleon_core.tools.bench --profile self_forcing --preset tiny-wan2.1 --height 64 --width 64
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import torch
 from ..attention import FullAttention, frame_block_mask
 from ..config import StreamSettings, preset
 from ..model import WanModel
+from ..profiles import PROFILE_NAMES, PROFILES
 from ..session import Session
 from ..streaming import Rollout, generate, start_stream
 from ..testing import random_transformer
@@ -68,17 +75,18 @@ def _peak_memory(device: torch.device) -> dict[str, float]:
 
 @torch.no_grad()
 def recompute_chunk_time(
-    model: WanModel, context: torch.Tensor, prior_frames: int, chunk: int, h: int, w: int, steps: int, repeats: int
+    model: WanModel, context: torch.Tensor, prior_frames: int, chunk: int, h: int, w: int, steps: int, repeats: int,
+    cond: int = 2,
 ) -> float:
     """Seconds to produce one chunk *without* a KV cache: every denoising step and the clean pass re-run a full
-    forward over ``[conditions, prior_frames clean frames, the chunk]`` under the block-causal mask."""
+    forward over ``[cond conditions, prior_frames clean frames, the chunk]`` under the block-causal mask."""
     cfg, device = model.config, model.device
     text = model.prepare_text(context)
     n_video = prior_frames + chunk
-    x = torch.randn(1, cfg.in_dim, 2 + n_video, h, w, device=device)
+    x = torch.randn(1, cfg.in_dim, cond + n_video, h, w, device=device)
     tpf = cfg.tokens_per_latent_grid(h, w)
-    mask = FullAttention(frame_block_mask(2, n_video, chunk, tpf, device=device))
-    frame_t = torch.zeros(1, 2 + n_video, device=device)
+    mask = FullAttention(frame_block_mask(cond, n_video, chunk, tpf, device=device))
+    frame_t = torch.zeros(1, cond + n_video, device=device)
     times = []
     for _ in range(repeats):
         _sync(device)
@@ -90,19 +98,49 @@ def recompute_chunk_time(
     return min(times)
 
 
+STREAM_DEFAULTS = {"chunk_frames": 3, "cache_frames": 23, "steps": 4}
+"""The stream options' values without ``--profile`` (FashionChameleon's)."""
+
+
+def resolve_args(args: argparse.Namespace) -> tuple[argparse.Namespace, StreamSettings | None]:
+    """Fill the options left unset: from ``--profile`` (its architecture, native size and stream settings, the
+    settings resolved later at the size) or the FashionChameleon defaults. Returns ``(args, None)``: the profile's
+    settings need the token count, see :func:`stream_settings`."""
+    prof = PROFILES[args.profile] if args.profile else None
+    filled = dict(vars(args))
+    filled["preset"] = args.preset or (prof.model if prof else "tiny")
+    filled["width"] = args.width or (prof.native_size[0] if prof else 256)
+    filled["height"] = args.height or (prof.native_size[1] if prof else 256)
+    if prof is None:
+        for k, v in STREAM_DEFAULTS.items():
+            filled[k] = v if filled[k] is None else filled[k]
+    return argparse.Namespace(**filled), None
+
+
+def stream_settings(args: argparse.Namespace, tokens_per_frame: int) -> StreamSettings:
+    """The stream's settings: the profile's at this size with the options given over them, or FashionChameleon's."""
+    if not args.profile:
+        return StreamSettings(chunk_frames=args.chunk_frames, cache_frames=args.cache_frames, steps=args.steps)
+    overrides = {k: getattr(args, k) for k in STREAM_DEFAULTS if getattr(args, k) is not None}
+    return PROFILES[args.profile].settings_for(tokens_per_frame, **overrides)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    args, _ = resolve_args(args)
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
     cfg = preset(args.preset)
     if args.layers:
         cfg = replace(cfg, num_layers=args.layers, name=f"{cfg.name}[{args.layers} layers]")
-    settings = StreamSettings(chunk_frames=args.chunk_frames, cache_frames=args.cache_frames, steps=args.steps)
     fam = cfg.latent
     h, w = fam.latent_size(args.height, args.width, patch=cfg.patch_size[1:])
+    settings = stream_settings(args, cfg.tokens_per_latent_grid(h, w))
+    c = settings.chunk_frames
     model = random_transformer(cfg, device=device, dtype=dtype, seed=args.seed)
     g = torch.Generator().manual_seed(args.seed)
     cond = [torch.randn(1, cfg.in_dim, 1, h, w, generator=g).to(device) for _ in range(2)]
     context = torch.randn(1, min(64, cfg.text_len), cfg.text_dim, generator=g).to(device, dtype)
+    latents_in = {"reference": cond[0], "garment": cond[1]} if settings.conditions else {"latent_size": (h, w)}
 
     vae = None
     if args.vae != "none":
@@ -114,19 +152,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.compile:
         model.compile_blocks(dynamic=False)
 
-    state = start_stream(model, context=context, reference=cond[0], garment=cond[1], seed=args.seed,
-                         settings=settings)
+    state = start_stream(model, context=context, seed=args.seed, settings=settings, **latents_in)
     # Warm-up chunk (kernel selection, allocator, compilation), not counted; its time is the cold first-chunk latency.
     _sync(device)
     t_cold = time.perf_counter()
-    generate(state, args.chunk_frames, noise=args.noise, clean_pass=not args.skip_clean_pass)
+    generate(state, c, noise=args.noise, clean_pass=not args.skip_clean_pass)
     _sync(device)
     cold_first_chunk_s = time.perf_counter() - t_cold
     per_chunk = count_chunk_ops(state, args.noise, not args.skip_clean_pass)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     # The session loop every job runs: each chunk generated, then decoded at once (when a VAE is given).
-    chunks = -(-args.latent_frames // args.chunk_frames)
+    chunks = -(-args.latent_frames // c)
     session = Session(state, chunks=chunks, codec=vae, decode=vae is not None, overlap_decode=args.overlap_decode,
                       noise=args.noise, clean_pass=not args.skip_clean_pass)
     _sync(device)
@@ -146,25 +183,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pixel_frames = fam.pixel_frames(n_lat)
     backbone_s = sum(chunk_times)
     decode_s = sum(decode_times)
-    tiny_times = decode_times_of(tiny, latents, args.chunk_frames, fam, device) if tiny is not None else []
+    tiny_times = decode_times_of(tiny, latents, c, fam, device) if tiny is not None else []
     clean_check = clean_pass_check(state, args.clean_pass_check) if args.clean_pass_check else None
 
     def at(i: int) -> float | None:
         return chunk_times[i] if i < len(chunk_times) else None
 
-    lengths = sorted({k for k in args.recompute_at if k * args.chunk_frames + args.chunk_frames <= n_lat})
+    lengths = sorted({k for k in args.recompute_at if k * c + c <= n_lat})
     recompute = []
     for k in lengths:
-        t_re = recompute_chunk_time(model, context, k * args.chunk_frames, args.chunk_frames, h, w, len(state.timesteps),
-                                    args.repeats)
-        recompute.append({"chunk_index": k, "prior_frames": k * args.chunk_frames, "recompute_s": t_re,
+        t_re = recompute_chunk_time(model, context, k * c, c, h, w, len(state.timesteps), args.repeats,
+                                    cond=settings.cond_frames)
+        recompute.append({"chunk_index": k, "prior_frames": k * c, "recompute_s": t_re,
                           "cached_s": chunk_times[k], "speedup": t_re / chunk_times[k]})
 
     result = {
         "config": {
             "preset": cfg.name, "dim": cfg.dim, "layers": cfg.num_layers, "height": args.height, "width": args.width,
-            "latent_grid": [h, w], "tokens_per_frame": state.geometry.tokens_per_frame, "chunk_frames": args.chunk_frames,
-            "cache_frames": args.cache_frames, "steps": len(state.timesteps), "dtype": args.dtype,
+            "latent_grid": [h, w], "tokens_per_frame": state.geometry.tokens_per_frame, "chunk_frames": c,
+            "cache_frames": settings.cache_frames, "sink_chunks": settings.sink_chunks, "steps": len(state.timesteps),
+            "sampler": settings.sampler, "profile": args.profile or "fashionchameleon", "dtype": args.dtype,
             "vae": args.vae, "decoder": args.decoder, "latent_frames": n_lat, "pixel_frames": pixel_frames,
             "noise": args.noise, "clean_pass": not args.skip_clean_pass, "compile": args.compile,
             "overlap_decode": args.overlap_decode,
@@ -198,6 +236,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cache_mb": state.cache.nbytes / 2**20,
         "memory": _peak_memory(device),
         "recompute_vs_cached": recompute,
+        "published_speed": PROFILES[args.profile].published_speed if args.profile else None,
     }
     return result
 
@@ -437,14 +476,20 @@ def decoder_vs_vae(height: int, width: int, latent_frames: int, chunk: int, repe
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m chameleon_core.tools.bench", description=__doc__.split("\n")[0])
-    p.add_argument("--preset", default="tiny", help="model preset (tiny, wan2.1-t2v-1.3b, wan2.2-ti2v-5b, ...)")
+    p.add_argument("--profile", choices=PROFILE_NAMES, default=None,
+                   help="stream a public student's loop at its native size and architecture (docs/profiles.md)")
+    p.add_argument("--preset", default=None, help="model preset (tiny, tiny-wan2.1, wan2.1-t2v-1.3b, wan2.2-ti2v-5b, "
+                   "...); default: tiny, or the profile's")
     p.add_argument("--layers", type=int, default=0, help="keep only N blocks: a real-shaped slice of the preset")
-    p.add_argument("--height", type=int, default=256, help="pixel height, a multiple of 32 (Wan2.2) / 16 (Wan2.1)")
-    p.add_argument("--width", type=int, default=256, help="pixel width, a multiple of 32 (Wan2.2) / 16 (Wan2.1)")
+    p.add_argument("--height", type=int, default=None, help="pixel height, a multiple of 32 (Wan2.2) / 16 (Wan2.1); "
+                   "default 256, or the profile's native height")
+    p.add_argument("--width", type=int, default=None, help="pixel width, a multiple of 32 (Wan2.2) / 16 (Wan2.1); "
+                   "default 256, or the profile's native width")
     p.add_argument("--latent-frames", type=int, default=129, help="latent frames to stream (4 video frames each)")
-    p.add_argument("--chunk-frames", type=int, default=3, help="latent frames per chunk")
-    p.add_argument("--cache-frames", type=int, default=23, help="cache length in latent frames (2 cond + sink + window)")
-    p.add_argument("--steps", type=int, default=4, help="denoising steps per chunk")
+    p.add_argument("--chunk-frames", type=int, default=None, help="latent frames per chunk (3, or the profile's)")
+    p.add_argument("--cache-frames", type=int, default=None,
+                   help="cache length in latent frames (2 cond + sink + window: 23, or the profile's)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (4, or the profile's)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--vae", default="none", help="VAE preset for end-to-end FPS (wan2.2, wan2.2-tiny, ...) or none")
@@ -467,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.compare:
+        args, _ = resolve_args(args)
+        args.chunk_frames = args.chunk_frames or STREAM_DEFAULTS["chunk_frames"]
         if args.compare == "diffusers":
             result = forward_vs_diffusers(args.preset, args.layers or 1, args.height, args.width, args.latent_frames,
                                           args.repeats)

@@ -21,6 +21,12 @@ Examples::
     python -m chameleon_core --random tiny --reference person.png --garment shirt.png \\
         --width 128 --height 128 --frames 33 --switch 12:dress.png --out frames/ --json timing.json
 
+    # A public student with its own loop (the profile is read from the file, or given with --profile): LongLive 2.0
+    # text-to-video with a prompt switch and a new shot; --image first.png makes it image-to-video
+    python -m chameleon_core --student models/diffusion_models/model_bf16.pt \\
+        --vae models/vae/wan2.2_vae.safetensors --prompt-embeds city.safetensors \\
+        --prompt-switch 97:rain.safetensors --shot-switch 193:beach.safetensors --frames 289 --out longlive.mp4
+
 Frame arithmetic (Wan VAEs, 4x temporal): ``T_lat = (frames - 1) // 4 + 1`` latent frames, generated in chunks of
 ``--chunk-frames`` (3) latent frames; the first chunk decodes to 9 video frames, every later one to 12. ``--frames``
 is rounded up to whole chunks, and a switch at video frame N takes effect at the first chunk boundary at or after N
@@ -51,10 +57,11 @@ from typing import Any
 
 import torch
 
-from ..checkpoints import load_transformer, load_vae
+from ..checkpoints import load_vae
 from ..config import WanConfig
 from ..images import fit_garment, fit_reference, load_image
 from ..model import WanModel
+from ..profiles import AUTO, PROFILE_NAMES, load_student
 from ..quant import quantize_blocks_fp8_
 from ..session import (
     GarmentSwitch,
@@ -105,28 +112,40 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--vae", type=Path, metavar="PATH", help="Wan VAE: Wan2.2_VAE.pth or wan2.2_vae.safetensors")
     w.add_argument("--random", metavar="PRESET", help="no weight files: a random transformer of this preset (e.g. "
                    "tiny) and a random VAE of its latent family, for smoke tests and timing")
+    w.add_argument("--profile", choices=[AUTO, *PROFILE_NAMES], default=AUTO,
+                   help="the student's streaming loop (docs/profiles.md); auto: read from the checkpoint (metadata, "
+                   "LongLive's merged-file entries, a file name naming the project), else fashionchameleon")
+    w.add_argument("--lora", type=Path, metavar="PATH",
+                   help="a LoRA merged into the student as it loads (LongLive 1.0's lora.pt with longlive_base.pt)")
     t = p.add_argument_group("prompt (random features with --random if none is given)")
     t.add_argument("--prompt-embeds", type=Path, metavar="FILE",
                    help="prompt features, a .safetensors from python -m chameleon_core.tools.prompt_embeds")
     t.add_argument("--prompt", metavar="TEXT", help="prompt text, encoded with --text-encoder")
     t.add_argument("--text-encoder", type=Path, metavar="DIR", help="local HuggingFace-format umT5-XXL folder")
     v = p.add_argument_group("video")
-    v.add_argument("--reference", type=Path, required=True, metavar="IMG", help="the person image")
-    v.add_argument("--garment", type=Path, required=True, metavar="IMG", help="the first garment image")
+    v.add_argument("--reference", type=Path, metavar="IMG",
+                   help="the person image (FashionChameleon; public students stream without it)")
+    v.add_argument("--garment", type=Path, metavar="IMG", help="the first garment image (FashionChameleon)")
+    v.add_argument("--image", type=Path, metavar="IMG",
+                   help="image-to-video: the first frame (profiles that take one: longlive2)")
     v.add_argument("--switch", action="append", default=[], metavar="FRAME:IMAGE",
                    help="switch to the garment IMAGE at video frame FRAME (rounded up to a chunk boundary); repeatable")
     v.add_argument("--prompt-switch", action="append", default=[], metavar="FRAME:EMBEDS",
                    help="switch to the prompt features in EMBEDS (.safetensors) at video frame FRAME; repeatable")
+    v.add_argument("--shot-switch", action="append", default=[], metavar="FRAME:EMBEDS",
+                   help="a prompt switch that starts a new shot (LongLive 2.0: RoPE offset, shot sink); repeatable")
     v.add_argument("--frames", type=int, default=81, help="output video frames, rounded up to whole chunks (81)")
-    v.add_argument("--width", type=int, default=704, help="pixels, a multiple of 32 for Wan2.2 models (704)")
-    v.add_argument("--height", type=int, default=1280, help="pixels, a multiple of 32 for Wan2.2 models (1280)")
+    v.add_argument("--width", type=int, default=None,
+                   help="pixels, a multiple of 32 for Wan2.2 models (the profile's: 704 for fashionchameleon)")
+    v.add_argument("--height", type=int, default=None,
+                   help="pixels, a multiple of 32 for Wan2.2 models (the profile's: 1280 for fashionchameleon)")
     v.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives the same frames (0)")
     s = p.add_argument_group("stream and switches")
-    s.add_argument("--steps", type=int, default=4, help="denoising steps per chunk (4)")
-    s.add_argument("--chunk-frames", type=int, default=3, help="latent frames per chunk (3)")
-    s.add_argument("--cache-frames", type=int, default=23,
-                   help="KV cache length in latent frames: 2 conditions + sink + history (23)")
-    s.add_argument("--sink-chunks", type=int, default=1, help="chunks kept as the attention sink (1)")
+    s.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (the profile's: 4)")
+    s.add_argument("--chunk-frames", type=int, default=None, help="latent frames per chunk (the profile's: 3)")
+    s.add_argument("--cache-frames", type=int, default=None,
+                   help="KV cache length in latent frames: 2 conditions + sink + history (the profile's: 23)")
+    s.add_argument("--sink-chunks", type=int, default=None, help="chunks kept as the attention sink (the profile's: 1)")
     s.add_argument("--no-refresh", action="store_true", help="ablation: keep the old garment's KV at a switch")
     s.add_argument("--no-withdraw", action="store_true", help="ablation: keep the history KV at a switch")
     s.add_argument("--no-disentangle", action="store_true", help="ablation: keep the original reference KV")
@@ -152,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (cuda if available)")
     r.add_argument("--out", type=Path, default=Path("chameleon_out"), metavar="PATH",
                    help="*.mp4 (needs PyAV: pip install av), or a folder for frame_00000.png ... (chameleon_out)")
-    r.add_argument("--fps", type=float, default=24.0, help="frame rate of the mp4 (24)")
+    r.add_argument("--fps", type=float, default=None, help="frame rate of the mp4 (the profile's: 24, 16 for Wan2.1)")
     r.add_argument("--json", type=Path, metavar="FILE", help="also write the timing summary here")
     r.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks of errors")
     return p
@@ -219,7 +238,7 @@ def attach_payloads(args: argparse.Namespace, plan: RunPlan) -> RunPlan:
     """Load each switch's garment image or prompt features into its event."""
     events = tuple(
         replace(e, payload=load_fitted(e.source, plan, garment=True) if e.kind == "garment"
-                else load_embeddings(e.source, plan.config))
+                else load_embeddings(e.source, plan.config))  # prompt and shot switches: features
         for e in plan.events
     )
     return replace(plan, events=events)
@@ -234,7 +253,7 @@ def load_vae_for(args: argparse.Namespace, plan: RunPlan) -> WanVAE:
     """The Wan VAE (file, or random of the model's latent family), checked against the model's channels."""
     if args.random:
         family = plan.family.name
-        name = f"{family}-tiny" if plan.config.name == "tiny" else family
+        name = f"{family}-tiny" if plan.config.name.startswith("tiny") else family
         logger.info("random %s VAE (preset %s)", family, name)
         vae = build_vae(name, device=plan.device, dtype=plan.dtype, seed=0)
     else:
@@ -248,7 +267,8 @@ def load_model(args: argparse.Namespace, plan: RunPlan) -> WanModel:
         logger.info("random %s transformer", plan.config.name)
         model = random_transformer(plan.config, device=plan.device, dtype=plan.dtype, seed=0)
     else:
-        model = load_transformer(args.student, dtype=plan.dtype, device=plan.device)
+        model, _, _ = load_student(args.student, profile_name=plan.profile.name, lora=args.lora, dtype=plan.dtype,
+                                   device=plan.device)
     if plan.fp8:
         quantize_blocks_fp8_(model, plan.dtype, matmul=args.fp8_matmul)
     elif args.fp8_matmul != "off":
@@ -300,8 +320,8 @@ def timeline(plan: RunPlan) -> list[TimedSwitch]:
     opts = plan.options
     out = []
     for e in plan.events:
-        if e.kind == "prompt":
-            switch = PromptSwitch(e.payload, label=str(e.source))
+        if e.kind in ("prompt", "shot"):
+            switch = PromptSwitch(e.payload, label=str(e.source), new_shot=e.kind == "shot")
         else:
             switch = GarmentSwitch(e.payload, refresh=opts.refresh, withdraw=opts.withdraw,
                                    disentangle=opts.disentangle, withdraw_sink=opts.withdraw_sink, label=str(e.source))
@@ -313,7 +333,7 @@ def run_stream(state: StreamState, plan: RunPlan, vae: WanVAE, writer: FrameWrit
                decoder: TinyVideoDecoder | None = None) -> Timings:
     """The session loop: each chunk decoded and written as soon as it is made, switches at their boundaries."""
     timings = Timings()
-    requested = {(e.chunk, e.kind): e.requested_frame for e in plan.events}
+    requested = {(e.chunk, "prompt" if e.kind == "shot" else e.kind): e.requested_frame for e in plan.events}
     session = Session(state, chunks=plan.chunks, codec=vae, timeline=timeline(plan), decoder=decoder,
                       overlap_decode=args.overlap_decode, noise="device" if args.device_noise else "cpu",
                       clean_pass=not args.skip_clean_pass)
@@ -354,6 +374,7 @@ def summarize(plan: RunPlan, timings: Timings, frames_written: int, model_name: 
     memory, memory_kind = peak_memory(plan.device)
     return {
         "model": model_name,
+        "profile": plan.profile.name,
         "device": str(plan.device),
         "dtype": "fp8" if plan.fp8 else {v: k for k, v in DTYPES.items()}[plan.dtype],
         "width": plan.width,
@@ -378,7 +399,8 @@ def summarize(plan: RunPlan, timings: Timings, frames_written: int, model_name: 
 def format_summary(s: dict[str, Any]) -> str:
     mem = "n/a" if s["peak_memory_mb"] is None else f"{s['peak_memory_mb']:.0f} MB"
     lines = [
-        f"FashionChameleon stream: {s['model']}, {s['width']}x{s['height']}, {s['dtype']} on {s['device']}",
+        f"FashionChameleon stream: {s['model']} ({s['profile']} profile), {s['width']}x{s['height']}, {s['dtype']} on "
+        f"{s['device']}",
         f"  latent frames   {s['latent_frames']} ({s['chunks']} chunks)",
         f"  video frames    {s['video_frames']}",
         f"  backbone        {s['backbone_seconds']:.3f} s -> {s['backbone_fps']:.2f} FPS",
@@ -407,9 +429,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = plan_run(args)
     if plan.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(plan.device)
-    # 3. Images, fitted to the video size (reference: cover-crop; garments: contain + white pad).
-    reference = load_fitted(args.reference, plan, garment=False)
-    garment = load_fitted(args.garment, plan, garment=True)
+    # 3. Images, fitted to the video size (reference and first frame: cover-crop; garments: contain + white pad).
+    conditions = plan.stream.conditions
+    reference = load_fitted(args.reference, plan, garment=False) if conditions else None
+    garment = load_fitted(args.garment, plan, garment=True) if conditions else None
+    image = load_fitted(args.image, plan, garment=False) if args.image is not None else None
     plan = attach_payloads(args, plan)
     # 4. Prompt features (the umT5 encoder, if used, is freed before the transformer loads).
     context = prompt_features(args, plan)
@@ -418,16 +442,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     decoder = load_decoder(args, plan)
     vae = load_vae_for(args, plan)
     model = load_model(args, plan)
-    # 6. Condition latents, in the model's latent space.
+    # 6. Condition latents (or the first frame), in the model's latent space.
     size = (plan.width, plan.height)
-    ref_latent = encode_condition(vae, plan.family, reference, garment=False, size=size)
-    garment_latent = encode_condition(vae, plan.family, garment, garment=True, size=size)
+    latents = {}
+    if conditions:
+        latents["reference"] = encode_condition(vae, plan.family, reference, garment=False, size=size)
+        latents["garment"] = encode_condition(vae, plan.family, garment, garment=True, size=size)
+    else:
+        latents["latent_size"] = plan.family.latent_size(plan.height, plan.width)
+        if image is not None:
+            latents["first_frame"] = encode_condition(vae, plan.family, image, garment=False, size=size)
     # 7. Stream.
-    logger.info("streaming %d chunks = %d video frames at %dx%d", plan.chunks, plan.video_frames, plan.width,
-                plan.height)
-    state = start_stream(model, context=context, reference=ref_latent, garment=garment_latent, seed=args.seed,
-                         settings=plan.stream)
-    with open_output(plan.out, args.fps, plan.width, plan.height) as writer:
+    logger.info("streaming %d chunks = %d video frames at %dx%d (%s profile)", plan.chunks, plan.video_frames,
+                plan.width, plan.height, plan.profile.name)
+    state = start_stream(model, context=context, seed=args.seed, settings=plan.stream, **latents)
+    with open_output(plan.out, plan.fps, plan.width, plan.height) as writer:
         timings = run_stream(state, plan, vae, writer, args, decoder)
         frames = writer.count
     # 8. Summary.

@@ -19,6 +19,7 @@ import torch
 
 from ..checkpoints import checkpoint_kind, inspect_checkpoint
 from ..config import StreamSettings, WanConfig, preset
+from ..profiles import StreamProfile, resolve_profile
 from ..latents import LatentFamily
 from ..memory import (
     MAX_SIDE,
@@ -73,7 +74,7 @@ class SwitchEvent:
     """One switch on the timeline, placed on a chunk boundary."""
 
     kind: str
-    """``garment`` or ``prompt``."""
+    """``garment``, ``prompt``, or ``shot`` (a prompt switch that starts a new shot: LongLive 2.0)."""
     requested_frame: int
     """The video frame the user asked for."""
     source: Path
@@ -102,6 +103,8 @@ class RunPlan:
 
     config: WanConfig
     """The transformer's architecture (from the checkpoint's headers, or the --random preset)."""
+    profile: StreamProfile
+    """The student's stream profile (its loop: chunk, window, sink, steps, conditions)."""
     stream: StreamSettings
     width: int
     height: int
@@ -116,6 +119,8 @@ class RunPlan:
     fp8: bool
     out: Path
     mp4: bool
+    fps: float = 24.0
+    """Frame rate of the output video (the profile's unless --fps is given)."""
 
     @property
     def family(self) -> LatentFamily:
@@ -185,9 +190,12 @@ def missing_weights(args: argparse.Namespace) -> list[str]:
 
 def missing_inputs(args: argparse.Namespace) -> list[str]:
     """One line per missing image or prompt-switch file."""
-    given = [("--reference", args.reference), ("--garment", args.garment)]
+    given = [(o, p) for o, p in (("--reference", args.reference), ("--garment", args.garment),
+                                 ("--image", getattr(args, "image", None))) if p is not None]
     given += [("--switch", parse_switch(s, "--switch", "IMAGE")[1]) for s in args.switch]
     given += [("--prompt-switch", parse_switch(s, "--prompt-switch", "EMBEDS")[1]) for s in args.prompt_switch]
+    given += [("--shot-switch", parse_switch(s, "--shot-switch", "EMBEDS")[1])
+              for s in getattr(args, "shot_switch", [])]
     if getattr(args, "decoder", None) not in (None, "random"):
         given.append(("--decoder", Path(args.decoder)))
     return [_item(f"{option}: {why}") for option, path in given if (why := _why_missing(path))]
@@ -195,8 +203,8 @@ def missing_inputs(args: argparse.Namespace) -> list[str]:
 
 def check_files(args: argparse.Namespace) -> None:
     """Raise :class:`MissingFilesError` listing every missing file at once (weights with where to get them)."""
-    if args.random and (args.student or args.vae):
-        raise ValueError("--random replaces the weight files; pass either --random PRESET or --student/--vae")
+    if args.random and (args.student or args.vae or getattr(args, "lora", None)):
+        raise ValueError("--random replaces the weight files; pass either --random PRESET or --student/--vae/--lora")
     if args.prompt_embeds and (args.prompt is not None or args.text_encoder):
         raise ValueError("give the prompt once: --prompt-embeds FILE, or --prompt TEXT with --text-encoder DIR")
     if args.text_encoder and args.prompt is None:
@@ -229,8 +237,8 @@ def model_config(args: argparse.Namespace) -> WanConfig:
     if checkpoint_kind(args.student) == "teacher":
         logger.warning(
             "%s looks like a bidirectional teacher, not a causal student (no student metadata, training file or "
-            "student-like name); streamed with %d steps it gives poor frames. Pass a causal student checkpoint",
-            args.student, args.steps,
+            "student-like name); streamed with a few steps it gives poor frames. Pass a causal student checkpoint",
+            args.student,
         )
     return info.config
 
@@ -241,7 +249,8 @@ def plan_switches(
     """Place every --switch / --prompt-switch on the first chunk boundary at or after its frame."""
     events = []
     for option, kind, what, specs in (("--switch", "garment", "IMAGE", args.switch),
-                                      ("--prompt-switch", "prompt", "EMBEDS", args.prompt_switch)):
+                                      ("--prompt-switch", "prompt", "EMBEDS", args.prompt_switch),
+                                      ("--shot-switch", "shot", "EMBEDS", getattr(args, "shot_switch", []))):
         for spec in specs:
             frame, path = parse_switch(spec, option, what)
             chunk = landing_chunk(frame, chunk_frames, family)
@@ -255,10 +264,10 @@ def plan_switches(
                     f"switch earlier (boundaries: {boundaries})"
                 )
             events.append(SwitchEvent(kind, frame, path, chunk, landed))
-    order = {"garment": 0, "prompt": 1}  # a prompt switch re-caches what the garment switch kept: run it second
+    order = {"garment": 0, "prompt": 1, "shot": 1}  # a prompt switch re-caches what a garment switch kept: second
     events.sort(key=lambda e: (e.chunk, order[e.kind]))
     for a, b in zip(events, events[1:]):
-        if (a.chunk, a.kind) == (b.chunk, b.kind):
+        if (a.chunk, order[a.kind]) == (b.chunk, order[b.kind]):
             raise ValueError(
                 f"two {a.kind} switches (frames {a.requested_frame} and {b.requested_frame}) land on the same chunk "
                 f"boundary (frame {a.frame}), so the first would never be seen; move one to another chunk"
@@ -304,13 +313,13 @@ def check_numbers(args: argparse.Namespace) -> None:
     """Every number on the command line is finite and in range, before anything loads (``--fps nan`` included)."""
     for name in ("frames", "width", "height", "steps", "chunk_frames", "cache_frames"):
         value = getattr(args, name)
-        if value <= 0:
+        if value is not None and value <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    if not math.isfinite(args.fps) or not 0 < args.fps <= 1000:
+    if args.fps is not None and (not math.isfinite(args.fps) or not 0 < args.fps <= 1000):
         raise ValueError(f"--fps must be a finite frame rate in (0, 1000], got {args.fps}; use e.g. --fps 24")
-    if args.sink_chunks < 0:
+    if args.sink_chunks is not None and args.sink_chunks < 0:
         raise ValueError(f"--sink-chunks must be >= 0, got {args.sink_chunks}")
-    if max(args.width, args.height) > MAX_SIDE:
+    if args.width is not None and args.height is not None and max(args.width, args.height) > MAX_SIDE:
         raise ValueError(
             f"--width {args.width} --height {args.height}: at most {MAX_SIDE} pixels a side; the model is trained at "
             "--width 704 --height 1280"
@@ -334,12 +343,48 @@ def check_plan_memory(config: WanConfig, stream: StreamSettings, width: int, hei
         params = sum(p.numel() for p in WanModel(config).parameters())
     weights = params * (1 if fp8 else torch.empty((), dtype=dtype).element_size())
     lh, lw = family.latent_size(height, width)
-    vae = VAE_PRESETS.get(f"{family.name}-tiny" if config.name == "tiny" else family.name)
+    vae = VAE_PRESETS.get(f"{family.name}-tiny" if config.name.startswith("tiny") else family.name)
     estimate = estimate_stream_memory(config, stream, config.tokens_per_frame(height, width), dtype=dtype,
                                       device=device, vae_config=vae, latent_size=(lh, lw))
     estimate = replace(estimate, weight_bytes=weights)
     check_stream_memory(estimate, device, what=f"--width {width} --height {height} --cache-frames "
                         f"{stream.cache_frames} with {config.name} ({params / 1e9:.2f}B parameters)")
+
+
+STREAM_OPTIONS = ("chunk_frames", "cache_frames", "sink_chunks", "steps")
+"""Command-line stream settings that override the profile's."""
+
+
+def plan_profile(args: argparse.Namespace) -> tuple[StreamProfile, str]:
+    """The stream profile: ``--profile`` by name, or (``auto``) the one the student checkpoint names."""
+    requested = getattr(args, "profile", "auto") or "auto"
+    return resolve_profile(requested, None if args.random else args.student)
+
+
+def check_inputs_fit(args: argparse.Namespace, prof: StreamProfile) -> None:
+    """The images and switches given are the ones the profile takes (conditions or not, first frame, shots)."""
+    image = getattr(args, "image", None)
+    if prof.conditions:
+        missing = [o for o, v in (("--reference", args.reference), ("--garment", args.garment)) if v is None]
+        if missing:
+            raise ValueError(f"the {prof.name} profile streams a person in a garment: give {' and '.join(missing)} "
+                             "(or pick a public student's profile with --profile)")
+        if image is not None:
+            raise ValueError(f"--image is the first frame of an image-to-video profile; the {prof.name} profile takes "
+                             "--reference and --garment instead")
+        return
+    given = [o for o, v in (("--reference", args.reference), ("--garment", args.garment)) if v is not None]
+    if given or args.switch:
+        raise ValueError(
+            f"the {prof.name} profile ({prof.title}) streams text-to-video without a person or garment: drop "
+            f"{', '.join(given + (['--switch'] if args.switch else []))}"
+            + ("; give --image for image-to-video" if prof.image_to_video else "")
+        )
+    if image is not None and not prof.image_to_video:
+        raise ValueError(f"the {prof.name} profile is text-to-video only: drop --image (longlive2 takes a first frame)")
+    if getattr(args, "shot_switch", None) and not (prof.settings.shot_rope_offset or prof.settings.shot_sink):
+        raise ValueError(f"--shot-switch starts a new shot, which the {prof.name} profile does not have (longlive2 "
+                         "does); use --prompt-switch")
 
 
 def plan_run(args: argparse.Namespace) -> RunPlan:
@@ -348,12 +393,18 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     check_numbers(args)
     device = resolve_device(args.device)
     dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
-    # The session hands each chunk to the writer: the state need not keep every chunk (flat host memory).
-    stream = StreamSettings(chunk_frames=args.chunk_frames, cache_frames=args.cache_frames, sink_chunks=args.sink_chunks,
-                            steps=args.steps, keep_history=False)
     config = model_config(args)
+    prof, why = plan_profile(args)
+    logger.info("stream profile %s (%s)", prof.name, why)
+    check_inputs_fit(args, prof)
+    width = args.width if args.width is not None else prof.native_size[0]
+    height = args.height if args.height is not None else prof.native_size[1]
+    check_numbers(replace_namespace(args, width=width, height=height))
     family = config.latent
-    config.latent_grid(args.height, args.width)  # raises a ValueError naming a usable size
+    config.latent_grid(height, width)  # raises a ValueError naming a usable size
+    # The session hands each chunk to the writer: the state need not keep every chunk (flat host memory).
+    overrides = {k: getattr(args, k) for k in STREAM_OPTIONS if getattr(args, k) is not None}
+    stream = prof.settings_for(config.tokens_per_frame(height, width), keep_history=False, **overrides)
     c = stream.chunk_frames
     latent = family.latent_frames(args.frames)
     if latent < c:
@@ -371,13 +422,14 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     if family.pixel_frames(chunks * c) != args.frames:
         logger.info("--frames %d -> %d video frames (%d chunks of %d latent frames)", args.frames,
                     family.pixel_frames(chunks * c), chunks, c)
-    check_plan_memory(config, stream, args.width, args.height, device, DTYPES["bf16" if dtype_name == "fp8" else
-                                                                              dtype_name], fp8=dtype_name == "fp8")
+    check_plan_memory(config, stream, width, height, device, DTYPES["bf16" if dtype_name == "fp8" else
+                                                                  dtype_name], fp8=dtype_name == "fp8")
     return RunPlan(
         config=config,
+        profile=prof,
         stream=stream,
-        width=args.width,
-        height=args.height,
+        width=width,
+        height=height,
         chunks=chunks,
         events=plan_switches(args, chunks, c, family),
         options=SwitchOptions(not args.no_refresh, not args.no_withdraw, not args.no_disentangle, not args.keep_sink),
@@ -386,6 +438,10 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         fp8=dtype_name == "fp8",
         out=args.out,
         mp4=check_output(args.out),
+        fps=float(args.fps if args.fps is not None else prof.fps),
     )
 
 
+def replace_namespace(args: argparse.Namespace, **changes) -> argparse.Namespace:
+    """A copy of ``args`` with ``changes``."""
+    return argparse.Namespace(**{**vars(args), **changes})

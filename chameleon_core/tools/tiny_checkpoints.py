@@ -11,8 +11,13 @@
 - ``vae_approx/chameleon_tiny_taew2_2.safetensors``: a tiny streaming decoder (TAEHV) for Wan2.2 latents in the
   released ``taew2_2`` key layout, at widths (16, 8, 8, 8) instead of (256, 128, 64, 64);
 
-and ``tiny_sizes.json``, the two config overrides ComfyUI needs because it builds umT5-XXL and the Wan2.2 VAE
-from fixed full-size configs (``tests/comfyui_launcher.py`` applies them). Plus test images into ``--input``.
+and ``tiny_sizes.json``, the config overrides ComfyUI needs because it builds umT5-XXL and the Wan VAEs from fixed
+full-size configs (``tests/comfyui_launcher.py`` applies them). Plus test images into ``--input``.
+
+With ``--profiles``, also the public students' files under the names the example workflows use, each in the form its
+project publishes, under its published name, with that student's shape at tiny size (:data:`PROFILE_FILES`): LongLive 2.0's merged
+``.pt`` (Wan2.2 latents), LongLive 1.0's base ``.pt`` + LoRA, Self-Forcing's and CausVid's ``.pt`` (Wan2.1
+latents), and a Wan2.1 VAE and TAEHV decoder of width 8.
 """
 
 from __future__ import annotations
@@ -30,11 +35,20 @@ from safetensors.torch import save_file
 
 from ..checkpoints import KIND_METADATA_KEY, save_vae
 from ..config import WanConfig, preset
-from ..testing import tiny_transformer, write_transformer_checkpoint
+from ..profiles import LONGLIVE_MERGED_FORMAT, PROFILES
+from ..testing import (
+    random_lora,
+    tiny_transformer,
+    write_generator_pt,
+    write_lora_pt,
+    write_transformer_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
 TINY_DIT = WanConfig(**{**preset("tiny").__dict__, "text_dim": 4096, "text_len": 512, "name": "tiny"})
+TINY_DIT_WAN21 = WanConfig(**{**preset("tiny-wan2.1").__dict__, "text_dim": 4096, "text_len": 512,
+                              "name": "tiny-wan2.1"})
 TINY_UMT5 = {
     "d_ff": 8, "d_kv": 8, "d_model": 4096, "num_heads": 1, "num_layers": 24, "vocab_size": 0,  # vocab: set below
     "dense_act_fn": "gelu_pytorch_tanh", "is_gated_act": True, "layer_norm_epsilon": 1e-6,
@@ -42,6 +56,7 @@ TINY_UMT5 = {
     "decoder_start_token_id": 0, "is_encoder_decoder": True, "tie_word_embeddings": False,
 }
 TINY_WAN22_VAE = {"dim": 8, "dec_dim": 8}
+TINY_WAN21_VAE = {"dim": 8}
 
 FILES = {
     "student": "diffusion_models/chameleon_tiny_student.safetensors",
@@ -51,7 +66,25 @@ FILES = {
     "tiny_decoder": "vae_approx/chameleon_tiny_taew2_2.safetensors",
 }
 TINY_TAEHV_WIDTHS = (16, 8, 8, 8)
-IMAGES = ("reference.png", "garment1.png", "garment2.png", "garment3.png")
+IMAGES = ("reference.png", "garment1.png", "garment2.png", "garment3.png", "first_frame.png")
+
+
+def _published(profile: str, index: int = 0) -> str:
+    """Where the example workflows expect a public student's file (its folder and the name they use)."""
+    f = PROFILES[profile].files[index]
+    return f"{f.folder}/{f.name}"
+
+
+PROFILE_FILES = {
+    "longlive2": _published("longlive2"),
+    "longlive1": _published("longlive1"),
+    "longlive1_lora": _published("longlive1", 1),
+    "self_forcing": _published("self_forcing"),
+    "causvid": _published("causvid"),
+    "wan21_vae": "vae/chameleon_tiny_wan2.1_vae.safetensors",
+    "wan21_tiny_decoder": "vae_approx/chameleon_tiny_taew2_1.safetensors",
+}
+"""The ``--profiles`` files: model folder path of each."""
 
 
 def write_dit(path: Path, kind: str, seed: int) -> None:
@@ -65,6 +98,32 @@ def write_vae(path: Path, seed: int) -> None:
 
     cfg = VAEConfig("wan2.2", dim=TINY_WAN22_VAE["dim"], decoder_dim=TINY_WAN22_VAE["dec_dim"], z_dim=48)
     save_vae(path, build_vae(cfg, seed=seed))
+
+
+def write_wan21_vae(path: Path, seed: int) -> None:
+    """A Wan2.1 VAE with the released structure (ComfyUI builds that one) at width 8."""
+    from ..vae import VAEConfig, build_vae
+
+    save_vae(path, build_vae(VAEConfig("wan2.1", dim=TINY_WAN21_VAE["dim"], decoder_dim=TINY_WAN21_VAE["dim"],
+                                       z_dim=16), seed=seed))
+
+
+def write_profile_files(models: Path, seed: int) -> dict[str, Path]:
+    """Each public student's file, in its project's published form, at tiny size (see the module docstring)."""
+    out = {k: models / v for k, v in PROFILE_FILES.items()}
+    for p in out.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    write_generator_pt(out["longlive2"], tiny_transformer(seed + 10, TINY_DIT), dtype=torch.bfloat16,
+                       extras={"checkpoint_format": LONGLIVE_MERGED_FORMAT, "model_name": "Wan2.2-TI2V-5B",
+                               "merged_lora": True, "dtype": "bfloat16"})
+    write_generator_pt(out["longlive1"], tiny_transformer(seed + 11, TINY_DIT_WAN21))
+    write_lora_pt(out["longlive1_lora"], random_lora(TINY_DIT_WAN21, rank=8, seed=seed + 12))
+    write_generator_pt(out["self_forcing"], tiny_transformer(seed + 13, TINY_DIT_WAN21),
+                       ema=tiny_transformer(seed + 14, TINY_DIT_WAN21))
+    write_generator_pt(out["causvid"], tiny_transformer(seed + 15, TINY_DIT_WAN21))
+    write_wan21_vae(out["wan21_vae"], seed)
+    write_taehv(out["wan21_tiny_decoder"], seed, latent_channels=16)
+    return out
 
 
 def write_taehv(path: Path, seed: int, latent_channels: int = 48) -> None:
@@ -137,10 +196,14 @@ def write_images(folder: Path, size: int = 96) -> None:
     stripes[: size // 8, :, 3] = 0  # transparent top band: composited on white
     Image.fromarray(stripes, "RGBA").save(folder / IMAGES[2])
     Image.fromarray((xx * 255).astype(np.uint8), "L").save(folder / IMAGES[3])
+    scene = np.stack([0.2 + 0.6 * xx, 0.3 + 0.3 * yy, 0.8 - 0.5 * xx * yy], -1)  # a first frame for image-to-video
+    Image.fromarray((scene * 255).astype(np.uint8)).resize((size * 2, size)).save(folder / IMAGES[4])
 
 
-def write_all(models: str | Path, input_dir: str | Path | None = None, seed: int = 0) -> dict[str, Path]:
-    """Write every tiny checkpoint into a ComfyUI ``models`` folder (and images into ``input_dir``)."""
+def write_all(models: str | Path, input_dir: str | Path | None = None, seed: int = 0,
+              profiles: bool = False) -> dict[str, Path]:
+    """Write every tiny checkpoint into a ComfyUI ``models`` folder (and images into ``input_dir``); with
+    ``profiles``, the public students' files too."""
     models = Path(models)
     out = {k: models / v for k, v in FILES.items()}
     for p in out.values():
@@ -151,8 +214,11 @@ def write_all(models: str | Path, input_dir: str | Path | None = None, seed: int
     t5 = write_umt5(out["text_encoder"], seed)
     write_taehv(out["tiny_decoder"], seed)
     sizes = models / "tiny_sizes.json"
-    sizes.write_text(json.dumps({"umt5xxl_model_config": t5, "wan22_vae": TINY_WAN22_VAE}, indent=2))
+    sizes.write_text(json.dumps({"umt5xxl_model_config": t5, "wan22_vae": TINY_WAN22_VAE,
+                                 "wan21_vae": TINY_WAN21_VAE}, indent=2))
     out["sizes"] = sizes
+    if profiles:
+        out.update(write_profile_files(models, seed))
     if input_dir is not None:
         write_images(Path(input_dir))
     logger.info("tiny checkpoints written under %s", models)
@@ -165,9 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", required=True, help="a ComfyUI models folder (subfolders are created)")
     p.add_argument("--input", help="a ComfyUI input folder for the test images")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profiles", action="store_true",
+                   help="also the public students' files (LongLive 2.0 / 1.0, Self-Forcing, CausVid) at tiny size")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for name, path in write_all(args.models, args.input, args.seed).items():
+    for name, path in write_all(args.models, args.input, args.seed, args.profiles).items():
         logger.info("%s: %s", name, path)
     return 0
 

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from ..profiles import PROFILES
+
 TITLE_HEIGHT = 30
 """Litegraph draws a node's title bar above ``pos``: a node covers ``[x, y - 30, w, h + 30]``."""
 GAP = 40
@@ -33,6 +35,10 @@ MODEL_LOADERS: dict[str, tuple[str, str]] = {
     "LoraLoaderModelOnly": ("lora_name", "loras"),
 }
 """Loader node type -> (the widget naming the file, the ComfyUI models folder it reads)."""
+MORE_MODEL_WIDGETS: dict[str, tuple[tuple[str, str], ...]] = {
+    "ChameleonStudentLoader": (("lora_name", "loras"),),
+}
+"""Further file widgets of a loader (a LoRA merged on loading); ``none`` is no file."""
 
 MODEL_URLS: dict[str, str] = {
     "wan2.2_vae.safetensors":
@@ -49,18 +55,26 @@ MODEL_URLS: dict[str, str] = {
     "taew2_1.safetensors": "https://github.com/madebyollin/taehv/raw/main/safetensors/taew2_1.safetensors",
 }
 """Public files and their download addresses (node ``properties.models``, as ComfyUI's templates carry them)."""
+MODEL_URLS.update({f.name: f.url for prof in PROFILES.values() for f in prof.files})
+PUBLISHED = {f.name: prof for prof in PROFILES.values() for f in prof.files}
+"""The public students' files (their published names) -> their profile."""
 
 DEMO_COMMAND = "python -m chameleon_core.tools.demo_models --comfyui /path/to/ComfyUI"
 NOT_PUBLIC = ("The FashionChameleon student and teacher weights are not public. What loads instead: the demo's "
               f"small random models (`{DEMO_COMMAND}`, then the `demo` template), a student you train with the pack's "
               "recipe (README, Training), or a public causal Wan student (LongLive 2.0 for Wan2.2; Self-Forcing / "
               "CausVid for Wan2.1 with the Wan2.1 VAE).")
+PUBLIC_STUDENT = ("Every file here is public (the addresses above; the README's model table lists them). The "
+                  "FashionChameleon student and teacher weights are not public: this workflow streams a public causal "
+                  "student with its own loop, text- or image-to-video, without a person or garment.")
 DEMO_FILES = ("fashionchameleon_demo_",)
 """File name prefixes the demo command writes."""
 
 
 def where_to_get(name: str) -> str:
     """Where a model file comes from, in a few words."""
+    if name in PUBLISHED:
+        return f"{MODEL_URLS[name]}, {PUBLISHED[name].title}"
     if name in MODEL_URLS:
         return MODEL_URLS[name]
     if name.startswith(DEMO_FILES):
@@ -138,6 +152,8 @@ def title(ntype: str, widgets: Mapping) -> str | None:
     stem = Path(str(widgets.get("image", ""))).stem.lower()
     if "reference" in stem or "person" in stem:
         return "Person"
+    if "first" in stem:
+        return "First frame"
     if m := re.search(r"garment[_ -]?(\d+)", stem):
         return f"Garment {m.group(1)}"
     return "Image"
@@ -147,14 +163,16 @@ def model_entries(ntype: str, widgets: Mapping) -> list[dict]:
     """The node's ``properties.models``: the file it loads, its folder and, when public, its download address."""
     if ntype not in MODEL_LOADERS:
         return []
-    widget, folder = MODEL_LOADERS[ntype]
-    name = widgets.get(widget)
-    if not name:
-        return []
-    entry = {"name": name, "directory": folder}
-    if name in MODEL_URLS:
-        entry["url"] = MODEL_URLS[name]
-    return [entry]
+    out = []
+    for widget, folder in (MODEL_LOADERS[ntype], *MORE_MODEL_WIDGETS.get(ntype, ())):
+        name = widgets.get(widget)
+        if not name or name == "none":
+            continue
+        entry = {"name": name, "directory": folder}
+        if name in MODEL_URLS:
+            entry["url"] = MODEL_URLS[name]
+        out.append(entry)
+    return out
 
 
 def files_needed(nodes: Iterable[Mapping]) -> list[tuple[str, str]]:
@@ -172,7 +190,8 @@ def note_text(title_: str, description: str, files: list[tuple[str, str]], image
     lines += [f"- `{folder}/`: `{name}`, {where_to_get(name)}" for name, folder in files]
     if images:
         lines += ["", "**Images** (`ComfyUI/input/`): " + ", ".join(f"`{i}`" for i in images)]
-    lines += ["", NOT_PUBLIC, "",
+    public = any(name in PUBLISHED for name, _ in files)
+    lines += ["", PUBLIC_STUDENT if public else NOT_PUBLIC, "",
               "A missing file is listed by name at the first Run (all of them in one message)."]
     return "\n".join(lines)
 

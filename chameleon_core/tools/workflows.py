@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 from . import demo_models, workflow_layout
+from .workflows_profiles import PROFILE_EXTRAS, PROFILE_WORKFLOWS
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +317,8 @@ def demo() -> dict:
 
 
 WORKFLOWS = {f.__name__: f for f in (demo, single_garment_stream, garment_switch_chain, teacher_quality, long_video,
-                                     live_preview_stream, live_session, *OPTION_WORKFLOWS, native_model_stream)}
+                                     live_preview_stream, live_session, *OPTION_WORKFLOWS, native_model_stream,
+                                     *PROFILE_WORKFLOWS)}
 
 SWITCH_CHAIN_GROUPS = [("Segment 1: garment 1 (frames 0-44)", [9]), ("Switch to garment 2 at frame 45", [10, 11, 12]),
                        ("Switch to garment 3 at frame 93", [13, 14, 15]), ("Decode and save", [16, 17, 18])]
@@ -426,6 +428,7 @@ EXTRAS: dict[str, dict] = {
                    ("Stream (81 frames)", [9]), ("Decode and save", [10, 11, 12])],
     },
 }
+EXTRAS.update(PROFILE_EXTRAS)
 """Per-workflow extras, all optional: a title, a description (the Note and the thumbnail), and groups
 ``(title, node ids)``. A workflow without extras still gets its Note, titles, model entries and layout."""
 

@@ -8,6 +8,9 @@
 #   TAEHV=/path/taew2_2.safetensors bash docs/benchmarks/gpu_realtime.sh   # real tiny-decoder weights (same cost)
 #   COMPILE=1 ...                                            # add torch.compile of the blocks to the fast run
 #   DRY=1 bash docs/benchmarks/gpu_realtime.sh /tmp/dry.json # the same logic on CPU at tiny size (seconds)
+#   PROFILE=longlive2 bash docs/benchmarks/gpu_realtime.sh ll2.json  # a public student's loop at its native size
+#                                                            # (longlive2 / longlive1 / self_forcing / causvid; random
+#                                                            # weights of its architecture; docs/profiles.md)
 #
 # Run from the repository root with the project's Python environment active.
 set -euo pipefail
@@ -16,15 +19,24 @@ OUT="${1:-gpu_realtime.json}"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 DECODER="taehv${TAEHV:+:$TAEHV}"
+PROFILE="${PROFILE:-}"
+FAMILY=wan2.2
+if [[ "$PROFILE" == longlive1 || "$PROFILE" == self_forcing || "$PROFILE" == causvid ]]; then FAMILY=wan2.1; fi
 
 if [[ "${DRY:-0}" == "1" ]]; then
-  COMMON=(--preset tiny --height 64 --width 64 --device cpu --dtype fp32 --vae wan2.2-tiny --latent-frames 12
+  TINY=tiny; if [[ "$FAMILY" == wan2.1 ]]; then TINY=tiny-wan2.1; fi
+  COMMON=(--preset "$TINY" --height 64 --width 64 --device cpu --dtype fp32 --vae "$FAMILY-tiny" --latent-frames 24
           --recompute-at 1)
+elif [[ -n "$PROFILE" ]]; then
+  # The profile's architecture at its native size (LongLive 2.0: Wan2.2-TI2V-5B at 1280x704; the others
+  # Wan2.1-T2V-1.3B at 832x480) and its own loop.
+  COMMON=(--device cuda --dtype bf16 --vae "$FAMILY" --latent-frames 129 --recompute-at 5 10)
 else
   # 129 latent frames = 43 chunks: enough for the chunk-40 / chunk-5 flatness ratio.
   COMMON=(--preset wan2.2-ti2v-5b --height 1280 --width 704 --device cuda --dtype bf16 --vae wan2.2
           --latent-frames 129 --recompute-at 5 10 20)
 fi
+if [[ -n "$PROFILE" ]]; then COMMON+=(--profile "$PROFILE"); fi
 
 # 1. The reference configuration: CPU noise, clean pass, serial decode; full VAE in the session, the tiny decoder on
 #    the same latents afterwards; 6 chunks with the clean pass skipped against exact.
@@ -44,7 +56,10 @@ keys = ("backbone_fps", "end_to_end_fps", "end_to_end_fps_tiny_decoder", "sessio
         "per_chunk", "chunk40_over_chunk5", "last10_over_first10_after_warmup", "cache_mb", "memory")
 summary = {
     "machine": exact["machine"],
-    "paper_backbone_fps": 23.8,
+    "profile": exact["config"]["profile"],
+    "published": exact.get("published_speed") or ("FashionChameleon paper: 23.8 FPS backbone (H200)"
+                  if exact["config"]["profile"] == "fashionchameleon" else "none stated in the project's README"),
+    "paper_backbone_fps": 23.8 if exact["config"]["profile"] == "fashionchameleon" else None,
     "exact": {k: exact.get(k) for k in keys},
     "fast": {k: fast.get(k) for k in keys},
     "clean_pass_check": exact["clean_pass_check"],
@@ -52,6 +67,6 @@ summary = {
     "runs": {"exact": exact, "fast": fast},
 }
 json.dump(summary, open(sys.argv[3], "w"), indent=2)
-print(json.dumps({k: summary[k] for k in ("machine", "exact", "fast")}, indent=2)[:4000])
+print(json.dumps({k: summary[k] for k in ("machine", "profile", "published", "exact", "fast")}, indent=2)[:4000])
 EOF
 echo "wrote $OUT"
