@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from comfy_api.latest import ComfyExtension, io
 
-from . import adapters
+from . import adapters, demo_files
 from .conditions import ChameleonConditionsNode
 from .decode import ChameleonSegmentJoin, ChameleonStreamDecode
 from .live import ChameleonLiveStream
@@ -56,6 +58,8 @@ NODES: list[type[io.ComfyNode]] = [
 ]
 
 register_live_routes()  # the live node's routes on ComfyUI's server, once, when ComfyUI loads the pack
+for _line in demo_files.register():  # the shipped demo files: model folders and input images, no command needed
+    logging.getLogger(__name__).info("FashionChameleon demo: %s", _line)
 adapters.install_comfy_attention()  # the core's attention follows ComfyUI's choice (--use-sage-attention, ...)
 
 

@@ -121,6 +121,24 @@ def write_demo(models: str | Path, input_dir: str | Path, *, seed: int = 0, stud
     return out
 
 
+def weights_note(demo: Path = PACK_DEMO) -> str:
+    """What the shipped demo weights are, for the demo templates' Notes: random when the student's safetensors
+    metadata ``fashionchameleon.demo`` says so (what :func:`write_demo` writes), trained otherwise."""
+    from safetensors import safe_open
+
+    path = demo / "models" / FILES["student"]
+    try:
+        with safe_open(str(path), "pt") as f:
+            note = (f.metadata() or {}).get("fashionchameleon.demo", "")
+    except (OSError, ValueError, RuntimeError):
+        note = "random weights"
+    if "random" in note:
+        return ("The shipped demo weights are random (seeded), so the frames are noise: they show the pipeline run "
+                "(stream, switches, decode, video file), not a try-on.")
+    return ("The shipped demo weights are small models trained on the pack's synthetic fashion world: the garment "
+            "visibly switches.")
+
+
 def shipped_files() -> dict[str, Path]:
     """The pack's shipped demo files (``demo/``), by the keys of :func:`write_demo`'s answer."""
     out = {k: PACK_DEMO / "models" / v for k, v in FILES.items()}
