@@ -78,6 +78,12 @@ class ChameleonLiveStream(io.ComfyNode):
         ))
 
     @classmethod
+    def fingerprint_inputs(cls, **kwargs) -> float:
+        """Never from ComfyUI's cache: Run always starts a new session (what the widget switched is no input, so the
+        same inputs would otherwise replay the last outputs without a frame)."""
+        return time.time()
+
+    @classmethod
     def execute(cls, student: ChameleonModel, positive, conditions: ChameleonConditions, vae, seed: int, steps: int,
                 chunk_frames: int, cache_frames: int, sink_chunks: int, max_frames: int,
                 decoder: ChameleonPreviewDecoder | None = None, clip=None) -> io.NodeOutput:

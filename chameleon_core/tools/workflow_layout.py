@@ -98,8 +98,8 @@ def where_to_get(name: str, folder: str = "") -> str:
 # -------------------------------------------------------------------------------------------------------------------
 
 WIDE = {"CLIPTextEncode": 420, "MarkdownNote": 460, "ChameleonLiveStream": 420}
-NOTE_WIDTH = (900, 1600)
-"""The Note's width range: as wide as the graph below it, within these bounds (a wide Note is a short one)."""
+NOTE_WIDTH = (900, 1500)
+"""The Note's width range: as wide as the graph under it, within these bounds (a wide Note is a short one)."""
 EXTRA_HEIGHT = {
     "LoadImage": 300,          # the image preview
     "SaveVideo": 320,          # the video preview after a run

@@ -355,11 +355,12 @@ def demo_live() -> dict:
     """``live_session`` on the shipped demo files: the live node streams into its widget; switch garments there."""
     n: dict = {}
     _demo_head(n)
+    n[7] = (*n[7][:3], (INPUTS, 3))  # under the images: the live node comes third, in view when the template opens
     n[9] = ("ChameleonLiveStream", {"seed": 42, "steps": 4, "chunk_frames": demo_models.DEMO_CHUNK_FRAMES,
                                     "cache_frames": 23, "sink_chunks": 1,
                                     "max_frames": demo_models.DEMO_LIVE_FRAMES},
-            {"student": (1, 0), "positive": (3, 0), "conditions": (7, 0), "vae": (2, 0)}, (1300, 0))
-    _video_tail(n, (9, 0), 10, 1800, "demo_live")
+            {"student": (1, 0), "positive": (3, 0), "conditions": (7, 0), "vae": (2, 0)}, (START, 0))
+    _video_tail(n, (9, 0), 10, 1400, "demo_live")
     return n
 
 
@@ -390,8 +391,8 @@ EXTRAS: dict[str, dict] = {
                        "frames, about 20 s). Pick a garment in its list (the demo's are "
                        "fashionchameleon_demo_garment2/3.png, or upload one) and press Switch garment: it lands at "
                        "the next chunk and the timeline records it. Stop ends it early; the frames are saved.",
-        "groups": [*DEMO_HEAD_GROUPS[:2], ("Conditions", [7]), ("Live stream: switch here", [9]),
-                   ("Save", [10, 11])],
+        "groups": [DEMO_HEAD_GROUPS[0], ("Person, garment 1, conditions", [5, 6, 7]),
+                   ("Live stream: switch here", [9]), ("Save", [10, 11])],
     },
     "demo_switch_chain": {
         "title": "Demo: garment switch chain (no downloads)",
@@ -574,6 +575,8 @@ def to_ui(spec: dict, object_info: dict, extras: dict | None = None) -> dict:
     note_h = workflow_layout.note_height(text, note_w)
     top = min(workflow_layout.rect(n)[1] for n in nodes) - (workflow_layout.GROUP_TITLE + 2 * workflow_layout.GROUP_PAD
                                                            if groups else 0)
+    # The Note sits above the graph, as wide as it (so it is short): on load (extra.ds) it is at the screen's top
+    # left with the graph's first columns under it.
     note_pos = [left, top - workflow_layout.GAP - note_h]
     nodes.append({"id": note_id, "type": "MarkdownNote", "title": "Read me: files and where to get them",
                   "pos": note_pos, "size": [note_w, note_h], "flags": {},

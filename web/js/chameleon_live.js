@@ -64,8 +64,8 @@ function buildWidget(node) {
   ]);
   Object.assign(root.style, { display: "flex", flexDirection: "column", gap: "4px" });
 
-  const live = { session: null, last: null, received: 0, chunk: 0, fps: 0, frames: 0, startedAt: 0, executingSince: 0,
-                 problem: "" };
+  const live = { session: null, last: null, received: 0, frameChunk: 0, chunk: 0, fps: 0, frames: 0, startedAt: 0,
+                 executingSince: 0, problem: "" };
   node.chameleonLive = live;
   const say = (text, bad = false) => { message.textContent = text; message.style.color = bad ? "#f66" : "#9c9"; };
   const show = () => {
@@ -108,7 +108,8 @@ function buildWidget(node) {
   stopBtn.onclick = () => command("stop", {}, "stop queued");
 
   live.start = (session) => {
-    Object.assign(live, { session, received: 0, chunk: 0, fps: 0, frames: 0, startedAt: Date.now(), problem: "" });
+    Object.assign(live, { session, received: 0, frameChunk: 0, chunk: 0, fps: 0, frames: 0, startedAt: Date.now(),
+                          problem: "" });
     say("session started: waiting for the first frame");
     show();
   };
@@ -119,8 +120,12 @@ function buildWidget(node) {
     }
     view.src = frame.image;
     live.received += 1;
+    live.frameChunk = frame.chunk;
     live.chunk = Math.max(live.chunk, frame.chunk);
-    if (live.problem) { live.problem = ""; say("frames arriving"); }
+    if (live.received === 1 || live.problem) {
+      live.problem = "";
+      say("streaming: pick a garment and press Switch garment; it lands at the next chunk");
+    }
     show();
   };
   const problem = (text) => { if (live.problem !== text) { live.problem = text; say(text, true); } };
