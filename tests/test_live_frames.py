@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nodes.live_frames import FramePlayer, encode_frame
+from comfyui_fashionchameleon.nodes.live_frames import FramePlayer, encode_frame
 
 
 def _decode(url: str) -> np.ndarray:

@@ -85,7 +85,8 @@ def single_garment_stream() -> dict:
     return n
 
 
-def _switch_chain(n: dict, segments: list[int], images: tuple[str, ...], vae: int, prefix: str) -> None:
+def _switch_chain(n: dict, segments: list[int], images: tuple[str, ...], vae: int, prefix: str,
+                  chunk_frames: int = 3) -> None:
     """Generate -> (Load Image, Garment Switch, Generate) per switch -> Decode of every segment -> video, after a
     stream head (node 8); ``segments``: video frames per segment, ``images``: the garments after garment 1."""
     if len(segments) - 1 > len(images):
@@ -102,7 +103,7 @@ def _switch_chain(n: dict, segments: list[int], images: tuple[str, ...], vae: in
         n[gen] = ("ChameleonStreamGenerate", {"frames": frames}, {"stream": (switch, 0)}, (x, 2))
         gens.append(gen)
     decode, x = 10 + 3 * (len(segments) - 1), 1300 + 400 * len(segments)
-    n[decode] = ("ChameleonStreamDecode", {"chunk_frames": 3},
+    n[decode] = ("ChameleonStreamDecode", {"chunk_frames": chunk_frames},
                  {"vae": (vae, 0), **{f"segment_{i}": (g, 1) for i, g in enumerate(gens, 1)}}, (x, 0))
     _video_tail(n, (decode, 0), decode + 1, x, prefix)
 
@@ -338,7 +339,8 @@ def demo() -> dict:
     _demo_stream_head(n)
     n[9] = ("ChameleonStreamGenerate", {"frames": demo_models.segment_frames(demo_models.DEMO_FRAMES)[0]},
             {"stream": (8, 0)}, (1300, 0))
-    n[10] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (9, 1)}, (1700, 0))
+    n[10] = ("ChameleonStreamDecode", {"chunk_frames": demo_models.DEMO_CHUNK_FRAMES},
+             {"vae": (2, 0), "segment_1": (9, 1)}, (1700, 0))
     _video_tail(n, (10, 0), 11, 1700, "demo")
     return n
 
@@ -347,7 +349,7 @@ def demo_switch_chain() -> dict:
     """``garment_switch_chain`` on the shipped demo files: switches at ``demo_models.DEMO_SWITCH_FRAMES``."""
     n: dict = {}
     _demo_stream_head(n)
-    _switch_chain(n, DEMO_SEGMENTS, DEMO_IMAGES[2:], 2, "demo_switch_chain")
+    _switch_chain(n, DEMO_SEGMENTS, DEMO_IMAGES[2:], 2, "demo_switch_chain", demo_models.DEMO_CHUNK_FRAMES)
     return n
 
 
