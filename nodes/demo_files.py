@@ -38,20 +38,23 @@ def register(demo: Path = demo_models.PACK_DEMO) -> list[str]:
             logger.warning("FashionChameleon demo: %s is missing; the demo templates will not find their files", path)
             continue
         folder_paths.add_model_folder_path(folder_name, str(path))
-        done.append(f"{folder_name}: {path}")
+        done.append(f"{folder_name} += {path}")
     try:
         target = Path(folder_paths.get_input_directory())
         target.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         logger.warning("FashionChameleon demo: no input folder (%s); the demo images were not copied", e)
         return done
+    copied = []
     for name in demo_models.IMAGES:
         src, dst = demo / "input" / name, target / name
         if dst.exists() or not src.is_file():
             continue
         try:
             shutil.copyfile(src, dst)
-            done.append(f"copied {name} into {target}")
+            copied.append(name)
         except OSError as e:  # a read-only input folder: the demo templates then name the missing image
             logger.warning("FashionChameleon demo: could not copy %s into %s: %s", name, target, e)
+    if copied:
+        done.append(f"copied {', '.join(copied)} into {target}")
     return done

@@ -58,8 +58,8 @@ NODES: list[type[io.ComfyNode]] = [
 ]
 
 register_live_routes()  # the live node's routes on ComfyUI's server, once, when ComfyUI loads the pack
-for _line in demo_files.register():  # the shipped demo files: model folders and input images, no command needed
-    logging.getLogger(__name__).info("FashionChameleon demo: %s", _line)
+logging.getLogger(__name__).info("FashionChameleon demo files: %s",  # model folders and input images, no command
+                                 "; ".join(demo_files.register()) or "none found")
 adapters.install_comfy_attention()  # the core's attention follows ComfyUI's choice (--use-sage-attention, ...)
 
 
