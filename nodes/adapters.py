@@ -56,7 +56,7 @@ from ..chameleon_core.taehv import (
 )
 from ..chameleon_core.tryon import keyframe_then_fill
 from ..chameleon_core.vae import WanVAE
-from .errors import node_error, rewrap
+from .errors import NOT_PUBLIC, node_error, rewrap
 from .model_files import (
     PROMPT_FOLDER,
     load_for_decode,
@@ -159,7 +159,8 @@ def load_model(node: str, ckpt_name: str, weight_dtype: str, want: str, profile:
     if path is None:
         folders = folder_paths.get_folder_paths("diffusion_models")
         raise node_error(node, "ckpt_name", ckpt_name, f"no such file in the diffusion_models folders {folders}",
-                         "put the checkpoint into ComfyUI/models/diffusion_models and refresh the browser")
+                         "put the checkpoint into ComfyUI/models/diffusion_models and queue the workflow again"
+                         + (f". Note: {NOT_PUBLIC[want]}" if want in NOT_PUBLIC else ""))
     if weight_dtype not in WEIGHT_DTYPES:
         raise node_error(node, "weight_dtype", weight_dtype, "unknown weight dtype", f"choose one of {WEIGHT_DTYPES}")
     try:
@@ -361,7 +362,7 @@ def load_tiny_decoder(node: str, decoder_name: str, weight_dtype: str) -> Chamel
         folders = folder_paths.get_folder_paths("vae_approx")
         raise node_error(node, "decoder_name", decoder_name, f"no such file in the vae_approx folders {folders}",
                          "put taew2_2.safetensors (Wan2.2) or taew2_1.safetensors (Wan2.1) from madebyollin/taehv "
-                         "into ComfyUI/models/vae_approx and refresh the browser")
+                         "into ComfyUI/models/vae_approx and queue the workflow again")
     if weight_dtype not in TINY_DECODER_DTYPES:
         raise node_error(node, "weight_dtype", weight_dtype, "unknown weight dtype",
                          f"choose one of {TINY_DECODER_DTYPES}")

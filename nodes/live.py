@@ -3,7 +3,9 @@ arrive mid-run through the pack's routes (``nodes/live_routes.py``).
 
 The loop is the core's :class:`~chameleon_core.session.Session` (``chunks=None`` or the frame limit); this node only
 wires it to ComfyUI: the command queue of a registry entry (``nodes/live_sessions.py``), Cancel / the stop command,
-and a :class:`~nodes.progress.FramePlayer` that shows each decoded frame as a ComfyUI preview of this node.
+and a :class:`~nodes.live_frames.FramePlayer` that sends each decoded frame to the widget on the node's own channel
+(``chameleon.live.frame``, whatever ComfyUI's preview setting) at 24 fps, pacing generation to real time. The node
+sends no ComfyUI previews: they would be drawn behind the widget's controls.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from pathlib import Path
 import torch
 from comfy_api.latest import io
 
-from . import adapters, live_routes, live_sessions
+from . import adapters, live_frames, live_routes, live_sessions
 from .errors import node_error, rewrap
-from .progress import FramePlayer, consume_interrupt, executing_ids, interrupted
+from .progress import LiveProgress, consume_interrupt, executing_ids, interrupted
 from .stream_nodes import settings_inputs
 from .types import (
     ChameleonConditions,
@@ -47,10 +49,10 @@ class ChameleonLiveStream(io.ComfyNode):
             node_id=NODE,
             display_name="FashionChameleon Live Stream",
             category="FashionChameleon/stream",
-            description="Streams the video into the node while it is made; switch the garment or the prompt with the "
-                        "node's buttons (or POST /chameleon/live/{session}/switch). Stops at the frame limit, on "
-                        "Stop, or on Cancel, keeping every chunk made. Outputs the frames, the final stream and "
-                        "the session timeline (JSON).",
+            description="Streams the video into the node at 24 fps while it is made (any preview setting); switch "
+                        "the garment or the prompt with the node's buttons (or POST /chameleon/live/{session}/switch). "
+                        "Stops at the frame limit, on Stop, or on Cancel, keeping every chunk made. Outputs the "
+                        "frames, the final stream and the session timeline (JSON).",
             inputs=[
                 ModelSocket.Input("student", tooltip="From ChameleonStudentLoader (causal, few-step)."),
                 io.Conditioning.Input("positive", tooltip="CLIPTextEncode with a CLIPLoader of type wan (umT5-XXL)."),
@@ -77,6 +79,12 @@ class ChameleonLiveStream(io.ComfyNode):
         ))
 
     @classmethod
+    def fingerprint_inputs(cls, **kwargs) -> float:
+        """Never from ComfyUI's cache: Run always starts a new session (what the widget switched is no input, so the
+        same inputs would otherwise replay the last outputs without a frame)."""
+        return time.time()
+
+    @classmethod
     def execute(cls, student: ChameleonModel, positive, conditions: ChameleonConditions, vae, seed: int, steps: int,
                 chunk_frames: int, cache_frames: int, sink_chunks: int, max_frames: int,
                 decoder: ChameleonPreviewDecoder | None = None, clip=None) -> io.NodeOutput:
@@ -101,25 +109,29 @@ class ChameleonLiveStream(io.ComfyNode):
         encode = (lambda text: adapters.encode_text(clip, text)) if clip is not None else None
         commands = live_sessions.CommandAdapter(live, encode)
         stop_pressed = False
+        progress = LiveProgress(node_id, chunks)
 
         def should_stop() -> bool:
             nonlocal stop_pressed
-            stop_pressed = stop_pressed or interrupted() or player.cancelled
+            stop_pressed = stop_pressed or interrupted() or progress.cancelled
             return stop_pressed
 
         session = adapters.Session(state, chunks=chunks, codec=adapters.codec(vae),
                                    decoder=decoder.decoder if decoder is not None else None,
                                    commands=commands, should_stop=should_stop)
-        player = FramePlayer(node_id, chunks, FPS)
-        live_routes.announce(live.snapshot())
+        client = live_routes.client()  # frames go to the client that queued the prompt (all clients: none)
+        player = live_frames.FramePlayer(lambda frame: live_routes.send_frame(frame, client), FPS, progress,
+                                         fields={"session": live.id, "node": live.node_id})
+        live_routes.announce(live.snapshot(), client)
         pixels, t0 = [], time.perf_counter()
         try:
             for chunk in session:
                 pixels.append(chunk.pixels.cpu())
                 player.add(chunk.index, adapters.video_to_image(chunk.pixels))
                 frames = session.video_frames
+                working = time.perf_counter() - t0 - player.waited  # generation speed: time waiting for the viewer out
                 live_sessions.REGISTRY.update(
-                    live, chunk=chunk.index + 1, frames=frames, fps=frames / (time.perf_counter() - t0),
+                    live, chunk=chunk.index + 1, frames=frames, fps=frames / max(working, 1e-6),
                     timeline=[_switch(a) for a in session.applied])
         except adapters.NonFiniteChunkError as e:
             live_sessions.REGISTRY.update(live, status="failed", error=str(e))
@@ -130,7 +142,7 @@ class ChameleonLiveStream(io.ComfyNode):
             raise
         finally:
             player.close()
-        cancelled = interrupted() or player.cancelled
+        cancelled = interrupted() or progress.cancelled
         if cancelled:  # Cancel ends the session at a chunk boundary; what was made still goes downstream
             consume_interrupt()
         ended = "cancelled" if cancelled else "stopped" if session.stopped else "finished"

@@ -13,7 +13,8 @@ the server's event loop and never block: images are read here (small files), pro
 the worker thread.
 
 The live node calls :func:`announce` when a session starts (``chameleon.live.started`` to the client that queued the
-prompt: the widget learns its session id from it).
+prompt: the widget learns its session id from it), and :func:`send_frame` for every frame (``chameleon.live.frame``,
+the node's own channel: independent of ComfyUI's ``--preview-method``; see ``nodes/live_frames.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 
-from . import adapters, live_sessions
+from . import adapters, live_frames, live_sessions
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +92,23 @@ def register() -> bool:
     return True
 
 
-def announce(snapshot: dict) -> None:
-    """Tell the client that queued the prompt that a live session started (thread-safe ``send_sync``)."""
+def client() -> str | None:
+    """The client that queued the running prompt (None: an API caller without ``client_id``; messages then go to
+    every connected client). Read by the live node when its session starts, on ComfyUI's worker thread."""
+    server = _server()
+    return getattr(server, "client_id", None) if server is not None else None
+
+
+def announce(snapshot: dict, sid: str | None) -> None:
+    """Tell the client ``sid`` that a live session started (thread-safe ``send_sync``)."""
     server = _server()
     if server is not None:
-        server.send_sync("chameleon.live.started", snapshot, server.client_id)
+        server.send_sync("chameleon.live.started", snapshot, sid)
+
+
+def send_frame(frame: dict, sid: str | None) -> None:
+    """One frame to the client ``sid`` as a ``chameleon.live.frame`` message (thread-safe: called from the frame
+    player's thread)."""
+    server = _server()
+    if server is not None:
+        server.send_sync(live_frames.EVENT, frame, sid)

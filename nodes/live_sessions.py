@@ -57,7 +57,8 @@ class LiveSession:
     max_frames: int = 0
     """The frame limit (0: until stopped)."""
     fps: float = 0.0
-    """Generation speed in video frames per second (backbone + decode), over the session so far."""
+    """Generation speed in video frames per second (backbone + decode), over the session so far, time spent waiting
+    for the viewer left out (the node paces generation to its 24 fps player)."""
     timeline: list[dict] = field(default_factory=list)
     """Switches as applied (chunk, kind, label, video frame)."""
     error: str = ""

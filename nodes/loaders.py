@@ -11,7 +11,14 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import adapters
+from .errors import NOT_PUBLIC
 from .types import ModelSocket, PreviewDecoderSocket, with_aliases
+
+
+def _missing_model(ckpt_name: str, kind: str) -> bool | str:
+    """Validation of a teacher / student file: True, or the missing-file text plus what to load instead."""
+    missing = adapters.missing_files({"ckpt_name": ("diffusion_models", ckpt_name)})
+    return missing if missing is True else f"{missing}. Note: {NOT_PUBLIC[kind]}."
 
 
 def _inputs(kind: str) -> list:
@@ -39,7 +46,7 @@ class ChameleonTeacherLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, ckpt_name: str) -> bool | str:
-        return adapters.missing_files({"ckpt_name": ("diffusion_models", ckpt_name)})
+        return _missing_model(ckpt_name, "teacher")
 
     @classmethod
     def execute(cls, ckpt_name: str, weight_dtype: str) -> io.NodeOutput:
@@ -78,10 +85,12 @@ class ChameleonStudentLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, ckpt_name: str, lora_name: str = adapters.NO_LORA) -> bool | str:
-        files = {"ckpt_name": ("diffusion_models", ckpt_name)}
+        missing = _missing_model(ckpt_name, "student")
         if lora_name not in (None, adapters.NO_LORA):
-            files["lora_name"] = ("loras", lora_name)
-        return adapters.missing_files(files)
+            lora = adapters.missing_files({"lora_name": ("loras", lora_name)})
+            if lora is not True:
+                missing = lora if missing is True else f"{missing}\n{lora}"
+        return missing
 
     @classmethod
     def execute(cls, ckpt_name: str, weight_dtype: str, profile: str = "auto",
@@ -156,8 +165,8 @@ class ChameleonVAELoader(io.ComfyNode):
                         "VAELoader builds only the released sizes): the demo's small VAE, or one you trained. The "
                         "released VAEs load here too.",
             inputs=[io.Combo.Input("vae_name", options=adapters.vae_names(),
-                                   tooltip="A Wan VAE in models/vae, any size (e.g. fashionchameleon_demo_vae from "
-                                           "python -m chameleon_core.tools.demo_models).")],
+                                   tooltip="A Wan VAE in models/vae, any size (e.g. fashionchameleon_demo_vae, "
+                                           "shipped in the pack's demo/ folder).")],
             outputs=[io.Vae.Output(display_name="vae")],
         ))
 
@@ -180,7 +189,7 @@ class ChameleonPromptEmbeddings(io.ComfyNode):
             category="FashionChameleon/loaders",
             description="Loads precomputed prompt features from models/prompt_embeddings as a CONDITIONING, so a "
                         "stream runs without the umT5-XXL text encoder (~11 GB). Files are written by python -m "
-                        "chameleon_core.tools.prompt_embeds (or demo_models for the demo).",
+                        "chameleon_core.tools.prompt_embeds; the demo's ships in the pack's demo/ folder.",
             inputs=[io.Combo.Input("embeddings_name", options=adapters.prompt_embedding_names(),
                                    tooltip="A .safetensors of prompt features [1, L, D] (tensor 'context'); D must "
                                            "be the student's text width.")],

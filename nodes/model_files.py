@@ -88,8 +88,8 @@ def load_wan_vae(node: str, vae_name: str):
     if path is None:
         raise node_error(node, "vae_name", vae_name,
                          f"no such file in the vae folders {folder_paths.get_folder_paths('vae')}",
-                         "put the VAE into ComfyUI/models/vae (python -m chameleon_core.tools.demo_models writes "
-                         "the demo's) and refresh the browser")
+                         "put the VAE into ComfyUI/models/vae (the demo's ships in the pack's demo/models/vae) and "
+                         "queue the workflow again")
     try:
         sd, metadata = comfy.utils.load_torch_file(path, return_metadata=True)
         config = infer_vae_config({k: tuple(v.shape) for k, v in sd.items()})
@@ -176,7 +176,7 @@ def load_prompt_conditioning(node: str, name: str) -> tuple[list, str]:
     if path is None:
         raise node_error(node, "embeddings_name", name, f"no such file in the prompt_embeddings folders {folders}",
                          "put it into ComfyUI/models/prompt_embeddings (python -m chameleon_core.tools.prompt_embeds "
-                         "writes one) and refresh the browser")
+                         "writes one) and queue the workflow again")
     try:
         features = load_prompt_embeddings(path)
     except CheckpointError as e:
@@ -198,8 +198,8 @@ def missing_file(folder: str, name: object) -> str | None:
     if isinstance(name, str) and (folder_paths.get_full_path(folder, name) is not None
                                   or name in folder_paths.get_filename_list(folder)):
         return None  # there (a listed entry that is no regular file is the loader's to explain, naming the file)
-    return (f"missing model file {name!r}: put it into ComfyUI/models/{folder} (see the workflow's Note for where to "
-            f"get it) and refresh the browser")
+    return (f"missing model file {name!r}: put it into ComfyUI/models/{folder} (the workflow's Note says where to get "
+            f"it) and queue the workflow again")
 
 
 def missing_files(files: Mapping[str, tuple[str, object]]) -> bool | str:

@@ -3,7 +3,6 @@ given the tiny decoder, that decoder's last decoded frame of the chunk."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import comfy.model_management as mm
@@ -81,73 +80,18 @@ def executing_ids() -> tuple[str | None, str | None]:
     return (context.prompt_id, context.node_id) if context is not None else (None, None)
 
 
-class FramePlayer:
-    """Shows decoded frames as ComfyUI previews of one node, at the video's frame rate, from its own thread, so
-    sending never slows generation. Latest frame wins: when generation outruns the player (or a slow client), the
-    backlog beyond one chunk is dropped, oldest first.
+class LiveProgress:
+    """The live node's progress bar, moved as its frames are shown (``nodes/live_frames.py`` calls it; no preview
+    image: the frames have their own channel). ComfyUI's progress hook raises when the user pressed Cancel (and
+    clears the flag): that is recorded in :attr:`cancelled`, which the live node's ``should_stop`` reads."""
 
-    The progress hook also checks for Cancel (and clears the flag when it raises): the player then records
-    :attr:`cancelled`, which the live node's ``should_stop`` reads.
-    """
-
-    def __init__(self, node_id: str | None, total_chunks: int | None, fps: float) -> None:
-        import collections
-        import threading
-
+    def __init__(self, node_id: str | None, total_chunks: int | None) -> None:
         self.bar = comfy.utils.ProgressBar(total_chunks or 1, node_id=node_id)
         self.total = total_chunks
-        self.interval = 1.0 / fps
         self.cancelled = False
-        self.sent = self.dropped = 0
-        self._frames: collections.deque = collections.deque()
-        self._backlog = 1
-        self._wake = threading.Condition()
-        self._closed = False
-        self._off = args.preview_method == LatentPreviewMethod.NoPreviews
-        self._thread = threading.Thread(target=self._run, name="chameleon-live-preview", daemon=True)
-        self._thread.start()
 
-    def add(self, chunk: int, frames: torch.Tensor) -> None:
-        """A decoded chunk's frames ``[F, H, W, 3]`` in 0..1 (chunk index 0-based)."""
-        with self._wake:
-            self._backlog = max(self._backlog, frames.shape[0])
-            for frame in frames:
-                self._frames.append((chunk + 1, frame))
-            while len(self._frames) > self._backlog:
-                self._frames.popleft()
-                self.dropped += 1
-            self._wake.notify()
-
-    def close(self) -> None:
-        """Show what is queued, then stop the thread (the last frame is always shown)."""
-        with self._wake:
-            while len(self._frames) > 1:
-                self._frames.popleft()
-                self.dropped += 1
-            self._closed = True
-            self._wake.notify()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        next_at = 0.0
-        import time
-
-        while True:
-            with self._wake:
-                while not self._frames and not self._closed:
-                    self._wake.wait()
-                if not self._frames:
-                    return
-                chunk, frame = self._frames.popleft()
-            delay = next_at - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            next_at = time.perf_counter() + self.interval
-            total = self.total or chunk + 1
-            try:
-                self.bar.update_absolute(chunk, total, None if self._off else frame_preview(frame))
-                self.sent += 1
-            except mm.InterruptProcessingException:
-                self.cancelled = True
-            except Exception:  # a closed client socket, ...: previews are best effort
-                logging.getLogger(__name__).exception("live preview failed")
+    def __call__(self, chunk: int) -> None:
+        try:
+            self.bar.update_absolute(chunk, self.total or chunk + 1, None)
+        except mm.InterruptProcessingException:
+            self.cancelled = True

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from chameleon_core.tools import demo_models, workflow_layout
+
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
 NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
@@ -68,8 +70,8 @@ def _load(name):
 
 
 def test_every_workflow_has_a_ui_file_an_api_twin_and_a_thumbnail():
-    assert {"demo", "single_garment_stream", "garment_switch_chain", "teacher_quality", "long_video",
-            "live_preview_stream", "live_session"} <= set(NAMES)
+    assert {"demo", "demo_live", "demo_switch_chain", "single_garment_stream", "garment_switch_chain",
+            "teacher_quality", "long_video", "live_preview_stream", "live_session"} <= set(NAMES)
     assert sorted(p.stem for p in (WORKFLOWS / "api").glob("*.json")) == sorted(NAMES)
     # ComfyUI's template browser shows <name>.jpg beside a custom node pack's <name>.json
     assert sorted(p.stem for p in WORKFLOWS.glob("*.jpg")) == sorted(NAMES)
@@ -202,8 +204,12 @@ def test_model_entries_name_the_file_and_the_folder_the_loader_reads(name):
         assert [(m["name"], m["directory"]) for m in models[1:]] == (
             [(n["widgets_values"][3], "loras")] if n["type"] == "ChameleonStudentLoader"
             and n["widgets_values"][3] != "none" else []), (name, n)
-        for m in models:
-            assert "url" not in m or m["url"].startswith("https://") and m["url"].endswith(m["name"]), m
+        for m in models:  # the frontend's workflow schema requires a url on every model entry
+            assert m["url"].startswith("https://"), m
+            public = m["name"] in workflow_layout.MODEL_URLS or m["name"].startswith(workflow_layout.DEMO_FILES)
+            assert m["url"].endswith(m["name"]) if public else "/" in m["url"], m
+            if "fashionchameleon" in m["name"] and not m["name"].startswith(workflow_layout.DEMO_FILES):
+                assert m["url"] == workflow_layout.PROJECT_PAGE, m  # not public: the project page
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n.startswith(("longlive", "self_forcing", "causvid"))])
@@ -255,3 +261,130 @@ def test_any_spec_gets_a_layout_without_overlaps_a_note_and_model_entries():
 
 def _overlap(ra, rb):
     return ra[0] < rb[2] and rb[0] < ra[2] and ra[1] < rb[3] and rb[1] < ra[3]
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# The demo templates: the shipped files, the demo constants, and what a user sees on load
+# -------------------------------------------------------------------------------------------------------------------
+
+DEMO_NAMES = ["demo", "demo_live", "demo_switch_chain"]
+
+
+@pytest.mark.parametrize("name", DEMO_NAMES)
+def test_demo_templates_load_only_the_files_the_pack_ships(name):
+    ui, api = _load(name)
+    shipped = demo_models.shipped_files()
+    for n in ui["nodes"]:
+        for m in n.get("properties", {}).get("models", []):
+            assert (demo_models.PACK_DEMO / "models" / m["directory"] / m["name"]).is_file(), m
+    images = [v["inputs"]["image"] for v in api.values() if v["class_type"] == "LoadImage"]
+    assert images and all(i in demo_models.IMAGES and shipped[i].is_file() for i in images), images
+    assert not {"CLIPLoader", "VAELoader", "ChameleonTinyDecoderLoader"} & {v["class_type"] for v in api.values()}
+    conditions = next(v["inputs"] for v in api.values() if v["class_type"] == "ChameleonConditions")
+    assert (conditions["width"], conditions["height"]) == (demo_models.DEMO_WIDTH, demo_models.DEMO_HEIGHT)
+
+
+def _generates(api: dict) -> list[int]:
+    return [v["inputs"]["frames"] for _, v in sorted(api.items(), key=lambda kv: int(kv[0]))
+            if v["class_type"] == "ChameleonStreamGenerate"]
+
+
+def test_demo_frame_counts_and_switches_come_from_the_demo_constants():
+    _, api = _load("demo")
+    assert _generates(api) == [demo_models.DEMO_FRAMES]
+    _, api = _load("demo_switch_chain")
+    frames = _generates(api)
+    assert sum(frames) == demo_models.DEMO_FRAMES
+    assert [sum(frames[:i]) for i in range(1, len(frames))] == list(demo_models.DEMO_SWITCH_FRAMES)
+    assert sum(v["class_type"] == "ChameleonGarmentSwitch" for v in api.values()) == len(demo_models.DEMO_SWITCH_FRAMES)
+    _, api = _load("demo_live")
+    live = next(v["inputs"] for v in api.values() if v["class_type"] == "ChameleonLiveStream")
+    assert live["max_frames"] == demo_models.DEMO_LIVE_FRAMES
+
+
+def test_changing_the_demo_constants_and_regenerating_updates_the_demo_templates(monkeypatch):
+    """What the lead does with trained demo files: new constants, regenerate; nothing is hard-coded in the specs."""
+    import importlib
+
+    from chameleon_core.tools import workflows
+
+    monkeypatch.setattr(demo_models, "DEMO_WIDTH", 96)
+    monkeypatch.setattr(demo_models, "DEMO_HEIGHT", 160)
+    monkeypatch.setattr(demo_models, "DEMO_FRAMES", 57)
+    monkeypatch.setattr(demo_models, "DEMO_SWITCH_FRAMES", (33,))
+    monkeypatch.setattr(demo_models, "DEMO_LIVE_FRAMES", 93)
+    try:
+        importlib.reload(workflows)
+        chain = workflows.to_ui(workflows.demo_switch_chain(), OBJECT_INFO, workflows.EXTRAS["demo_switch_chain"])
+        live = workflows.to_ui(workflows.demo_live(), OBJECT_INFO, workflows.EXTRAS["demo_live"])
+    finally:
+        monkeypatch.undo()
+        importlib.reload(workflows)
+    gens = [n["widgets_values"][0] for n in chain["nodes"] if n["type"] == "ChameleonStreamGenerate"]
+    assert gens == [33, 24]
+    assert sum(n["type"] == "ChameleonGarmentSwitch" for n in chain["nodes"]) == 1
+    conditions = next(n for n in chain["nodes"] if n["type"] == "ChameleonConditions")
+    assert conditions["widgets_values"] == [96, 160]
+    assert "57 frames" in chain["extra"]["info"]["description"] and "at frames 33" in chain["extra"]["info"]["description"]
+    assert [g["title"] for g in chain["groups"]][-3:] == ["Garment 1: frames 0-32", "Garment 2 from frame 33",
+                                                          "Decode and save"]
+    live_node = next(n for n in live["nodes"] if n["type"] == "ChameleonLiveStream")
+    assert 93 in live_node["widgets_values"]
+
+
+def test_demo_constants_that_are_not_whole_chunks_are_refused_with_the_fix():
+    assert demo_models.segment_frames(69, (21, 45)) == [21, 24, 24]
+    with pytest.raises(ValueError, match="segment 2 has 25 frames; later segments need a multiple of 12"):
+        demo_models.segment_frames(70, (45,))
+    with pytest.raises(ValueError, match="first segment has 20 frames"):
+        demo_models.segment_frames(44, (20,))
+    with pytest.raises(ValueError, match="increase"):
+        demo_models.segment_frames(69, (45, 21))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_shipped_templates_are_what_the_generator_makes(name):
+    """The JSON files are regenerated from the specs and the demo constants (same schemas: the snapshot), so a
+    changed constant or spec without a regenerated file fails here."""
+    from chameleon_core.tools import workflows
+
+    ui, _ = _load(name)
+    assert workflows.to_ui(workflows.WORKFLOWS[name](), OBJECT_INFO, workflows.EXTRAS.get(name, {})) == ui, (
+        f"{name}.json is stale: run python -m chameleon_core.tools.workflows --server URL")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_template_card_has_a_one_line_summary_that_is_not_its_name(name):
+    ui, _ = _load(name)
+    summary = ui["extra"]["info"]["description"]
+    assert summary and "\n" not in summary and len(summary) <= 160, summary
+    assert summary.lower().replace(" ", "_") != name and len(summary.split()) >= 6, summary
+    note = next(n for n in ui["nodes"] if n["type"] == "MarkdownNote")["widgets_values"][0]
+    assert summary in note
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_group_titles_fit_their_groups_at_the_frontends_font(name):
+    ui, _ = _load(name)
+    for g in ui["groups"]:
+        width = workflow_layout.group_title_width(g["title"], g["font_size"])
+        assert width <= g["bounding"][2], (name, g["title"], width, g["bounding"])
+
+
+def test_the_title_width_estimate_can_tell_a_long_title():
+    assert workflow_layout.group_title_width("Demo models (random weights: the frames are noise)", 24) > 380
+    assert workflow_layout.group_title_width("Demo models", 24) < 200
+    assert workflow_layout.group_title_width("WWW") > workflow_layout.group_title_width("iii") * 3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_note_is_in_view_when_a_template_opens(name):
+    """``extra.ds`` puts the Note's top-left corner on screen at a zoom where the frontend draws its text."""
+    ui, _ = _load(name)
+    note = next(n for n in ui["nodes"] if n["type"] == "MarkdownNote")
+    ds = ui["extra"]["ds"]
+    assert ds["scale"] >= 8 / 14  # the frontend hides DOM text below font 8 px at its 14 px node font
+    x = (note["pos"][0] + ds["offset"][0]) * ds["scale"]
+    y = (note["pos"][1] - TITLE_HEIGHT + ds["offset"][1]) * ds["scale"]
+    assert 0 < x < 200 and 0 < y < 200, (x, y)
+    assert all(n["pos"][1] > note["pos"][1] + note["size"][1] for n in ui["nodes"] if n is not note)

@@ -1,7 +1,10 @@
 """The demo's model files: a stream with no downloads, in a plain ComfyUI and from the command line.
 
-``python -m chameleon_core.tools.demo_models --comfyui /path/to/ComfyUI`` writes, into that ComfyUI's folders
-(``--models DIR`` / ``--input DIR`` to choose them yourself):
+The pack ships these files in its own ``demo/`` folder (``demo/models/...``, ``demo/input/...``), and ComfyUI finds
+them with no command (``nodes/demo_files.py`` registers the folders when the pack loads). This tool writes them
+elsewhere: ``python -m chameleon_core.tools.demo_models --comfyui /path/to/ComfyUI`` (run from the pack folder)
+copies the shipped files into that ComfyUI's folders (``--models DIR`` / ``--input DIR`` to choose them yourself),
+and ``--random`` writes fresh random ones (how ``demo/`` was made):
 
 - ``models/diffusion_models/fashionchameleon_demo_student.safetensors``: a causal student (kind ``student``) in the
   pack's own layout (``checkpoints.save_transformer``), 2 blocks of width 256, Wan2.2 latents, text width 64;
@@ -11,11 +14,14 @@
   (``text.save_prompt_embeddings``), loaded by *FashionChameleon Prompt Embeddings* (no umT5-XXL);
 - ``input/fashionchameleon_demo_person.png`` and ``..._garment1/2/3.png``: a figure and three garments.
 
-The weights are **random** (seeded): the demo shows the pipeline run (stream, two garment switches, decode, video
-file) in well under a minute on a CPU, and its frames are noise. The FashionChameleon weights are not public; a
-student, VAE and prompt features trained on the pack's synthetic fashion world (same three kinds of file) replace
-these by file: pass them with ``--student``, ``--vae`` and ``--prompt`` and the ``demo`` template shows a garment
-actually switching, unchanged.
+Random weights (seeded) show the pipeline run (stream, garment switches, decode, video file) in well under a minute
+on a CPU, and their frames are noise. The FashionChameleon weights are not public; a student, VAE and prompt
+features trained on the pack's synthetic fashion world (same three kinds of file) replace these by file: pass them
+with ``--student``, ``--vae`` and ``--prompt`` and the demo templates show a garment actually switching, unchanged.
+
+The demo templates' size, frame counts and switch frames are the constants below (:data:`DEMO_WIDTH` ...):
+``python -m chameleon_core.tools.workflows`` builds the templates from them, so changing them here and
+regenerating updates every demo template.
 """
 
 from __future__ import annotations
@@ -44,6 +50,44 @@ IMAGES = ("fashionchameleon_demo_person.png", "fashionchameleon_demo_garment1.pn
 FILES = {"student": f"diffusion_models/{STUDENT}", "vae": f"vae/{VAE}", "prompt": f"prompt_embeddings/{PROMPT}"}
 """Where each file goes under the models folder (the folders the demo template's loaders read)."""
 DEMO_PROMPT = "a person stands in a studio and turns slowly, the garment moving naturally"
+
+PACK_DEMO = Path(__file__).resolve().parents[2] / "demo"
+"""The pack's shipped demo files: ``demo/models/<FILES>`` and ``demo/input/<IMAGES>``."""
+
+DEMO_WIDTH = 128
+DEMO_HEIGHT = 128
+"""The demo templates' video size (multiples of 32)."""
+DEMO_CHUNK_FRAMES = 3
+"""Latent frames per chunk in the demo templates (the student's training chunk)."""
+DEMO_FRAMES = 69
+"""Video frames of the demo stream templates (``demo``, ``demo_switch_chain``)."""
+DEMO_SWITCH_FRAMES = (21, 45)
+"""Video frames at which ``demo_switch_chain`` switches to garment 2, then garment 3 (one garment image per switch:
+at most three switches with the shipped images)."""
+DEMO_LIVE_FRAMES = 477
+"""The live demo's frame limit (``demo_live``): about 20 s at 24 fps, time to switch garments from the widget."""
+TEMPORAL_STRIDE = 4
+"""Video frames per latent frame after the first (Wan's causal VAE)."""
+
+
+def segment_frames(frames: int, switches: tuple[int, ...] | list[int] = (),
+                   chunk_frames: int = DEMO_CHUNK_FRAMES) -> list[int]:
+    """Video frames of each segment of a ``frames``-frame stream cut at ``switches`` (video frame indices), checked
+    to be whole chunks (what each Generate asks for is then exactly what it makes): the first segment needs
+    ``4 * (c * k - 1) + 1`` frames, every later one ``4 * c * k``. Raises ValueError naming the constant to fix."""
+    bounds = [0, *switches, frames]
+    if sorted(set(bounds)) != bounds:
+        raise ValueError(f"switch frames {list(switches)} must increase strictly inside 0..{frames}")
+    out = [b - a for a, b in zip(bounds, bounds[1:])]
+    first_chunk = TEMPORAL_STRIDE * (chunk_frames - 1) + 1
+    whole = TEMPORAL_STRIDE * chunk_frames
+    if (out[0] - first_chunk) % whole:
+        raise ValueError(f"the first segment has {out[0]} frames; with chunks of {chunk_frames} latent frames it "
+                         f"needs {first_chunk} + a multiple of {whole} (e.g. {first_chunk + whole * max(0, round((out[0] - first_chunk) / whole))})")
+    for i, n in enumerate(out[1:], 2):
+        if n % whole:
+            raise ValueError(f"segment {i} has {n} frames; later segments need a multiple of {whole}")
+    return out
 
 
 def write_demo(models: str | Path, input_dir: str | Path, *, seed: int = 0, student: str | Path | None = None,
@@ -77,11 +121,56 @@ def write_demo(models: str | Path, input_dir: str | Path, *, seed: int = 0, stud
     return out
 
 
+def weights_note(demo: Path = PACK_DEMO) -> str:
+    """What the shipped demo weights are, for the demo templates' Notes: random when the student's safetensors
+    metadata ``fashionchameleon.demo`` says so (what :func:`write_demo` writes), trained otherwise."""
+    from safetensors import safe_open
+
+    path = demo / "models" / FILES["student"]
+    try:
+        with safe_open(str(path), "pt") as f:
+            note = (f.metadata() or {}).get("fashionchameleon.demo", "")
+    except (OSError, ValueError, RuntimeError):
+        note = "random weights"
+    if "random" in note:
+        return ("The shipped demo weights are random (seeded), so the frames are noise: they show the pipeline run "
+                "(stream, switches, decode, video file), not a try-on.")
+    return ("The shipped demo weights are small models trained on the pack's synthetic fashion world: the garment "
+            "visibly switches.")
+
+
+def shipped_files() -> dict[str, Path]:
+    """The pack's shipped demo files (``demo/``), by the keys of :func:`write_demo`'s answer."""
+    out = {k: PACK_DEMO / "models" / v for k, v in FILES.items()}
+    out.update({name: PACK_DEMO / "input" / name for name in IMAGES})
+    return out
+
+
+def copy_shipped(models: str | Path, input_dir: str | Path) -> dict[str, Path]:
+    """Copy the pack's shipped demo files into a models and an input folder; returns the written paths."""
+    models, input_dir = Path(models), Path(input_dir)
+    shipped = shipped_files()
+    missing = [str(p) for p in shipped.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"the pack's demo files are missing: {missing}; restore them with git checkout demo/, "
+                                "or write random ones with --random")
+    out = {}
+    for key, src in shipped.items():
+        dst = (models / FILES[key]) if key in FILES else input_dir / key
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not (dst.exists() and dst.samefile(src)):
+            shutil.copyfile(src, dst)
+        out[key] = dst
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m chameleon_core.tools.demo_models", description=__doc__.split("\n")[0])
     p.add_argument("--comfyui", help="a ComfyUI folder: writes into its models/ and input/")
     p.add_argument("--models", help="a ComfyUI models folder (instead of --comfyui)")
     p.add_argument("--input", help="a ComfyUI input folder (instead of --comfyui)")
+    p.add_argument("--random", action="store_true",
+                   help="write fresh random (seeded) files instead of copying the pack's shipped demo/ files")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--student", help="a trained student .safetensors to install instead of the random one")
     p.add_argument("--vae", help="a trained (any-size) Wan VAE .safetensors to install instead of the random one")
@@ -92,10 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     models = Path(args.models) if args.models else Path(args.comfyui) / "models"
     input_dir = Path(args.input) if args.input else Path(args.comfyui) / "input"
-    for name, path in write_demo(models, input_dir, seed=args.seed, student=args.student, vae=args.vae,
-                                 prompt=args.prompt).items():
+    into_pack = models.resolve() == (PACK_DEMO / "models").resolve()
+    shipped = all(path.is_file() for path in shipped_files().values())
+    if args.random or args.student or args.vae or args.prompt or into_pack or not shipped:
+        written = write_demo(models, input_dir, seed=args.seed, student=args.student, vae=args.vae,
+                             prompt=args.prompt)
+    else:
+        written = copy_shipped(models, input_dir)
+    for name, path in written.items():
         logger.info("%s: %s", name, path)
-    logger.info("Load the 'demo' template (Workflow > Browse Templates > comfyui-fashionchameleon) and Run.")
+    logger.info("Open the 'demo_live' template (Templates in the left sidebar > Custom Nodes > "
+                "comfyui-fashionchameleon) and Run.")
     return 0
 
 

@@ -59,29 +59,52 @@ MODEL_URLS.update({f.name: f.url for prof in PROFILES.values() for f in prof.fil
 PUBLISHED = {f.name: prof for prof in PROFILES.values() for f in prof.files}
 """The public students' files (their published names) -> their profile."""
 
-DEMO_COMMAND = "python -m chameleon_core.tools.demo_models --comfyui /path/to/ComfyUI"
-NOT_PUBLIC = ("The FashionChameleon student and teacher weights are not public. What loads instead: the demo's "
-              f"small random models (`{DEMO_COMMAND}`, then the `demo` template), a student you train with the pack's "
-              "recipe (README, Training), or a public causal Wan student (LongLive 2.0 for Wan2.2; Self-Forcing / "
-              "CausVid for Wan2.1 with the Wan2.1 VAE).")
-PUBLIC_STUDENT = ("Every file here is public (the addresses above; the README's model table lists them). The "
-                  "FashionChameleon student and teacher weights are not public: this workflow streams a public causal "
-                  "student with its own loop, text- or image-to-video, without a person or garment.")
+REPOSITORY = "https://github.com/fashionchameleon/comfyui-fashionchameleon"
+"""The pack's repository (pyproject.toml's ``Repository``)."""
+PROJECT_PAGE = "https://arxiv.org/abs/2605.15824"
+"""FashionChameleon's project page (the paper): the address of the weights that are not public."""
+DEMO_FOLDER = "demo/models"
+"""Where the pack ships the demo's model files (``chameleon_core.tools.demo_models``)."""
+NOT_PUBLIC = ("The FashionChameleon student and teacher weights are not public. What loads instead: the pack's demo "
+              "files (the `demo`, `demo_live` and `demo_switch_chain` templates, nothing to download), a student you "
+              "train with the pack's recipe (docs/training.md), or a public causal Wan student (LongLive 2.0 for "
+              "Wan2.2; Self-Forcing / CausVid for Wan2.1 with the Wan2.1 VAE).")
+PUBLIC_STUDENT = ("Every file here is public (the addresses above; docs/models.md lists them). The FashionChameleon "
+                  "student and teacher weights are not public: this workflow streams a public causal student with its "
+                  "own loop, text- or image-to-video, without a person or garment.")
 DEMO_FILES = ("fashionchameleon_demo_",)
-"""File name prefixes the demo command writes."""
+"""File name prefixes of the demo files the pack ships."""
+PLACEHOLDERS = {"your_": f"{REPOSITORY}/blob/main/docs/nodes.md#native-models-unetloader-lora-fp8-gguf-comfyuis-attention"}
+"""File name prefixes of example names the user replaces, and the page that says what to pick."""
 
 
-def where_to_get(name: str) -> str:
+def model_url(name: str, folder: str) -> str:
+    """Every model entry's ``url`` (the frontend's workflow schema requires one): the public file's download address,
+    the shipped demo file in the repository, a placeholder's documentation, or the project page of the files that
+    are not public."""
+    if name in MODEL_URLS:
+        return MODEL_URLS[name]
+    if name.startswith(DEMO_FILES):
+        return f"{REPOSITORY}/raw/main/{DEMO_FOLDER}/{folder}/{name}"
+    for prefix, page in PLACEHOLDERS.items():
+        if name.startswith(prefix):
+            return page
+    return PROJECT_PAGE
+
+
+def where_to_get(name: str, folder: str = "") -> str:
     """Where a model file comes from, in a few words."""
     if name in PUBLISHED:
         return f"{MODEL_URLS[name]}, {PUBLISHED[name].title}"
     if name in MODEL_URLS:
         return MODEL_URLS[name]
     if name.startswith(DEMO_FILES):
-        return f"written by `{DEMO_COMMAND}` (random weights)"
+        return f"ships with the pack (`{DEMO_FOLDER}/{folder}/`), nothing to download"
+    if any(name.startswith(prefix) for prefix in PLACEHOLDERS):
+        return "an example name: pick your own file"
     if "fashionchameleon" in name:
         return "not public (see below)"
-    return "see the README, Models"
+    return "see docs/models.md"
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -89,6 +112,8 @@ def where_to_get(name: str) -> str:
 # -------------------------------------------------------------------------------------------------------------------
 
 WIDE = {"CLIPTextEncode": 420, "MarkdownNote": 460, "ChameleonLiveStream": 420}
+NOTE_WIDTH = (900, 1500)
+"""The Note's width range: as wide as the graph under it, within these bounds (a wide Note is a short one)."""
 EXTRA_HEIGHT = {
     "LoadImage": 300,          # the image preview
     "SaveVideo": 320,          # the video preview after a run
@@ -160,7 +185,7 @@ def title(ntype: str, widgets: Mapping) -> str | None:
 
 
 def model_entries(ntype: str, widgets: Mapping) -> list[dict]:
-    """The node's ``properties.models``: the file it loads, its folder and, when public, its download address."""
+    """The node's ``properties.models``: the file it loads, its folder and an address (:func:`model_url`)."""
     if ntype not in MODEL_LOADERS:
         return []
     out = []
@@ -168,10 +193,7 @@ def model_entries(ntype: str, widgets: Mapping) -> list[dict]:
         name = widgets.get(widget)
         if not name or name == "none":
             continue
-        entry = {"name": name, "directory": folder}
-        if name in MODEL_URLS:
-            entry["url"] = MODEL_URLS[name]
-        out.append(entry)
+        out.append({"name": name, "url": model_url(name, folder), "directory": folder})
     return out
 
 
@@ -184,16 +206,74 @@ def files_needed(nodes: Iterable[Mapping]) -> list[tuple[str, str]]:
     return list(seen)
 
 
-def note_text(title_: str, description: str, files: list[tuple[str, str]], images: list[str]) -> str:
-    """The Markdown Note every template carries: what it does, the files it needs, where they go and come from."""
-    lines = [f"## {title_}", "", description, "", "**Model files** (folder under `ComfyUI/models/`: file, from):", ""]
-    lines += [f"- `{folder}/`: `{name}`, {where_to_get(name)}" for name, folder in files]
+def note_text(title_: str, summary: str, description: str, files: list[tuple[str, str]], images: list[str],
+              demo_note: str = "") -> str:
+    """The Markdown Note every template carries: what it does, the files it needs, where they go and come from.
+    ``demo_note``: what the shipped demo weights are (for templates that load only demo files)."""
+    demo = bool(files) and all(name.startswith(DEMO_FILES) for name, _ in files)
+    lines = [f"## {title_}", "", summary]
+    if description:
+        lines += ["", description]
+    if demo:
+        lines += ["", "**Model files**: they ship with the pack and ComfyUI finds them; nothing to download.", ""]
+    else:
+        lines += ["", "**Model files** (folder under `ComfyUI/models/`: file, from):", ""]
+    lines += [f"- `{folder}/`: `{name}`, {where_to_get(name, folder)}" for name, folder in files]
     if images:
-        lines += ["", "**Images** (`ComfyUI/input/`): " + ", ".join(f"`{i}`" for i in images)]
+        where = "copied into `ComfyUI/input/` when the pack loads" if demo else "`ComfyUI/input/`"
+        lines += ["", f"**Images** ({where}): " + ", ".join(f"`{i}`" for i in images)]
+    if demo and demo_note:
+        lines += ["", demo_note]
     public = any(name in PUBLISHED for name, _ in files)
     lines += ["", PUBLIC_STUDENT if public else NOT_PUBLIC, "",
               "A missing file is listed by name at the first Run (all of them in one message)."]
     return "\n".join(lines)
+
+
+NOTE_FONT = (10, 5.3, 11)
+"""The frontend's Markdown Note text: 10 px font, about 5.3 px a character on average, 11 px a line."""
+
+
+def note_height(text: str, width: float) -> int:
+    """The Note's height for ``text`` at ``width``: title bar, padding, each line wrapped at the Note's text width,
+    paragraph gaps (a little more than the frontend needs: the integration test checks the text fits)."""
+    _, char, line = NOTE_FONT
+    per_line = max(1, int((width - 40) / char))
+    height = 34
+    for block in text.split("\n\n"):
+        for row in block.split("\n"):
+            height += (22 if row.startswith("#") else line) * max(1, -(-len(row) // per_line))
+        height += 9
+    return height + 10
+
+
+GROUP_FONT_SIZE = 22
+"""Group titles' font size (px): the frontend draws them in Arial at ``LGraphGroup.padding`` (4 px) from the left."""
+GROUP_TITLE_PAD = 4
+ARIAL_WIDTHS = dict(zip(
+    " !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~",
+    (278, 278, 355, 556, 556, 889, 667, 191, 333, 333, 389, 584, 278, 333, 278, 278, *(556,) * 10, 278, 278, 584, 584,
+     584, 556, 1015, 667, 667, 722, 722, 667, 611, 778, 722, 278, 500, 667, 556, 833, 722, 778, 667, 778, 722, 667,
+     611, 722, 667, 944, 667, 667, 611, 278, 278, 278, 469, 556, 333, 556, 556, 500, 556, 556, 278, 556, 556, 222,
+     222, 500, 222, 833, 556, 556, 556, 556, 333, 500, 278, 556, 500, 722, 500, 500, 500, 334, 260, 334, 584)))
+"""Arial's (= Helvetica's) advance widths per character in 1/1000 em: the width a title is drawn at."""
+
+
+def group_title_width(text: str, font_size: float = GROUP_FONT_SIZE) -> float:
+    """The width a group title takes, padding included (characters outside the table count a full em)."""
+    return GROUP_TITLE_PAD + font_size * sum(ARIAL_WIDTHS.get(c, 1000) for c in text) / 1000
+
+
+NOTE_SCREEN = (80, 70)
+"""Where the Note's top-left corner lands on screen when a template loads (clear of the sidebar and menu)."""
+VIEW_SCALE = 0.8
+"""The zoom a template opens at: the Note's text is drawn (the frontend hides DOM text below 8 / 14 = 0.57)."""
+
+
+def view_on(note_pos: list[float], scale: float = VIEW_SCALE) -> dict:
+    """The ``extra.ds`` view a template opens with: the Note (title bar included) at :data:`NOTE_SCREEN`."""
+    x, y = note_pos[0], note_pos[1] - TITLE_HEIGHT
+    return {"scale": scale, "offset": [NOTE_SCREEN[0] / scale - x, NOTE_SCREEN[1] / scale - y]}
 
 
 def group_box(nodes: Mapping[int, Mapping], ids: Iterable[int]) -> list[float]:
@@ -209,13 +289,49 @@ def group_box(nodes: Mapping[int, Mapping], ids: Iterable[int]) -> list[float]:
 # -------------------------------------------------------------------------------------------------------------------
 
 COLOURS = {"group": (58, 74, 96), "node": (53, 53, 53), "title": (34, 34, 34), "ours": (70, 52, 96),
-           "note": (64, 80, 48), "text": (230, 230, 230), "bg": (24, 24, 24), "link": (160, 160, 90)}
+           "note": (64, 80, 48), "text": (240, 240, 240), "summary": (200, 210, 220), "bg": (24, 24, 24),
+           "link": (160, 160, 90)}
 
 
-def thumbnail(ui: dict, path: Path, title_: str, size: tuple[int, int] = (512, 384)) -> None:
-    """A JPEG picture of the graph (groups, nodes with their titles, links) with the template's title: what
-    ComfyUI's template browser shows beside a custom node's template (``<name>.jpg``)."""
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow's scalable default font (needs FreeType)
+    except (TypeError, AttributeError, OSError):
+        return ImageFont.load_default()
+
+
+def _wrap(draw, text: str, font, width: float) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and draw.textlength(trial, font=font) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return [*lines, line] if line else lines
+
+
+def thumbnail(ui: dict, path: Path, title_: str, summary: str = "", size: tuple[int, int] = (512, 384)) -> None:
+    """A JPEG card for ComfyUI's template browser (``<name>.jpg`` beside a custom node's template): the template's
+    title and one-line summary in large type (the frontend's card shows only the file name as text), above a
+    picture of the graph (groups, nodes, links)."""
     from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", size, COLOURS["bg"])
+    draw = ImageDraw.Draw(img)
+    title_font, text_font = _font(30), _font(21)
+    y = 14
+    for line in _wrap(draw, title_, title_font, size[0] - 28)[:2]:
+        draw.text((14, y), line, fill=COLOURS["text"], font=title_font)
+        y += 36
+    y += 4
+    for line in _wrap(draw, summary, text_font, size[0] - 28)[:4]:
+        draw.text((14, y), line, fill=COLOURS["summary"], font=text_font)
+        y += 26
+    band = y + 10
 
     nodes = {n["id"]: n for n in ui["nodes"]}
     boxes = [rect(n) for n in nodes.values()] + [(g["bounding"][0], g["bounding"][1],
@@ -223,14 +339,11 @@ def thumbnail(ui: dict, path: Path, title_: str, size: tuple[int, int] = (512, 3
                                                   g["bounding"][1] + g["bounding"][3]) for g in ui["groups"]]
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-    band = 40
-    scale = min((size[0] - 16) / (x1 - x0), (size[1] - band - 16) / (y1 - y0))
+    scale = min((size[0] - 16) / (x1 - x0), (size[1] - band - 8) / (y1 - y0))
 
     def at(x: float, y: float) -> tuple[float, float]:
-        return 8 + (x - x0) * scale, band + 8 + (y - y0) * scale
+        return 8 + (x - x0) * scale, band + (y - y0) * scale
 
-    img = Image.new("RGB", size, COLOURS["bg"])
-    draw = ImageDraw.Draw(img)
     for g in ui["groups"]:
         gx, gy, gw, gh = g["bounding"]
         draw.rectangle([*at(gx, gy), *at(gx + gw, gy + gh)], fill=COLOURS["group"])
@@ -243,5 +356,4 @@ def thumbnail(ui: dict, path: Path, title_: str, size: tuple[int, int] = (512, 3
         fill = (COLOURS["note"] if n["type"] == "MarkdownNote" else
                 COLOURS["ours"] if n["type"].startswith("Chameleon") else COLOURS["node"])
         draw.rectangle([*at(r[0], r[1]), *at(r[2], r[3])], fill=fill, outline=COLOURS["title"])
-    draw.text((10, 12), title_, fill=COLOURS["text"])
-    img.save(path, "JPEG", quality=85)
+    img.save(path, "JPEG", quality=88)

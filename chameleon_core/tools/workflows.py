@@ -86,23 +86,47 @@ def single_garment_stream() -> dict:
     return n
 
 
+def _switch_chain(n: dict, segments: list[int], images: tuple[str, ...], vae: int, prefix: str,
+                  chunk_frames: int = 3) -> None:
+    """Generate -> (Load Image, Garment Switch, Generate) per switch -> Decode of every segment -> video, after a
+    stream head (node 8); ``segments``: video frames per segment, ``images``: the garments after garment 1."""
+    if len(segments) - 1 > len(images):
+        raise ValueError(f"{len(segments) - 1} switches need {len(segments) - 1} garment images; there are "
+                         f"{len(images)}")
+    n[9] = ("ChameleonStreamGenerate", {"frames": segments[0]}, {"stream": (8, 0)}, (1300, 0))
+    gens = [9]
+    for k, frames in enumerate(segments[1:], 1):
+        image, switch, gen, x = 7 + 3 * k, 8 + 3 * k, 9 + 3 * k, 1300 + 400 * k
+        n[image] = ("LoadImage", {"image": images[k - 1]}, {}, (x, 0))
+        n[switch] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
+                                                "withdraw_sink": True},
+                     {"stream": (gens[-1], 0), "vae": (vae, 0), "garment": (image, 0)}, (x, 1))
+        n[gen] = ("ChameleonStreamGenerate", {"frames": frames}, {"stream": (switch, 0)}, (x, 2))
+        gens.append(gen)
+    decode, x = 10 + 3 * (len(segments) - 1), 1300 + 400 * len(segments)
+    n[decode] = ("ChameleonStreamDecode", {"chunk_frames": chunk_frames},
+                 {"vae": (vae, 0), **{f"segment_{i}": (g, 1) for i, g in enumerate(gens, 1)}}, (x, 0))
+    _video_tail(n, (decode, 0), decode + 1, x, prefix)
+
+
+def _chain_groups(segments: list[int]) -> list[tuple[str, list[int]]]:
+    """The switch chain's groups: each segment with the frames it covers, then decode and save."""
+    starts = [sum(segments[:i]) for i in range(len(segments))]
+    groups = [(f"Garment 1: frames 0-{segments[0] - 1}", [9])]
+    for k, start in enumerate(starts[1:], 1):
+        groups.append((f"Garment {k + 1} from frame {start}", [7 + 3 * k, 8 + 3 * k, 9 + 3 * k]))
+    decode = 10 + 3 * (len(segments) - 1)
+    return [*groups, ("Decode and save", [decode, decode + 1, decode + 2])]
+
+
+CHAIN_SEGMENTS = [45, 48, 48]
+"""Video frames per segment of ``garment_switch_chain`` (switches at frames 45 and 93)."""
+
+
 def garment_switch_chain() -> dict:
     n: dict = {}
     _stream_head(n)
-    n[9] = ("ChameleonStreamGenerate", {"frames": 45}, {"stream": (8, 0)}, (1300, 0))
-    n[10] = ("LoadImage", {"image": "garment2.png"}, {}, (1700, 0))
-    n[11] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
-                                        "withdraw_sink": True},
-             {"stream": (9, 0), "vae": (2, 0), "garment": (10, 0)}, (1700, 1))
-    n[12] = ("ChameleonStreamGenerate", {"frames": 48}, {"stream": (11, 0)}, (1700, 2))
-    n[13] = ("LoadImage", {"image": "garment3.png"}, {}, (2100, 0))
-    n[14] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
-                                        "withdraw_sink": True},
-             {"stream": (12, 0), "vae": (2, 0), "garment": (13, 0)}, (2100, 1))
-    n[15] = ("ChameleonStreamGenerate", {"frames": 48}, {"stream": (14, 0)}, (2100, 2))
-    n[16] = ("ChameleonStreamDecode", {"chunk_frames": 3},
-             {"vae": (2, 0), "segment_1": (9, 1), "segment_2": (12, 1), "segment_3": (15, 1)}, (2500, 0))
-    _video_tail(n, (16, 0), 17, 2500, "garment_switch_chain")
+    _switch_chain(n, CHAIN_SEGMENTS, ("garment2.png", "garment3.png"), 2, "garment_switch_chain")
     return n
 
 
@@ -285,152 +309,199 @@ def native_model_stream() -> dict:
     return n
 
 
-def demo() -> dict:
-    """The demo: no downloads (``python -m chameleon_core.tools.demo_models``), runs in a plain ComfyUI on a CPU in
-    seconds: a 69-frame stream with two garment switches at 128x128 from the pack's small random models."""
-    n: dict = {}
+# -- the demo templates: the pack's shipped demo files (demo/), no downloads ----------------------------------------
+
+DEMO_SEGMENTS = demo_models.segment_frames(demo_models.DEMO_FRAMES, demo_models.DEMO_SWITCH_FRAMES)
+"""Video frames per segment of ``demo_switch_chain`` (from ``demo_models``' constants, checked to be whole chunks)."""
+
+
+def _demo_head(n: dict) -> None:
+    """The demo's loaders (student, any-size VAE, prompt features: no umT5-XXL), person and garment 1, conditions at
+    the demo size and the stream start; the prompt is node 3 (there is no node 4)."""
     n[1] = ("ChameleonStudentLoader", {"ckpt_name": DEMO_STUDENT, "weight_dtype": "default"}, {}, (MODELS, 0))
     n[2] = ("ChameleonVAELoader", {"vae_name": DEMO_VAE}, {}, (MODELS, 1))
     n[3] = ("ChameleonPromptEmbeddings", {"embeddings_name": DEMO_PROMPT}, {}, (MODELS, 2))
     n[5] = ("LoadImage", {"image": DEMO_IMAGES[0]}, {}, (INPUTS, 1))
     n[6] = ("LoadImage", {"image": DEMO_IMAGES[1]}, {}, (INPUTS, 2))
-    n[7] = ("ChameleonConditions", {"width": 128, "height": 128},
+    n[7] = ("ChameleonConditions", {"width": demo_models.DEMO_WIDTH, "height": demo_models.DEMO_HEIGHT},
             {"vae": (2, 0), "reference": (5, 0), "garment": (6, 0)}, (START, 0))
-    n[8] = ("ChameleonStreamStart", {"seed": 42, "steps": 4, "chunk_frames": 3, "cache_frames": 23,
-                                     "sink_chunks": 1},
+
+
+def _demo_stream_head(n: dict) -> None:
+    _demo_head(n)
+    n[8] = ("ChameleonStreamStart", {"seed": 42, "steps": 4, "chunk_frames": demo_models.DEMO_CHUNK_FRAMES,
+                                     "cache_frames": 23, "sink_chunks": 1},
             {"student": (1, 0), "positive": (3, 0), "conditions": (7, 0)}, (START, 1))
-    n[9] = ("ChameleonStreamGenerate", {"frames": 21}, {"stream": (8, 0)}, (1300, 0))
-    n[10] = ("LoadImage", {"image": DEMO_IMAGES[2]}, {}, (1700, 0))
-    n[11] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
-                                        "withdraw_sink": True},
-             {"stream": (9, 0), "vae": (2, 0), "garment": (10, 0)}, (1700, 1))
-    n[12] = ("ChameleonStreamGenerate", {"frames": 24}, {"stream": (11, 0)}, (1700, 2))
-    n[13] = ("LoadImage", {"image": DEMO_IMAGES[3]}, {}, (2100, 0))
-    n[14] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
-                                        "withdraw_sink": True},
-             {"stream": (12, 0), "vae": (2, 0), "garment": (13, 0)}, (2100, 1))
-    n[15] = ("ChameleonStreamGenerate", {"frames": 24}, {"stream": (14, 0)}, (2100, 2))
-    n[16] = ("ChameleonStreamDecode", {"chunk_frames": 3},
-             {"vae": (2, 0), "segment_1": (9, 1), "segment_2": (12, 1), "segment_3": (15, 1)}, (2500, 0))
-    _video_tail(n, (16, 0), 17, 2500, "demo")
+
+
+def demo() -> dict:
+    """The smallest stream on the shipped demo files: one garment, Start -> Generate -> Decode -> video."""
+    n: dict = {}
+    _demo_stream_head(n)
+    n[9] = ("ChameleonStreamGenerate", {"frames": demo_models.segment_frames(demo_models.DEMO_FRAMES)[0]},
+            {"stream": (8, 0)}, (1300, 0))
+    n[10] = ("ChameleonStreamDecode", {"chunk_frames": demo_models.DEMO_CHUNK_FRAMES},
+             {"vae": (2, 0), "segment_1": (9, 1)}, (1700, 0))
+    _video_tail(n, (10, 0), 11, 1700, "demo")
     return n
 
 
-WORKFLOWS = {f.__name__: f for f in (demo, single_garment_stream, garment_switch_chain, teacher_quality, long_video,
-                                     live_preview_stream, live_session, *OPTION_WORKFLOWS, native_model_stream,
-                                     *PROFILE_WORKFLOWS)}
+def demo_switch_chain() -> dict:
+    """``garment_switch_chain`` on the shipped demo files: switches at ``demo_models.DEMO_SWITCH_FRAMES``."""
+    n: dict = {}
+    _demo_stream_head(n)
+    _switch_chain(n, DEMO_SEGMENTS, DEMO_IMAGES[2:], 2, "demo_switch_chain", demo_models.DEMO_CHUNK_FRAMES)
+    return n
 
-SWITCH_CHAIN_GROUPS = [("Segment 1: garment 1 (frames 0-44)", [9]), ("Switch to garment 2 at frame 45", [10, 11, 12]),
-                       ("Switch to garment 3 at frame 93", [13, 14, 15]), ("Decode and save", [16, 17, 18])]
+
+def demo_live() -> dict:
+    """``live_session`` on the shipped demo files: the live node streams into its widget; switch garments there."""
+    n: dict = {}
+    _demo_head(n)
+    n[7] = (*n[7][:3], (INPUTS, 3))  # under the images: the live node comes third, in view when the template opens
+    n[9] = ("ChameleonLiveStream", {"seed": 42, "steps": 4, "chunk_frames": demo_models.DEMO_CHUNK_FRAMES,
+                                    "cache_frames": 23, "sink_chunks": 1,
+                                    "max_frames": demo_models.DEMO_LIVE_FRAMES},
+            {"student": (1, 0), "positive": (3, 0), "conditions": (7, 0), "vae": (2, 0)}, (START, 0))
+    _video_tail(n, (9, 0), 10, 1400, "demo_live")
+    return n
+
+
+DEMO_WORKFLOWS = (demo, demo_live, demo_switch_chain)
+"""The templates that run on the shipped demo files as they are."""
+WORKFLOWS = {f.__name__: f for f in (*DEMO_WORKFLOWS, single_garment_stream, garment_switch_chain, teacher_quality,
+                                     long_video, live_preview_stream, live_session, *OPTION_WORKFLOWS,
+                                     native_model_stream, *PROFILE_WORKFLOWS)}
+
+_W, _H = demo_models.DEMO_WIDTH, demo_models.DEMO_HEIGHT
+_SWITCHES = " and ".join(str(f) for f in demo_models.DEMO_SWITCH_FRAMES)
+DEMO_HEAD_GROUPS = [("Demo models", [1, 2, 3]), ("Person and garment 1", [5, 6]),
+                    ("Conditions, stream start", [7, 8])]
 EXTRAS: dict[str, dict] = {
     "demo": {
-        "title": "FashionChameleon demo (no downloads)",
-        "description": "A stream of 69 frames with two garment switches (at frames 21 and 45), from the pack's small "
-                       "models: first run "
-                       f"`{workflow_layout.DEMO_COMMAND}` (writes the models and images), then Run (under a minute on a "
-                       "CPU). The weights are RANDOM: the frames are noise; the demo shows the pipeline "
-                       "(stream, switches, decode, video file). Replace the three model files with trained ones "
-                       "(same names; the command's --student/--vae/--prompt) to see a garment actually switch.",
-        "groups": [("Demo models (random weights: the frames are noise)", [1, 2, 3]), ("Person and garment 1", [5, 6]),
-                   ("Conditions and stream start", [7, 8]), ("Segment 1: garment 1 (frames 0-20)", [9]),
-                   ("Switch to garment 2 at frame 21", [10, 11, 12]), ("Switch to garment 3 at frame 45", [13, 14, 15]),
-                   ("Decode and save", [16, 17, 18])],
+        "title": "Demo: one stream (no downloads)",
+        "summary": f"The smallest stream, on the demo files that ship with the pack: {_W}x{_H}, "
+                   f"{demo_models.DEMO_FRAMES} frames, one garment; seconds on a CPU.",
+        "description": "Load the models and images -> encode the conditions -> start the stream -> generate -> "
+                       "decode -> save a video (output/fashionchameleon/). Run it as it is.",
+        "groups": [*DEMO_HEAD_GROUPS, ("Stream", [9]), ("Decode and save", [10, 11, 12])],
+    },
+    "demo_live": {
+        "title": "Demo: live session (no downloads)",
+        "summary": "The live node on the pack's demo files: the video streams into the node at 24 fps; switch the "
+                   "garment from its widget while it runs.",
+        "description": f"Press Run: frames appear in the Live Stream node (up to {demo_models.DEMO_LIVE_FRAMES} "
+                       "frames, about 20 s). Pick a garment in its list (the demo's are "
+                       "fashionchameleon_demo_garment2/3.png, or upload one) and press Switch garment: it lands at "
+                       "the next chunk and the timeline records it. Stop ends it early; the frames are saved.",
+        "groups": [DEMO_HEAD_GROUPS[0], ("Person, garment 1, conditions", [5, 6, 7]),
+                   ("Live stream: switch here", [9]), ("Save", [10, 11])],
+    },
+    "demo_switch_chain": {
+        "title": "Demo: garment switch chain (no downloads)",
+        "summary": f"{demo_models.DEMO_FRAMES} frames on the pack's demo files with garment switches at frames "
+                   f"{_SWITCHES}; editing a later segment re-runs only what follows it.",
+        "description": "garment_switch_chain on the demo files: each Garment Switch reschedules the KV cache "
+                       "(garment refresh, history withdraw, reference disentangle) between two Generate nodes.",
+        "groups": [*DEMO_HEAD_GROUPS, *_chain_groups(DEMO_SEGMENTS)],
     },
     "single_garment_stream": {
         "title": "One garment, one stream",
-        "description": "Streams 81 frames (7 chunks) of the person wearing garment 1 with the causal student.",
-        "groups": [*HEAD_GROUPS, ("Segment 1: garment 1 (81 frames)", [9]), ("Decode and save", [10, 11, 12])],
+        "summary": "81 frames (7 chunks) of the person in garment 1 from the causal 4-step student at 704x1280.",
+        "groups": [*HEAD_GROUPS, ("Stream: 81 frames", [9]), ("Decode and save", [10, 11, 12])],
     },
     "garment_switch_chain": {
         "title": "Garment switch chain",
-        "description": "Streams 141 frames and switches the garment twice (at frames 45 and 93) by rescheduling the "
-                       "KV cache; editing a later segment re-runs only what follows it.",
-        "groups": [*HEAD_GROUPS, *SWITCH_CHAIN_GROUPS],
+        "summary": "141 frames with two garment switches (at frames 45 and 93) by KV-cache rescheduling; editing a "
+                   "later segment re-runs only what follows it.",
+        "groups": [*HEAD_GROUPS, *_chain_groups(CHAIN_SEGMENTS)],
     },
     "teacher_quality": {
         "title": "Teacher quality (bidirectional, 50 steps)",
-        "description": "Samples 81 frames with the bidirectional teacher (UniPC, 50 steps, CFG 3): the quality "
-                       "reference the student is distilled from; slow.",
-        "groups": [("Models", [1, 2, 3]), ("Prompts and images", [4, 8, 5, 6]), ("Conditions and teacher", [7, 9]),
+        "summary": "81 frames from the bidirectional teacher (UniPC, 50 steps, CFG 3): the quality reference the "
+                   "student is distilled from; slow.",
+        "groups": [("Models", [1, 2, 3]), ("Prompts and images", [4, 8, 5, 6]), ("Conditions, teacher", [7, 9]),
                    ("Decode and save", [10, 11, 12])],
     },
     "long_video": {
         "title": "Long video with a prompt switch",
-        "description": "Streams 489 frames (20 s at 24 fps): 249 frames, then the prompt switches (LongLive "
-                       "re-cache) for 240 more; the KV cache stays bounded.",
-        "groups": [*HEAD_GROUPS, ("Segment 1: first prompt (frames 0-248)", [9]),
-                   ("Switch prompt at frame 249", [10, 11, 12]), ("Decode and save", [13, 14, 15])],
+        "summary": "489 frames (20 s at 24 fps): 249 frames, then the prompt switches (LongLive re-cache) for 240 "
+                   "more; the KV cache stays bounded.",
+        "groups": [*HEAD_GROUPS, ("Prompt 1: frames 0-248", [9]), ("Prompt 2 from frame 249", [10, 11, 12]),
+                   ("Decode and save", [13, 14, 15])],
     },
     "live_preview_stream": {
         "title": "Live preview with the tiny decoder",
-        "description": "Streams 129 frames with the tiny TAEHV decoder showing each chunk as it is made and "
-                       "decoding the segment (swap the decode's decoder out for the final render).",
-        "groups": [("Models", [1, 2, 3, 9]), ("Prompt and images", [4, 5, 6]), ("Conditions and stream start", [7, 8]),
-                   ("Segment 1: garment 1 (live previews)", [10]), ("Decode and save", [11, 12, 13])],
+        "summary": "129 frames with the tiny TAEHV decoder showing each chunk as it is made and decoding the "
+                   "segment (swap it out for the final render).",
+        "groups": [("Models", [1, 2, 3, 9]), ("Prompt and images", [4, 5, 6]), ("Conditions, stream start", [7, 8]),
+                   ("Stream, tiny previews", [10]), ("Decode and save", [11, 12, 13])],
     },
     "live_session": {
         "title": "Live session",
-        "description": "Streams into the live node; switch garment and prompt from its widget while it runs. The "
-                       "frames are saved and the timeline output records the switches.",
+        "summary": "Streams into the live node at 24 fps; switch garment and prompt from its widget while it runs; "
+                   "the frames are saved and the timeline records the switches.",
         "groups": [("Models", [1, 2, 3, 8]), ("Prompt and images", [4, 5, 6]), ("Conditions", [7]),
-                   ("Live stream (switch from the widget)", [9]), ("Save", [10, 11])],
+                   ("Live stream: switch here", [9]), ("Save", [10, 11])],
     },
     "video_tryon": {
         "title": "Try-on onto a person video",
-        "description": "Dresses the person of an existing video in garment 1 (each chunk starts from the video's "
-                       "latents noised to `strength`, only inside the mask), then switches to garment 2 at frame 45. "
-                       "The example video is a still image repeated: swap in LoadVideo -> GetVideoComponents and a "
+        "summary": "Dresses the person of a video in garment 1 inside a mask, then switches to garment 2 at frame "
+                   "45 (VITON-DiT's task).",
+        "description": "Each chunk starts from the video's latents noised to `strength`, only inside the mask. The "
+                       "example video is a still image repeated: swap in LoadVideo -> GetVideoComponents and a "
                        "garment mask from a segmentation node.",
-        "groups": [*HEAD_GROUPS, ("Person video and garment mask", [9, 10, 11, 12]),
-                   ("Segment 1: garment 1 on the video (frames 0-44)", [13, 14]),
-                   ("Switch to garment 2 at frame 45", [15, 16, 17]), ("Decode and save", [18, 19, 20])],
+        "groups": [*HEAD_GROUPS, ("Person video, mask", [9, 10, 11, 12]),
+                   ("Garment 1 on the video", [13, 14]), ("Garment 2 from frame 45", [15, 16, 17]),
+                   ("Decode and save", [18, 19, 20])],
     },
     "video_tryon_keyframes": {
         "title": "Try-on onto a long video: keyframes, then fill",
-        "description": "VITON-DiT's interpolated autoregression: the first chunk of every segment is generated first "
-                       "(the keyframes see each other), then each segment is filled from its keyframe.",
-        "groups": [*HEAD_GROUPS, ("Person video and garment mask", [9, 10, 11, 12]),
-                   ("Keyframes, then each segment", [13]), ("Decode and save", [14, 15, 16])],
+        "summary": "VITON-DiT's interpolated autoregression: every segment's first chunk first (the keyframes see "
+                   "each other), then each segment filled from its keyframe.",
+        "groups": [*HEAD_GROUPS, ("Person video, mask", [9, 10, 11, 12]), ("Keyframes, then fill", [13]),
+                   ("Decode and save", [14, 15, 16])],
     },
     "motion_transfer": {
         "title": "Motion from a driving video",
-        "description": "The stream follows the driving video's motion: each chunk starts from its latents noised to "
-                       "a lower strength (0.83), so appearance comes from the reference and garment.",
-        "groups": [*HEAD_GROUPS, ("Driving video", [9, 10, 11]), ("Follow its motion (81 frames)", [12, 13]),
+        "summary": "The stream follows a driving video's motion (its latents noised to strength 0.83 start each "
+                   "chunk); appearance comes from the person and garment.",
+        "groups": [*HEAD_GROUPS, ("Driving video", [9, 10, 11]), ("Follow its motion", [12, 13]),
                    ("Decode and save", [14, 15, 16])],
     },
     "condition_weighting_stream": {
         "title": "Stream with condition weighting",
-        "description": "CustomCrafter's schedule on the stream: the video attends weakly to the reference and garment "
-                       "in the early denoising steps (motion) and fully in the late ones (detail).",
-        "groups": [("Models and weighting", [1, 20, 2, 3]), ("Prompt and images", [4, 5, 6]),
-                   ("Conditions and stream start", [7, 8]), ("Stream (81 frames)", [9]),
+        "summary": "CustomCrafter's schedule on the stream: weak attention to person and garment in early steps "
+                   "(motion), full in late ones (detail).",
+        "groups": [("Models, weighting", [1, 20, 2, 3]), ("Prompt and images", [4, 5, 6]),
+                   ("Conditions, stream start", [7, 8]), ("Stream: 81 frames", [9]),
                    ("Decode and save", [10, 11, 12])],
     },
     "condition_weighting_teacher": {
         "title": "Teacher with condition weighting",
-        "description": "The 50-step teacher with CustomCrafter's schedule: weak condition attention early, full late.",
+        "summary": "The 50-step teacher with CustomCrafter's schedule: weak condition attention early, full late.",
     },
     "local_attention_stream": {
         "title": "Long stream with local attention",
-        "description": "Each chunk attends to the conditions, the sink and only the 6 nearest latent frames: a speed "
-                       "option for long streams (its cost against the full window: docs/benchmarks/options.md).",
-        "groups": [*HEAD_GROUPS, ("Local attention (k = 6), stream of 249 frames", [9, 10]),
-                   ("Decode and save", [11, 12, 13])],
+        "summary": "249 frames where each chunk attends to the conditions, the sink and only the 6 nearest latent "
+                   "frames: a speed option for long streams.",
+        "description": "Its cost against the full window: docs/benchmarks/options.md.",
+        "groups": [*HEAD_GROUPS, ("Local attention, k = 6", [9, 10]), ("Decode and save", [11, 12, 13])],
     },
     "native_model_stream": {
         "title": "Stream from a native MODEL (UNETLoader, LoRA, fp8, GGUF)",
-        "description": "The student loaded by ComfyUI's own Load Diffusion Model (any weight dtype), patched by a LoRA "
-                       "and ModelSamplingSD3's shift, streams through the pack: ComfyUI's casting, LoRA patches and "
-                       "partial loading apply. Swap in a GGUF loader the same way.",
-        "groups": [("Native model: load, LoRA, shift", [20, 21, 22, 1]), ("VAE and text encoder", [2, 3]),
-                   ("Prompt and images", [4, 5, 6]), ("Conditions and stream start", [7, 8]),
-                   ("Stream (81 frames)", [9]), ("Decode and save", [10, 11, 12])],
+        "summary": "The student through ComfyUI's Load Diffusion Model, a LoRA and ModelSamplingSD3: ComfyUI's "
+                   "casting, LoRA patches and partial loading apply.",
+        "description": "Swap in a GGUF loader the same way. The LoRA file name is a placeholder: pick yours.",
+        "groups": [("Native model, LoRA, shift", [20, 21, 22, 1]), ("VAE and text encoder", [2, 3]),
+                   ("Prompt and images", [4, 5, 6]), ("Conditions, stream start", [7, 8]),
+                   ("Stream: 81 frames", [9]), ("Decode and save", [10, 11, 12])],
     },
 }
 EXTRAS.update(PROFILE_EXTRAS)
-"""Per-workflow extras, all optional: a title, a description (the Note and the thumbnail), and groups
-``(title, node ids)``. A workflow without extras still gets its Note, titles, model entries and layout."""
+"""Per-workflow extras: a title, a one-line ``summary`` (the template card's thumbnail and the Note's first line),
+optionally a longer ``description`` (the Note), and groups ``(title, node ids)``. A workflow without extras still
+gets its Note, titles, model entries and layout; the generator refuses a group title wider than its group."""
 
 
 def _is_widget(spec: list) -> bool:
@@ -497,28 +568,41 @@ def to_ui(spec: dict, object_info: dict, extras: dict | None = None) -> dict:
     workflow_layout.layout(nodes, top=workflow_layout.GROUP_TITLE + workflow_layout.GROUP_PAD if groups else 0)
     by_id = {n["id"]: n for n in nodes}
     title = extras.get("title", "FashionChameleon workflow")
+    summary = extras.get("summary", "")
     images = [spec[i][1]["image"] for i in sorted(spec) if spec[i][0] == "LoadImage"]
-    text = workflow_layout.note_text(title, extras.get("description", ""), workflow_layout.files_needed(nodes), images)
+    text = workflow_layout.note_text(title, summary, extras.get("description", ""),
+                                     workflow_layout.files_needed(nodes), images, demo_models.weights_note())
     note_id = max(spec) + 1
-    note_w, note_h = 900, 60 + 22 * text.count("\n") + 2 * len(text) // 9
+    left = min(workflow_layout.rect(n)[0] for n in nodes)
+    right = max(workflow_layout.rect(n)[2] for n in nodes)
+    note_w = int(min(max(right - left, workflow_layout.NOTE_WIDTH[0]), workflow_layout.NOTE_WIDTH[1]))
+    note_h = workflow_layout.note_height(text, note_w)
     top = min(workflow_layout.rect(n)[1] for n in nodes) - (workflow_layout.GROUP_TITLE + 2 * workflow_layout.GROUP_PAD
                                                            if groups else 0)
+    # The Note sits above the graph, as wide as it (so it is short): on load (extra.ds) it is at the screen's top
+    # left with the graph's first columns under it.
+    note_pos = [left, top - workflow_layout.GAP - note_h]
     nodes.append({"id": note_id, "type": "MarkdownNote", "title": "Read me: files and where to get them",
-                  "pos": [0, top - workflow_layout.GAP - note_h], "size": [note_w, note_h], "flags": {},
+                  "pos": note_pos, "size": [note_w, note_h], "flags": {},
                   "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
                   "widgets_values": [text], "color": "#432", "bgcolor": "#653"})
-    ui_groups = [{"id": i + 1, "title": g_title, "bounding": workflow_layout.group_box(by_id, ids),
-                  "color": "#3f789e", "font_size": 24, "flags": {}}
-                 for i, (g_title, ids) in enumerate(groups)]
+    ui_groups = []
+    for i, (g_title, ids) in enumerate(groups):
+        box = workflow_layout.group_box(by_id, ids)
+        if (wide := workflow_layout.group_title_width(g_title)) > box[2]:
+            raise ValueError(f"{title}: group title {g_title!r} is about {wide:.0f} px wide at "
+                             f"{workflow_layout.GROUP_FONT_SIZE} px, its group {box[2]:.0f} px: shorten it")
+        ui_groups.append({"id": i + 1, "title": g_title, "bounding": box, "color": "#3f789e",
+                          "font_size": workflow_layout.GROUP_FONT_SIZE, "flags": {}})
     clash = workflow_layout.overlaps(nodes)
     if clash:
         raise ValueError(f"{title}: overlapping nodes {clash}")
     return {
-        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "fashionchameleon/" + str(sorted(spec)))),
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"fashionchameleon/{title}/{sorted(spec)}")),
         "revision": 0, "last_node_id": note_id, "last_link_id": len(links), "nodes": nodes, "links": links,
         "groups": ui_groups, "config": {},
-        "extra": {"ds": {"scale": 0.6, "offset": [40, -top + 80]},
-                  "info": {"name": title, "description": extras.get("description", "")}},
+        "extra": {"ds": workflow_layout.view_on(note_pos),
+                  "info": {"name": title, "description": summary}},
         "version": 0.4,
     }
 
@@ -539,7 +623,7 @@ def main() -> None:
         extras = EXTRAS.get(name, {})
         ui = to_ui(spec, object_info, extras)
         (HERE / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
-        workflow_layout.thumbnail(ui, HERE / f"{name}.jpg", extras.get("title", name))
+        workflow_layout.thumbnail(ui, HERE / f"{name}.jpg", extras.get("title", name), extras.get("summary", ""))
         api = convert_ui_to_api(ui, object_info)
         (HERE / "api" / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n")
         logger.info("wrote %s: %d nodes, %d links", name, len(ui["nodes"]), len(ui["links"]))

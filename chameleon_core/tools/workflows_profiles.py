@@ -138,6 +138,7 @@ _NOTE = "The student streams with its own loop (its profile, read from the file;
 PROFILE_EXTRAS: dict[str, dict] = {
     "longlive2_prompt_switch": {
         "title": "LongLive 2.0: text to video with a prompt switch and a new shot",
+        "summary": "LongLive 2.0 streams 93 frames at 1280x704 with its own loop, switches the prompt, then starts a new shot.",
         "description": "LongLive 2.0 (Wan2.2-TI2V-5B) streams 93 frames at 1280x704, switches the prompt (it takes "
                        "effect from the next 8-frame block), then starts a new shot (new_shot: RoPE offset and a shot "
                        "sink, as its multi-shot inference does). " + _NOTE,
@@ -145,6 +146,7 @@ PROFILE_EXTRAS: dict[str, dict] = {
     },
     "longlive2_image_to_video": {
         "title": "LongLive 2.0: image to video",
+        "summary": "LongLive 2.0 streams 125 frames at 1280x704 from an image held as the first frame.",
         "description": "LongLive 2.0 streams 125 frames from an image: the first frame is held to it, as its I2V "
                        "inference does. " + _NOTE,
         "groups": [("Models", [1, 2, 3]), ("Prompt and first frame", [4, 5]), ("Size and stream start", [7, 8]),
@@ -152,6 +154,7 @@ PROFILE_EXTRAS: dict[str, dict] = {
     },
     "longlive2_live": {
         "title": "LongLive 2.0 live: switch the prompt while it streams",
+        "summary": "LongLive 2.0 streams into the live node; type a new prompt into the widget to switch it.",
         "description": "LongLive 2.0 streams into the live node (the tiny decoder shows each block as it is made); "
                        "type a new prompt into the widget to switch. No garment: it is a text-to-video student.",
         "groups": [("Models", [1, 2, 3, 9]), ("Prompt and size", [4, 7]), ("Live stream (switch the prompt from "
@@ -159,12 +162,14 @@ PROFILE_EXTRAS: dict[str, dict] = {
     },
     "longlive1_prompt_switch": {
         "title": "LongLive 1.0: text to video with a prompt switch",
+        "summary": "LongLive 1.0 (Wan2.1 1.3B + LoRA) streams 81 frames at 832x480, then switches the prompt with its re-cache.",
         "description": "LongLive 1.0 (Wan2.1-T2V-1.3B, base + LoRA merged on loading) streams 81 frames at 832x480, "
                        "switches the prompt with its KV re-cache, and streams 84 more. " + _NOTE,
         "groups": [*_HEAD, *_SWITCH, ("Decode and save", [20, 21, 22])],
     },
     "self_forcing_prompt_switch": {
         "title": "Self-Forcing: text to video with a prompt switch",
+        "summary": "Self-Forcing (Wan2.1 1.3B) streams its 81-frame rollout at 832x480, then the prompt switches.",
         "description": "Self-Forcing (Wan2.1-T2V-1.3B) streams its 81-frame rollout at 832x480, then the prompt "
                        "switches (the pack re-caches the frames held; Self-Forcing itself has no switch) and 48 "
                        "more frames stream on a rolling cache. " + _NOTE,
@@ -172,6 +177,7 @@ PROFILE_EXTRAS: dict[str, dict] = {
     },
     "causvid_prompt_switch": {
         "title": "CausVid: text to video with a prompt switch",
+        "summary": "CausVid (Wan2.1 1.3B, 3 steps) streams 81 frames at 832x480, then the prompt switches.",
         "description": "CausVid (Wan2.1-T2V-1.3B, 3 steps) streams 81 frames at 832x480, then the prompt switches "
                        "(the pack's re-cache) for 48 more. " + _NOTE,
         "groups": [*_HEAD, *_SWITCH, ("Decode and save", [20, 21, 22])],

@@ -1,11 +1,11 @@
-"""Live mode throughput on a real CPU ComfyUI at tiny size: frames shown per second (type-4 previews of the live
-node received by a websocket client that announces preview metadata) against frames generated per second, and the
-switch latency (garment command posted -> first preview received after the switch's first chunk was made).
+"""Live mode throughput on a real CPU ComfyUI at tiny size: frames received per second (the live node's own
+``chameleon.live.frame`` messages, as the widget gets them) against frames generated per second, and the switch
+latency (garment command posted -> first frame received of the chunk the switch applies to).
 
     COMFYUI_DIR=/work/comfyui /work/comfyui/.venv/bin/python docs/benchmarks/live_bench.py [--frames 241]
 
 Uses the integration test's helpers (tiny random checkpoints, the launcher, the preview client); writes JSON to
-stdout. The numbers are for the pipeline's overhead (previews, routes, the command queue), not for model speed.
+stdout. The numbers are for the pipeline's overhead (frame channel, routes, the command queue), not for model speed.
 """
 
 from __future__ import annotations
@@ -55,40 +55,46 @@ def start(base: Path):
 
 def run(srv, frames: int, switch_at: int) -> dict:
     client = it._Previews(srv)
-    arrivals: list[float] = []
-    client_previews = client.previews
+    arrivals: list[tuple[float, dict]] = []
     try:
         queued = srv.post("/prompt", {"prompt": it._live_prompt(frames), "client_id": client.client_id})
         pid = queued["prompt_id"]
         sid = it._live_session(srv, pid)["session"]
         t_start = time.perf_counter()
-        seen, posted, landed_chunk, chunk_done_at = 0, None, None, None
+        seen, posted, landed_chunk = 0, None, None
         status = {}
-        while True:
+
+        def collect() -> None:
+            nonlocal seen
             now = time.perf_counter()
-            while seen < len(client_previews):
-                if client_previews[seen].get("display_node_id") == "live":
-                    arrivals.append(now)
+            while seen < len(client.events):
+                event = client.events[seen]
+                if event["type"] == "chameleon.live.frame" and event["data"]["session"] == sid:
+                    arrivals.append((now, event["data"]))
                 seen += 1
+
+        while True:
+            collect()
             status = srv.get(f"/chameleon/live/{sid}")
             if posted is None and status["chunk"] >= switch_at and status["status"] == "running":
                 srv.post(f"/chameleon/live/{sid}/switch", {"garment": "garment2.png"})
                 posted = time.perf_counter()
             if posted and landed_chunk is None and status["timeline"]:
                 landed_chunk = status["timeline"][0]["chunk"]
-            if landed_chunk is not None and chunk_done_at is None and status["chunk"] > landed_chunk:
-                chunk_done_at = time.perf_counter()
             if status["status"] != "running":
                 break
             time.sleep(0.02)
         t_end = time.perf_counter()
-        time.sleep(1.0)  # the player's tail
-        first_after = next((t for t in arrivals if chunk_done_at and t >= chunk_done_at), None)
-        shown = [t for t in arrivals if t <= t_end]
+        time.sleep(1.0)
+        collect()
+        # a frame of chunk index c carries chunk = c + 1 (chunks made); the switch applies before chunk `landed_chunk`
+        first_after = next((t for t, f in arrivals if landed_chunk is not None and f["chunk"] > landed_chunk), None)
         return {
             "frames_generated": status["frames"], "chunks": status["chunk"], "status": status["status"],
             "generation_fps": status["fps"], "wall_seconds": round(t_end - t_start, 3),
-            "previews_received": len(arrivals), "shown_fps": round(len(shown) / (t_end - t_start), 3),
+            "frames_received": len(arrivals), "received_in_order": [f["index"] for _, f in arrivals] ==
+            list(range(len(arrivals))), "received_fps": round(len(arrivals) / (t_end - t_start), 3),
+            "frame_bytes_mean": round(sum(len(f["image"]) for _, f in arrivals) / max(1, len(arrivals))),
             "switch_posted_at_chunk": switch_at, "switch_applied_at_chunk": landed_chunk,
             "switch_latency_s": round(first_after - posted, 3) if first_after and posted else None,
         }
