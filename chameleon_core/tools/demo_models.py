@@ -54,11 +54,14 @@ DEMO_PROMPT = "a person stands in a studio and turns slowly, the garment moving 
 PACK_DEMO = Path(__file__).resolve().parents[2] / "demo"
 """The pack's shipped demo files: ``demo/models/<FILES>`` and ``demo/input/<IMAGES>``."""
 
-DEMO_WIDTH = 128
-DEMO_HEIGHT = 128
+DEMO_WIDTH = 64
+DEMO_HEIGHT = 64
 """The demo templates' video size (multiples of 32)."""
 DEMO_CHUNK_FRAMES = 3
 """Latent frames per chunk in the demo templates (the student's training chunk)."""
+DEMO_CACHE_FRAMES = 11
+"""Latent frames the demo templates' stream caches: the world student's training geometry (2 condition frames and a
+9-latent-frame clip), the cache its switches were measured with (docs/experiments/world.md)."""
 DEMO_FRAMES = 69
 """Video frames of the demo stream templates (``demo``, ``demo_switch_chain``)."""
 DEMO_SWITCH_FRAMES = (21, 45)

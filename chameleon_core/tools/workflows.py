@@ -330,7 +330,7 @@ def _demo_head(n: dict) -> None:
 def _demo_stream_head(n: dict) -> None:
     _demo_head(n)
     n[8] = ("ChameleonStreamStart", {"seed": 42, "steps": 4, "chunk_frames": demo_models.DEMO_CHUNK_FRAMES,
-                                     "cache_frames": 23, "sink_chunks": 1},
+                                     "cache_frames": demo_models.DEMO_CACHE_FRAMES, "sink_chunks": 1},
             {"student": (1, 0), "positive": (3, 0), "conditions": (7, 0)}, (START, 1))
 
 
@@ -360,7 +360,7 @@ def demo_live() -> dict:
     _demo_head(n)
     n[7] = (*n[7][:3], (INPUTS, 3))  # under the images: the live node comes third, in view when the template opens
     n[9] = ("ChameleonLiveStream", {"seed": 42, "steps": 4, "chunk_frames": demo_models.DEMO_CHUNK_FRAMES,
-                                    "cache_frames": 23, "sink_chunks": 1,
+                                    "cache_frames": demo_models.DEMO_CACHE_FRAMES, "sink_chunks": 1,
                                     "max_frames": demo_models.DEMO_LIVE_FRAMES},
             {"student": (1, 0), "positive": (3, 0), "conditions": (7, 0), "vae": (2, 0)}, (START, 0))
     _video_tail(n, (9, 0), 10, 1400, "demo_live")
