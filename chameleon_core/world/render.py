@@ -52,7 +52,7 @@ BODY_LABELS = (SKIN_LABEL, HAIR_LABEL, TROUSERS_LABEL)
 
 TORSO_HALF_WIDTH = {"slim": 0.105, "medium": 0.125, "broad": 0.145}
 #: Head half-axes (x, y) and superellipse exponent per face shape.
-FACE_SHAPE = {"round": (0.072, 0.072, 2.0), "oval": (0.058, 0.085, 2.0), "square": (0.066, 0.074, 5.0)}
+FACE_SHAPE = {"round": (0.08, 0.08, 2.0), "oval": (0.066, 0.094, 2.0), "square": (0.074, 0.082, 5.0)}
 SLEEVE_FRACTION = {"sleeveless": 0.0, "short": 0.38, "long": 0.92}
 PATTERN_PERIOD = 0.17
 """Pattern period in figure units: 16 pixels at 64 x 64 with :data:`FRAMING_ZOOM`, one latent cell of the world's
@@ -63,7 +63,7 @@ to mid-thigh (a dress is cut above the knee), so the garment spans several laten
 POLE_SPACING, POLE_WIDTH = 0.34, 0.05
 
 HEAD_Y, SHOULDER_Y, HIP_Y, KNEE_Y, GROUND_Y = 0.16, 0.285, 0.58, 0.78, 0.95
-ARM_LENGTH, ARM_RADIUS, LEG_RADIUS = 0.29, 0.032, 0.036
+ARM_LENGTH, ARM_RADIUS, LEG_RADIUS = 0.29, 0.045, 0.045
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ def _draw(sample: WorldSample, garment: Garment, pose: Pose, size: int, *, figur
     dark[garment_px] = _pattern_marks(garment.pattern, u, v)[garment_px]
     if not figure_only:
         labels[arm_skin & ~garment_px] = SKIN_LABEL
-        neck = (np.abs(fx) <= 0.026) & (y >= HEAD_Y) & (y <= SHOULDER_Y + 0.005)
+        neck = (np.abs(fx) <= 0.036) & (y >= HEAD_Y) & (y <= SHOULDER_Y + 0.005)
         labels[neck] = SKIN_LABEL
         rx, ry, e = FACE_SHAPE[ident.face]
         head = (np.abs(fx / rx) ** e + np.abs((y - HEAD_Y) / ry) ** e) <= 1
