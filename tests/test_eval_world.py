@@ -74,7 +74,7 @@ def test_exact_garment_swap_scores_full_accuracy_and_zero_leakage():
     assert scores["garment_colour_before"] == 1.0 and scores["not_garment"] == 0.0
     assert scores["leakage"] == 0.0 and scores["identity_error"] == 0.0
     assert scores["motion_agreement"] == pytest.approx(1.0) and scores["motion_correct"] == 1.0
-    assert scores["switch_cut"] < 2.0
+    assert scores["switch_cut"] < 3.0  # an ordinary picture change (a hard cut: the next test)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -20,8 +20,8 @@ import numpy as np
 
 SKIN = {"pale": (241, 204, 178), "tan": (214, 160, 110), "brown": (150, 98, 62), "dark": (92, 58, 38)}
 HAIR = {"black": (25, 22, 24), "blond": (232, 208, 128), "pink": (225, 110, 170), "navy": (30, 40, 110)}
-FACE = ("round", "oval", "square")
-BODY = ("slim", "medium", "broad")
+FACE = ("round",)
+BODY = ("medium",)
 #: Backgrounds: flat wall colour; vertical poles (see :data:`POLE`) make camera pans visible.
 BACKGROUND = {"sage": (170, 190, 140), "teal": (110, 175, 170), "sky": (160, 200, 235), "mint": (180, 230, 205)}
 #: Pole colour of every background: the wall colour times this factor.
@@ -41,7 +41,7 @@ MARK = (245, 245, 245)
 """Colour of a garment pattern's marks (stripes, checks, dots), whatever the garment's colour."""
 PATTERN = ("plain", "stripes", "checks", "dots")
 GARMENT_KIND = ("shirt", "dress")
-SLEEVES = ("sleeveless", "short", "long")
+SLEEVES = ("short", "long")
 MOTION = ("walk", "turn", "sway", "raise_arms", "pan")
 
 SIZE = 64

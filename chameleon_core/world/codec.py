@@ -434,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="wall-clock budget of phase 1 (pictures)")
     p.add_argument("--video-minutes", type=float, default=CodecPlan.video_seconds / 60,
                    help="wall-clock budget of phase 2 (video windows)")
+    p.add_argument("--lr", type=float, default=CodecPlan.lr, help="phase 1's learning rate (lower to continue a run)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest on a busy machine)")
     p.add_argument("--quick", action="store_true", help="a smoke run (seconds; the codec is poor)")
@@ -448,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if report.passed else 1
     if args.out is None:
         p.error("--out is required (the .safetensors file to write), or --gate FILE to score a codec")
+    if not args.lr > 0:
+        p.error(f"--lr must be a positive learning rate, got {args.lr}")
     for name in ("image_minutes", "video_minutes"):
         if not getattr(args, name) >= 0:
             p.error(f"--{name.replace('_', '-')} must be zero or more minutes, got {getattr(args, name)}")
@@ -456,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.is_dir():
         p.error(f"--out {args.out} is a folder; pass the .safetensors file to write")
     plan = CodecPlan(image_seconds=args.image_minutes * 60, video_seconds=args.video_minutes * 60,
-                     image_steps=CodecPlan.image_steps if args.image_minutes else 0)
+                     image_steps=CodecPlan.image_steps if args.image_minutes else 0, lr=args.lr)
     report = train_codec(args.out, plan=plan, quick=args.quick, seed=args.seed, init=args.init,
                          threads=args.threads)
     sys.stdout.write(json.dumps(report, indent=1) + "\n")

@@ -61,10 +61,13 @@ class ModelPlan:
     num_layers: int = 4
     text_len: int = 48
     """Prompt tokens the DiT pads to (the world's full captions are about 40 words)."""
+    patch: int = 2
+    """Latent cells per token along height and width: Wan's 2 (four tokens per 64x64 frame) or 1 (sixteen)."""
 
     def config(self, text_dim: int) -> WanConfig:
         return WanConfig(dim=self.dim, ffn_dim=self.ffn_dim, num_heads=self.dim // 128, num_layers=self.num_layers,
-                         in_dim=48, out_dim=48, text_dim=text_dim, text_len=self.text_len, name="world")
+                         in_dim=48, out_dim=48, text_dim=text_dim, text_len=self.text_len,
+                         patch_size=(1, self.patch, self.patch), name="world")
 
 
 @dataclass(frozen=True)
