@@ -1,4 +1,4 @@
-"""Shared test fixtures: tiny configs, seeded weights, and layout files from shared/reference."""
+"""Shared test fixtures: tiny configs, seeded weights, and the released checkpoints' layouts (``tests/data``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-LAYOUTS = REPO.parent / "shared" / "reference" / "checkpoint-layouts"
+LAYOUTS = REPO / "tests" / "data" / "checkpoint-layouts"
 PACK = "comfyui_fashionchameleon"
 
 
@@ -35,11 +35,9 @@ load_pack()
 
 
 def load_layout(name: str) -> dict:
-    """A reference layout file (``wan2.2-ti2v-5b.transformer``, ``wan2.1-vae``, ...) as a dict."""
-    path = LAYOUTS / f"{name}.json"
-    if not path.exists():
-        pytest.skip(f"reference layout {path} not found (shared/ must sit beside the repository)")
-    return json.loads(path.read_text())
+    """A released checkpoint's layout (``wan2.2-ti2v-5b.transformer``, ``wan2.1-vae``, ...) as a dict: its config,
+    tensor names and shapes (``tests/data/checkpoint-layouts``)."""
+    return json.loads((LAYOUTS / f"{name}.json").read_text())
 
 
 def pytest_collection_modifyitems(config, items):
