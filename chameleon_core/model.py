@@ -556,7 +556,7 @@ class WanModel(nn.Module):
         ``[B, C, 1, H, W]`` are prepended at timestep 0 with RoPE frames 0 and 1 (video from 2). ``attn_mask``:
         boolean ``[L, L]`` over all tokens, conditions first. Returns the prediction for the video frames only,
         ``[B, out, T, H, W]`` fp32. ``condition_bias``: an additive logit bias on the condition keys for the video
-        queries (condition weighting, :mod:`chameleon_core.guidance`); None or omitted is the plain forward.
+        queries (condition weighting, :mod:`chameleon_core.stream_options`); None or omitted is the plain forward.
         """
         conds = [c for c in (reference, garment) if c is not None]
         if len(conds) == 1:

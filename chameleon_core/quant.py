@@ -32,6 +32,13 @@ def fp8_scale(weight: torch.Tensor) -> torch.Tensor:
     return (weight.detach().abs().amax().float() / FP8_MAX).clamp(min=1e-12)
 
 
+def quantize_fp8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled e4m3 with one scale per tensor (ComfyUI's "scaled fp8"): ``(float8_e4m3fn weight, fp32 scalar scale)``
+    with ``weight ~ q.float() * scale``. What :func:`quantize_linear_` stores and the scaled-fp8 writer writes."""
+    scale = fp8_scale(weight)
+    return (weight.detach().float() / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scale.reshape(())
+
+
 MATMUL_MODES = ("auto", "scaled", "off")
 
 
@@ -45,8 +52,7 @@ def quantize_linear_(layer: nn.Linear, compute_dtype: torch.dtype, scale: torch.
             raise ValueError("an fp8 weight needs its scale_weight; the checkpoint is missing it")
         q = w
     else:
-        scale = fp8_scale(w)
-        q = (w.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        q, scale = quantize_fp8(w)
     layer.weight = nn.Parameter(q, requires_grad=False)
     # Not persistent: state_dict() keeps the reference layout (names and shapes of the released checkpoints).
     layer.register_buffer("scale_weight", scale.float().reshape(()).to(q.device), persistent=False)

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .guidance import ConditionWeighting, as_weighting
+from .stream_options import ConditionWeighting, as_weighting
 from .model import TextContext, WanModel
 from .schedules import NUM_TRAIN_TIMESTEPS, model_timestep, teacher_sigmas
 
@@ -410,7 +410,7 @@ def sample_teacher(
         integer_timesteps: feed the model ``1000 * sigma`` rounded to the model's compute dtype and truncated
             (:func:`~chameleon_core.schedules.model_timestep`), as the authors' pipeline does (its scheduler
             stores timesteps as int64); False feeds the exact ``1000 * sigma``. The solver always uses exact sigmas.
-        condition_weights: condition weighting (:mod:`chameleon_core.guidance`): a ``ConditionWeighting`` or one
+        condition_weights: condition weighting (:mod:`chameleon_core.stream_options`): a ``ConditionWeighting`` or one
             additive logit bias per step on the reference and garment keys, seen by the video queries (both CFG passes); 0 or None is the plain
             attention.
 

@@ -39,7 +39,7 @@ from .cache import CacheGeometry, KVCache, Region
 from .causal import prefill_conditions
 from .chunk_step import ChunkInterrupted, denoise_chunk
 from .config import StreamSettings
-from .guidance import ConditionWeighting, SourceVideo, as_weighting, check_local_frames
+from .stream_options import ConditionWeighting, SourceVideo, as_weighting, check_local_frames
 from .memory import check_stream_memory, check_stream_sizes, estimate_stream_memory
 from .model import TextContext, WanModel
 from .schedules import StepSchedule, step_schedule, student_steps_for, student_timesteps
@@ -151,7 +151,7 @@ class StreamState:
     frame_count: int = 0
     """Video latent frames generated so far (kept here because a trimmed history no longer tells)."""
     source: SourceVideo | None = field(default=None, repr=False)
-    """A source video streamed into each chunk (try-on / motion transfer, :mod:`chameleon_core.guidance`)."""
+    """A source video streamed into each chunk (try-on / motion transfer, :mod:`chameleon_core.stream_options`)."""
     condition_weights: ConditionWeighting | None = None
     """Condition weighting: a logit bias per denoising step on the reference and garment keys, or None."""
     local_frames: int | None = None
@@ -623,9 +623,9 @@ def with_options(state: StreamState, *, source: SourceVideo | None | object = _U
                  local_frames: int | None | object = _UNSET) -> StreamState:
     """A new state with the given per-chunk options set (None turns one off; omitted ones are kept).
 
-    ``source``: a :class:`~chameleon_core.guidance.SourceVideo` (its ``offset`` places source frame 0 on a stream
+    ``source``: a :class:`~chameleon_core.stream_options.SourceVideo` (its ``offset`` places source frame 0 on a stream
     latent frame; chunks read the source until it ends, then generating more raises). ``condition_weights``: a
-    :class:`~chameleon_core.guidance.ConditionWeighting` or explicit values, one per step of the stream's schedule.
+    :class:`~chameleon_core.stream_options.ConditionWeighting` or explicit values, one per step of the stream's schedule.
     ``local_frames``: >= 1 or None. The cache is
     shared with ``state`` (neither changes it: every operation clones before writing).
     """

@@ -31,7 +31,7 @@ import torch
 from ..chameleon_core.checkpoints import checkpoint_kind, load_transformer
 from ..chameleon_core.config import StreamSettings
 from ..chameleon_core.decoding import StreamingDecoder, decode_chunks
-from ..chameleon_core.guidance import ConditionWeighting, SourceVideo, latent_mask
+from ..chameleon_core.stream_options import ConditionWeighting, SourceVideo, latent_mask
 from ..chameleon_core.images import to_pixels
 from ..chameleon_core.latents import LatentFamily, latent_family
 from ..chameleon_core.memory import MemoryBudgetError

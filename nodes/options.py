@@ -1,6 +1,6 @@
 """Option nodes (issue 16): try-on onto a person video, motion transfer, keyframe-then-fill for long videos,
 condition weighting over denoising steps, frame-local attention. Each configures; the core does the work
-(``chameleon_core.guidance``, ``chameleon_core.tryon``)."""
+(``chameleon_core.stream_options``, ``chameleon_core.tryon``)."""
 
 from __future__ import annotations
 

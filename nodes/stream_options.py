@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from ..chameleon_core.guidance import SourceVideo, latent_mask
+from ..chameleon_core.stream_options import SourceVideo, latent_mask
 from ..chameleon_core.streaming import StreamState, with_options
 from .errors import node_error, rewrap
 

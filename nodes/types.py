@@ -16,7 +16,7 @@ import torch
 from comfy_api.latest import io
 from torch import nn
 
-from ..chameleon_core.guidance import ConditionWeighting
+from ..chameleon_core.stream_options import ConditionWeighting
 from ..chameleon_core.latents import LatentFamily
 from ..chameleon_core.streaming import StreamState
 from ..chameleon_core.taehv import TinyVideoDecoder

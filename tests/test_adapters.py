@@ -19,7 +19,7 @@ from comfyui_fashionchameleon.chameleon_core.session import (
 )
 from comfyui_fashionchameleon.chameleon_core.streaming import start_stream
 from comfyui_fashionchameleon.chameleon_core.taehv import TAEHVConfig, random_taehv
-from comfyui_fashionchameleon.chameleon_core.testing import tiny_transformer
+from comfyui_fashionchameleon.chameleon_core.random_models import random_transformer
 from comfyui_fashionchameleon.chameleon_core.vae import build_vae
 from comfyui_fashionchameleon.nodes import adapters
 from safetensors.torch import save_file
@@ -61,7 +61,7 @@ def test_codec_encodes_each_image_alone_and_decodes_as_the_core_vae(vae):
 
 def test_session_with_the_comfy_codec_equals_the_session_with_the_core_vae(vae):
     """The nodes' codec in the core's one loop (decode, garment refresh, disentangle from the last shown frame)."""
-    model = tiny_transformer(seed=0)
+    model = random_transformer(seed=0)
     family = model.config.latent
     gen = torch.Generator().manual_seed(3)
     reference, garment, garment2 = (torch.rand(1, 40, 24, 3, generator=gen) for _ in range(3))
@@ -171,7 +171,7 @@ def test_a_source_video_attached_mid_stream_skips_its_first_frame_latent():
     covers 4 frames) it is dropped so the video's 4-frame groups land on the stream's; at Stream Start it is kept."""
     from comfyui_fashionchameleon.chameleon_core.streaming import generate
 
-    model = tiny_transformer(3)
+    model = random_transformer(seed=3)
     c = model.config.in_dim
     g = torch.Generator().manual_seed(0)
     state = start_stream(model, context=torch.randn(1, 5, model.config.text_dim, generator=g),

@@ -14,7 +14,7 @@ from chameleon_core.attention import attention, frame_block_mask
 from chameleon_core.cache import CacheGeometry, KVCache, Region
 from chameleon_core.causal import chunk_forward, prefill_conditions
 from chameleon_core.config import StreamSettings, preset
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 
 H, W = 4, 6  # latent grid -> 2 x 3 = 6 tokens per frame
 ATOL = 1e-4

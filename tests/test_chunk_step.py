@@ -12,7 +12,7 @@ from chameleon_core.causal import chunk_forward, prefill_conditions
 from chameleon_core.chunk_step import denoise_chunk
 from chameleon_core.config import StreamSettings
 from chameleon_core.schedules import model_timestep, student_timesteps
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 
 H = W = 4
 C_FRAMES = 2

@@ -18,7 +18,8 @@ from PIL import Image
 from chameleon_core.tools import stream as cli
 from chameleon_core.tools import stream_plan
 from chameleon_core.latents import WAN22
-from chameleon_core.testing import tiny_transformer, write_transformer_checkpoint
+from tests.tiny_models import tiny_transformer
+from chameleon_core.checkpoints.layout_writers import write_transformer_checkpoint
 from chameleon_core.text import save_prompt_embeddings
 from chameleon_core.tools.tiny_checkpoints import write_images, write_vae
 

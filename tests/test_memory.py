@@ -13,7 +13,7 @@ from chameleon_core.config import StreamSettings
 from chameleon_core.memory import MemoryBudgetError, estimate_stream_memory
 from chameleon_core.rescheduling import switch_garment, switch_prompt
 from chameleon_core.streaming import generate, start_stream
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 
 H = W = 4
 

@@ -16,7 +16,7 @@ from chameleon_core import attention as attn
 from chameleon_core.config import StreamSettings
 from chameleon_core.module_view import ModuleView, config_of
 from chameleon_core.streaming import generate, start_stream
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 
 H = W = 4
 

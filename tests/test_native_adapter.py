@@ -10,7 +10,7 @@ import types
 import pytest
 import torch
 from comfyui_fashionchameleon.chameleon_core import attention as attn
-from comfyui_fashionchameleon.chameleon_core.testing import tiny_transformer
+from comfyui_fashionchameleon.chameleon_core.random_models import random_transformer
 from comfyui_fashionchameleon.nodes import adapters
 
 
@@ -32,7 +32,7 @@ def test_refuses_a_model_that_is_not_a_text_to_video_wan():
     with pytest.raises(ValueError, match=r"input 'model' got 'Linear': Linear is not a Wan DiT .*Fix: load a "
                                          r"FashionChameleon Wan2.2"):
         adapters.native_model("N", FakePatcher(unet), "student")
-    wan = tiny_transformer(0)
+    wan = random_transformer(seed=0)
     for name, value in vars(wan.config).items():
         if name != "name":
             object.__setattr__(wan, name, value)
@@ -64,7 +64,7 @@ def fake_comfy_attention(monkeypatch):
 
 @torch.no_grad()
 def test_comfy_attention_is_installed_as_the_backend_and_equals_the_core_path(fake_comfy_attention):
-    model = tiny_transformer(2)
+    model = random_transformer(seed=2)
     g = torch.Generator().manual_seed(0)
     x, ctx = torch.randn(1, model.config.in_dim, 2, 4, 4, generator=g), torch.randn(1, 5, model.config.text_dim,
                                                                                  generator=g)

@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 from comfyui_fashionchameleon.chameleon_core.config import PRESETS
-from comfyui_fashionchameleon.chameleon_core.testing import random_transformer
+from comfyui_fashionchameleon.chameleon_core.random_models import random_transformer
 from comfyui_fashionchameleon.nodes import adapters
 from comfyui_fashionchameleon.nodes import live_sessions as ls
 

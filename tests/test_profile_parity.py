@@ -22,7 +22,7 @@ from chameleon_core.config import WanConfig
 from chameleon_core.profiles import PROFILES
 from chameleon_core.rescheduling import switch_prompt
 from chameleon_core.streaming import generate, start_stream
-from chameleon_core.testing import random_transformer
+from chameleon_core.random_models import random_transformer
 from tests import reference_loops as ref
 
 pytest.importorskip("diffusers")  # LongLive 2.0's reference UniPC

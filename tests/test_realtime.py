@@ -15,7 +15,7 @@ import torch
 from chameleon_core import rope as rope_mod
 from chameleon_core.config import StreamSettings
 from chameleon_core.streaming import Rollout, generate, start_stream
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 
 SETTINGS = StreamSettings(chunk_frames=3, cache_frames=23)
 
@@ -124,7 +124,7 @@ _COMPILE = textwrap.dedent(
     import torch
     from chameleon_core.config import StreamSettings
     from chameleon_core.streaming import generate, start_stream
-    from chameleon_core.testing import tiny_transformer
+    from tests.tiny_models import tiny_transformer
     torch.set_num_threads(1)
     def run(model):
         g = torch.Generator().manual_seed(1)
@@ -159,7 +159,7 @@ def test_streaming_runs_under_inference_mode_like_comfyui():
     per-timestep and fp32-shadow caches must step aside, and the frames equal a no_grad run."""
     from chameleon_core.config import StreamSettings
     from chameleon_core.streaming import generate, start_stream
-    from chameleon_core.testing import tiny_transformer
+    from tests.tiny_models import tiny_transformer
 
     model = tiny_transformer(0).to(torch.bfloat16)
     g = torch.Generator().manual_seed(0)

@@ -28,7 +28,8 @@ from chameleon_core.session import (
     encode_condition,
 )
 from chameleon_core.streaming import generate, start_stream
-from chameleon_core.testing import tiny_transformer, write_transformer_checkpoint
+from tests.tiny_models import tiny_transformer
+from chameleon_core.checkpoints.layout_writers import write_transformer_checkpoint
 from chameleon_core.text import load_prompt_embeddings, save_prompt_embeddings
 from chameleon_core.tools.tiny_checkpoints import write_images, write_vae
 from chameleon_core.tools import stream as cli

@@ -13,7 +13,7 @@ import torch
 from chameleon_core.attention import FullAttention, frame_block_mask
 from chameleon_core.cache import Region
 from chameleon_core.config import StreamSettings
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 from chameleon_core.rescheduling import switch_garment, switch_prompt
 from chameleon_core.schedules import student_timesteps
 from chameleon_core.streaming import NonFiniteChunkError, generate, start_stream

@@ -9,7 +9,7 @@ import torch
 
 from chameleon_core.schedules import shifted_timestep_table
 from chameleon_core.streaming import generate, start_stream
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 from chameleon_core.training import dmd
 from chameleon_core.training.dmd import EMA, SampleRandom
 

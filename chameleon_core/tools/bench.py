@@ -54,7 +54,7 @@ from ..model import WanModel
 from ..profiles import PROFILE_NAMES, PROFILES
 from ..session import Session
 from ..streaming import Rollout, generate, start_stream
-from ..testing import random_transformer
+from ..random_models import random_transformer
 
 logger = logging.getLogger(__name__)
 

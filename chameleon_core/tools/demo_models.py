@@ -35,7 +35,7 @@ import torch
 
 from ..checkpoints import save_transformer, save_vae
 from ..config import preset
-from ..testing import tiny_transformer
+from ..random_models import random_transformer
 from ..text import save_prompt_embeddings
 from ..vae import build_vae, vae_preset
 from .tiny_checkpoints import write_images
@@ -102,7 +102,7 @@ def write_demo(models: str | Path, input_dir: str | Path, *, seed: int = 0, stud
         p.parent.mkdir(parents=True, exist_ok=True)
     config = preset("tiny")
     if student is None:
-        save_transformer(out["student"], tiny_transformer(seed, config), kind="student",
+        save_transformer(out["student"], random_transformer(config, seed=seed), kind="student",
                          metadata={"fashionchameleon.demo": "random weights"})
     else:
         shutil.copyfile(student, out["student"])

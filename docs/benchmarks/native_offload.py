@@ -96,7 +96,8 @@ def main() -> None:
     from chameleon_core.checkpoints import load_transformer
     from chameleon_core.config import StreamSettings, preset
     from chameleon_core.module_view import ModuleView
-    from chameleon_core.testing import random_transformer, write_transformer_checkpoint
+    from chameleon_core.random_models import random_transformer
+    from chameleon_core.checkpoints.layout_writers import write_transformer_checkpoint
 
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     tol = args.tolerance or (1e-4 if dtype == torch.float32 else 5e-2)

@@ -92,7 +92,7 @@ class SourceVideo:
                     or tuple(m.shape[3:]) != (h, w):
                 raise ValueError(
                     f"source mask must be [1 or {b}, 1, 1 or {t}, {h}, {w}] on the latent grid of the source, got "
-                    f"{tuple(m.shape)}; build it with chameleon_core.guidance.latent_mask"
+                    f"{tuple(m.shape)}; build it with chameleon_core.stream_options.latent_mask"
                 )
 
     @property

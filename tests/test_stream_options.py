@@ -19,7 +19,7 @@ from chameleon_core.cache import CacheGeometry, KVCache
 from chameleon_core.causal import chunk_forward, prefill_conditions
 from chameleon_core.chunk_step import denoise_chunk
 from chameleon_core.config import StreamSettings
-from chameleon_core.guidance import (
+from chameleon_core.stream_options import (
     ChunkSource,
     SourceVideo,
     condition_weight_schedule,
@@ -30,7 +30,7 @@ from chameleon_core.samplers import sample_teacher
 from chameleon_core.schedules import model_timestep, student_timesteps, teacher_sigmas
 from chameleon_core.session import GarmentSwitch, Session, TimedSwitch
 from chameleon_core.streaming import generate, start_stream, with_options
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 from chameleon_core.tryon import keyframe_then_fill
 
 H, W = 4, 4
