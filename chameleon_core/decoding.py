@@ -62,6 +62,31 @@ class StreamingDecoder:
         self._shared = other._shared = self._state is not None
         return other
 
+    def catch_up(self, latents: torch.Tensor, chunk_frames: int, *,
+                 should_stop: Callable[[], bool] | None = None) -> Iterator[torch.Tensor]:
+        """Decode what this decoder has not decoded yet of ``latents`` (the video's latents from its first frame,
+        ``[B, C, T, h, w]``), ``chunk_frames`` at a time; yields each chunk's pixels. The one loop that decodes a
+        stream so far: a fresh decoder decodes a whole video, a forked one only the frames since its fork.
+
+        Stops (without raising) between chunks once ``should_stop()`` returns True.
+        """
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        if latents.shape[2] < self.latent_frames:
+            raise ValueError(f"the decoder has decoded {self.latent_frames} latent frames, but the video has only "
+                             f"{latents.shape[2]}; decode it with a decoder of this video (or a fresh one)")
+        for start in range(self.latent_frames, latents.shape[2], chunk_frames):
+            if should_stop is not None and should_stop():
+                return
+            yield self.decode(latents[:, :, start : start + chunk_frames])
+
+    def warm_up(self, latents: torch.Tensor, chunk_frames: int) -> StreamingDecoder:
+        """:meth:`catch_up` with the pixels dropped: afterwards the decoder continues the video after ``latents``,
+        and :attr:`last_frame` is its last frame. Returns the decoder."""
+        for _ in self.catch_up(latents, chunk_frames):
+            pass
+        return self
+
     @property
     def state_nbytes(self) -> int:
         """Memory held by the carried causal state, in bytes."""
@@ -97,25 +122,4 @@ def decode_chunks(
 
     Stops (without raising) between chunks once ``should_stop()`` returns True.
     """
-    if chunk_frames < 1:
-        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-    decoder = StreamingDecoder(vae, family)
-    for start in range(0, latents.shape[2], chunk_frames):
-        if should_stop is not None and should_stop():
-            return
-        yield decoder.decode(latents[:, :, start : start + chunk_frames])
-
-
-def last_pixel_frame(vae: ChunkDecoderVAE, family: LatentFamily, latents: torch.Tensor, chunk_frames: int
-                     ) -> torch.Tensor:
-    """The last pixel frame ``[B, 3, H, W]`` of the continuous decode of model-space ``latents`` (the whole stream).
-
-    Decodes from the first frame, because the causal decoder's output depends on what came before; memory stays at
-    one chunk. The session loop does not need this: it keeps the last frame of the decode it already runs.
-    """
-    decoder = StreamingDecoder(vae, family)
-    for start in range(0, latents.shape[2], chunk_frames):
-        decoder.decode(latents[:, :, start : start + chunk_frames])
-    if decoder.last_frame is None:
-        raise ValueError("no latent frames to decode: the stream has not generated any frame yet")
-    return decoder.last_frame
+    return StreamingDecoder(vae, family).catch_up(latents, chunk_frames, should_stop=should_stop)

@@ -39,6 +39,7 @@ from .cache import CacheGeometry, KVCache, Region
 from .causal import prefill_conditions
 from .chunk_step import ChunkInterrupted, denoise_chunk
 from .config import StreamSettings
+from .frames import latent_frames_covering
 from .stream_options import ConditionWeighting, SourceVideo, as_weighting, check_local_frames
 from .memory import check_stream_memory, check_stream_sizes, estimate_stream_memory
 from .model import TextContext, WanModel
@@ -148,8 +149,9 @@ class StreamState:
     """How many switches (garment or prompt) happened so far; informational."""
     history_starts: tuple[int, ...] = ()
     """First latent frame of each entry of ``history`` (they may have gaps once history is trimmed)."""
-    frame_count: int = 0
-    """Video latent frames generated so far (kept here because a trimmed history no longer tells)."""
+    latent_frames: int = 0
+    """Latent frames generated so far (kept here because a trimmed history no longer tells); the next chunk starts
+    at RoPE frame ``cond_frames + latent_frames``."""
     source: SourceVideo | None = field(default=None, repr=False)
     """A source video streamed into each chunk (try-on / motion transfer, :mod:`chameleon_core.stream_options`)."""
     condition_weights: ConditionWeighting | None = None
@@ -187,14 +189,9 @@ class StreamState:
         return self.shot * self.settings.shot_rope_offset
 
     @property
-    def frames(self) -> int:
-        """Video latent frames generated so far; the next chunk starts at RoPE frame ``2 + frames``."""
-        return self.frame_count
-
-    @property
     def history_complete(self) -> bool:
         """True while ``history`` holds every chunk since the start (nothing trimmed)."""
-        return sum(chunk.shape[2] for chunk in self.history) == self.frame_count
+        return sum(chunk.shape[2] for chunk in self.history) == self.latent_frames
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
@@ -202,7 +199,7 @@ class StreamState:
 
     @property
     def next_position(self) -> int:
-        return self.settings.cond_frames + self.frames
+        return self.settings.cond_frames + self.latent_frames
 
     def latents(self) -> torch.Tensor:
         """All clean latents so far, model space ``[B, C, frames, h, w]`` (host).
@@ -215,7 +212,7 @@ class StreamState:
             held = ", ".join(f"{s}..{s + x.shape[2] - 1}" for s, x in zip(self.history_starts, self.history))
             raise ValueError(
                 f"this stream keeps only the latents still in its KV cache (StreamSettings(keep_history=False)): "
-                f"frames {held or 'none'} of {self.frame_count}; take each segment's latents from generate() or the "
+                f"frames {held or 'none'} of {self.latent_frames}; take each segment's latents from generate() or the "
                 "session as they are made, or start the stream with keep_history=True"
             )
         if not self.history:
@@ -406,22 +403,20 @@ def chunks_for(state: StreamState, latent_frames: int) -> int:
 
 
 def latent_frames_for(state: StreamState, video_frames: int) -> int:
-    """Latent frames to generate for ``video_frames`` more video frames from ``state``.
-
-    The causal VAE decodes the stream's first latent frame to one video frame and every later one to
-    ``temporal_stride`` (4): the first segment takes ``(frames - 1) // 4 + 1`` latent frames, a later one
-    ``ceil(frames / 4)``. :func:`generate` then rounds up to whole chunks. Fewer video frames than one chunk shows
-    raise ValueError (naming the minimum).
+    """Latent frames to generate for at least ``video_frames`` more video frames from ``state``
+    (:func:`~chameleon_core.frames.latent_frames_covering`: the stream's first latent frame is one video frame,
+    every later one ``temporal_stride``); :func:`generate` then rounds up to whole chunks. Fewer video frames than
+    one chunk shows raise ValueError (naming the minimum).
     """
     family, c = state.model.config.latent, state.settings.chunk_frames
-    first = state.frames == 0
-    one_chunk = family.pixel_frames(c) if first else c * family.temporal_stride
+    first = state.latent_frames == 0
+    one_chunk = family.video_frames(c, from_start=first)
     if video_frames < one_chunk:
         raise ValueError(
             f"{video_frames} video frames are fewer than one chunk ({c} latent frames = {one_chunk} video frames "
             f"{'at the start of a stream' if first else 'after the start'}); use at least {one_chunk}"
         )
-    return family.latent_frames(video_frames) if first else -(-video_frames // family.temporal_stride)
+    return latent_frames_covering(video_frames, from_start=first, stride=family.temporal_stride)
 
 
 def schedule(steps: int, shift: float) -> tuple[float, ...]:
@@ -464,8 +459,8 @@ class Rollout:
         self._collect = collect
         self._new: list[torch.Tensor] = []
         self._made = 0
-        self.frames = state.frames
-        """Video latent frames of the stream including this rollout's chunks."""
+        self.latent_frames = state.latent_frames
+        """Latent frames of the stream including this rollout's chunks."""
         self._pin_next = state.pin_next
 
     def _noise(self, _step: int) -> torch.Tensor:
@@ -483,23 +478,23 @@ class Rollout:
             raise RuntimeError("this rollout has finished; continue from the state finish() returned")
         state, c, cache = self.state, self.state.settings.chunk_frames, self._cache
         window_head, rng = cache.window_head, self._gen.get_state()
-        source = None if state.source is None else state.source.chunk(self.frames, c, self.timesteps, state.model.device)
+        source = None if state.source is None else state.source.chunk(self.latent_frames, c, self.timesteps, state.model.device)
         # 1. Claim the chunk's slots (evicts the oldest history frames once the window is full).
         window_pins = cache.pinned
-        slots = cache.reserve(c, state.settings.cond_frames + self.frames)
+        slots = cache.reserve(c, state.settings.cond_frames + self.latent_frames)
         try:
             if self.noise == "device":
                 seed = int(torch.randint(0, 2**62, (), generator=self._gen))  # the CPU generator carries the stream
                 self._device_gen = torch.Generator(device=state.model.device).manual_seed(seed)
             # 2-3. Few-step denoising, then the clean pass that writes the chunk's keys (the shared chunk step).
-            clean = state.first_frame if self.frames == 0 else None  # image-to-video: frame 0 is the image
+            clean = state.first_frame if self.latent_frames == 0 else None  # image-to-video: frame 0 is the image
             x0 = denoise_chunk(state.model, cache, state.text, slots, self.schedule, self._noise,
                                clean_pass=self.clean_pass, source=source, condition_bias=self.condition_bias,
                                local_frames=state.local_frames, should_stop=self.should_stop, clean_frames=clean,
                                rope_offset=state.rope_offset)
             if not bool(torch.isfinite(x0).all()):  # one host sync per chunk, not per layer
                 raise NonFiniteChunkError(
-                    f"chunk {self._made} (latent frames {self.frames}..{self.frames + c - 1}) contains NaN/inf. The "
+                    f"chunk {self._made} (latent frames {self.latent_frames}..{self.latent_frames + c - 1}) contains NaN/inf. The "
                     "last complete stream state is kept. Likely causes: fp16 overflow (use bf16 or fp32), or corrupt "
                     "weights"
                 )
@@ -518,10 +513,10 @@ class Rollout:
             self._pin_next = False
         host = x0.cpu() if x0.device.type != "cpu" else x0.clone()  # never share storage with what is handed out
         self._history.append(host)
-        self._starts.append(self.frames)
+        self._starts.append(self.latent_frames)
         if self._collect:
             self._new.append(host)
-        self.frames += c
+        self.latent_frames += c
         self._made += 1
         if not state.settings.keep_history:
             self._trim()
@@ -553,7 +548,7 @@ class Rollout:
         if not self._made:
             return self.state
         return self.state.with_cache(cache, rng_state=self._gen.get_state(), history=tuple(self._history),
-                                     history_starts=tuple(self._starts), frame_count=self.frames,
+                                     history_starts=tuple(self._starts), latent_frames=self.latent_frames,
                                      pin_next=self._pin_next)
 
     def latents(self) -> torch.Tensor:
@@ -612,7 +607,7 @@ def check_stream_options(state: StreamState, *, steps: int | None, chunks: int |
     """Refuse, before any work, options that would fail mid-way: a source video shorter than ``chunks`` more
     chunks, a condition weighting whose explicit values do not fit the steps (ValueError naming both)."""
     if state.source is not None and chunks is not None:
-        state.source.check_covers(state.frames, chunks * state.settings.chunk_frames)
+        state.source.check_covers(state.latent_frames, chunks * state.settings.chunk_frames)
     if state.condition_weights is not None:
         n = len(state.step_schedule(steps))
         state.condition_weights.for_steps(n, "this stream")

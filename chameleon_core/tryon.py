@@ -71,8 +71,8 @@ def keyframe_then_fill(
     segments finished so far. Returns ``(latents [B, C, chunks * chunk, h, w], keyframes [B, C, K * chunk, h, w])``.
     """
     c = state.settings.chunk_frames
-    if state.frames != 0:
-        raise ValueError(f"keyframe_then_fill starts from a fresh stream (frame 0), got one at frame {state.frames}; "
+    if state.latent_frames != 0:
+        raise ValueError(f"keyframe_then_fill starts from a fresh stream (frame 0), got one at frame {state.latent_frames}; "
                          "connect the stream start directly")
     check_strength(strength)
     if isinstance(segment_chunks, bool) or not isinstance(segment_chunks, int) or segment_chunks < 1:

@@ -114,17 +114,17 @@ class ChameleonVideoTryOnKeyframes(io.ComfyNode):
         node = "ChameleonVideoTryOnKeyframes"
         adapters.check_student_stream(node, stream)
         state = stream.state
-        if state.frames:
-            raise node_error(node, "stream", f"{state.frames} latent frames generated", "keyframes need a fresh "
+        if state.latent_frames:
+            raise node_error(node, "stream", f"{state.latent_frames} latent frames generated", "keyframes need a fresh "
                              "stream", "connect ChameleonStreamStart directly")
         source = adapters.source_video(node, "video", state, video, strength, mask)
         c = state.settings.chunk_frames
-        if source.frames < c:
-            raise node_error(node, "video", f"{source.frames} latent frames", f"shorter than one chunk ({c} latent "
+        if source.latent_frames < c:
+            raise node_error(node, "video", f"{source.latent_frames} latent frames", f"shorter than one chunk ({c} latent "
                              "frames)", "give a longer video")
         if segment_chunks < 1:
             raise node_error(node, "segment_chunks", segment_chunks, "must be >= 1", "use e.g. 4")
-        chunks = source.frames // c
+        chunks = source.latent_frames // c
         progress = ChunkProgress(chunks + -(-chunks // segment_chunks))
         stream.model.load()
         out, _ = adapters.keyframe_then_fill(state, source.latents, segment_chunks=segment_chunks, strength=strength,

@@ -137,10 +137,10 @@ class ChameleonStreamGenerate(io.ComfyNode):
                              "load the model with weight_dtype bf16 or fp32") from None
         if session.stopped:
             raise_if_interrupted()
-        start = stream.state.frames
+        start = stream.state.latent_frames
         out = ChameleonStream(session.state, stream.model, stream.origin)
         made = sum(c.shape[2] for c in chunks)
-        video = family.pixel_frames(made) if start == 0 else made * family.temporal_stride
+        video = family.video_frames(made, from_start=start == 0)
         if video != frames:  # never silent: say what the frame count became
             logger.warning("%s: frames %d rounded up to %d video frames (whole chunks of %d latent frames; use %d "
                            "for no rounding)", node, frames, video, stream.state.settings.chunk_frames, video)
@@ -190,7 +190,7 @@ class ChameleonGarmentSwitch(io.ComfyNode):
             new = adapters.switch_garment(state, new_garment, refresh=refresh, withdraw=withdraw,
                                           disentangle=disentangle, withdraw_sink=withdraw_sink, codec=codec)
         except ValueError as e:
-            if disentangle and state.frames == 0:
+            if disentangle and state.latent_frames == 0:
                 raise rewrap(node, "stream", "no frames yet", e,
                              "put a ChameleonStreamGenerate before the switch, or turn disentangle off") from None
             raise rewrap(node, "garment", "IMAGE", e, "fix the input the message names") from None

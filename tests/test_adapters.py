@@ -184,7 +184,7 @@ def test_a_source_video_attached_mid_stream_skips_its_first_frame_latent():
     torch.testing.assert_close(at_start.latents, family.to_model_space(video["samples"]))
     later, _ = generate(state, 1)
     mid = adapters.source_video("N", "video", later, video, 0.9)
-    assert mid.offset == later.frames == 1
+    assert mid.offset == later.latent_frames == 1
     torch.testing.assert_close(mid.latents, family.to_model_space(video["samples"][:, :, 1:]))
     with pytest.raises(Exception, match="more than its first frame"):
         adapters.source_video("N", "video", later, {"samples": video["samples"][:, :, :1]}, 0.9)

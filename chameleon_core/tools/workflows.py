@@ -20,6 +20,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from ..frames import whole_chunk_segments
 from . import demo_models, workflow_layout
 from .workflows_profiles import PROFILE_EXTRAS, PROFILE_WORKFLOWS
 
@@ -311,7 +312,8 @@ def native_model_stream() -> dict:
 
 # -- the demo templates: the pack's shipped demo files (demo/), no downloads ----------------------------------------
 
-DEMO_SEGMENTS = demo_models.segment_frames(demo_models.DEMO_FRAMES, demo_models.DEMO_SWITCH_FRAMES)
+DEMO_SEGMENTS = whole_chunk_segments(demo_models.DEMO_FRAMES, demo_models.DEMO_SWITCH_FRAMES,
+                                     demo_models.DEMO_CHUNK_FRAMES)
 """Video frames per segment of ``demo_switch_chain`` (from ``demo_models``' constants, checked to be whole chunks)."""
 
 
@@ -338,7 +340,7 @@ def demo() -> dict:
     """The smallest stream on the shipped demo files: one garment, Start -> Generate -> Decode -> video."""
     n: dict = {}
     _demo_stream_head(n)
-    n[9] = ("ChameleonStreamGenerate", {"frames": demo_models.segment_frames(demo_models.DEMO_FRAMES)[0]},
+    n[9] = ("ChameleonStreamGenerate", {"frames": whole_chunk_segments(demo_models.DEMO_FRAMES, (), demo_models.DEMO_CHUNK_FRAMES)[0]},
             {"stream": (8, 0)}, (1300, 0))
     n[10] = ("ChameleonStreamDecode", {"chunk_frames": demo_models.DEMO_CHUNK_FRAMES},
              {"vae": (2, 0), "segment_1": (9, 1)}, (1700, 0))
