@@ -11,7 +11,7 @@ KV-cache plans, the chunk step, rescheduling -- is the core's, unchanged.
 
 The view holds no weights of its own and is never moved (``.to`` raises): the owner decides where weights live.
 This module imports nothing outside PyTorch; the ComfyUI side (which MODEL, which device, which cast) is
-``nodes/adapters.py``.
+``nodes/adapters/native.py``.
 """
 
 from __future__ import annotations

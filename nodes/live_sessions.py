@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from ..chameleon_core.frames import TEMPORAL_STRIDE, segment_video_frames
 from ..chameleon_core.session import STOP, GarmentSwitch, PromptSwitch
+from .adapters.segments import MAX_SEGMENTS
 
 RUNNING = "running"
 ENDED = ("finished", "stopped", "cancelled", "failed")
@@ -222,9 +223,6 @@ class CommandAdapter:
 # -------------------------------------------------------------------------------------------------------------------
 # Reproducible sessions: a timeline -> a garment_switch_chain-style API workflow
 # -------------------------------------------------------------------------------------------------------------------
-
-MAX_SEGMENTS = 8
-"""ChameleonStreamDecode's segment inputs (``nodes/decode.py``)."""
 
 
 def _upstream(prompt: dict, node_id: str) -> set[str]:

@@ -22,7 +22,6 @@ native size and the only meaningful one at the tiny test size.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 

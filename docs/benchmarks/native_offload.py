@@ -133,7 +133,7 @@ def main() -> None:
     compute = patcher.model.manual_cast_dtype or patcher.model.get_dtype()
     view = ModuleView(patcher.model.diffusion_model, compute_dtype=compute, device=device,
                       cast=lambda t, dt, dev: mm.cast_to(t, dtype=dt, device=dev),
-                      layer_casts=lambda m: bool(getattr(m, "comfy_cast_weights", False)))  # as nodes/native.py
+                      layer_casts=lambda m: bool(getattr(m, "comfy_cast_weights", False)))  # as nodes/adapters/native.py
     modes = {"ours": None, "native_full": 0}
     modes.update({f"native_partial_{f:g}": int(weight_bytes * f) for f in args.budget_fraction})
     times: dict[str, list[float]] = {name: [] for name in modes}

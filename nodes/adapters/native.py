@@ -1,19 +1,15 @@
 """A native ComfyUI MODEL as the pack's model (the core's ModuleView over its modules) and ComfyUI's attention as
-the core's attention backend. Re-exported by :mod:`nodes.adapters`, the one adapter layer the node files import."""
+the core's attention backend."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-
 import torch
 
-from ..chameleon_core.module_view import ModuleView, config_of
-from ..chameleon_core.profiles import PROFILES
-from .errors import node_error
-
-if TYPE_CHECKING:
-    from .types import ChameleonModel
+from ...chameleon_core.module_view import ModuleView, config_of
+from ...chameleon_core.profiles import PROFILES
+from ..errors import node_error
+from ..types import ChameleonModel
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +55,6 @@ def native_model(node: str, model, kind: str, profile: str = "fashionchameleon")
     shift = float(sampling.shift) if sampling is not None and hasattr(sampling, "shift") else None
     view = ModuleView(source, compute_dtype=compute, device=model.load_device, cast=_param_cast, config=config,
                       layer_casts=comfy_layer_casts)
-    from .types import ChameleonModel  # declares the sockets: imports comfy_api
-
     logger.info("%s: native MODEL as %s (%s, compute %s, shift %s)", node, kind, config, compute, shift)
     return ChameleonModel(patcher=model, kind=kind, name=f"native {type(source).__name__}", view=view, shift=shift,
                           profile=profile)
@@ -80,6 +74,6 @@ def comfy_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
 def install_comfy_attention() -> None:
     """Make ComfyUI's attention the core's backend (masked calls -- the teacher's training-style masks -- keep the
     core path, since ComfyUI's kernels differ in which masks they take)."""
-    from ..chameleon_core.attention import set_attention_backend
+    from ...chameleon_core.attention import set_attention_backend
 
     set_attention_backend(comfy_attention, takes_mask=False)

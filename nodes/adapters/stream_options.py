@@ -1,5 +1,5 @@
 """Node inputs of the stream options (issue 16: source video, condition weighting, local attention) turned into
-core values, every mismatch named. Re-exported by :mod:`nodes.adapters`."""
+core values, every mismatch named."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 
 import torch
 
-from ..chameleon_core.stream_options import SourceVideo, latent_mask
-from ..chameleon_core.streaming import StreamState, with_options
-from .errors import node_error, rewrap
+from ...chameleon_core.stream_options import SourceVideo, latent_mask
+from ...chameleon_core.streaming import StreamState, with_options
+from ..errors import node_error, rewrap
 
 logger = logging.getLogger(__name__)
 
