@@ -19,9 +19,11 @@ window, sink, steps, sampler: a stream profile, :mod:`chameleon_core.profiles`):
 conditions, optionally from a first-frame image (image-to-video), with multi-shot RoPE offsets and shot sinks.
 
 Device memory (the policy): a cache at 5B / 704p is several GB, and a workflow with a chain of switches keeps many
-states alive. A process-wide :class:`CacheResidency` keeps at most ``max_device_caches`` caches (default 2) on the
-accelerator, least recently used first out; older ones are moved to host memory and brought back when an operation
-uses them. Moving is bit-exact, so a spilled state gives the same frames as one that stayed put.
+states alive. A :class:`CacheResidency` keeps at most ``max_device_caches`` caches (default 2) on the accelerator,
+least recently used first out; older ones are moved to host memory and brought back when an operation uses them.
+Moving is bit-exact, so a spilled state gives the same frames as one that stayed put. The residency manager belongs
+to whoever creates streams: :func:`start_stream` takes one (the node pack passes the one all its streams share), and
+every state derived from a stream keeps its stream's; without one a stream gets a manager of its own.
 """
 
 from __future__ import annotations
@@ -82,15 +84,18 @@ def check_finite_inputs(**inputs: torch.Tensor | None) -> None:
 
 
 class _CacheBox:
-    """Holds a state's cache; the residency manager may swap its storage between device and host."""
+    """Holds a state's cache; its residency manager may swap the storage between device and host."""
 
-    def __init__(self, cache: KVCache, home: torch.device) -> None:
+    def __init__(self, cache: KVCache, home: torch.device, residency: CacheResidency) -> None:
         self.cache = cache
         self.home = home
+        self.residency = residency
 
 
 class CacheResidency:
-    """Keeps at most ``max_device_caches`` stream caches on their accelerator; spills the rest to host memory."""
+    """Keeps at most ``max_device_caches`` stream caches on their accelerator; spills the rest to host memory.
+
+    One manager bounds the caches of every stream started with it (and of every state derived from them)."""
 
     def __init__(self, max_device_caches: int = 2) -> None:
         self.max_device_caches = max_device_caches
@@ -115,9 +120,6 @@ class CacheResidency:
         """How many tracked caches currently sit on an accelerator."""
         with self._lock:
             return sum(1 for r in self._lru if r() is not None and r().cache.device.type != "cpu")
-
-
-RESIDENCY = CacheResidency()
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -172,7 +174,7 @@ class StreamState:
     @property
     def cache(self) -> KVCache:
         """The KV cache, brought to the model's device. Treat it as read-only."""
-        return RESIDENCY.touch(self._box)
+        return self._box.residency.touch(self._box)
 
     @property
     def timesteps(self) -> tuple[float, ...]:
@@ -238,9 +240,9 @@ class StreamState:
 
     def with_cache(self, cache: KVCache, **changes) -> StreamState:
         """A new state with ``cache`` (already private to it) and the given field changes."""
-        box = _CacheBox(cache, self._box.home)
+        box = _CacheBox(cache, self._box.home, self._box.residency)
         new = replace(self, _box=box, **changes)
-        RESIDENCY.touch(box)
+        box.residency.touch(box)
         return new
 
     def private_cache(self) -> KVCache:
@@ -258,6 +260,7 @@ def start_stream(
     settings: StreamSettings | None = None,
     first_frame: torch.Tensor | None = None,
     latent_size: tuple[int, int] | None = None,
+    residency: CacheResidency | None = None,
 ) -> StreamState:
     """Start a stream: prefill the reference and garment KV and return the initial state.
 
@@ -268,6 +271,9 @@ def start_stream(
     Without conditions (``settings.conditions`` False: a public student's profile) there is no reference or garment:
     pass ``first_frame`` (a model-space ``[B, C, 1, h, w]`` latent the stream's frame 0 is held to: image-to-video)
     or ``latent_size`` (``(h, w)`` in latent pixels: text-to-video).
+
+    ``residency``: the manager that bounds how many caches of this stream (and of others started with the same one)
+    stay on the accelerator; None gives the stream one of its own.
     """
     settings = settings or StreamSettings()
     cfg = model.config
@@ -348,13 +354,13 @@ def start_stream(
         text=text,
         reference=reference,
         garment=garment,
-        _box=_CacheBox(cache, device),
+        _box=_CacheBox(cache, device, residency if residency is not None else CacheResidency()),
         rng_state=gen.get_state(),
         history=(),
         size=(batch, cfg.in_dim, h, w),
         first_frame=None if first_frame is None else first_frame.to(device, torch.float32),
     )
-    RESIDENCY.touch(state._box)
+    state._box.residency.touch(state._box)
     logger.info(
         "stream started: %s, %d tokens/frame, cache %d frames (%.1f MB)%s",
         cfg.name, geometry.tokens_per_frame, geometry.slots, cache.nbytes / 2**20,

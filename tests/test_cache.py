@@ -99,7 +99,7 @@ class _Recorder:
     def __init__(self, mask=None):
         self.mask, self.k, self.v = mask, {}, {}
 
-    def attend(self, layer, q, k, v):
+    def attend(self, layer, q, k, v, backend=None):
         self.k[layer], self.v[layer] = k, v
         return attention(q, k, v, self.mask)
 
@@ -110,7 +110,7 @@ class _ExplicitKeys:
     def __init__(self, k, v):
         self.k, self.v = k, v
 
-    def attend(self, layer, q, k, v):
+    def attend(self, layer, q, k, v, backend=None):
         return attention(q, torch.cat([self.k[layer], k], 1), torch.cat([self.v[layer], v], 1))
 
 

@@ -41,7 +41,7 @@ class ConstantHistory:
     def __init__(self, cache, tokens):
         self.k, self.v = cache.k[:, :, :tokens].clone(), cache.v[:, :, :tokens].clone()
 
-    def attend(self, layer, q, k, v):
+    def attend(self, layer, q, k, v, backend=None):
         return attention(q, torch.cat([self.k[layer], k], 1), torch.cat([self.v[layer], v], 1))
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from comfyui_fashionchameleon.chameleon_core import attention as attn
 from comfyui_fashionchameleon.chameleon_core.random_models import random_transformer
-from comfyui_fashionchameleon.nodes.adapters.native import install_comfy_attention, native_model
+from comfyui_fashionchameleon.nodes.adapters.native import COMFY_ATTENTION, native_model
 from comfyui_fashionchameleon.nodes.adapters.stream_start import start_node_stream
 
 
@@ -60,22 +60,25 @@ def fake_comfy_attention(monkeypatch):
     monkeypatch.setitem(sys.modules, "comfy.ldm.modules.attention", module)
     sys.modules["comfy.ldm.modules"].attention = module
     yield calls
-    attn.set_attention_backend(None)
 
 
 @torch.no_grad()
-def test_comfy_attention_is_installed_as_the_backend_and_equals_the_core_path(fake_comfy_attention):
-    model = random_transformer(seed=2)
+def test_comfy_attention_is_the_models_backend_and_equals_the_core_path(fake_comfy_attention):
+    """ComfyUI's attention is a property of the models the nodes hand the core, not a process-wide swap: another
+    model in the same process keeps SDPA."""
+    model, other = random_transformer(seed=2), random_transformer(seed=2)
     g = torch.Generator().manual_seed(0)
     x, ctx = torch.randn(1, model.config.in_dim, 2, 4, 4, generator=g), torch.randn(1, 5, model.config.text_dim,
                                                                                  generator=g)
     want = model(x, torch.tensor([400.0]), ctx)
-    install_comfy_attention()
+    model.attention = COMFY_ATTENTION  # what the loaders and the native-MODEL view set
     got = model(x, torch.tensor([400.0]), ctx)
     assert fake_comfy_attention == [model.config.num_heads] * (2 * model.config.num_layers)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    other(x, torch.tensor([400.0]), ctx)
+    assert len(fake_comfy_attention) == 2 * model.config.num_layers  # the other model: SDPA, as it was
     q = torch.randn(1, 6, 2, 8, generator=g)
-    attn.attention(q, q, q, torch.ones(6, 6, dtype=torch.bool).tril())  # masked: the core path
+    attn.attention(q, q, q, torch.ones(6, 6, dtype=torch.bool).tril(), COMFY_ATTENTION)  # masked: the core path
     assert len(fake_comfy_attention) == 2 * model.config.num_layers
 
 

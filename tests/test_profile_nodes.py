@@ -11,7 +11,7 @@ import torch
 from comfyui_fashionchameleon.chameleon_core.config import PRESETS
 from comfyui_fashionchameleon.chameleon_core.random_models import random_transformer
 from comfyui_fashionchameleon.chameleon_core.config import StreamSettings
-from comfyui_fashionchameleon.nodes.adapters.stream_start import start_node_stream
+from comfyui_fashionchameleon.nodes.adapters.stream_start import RESIDENCY, start_node_stream
 from comfyui_fashionchameleon.nodes import live_sessions as ls
 
 
@@ -52,11 +52,12 @@ def test_stream_start_of_fashionchameleon_keeps_its_settings_and_conditions():
                                    family="wan2.2")
     ctx = [[torch.randn(1, 5, 64), {}]]
     state = start_node_stream("S", _student("fashionchameleon", model), ctx, person, seed=0, steps=4,
-                                       chunk_frames=3, cache_frames=23, sink_chunks=1)
+                              chunk_frames=3, cache_frames=23, sink_chunks=1)
     assert state.settings == StreamSettings() and state.latent_shape == (1, 48, 4, 4)
+    assert state._box.residency is RESIDENCY  # every stream the nodes start shares the pack's device budget
     assert state.cache.positions[:2] == [0, 1]  # reference and garment prefilled at RoPE frames 0 and 1
     default = start_node_stream("S", _student("fashionchameleon", model), ctx, person, seed=0, steps=-1,
-                                         chunk_frames=-1, cache_frames=-1, sink_chunks=-1)
+                                chunk_frames=-1, cache_frames=-1, sink_chunks=-1)
     assert default.settings == state.settings
 
 

@@ -179,7 +179,7 @@ def test_streaming_runs_under_inference_mode_like_comfyui():
 def test_scaled_fp8_matmul_equals_its_dequantised_reference():
     """The scaled fp8 linear computes (x quantised per tensor) @ (stored fp8 weight x its own scale) + bias: checked
     against that product done in fp32 from the dequantised operands, and close to the unquantised linear."""
-    from chameleon_core.model import fp8_linear
+    from chameleon_core.precision import Precision, fp8_linear
     from chameleon_core.quant import quantize_linear_
 
     g = torch.Generator().manual_seed(0)
@@ -188,9 +188,9 @@ def test_scaled_fp8_matmul_equals_its_dequantised_reference():
         layer.weight.copy_(torch.randn(48, 64, generator=g) / 8)
         layer.bias.copy_(torch.randn(48, generator=g) / 10)
     exact = layer.weight.detach().clone(), layer.bias.detach().clone()
-    quantize_linear_(layer, torch.float32, matmul="scaled")
+    quantize_linear_(layer, torch.float32)
     x = torch.randn(2, 21, 64, generator=g)  # 42 rows: padded to 48 inside
-    out = fp8_linear(layer, x)
+    out = fp8_linear(layer, x, torch.float32)
     assert out.shape == (2, 21, 48)
     fmax = torch.finfo(torch.float8_e4m3fn).max
     sx = x.abs().amax() / fmax
@@ -199,12 +199,10 @@ def test_scaled_fp8_matmul_equals_its_dequantised_reference():
     torch.testing.assert_close(out, xq @ wq.t() + layer.bias, atol=1e-5, rtol=1e-5)
     ref = torch.nn.functional.linear(x, *exact)
     assert (out - ref).abs().max() < 0.1 * ref.abs().max()
-    # The model's linear takes the scaled path only when asked (or on fp8-capable CUDA devices with "auto").
-    from chameleon_core.model import linear
-
-    torch.testing.assert_close(linear(layer, x), out, atol=0, rtol=0)
-    layer.fp8_matmul = "off"
-    torch.testing.assert_close(linear(layer, x), torch.nn.functional.linear(x, wq, layer.bias), atol=1e-5, rtol=1e-5)
+    # The precision policy takes the scaled path only when asked (or on fp8-capable CUDA devices with "auto").
+    torch.testing.assert_close(Precision(torch.float32, fp8_matmul="scaled").linear(layer, x), out, atol=0, rtol=0)
+    weight_only = Precision(torch.float32, fp8_matmul="off").linear(layer, x)
+    torch.testing.assert_close(weight_only, torch.nn.functional.linear(x, wq, layer.bias), atol=1e-5, rtol=1e-5)
 
 
 def test_fp8_model_with_scaled_matmul_streams_close_to_weight_only():

@@ -68,7 +68,7 @@ class HandBiasAttention:
     def __init__(self, mask, bias, cond_tokens):
         self.mask, self.bias, self.n = mask, bias, cond_tokens
 
-    def attend(self, layer, q, k, v):
+    def attend(self, layer, q, k, v, backend=None):
         logits = torch.einsum("blhd,bmhd->bhlm", q.double(), k.double()) / math.sqrt(q.shape[-1])
         add = torch.zeros(logits.shape[-2:], dtype=torch.float64)
         add[self.n :, : self.n] = self.bias

@@ -75,7 +75,8 @@ class FlexForcingAttention:
         self.block_mask = create_block_mask(mask_mod, None, None, length, length, device=str(device))
         self._flex = torch.compile(flex_attention) if device.type == "cuda" else flex_attention
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend=None) -> torch.Tensor:
+        """Flex attention with the block mask (the model's backend is not used: this plan runs its own kernel)."""
         out = self._flex(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=self.block_mask)
         return out.transpose(1, 2)
 

@@ -12,6 +12,7 @@ from ...chameleon_core.profiles import AUTO, PROFILE_NAMES, PROFILES, check_mode
 from ...chameleon_core.quant import quantize_blocks_fp8_
 from ..errors import NOT_PUBLIC, node_error
 from ..types import ChameleonModel, ModelHolder
+from .native import COMFY_ATTENTION, comfy_precision
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,9 @@ def load_model(node: str, ckpt_name: str, weight_dtype: str, want: str, profile:
         check_model_fits(prof, model.config)
         logger.info("%s: %s streams with the %s profile (%s)", node, ckpt_name, prof.name, why)
     if weight_dtype == "fp8_e4m3fn":
-        quantize_blocks_fp8_(model, compute)
+        quantize_blocks_fp8_(model, compute)  # the blocks' linears stored in fp8, computed in `compute`
+    model.precision = comfy_precision(compute)  # ComfyUI's policy, the one the native-MODEL view follows too
+    model.attention = COMFY_ATTENTION  # this model's attention is ComfyUI's (--use-sage-attention, ...)
     patcher = comfy.model_patcher.ModelPatcher(ModelHolder(model), load_device=load_device,
                                                offload_device=offload_device)
     logger.info("%s: %s loaded as %s (%s, compute %s)", node, ckpt_name, want, model.config.name, compute)

@@ -7,7 +7,7 @@ import dataclasses
 
 from ...chameleon_core.memory import MemoryBudgetError
 from ...chameleon_core.profiles import PROFILES
-from ...chameleon_core.streaming import StreamState, start_stream
+from ...chameleon_core.streaming import CacheResidency, StreamState, start_stream
 from ..errors import node_error, rewrap
 from .checks import check_person_conditions, check_resolution
 from .stream_options import apply_model_weighting
@@ -19,6 +19,11 @@ STREAM_INPUTS = ("steps", "chunk_frames", "cache_frames", "sink_chunks")
 
 
 PROFILE_VALUE = -1
+
+
+RESIDENCY = CacheResidency()
+"""The device budget every stream the pack's nodes start shares (and every state derived from them: a workflow's
+chain of switches keeps many alive): at most two KV caches on the accelerator, the rest in host memory."""
 
 
 def start_node_stream(node: str, student, positive, conditions, *, seed: int, steps: int, chunk_frames: int,
@@ -65,7 +70,8 @@ def start_node_stream(node: str, student, positive, conditions, *, seed: int, st
     else:
         latents = {"latent_size": (h, w), "first_frame": conditions.first_frame}
     try:
-        state = start_stream(student.load(), context=context, seed=seed, settings=settings, **latents)
+        state = start_stream(student.load(), context=context, seed=seed, settings=settings, residency=RESIDENCY,
+                             **latents)
     except MemoryBudgetError as e:
         raise rewrap(node, "cache_frames", cache_frames, e,
                      "lower cache_frames or the resolution, or free device memory") from None
