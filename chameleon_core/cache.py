@@ -1,4 +1,4 @@
-"""The typed KV cache of the streaming student (DESIGN.md section 4; FashionChameleon section 3.3).
+"""The typed KV cache of the streaming student (``docs/kv_cache.md``; FashionChameleon section 3.3).
 
 Layout, in latent frames (each frame is ``tokens_per_frame`` tokens; with the defaults, 23 frames):
 

@@ -1,11 +1,11 @@
 """The Wan DiT (Wan2.1 T2V / Wan2.2 TI2V) with FashionChameleon's in-context conditioning.
 
 Follows the official Wan reference (``wan/modules/model.py`` of Wan2.1 and Wan2.2): submodule names *are* the
-checkpoint keys (``shared/reference/checkpoint-layouts/*.transformer.json``), and the numerics match it. The
+checkpoint keys (the released layouts in ``tests/data/checkpoint-layouts/*.transformer.json``), and the numerics match it. The
 residual stream, timestep embedding, modulation and RoPE run in fp32 as the reference does under its fp32
 autocast regions; the linear layers run in the weight dtype.
 
-In-context conditioning (DESIGN.md section 4): reference and garment latents, one latent frame each, are placed in
+In-context conditioning (``docs/design.md``, the objects that flow): reference and garment latents, one latent frame each, are placed in
 front of the video frames at timestep 0, with RoPE frame positions 0 and 1; video frames continue from 2. Only the
 video frames are returned.
 

@@ -14,7 +14,7 @@ Two layers:
    infinite; it is first order there and returns the last x0 prediction exactly. ``tests/test_samplers.py`` checks
    this module against diffusers' scheduler step by step.
 
-2. :func:`sample_teacher`: FashionChameleon's in-context teacher (DESIGN.md sections 1, 2 and 4). The reference and
+2. :func:`sample_teacher`: FashionChameleon's in-context teacher (``docs/design.md``: the method, the facts). The reference and
    garment latents are passed to the model, which places them as clean frames (timestep 0, RoPE frames 0 and 1) in
    front of the noisy video and returns the velocity of the video frames only. Classifier-free guidance mixes a
    positive and a negative prompt, ``v = v_neg + cfg * (v_pos - v_neg)``; the paper samples with UniPC, 50 steps,

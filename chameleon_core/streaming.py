@@ -1,4 +1,4 @@
-"""Streaming generation with immutable stream states (DESIGN.md section 4).
+"""Streaming generation with immutable stream states (``docs/design.md``: the stream state, device memory).
 
 A :class:`StreamState` is an immutable snapshot of one stream: model handle, prompt, condition latents, KV cache,
 frame counter, RNG state and the clean latents generated so far. Operations return a new state and never change

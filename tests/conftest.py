@@ -40,7 +40,20 @@ def load_layout(name: str) -> dict:
     return json.loads((LAYOUTS / f"{name}.json").read_text())
 
 
+SLOW_WORLD_TESTS = (
+    "tests/test_world_pipeline.py::test_quick_run_",  # the whole recipe on the synthetic world (one shared run)
+    "tests/test_world_pipeline.py::test_export_writes_the_demo_files",
+    "tests/test_world_pipeline.py::test_a_codec_that_fails_the_gate_stops_the_run_before_training",
+    "tests/test_world_data.py::test_codec_trains_saves_loads_and_is_gated",
+)
+"""Node-id prefixes of the synthetic world's tests that take more than a few seconds (marked ``slow`` here, where
+the other files mark theirs with the decorator)."""
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.startswith(SLOW_WORLD_TESTS):
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device; none is available")

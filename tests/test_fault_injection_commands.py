@@ -1648,6 +1648,7 @@ def test_the_checks_pass_a_sound_run(env, tmp_path):
     assert not any(tmp_path.iterdir())  # the checks write nothing
 
 
+@pytest.mark.slow
 def test_the_entry_points_apply_the_policy_as_processes(tmp_path):
     """``python -m chameleon_core.training`` and ``python -m chameleon_core.eval`` as real processes: one message,
     exit code 2, no traceback (the in-process cases above call the same ``main``)."""

@@ -143,6 +143,7 @@ _COMPILE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_compiled_blocks_agree_with_eager():
     try:
         proc = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, timeout=300, check=False,

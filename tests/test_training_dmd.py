@@ -515,6 +515,7 @@ def stage_runs(tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("other", ["two", "micro"])
 def test_dmd_stage_two_processes_or_micro_batches_equal_one(stage_runs, other):
     one, two = _final_state(stage_runs["one"]), _final_state(stage_runs[other])
@@ -560,6 +561,7 @@ def test_dmd_stage_trains_logs_and_exports_a_student(stage_runs):
         torch.testing.assert_close(v, ema[k], msg=k)
 
 
+@pytest.mark.slow
 def test_dmd_stage_critic_learns_on_a_fixed_batch(tmp_path):
     """20 iterations on one fixed batch: the critic's flow loss (fresh rollouts, random timesteps, so noisy) falls
     on average from the first five iterations to the last five. This run reads the VAE and the negative prompt

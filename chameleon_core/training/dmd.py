@@ -1,7 +1,7 @@
 """Gradient-reweighted DMD (stage 3 of FashionChameleon's recipe): rollout, DMD loss, reward weights, critic, EMA.
 
-The pure pieces of the stage; :mod:`chameleon_core.training.stage_dmd` runs them in a loop. The facts they follow
-are in ``shared/reference/FASHIONCHAMELEON.md`` ("Gradient-reweighted DMD"):
+The pure pieces of the stage; :mod:`chameleon_core.training.stage_dmd` runs them in a loop. They follow the authors'
+``models/gr_dmd_ic.py`` and ``trainer/distill_ic.py`` (QuanjianSong/FashionChameleon; ``docs/design.md``, the facts):
 
 1. **Rollout** (Self-Forcing style, :func:`rollout`): prefill the reference and garment, then roll ``num_chunks``
    chunks from noise through the *same* chunk step inference uses (:func:`chameleon_core.chunk_step.denoise_chunk`).

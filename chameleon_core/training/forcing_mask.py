@@ -1,5 +1,5 @@
 """The in-context teacher-forcing sequence and its attention mask (the authors' ``causal_model.py:
-_prepare_in_context_teacher_forcing_mask``, as summarised in ``shared/reference/FASHIONCHAMELEON.md``).
+_prepare_in_context_teacher_forcing_mask``; ``docs/design.md``, the facts).
 
 Sequence: ``[clean reference, clean garment, clean video | noisy reference, noisy garment, noisy video]``; both
 halves sit at RoPE frames ``0 .. 2 + F - 1``. With chunks of ``c`` latent frames:
