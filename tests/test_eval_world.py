@@ -158,8 +158,12 @@ def test_frozen_video_scores_zero_motion_and_the_right_motion_is_recognised():
     walk = dataclasses.replace(_sample(0), motion="walk", phase=0)
     pan = dataclasses.replace(walk, motion="pan")
     wall = BACKGROUND[walk.identity.background]
-    assert abs(motion_trajectory(render(pan, frames=FRAMES).float_frames(), wall)[-1, 4]) > 0.2
-    assert abs(motion_trajectory(render(walk, frames=FRAMES).float_frames(), wall)[-1, 4]) < 0.05
+    # the poles' measured shift follows the camera of a pan (the renderer's own camera offsets, frame by frame)
+    from chameleon_core.world.render import pose_at, pose_frame
+
+    measured = motion_trajectory(render(pan, frames=FRAMES).float_frames(), wall)[:, 4]
+    camera = torch.tensor([pose_at("pan", pose_frame(t)).camera for t in range(FRAMES)])
+    assert torch.corrcoef(torch.stack([measured, camera]))[0, 1] > 0.9, (measured, camera)
 
 
 def test_too_short_videos_are_refused():
@@ -172,16 +176,18 @@ def test_too_short_videos_are_refused():
 
 
 def test_hard_cut_scores_a_large_cut_and_a_seamless_switch_does_not():
-    a, b = _sample(6), _sample(7)
-    a = dataclasses.replace(a, motion="walk")
+    a = dataclasses.replace(_sample(6), motion="sway")
+    b = next(s for s in map(_sample, range(7, 40)) if s.identity.background != a.identity.background)
     new = sample_switch_garment(a, 0)
     pictures = picture_boundaries(FRAMES)
     assert pictures == [1, 5, 9, 13]  # on fours: a new picture every fourth frame
     seamless = render(a, frames=FRAMES, switch_to=new, switch_frame=9)
     keep = seamless.labels != GARMENT_LABEL
-    assert switch_cut(seamless.float_frames(), 9, keep, pictures) < 2.0
+    smooth = switch_cut(seamless.float_frames(), 9, keep, pictures)
+    assert smooth < 2.0
     hard = torch.cat([render(a, frames=FRAMES).float_frames()[:9], render(b, frames=FRAMES).float_frames()[9:]])
-    assert switch_cut(hard, 9, keep, pictures) > 3.0  # another person and wall, against a walk on fours
+    cut = switch_cut(hard, 9, keep, pictures)  # another person and wall, against a sway on fours
+    assert cut > 2.5 and cut > 2 * smooth, (cut, smooth)
     # every frame compared (no boundaries): on fours most frames do not change, so any change reads as a cut
     assert switch_cut(seamless.float_frames(), 9, keep) > 100
     still = seamless.float_frames()[:1].expand(FRAMES, -1, -1, -1).clone()

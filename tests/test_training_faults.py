@@ -192,6 +192,16 @@ def _rank1_item_at_step1(cache: Path) -> Path:
     return cache / c.items[first[1]].file
 
 
+def _fill_tensor_with_nan(path: Path, name: str) -> None:
+    """Overwrite one tensor's bytes of a safetensors file with all-ones bits (NaN in every float format)."""
+    raw = bytearray(path.read_bytes())
+    header_len = int.from_bytes(raw[:8], "little")
+    start, end = json.loads(raw[8 : 8 + header_len])[name]["data_offsets"]
+    base = 8 + header_len
+    raw[base + start : base + end] = b"\xff" * (end - start)
+    path.write_bytes(bytes(raw))
+
+
 def _assert_once(job: Job, rank: int, *parts: str) -> str:
     """The failure line is printed by ``rank`` and by no other process, once; returns it."""
     lines = [ln for ln in job.text(rank).splitlines() if f"failed on rank {rank} of 2" in ln]
@@ -207,7 +217,10 @@ def _assert_once(job: Job, rank: int, *parts: str) -> str:
 def test_damaged_cache_item_on_one_rank(cache, tmp_path):
     damaged = _copy_cache(cache, tmp_path / "cache")
     item = _rank1_item_at_step1(damaged)
-    item.write_bytes(item.read_bytes()[:100])  # truncated
+    # Damaged inside its data, the size and header sound: the checks before training (headers only, every rank)
+    # pass, and the rank that reads it at step 1 finds it. (A truncated item is refused before training starts:
+    # tests/test_fault_injection_commands.py.)
+    _fill_tensor_with_nan(item, "video")
     job = start(train_args("sft", damaged, tmp_path / "run", "run.steps=4"), tmp_path / "logs")
     codes, times = job.wait()
     assert codes == [2, 2] and max(times) < EXIT_LIMIT_S, (codes, times, job.output())

@@ -284,7 +284,7 @@ def picture_boundaries(frames: int) -> list[int]:
 def switch_cut(video: torch.Tensor, switch_frame: int, keep: torch.Tensor | None = None,
                boundaries: list[int] | None = None) -> float:
     """Change across the switch (frame ``switch_frame - 1`` -> ``switch_frame``) over the median change at the
-    other ``boundaries`` (frames where a new picture starts; every frame if None), within ``keep`` (``[T, H, W]``
+    ``boundaries`` before it (frames where a new picture starts; every frame if None), within ``keep`` (``[T, H, W]``
     bool; pixels compared between frames t-1 and t are those kept in both; all pixels if None)."""
     t = video.shape[0]
     if t < 3:
@@ -303,7 +303,10 @@ def switch_cut(video: torch.Tensor, switch_frame: int, keep: torch.Tensor | None
             changes[i] = diff[both].mean().item() if bool(both.any()) else 0.0
         else:
             changes[i] = diff.mean().item()
-    ordinary = torch.tensor([c for i, c in changes.items() if i != switch_frame]).median().item()
+    # ordinary changes: before the switch (what every variant of a stream shares; a restarted stream's own pictures
+    # start a frame later, so its later boundaries would not be comparable), or after it when there are none before
+    before = [c for i, c in changes.items() if i < switch_frame]
+    ordinary = torch.tensor(before or [c for i, c in changes.items() if i != switch_frame]).median().item()
     return changes[switch_frame] / max(ordinary, CUT_EPS)
 
 

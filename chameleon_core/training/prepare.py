@@ -111,12 +111,20 @@ def make_text_encoder(spec: str, device: torch.device, max_length: int = TEXT_LE
     from chameleon_core.text import clean_prompt, load_prompt_encoder
 
     encoder = load_prompt_encoder(spec, device=device, max_length=max_length)
-    logging.getLogger("chameleon_core.text").addFilter(_DROP_TRUNCATION_WARNINGS)  # once: filters are a set
+    text_log = logging.getLogger("chameleon_core.text")
+
+    def encode(prompts: list[str]) -> list[torch.Tensor]:
+        # only while prepare encodes: anyone else using the text encoder in this process keeps the warning
+        text_log.addFilter(_DROP_TRUNCATION_WARNINGS)
+        try:
+            return [e.float().cpu() for e in encoder(prompts)]
+        finally:
+            text_log.removeFilter(_DROP_TRUNCATION_WARNINGS)
 
     def count(prompt: str) -> int:
         return len(encoder.tokenizer(clean_prompt(prompt), add_special_tokens=True, truncation=False)["input_ids"])
 
-    return CaptionEncoder(lambda prompts: [e.float().cpu() for e in encoder(prompts)], count, max_length)
+    return CaptionEncoder(encode, count, max_length)
 
 
 def make_vae(spec: str, device: torch.device):

@@ -49,8 +49,8 @@ SIZE = 64
 FRAMES = 33
 """Default frame count, 4k+1: 9 latent frames, three chunks of 3 (the authors' chunk size)."""
 MOTION_CYCLE = 32
-"""Frames per unit of motion phase: a motion's clock reads ``p = t / MOTION_CYCLE`` at frame ``t`` (walk and pan
-cross once per unit and come back in the next, so their full period is ``2 * MOTION_CYCLE`` frames)."""
+"""Frames of one motion loop: a motion's clock reads ``p = t / MOTION_CYCLE`` at frame ``t``; every motion repeats
+after one unit (a 33-frame clip shows one whole loop)."""
 HELD_OUT_EVERY = 5
 """1 in this many combinations is held out (``test``)."""
 SPLITS = ("train", "test")
@@ -90,9 +90,9 @@ class WorldSample:
     reference_garment: Garment
     """What the person wears in the reference image: same kind as ``garment``, a different colour (and pattern)."""
     phase: int = 0
-    """The clip's first frame on the motion's clock (0 .. ``2 * MOTION_CYCLE - 1``): clips start anywhere in a
-    motion, so a model learns to continue a motion from any pose (what a stream needs after a garment switch, when
-    the last frame becomes the new reference)."""
+    """The clip's first frame on the motion's clock (0 .. ``MOTION_CYCLE - 1``): clips start anywhere in a motion,
+    so a model learns to continue a motion from any pose (what a stream needs after a garment switch, when the last
+    frame becomes the new reference); one frame shows which way the motion goes on (:mod:`.render`)."""
 
     @property
     def combination(self) -> tuple[str, str, str, str, str]:
@@ -192,7 +192,7 @@ def sample_world(seed: int, split: str = "train") -> WorldSample:
         motion = _pick(rng, MOTION)
         if split_of(identity, garment, motion) == split:
             reference = other_garment(rng, garment)
-            return WorldSample(identity, garment, motion, reference, int(rng.integers(2 * MOTION_CYCLE)))
+            return WorldSample(identity, garment, motion, reference, int(rng.integers(MOTION_CYCLE)))
 
 
 def sample_switch_garment(sample: WorldSample, seed: int) -> Garment:

@@ -77,7 +77,7 @@ class CodecPlan:
     video_seconds: float = 1200.0
     video_batch: int = 4
     lr: float = 2e-3
-    video_lr: float = 5e-4
+    video_lr: float = 1e-4
     pool: int = 400
     """Training clips rendered once; phase 1 draws their pictures, phase 2 windows of them."""
 

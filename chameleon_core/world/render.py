@@ -1,8 +1,8 @@
 """Rendering the world: a :class:`~.catalog.WorldSample` -> frames and exact per-pixel labels.
 
 A figure is a union of simple shapes evaluated at pixel centres (no antialiasing), so every pixel has exactly one
-label and its colour is exactly its region's palette colour (or, for garment pattern marks and background poles,
-that colour times a fixed shade). Geometry is in frame-height units, so any size renders the same picture.
+label and its colour is exactly one palette colour (garment pattern marks are the near-white mark, background poles
+the wall colour times a fixed shade). Geometry is in frame-height units, so any size renders the same picture.
 
 Drawing order (later shapes cover earlier ones): wall and poles, legs (trousers), torso garment (shirt to the hips,
 dress flared to the knees), arms (skin) with sleeves (garment) from the shoulder, neck, head (skin), hair (the top of
@@ -10,15 +10,16 @@ the head). Garment patterns are drawn in the figure's own coordinates, so they m
 
 Motions, with ``p = (phase + pose_frame(t)) / MOTION_CYCLE`` the motion's clock at frame ``t`` of a clip
 (``phase``: the sample's start on that clock; :func:`pose_frame`: the world is animated on fours, one pose per
-latent frame):
+latent frame). Each motion goes once round a loop per unit of ``p``, moving two things a quarter period apart, so a
+single frame shows where in the loop the figure is and which way it moves next (no motion is ambiguous from one
+frame):
 
-- ``walk``: the figure crosses from x = 0.35 to 0.65; legs swing +-0.35 rad (two strides), arms swing against them.
-- ``turn``: the figure's width scales by ``0.65 + 0.35 cos(2 pi p)`` (turns sideways and back).
-- ``sway``: x = 0.5 + 0.06 sin(4 pi p), arms slightly out.
-- ``raise_arms``: both arms rise from hanging (0.15 rad) to overhead (pi - 0.3 rad).
-- ``pan``: the camera pans: the figure and the background poles shift together by -0.3 p.
-
-Past ``p = 1`` walk and pan go back the way they came; the others repeat.
+- ``walk``: the figure walks a loop: across (x = 0.5 + 0.14 sin) and to and from the camera (size 1 + 0.1 cos);
+  legs swing +-0.35 rad twice per loop, arms against them.
+- ``turn``: the width scales by ``0.7 + 0.3 cos`` (turns sideways and back) while the figure steps 0.05 sin aside.
+- ``sway``: x = 0.5 + 0.07 sin and a bob of 0.035 cos, arms slightly out.
+- ``raise_arms``: the left arm rises and falls (1 - cos), the right a quarter period later (1 - sin).
+- ``pan``: the camera circles: the figure and the background poles shift by 0.15 sin, the figure bobs 0.035 cos.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ BODY_LABELS = (SKIN_LABEL, HAIR_LABEL, TROUSERS_LABEL)
 
 TORSO_HALF_WIDTH = {"slim": 0.105, "medium": 0.125, "broad": 0.145}
 #: Head half-axes (x, y) and superellipse exponent per face shape.
-FACE_SHAPE = {"round": (0.072, 0.072, 2.0), "oval": (0.058, 0.085, 2.0), "square": (0.066, 0.074, 5.0)}
+FACE_SHAPE = {"round": (0.08, 0.08, 2.0), "oval": (0.066, 0.094, 2.0), "square": (0.074, 0.082, 5.0)}
 SLEEVE_FRACTION = {"sleeveless": 0.0, "short": 0.38, "long": 0.92}
 PATTERN_PERIOD = 0.17
 """Pattern period in figure units: 16 pixels at 64 x 64 with :data:`FRAMING_ZOOM`, one latent cell of the world's
@@ -63,7 +64,9 @@ to mid-thigh (a dress is cut above the knee), so the garment spans several laten
 POLE_SPACING, POLE_WIDTH = 0.34, 0.05
 
 HEAD_Y, SHOULDER_Y, HIP_Y, KNEE_Y, GROUND_Y = 0.16, 0.285, 0.58, 0.78, 0.95
-ARM_LENGTH, ARM_RADIUS, LEG_RADIUS = 0.29, 0.032, 0.036
+FIGURE_Y = 0.4
+"""Where the figure's size changes about (walking to and from the camera)."""
+ARM_LENGTH, ARM_RADIUS, LEG_RADIUS = 0.29, 0.045, 0.045
 
 
 @dataclass(frozen=True)
@@ -82,31 +85,32 @@ class Pose:
     """Leg swing angles (radians)."""
     camera: float = 0.0
     """Camera x offset: shifts the background poles (the figure's ``cx`` already includes it)."""
-
-
-def _ping_pong(p: float) -> float:
-    """0 -> 1 over p in [0, 1], back to 0 at p = 2, and so on."""
-    return 1.0 - abs(p % 2.0 - 1.0)
+    cy: float = 0.0
+    """Vertical offset of the figure (frame units, down positive)."""
+    scale: float = 1.0
+    """Figure size (walking towards the camera and away)."""
 
 
 def pose_at(motion: str, t: int) -> Pose:
-    """The pose of ``motion`` at frame ``t`` of its clock (see the module docstring): walk and pan go back and
-    forth, the others are periodic."""
-    p = t / MOTION_CYCLE
+    """The pose of ``motion`` at frame ``t`` of its clock (see the module docstring). Every motion goes once round a
+    loop per :data:`MOTION_CYCLE` frames, moving two things a quarter period apart, so one frame's pose says where
+    in the loop the figure is and which way it goes next: a stream can continue a motion from any single frame (the
+    new reference after a garment switch) without guessing a direction."""
+    a = 2 * math.pi * t / MOTION_CYCLE
     if motion == "walk":
-        swing = 0.35 * math.sin(4 * math.pi * p)
-        return Pose(cx=0.35 + 0.30 * _ping_pong(p), leg_left=swing, leg_right=-swing, arm_left=0.15 - 0.6 * swing,
-                    arm_right=0.15 + 0.6 * swing)
+        swing = 0.35 * math.sin(2 * a)
+        return Pose(cx=0.5 + 0.14 * math.sin(a), scale=1.0 + 0.1 * math.cos(a), leg_left=swing, leg_right=-swing,
+                    arm_left=0.15 - 0.6 * swing, arm_right=0.15 + 0.6 * swing)
     if motion == "turn":
-        return Pose(sx=0.65 + 0.35 * math.cos(2 * math.pi * p))
+        return Pose(sx=0.7 + 0.3 * math.cos(a), cx=0.5 + 0.05 * math.sin(a))
     if motion == "sway":
-        return Pose(cx=0.5 + 0.06 * math.sin(4 * math.pi * p), arm_left=0.3, arm_right=0.3)
+        return Pose(cx=0.5 + 0.07 * math.sin(a), cy=0.035 * math.cos(a), arm_left=0.3, arm_right=0.3)
     if motion == "raise_arms":
-        a = 0.15 + (math.pi - 0.45) * (0.5 - 0.5 * math.cos(math.pi * p))
-        return Pose(arm_left=a, arm_right=a)
+        return Pose(arm_left=0.15 + (math.pi - 0.6) * (0.5 - 0.5 * math.cos(a)),
+                    arm_right=0.15 + (math.pi - 0.6) * (0.5 - 0.5 * math.sin(a)))
     if motion == "pan":
-        shift = -0.3 * _ping_pong(p)
-        return Pose(cx=0.65 + shift, camera=shift)
+        shift = 0.15 * math.sin(a)
+        return Pose(cx=0.5 + shift, camera=shift, cy=0.035 * math.cos(a))
     raise ValueError(f"unknown motion {motion!r}; choose one of walk, turn, sway, raise_arms, pan")
 
 
@@ -181,8 +185,9 @@ def _draw(sample: WorldSample, garment: Garment, pose: Pose, size: int, *, figur
     dark = np.zeros((size, size), bool)
     if not figure_only:
         dark |= ((x - pose.camera) % POLE_SPACING) < POLE_WIDTH  # poles on the wall (background)
-    # figure coordinates: horizontal offset from the centre, unsquashed
-    fx = (x - pose.cx) / pose.sx
+    # figure coordinates: horizontal offset from the centre, unsquashed; vertical about the figure's middle
+    fx = (x - pose.cx) / (pose.sx * pose.scale)
+    y = FIGURE_Y + (y - FIGURE_Y - pose.cy) / pose.scale
     tw = TORSO_HALF_WIDTH[ident.body]
     garment_px = np.zeros((size, size), bool)
     if not figure_only:
@@ -214,7 +219,7 @@ def _draw(sample: WorldSample, garment: Garment, pose: Pose, size: int, *, figur
     dark[garment_px] = _pattern_marks(garment.pattern, u, v)[garment_px]
     if not figure_only:
         labels[arm_skin & ~garment_px] = SKIN_LABEL
-        neck = (np.abs(fx) <= 0.026) & (y >= HEAD_Y) & (y <= SHOULDER_Y + 0.005)
+        neck = (np.abs(fx) <= 0.036) & (y >= HEAD_Y) & (y <= SHOULDER_Y + 0.005)
         labels[neck] = SKIN_LABEL
         rx, ry, e = FACE_SHAPE[ident.face]
         head = (np.abs(fx / rx) ** e + np.abs((y - HEAD_Y) / ry) ** e) <= 1

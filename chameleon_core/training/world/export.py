@@ -85,3 +85,44 @@ def export_demo(run: str | Path, out: str | Path, *, seed: int = 0) -> dict[str,
     for k, p in paths.items():
         logger.info("%s: %s (%.1f MB)", k, p, p.stat().st_size / 2**20)
     return paths
+
+
+def demo_strip(demo: str | Path, out: str | Path, *, frames: int | None = None,
+               switches: tuple[int, ...] | None = None, seed: int = 42) -> Path:
+    """Stream the demo files in ``demo`` as the ``demo_switch_chain`` template does (the same session loop as the
+    nodes and the command line: garment 1, then a switch to garment 2 and to garment 3 at the demo's switch frames)
+    and write a strip of its frames (every switch's first frame framed in red) to ``out``; returns the path."""
+    from chameleon_core.checkpoints import load_transformer, load_vae
+    from chameleon_core.config import StreamSettings
+    from chameleon_core.images import load_image
+    from chameleon_core.session import GarmentSwitch, Session, TimedSwitch, encode_condition
+    from chameleon_core.streaming import start_stream
+    from chameleon_core.text import load_prompt_embeddings
+    from chameleon_core.tools import demo_models as dm
+
+    from .plots import frame_strip
+
+    demo = Path(demo)
+    frames = frames or dm.DEMO_FRAMES
+    switches = dm.DEMO_SWITCH_FRAMES if switches is None else switches
+    model = load_transformer(demo / "models" / dm.FILES["student"], dtype=torch.float32, device="cpu")
+    vae = load_vae(demo / "models" / dm.FILES["vae"], dtype=torch.float32)
+    family = model.config.latent
+    size = (dm.DEMO_WIDTH, dm.DEMO_HEIGHT)
+    images = [load_image(demo / "input" / name) for name in dm.IMAGES]
+    settings = StreamSettings(chunk_frames=dm.DEMO_CHUNK_FRAMES, cache_frames=dm.DEMO_CACHE_FRAMES, sink_chunks=1)
+    state = start_stream(model, context=load_prompt_embeddings(demo / "models" / dm.FILES["prompt"],
+                                                               text_dim=model.config.text_dim),
+                         reference=encode_condition(vae, family, images[0], garment=False, size=size),
+                         garment=encode_condition(vae, family, images[1], garment=True, size=size), seed=seed,
+                         settings=settings)
+    segments = dm.segment_frames(frames, switches)
+    chunk_video = 4 * settings.chunk_frames
+    boundaries = [(sum(segments[:k]) + 3) // chunk_video for k in range(1, len(segments))]
+    timeline = [TimedSwitch(c, GarmentSwitch(images[2 + i], label=dm.IMAGES[2 + i]))
+                for i, c in enumerate(boundaries)]
+    chunks = (sum(segments) + 3) // chunk_video
+    out_chunks = Session(state, chunks=chunks, codec=vae, timeline=timeline).run()
+    video = ((torch.cat([c.pixels for c in out_chunks], dim=2)[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
+    picks = sorted({*range(0, video.shape[0], 6), video.shape[0] - 1, *switches})
+    return frame_strip(Path(out), {"demo stream": video}, picks, scale=2, marker=switches)

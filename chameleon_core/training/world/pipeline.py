@@ -105,17 +105,17 @@ class Plan:
 
 
 FULL = Plan(
-    quick=False, train_samples=600, test_samples=40, model=ModelPlan(),
-    batch=8, sft_steps=1500, sft_lr=5e-4, forcing_steps=400, forcing_lr=2e-4,
+    quick=False, train_samples=800, test_samples=40, model=ModelPlan(),
+    batch=8, sft_steps=3000, sft_lr=5e-4, forcing_steps=600, forcing_lr=2e-4,
     dmd_iterations=50, dmd_batch=4, dmd_lr=5e-5, dmd_critic_lr=1e-4, dmd_critic_per_generator=5,
     eval_samples=16, switch_samples=32, long_samples=4,
 )
 QUICK = Plan(
-    quick=True, train_samples=200, test_samples=8, model=ModelPlan(dim=256, ffn_dim=512, num_layers=2),
-    batch=8, sft_steps=300, sft_lr=1e-3, forcing_steps=60, forcing_lr=2e-4,
+    quick=True, train_samples=300, test_samples=8, model=ModelPlan(),
+    batch=8, sft_steps=1200, sft_lr=1e-3, forcing_steps=200, forcing_lr=2e-4,
     dmd_iterations=5, dmd_batch=2, dmd_lr=2e-5, dmd_critic_lr=1e-4, dmd_critic_per_generator=5,
     eval_samples=2, switch_samples=6, long_samples=1, strip_clips=2, teacher_steps=8, long_factor=2,
-    switch_variants=("all", "no_refresh", "no_withdraw"),
+    switch_variants=("all", "no_refresh"),
 )
 
 

@@ -78,9 +78,10 @@ def line_plot(path: Path, series: Mapping[str, Sequence[float]], *, title: str, 
 
 
 def frame_strip(path: Path, rows: Mapping[str, torch.Tensor], frames: Sequence[int], *, scale: int = 2,
-                marker: int | None = None) -> Path:
+                marker: int | Sequence[int] | None = None) -> Path:
     """One row per video (``[T, H, W, 3]`` in 0..1), the given frame indices side by side, labelled on the left;
-    the frame ``marker`` (the first after a switch) is framed in red."""
+    the frames ``marker`` (the first after each switch) are framed in red."""
+    markers = set() if marker is None else {marker} if isinstance(marker, int) else set(marker)
     videos = list(rows.values())
     h, w = videos[0].shape[1] * scale, videos[0].shape[2] * scale
     label_w, gap, head = 110, 2, 14
@@ -98,7 +99,7 @@ def frame_strip(path: Path, rows: Mapping[str, torch.Tensor], frames: Sequence[i
             tile = Image.fromarray((video[f].clamp(0, 1) * 255).round().byte().numpy()).resize((w, h), Image.NEAREST)
             x = label_w + j * (w + gap)
             img.paste(tile, (x, y))
-            if marker is not None and f == marker:
+            if f in markers:
                 d.rectangle([x, y, x + w - 1, y + h - 1], outline=(220, 0, 0), width=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
