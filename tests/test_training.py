@@ -169,6 +169,7 @@ def test_chain_sft_forcing_dmd_student_streams(cache, tmp_path):
     assert len(list((tmp_path / "frames").glob("frame_*.png"))) == 9
 
 
+@pytest.mark.slow
 def test_unsharded_single_process_matches_fsdp(cache, tmp_path):
     """World size 1 without FSDP (plain fp32 module, no checkpointing) trains to the same weights as FSDP2 with
     per-block checkpointing: the sharding and recomputation change nothing numerically in fp32."""

@@ -525,6 +525,7 @@ def test_dmd_stage_two_processes_or_micro_batches_equal_one(stage_runs, other):
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
+@pytest.mark.slow
 def test_dmd_stage_resume_equals_uninterrupted(stage_runs):
     one, resumed = _final_state(stage_runs["one"]), _final_state(stage_runs["resumed"])
     assert set(one) == set(resumed)
@@ -532,6 +533,7 @@ def test_dmd_stage_resume_equals_uninterrupted(stage_runs):
         torch.testing.assert_close(resumed[k], one[k], rtol=0, atol=0, msg=k)
 
 
+@pytest.mark.slow
 def test_dmd_stage_trains_logs_and_exports_a_student(stage_runs):
     from chameleon_core.checkpoints import checkpoint_kind, load_transformer
     from chameleon_core.training.metrics import read_metrics
