@@ -1,8 +1,11 @@
-"""The single attention entry point of the core.
+"""The single attention entry point of the core, and the attention backend as a property of the model.
 
-Every attention call in the model goes through :func:`attention`, so a faster backend (FlashAttention, SageAttention,
-an fp8 kernel) plugs in at one place with :func:`set_attention_backend`. The default is PyTorch's
-``scaled_dot_product_attention``, which picks flash / memory-efficient kernels on GPU by itself.
+Every attention call in the model goes through :func:`attention` with the model's :class:`AttentionBackend`
+(``WanModel.attention``: the model hands it to its blocks and their plans on every call), so a faster kernel
+(FlashAttention, SageAttention, ComfyUI's ``optimized_attention``) is set per model, never swapped for the whole
+process: the pack's nodes give the models they load ComfyUI's attention, while a model built elsewhere in the same
+process keeps PyTorch's ``scaled_dot_product_attention`` (:data:`SDPA`, which picks flash / memory-efficient kernels
+on GPU by itself).
 
 Also builds the boolean masks used by the full (non-cached) forwards: the block-causal in-context mask of
 FashionChameleon's teacher forcing, and its sink + window variant that a rolling KV cache is equivalent to.
@@ -10,13 +13,11 @@ FashionChameleon's teacher forcing, and its sink + window variant that a rolling
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
-
-logger = logging.getLogger(__name__)
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
@@ -27,35 +28,36 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor 
     return out.transpose(1, 2)
 
 
-_backend: AttentionFn = _sdpa
-_backend_takes_mask = True
+@dataclass(frozen=True)
+class AttentionBackend:
+    """An attention kernel ``fn(q, k, v, mask) -> out`` (all ``[B, L, H, D]``; mask boolean, True = attend).
+
+    ``takes_mask=False``: ``fn`` is only handed unmasked calls; masked calls take PyTorch's SDPA (ComfyUI's kernels
+    differ in which masks they take)."""
+
+    fn: AttentionFn
+    takes_mask: bool = True
+    name: str = ""
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is not None and not self.takes_mask:
+            return _sdpa(q, k, v, mask)
+        return self.fn(q, k, v, mask)
 
 
-def set_attention_backend(fn: AttentionFn | None, *, takes_mask: bool = True) -> None:
-    """Install ``fn(q, k, v, mask) -> out`` (all ``[B, L, H, D]``; mask boolean, True = attend) or reset to SDPA.
-
-    ``takes_mask=False``: ``fn`` is only handed unmasked calls (it gets ``mask=None``); masked calls take the core
-    path (SDPA). Inside ComfyUI the pack installs ComfyUI's own attention this way (``nodes/adapters.py``)."""
-    global _backend, _backend_takes_mask
-    _backend = _sdpa if fn is None else fn
-    _backend_takes_mask = True if fn is None else takes_mask
-    logger.info("attention backend: %s", getattr(_backend, "__name__", repr(_backend)))
+SDPA = AttentionBackend(_sdpa, name="sdpa")
+"""PyTorch's ``scaled_dot_product_attention``: every model's backend unless it is given another."""
 
 
-def attention_backend() -> AttentionFn:
-    """The installed backend (SDPA unless :func:`set_attention_backend` installed another)."""
-    return _backend
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Multi-head attention.
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+              backend: AttentionBackend = SDPA) -> torch.Tensor:
+    """Multi-head attention with ``backend``.
 
     q: ``[B, Lq, H, D]``; k, v: ``[B, Lk, H, D]``; mask: boolean, broadcastable to ``[B, H, Lq, Lk]``, True where
     a query may attend. Returns ``[B, Lq, H, D]`` in q's dtype.
     """
-    if mask is not None and not _backend_takes_mask:
-        return _sdpa(q, k, v, mask)
-    return _backend(q, k, v, mask)
+    return backend(q, k, v, mask)
 
 
 class SelfAttentionPlan(Protocol):
@@ -66,7 +68,10 @@ class SelfAttentionPlan(Protocol):
     attends over the cache.
     """
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor: ...
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               backend: AttentionBackend = SDPA) -> torch.Tensor:
+        """``backend``: the model's attention backend (a plan may run its own kernel, e.g. flex attention)."""
+        ...
 
 
 class FullAttention:
@@ -81,15 +86,16 @@ class FullAttention:
         self.mask = mask
         self.condition_bias, self.cond_tokens = condition_bias, cond_tokens
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               backend: AttentionBackend = SDPA) -> torch.Tensor:
         if self.condition_bias is None:
-            return attention(q, k, v, self.mask)
+            return attention(q, k, v, self.mask, backend)
         n, mask = self.cond_tokens, self.mask
         bias = condition_key_bias(self.condition_bias, n, k.shape[1], q.device)
         video = attention_with_key_bias(q[:, n:], k, v, bias, None if mask is None else mask[n:])
         if n == 0:
             return video
-        cond = attention(q[:, :n], k, v, None if mask is None else mask[:n])
+        cond = attention(q[:, :n], k, v, None if mask is None else mask[:n], backend)
         return torch.cat([cond, video], dim=1)
 
 

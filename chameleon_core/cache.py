@@ -1,4 +1,4 @@
-"""The typed KV cache of the streaming student (DESIGN.md section 4; FashionChameleon section 3.3).
+"""The typed KV cache of the streaming student (``docs/kv_cache.md``; FashionChameleon section 3.3).
 
 Layout, in latent frames (each frame is ``tokens_per_frame`` tokens; with the defaults, 23 frames):
 
@@ -36,7 +36,7 @@ from enum import Enum
 
 import torch
 
-from .attention import attention, attention_with_key_bias, condition_key_bias
+from .attention import SDPA, AttentionBackend, attention, attention_with_key_bias, condition_key_bias
 from .config import StreamSettings, WanConfig
 
 logger = logging.getLogger(__name__)
@@ -316,17 +316,19 @@ class CachedAttention:
         keep |= set(geo.region_slots(Region.SINK)) | set(slots)
         return [vis and (s in keep or positions[s] >= first - local_frames) for s, vis in enumerate(visible)]
 
-    def _attend_option(self, q: torch.Tensor, ck: torch.Tensor, cv: torch.Tensor) -> torch.Tensor:
+    def _attend_option(self, q: torch.Tensor, ck: torch.Tensor, cv: torch.Tensor,
+                       backend: AttentionBackend) -> torch.Tensor:
         """Attention with a local key set and/or a condition bias (``ck, cv``: storage from key 0)."""
         if self.key_index is not None:
             ck, cv = ck.index_select(1, self.key_index), cv.index_select(1, self.key_index)
         else:
             ck, cv = ck[:, : self.key_end], cv[:, : self.key_end]
         if self.key_bias is None:
-            return attention(q, ck, cv, self.key_mask)
+            return attention(q, ck, cv, self.key_mask, backend)
         return attention_with_key_bias(q, ck, cv, self.key_bias, self.key_mask)
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               backend: AttentionBackend = SDPA) -> torch.Tensor:
         """q, k, v: ``[B, L, H, D]`` of this run -> ``[B, L, H, D]``."""
         if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
             # Training's exit step: the cache stores detached keys (later passes overwrite them in place, which a
@@ -336,13 +338,13 @@ class CachedAttention:
             ck, cv = self.cache.k[layer, :, : self.key_end].clone(), self.cache.v[layer, :, : self.key_end].clone()
             _splice(self.cache.geometry.tokens_per_frame, self.pieces, ck, cv, k, v)
             if self.key_index is not None or self.key_bias is not None:
-                return self._attend_option(q, ck, cv)
-            return attention(q, ck, cv, self.key_mask)
+                return self._attend_option(q, ck, cv, backend)
+            return attention(q, ck, cv, self.key_mask, backend)
         _store(self.cache, layer, self.pieces, k, v)
         ck, cv = self.cache.k[layer], self.cache.v[layer]
         if self.key_index is not None or self.key_bias is not None:
-            return self._attend_option(q, ck, cv)
-        return attention(q, ck[:, : self.key_end], cv[:, : self.key_end], self.key_mask)
+            return self._attend_option(q, ck, cv, backend)
+        return attention(q, ck[:, : self.key_end], cv[:, : self.key_end], self.key_mask, backend)
 
 
 class ConditionPrefill:
@@ -352,6 +354,7 @@ class ConditionPrefill:
         self.cache = cache
         self.pieces = _pieces(slots)
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               backend: AttentionBackend = SDPA) -> torch.Tensor:
         _store(self.cache, layer, self.pieces, k, v)
-        return attention(q, k, v)
+        return attention(q, k, v, None, backend)

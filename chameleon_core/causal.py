@@ -59,7 +59,7 @@ def chunk_forward(
     """Predict the flow for a chunk ``x [B, C, F, H, W]`` at timestep ``t`` (``[B]`` or per frame ``[B, F]``).
 
     ``slots`` come from :meth:`KVCache.reserve` and fix the chunk's RoPE positions. Returns ``[B, C, F, H, W]``.
-    ``condition_bias`` / ``local_frames``: the options of :meth:`KVCache.plan` (:mod:`chameleon_core.guidance`).
+    ``condition_bias`` / ``local_frames``: the options of :meth:`KVCache.plan` (:mod:`chameleon_core.stream_options`).
     ``rope_offset``: added to the RoPE frame positions (LongLive 2.0's multi-shot offset); the cache bookkeeping
     keeps the frame positions.
     """

@@ -43,7 +43,7 @@ import torch
 
 from .cache import KVCache
 from .causal import chunk_forward
-from .guidance import ChunkSource
+from .stream_options import ChunkSource
 from .model import TextContext, WanModel
 from .samplers import flow_unipc_sample
 from .schedules import StepSchedule, add_noise, x0_from_velocity
@@ -99,7 +99,7 @@ def denoise_chunk(
     one), so the result carries gradient to the weights through that one forward. clean_pass: write the chunk's
     final keys with a forward at t = 0 (no gradient); False keeps the keys of the last step run.
 
-    Options (:mod:`~chameleon_core.guidance`; None = off, the plain path): ``source`` starts the chunk from source
+    Options (:mod:`~chameleon_core.stream_options`; None = off, the plain path): ``source`` starts the chunk from source
     latents noised to ``source.start_step`` (SDEdit; only the remaining steps run; optionally only inside its
     mask); ``condition_bias`` is one logit bias per step on the reference and garment keys (0 takes the plain
     path; the clean pass has none); ``local_frames`` is frame-local attention over the history.

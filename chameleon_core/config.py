@@ -1,7 +1,7 @@
 """Architecture configuration of the Wan DiT family, with the released presets in one place.
 
 Field names follow the official Wan ``WanModel`` constructor (see
-``shared/reference/checkpoint-layouts/*.transformer.json``). Everything that depends on resolution (tokens per latent
+``tests/data/checkpoint-layouts/*.transformer.json``). Everything that depends on resolution (tokens per latent
 frame, cache length) is computed from the config and the latent family, never written as a literal.
 """
 

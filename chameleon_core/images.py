@@ -2,7 +2,7 @@
 
 Images are channels-last batches ``[B, H, W, C]``, float in 0..1 (PIL's and ComfyUI's layout), with C = 1 (grey),
 2 (grey + alpha), 3 (RGB) or 4 (RGBA). Follows the authors' ``datasets/fashion_dataset.py`` (QuanjianSong/
-FashionChameleon, summarised in ``shared/reference/FASHIONCHAMELEON.md``, section "Data"): the reference and the
+FashionChameleon; ``docs/design.md``, the facts: data): the reference and the
 video frames are scaled by the *max* ratio and centre-cropped; the garment is scaled by the *min* ratio and padded
 with white, left/top getting ``floor(diff / 2)``.
 

@@ -5,7 +5,8 @@ normalised per channel, ``(raw - mean) / std``. ComfyUI applies this in ``comfy/
 ``Wan22``); the statistics below are the same published values. Every caller (transformer entry points, samplers,
 streaming, nodes) converts through :func:`to_model_space` / :func:`to_raw` so the two spaces cannot be mixed up.
 
-Also holds the latent-to-RGB preview factors and the frame-count arithmetic of the 4x temporal VAEs.
+Also holds the latent-to-RGB preview factors; each family counts frames with its own stride through
+:mod:`chameleon_core.frames`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from . import frames
 
 _WAN21_MEAN = (
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -121,17 +124,17 @@ class LatentFamily:
             )
         return height // self.spatial_stride, width // self.spatial_stride
 
-    def latent_frames(self, pixel_frames: int) -> int:
-        """``T_lat = (frames - 1) // 4 + 1`` (the causal VAE keeps the first frame on its own)."""
-        if pixel_frames < 1:
-            raise ValueError(f"frame count must be >= 1, got {pixel_frames}")
-        return (pixel_frames - 1) // self.temporal_stride + 1
+    def latent_frames(self, video_frames: int) -> int:
+        """Latent frames of a whole video of ``video_frames`` frames: ``(v - 1) // 4 + 1``
+        (:func:`chameleon_core.frames.latent_frames`)."""
+        return frames.latent_frames(video_frames, stride=self.temporal_stride)
 
-    def pixel_frames(self, latent_frames: int) -> int:
-        """``frames = 4 * (T_lat - 1) + 1``."""
+    def video_frames(self, latent_frames: int, *, from_start: bool = True) -> int:
+        """Video frames of ``latent_frames`` latent frames: ``4 (n - 1) + 1`` from the video's start, ``4 n``
+        continuing it (:func:`chameleon_core.frames.video_frames`)."""
         if latent_frames < 1:
             raise ValueError(f"latent frame count must be >= 1, got {latent_frames}")
-        return self.temporal_stride * (latent_frames - 1) + 1
+        return frames.video_frames(latent_frames, from_start=from_start, stride=self.temporal_stride)
 
 
 WAN21 = LatentFamily("wan2.1", 16, 8, 4, _WAN21_MEAN, _WAN21_STD, _WAN21_RGB, _WAN21_RGB_BIAS)

@@ -1,11 +1,11 @@
 """The Wan DiT (Wan2.1 T2V / Wan2.2 TI2V) with FashionChameleon's in-context conditioning.
 
 Follows the official Wan reference (``wan/modules/model.py`` of Wan2.1 and Wan2.2): submodule names *are* the
-checkpoint keys (``shared/reference/checkpoint-layouts/*.transformer.json``), and the numerics match it. The
+checkpoint keys (the released layouts in ``tests/data/checkpoint-layouts/*.transformer.json``), and the numerics match it. The
 residual stream, timestep embedding, modulation and RoPE run in fp32 as the reference does under its fp32
 autocast regions; the linear layers run in the weight dtype.
 
-In-context conditioning (DESIGN.md section 4): reference and garment latents, one latent frame each, are placed in
+In-context conditioning (``docs/design.md``, the objects that flow): reference and garment latents, one latent frame each, are placed in
 front of the video frames at timestep 0, with RoPE frame positions 0 and 1; video frames continue from 2. Only the
 video frames are returned.
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,13 +29,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .attention import FullAttention, SelfAttentionPlan, attention
+from .attention import SDPA, AttentionBackend, FullAttention, SelfAttentionPlan, attention
 from .config import WanConfig
+from .precision import Precision, fp32_view
 from .rope import _ROPE_CACHE, Rope
 
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
-
-"""Number of in-context condition frames in front of the video."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -58,123 +55,11 @@ class RMSNorm(nn.Module):
         return normed * self.weight.to(x.dtype)
 
 
-def fp32_view(p: torch.Tensor | None) -> torch.Tensor | None:
-    """``p`` in fp32, upcast once and reused while ``p`` is unchanged (small precision-critical weights of a bf16
-    model: time embedding, modulation tables, norm gains). An fp32 ``p`` is returned as is; under autograd with a
-    trainable ``p`` the upcast is recomputed so the gradient reaches ``p``."""
-    if p is None or p.dtype == torch.float32:
-        return p
-    if p.requires_grad and torch.is_grad_enabled():
-        return p.float()
-    if p.is_inference() or torch.is_inference_mode_enabled():
-        # An inference tensor has no version counter, and a shadow made under inference_mode could not be saved by
-        # autograd later: never cache (ComfyUI runs every node under inference_mode).
-        return p.float()
-    key = (p.data_ptr(), p._version, p.device)
-    # Kept on the parameter itself, so it lives and dies with it (a global table keyed by id could hand a dead
-    # parameter's copy to a new one at the same address).
-    hit = getattr(p, "_fp32_shadow", None)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    shadow = p.detach().float()
-    p._fp32_shadow = (key, shadow)
-    return shadow
-
-
 class LayerNorm32(nn.LayerNorm):
     """LayerNorm computed in fp32 (Wan's ``WanLayerNorm``); returns fp32."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x.float(), self.normalized_shape, fp32_view(self.weight), fp32_view(self.bias), self.eps)
-
-
-class CalledLayer(nn.Module):
-    """A layer owned by another implementation (its weights cast, quantised, patched or offloaded by that
-    implementation), which the core only ever calls as a module: inputs in ``compute_dtype``, or in fp32 for the
-    fp32 regions (:func:`linear32`). The core never reads its weights (:mod:`chameleon_core.module_view`)."""
-
-    def __init__(self, inner: nn.Module, compute_dtype: torch.dtype,
-                 casts: Callable[[nn.Module], bool] | None = None) -> None:
-        super().__init__()
-        self.inner = inner
-        self.compute_dtype = compute_dtype
-        self.casts = casts
-        """``casts(inner)``: True when the layer casts its weights to its input's dtype on this call (ComfyUI's
-        cast layers; a partially loaded model's offloaded layers); None: never. A layer that does not cast runs in
-        its own (floating, non-fp8) weight dtype, as its owner's forward would feed it."""
-
-    def input_dtype(self, want: torch.dtype) -> torch.dtype:
-        """The dtype the layer takes: ``want`` if it casts or holds quantised weights, else its weight's dtype."""
-        w = getattr(self.inner, "weight", None)
-        if (isinstance(w, torch.Tensor) and w.is_floating_point() and w.dtype not in FP8_DTYPES
-                and not (self.casts is not None and self.casts(self.inner))):
-            return w.dtype
-        return want
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.to(self.input_dtype(self.compute_dtype)))
-
-    def fp32(self, x: torch.Tensor) -> torch.Tensor:
-        """The layer on an fp32 input where it casts (in its weight dtype where it does not), returned in fp32."""
-        return self.inner(x.to(self.input_dtype(torch.float32))).float()
-
-
-def linear32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """A linear layer evaluated in fp32 whatever the weight dtype (the reference's fp32 autocast regions); the fp32
-    weights of a bf16 model are upcast once (:func:`fp32_view`), not per call."""
-    if isinstance(layer, CalledLayer):
-        return layer.fp32(x)
-    return F.linear(x.float(), fp32_view(layer.weight), fp32_view(layer.bias))
-
-
-def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """A linear layer evaluated in its weight dtype, or, for fp8-stored weights (:mod:`chameleon_core.quant`), in
-    the layer's ``compute_dtype`` with the weight upcast and rescaled on the fly. A :class:`CalledLayer` is called."""
-    if isinstance(layer, CalledLayer):
-        return layer(x)
-    w = layer.weight
-    if w.dtype in FP8_DTYPES:
-        if _use_fp8_matmul(layer, x):
-            return fp8_linear(layer, x)
-        cd = layer.compute_dtype
-        w = w.to(cd) * layer.scale_weight.to(cd)
-        bias = layer.bias.to(cd) if layer.bias is not None else None
-        return F.linear(x.to(cd), w, bias)
-    return layer(x.to(w.dtype))
-
-
-def _compute_dtype(layer: nn.Linear) -> torch.dtype:
-    if isinstance(layer, CalledLayer):
-        return layer.compute_dtype
-    return layer.compute_dtype if layer.weight.dtype in FP8_DTYPES else layer.weight.dtype
-
-
-def _use_fp8_matmul(layer: nn.Linear, x: torch.Tensor) -> bool:
-    """``layer.fp8_matmul``: "scaled" always, "auto" on CUDA devices with fp8 tensor cores (compute capability 8.9+:
-    Ada, Hopper, Blackwell), anything else never (weight-only: upcast per call)."""
-    mode = getattr(layer, "fp8_matmul", "off")
-    if mode == "scaled":
-        return True
-    return mode == "auto" and x.is_cuda and torch.cuda.get_device_capability(x.device) >= (8, 9)
-
-
-def fp8_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """A scaled fp8 matmul: ``x`` quantised to e4m3 with one dynamic per-tensor scale (its amax / 448, kept on the
-    device: no sync), the weight used as stored with its own ``scale_weight`` (a ComfyUI scaled-fp8 file's scale, not
-    rounded a second time); fp32 accumulation, output and bias in the layer's compute dtype."""
-    cd = layer.compute_dtype
-    lead, k = x.shape[:-1], x.shape[-1]
-    x2 = x.reshape(-1, k).to(cd)
-    fmax = torch.finfo(torch.float8_e4m3fn).max
-    scale_x = (x2.abs().amax().float() / fmax).clamp(min=1e-12)
-    xq = (x2.float() / scale_x).clamp(-fmax, fmax).to(torch.float8_e4m3fn)
-    rows = xq.shape[0]
-    if rows % 16:  # the fp8 GEMMs want every dimension a multiple of 16 (Wan's widths are; token counts may not be)
-        xq = torch.cat([xq, xq.new_zeros(16 - rows % 16, k)])
-    bias = layer.bias.to(cd) if layer.bias is not None else None
-    out = torch._scaled_mm(xq, layer.weight.t(), scale_a=scale_x, scale_b=layer.scale_weight.float(), bias=bias,
-                           out_dtype=cd)
-    return out[:rows].reshape(*lead, -1)
 
 
 def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
@@ -257,33 +142,35 @@ class Projections(nn.Module):
 class SelfAttention(Projections):
     """Wan self-attention: 3-axis RoPE on q and k; which keys are visible is up to the plan."""
 
-    def forward(self, x: torch.Tensor, rope: Rope, plan: SelfAttentionPlan, layer: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope, plan: SelfAttentionPlan, layer: int, precision: Precision,
+                backend: AttentionBackend) -> torch.Tensor:
         """x: ``[B, L, C]`` -> ``[B, L, C]``."""
-        heads = self.num_heads
-        x = x.to(_compute_dtype(self.q))  # once for q, k and v
+        heads, linear = self.num_heads, precision.linear
+        x = x.to(precision.activation_dtype(self.q))  # once for q, k and v
         q = rope.apply(rearrange(self.norm_q(linear(self.q, x)), "b l (h d) -> b l h d", h=heads))
         k = rope.apply(rearrange(self.norm_k(linear(self.k, x)), "b l (h d) -> b l h d", h=heads))
         v = rearrange(linear(self.v, x), "b l (h d) -> b l h d", h=heads)
-        out = plan.attend(layer, q, k, v)  # [B, L, H, D]
+        out = plan.attend(layer, q, k, v, backend)  # [B, L, H, D]
         return linear(self.o, rearrange(out, "b l h d -> b l (h d)"))
 
 
 class CrossAttention(Projections):
     """Wan text cross-attention; its K/V depend only on the prompt and are cached per prompt."""
 
-    def kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def kv(self, context: torch.Tensor, precision: Precision) -> tuple[torch.Tensor, torch.Tensor]:
         """context: ``[B, Lc, C]`` -> k, v ``[B, Lc, H, D]``."""
-        k = rearrange(self.norm_k(linear(self.k, context)), "b l (h d) -> b l h d", h=self.num_heads)
-        v = rearrange(linear(self.v, context), "b l (h d) -> b l h d", h=self.num_heads)
+        k = rearrange(self.norm_k(precision.linear(self.k, context)), "b l (h d) -> b l h d", h=self.num_heads)
+        v = rearrange(precision.linear(self.v, context), "b l (h d) -> b l h d", h=self.num_heads)
         return k, v
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], precision: Precision,
+                backend: AttentionBackend) -> torch.Tensor:
         """x: ``[B, L, C]``; kv from :meth:`kv` -> ``[B, L, C]``."""
-        q = rearrange(self.norm_q(linear(self.q, x)), "b l (h d) -> b l h d", h=self.num_heads)
+        q = rearrange(self.norm_q(precision.linear(self.q, x)), "b l (h d) -> b l h d", h=self.num_heads)
         k, v = kv
         if k.shape[0] != q.shape[0]:  # one prompt shared by a batch
             k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
-        return linear(self.o, rearrange(attention(q, k, v), "b l h d -> b l (h d)"))
+        return precision.linear(self.o, rearrange(attention(q, k, v, None, backend), "b l h d -> b l (h d)"))
 
 
 class Block(nn.Module):
@@ -308,14 +195,17 @@ class Block(nn.Module):
         cross_kv: tuple[torch.Tensor, torch.Tensor],
         plan: SelfAttentionPlan,
         layer: int,
+        precision: Precision,
+        backend: AttentionBackend = SDPA,
     ) -> torch.Tensor:
-        """x: ``[B, L, C]`` fp32 residual stream; e0: ``[B, G, 6, C]`` fp32 time projection."""
-        dt = _compute_dtype(self.self_attn.q)
+        """x: ``[B, L, C]`` fp32 residual stream; e0: ``[B, G, 6, C]`` fp32 time projection; the model's precision
+        policy and attention backend."""
+        dt, linear = precision.activation_dtype(self.self_attn.q), precision.linear
         mod = fp32_view(self.modulation).unsqueeze(0) + e0  # [B, G, 6, C]
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.unbind(2)  # each [B, G, C]
-        y = self.self_attn(norm_modulate(self.norm1, x, shift1, scale1, dt), rope, plan, layer)  # [B, L, C]
+        y = self.self_attn(norm_modulate(self.norm1, x, shift1, scale1, dt), rope, plan, layer, precision, backend)
         x = add_gated(x, y, gate1)
-        y = self.cross_attn(self.norm3(x), cross_kv)  # [B, L, C]
+        y = self.cross_attn(self.norm3(x), cross_kv, precision, backend)  # [B, L, C]
         x = x + y  # fp32 residual; a bf16 y is promoted inside the add (no separate upcast kernel)
         y = linear(self.ffn[2], self.ffn[1](linear(self.ffn[0], norm_modulate(self.norm2, x, shift2, scale2, dt))))
         return add_gated(x, y, gate2)
@@ -331,11 +221,11 @@ class Head(nn.Module):
         self.head = nn.Linear(dim, config.out_dim * math.prod(config.patch_size))
         self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, e: torch.Tensor, precision: Precision) -> torch.Tensor:
         """x: ``[B, L, C]``; e: ``[B, G, C]`` time embedding -> ``[B, L, out_dim * prod(patch)]`` fp32."""
         mod = fp32_view(self.modulation).unsqueeze(0) + e.unsqueeze(2)  # [B, G, 2, C]
         shift, scale = mod.unbind(2)
-        return linear(self.head, modulate(self.norm(x), shift, scale)).float()
+        return precision.linear(self.head, modulate(self.norm(x), shift, scale)).float()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -376,11 +266,26 @@ class WanModel(nn.Module):
 
     # -- pieces -------------------------------------------------------------------------------------------------
 
+    attention: AttentionBackend = SDPA
+    """The attention kernel of this model's forwards (:mod:`chameleon_core.attention`): set per model (the pack's
+    nodes give theirs ComfyUI's attention), never swapped for the whole process."""
+
+    @property
+    def precision(self) -> Precision:
+        """The precision policy every forward of this model follows (:class:`~chameleon_core.precision.Precision`):
+        the one set by fp8 storage, a module view or training, else compute in the weight dtype."""
+        explicit = self.__dict__.get("_precision")
+        return explicit if explicit is not None else Precision(self.blocks[0].self_attn.q.weight.dtype)
+
+    @precision.setter
+    def precision(self, policy: Precision | None) -> None:
+        self.__dict__["_precision"] = policy
+
     @property
     def dtype(self) -> torch.dtype:
-        """Compute dtype: activations, KV cache. Equals the weight dtype unless block weights are stored in fp8."""
-        w = self.blocks[0].self_attn.q
-        return w.compute_dtype if w.weight.dtype in FP8_DTYPES else w.weight.dtype
+        """Compute dtype: activations, KV cache (:attr:`precision`'s). Equals the weight dtype unless block weights
+        are stored in fp8."""
+        return self.precision.compute
 
     @property
     def device(self) -> torch.device:
@@ -406,7 +311,7 @@ class WanModel(nn.Module):
         pad = cfg.text_len - context.shape[1]
         ctx = F.pad(context.to(self.device, torch.float32), (0, 0, 0, pad))  # [B, text_len, text_dim]
         emb = self.text_embedding(ctx.to(self.dtype))  # [B, text_len, C]
-        return TextContext(tuple(block.cross_attn.kv(emb) for block in self.blocks))
+        return TextContext(tuple(block.cross_attn.kv(emb, self.precision) for block in self.blocks))
 
     def embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Timesteps ``[B, G]`` -> embedding e ``[B, G, C]`` and block modulation e0 ``[B, G, 6, C]`` (fp32).
@@ -442,9 +347,10 @@ class WanModel(nn.Module):
 
     def _embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, g = t.shape
-        e = linear32(self.time_embedding[0], sinusoidal_embedding(self.config.freq_dim, t.reshape(-1)))
-        e = linear32(self.time_embedding[2], F.silu(e)).view(b, g, -1)  # [B, G, C]
-        e0 = linear32(self.time_projection[1], F.silu(e)).unflatten(-1, (6, self.config.dim))  # [B, G, 6, C]
+        embed, project = self.precision.linear_of("time_embedding"), self.precision.linear_of("time_projection")
+        e = embed(self.time_embedding[0], sinusoidal_embedding(self.config.freq_dim, t.reshape(-1)))
+        e = embed(self.time_embedding[2], F.silu(e)).view(b, g, -1)  # [B, G, C]
+        e0 = project(self.time_projection[1], F.silu(e)).unflatten(-1, (6, self.config.dim))  # [B, G, 6, C]
         return e, e0
 
     def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
@@ -478,9 +384,10 @@ class WanModel(nn.Module):
     ) -> torch.Tensor:
         """Tokens ``[B, L, C]`` with timesteps ``[B, G]`` (G divides L) -> head output ``[B, L, out*prod(patch)]``."""
         e, e0 = self.embed_time(t)
+        precision, backend = self.precision, self.attention
         for i, block in enumerate(self.blocks):
-            x = block(x, e0, rope, text.kv[i], plan, i)
-        return self.head(x, e)
+            x = block(x, e0, rope, text.kv[i], plan, i, precision, backend)
+        return self.head(x, e, precision)
 
     def clear_caches(self) -> WanModel:
         """Drop the derived caches (timestep embeddings, fp32 copies of small weights, RoPE tables).
@@ -556,7 +463,7 @@ class WanModel(nn.Module):
         ``[B, C, 1, H, W]`` are prepended at timestep 0 with RoPE frames 0 and 1 (video from 2). ``attn_mask``:
         boolean ``[L, L]`` over all tokens, conditions first. Returns the prediction for the video frames only,
         ``[B, out, T, H, W]`` fp32. ``condition_bias``: an additive logit bias on the condition keys for the video
-        queries (condition weighting, :mod:`chameleon_core.guidance`); None or omitted is the plain forward.
+        queries (condition weighting, :mod:`chameleon_core.stream_options`); None or omitted is the plain forward.
         """
         conds = [c for c in (reference, garment) if c is not None]
         if len(conds) == 1:

@@ -3,15 +3,16 @@
 A Wan DiT loaded elsewhere (ComfyUI's ``UNETLoader``, a GGUF loader, ...) has the official submodule names
 (``blocks.N.self_attn.q``, ``head.modulation``, ...), but its layers cast, dequantise, patch (LoRA) and offload their
 weights in their own ``forward``. A view is a :class:`~chameleon_core.model.WanModel` whose layers *are* those
-modules: every linear / conv / norm layer is called as a module (:class:`~chameleon_core.model.CalledLayer` where the
-core would read the weight), and the raw parameters (the blocks' and head's ``modulation``) are read through the
+modules: every linear / conv / norm layer is called as a module (:class:`~chameleon_core.precision.CalledLayer` where
+the core would read the weight, fed the dtype the view's :class:`~chameleon_core.precision.Precision` decides: the
+same policy object the core's own model follows), and the raw parameters (the blocks' and head's ``modulation``) are read through the
 owner's module each call and brought to the compute device by a ``cast`` function the owner supplies (a LoRA patch may
 replace the parameter object, so the view never keeps one). Everything else -- RoPE, the in-context conditions, the
 KV-cache plans, the chunk step, rescheduling -- is the core's, unchanged.
 
 The view holds no weights of its own and is never moved (``.to`` raises): the owner decides where weights live.
 This module imports nothing outside PyTorch; the ComfyUI side (which MODEL, which device, which cast) is
-``nodes/adapters.py``.
+``nodes/adapters/native.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import torch
 from torch import nn
 
 from .config import WanConfig
-from .model import Block, CalledLayer, CrossAttention, Head, SelfAttention, WanModel
+from .model import Block, CrossAttention, Head, SelfAttention, WanModel
+from .precision import CalledLayer, Precision
 
 ParamCast = Callable[[torch.Tensor, torch.dtype, torch.device], torch.Tensor]
 """``cast(parameter, dtype, device) -> tensor``: how the owner brings a raw parameter to the compute device."""
@@ -103,23 +105,24 @@ class ModuleView(WanModel):
     """The core Wan DiT running on ``source``'s modules (see the module docstring).
 
     ``source``: a Wan DiT module with the official names and constructor attributes (:func:`config_of`);
-    ``compute_dtype``: activations and KV cache dtype; ``device``: where the forward runs (the owner must have made
-    the modules usable there, e.g. loaded or set up to stream their weights); ``cast``: how raw parameters reach
-    ``device`` (:func:`plain_cast` by default); ``layer_casts(module)``: whether a layer casts its weights to its
-    input's dtype on this call (None: none does). A layer that does not cast is fed its own weight dtype, as the
-    owner's forward feeds it (e.g. ComfyUI's fp32 patch embedding in a bf16 model, or bf16 time-embedding layers).
+    ``precision``: the view's policy: ``compute`` is the activations' and KV cache's dtype, ``layer_casts(module)``
+    says whether a layer casts its weights to its input's dtype on this call (a layer that does not is fed its own
+    weight dtype, as the owner's forward feeds it: e.g. ComfyUI's fp32 patch embedding in a bf16 model);
+    ``device``: where the forward runs (the owner must have made the modules usable there, e.g. loaded or set up to
+    stream their weights); ``cast``: how raw parameters reach ``device`` (:func:`plain_cast` by default).
     """
 
-    def __init__(self, source: nn.Module, *, compute_dtype: torch.dtype, device: torch.device | str,
-                 cast: ParamCast = plain_cast, config: WanConfig | None = None,
-                 layer_casts: Callable[[nn.Module], bool] | None = None) -> None:
+    def __init__(self, source: nn.Module, *, precision: Precision, device: torch.device | str,
+                 cast: ParamCast = plain_cast, config: WanConfig | None = None) -> None:
         nn.Module.__init__(self)
         self.config = config if config is not None else config_of(source)
         device = torch.device(device)
-        self._view_dtype, self._view_device = compute_dtype, device
+        self._view_device = device
+        self.precision = precision
         object.__setattr__(self, "source", source)
+
         def layer(inner: nn.Module) -> CalledLayer:
-            return CalledLayer(inner, compute_dtype, layer_casts)
+            return CalledLayer(inner, precision)
 
         self.patch_embedding = layer(source.patch_embedding)
         self.text_embedding = source.text_embedding
@@ -128,10 +131,6 @@ class ModuleView(WanModel):
         self.time_projection = nn.Sequential(nn.SiLU(), layer(source.time_projection[1]))
         self.blocks = nn.ModuleList([_ViewBlock(b, self.config, layer, cast, device) for b in source.blocks])
         self.head = _ViewHead(source.head, layer, cast, device)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._view_dtype
 
     @property
     def device(self) -> torch.device:

@@ -37,7 +37,7 @@ import torch
 
 from .cache import Region
 from .causal import chunk_forward, prefill_conditions
-from .decoding import ChunkDecoderVAE, last_pixel_frame
+from .decoding import ChunkDecoderVAE, StreamingDecoder
 from .latents import LatentFamily
 from .model import TextContext
 from .streaming import StreamState, cached_frames, check_finite_inputs
@@ -106,7 +106,7 @@ def switch_garment(
     reference = state.reference
     if disentangle:
         if new_reference is None:
-            if state.frames == 0:
+            if state.latent_frames == 0:
                 raise ValueError(
                     "disentangle needs a generated frame to take the new reference from, but the stream has none yet; "
                     "generate at least one chunk first or set disentangle=False"
@@ -122,7 +122,10 @@ def switch_garment(
                         "last decoded frame [B, 3, H, W], as the session loop does) or new_reference=, or start the "
                         "stream with keep_history=True"
                     )
-                last_frame = last_pixel_frame(codec, family, state.latents(), state.settings.chunk_frames)
+                # The causal decoder's last frame depends on everything before it: decode from the first frame
+                # (memory stays at one chunk). The session loop and the nodes hand over the frame they decoded.
+                last_frame = StreamingDecoder(codec, family).warm_up(state.latents(),
+                                                                     state.settings.chunk_frames).last_frame
             new_reference = reference_from_frame(codec, family, last_frame.to(codec.device, codec.dtype))
         if new_reference.shape != state.reference.shape:
             raise ValueError(
@@ -138,7 +141,7 @@ def switch_garment(
         cache.clear(Region.WINDOW, *((Region.SINK,) if withdraw_sink else ()))
     logger.info(
         "garment switch at latent frame %d: refresh=%s withdraw=%s (sink %s) disentangle=%s",
-        state.frames, refresh, withdraw, "dropped" if withdraw and withdraw_sink else "kept", disentangle,
+        state.latent_frames, refresh, withdraw, "dropped" if withdraw and withdraw_sink else "kept", disentangle,
     )
     return state.with_cache(cache, reference=reference, garment=new_garment, switches=state.switches + 1)
 
@@ -161,9 +164,9 @@ def switch_prompt(state: StreamState, context: torch.Tensor | TextContext, *, ne
         raise ValueError("new_shot needs a stream whose profile has shots (LongLive 2.0: shot_rope_offset / "
                          "shot_sink); this stream's prompt switch is a plain switch, pass new_shot=False")
     rule = settings.prompt_recache
-    groups = cached_frames(state) if rule != "none" and state.frames else []
+    groups = cached_frames(state) if rule != "none" and state.latent_frames else []
     cond = settings.cond_frames
-    if rule == "window" and state.frames > settings.cache_frames - cond:
+    if rule == "window" and state.latent_frames > settings.cache_frames - cond:
         # LongLive 1.0 past its cache length: the sink keeps its keys, the window is re-encoded beside it.
         sink = set(state.geometry.region_slots(Region.SINK))
         groups = [g for g in groups if not set(g[0]) & sink]
@@ -186,8 +189,8 @@ def switch_prompt(state: StreamState, context: torch.Tensor | TextContext, *, ne
             x = latents.to(model.device)
             chunk_forward(model, cache, text, x, torch.zeros(b, device=model.device), slots,
                           local_frames=state.local_frames)
-    shot = new_shot and state.frames > 0
-    logger.info("prompt switch at latent frame %d (%s re-cache): re-cached %d chunks%s", state.frames, rule,
+    shot = new_shot and state.latent_frames > 0
+    logger.info("prompt switch at latent frame %d (%s re-cache): re-cached %d chunks%s", state.latent_frames, rule,
                 len(groups), ", new shot" if shot else "")
     changes = {"shot": state.shot + 1, "pin_next": settings.shot_sink} if shot else {}
     return state.with_cache(cache, text=text, switches=state.switches + 1, **changes)

@@ -14,7 +14,7 @@ Two layers:
    infinite; it is first order there and returns the last x0 prediction exactly. ``tests/test_samplers.py`` checks
    this module against diffusers' scheduler step by step.
 
-2. :func:`sample_teacher`: FashionChameleon's in-context teacher (DESIGN.md sections 1, 2 and 4). The reference and
+2. :func:`sample_teacher`: FashionChameleon's in-context teacher (``docs/design.md``: the method, the facts). The reference and
    garment latents are passed to the model, which places them as clean frames (timestep 0, RoPE frames 0 and 1) in
    front of the noisy video and returns the velocity of the video frames only. Classifier-free guidance mixes a
    positive and a negative prompt, ``v = v_neg + cfg * (v_pos - v_neg)``; the paper samples with UniPC, 50 steps,
@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .guidance import ConditionWeighting, as_weighting
+from .stream_options import ConditionWeighting, as_weighting
 from .model import TextContext, WanModel
 from .schedules import NUM_TRAIN_TIMESTEPS, model_timestep, teacher_sigmas
 
@@ -410,7 +410,7 @@ def sample_teacher(
         integer_timesteps: feed the model ``1000 * sigma`` rounded to the model's compute dtype and truncated
             (:func:`~chameleon_core.schedules.model_timestep`), as the authors' pipeline does (its scheduler
             stores timesteps as int64); False feeds the exact ``1000 * sigma``. The solver always uses exact sigmas.
-        condition_weights: condition weighting (:mod:`chameleon_core.guidance`): a ``ConditionWeighting`` or one
+        condition_weights: condition weighting (:mod:`chameleon_core.stream_options`): a ``ConditionWeighting`` or one
             additive logit bias per step on the reference and garment keys, seen by the video queries (both CFG passes); 0 or None is the plain
             attention.
 

@@ -43,6 +43,7 @@ import torch
 
 from .chunk_step import ChunkInterrupted
 from .decoding import ChunkDecoderVAE, StreamingDecoder
+from .frames import video_frames as video_frames_of
 from .images import fit_garment, to_pixels
 from .rescheduling import (
     FrameCodec,
@@ -214,7 +215,7 @@ class Session:
         if decode and codec is None and decoder is None:
             raise ValueError("decode=True needs the VAE (codec=...) or a decoder (decoder=...); pass decode=False to "
                              "generate latents only")
-        first = 0 if state.frames else 1  # a continued stream may switch at the boundary it starts at
+        first = 0 if state.latent_frames else 1  # a continued stream may switch at the boundary it starts at
         for event in timeline:
             if isinstance(event.switch, GarmentSwitch) and not state.settings.conditions:
                 raise ValueError(
@@ -226,13 +227,14 @@ class Session:
                     f"a {event.switch.kind} switch at chunk {event.chunk} is outside the session's boundaries "
                     f"({first}..{'any' if chunks is None else chunks - 1}); switches happen between chunks"
                 )
-        if continue_decode is not None and continue_decode.latent_frames != state.frames:
+        if continue_decode is not None and continue_decode.latent_frames != state.latent_frames:
             raise ValueError(
                 f"continue_decode has decoded {continue_decode.latent_frames} latent frames but the stream has "
-                f"{state.frames}; pass the decoder of the session that produced this state"
+                f"{state.latent_frames}; pass the decoder of the session that produced this state"
             )
         check_stream_options(state, steps=steps, chunks=chunks)  # a short source video fails here, not mid-way
         self._state = state
+        self._starts_video = state.latent_frames == 0
         self._rollout: Rollout | None = None
         self.chunks = chunks
         self.codec = codec
@@ -268,16 +270,13 @@ class Session:
         """A session that starts from a stream with frames continues its video: the decoder first runs over the
         stream's latents so far (output discarded), so the session's frames and disentangle's last frame are those of
         the continuous decode. Returns the video frames this produced (the session's output counts from 0 after)."""
-        if state.frames == 0:
+        if state.latent_frames == 0:
             return 0
         if not state.history_complete:
             logger.warning("the stream kept only its cached latents (keep_history=False), so the decode restarts at "
-                           "latent frame %d: the session's first frames are decoded as a new video", state.frames)
+                           "latent frame %d: the session's first frames are decoded as a new video", state.latent_frames)
             return 0
-        latents, c = state.latents(), state.settings.chunk_frames
-        for start in range(0, latents.shape[2], c):
-            self.decoder.decode(latents[:, :, start : start + c])
-        return self.decoder.video_frames
+        return self.decoder.warm_up(state.latents(), state.settings.chunk_frames).video_frames
 
     def _finish(self) -> None:
         if self._rollout is not None:
@@ -288,8 +287,13 @@ class Session:
         """Video frames produced so far (decoded, or what decoding would give)."""
         if self.decoder is not None:
             return self.decoder.video_frames - self._video_offset
-        family = self._state.model.config.latent
-        return family.pixel_frames(self.done * self._state.settings.chunk_frames) if self.done else 0
+        return self._chunk_first_video_frame(self.done)
+
+    def _chunk_first_video_frame(self, chunk: int) -> int:
+        """Where chunk ``chunk`` of this session starts in its output, counted without decoding (a session that
+        continues a stream continues its video: no first frame on its own)."""
+        return video_frames_of(chunk * self._state.settings.chunk_frames, from_start=self._starts_video,
+                            stride=self._state.model.config.latent.temporal_stride)
 
     # -- the loop -------------------------------------------------------------------------------------------------
 
@@ -401,8 +405,7 @@ class Session:
 
     def _collect(self, g: _Generated) -> SessionChunk:
         if g.decoded is None:
-            first = self._state.model.config.latent.pixel_frames(g.index * self._state.settings.chunk_frames) \
-                if g.index else 0
+            first = self._chunk_first_video_frame(g.index)
             pixels, decode_s = None, 0.0
         else:
             first, pixels, decode_s = g.decoded.result()
@@ -441,7 +444,7 @@ class Session:
             self._state = self._switch_garment(switch)
         _sync(device)
         seconds = time.perf_counter() - t0
-        applied = AppliedSwitch(switch.kind, switch.label, self.done, self._state.frames, self.video_frames, seconds)
+        applied = AppliedSwitch(switch.kind, switch.label, self.done, self._state.latent_frames, self.video_frames, seconds)
         self.applied.append(applied)
         logger.info("%s switch to %s before chunk %d (video frame %d): %.3f s", switch.kind, switch.label, self.done,
                     applied.video_frame, seconds)

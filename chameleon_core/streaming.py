@@ -1,4 +1,4 @@
-"""Streaming generation with immutable stream states (DESIGN.md section 4).
+"""Streaming generation with immutable stream states (``docs/design.md``: the stream state, device memory).
 
 A :class:`StreamState` is an immutable snapshot of one stream: model handle, prompt, condition latents, KV cache,
 frame counter, RNG state and the clean latents generated so far. Operations return a new state and never change
@@ -19,9 +19,11 @@ window, sink, steps, sampler: a stream profile, :mod:`chameleon_core.profiles`):
 conditions, optionally from a first-frame image (image-to-video), with multi-shot RoPE offsets and shot sinks.
 
 Device memory (the policy): a cache at 5B / 704p is several GB, and a workflow with a chain of switches keeps many
-states alive. A process-wide :class:`CacheResidency` keeps at most ``max_device_caches`` caches (default 2) on the
-accelerator, least recently used first out; older ones are moved to host memory and brought back when an operation
-uses them. Moving is bit-exact, so a spilled state gives the same frames as one that stayed put.
+states alive. A :class:`CacheResidency` keeps at most ``max_device_caches`` caches (default 2) on the accelerator,
+least recently used first out; older ones are moved to host memory and brought back when an operation uses them.
+Moving is bit-exact, so a spilled state gives the same frames as one that stayed put. The residency manager belongs
+to whoever creates streams: :func:`start_stream` takes one (the node pack passes the one all its streams share), and
+every state derived from a stream keeps its stream's; without one a stream gets a manager of its own.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from .cache import CacheGeometry, KVCache, Region
 from .causal import prefill_conditions
 from .chunk_step import ChunkInterrupted, denoise_chunk
 from .config import StreamSettings
-from .guidance import ConditionWeighting, SourceVideo, as_weighting, check_local_frames
+from .frames import latent_frames_covering
+from .stream_options import ConditionWeighting, SourceVideo, as_weighting, check_local_frames
 from .memory import check_stream_memory, check_stream_sizes, estimate_stream_memory
 from .model import TextContext, WanModel
 from .schedules import StepSchedule, step_schedule, student_steps_for, student_timesteps
@@ -81,15 +84,18 @@ def check_finite_inputs(**inputs: torch.Tensor | None) -> None:
 
 
 class _CacheBox:
-    """Holds a state's cache; the residency manager may swap its storage between device and host."""
+    """Holds a state's cache; its residency manager may swap the storage between device and host."""
 
-    def __init__(self, cache: KVCache, home: torch.device) -> None:
+    def __init__(self, cache: KVCache, home: torch.device, residency: CacheResidency) -> None:
         self.cache = cache
         self.home = home
+        self.residency = residency
 
 
 class CacheResidency:
-    """Keeps at most ``max_device_caches`` stream caches on their accelerator; spills the rest to host memory."""
+    """Keeps at most ``max_device_caches`` stream caches on their accelerator; spills the rest to host memory.
+
+    One manager bounds the caches of every stream started with it (and of every state derived from them)."""
 
     def __init__(self, max_device_caches: int = 2) -> None:
         self.max_device_caches = max_device_caches
@@ -114,9 +120,6 @@ class CacheResidency:
         """How many tracked caches currently sit on an accelerator."""
         with self._lock:
             return sum(1 for r in self._lru if r() is not None and r().cache.device.type != "cpu")
-
-
-RESIDENCY = CacheResidency()
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -148,10 +151,11 @@ class StreamState:
     """How many switches (garment or prompt) happened so far; informational."""
     history_starts: tuple[int, ...] = ()
     """First latent frame of each entry of ``history`` (they may have gaps once history is trimmed)."""
-    frame_count: int = 0
-    """Video latent frames generated so far (kept here because a trimmed history no longer tells)."""
+    latent_frames: int = 0
+    """Latent frames generated so far (kept here because a trimmed history no longer tells); the next chunk starts
+    at RoPE frame ``cond_frames + latent_frames``."""
     source: SourceVideo | None = field(default=None, repr=False)
-    """A source video streamed into each chunk (try-on / motion transfer, :mod:`chameleon_core.guidance`)."""
+    """A source video streamed into each chunk (try-on / motion transfer, :mod:`chameleon_core.stream_options`)."""
     condition_weights: ConditionWeighting | None = None
     """Condition weighting: a logit bias per denoising step on the reference and garment keys, or None."""
     local_frames: int | None = None
@@ -170,7 +174,7 @@ class StreamState:
     @property
     def cache(self) -> KVCache:
         """The KV cache, brought to the model's device. Treat it as read-only."""
-        return RESIDENCY.touch(self._box)
+        return self._box.residency.touch(self._box)
 
     @property
     def timesteps(self) -> tuple[float, ...]:
@@ -187,14 +191,9 @@ class StreamState:
         return self.shot * self.settings.shot_rope_offset
 
     @property
-    def frames(self) -> int:
-        """Video latent frames generated so far; the next chunk starts at RoPE frame ``2 + frames``."""
-        return self.frame_count
-
-    @property
     def history_complete(self) -> bool:
         """True while ``history`` holds every chunk since the start (nothing trimmed)."""
-        return sum(chunk.shape[2] for chunk in self.history) == self.frame_count
+        return sum(chunk.shape[2] for chunk in self.history) == self.latent_frames
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
@@ -202,7 +201,7 @@ class StreamState:
 
     @property
     def next_position(self) -> int:
-        return self.settings.cond_frames + self.frames
+        return self.settings.cond_frames + self.latent_frames
 
     def latents(self) -> torch.Tensor:
         """All clean latents so far, model space ``[B, C, frames, h, w]`` (host).
@@ -215,7 +214,7 @@ class StreamState:
             held = ", ".join(f"{s}..{s + x.shape[2] - 1}" for s, x in zip(self.history_starts, self.history))
             raise ValueError(
                 f"this stream keeps only the latents still in its KV cache (StreamSettings(keep_history=False)): "
-                f"frames {held or 'none'} of {self.frame_count}; take each segment's latents from generate() or the "
+                f"frames {held or 'none'} of {self.latent_frames}; take each segment's latents from generate() or the "
                 "session as they are made, or start the stream with keep_history=True"
             )
         if not self.history:
@@ -241,9 +240,9 @@ class StreamState:
 
     def with_cache(self, cache: KVCache, **changes) -> StreamState:
         """A new state with ``cache`` (already private to it) and the given field changes."""
-        box = _CacheBox(cache, self._box.home)
+        box = _CacheBox(cache, self._box.home, self._box.residency)
         new = replace(self, _box=box, **changes)
-        RESIDENCY.touch(box)
+        box.residency.touch(box)
         return new
 
     def private_cache(self) -> KVCache:
@@ -261,6 +260,7 @@ def start_stream(
     settings: StreamSettings | None = None,
     first_frame: torch.Tensor | None = None,
     latent_size: tuple[int, int] | None = None,
+    residency: CacheResidency | None = None,
 ) -> StreamState:
     """Start a stream: prefill the reference and garment KV and return the initial state.
 
@@ -271,6 +271,9 @@ def start_stream(
     Without conditions (``settings.conditions`` False: a public student's profile) there is no reference or garment:
     pass ``first_frame`` (a model-space ``[B, C, 1, h, w]`` latent the stream's frame 0 is held to: image-to-video)
     or ``latent_size`` (``(h, w)`` in latent pixels: text-to-video).
+
+    ``residency``: the manager that bounds how many caches of this stream (and of others started with the same one)
+    stay on the accelerator; None gives the stream one of its own.
     """
     settings = settings or StreamSettings()
     cfg = model.config
@@ -351,13 +354,13 @@ def start_stream(
         text=text,
         reference=reference,
         garment=garment,
-        _box=_CacheBox(cache, device),
+        _box=_CacheBox(cache, device, residency if residency is not None else CacheResidency()),
         rng_state=gen.get_state(),
         history=(),
         size=(batch, cfg.in_dim, h, w),
         first_frame=None if first_frame is None else first_frame.to(device, torch.float32),
     )
-    RESIDENCY.touch(state._box)
+    state._box.residency.touch(state._box)
     logger.info(
         "stream started: %s, %d tokens/frame, cache %d frames (%.1f MB)%s",
         cfg.name, geometry.tokens_per_frame, geometry.slots, cache.nbytes / 2**20,
@@ -406,22 +409,20 @@ def chunks_for(state: StreamState, latent_frames: int) -> int:
 
 
 def latent_frames_for(state: StreamState, video_frames: int) -> int:
-    """Latent frames to generate for ``video_frames`` more video frames from ``state``.
-
-    The causal VAE decodes the stream's first latent frame to one video frame and every later one to
-    ``temporal_stride`` (4): the first segment takes ``(frames - 1) // 4 + 1`` latent frames, a later one
-    ``ceil(frames / 4)``. :func:`generate` then rounds up to whole chunks. Fewer video frames than one chunk shows
-    raise ValueError (naming the minimum).
+    """Latent frames to generate for at least ``video_frames`` more video frames from ``state``
+    (:func:`~chameleon_core.frames.latent_frames_covering`: the stream's first latent frame is one video frame,
+    every later one ``temporal_stride``); :func:`generate` then rounds up to whole chunks. Fewer video frames than
+    one chunk shows raise ValueError (naming the minimum).
     """
     family, c = state.model.config.latent, state.settings.chunk_frames
-    first = state.frames == 0
-    one_chunk = family.pixel_frames(c) if first else c * family.temporal_stride
+    first = state.latent_frames == 0
+    one_chunk = family.video_frames(c, from_start=first)
     if video_frames < one_chunk:
         raise ValueError(
             f"{video_frames} video frames are fewer than one chunk ({c} latent frames = {one_chunk} video frames "
             f"{'at the start of a stream' if first else 'after the start'}); use at least {one_chunk}"
         )
-    return family.latent_frames(video_frames) if first else -(-video_frames // family.temporal_stride)
+    return latent_frames_covering(video_frames, from_start=first, stride=family.temporal_stride)
 
 
 def schedule(steps: int, shift: float) -> tuple[float, ...]:
@@ -464,8 +465,8 @@ class Rollout:
         self._collect = collect
         self._new: list[torch.Tensor] = []
         self._made = 0
-        self.frames = state.frames
-        """Video latent frames of the stream including this rollout's chunks."""
+        self.latent_frames = state.latent_frames
+        """Latent frames of the stream including this rollout's chunks."""
         self._pin_next = state.pin_next
 
     def _noise(self, _step: int) -> torch.Tensor:
@@ -483,23 +484,23 @@ class Rollout:
             raise RuntimeError("this rollout has finished; continue from the state finish() returned")
         state, c, cache = self.state, self.state.settings.chunk_frames, self._cache
         window_head, rng = cache.window_head, self._gen.get_state()
-        source = None if state.source is None else state.source.chunk(self.frames, c, self.timesteps, state.model.device)
+        source = None if state.source is None else state.source.chunk(self.latent_frames, c, self.timesteps, state.model.device)
         # 1. Claim the chunk's slots (evicts the oldest history frames once the window is full).
         window_pins = cache.pinned
-        slots = cache.reserve(c, state.settings.cond_frames + self.frames)
+        slots = cache.reserve(c, state.settings.cond_frames + self.latent_frames)
         try:
             if self.noise == "device":
                 seed = int(torch.randint(0, 2**62, (), generator=self._gen))  # the CPU generator carries the stream
                 self._device_gen = torch.Generator(device=state.model.device).manual_seed(seed)
             # 2-3. Few-step denoising, then the clean pass that writes the chunk's keys (the shared chunk step).
-            clean = state.first_frame if self.frames == 0 else None  # image-to-video: frame 0 is the image
+            clean = state.first_frame if self.latent_frames == 0 else None  # image-to-video: frame 0 is the image
             x0 = denoise_chunk(state.model, cache, state.text, slots, self.schedule, self._noise,
                                clean_pass=self.clean_pass, source=source, condition_bias=self.condition_bias,
                                local_frames=state.local_frames, should_stop=self.should_stop, clean_frames=clean,
                                rope_offset=state.rope_offset)
             if not bool(torch.isfinite(x0).all()):  # one host sync per chunk, not per layer
                 raise NonFiniteChunkError(
-                    f"chunk {self._made} (latent frames {self.frames}..{self.frames + c - 1}) contains NaN/inf. The "
+                    f"chunk {self._made} (latent frames {self.latent_frames}..{self.latent_frames + c - 1}) contains NaN/inf. The "
                     "last complete stream state is kept. Likely causes: fp16 overflow (use bf16 or fp32), or corrupt "
                     "weights"
                 )
@@ -518,10 +519,10 @@ class Rollout:
             self._pin_next = False
         host = x0.cpu() if x0.device.type != "cpu" else x0.clone()  # never share storage with what is handed out
         self._history.append(host)
-        self._starts.append(self.frames)
+        self._starts.append(self.latent_frames)
         if self._collect:
             self._new.append(host)
-        self.frames += c
+        self.latent_frames += c
         self._made += 1
         if not state.settings.keep_history:
             self._trim()
@@ -553,7 +554,7 @@ class Rollout:
         if not self._made:
             return self.state
         return self.state.with_cache(cache, rng_state=self._gen.get_state(), history=tuple(self._history),
-                                     history_starts=tuple(self._starts), frame_count=self.frames,
+                                     history_starts=tuple(self._starts), latent_frames=self.latent_frames,
                                      pin_next=self._pin_next)
 
     def latents(self) -> torch.Tensor:
@@ -612,7 +613,7 @@ def check_stream_options(state: StreamState, *, steps: int | None, chunks: int |
     """Refuse, before any work, options that would fail mid-way: a source video shorter than ``chunks`` more
     chunks, a condition weighting whose explicit values do not fit the steps (ValueError naming both)."""
     if state.source is not None and chunks is not None:
-        state.source.check_covers(state.frames, chunks * state.settings.chunk_frames)
+        state.source.check_covers(state.latent_frames, chunks * state.settings.chunk_frames)
     if state.condition_weights is not None:
         n = len(state.step_schedule(steps))
         state.condition_weights.for_steps(n, "this stream")
@@ -623,9 +624,9 @@ def with_options(state: StreamState, *, source: SourceVideo | None | object = _U
                  local_frames: int | None | object = _UNSET) -> StreamState:
     """A new state with the given per-chunk options set (None turns one off; omitted ones are kept).
 
-    ``source``: a :class:`~chameleon_core.guidance.SourceVideo` (its ``offset`` places source frame 0 on a stream
+    ``source``: a :class:`~chameleon_core.stream_options.SourceVideo` (its ``offset`` places source frame 0 on a stream
     latent frame; chunks read the source until it ends, then generating more raises). ``condition_weights``: a
-    :class:`~chameleon_core.guidance.ConditionWeighting` or explicit values, one per step of the stream's schedule.
+    :class:`~chameleon_core.stream_options.ConditionWeighting` or explicit values, one per step of the stream's schedule.
     ``local_frames``: >= 1 or None. The cache is
     shared with ``state`` (neither changes it: every operation clones before writing).
     """

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -201,7 +201,7 @@ class TinyVideoDecoder(nn.Module):
             if isinstance(block, MemBlock):
                 frames = x.shape[0] // b
                 xt = x.view(b, frames, *x.shape[1:])  # [B, T, C, H, W]
-                prev = memory[i] if memory[i] is not None else torch.zeros_like(xt[:, 0])
+                prev = memory[i].to(xt.device) if memory[i] is not None else torch.zeros_like(xt[:, 0])
                 past = torch.cat([prev[:, None], xt[:, :-1]], dim=1).reshape(x.shape)  # the previous frame's input
                 memory[i] = xt[:, -1].clone()
                 x = block(x, past)
@@ -246,6 +246,10 @@ class TAEHVState:
     @property
     def nbytes(self) -> int:
         return sum(m.numel() * m.element_size() for m in self.memory if m is not None)
+
+    def to(self, device: torch.device | str) -> TAEHVState:
+        """A new state with the memory on ``device`` (bit-exact); this one is left as it is."""
+        return replace(self, memory=tuple(None if m is None else m.to(device) for m in self.memory))
 
 
 # ---------------------------------------------------------------------------------------------------------------

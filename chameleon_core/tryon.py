@@ -18,7 +18,7 @@ Here, with ``segment_chunks`` chunks per segment (the source's chunks ``0 .. N-1
 
 Both passes run the one session loop (:class:`~chameleon_core.session.Session`, latents only) and the one chunk
 step; segments do not depend on each other (a multi-GPU run could fill them in parallel). A garment change
-mid-video uses the plain streamed try-on (a :class:`~chameleon_core.guidance.SourceVideo` on a stream, switched
+mid-video uses the plain streamed try-on (a :class:`~chameleon_core.stream_options.SourceVideo` on a stream, switched
 with the three rescheduling operations); this function dresses the whole video in the start state's garment.
 """
 
@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import torch
 
-from .guidance import SourceVideo, check_strength
+from .stream_options import SourceVideo, check_strength
 from .session import Session
 from .streaming import StreamState, with_options
 
@@ -66,13 +66,13 @@ def keyframe_then_fill(
 
     state: a stream at frame 0 (after :func:`~chameleon_core.streaming.start_stream`; its condition weights and
     local window apply). video: model-space source latents ``[B, C, T, h, w]``; the whole chunks of it are used
-    (``T // chunk`` of them). mask: as :class:`~chameleon_core.guidance.SourceVideo`'s (``[.., T or 1, h, w]``).
+    (``T // chunk`` of them). mask: as :class:`~chameleon_core.stream_options.SourceVideo`'s (``[.., T or 1, h, w]``).
     progress(done, total) after every chunk (keyframes + fill). A stop (``should_stop``) ends early and returns the
     segments finished so far. Returns ``(latents [B, C, chunks * chunk, h, w], keyframes [B, C, K * chunk, h, w])``.
     """
     c = state.settings.chunk_frames
-    if state.frames != 0:
-        raise ValueError(f"keyframe_then_fill starts from a fresh stream (frame 0), got one at frame {state.frames}; "
+    if state.latent_frames != 0:
+        raise ValueError(f"keyframe_then_fill starts from a fresh stream (frame 0), got one at frame {state.latent_frames}; "
                          "connect the stream start directly")
     check_strength(strength)
     if isinstance(segment_chunks, bool) or not isinstance(segment_chunks, int) or segment_chunks < 1:

@@ -146,6 +146,11 @@ class VAEStreamState:
         """Memory held by the caches, in bytes."""
         return sum(t.numel() * t.element_size() for t in self.caches.values())
 
+    def to(self, device: torch.device | str) -> VAEStreamState:
+        """A new state with the caches on ``device`` (bit-exact); this one is left as it is (a later
+        ``consume`` of either releases only its own caches)."""
+        return replace(self, _tensors={k: v.to(device) for k, v in self._tensors.items()})
+
 
 class WanVAE:
     """A loaded Wan VAE: encode, decode, and their streaming forms. See the module docstring for conventions."""
@@ -348,7 +353,7 @@ class WanVAE:
         if not isinstance(video, torch.Tensor) or video.ndim != 5 or video.shape[1] != 3:
             raise ValueError(
                 f"expected a video tensor [B, 3, T, H, W] in [-1, 1], got {_describe(video)}; convert ComfyUI IMAGE "
-                "batches [B, H, W, C] with nodes.adapters.image_to_video"
+                "batches [B, H, W, C] with nodes.adapters.values.image_to_video"
             )
         if not video.is_floating_point():
             raise TypeError(f"video must be a floating-point tensor in [-1, 1], got dtype {video.dtype}")

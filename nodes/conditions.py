@@ -7,9 +7,13 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from . import adapters
+from ..chameleon_core.session import encode_condition
+from .adapters.checks import check_resolution
+from .adapters.vae import vae_codec, vae_family
+from .adapters.values import first_image
 from .errors import node_error
-from .types import ChameleonConditions, ConditionsSocket, with_aliases
+from .sockets import ConditionsSocket, with_aliases
+from .types import ChameleonConditions
 
 
 class ChameleonConditionsNode(io.ComfyNode):
@@ -37,14 +41,14 @@ class ChameleonConditionsNode(io.ComfyNode):
     @classmethod
     def execute(cls, vae, reference: torch.Tensor, garment: torch.Tensor, width: int, height: int) -> io.NodeOutput:
         node = "ChameleonConditions"
-        family = adapters.vae_family(node, vae)
-        adapters.check_resolution(node, family, width, height)
-        codec, size = adapters.codec(vae), (width, height)
-        reference, garment = adapters.first_image(node, "reference", reference), adapters.first_image(node, "garment",
+        family = vae_family(node, vae)
+        check_resolution(node, family, width, height)
+        codec, size = vae_codec(vae), (width, height)
+        reference, garment = first_image(node, "reference", reference), first_image(node, "garment",
                                                                                                        garment)
         return io.NodeOutput(ChameleonConditions(
-            reference=adapters.encode_condition(codec, family, reference, garment=False, size=size),
-            garment=adapters.encode_condition(codec, family, garment, garment=True, size=size),
+            reference=encode_condition(codec, family, reference, garment=False, size=size),
+            garment=encode_condition(codec, family, garment, garment=True, size=size),
             width=width, height=height, family=family.name,
         ))
 
@@ -82,12 +86,12 @@ class ChameleonVideoSizeNode(io.ComfyNode):
             if vae is None:
                 raise node_error(node, "vae", "not connected", "the first frame is encoded with the VAE",
                                           "connect the model's VAE, or remove the image for text-to-video")
-            fam = adapters.vae_family(node, vae)
-            adapters.check_resolution(node, fam, width, height)
-            first = adapters.encode_condition(adapters.codec(vae), fam, adapters.first_image(node, "image", image),
+            fam = vae_family(node, vae)
+            check_resolution(node, fam, width, height)
+            first = encode_condition(vae_codec(vae), fam, first_image(node, "image", image),
                                               garment=False, size=(width, height))
             family = fam.name
         elif vae is not None:
-            family = adapters.vae_family(node, vae).name
+            family = vae_family(node, vae).name
         return io.NodeOutput(ChameleonConditions(reference=None, garment=None, width=width, height=height,
                                                  family=family, first_frame=first))

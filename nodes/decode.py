@@ -2,12 +2,13 @@
 ChameleonSegmentJoin, which joins segments into one so a stream of any number of segments decodes as one video.
 
 ComfyUI's own VAE decodes a latent video in one go; decoding stream segments separately would leave seams at each
-boundary (the causal decoder restarts). The decode node runs the core's streaming decode (``decoding.decode_chunks``)
-over the very weights of the ComfyUI VAE it is given (no copy: ComfyUI's model management loads them on its device
-and accounts for them, ``adapters.ComfyCodec``): the causal convolution caches carry from chunk to chunk and across
-segments, so the frames equal one whole-video decode, while memory stays at one chunk. With the optional tiny
+boundary (the causal decoder restarts). The decode node runs the core's streaming decode
+(``decoding.VideoSegment``, ``decoding.decode_chunks``) over the very weights of the ComfyUI VAE it is given (no
+copy: ComfyUI's model management loads them on its device and accounts for them, ``adapters.vae.ComfyCodec``): the
+causal convolution caches carry from chunk to chunk and across segments, so the frames equal one whole-video decode, while memory stays at one chunk. With the optional tiny
 decoder (TAEHV) it decodes with that instead, the same way, at a small fraction of the cost and quality: the live
-path's decoder, not the one for final renders.
+path's decoder, not the one for final renders. What a garment switch already decoded of the segments (its
+disentangle reads the last frame of the continuous decode) is reused, not decoded again.
 
 Segments from Stream Generate carry where they start in their stream; both nodes refuse gaps, overlaps, wrong order
 and segments of different streams with an error naming the segment and the latent frames.
@@ -18,12 +19,19 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from . import adapters
+from ..chameleon_core.config import MAX_CHUNK_FRAMES, StreamSettings
+from ..chameleon_core.latents import latent_family
+from .adapters.segments import MAX_SEGMENTS, decoded_pieces, join_segments, latent_segments
+from .adapters.tiny_decoder import check_decoder
+from .adapters.vae import vae_codec, vae_family
+from .adapters.values import video_to_image
 from .errors import node_error
 from .progress import ChunkProgress, interrupted, raise_if_interrupted
-from .types import ChameleonPreviewDecoder, PreviewDecoderSocket, with_aliases
+from .sockets import PreviewDecoderSocket, with_aliases
+from .types import ChameleonPreviewDecoder
 
-MAX_SEGMENTS = 8
+DEFAULT_CHUNK_FRAMES = StreamSettings().chunk_frames
+"""Latent frames decoded per step by default: one chunk of the default stream."""
 SEGMENT_TOOLTIP = ("a ChameleonStreamGenerate 'segment' output (or a ChameleonSegmentJoin of several), in stream "
                    "order; gaps, overlaps and wrong order are refused.")
 
@@ -47,8 +55,9 @@ class ChameleonStreamDecode(io.ComfyNode):
             inputs=[io.Vae.Input("vae", tooltip="The Wan VAE matching the model: the decoder for final renders "
                                                 "(it also tells the latent family when a tiny decoder is given).")]
             + segments
-            + [io.Int.Input("chunk_frames", default=3, min=1, max=64,
-                            tooltip="Latent frames decoded per step (3 = one stream chunk)."),
+            + [io.Int.Input("chunk_frames", default=DEFAULT_CHUNK_FRAMES, min=1, max=MAX_CHUNK_FRAMES,
+                            tooltip=f"Latent frames decoded per step ({DEFAULT_CHUNK_FRAMES} = one stream chunk); "
+                                    "the frames are the same for any value, only memory changes."),
                PreviewDecoderSocket.Input("decoder", optional=True,
                                           tooltip="Optional tiny decoder (ChameleonTinyDecoderLoader, taew2_2 for "
                                                   "Wan2.2, taew2_1 for Wan2.1): decodes with it instead of the VAE, "
@@ -57,28 +66,29 @@ class ChameleonStreamDecode(io.ComfyNode):
         ))
 
     @classmethod
-    def execute(cls, vae, chunk_frames: int = 3, decoder: ChameleonPreviewDecoder | None = None,
+    def execute(cls, vae, chunk_frames: int = DEFAULT_CHUNK_FRAMES, decoder: ChameleonPreviewDecoder | None = None,
                 **segments) -> io.NodeOutput:
         node = "ChameleonStreamDecode"
-        family = adapters.vae_family(node, vae)  # the VAE first: a wrong VAE is named as such, not as a segment
-        latents = adapters.latent_segments(node, family, segments)
+        family = vae_family(node, vae)  # the VAE first: a wrong VAE is named as such, not as a segment
+        joined = latent_segments(node, family, segments)
         if decoder is not None:
-            adapters.check_decoder(node, decoder, family)
-        total = -(-latents.shape[2] // chunk_frames)
-        progress, frames = ChunkProgress(total), []
-        with_vae = decoder.decoder if decoder is not None else adapters.codec(vae)
-        chunks = adapters.decode_chunks(with_vae, latents, chunk_frames, should_stop=interrupted)
-        try:
-            for k, pixels in enumerate(chunks):
-                frames.append(adapters.video_to_image(pixels).cpu())
-                progress.raw(k, total, latents[:, :, k * chunk_frames : (k + 1) * chunk_frames])
+            check_decoder(node, decoder, family)
+        latent_frames = joined["samples"].shape[2]
+        total = -(-latent_frames // chunk_frames)
+        progress, frames, done = ChunkProgress(total), [], 0
+        with_vae = decoder.decoder if decoder is not None else vae_codec(vae)
+        try:  # what a garment switch already decoded with this VAE comes whole; the rest decodes chunk by chunk
+            for latents, pixels in decoded_pieces(joined, with_vae, chunk_frames, should_stop=interrupted):
+                frames.append(video_to_image(pixels).cpu())
+                done += latents.shape[2]
+                progress.raw(-(-done // chunk_frames) - 1, total, latents)
         except FloatingPointError as e:  # NaN/inf frames: never a silent black video
             if decoder is not None:
                 raise node_error(node, "decoder", decoder.name, str(e),
                                  "load the tiny decoder in fp32 or bf16, or check its file") from None
             raise node_error(node, "vae", "VAE", str(e),
                              "load the VAE in fp32 or bf16, or check the VAE file") from None
-        if len(frames) < total:
+        if done < latent_frames:
             raise_if_interrupted()
         return io.NodeOutput(torch.cat(frames, dim=0))
 
@@ -106,8 +116,8 @@ class ChameleonSegmentJoin(io.ComfyNode):
             raise node_error(node, "first", got, "not a video latent [B, C, T, h, w]",
                              "connect a ChameleonStreamGenerate 'segment' output")
         try:
-            family = adapters.latent_family(int(samples.shape[1]))
+            family = latent_family(int(samples.shape[1]))
         except ValueError as e:
             raise node_error(node, "first", f"shape {tuple(samples.shape)}", str(e),
                              "connect a ChameleonStreamGenerate 'segment' output") from None
-        return io.NodeOutput(adapters.join_segments(node, family, [("first", first), ("second", second)]))
+        return io.NodeOutput(join_segments(node, family, [("first", first), ("second", second)]))

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from ..chameleon_core.tools import demo_models
-from .model_files import prompt_embedding_names
+from .adapters.model_files import prompt_embedding_names
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import adapters, demo_files
+from . import demo_files
 from .conditions import ChameleonConditionsNode, ChameleonVideoSizeNode
 from .decode import ChameleonSegmentJoin, ChameleonStreamDecode
 from .live import ChameleonLiveStream
@@ -61,7 +61,6 @@ NODES: list[type[io.ComfyNode]] = [
 register_live_routes()  # the live node's routes on ComfyUI's server, once, when ComfyUI loads the pack
 logging.getLogger(__name__).info("FashionChameleon demo files: %s",  # model folders and input images, no command
                                  "; ".join(demo_files.register()) or "none found")
-adapters.install_comfy_attention()  # the core's attention follows ComfyUI's choice (--use-sage-attention, ...)
 
 
 class FashionChameleonExtension(ComfyExtension):

@@ -19,21 +19,20 @@ from pathlib import Path
 import torch
 from comfy_api.latest import io
 
-from . import adapters, live_frames, live_routes, live_sessions
+from ..chameleon_core.decoding import VideoSegment
+from ..chameleon_core.session import Session
+from ..chameleon_core.streaming import NonFiniteChunkError, chunks_for, latent_frames_for
+from . import live_frames, live_routes, live_sessions
+from .adapters.checks import check_conditions, check_student, check_vae
+from .adapters.stream_start import start_node_stream
+from .adapters.tiny_decoder import check_decoder
+from .adapters.vae import vae_codec
+from .adapters.values import encode_text, video_to_image
 from .errors import node_error, rewrap
 from .progress import LiveProgress, consume_interrupt, executing_ids, interrupted
+from .sockets import ConditionsSocket, ModelSocket, PreviewDecoderSocket, StreamSocket, with_aliases
 from .stream_nodes import settings_inputs
-from .types import (
-    ChameleonConditions,
-    ChameleonModel,
-    ChameleonPreviewDecoder,
-    ChameleonStream,
-    ConditionsSocket,
-    ModelSocket,
-    PreviewDecoderSocket,
-    StreamSocket,
-    with_aliases,
-)
+from .types import ChameleonConditions, ChameleonModel, ChameleonPreviewDecoder, ChameleonStream
 
 logger = logging.getLogger(__name__)
 
@@ -88,16 +87,16 @@ class ChameleonLiveStream(io.ComfyNode):
     def execute(cls, student: ChameleonModel, positive, conditions: ChameleonConditions, vae, seed: int, steps: int,
                 chunk_frames: int, cache_frames: int, sink_chunks: int, max_frames: int,
                 decoder: ChameleonPreviewDecoder | None = None, clip=None) -> io.NodeOutput:
-        adapters.check_student(NODE, "student", student)
-        family = adapters.check_conditions(NODE, student, conditions)
-        adapters.check_vae(NODE, vae, family)
+        check_student(NODE, "student", student)
+        family = check_conditions(NODE, student, conditions)
+        check_vae(NODE, vae, family)
         if decoder is not None:
-            adapters.check_decoder(NODE, decoder, family)
-        state = adapters.start_node_stream(NODE, student, positive, conditions, seed=seed, steps=steps,
+            check_decoder(NODE, decoder, family)
+        state = start_node_stream(NODE, student, positive, conditions, seed=seed, steps=steps,
                                            chunk_frames=chunk_frames, cache_frames=cache_frames,
                                            sink_chunks=sink_chunks)
         try:
-            chunks = adapters.chunks_for(state, adapters.latent_frames_for(state, max_frames)) if max_frames else None
+            chunks = chunks_for(state, latent_frames_for(state, max_frames)) if max_frames else None
         except ValueError as e:
             raise rewrap(NODE, "max_frames", max_frames, e, "raise max_frames to at least one chunk, or 0") from None
 
@@ -106,7 +105,7 @@ class ChameleonLiveStream(io.ComfyNode):
             id=f"{prompt_id or uuid.uuid4().hex}-{node_id or NODE}", node_id=node_id or "", prompt_id=prompt_id or "",
             accepts_prompt=clip is not None, accepts_garment=state.settings.conditions, max_frames=max_frames,
             api_prompt=_prompt(cls)))
-        encode = (lambda text: adapters.encode_text(clip, text)) if clip is not None else None
+        encode = (lambda text: encode_text(clip, text)) if clip is not None else None
         commands = live_sessions.CommandAdapter(live, encode)
         stop_pressed = False
         progress = LiveProgress(node_id, chunks)
@@ -116,24 +115,25 @@ class ChameleonLiveStream(io.ComfyNode):
             stop_pressed = stop_pressed or interrupted() or progress.cancelled
             return stop_pressed
 
-        session = adapters.Session(state, chunks=chunks, codec=adapters.codec(vae),
-                                   decoder=decoder.decoder if decoder is not None else None,
-                                   commands=commands, should_stop=should_stop)
+        decoding_vae = decoder.decoder if decoder is not None else vae_codec(vae)
+        session = Session(state, chunks=chunks, codec=vae_codec(vae), decoder=decoding_vae, commands=commands,
+                          should_stop=should_stop)
         client = live_routes.client()  # frames go to the client that queued the prompt (all clients: none)
         player = live_frames.FramePlayer(lambda frame: live_routes.send_frame(frame, client), FPS, progress,
                                          fields={"session": live.id, "node": live.node_id})
         live_routes.announce(live.snapshot(), client)
-        pixels, t0 = [], time.perf_counter()
+        pixels, latents, t0 = [], [], time.perf_counter()
         try:
             for chunk in session:
                 pixels.append(chunk.pixels.cpu())
-                player.add(chunk.index, adapters.video_to_image(chunk.pixels))
+                latents.append(chunk.latents)
+                player.add(chunk.index, video_to_image(chunk.pixels))
                 frames = session.video_frames
                 working = time.perf_counter() - t0 - player.waited  # generation speed: time waiting for the viewer out
                 live_sessions.REGISTRY.update(
                     live, chunk=chunk.index + 1, frames=frames, fps=frames / max(working, 1e-6),
                     timeline=[_switch(a) for a in session.applied])
-        except adapters.NonFiniteChunkError as e:
+        except NonFiniteChunkError as e:
             live_sessions.REGISTRY.update(live, status="failed", error=str(e))
             raise node_error(NODE, "student", student.name, str(e),
                              "load the model with weight_dtype bf16 or fp32") from None
@@ -148,8 +148,9 @@ class ChameleonLiveStream(io.ComfyNode):
         ended = "cancelled" if cancelled else "stopped" if session.stopped else "finished"
         timeline = {
             "version": 1, "seed": seed, "ended": ended, "chunks": session.done, "frames": session.video_frames,
-            "settings": {"steps": steps, "chunk_frames": chunk_frames, "cache_frames": cache_frames,
-                         "sink_chunks": sink_chunks, "temporal_stride": state.model.config.latent.temporal_stride},
+            "settings": {"steps": state.settings.steps, "chunk_frames": state.settings.chunk_frames,
+                         "cache_frames": state.settings.cache_frames, "sink_chunks": state.settings.sink_chunks,
+                         "temporal_stride": state.model.config.latent.temporal_stride},
             "decoder": decoder.name if decoder is not None else None,
             "switches": [_switch(a) for a in session.applied],
             "session": live.id, "node": live.node_id, "prompt": live.api_prompt,
@@ -157,8 +158,13 @@ class ChameleonLiveStream(io.ComfyNode):
         path = _save_timeline(live.id, timeline)
         live_sessions.REGISTRY.update(live, status=ended, timeline=timeline["switches"], record=timeline,
                                       timeline_file=path)
-        frames = adapters.video_to_image(torch.cat(pixels, dim=2))
-        return io.NodeOutput(frames, ChameleonStream(session.state, student), json.dumps(timeline))
+        video = torch.cat(pixels, dim=2)
+        # The stream goes on with the session's decode: a garment switch or Stream Decode after this node continues
+        # it instead of decoding the session's frames again.
+        segment = VideoSegment(state.model.config.latent.to_raw(torch.cat(latents, dim=2)), 0)
+        segment.remember(decoding_vae, video, session.decoder)
+        stream = ChameleonStream(session.state, student, video=segment)
+        return io.NodeOutput(video_to_image(video), stream, json.dumps(timeline))
 
 
 def _prompt(cls) -> dict | None:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import logging
 
-from . import adapters, live_frames, live_sessions
+from . import live_frames, live_sessions
+from .adapters.values import load_input_image
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _server():
 
 def _load_garment(name: str):
     try:
-        return adapters.load_input_image(name)
+        return load_input_image(name)
     except ValueError as e:
         raise live_sessions.CommandError(400, f"garment: {e}") from None
 

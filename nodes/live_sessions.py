@@ -23,7 +23,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..chameleon_core.frames import TEMPORAL_STRIDE, segment_video_frames
 from ..chameleon_core.session import STOP, GarmentSwitch, PromptSwitch
+from .adapters.segments import MAX_SEGMENTS
 
 RUNNING = "running"
 ENDED = ("finished", "stopped", "cancelled", "failed")
@@ -222,29 +224,6 @@ class CommandAdapter:
 # Reproducible sessions: a timeline -> a garment_switch_chain-style API workflow
 # -------------------------------------------------------------------------------------------------------------------
 
-MAX_SEGMENTS = 8
-"""ChameleonStreamDecode's segment inputs (``nodes/decode.py``)."""
-TEMPORAL_STRIDE = 4
-"""Video frames per latent frame after the first (Wan's causal VAE); a timeline may record its own."""
-
-
-def segment_frames(chunk_starts: list[int], chunks: int, chunk_frames: int, temporal_stride: int = TEMPORAL_STRIDE,
-                   ) -> list[int]:
-    """Video frames each segment's ChameleonStreamGenerate asks for, so it makes exactly its chunks.
-
-    ``chunk_starts``: the chunk each segment starts at (the first is 0, then each switch's chunk), ``chunks``: the
-    session's total. The core's ``latent_frames_for`` turns a first segment of ``pixel_frames(k * c)`` video frames
-    into ``k * c`` latent frames and a later one of ``k * c * stride`` into ``k * c``: whole chunks, none extra.
-    """
-    bounds = list(chunk_starts) + [chunks]
-    out = []
-    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
-        if b <= a:
-            raise ValueError(f"segment {i + 1} has no chunks (chunks {a}..{b})")
-        latent = (b - a) * chunk_frames
-        out.append(temporal_stride * (latent - 1) + 1 if a == 0 else latent * temporal_stride)
-    return out
-
 
 def _upstream(prompt: dict, node_id: str) -> set[str]:
     """The nodes ``node_id`` reads from, transitively (not itself)."""
@@ -292,7 +271,7 @@ def timeline_to_workflow(timeline: dict | str, live_prompt: dict, live_node_id: 
         raise ValueError(f"the session has {len(starts)} segments ({len(starts) - 1} switch boundaries); one "
                          f"ChameleonStreamDecode takes {MAX_SEGMENTS} and decoding in two nodes would restart the "
                          f"VAE's carried state; replay at most {MAX_SEGMENTS - 1} switch boundaries")
-    frames = segment_frames(starts, chunks, c, int(settings.get("temporal_stride", TEMPORAL_STRIDE)))
+    frames = segment_video_frames(starts, chunks, c, stride=int(settings.get("temporal_stride", TEMPORAL_STRIDE)))
 
     keep = _upstream(live_prompt, live_node_id)
     out = {k: json.loads(json.dumps(live_prompt[k])) for k in sorted(keep)}

@@ -10,23 +10,34 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from . import adapters
+from ..chameleon_core.profiles import PROFILE_NAMES
+from .adapters.model_files import (
+    PROMPT_FOLDER,
+    load_prompt_conditioning,
+    load_wan_vae,
+    missing_files,
+    prompt_embedding_names,
+    vae_names,
+)
+from .adapters.models import NO_LORA, PROFILE_CHOICES, WEIGHT_DTYPES, diffusion_model_names, load_model, lora_names
+from .adapters.native import MODEL_KINDS, native_model
+from .adapters.tiny_decoder import TINY_DECODER_DTYPES, load_tiny_decoder, tiny_decoder_names
 from .errors import NOT_PUBLIC
-from .types import ModelSocket, PreviewDecoderSocket, with_aliases
+from .sockets import ModelSocket, PreviewDecoderSocket, with_aliases
 
 
 def _missing_model(ckpt_name: str, kind: str) -> bool | str:
     """Validation of a teacher / student file: True, or the missing-file text plus what to load instead."""
-    missing = adapters.missing_files({"ckpt_name": ("diffusion_models", ckpt_name)})
+    missing = missing_files({"ckpt_name": ("diffusion_models", ckpt_name)})
     return missing if missing is True else f"{missing}. Note: {NOT_PUBLIC[kind]}."
 
 
 def _inputs(kind: str) -> list:
     return [
-        io.Combo.Input("ckpt_name", options=adapters.diffusion_model_names(),
+        io.Combo.Input("ckpt_name", options=diffusion_model_names(),
                        tooltip=f"A {kind} Wan transformer from models/diffusion_models (any Wan layout: original, "
                                "ComfyUI repack incl. scaled fp8, diffusers, or a training .pt)."),
-        io.Combo.Input("weight_dtype", options=adapters.WEIGHT_DTYPES, default="default",
+        io.Combo.Input("weight_dtype", options=WEIGHT_DTYPES, default="default",
                        tooltip="Weight storage. default: bf16 where the device supports it. fp8_e4m3fn stores block "
                                "weights in fp8 (half of bf16) and computes in bf16."),
     ]
@@ -50,13 +61,13 @@ class ChameleonTeacherLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, ckpt_name: str, weight_dtype: str) -> io.NodeOutput:
-        return io.NodeOutput(adapters.load_model("ChameleonTeacherLoader", ckpt_name, weight_dtype, "teacher"))
+        return io.NodeOutput(load_model("ChameleonTeacherLoader", ckpt_name, weight_dtype, "teacher"))
 
 
 def profile_input(default: str) -> io.Combo.Input:
     """The stream-profile combo of the student loaders (docs/profiles.md)."""
     return io.Combo.Input(
-        "profile", options=adapters.PROFILE_CHOICES if default == "auto" else adapters.PROFILE_NAMES,
+        "profile", options=PROFILE_CHOICES if default == "auto" else PROFILE_NAMES,
         default=default, optional=True,
         tooltip="The student's own streaming loop (chunk, window, sink, steps): fashionchameleon (reference + "
                 "garment), longlive2 (LongLive 2.0, Wan2.2-5B), longlive1 (LongLive 1.0), self_forcing, causvid "
@@ -76,7 +87,7 @@ class ChameleonStudentLoader(io.ComfyNode):
                         "2.0 / 1.0, Self-Forcing, CausVid) as its project publishes it, streamed with its own loop "
                         "(the profile).",
             inputs=[*_inputs("student (causal, few-step)"), profile_input("auto"),
-                    io.Combo.Input("lora_name", options=adapters.lora_names(), default=adapters.NO_LORA,
+                    io.Combo.Input("lora_name", options=lora_names(), default=NO_LORA,
                                    optional=True,
                                    tooltip="A LoRA from models/loras merged into the student as it loads (LongLive "
                                            "1.0: lora.pt with longlive_base.pt); none for a merged file.")],
@@ -84,18 +95,18 @@ class ChameleonStudentLoader(io.ComfyNode):
         ))
 
     @classmethod
-    def validate_inputs(cls, ckpt_name: str, lora_name: str = adapters.NO_LORA) -> bool | str:
+    def validate_inputs(cls, ckpt_name: str, lora_name: str = NO_LORA) -> bool | str:
         missing = _missing_model(ckpt_name, "student")
-        if lora_name not in (None, adapters.NO_LORA):
-            lora = adapters.missing_files({"lora_name": ("loras", lora_name)})
+        if lora_name not in (None, NO_LORA):
+            lora = missing_files({"lora_name": ("loras", lora_name)})
             if lora is not True:
                 missing = lora if missing is True else f"{missing}\n{lora}"
         return missing
 
     @classmethod
     def execute(cls, ckpt_name: str, weight_dtype: str, profile: str = "auto",
-                lora_name: str = adapters.NO_LORA) -> io.NodeOutput:
-        return io.NodeOutput(adapters.load_model("ChameleonStudentLoader", ckpt_name, weight_dtype, "student",
+                lora_name: str = NO_LORA) -> io.NodeOutput:
+        return io.NodeOutput(load_model("ChameleonStudentLoader", ckpt_name, weight_dtype, "student",
                                                  profile=profile, lora_name=lora_name))
 
 
@@ -109,10 +120,10 @@ class ChameleonTinyDecoderLoader(io.ComfyNode):
             description="Loads the tiny streaming video decoder (TAEHV) for live previews and the live path; the "
                         "full Wan VAE stays the decoder for final renders.",
             inputs=[
-                io.Combo.Input("decoder_name", options=adapters.tiny_decoder_names(),
+                io.Combo.Input("decoder_name", options=tiny_decoder_names(),
                                tooltip="A TAEHV video decoder from models/vae_approx: taew2_2 for Wan2.2 models, "
                                        "taew2_1 for Wan2.1 (madebyollin/taehv, .safetensors or .pth)."),
-                io.Combo.Input("weight_dtype", options=adapters.TINY_DECODER_DTYPES, default="default",
+                io.Combo.Input("weight_dtype", options=TINY_DECODER_DTYPES, default="default",
                                tooltip="Weight and compute dtype. default: fp32 on CPU, fp16/bf16 on a GPU."),
             ],
             outputs=[PreviewDecoderSocket.Output(display_name="decoder")],
@@ -120,11 +131,11 @@ class ChameleonTinyDecoderLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, decoder_name: str) -> bool | str:
-        return adapters.missing_files({"decoder_name": ("vae_approx", decoder_name)})
+        return missing_files({"decoder_name": ("vae_approx", decoder_name)})
 
     @classmethod
     def execute(cls, decoder_name: str, weight_dtype: str) -> io.NodeOutput:
-        return io.NodeOutput(adapters.load_tiny_decoder("ChameleonTinyDecoderLoader", decoder_name, weight_dtype))
+        return io.NodeOutput(load_tiny_decoder("ChameleonTinyDecoderLoader", decoder_name, weight_dtype))
 
 
 class ChameleonNativeModel(io.ComfyNode):
@@ -142,7 +153,7 @@ class ChameleonNativeModel(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="A FashionChameleon Wan transformer loaded by UNETLoader (or a GGUF "
                                                 "loader), optionally through LoraLoaderModelOnly / ModelSamplingSD3."),
-                io.Combo.Input("kind", options=adapters.MODEL_KINDS, default="student",
+                io.Combo.Input("kind", options=MODEL_KINDS, default="student",
                                tooltip="student: the causal few-step streaming model; teacher: the bidirectional "
                                        "in-context teacher. ComfyUI's loaders do not keep the file's role tag."),
                 profile_input("fashionchameleon"),
@@ -152,7 +163,7 @@ class ChameleonNativeModel(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, kind: str, profile: str = "fashionchameleon") -> io.NodeOutput:
-        return io.NodeOutput(adapters.native_model("ChameleonNativeModel", model, kind, profile))
+        return io.NodeOutput(native_model("ChameleonNativeModel", model, kind, profile))
 class ChameleonVAELoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -164,7 +175,7 @@ class ChameleonVAELoader(io.ComfyNode):
             description="Loads a Wan2.1 / Wan2.2 VAE of any width from models/vae as a ComfyUI VAE (the core "
                         "VAELoader builds only the released sizes): the demo's small VAE, or one you trained. The "
                         "released VAEs load here too.",
-            inputs=[io.Combo.Input("vae_name", options=adapters.vae_names(),
+            inputs=[io.Combo.Input("vae_name", options=vae_names(),
                                    tooltip="A Wan VAE in models/vae, any size (e.g. fashionchameleon_demo_vae, "
                                            "shipped in the pack's demo/ folder).")],
             outputs=[io.Vae.Output(display_name="vae")],
@@ -172,11 +183,11 @@ class ChameleonVAELoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, vae_name: str) -> bool | str:
-        return adapters.missing_files({"vae_name": ("vae", vae_name)})
+        return missing_files({"vae_name": ("vae", vae_name)})
 
     @classmethod
     def execute(cls, vae_name: str) -> io.NodeOutput:
-        return io.NodeOutput(adapters.load_wan_vae("ChameleonVAELoader", vae_name))
+        return io.NodeOutput(load_wan_vae("ChameleonVAELoader", vae_name))
 
 
 class ChameleonPromptEmbeddings(io.ComfyNode):
@@ -190,7 +201,7 @@ class ChameleonPromptEmbeddings(io.ComfyNode):
             description="Loads precomputed prompt features from models/prompt_embeddings as a CONDITIONING, so a "
                         "stream runs without the umT5-XXL text encoder (~11 GB). Files are written by python -m "
                         "chameleon_core.tools.prompt_embeds; the demo's ships in the pack's demo/ folder.",
-            inputs=[io.Combo.Input("embeddings_name", options=adapters.prompt_embedding_names(),
+            inputs=[io.Combo.Input("embeddings_name", options=prompt_embedding_names(),
                                    tooltip="A .safetensors of prompt features [1, L, D] (tensor 'context'); D must "
                                            "be the student's text width.")],
             outputs=[io.Conditioning.Output(display_name="positive"),
@@ -199,9 +210,9 @@ class ChameleonPromptEmbeddings(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, embeddings_name: str) -> bool | str:
-        return adapters.missing_files({"embeddings_name": (adapters.PROMPT_FOLDER, embeddings_name)})
+        return missing_files({"embeddings_name": (PROMPT_FOLDER, embeddings_name)})
 
     @classmethod
     def execute(cls, embeddings_name: str) -> io.NodeOutput:
-        conditioning, prompt = adapters.load_prompt_conditioning("ChameleonPromptEmbeddings", embeddings_name)
+        conditioning, prompt = load_prompt_conditioning("ChameleonPromptEmbeddings", embeddings_name)
         return io.NodeOutput(conditioning, prompt)

@@ -1,6 +1,6 @@
 """Option nodes (issue 16): try-on onto a person video, motion transfer, keyframe-then-fill for long videos,
 condition weighting over denoising steps, frame-local attention. Each configures; the core does the work
-(``chameleon_core.guidance``, ``chameleon_core.tryon``)."""
+(``chameleon_core.stream_options``, ``chameleon_core.tryon``)."""
 
 from __future__ import annotations
 
@@ -9,25 +9,24 @@ import dataclasses
 import torch
 from comfy_api.latest import io
 
-from . import adapters
+from ..chameleon_core.stream_options import ConditionWeighting
+from ..chameleon_core.streaming import with_options
+from ..chameleon_core.tryon import keyframe_then_fill
+from .adapters.checks import check_student_stream
+from .adapters.stream_options import parse_weight_values, source_video
 from .errors import node_error, rewrap
 from .progress import ChunkProgress, interrupted, raise_if_interrupted
-from .types import (
-    ChameleonModel,
-    ChameleonStream,
-    ModelSocket,
-    StreamSocket,
-    with_aliases,
-)
+from .sockets import ModelSocket, StreamSocket, with_aliases
+from .types import ChameleonModel, ChameleonStream
 
 STRENGTH_TIP = ("How far each chunk departs from the video: the source is noised to the student's step nearest this "
                 "sigma (4 steps: 1, 0.94, 0.83, 0.63) and only the remaining steps run; 0 copies the video.")
 
 
 def _source(node: str, name: str, stream: ChameleonStream, video, strength: float, mask=None) -> ChameleonStream:
-    adapters.check_student_stream(node, stream)
-    source = adapters.source_video(node, name, stream.state, video, strength, mask)
-    return ChameleonStream(adapters.with_options(stream.state, source=source), stream.model, stream.origin)
+    check_student_stream(node, stream)
+    source = source_video(node, name, stream.state, video, strength, mask)
+    return stream.with_state(with_options(stream.state, source=source))
 
 
 class ChameleonVideoTryOn(io.ComfyNode):
@@ -112,24 +111,23 @@ class ChameleonVideoTryOnKeyframes(io.ComfyNode):
     def execute(cls, stream: ChameleonStream, video, segment_chunks: int, strength: float,
                 mask: torch.Tensor | None = None) -> io.NodeOutput:
         node = "ChameleonVideoTryOnKeyframes"
-        adapters.check_student_stream(node, stream)
+        check_student_stream(node, stream)
         state = stream.state
-        if state.frames:
-            raise node_error(node, "stream", f"{state.frames} latent frames generated", "keyframes need a fresh "
-                             "stream", "connect ChameleonStreamStart directly")
-        source = adapters.source_video(node, "video", state, video, strength, mask)
+        if state.latent_frames:
+            raise node_error(node, "stream", f"{state.latent_frames} latent frames generated",
+                             "keyframes need a fresh stream", "connect ChameleonStreamStart directly")
+        source = source_video(node, "video", state, video, strength, mask)
         c = state.settings.chunk_frames
-        if source.frames < c:
-            raise node_error(node, "video", f"{source.frames} latent frames", f"shorter than one chunk ({c} latent "
-                             "frames)", "give a longer video")
+        if source.latent_frames < c:
+            raise node_error(node, "video", f"{source.latent_frames} latent frames",
+                             f"shorter than one chunk ({c} latent frames)", "give a longer video")
         if segment_chunks < 1:
             raise node_error(node, "segment_chunks", segment_chunks, "must be >= 1", "use e.g. 4")
-        chunks = source.frames // c
+        chunks = source.latent_frames // c
         progress = ChunkProgress(chunks + -(-chunks // segment_chunks))
         stream.model.load()
-        out, _ = adapters.keyframe_then_fill(state, source.latents, segment_chunks=segment_chunks, strength=strength,
-                                             mask=source.mask, progress=progress.bar.update_absolute,
-                                             should_stop=interrupted)
+        out, _ = keyframe_then_fill(state, source.latents, segment_chunks=segment_chunks, strength=strength,
+                                    mask=source.mask, progress=progress.bar.update_absolute, should_stop=interrupted)
         raise_if_interrupted()
         return io.NodeOutput({"samples": state.model.config.latent.to_raw(out)})
 
@@ -167,9 +165,9 @@ class ChameleonConditionWeighting(io.ComfyNode):
         node = "ChameleonConditionWeighting"
         if not isinstance(model, ChameleonModel):
             raise node_error(node, "model", model, "not a FashionChameleon model", "connect a Chameleon loader")
-        values = adapters.parse_weight_values(node, schedule or "")
+        values = parse_weight_values(node, schedule or "")
         try:
-            weighting = adapters.ConditionWeighting(early_bias, late_bias, ramp, values)
+            weighting = ConditionWeighting(early_bias, late_bias, ramp, values)
         except ValueError as e:
             raise rewrap(node, "early_bias", early_bias, e, "use finite biases, e.g. -2 and 0") from None
         return io.NodeOutput(dataclasses.replace(model, condition_weighting=weighting))
@@ -196,9 +194,9 @@ class ChameleonLocalAttention(io.ComfyNode):
     @classmethod
     def execute(cls, stream: ChameleonStream, local_frames: int) -> io.NodeOutput:
         node = "ChameleonLocalAttention"
-        adapters.check_student_stream(node, stream)
+        check_student_stream(node, stream)
         if isinstance(local_frames, bool) or not isinstance(local_frames, int) or local_frames < 0:
             raise node_error(node, "local_frames", local_frames, "k must be an integer >= 1 (0 = full window)",
                              "use e.g. 3 or 6")
-        state = adapters.with_options(stream.state, local_frames=local_frames or None)
-        return io.NodeOutput(ChameleonStream(state, stream.model, stream.origin))
+        state = with_options(stream.state, local_frames=local_frames or None)
+        return io.NodeOutput(stream.with_state(state))

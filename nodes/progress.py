@@ -34,7 +34,7 @@ class ChunkProgress:
     """Moves ComfyUI's progress bar once per finished chunk (or step), with a preview of its latents.
 
     ``frames``: model-space latents of a chunk -> its last frame ``[H, W, 3]`` in 0..1 (the tiny decoder's
-    ``adapters.TinyPreview``); shown instead of the Latent2RGB preview. Not called when previews are off.
+    ``adapters.tiny_decoder.TinyPreview``); shown instead of the Latent2RGB preview. Not called when previews are off.
     """
 
     def __init__(self, total: int, frames: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from . import adapters
+from ..chameleon_core.samplers import sample_teacher
+from .adapters.checks import check_conditions, check_person_conditions, check_teacher
+from .adapters.stream_options import teacher_weights
+from .adapters.values import conditioning_tensor
 from .progress import ChunkProgress, interrupted, raise_if_interrupted
-from .types import (
-    ChameleonConditions,
-    ChameleonModel,
-    ConditionsSocket,
-    ModelSocket,
-    with_aliases,
-)
+from .sockets import ConditionsSocket, ModelSocket, with_aliases
+from .types import ChameleonConditions, ChameleonModel
 
 
 class ChameleonTeacherSampler(io.ComfyNode):
@@ -48,17 +46,17 @@ class ChameleonTeacherSampler(io.ComfyNode):
     def execute(cls, teacher: ChameleonModel, positive, negative, conditions: ChameleonConditions, frames: int,
                 steps: int, cfg: float, shift: float, seed: int, sampler: str) -> io.NodeOutput:
         node = "ChameleonTeacherSampler"
-        adapters.check_teacher(node, "teacher", teacher)
-        family = adapters.check_conditions(node, teacher, conditions)
-        adapters.check_person_conditions(node, teacher, conditions)
-        positive = adapters.conditioning_tensor(node, "positive", positive)
-        negative = adapters.conditioning_tensor(node, "negative", negative) if cfg != 1 else None
+        check_teacher(node, "teacher", teacher)
+        family = check_conditions(node, teacher, conditions)
+        check_person_conditions(node, teacher, conditions)
+        positive = conditioning_tensor(node, "positive", positive)
+        negative = conditioning_tensor(node, "negative", negative) if cfg != 1 else None
         progress = ChunkProgress(steps)
-        out = adapters.sample_teacher(
+        out = sample_teacher(
             teacher.load(), positive=positive, negative=negative, reference=conditions.reference,
             garment=conditions.garment, latent_frames=family.latent_frames(frames), steps=steps, cfg=cfg, shift=shift,
             seed=seed, sampler=sampler, callback=progress, should_stop=interrupted,
-            condition_weights=adapters.teacher_weights(node, teacher, steps),
+            condition_weights=teacher_weights(node, teacher, steps),
         )
         raise_if_interrupted()  # a stop returns the last completed (still noisy) latents: not a result
         return io.NodeOutput({"samples": family.to_raw(out.float()).cpu()})

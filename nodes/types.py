@@ -1,9 +1,10 @@
-"""The pack's custom socket types, declared once, and the typed objects that travel through them.
+"""The typed objects that travel through the pack's sockets (declared in :mod:`.sockets`), never dicts; plain
+Python, so the adapters and the tests use them without ComfyUI.
 
-Sockets carry typed objects, never dicts: CHAMELEON_MODEL a :class:`ChameleonModel`, CHAMELEON_CONDITIONS a
-:class:`ChameleonConditions`, CHAMELEON_STREAM a ``chameleon_core.streaming.StreamState`` (immutable: ComfyUI caches
-node outputs by reference, so every node returns a new state and never changes its input), CHAMELEON_PREVIEW_DECODER
-a :class:`ChameleonPreviewDecoder` (the tiny TAEHV decoder, for previews and the live path).
+CHAMELEON_MODEL carries a :class:`ChameleonModel`, CHAMELEON_CONDITIONS a :class:`ChameleonConditions`,
+CHAMELEON_STREAM a :class:`ChameleonStream` (an immutable core stream state: ComfyUI caches node outputs by reference,
+so every node returns a new one and never changes its input), CHAMELEON_PREVIEW_DECODER a
+:class:`ChameleonPreviewDecoder` (the tiny TAEHV decoder, for previews and the live path).
 """
 
 from __future__ import annotations
@@ -13,37 +14,13 @@ import uuid
 from dataclasses import dataclass, field
 
 import torch
-from comfy_api.latest import io
 from torch import nn
 
-from ..chameleon_core.guidance import ConditionWeighting
+from ..chameleon_core.decoding import VideoSegment
 from ..chameleon_core.latents import LatentFamily
+from ..chameleon_core.stream_options import ConditionWeighting
 from ..chameleon_core.streaming import StreamState
 from ..chameleon_core.taehv import TinyVideoDecoder
-
-SEARCH_ALIASES = ("try-on", "virtual try-on", "VTON", "outfit", "garment", "clothes", "fashion", "streaming",
-                  "realtime", "real-time video")
-"""Search terms every node of the pack is found by (besides its name), as users search for try-on packs."""
-
-
-def with_aliases(aliases: tuple[str, ...] = (), **schema) -> dict:
-    """``io.Schema`` keyword arguments plus ``search_aliases`` (the pack's terms and ``aliases``) where this ComfyUI's
-    schema has the field (ComfyUI >= 0.10: shown in ``/object_info``, searched by the node library); the terms also
-    go on the class as ``SEARCH_ALIASES`` (ComfyUI's V1 spelling), set by :func:`register_aliases`."""
-    terms = list(dict.fromkeys((*SEARCH_ALIASES, *aliases)))
-    NODE_ALIASES[schema["node_id"]] = terms
-    if "search_aliases" in {f.name for f in dataclasses.fields(io.Schema)}:
-        schema["search_aliases"] = terms
-    return schema
-
-
-NODE_ALIASES: dict[str, list[str]] = {}
-"""node id -> its search aliases (filled as schemas are defined)."""
-
-ModelSocket = io.Custom("CHAMELEON_MODEL")
-ConditionsSocket = io.Custom("CHAMELEON_CONDITIONS")
-StreamSocket = io.Custom("CHAMELEON_STREAM")
-PreviewDecoderSocket = io.Custom("CHAMELEON_PREVIEW_DECODER")
 
 
 class ModelHolder(nn.Module):
@@ -118,6 +95,13 @@ class ChameleonStream:
     origin: str = field(default_factory=lambda: uuid.uuid4().hex)
     """Which stream this is (set at Stream Start, kept by Generate and the switches): the segments a Generate
     returns carry it, so Stream Decode can refuse segments of different streams."""
+    video: VideoSegment | None = None
+    """The segment of the stream's video its last Generate made (it knows the ones before it): a garment switch's
+    disentangle and Stream Decode decode through it, each chunk once per VAE. None before the first Generate."""
+
+    def with_state(self, state: StreamState, **changes) -> ChameleonStream:
+        """The same stream (model, origin, video) at a new state."""
+        return dataclasses.replace(self, state=state, **changes)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def aliases() -> dict:
     from comfyui_fashionchameleon.nodes import decode, loaders, options, stream_nodes, teacher
     from comfyui_fashionchameleon.nodes.conditions import ChameleonConditionsNode, ChameleonVideoSizeNode
     from comfyui_fashionchameleon.nodes.live import ChameleonLiveStream
-    from comfyui_fashionchameleon.nodes.types import NODE_ALIASES
+    from comfyui_fashionchameleon.nodes.sockets import NODE_ALIASES
 
     classes = [c for m in (decode, loaders, options, stream_nodes, teacher) for c in vars(m).values()
                if isinstance(c, type) and issubclass(c, io.ComfyNode) and c.__module__ == m.__name__]
@@ -60,10 +60,10 @@ def vae_memory(models: str, vae_name: str) -> dict:
     import comfy.model_management as mm
     from comfyui_fashionchameleon.chameleon_core.checkpoints import load_vae
     from comfyui_fashionchameleon.chameleon_core.decoding import decode_chunks
-    from comfyui_fashionchameleon.nodes import adapters
+    from comfyui_fashionchameleon.nodes.adapters.model_files import load_wan_vae
     from comfyui_fashionchameleon.nodes.decode import ChameleonStreamDecode
 
-    vae = adapters.load_wan_vae("check", vae_name)
+    vae = load_wan_vae("check", vae_name)
     latents = torch.randn(1, 48, 6, 4, 4, generator=torch.Generator().manual_seed(0))
     out = ChameleonStreamDecode.execute(vae, 3, None, segment_1={"samples": latents[:, :, :3]},
                                         segment_2={"samples": latents[:, :, 3:]})

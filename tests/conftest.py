@@ -1,4 +1,4 @@
-"""Shared test fixtures: tiny configs, seeded weights, and layout files from shared/reference."""
+"""Shared test fixtures: tiny configs, seeded weights, and the released checkpoints' layouts (``tests/data``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-LAYOUTS = REPO.parent / "shared" / "reference" / "checkpoint-layouts"
+LAYOUTS = REPO / "tests" / "data" / "checkpoint-layouts"
 PACK = "comfyui_fashionchameleon"
 
 
@@ -35,14 +35,25 @@ load_pack()
 
 
 def load_layout(name: str) -> dict:
-    """A reference layout file (``wan2.2-ti2v-5b.transformer``, ``wan2.1-vae``, ...) as a dict."""
-    path = LAYOUTS / f"{name}.json"
-    if not path.exists():
-        pytest.skip(f"reference layout {path} not found (shared/ must sit beside the repository)")
-    return json.loads(path.read_text())
+    """A released checkpoint's layout (``wan2.2-ti2v-5b.transformer``, ``wan2.1-vae``, ...) as a dict: its config,
+    tensor names and shapes (``tests/data/checkpoint-layouts``)."""
+    return json.loads((LAYOUTS / f"{name}.json").read_text())
+
+
+SLOW_WORLD_TESTS = (
+    "tests/test_world_pipeline.py::test_quick_run_",  # the whole recipe on the synthetic world (one shared run)
+    "tests/test_world_pipeline.py::test_export_writes_the_demo_files",
+    "tests/test_world_pipeline.py::test_a_codec_that_fails_the_gate_stops_the_run_before_training",
+    "tests/test_world_data.py::test_codec_trains_saves_loads_and_is_gated",
+)
+"""Node-id prefixes of the synthetic world's tests that take more than a few seconds (marked ``slow`` here, where
+the other files mark theirs with the decorator)."""
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.startswith(SLOW_WORLD_TESTS):
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device; none is available")

@@ -22,7 +22,6 @@ native size and the only meaningful one at the tiny test size.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -522,7 +521,7 @@ def _buffer_attend(caches: list[TokenCache], lo: int, hi: int):
 
 def fashionchameleon_loop(model, contexts: Sequence[torch.Tensor], noise: Noise, grid: Grid,
                           reference: torch.Tensor, garment: torch.Tensor) -> torch.Tensor:
-    """FashionChameleon's stream (paper section 3.3; DESIGN.md of this pack) in Self-Forcing's bookkeeping: the
+    """FashionChameleon's stream (paper section 3.3; ``docs/design.md``) in Self-Forcing's bookkeeping: the
     reference and garment (``[B, 1, C, H, W]`` each) are prefilled at t = 0 at RoPE frames 0 and 1, attending to each
     other; 3-frame blocks from frame 2; a 23-frame buffer whose first 5 frames (conditions + the first block) are
     kept while the rest rolls; steps [1000, 750, 500, 250] warped at shift 5 with the DiT fed

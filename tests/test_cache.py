@@ -14,7 +14,7 @@ from chameleon_core.attention import attention, frame_block_mask
 from chameleon_core.cache import CacheGeometry, KVCache, Region
 from chameleon_core.causal import chunk_forward, prefill_conditions
 from chameleon_core.config import StreamSettings, preset
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 
 H, W = 4, 6  # latent grid -> 2 x 3 = 6 tokens per frame
 ATOL = 1e-4
@@ -99,7 +99,7 @@ class _Recorder:
     def __init__(self, mask=None):
         self.mask, self.k, self.v = mask, {}, {}
 
-    def attend(self, layer, q, k, v):
+    def attend(self, layer, q, k, v, backend=None):
         self.k[layer], self.v[layer] = k, v
         return attention(q, k, v, self.mask)
 
@@ -110,7 +110,7 @@ class _ExplicitKeys:
     def __init__(self, k, v):
         self.k, self.v = k, v
 
-    def attend(self, layer, q, k, v):
+    def attend(self, layer, q, k, v, backend=None):
         return attention(q, torch.cat([self.k[layer], k], 1), torch.cat([self.v[layer], v], 1))
 
 

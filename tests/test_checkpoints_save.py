@@ -24,7 +24,7 @@ from chameleon_core.checkpoints import (
 )
 from chameleon_core.config import PRESETS, WanConfig
 from chameleon_core.model import WanModel
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 from chameleon_core.vae import build_vae
 
 #: Not a preset: 3 layers, Wan2.1 latents, a prompt length of its own.

@@ -12,7 +12,7 @@ from chameleon_core.causal import chunk_forward, prefill_conditions
 from chameleon_core.chunk_step import denoise_chunk
 from chameleon_core.config import StreamSettings
 from chameleon_core.schedules import model_timestep, student_timesteps
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 
 H = W = 4
 C_FRAMES = 2
@@ -41,7 +41,7 @@ class ConstantHistory:
     def __init__(self, cache, tokens):
         self.k, self.v = cache.k[:, :, :tokens].clone(), cache.v[:, :, :tokens].clone()
 
-    def attend(self, layer, q, k, v):
+    def attend(self, layer, q, k, v, backend=None):
         return attention(q, torch.cat([self.k[layer], k], 1), torch.cat([self.v[layer], v], 1))
 
 

@@ -16,9 +16,10 @@ import torch
 from PIL import Image
 
 from chameleon_core.tools import stream as cli
-from chameleon_core.tools import stream_plan
+from chameleon_core import frames
 from chameleon_core.latents import WAN22
-from chameleon_core.testing import tiny_transformer, write_transformer_checkpoint
+from tests.tiny_models import tiny_transformer
+from chameleon_core.checkpoints.layout_writers import write_transformer_checkpoint
 from chameleon_core.text import save_prompt_embeddings
 from chameleon_core.tools.tiny_checkpoints import write_images, write_vae
 
@@ -136,8 +137,8 @@ def test_prompt_switch_and_ablations_run(files, tmp_path, capsys):
     [(1, 9), (8, 9), (9, 9), (10, 21), (12, 21), (21, 21), (22, 33), (33, 33)],
 )
 def test_switch_frame_rounds_up_to_the_next_chunk_boundary(asked, landed):
-    chunk = stream_plan.landing_chunk(asked, 3, WAN22)
-    assert stream_plan.chunk_start_frame(chunk, 3, WAN22) == landed
+    chunk = frames.landing_chunk(asked, 3, stride=WAN22.temporal_stride)
+    assert frames.chunk_first_video_frame(chunk, 3, stride=WAN22.temporal_stride) == landed
 
 
 # --- missing weights and bad input ---------------------------------------------------------------------------------

@@ -900,7 +900,7 @@ def test_a_trained_export_loads_in_the_student_loader_with_no_conversion(server)
     import torch
 
     from chameleon_core.checkpoints import save_transformer
-    from chameleon_core.testing import tiny_transformer
+    from tests.tiny_models import tiny_transformer
     from chameleon_core.tools.tiny_checkpoints import (
         TINY_DIT,  # the tiny DiT that takes the tiny umT5's features
     )

@@ -83,7 +83,7 @@ def write_lora(path: Path, seed: int = 11) -> dict[str, torch.Tensor]:
 
 def write_variants(models: Path) -> None:
     """The LoRA, the LoRA merged by hand, the scaled-fp8 file (and the GGUF file when ``gguf`` imports here)."""
-    from chameleon_core.testing import write_transformer_checkpoint
+    from chameleon_core.checkpoints.layout_writers import write_transformer_checkpoint
 
     src = models / "diffusion_models" / STUDENT
     with safe_open(str(src), framework="pt") as f:

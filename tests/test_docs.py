@@ -44,3 +44,29 @@ def test_every_relative_link_resolves(page):
         assert file.exists(), (page.name, target)
         if anchor and file.suffix == ".md":
             assert anchor in _anchors(file), (page.name, target, sorted(_anchors(file)))
+
+
+def _tracked_text_files() -> list[Path]:
+    skip = {".git", ".venv", "__pycache__", "data"}
+    return [p for p in REPO.rglob("*") if p.suffix in (".py", ".md", ".json", ".toml", ".yml", ".txt")
+            and not skip & set(p.relative_to(REPO).parts) and p.is_file()]
+
+
+def test_nothing_refers_to_files_the_repository_does_not_contain():
+    """The repository documents its own design (docs/design.md); a clone has nothing beside it."""
+    outside = ("DESIGN.md", "STYLE.md", "shared/reference", "FASHIONCHAMELEON.md")
+    found = [f"{p.relative_to(REPO)}: {word}" for p in _tracked_text_files()
+             for word in outside if word in p.read_text(errors="replace") and p.name != "test_docs.py"]
+    assert not found, found
+
+
+def test_the_layout_page_names_every_module():
+    """docs/layout.md matches the tree: every module of the core, its tools and checkpoints, and the nodes is named."""
+    layout = (REPO / "docs" / "layout.md").read_text()
+    folders = ["chameleon_core", "chameleon_core/tools", "chameleon_core/checkpoints", "nodes", "nodes/adapters"]
+    modules = [p for folder in folders for p in sorted((REPO / folder).glob("*.py")) if not p.stem.startswith("__")]
+    missing = [str(p.relative_to(REPO)) for p in modules if not re.search(rf"\b{p.stem}\b", layout)]
+    assert not missing, missing
+    for folder in ("world/", "eval/", "training/", "tools/", "checkpoints/", "adapters/", "tests/data", "web/js/",
+                   "workflows/", "demo/"):
+        assert folder in layout, folder

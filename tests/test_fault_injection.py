@@ -22,7 +22,8 @@ from safetensors.torch import save_file
 
 from chameleon_core.checkpoints import CheckpointError, load_transformer, load_vae
 from chameleon_core.images import ImageFileError, load_image
-from chameleon_core.testing import tiny_transformer, write_transformer_checkpoint
+from tests.tiny_models import tiny_transformer
+from chameleon_core.checkpoints.layout_writers import write_transformer_checkpoint
 from chameleon_core.text import load_prompt_embeddings, save_prompt_embeddings
 from chameleon_core.vae import build_vae
 

@@ -272,7 +272,8 @@ def env(tmp_path_factory) -> Env:
     from PIL import Image
 
     from chameleon_core.taehv import TAEHVConfig, random_taehv
-    from chameleon_core.testing import tiny_transformer, write_transformer_checkpoint
+    from tests.tiny_models import tiny_transformer
+    from chameleon_core.checkpoints.layout_writers import write_transformer_checkpoint
     from chameleon_core.training.prepare import prepare
     from chameleon_core.training.synthetic import write_dataset
     from chameleon_core.vae import build_vae
@@ -1489,7 +1490,7 @@ def _stream_decoder_family(env, tmp):
 
 def _state():
     from chameleon_core.config import StreamSettings, preset
-    from chameleon_core.testing import random_transformer
+    from chameleon_core.random_models import random_transformer
 
     model = random_transformer(preset("tiny"), seed=0)
     lat = torch.randn(1, 48, 1, 2, 2)
@@ -1647,6 +1648,7 @@ def test_the_checks_pass_a_sound_run(env, tmp_path):
     assert not any(tmp_path.iterdir())  # the checks write nothing
 
 
+@pytest.mark.slow
 def test_the_entry_points_apply_the_policy_as_processes(tmp_path):
     """``python -m chameleon_core.training`` and ``python -m chameleon_core.eval`` as real processes: one message,
     exit code 2, no traceback (the in-process cases above call the same ``main``)."""

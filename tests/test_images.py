@@ -1,4 +1,4 @@
-"""nodes/adapters.py and chameleon_core/images.py: IMAGE <-> pixel layouts, alpha/grey handling, the
+"""nodes/adapters/values.py and chameleon_core/images.py: IMAGE <-> pixel layouts, alpha/grey handling, the
 reference/garment/video fitting geometry, and the resize policy checked against PIL."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
-from comfyui_fashionchameleon.nodes import adapters  # noqa: E402  (the pack, loaded by conftest)
+from comfyui_fashionchameleon.nodes.adapters.values import image_to_video, video_to_image
 
 from chameleon_core import images as core_images  # noqa: E402
 
@@ -24,7 +24,9 @@ def test_module_imports_without_comfy(tmp_path):
     (tmp_path / "pack").symlink_to(REPO, target_is_directory=True)  # as custom_nodes/<pack> in ComfyUI
     code = (
         "import sys\n"
-        "import pack.nodes.adapters\n"
+        "import pack.nodes.types\n"
+        "from pack.nodes.adapters import checks, model_files, models, native, segments, stream_options, "
+        "stream_start, tiny_decoder, vae, values\n"
         "bad = [n for n in sys.modules if n.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths', 'server')]\n"
         "print(bad)\n"
     )
@@ -34,11 +36,11 @@ def test_module_imports_without_comfy(tmp_path):
 
 def test_image_video_layouts_and_round_trip():
     image = torch.rand(5, 6, 7, 3)  # 5 frames of 6x7
-    video = adapters.image_to_video(image)
+    video = image_to_video(image)
     assert video.shape == (1, 3, 5, 6, 7)
     for t, y, x, c in [(0, 0, 0, 0), (4, 5, 6, 2), (2, 3, 1, 1)]:
         assert video[0, c, t, y, x] == pytest.approx(image[t, y, x, c].item() * 2 - 1)
-    back = adapters.video_to_image(video)
+    back = video_to_image(video)
     assert back.shape == image.shape
     torch.testing.assert_close(back, image, atol=1e-6, rtol=0)
 
@@ -49,7 +51,7 @@ def test_image_video_layouts_and_round_trip():
 
 def test_video_to_image_flattens_batches_in_order_and_clamps():
     video = torch.linspace(-1.5, 1.5, 2 * 3 * 4 * 2 * 2).reshape(2, 3, 4, 2, 2)
-    out = adapters.video_to_image(video)
+    out = video_to_image(video)
     assert out.shape == (8, 2, 2, 3)
     assert out.min() >= 0 and out.max() <= 1
     # frame index b * T + t
@@ -220,7 +222,7 @@ def test_bad_sizes_and_videos_are_rejected():
     with pytest.raises(ValueError, match="width=0"):
         core_images.fit_reference(torch.rand(1, 4, 4, 3), 0, 8)
     with pytest.raises(ValueError, match=r"got \(1, 4, 4, 3\)"):
-        adapters.video_to_image(torch.rand(1, 4, 4, 3))
+        video_to_image(torch.rand(1, 4, 4, 3))
 
 
 # --- issue 13: load_image and IMAGE range checks ----------------------------------------------------------------------

@@ -107,21 +107,6 @@ def _by_type(wf: dict, class_type: str) -> list[dict]:
     return [wf[k] for k in sorted(wf, key=int) if wf[k]["class_type"] == class_type]
 
 
-def test_segment_frames_give_whole_chunks_with_the_cores_arithmetic():
-    # first segment: pixel_frames(k * c) = 4 (k c - 1) + 1; later: k * c * 4 (latent_frames_for gives k * c back)
-    assert ls.segment_frames([0, 2, 5], 6, 3) == [21, 36, 12]
-    assert ls.segment_frames([0], 1, 1) == [1]
-    from comfyui_fashionchameleon.chameleon_core.latents import LatentFamily  # noqa: F401  (the family's formula)
-
-    for k in range(1, 6):
-        first = ls.segment_frames([0], k, 3)[0]
-        assert (first - 1) // 4 + 1 == 3 * k
-        later = ls.segment_frames([0, 1], 1 + k, 3)[1]
-        assert -(-later // 4) == 3 * k
-    with pytest.raises(ValueError):
-        ls.segment_frames([0, 3], 3, 3)
-
-
 def test_timeline_becomes_a_garment_switch_chain():
     timeline = _timeline(6, [{"chunk": 2, "kind": "garment", "garment": "garment2.png", "video_frame": 21},
                              {"chunk": 4, "kind": "prompt", "prompt": "she walks away", "video_frame": 45},

@@ -29,7 +29,8 @@ from chameleon_core.checkpoints import (
     resolve_checkpoint_files,
 )
 from chameleon_core.model import WanModel
-from chameleon_core.testing import tiny_transformer, write_transformer_checkpoint
+from tests.tiny_models import tiny_transformer
+from chameleon_core.checkpoints.layout_writers import write_transformer_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -554,7 +555,8 @@ def test_loads_onto_cuda(tmp_path):
 
 def test_checkpoint_kind_from_metadata_training_layout_and_name(tmp_path):
     from chameleon_core.checkpoints import KIND_METADATA_KEY, checkpoint_kind
-    from chameleon_core.testing import tiny_transformer, write_transformer_checkpoint
+    from tests.tiny_models import tiny_transformer
+    from chameleon_core.checkpoints.layout_writers import write_transformer_checkpoint
 
     model = tiny_transformer(0)
     tagged = write_transformer_checkpoint(model, tmp_path / "a.safetensors", metadata={KIND_METADATA_KEY: "student"})

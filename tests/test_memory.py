@@ -13,7 +13,7 @@ from chameleon_core.config import StreamSettings
 from chameleon_core.memory import MemoryBudgetError, estimate_stream_memory
 from chameleon_core.rescheduling import switch_garment, switch_prompt
 from chameleon_core.streaming import generate, start_stream
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 
 H = W = 4
 
@@ -105,7 +105,7 @@ def test_keep_history_false_is_flat_and_bit_identical(model, inputs):
         outs_lean.append(b)
         sizes.append(_state_bytes(lean))
     assert torch.equal(torch.cat(outs_full, 2), torch.cat(outs_lean, 2))  # bit-identical frames
-    assert lean.frames == full.frames == 48
+    assert lean.latent_frames == full.latent_frames == 48
     assert sizes[1:] == sizes[1:2] * (len(sizes) - 1)  # flat: same tensor count and bytes every segment
     assert sizes[-1][0] <= 4  # the sink chunk + the 2 window chunks (+ the last, already among them)
     assert _state_bytes(full)[0] == 24

@@ -15,8 +15,9 @@ from torch import nn
 from chameleon_core import attention as attn
 from chameleon_core.config import StreamSettings
 from chameleon_core.module_view import ModuleView, config_of
+from chameleon_core.precision import Precision
 from chameleon_core.streaming import generate, start_stream
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 
 H = W = 4
 
@@ -63,7 +64,7 @@ def foreign_copy(model):
 
 @torch.no_grad()
 def test_view_equals_the_core_model_on_the_same_weights(model, inputs):
-    view = ModuleView(model, compute_dtype=torch.float32, device="cpu", config=model.config)
+    view = ModuleView(model, precision=Precision(torch.float32), device="cpu", config=model.config)
     t = torch.tensor([700.0])
     want = model(inputs["x"], t, inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"])
     got = view(inputs["x"], t, inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"])
@@ -74,7 +75,7 @@ def test_view_equals_the_core_model_on_the_same_weights(model, inputs):
 @torch.no_grad()
 def test_view_streams_a_foreign_source_like_the_core_model(model, inputs):
     other = foreign_copy(model)
-    view = ModuleView(other, compute_dtype=torch.float32, device="cpu", config=model.config)
+    view = ModuleView(other, precision=Precision(torch.float32), device="cpu", config=model.config)
     settings = StreamSettings(chunk_frames=1, cache_frames=5, sink_chunks=1, steps=2)
     outs = []
     for m in (model, view):
@@ -88,7 +89,7 @@ def test_view_streams_a_foreign_source_like_the_core_model(model, inputs):
 @torch.no_grad()
 def test_view_reads_a_replaced_modulation_through_its_owner(model, inputs):
     other = copy.deepcopy(model)
-    view = ModuleView(other, compute_dtype=torch.float32, device="cpu", config=model.config)
+    view = ModuleView(other, precision=Precision(torch.float32), device="cpu", config=model.config)
     changed = copy.deepcopy(model)
     changed.blocks[1].modulation.add_(0.3)
     changed.head.modulation.sub_(0.2)
@@ -101,7 +102,7 @@ def test_view_reads_a_replaced_modulation_through_its_owner(model, inputs):
 
 
 def test_view_is_never_moved_and_config_of_names_what_is_missing(model):
-    view = ModuleView(model, compute_dtype=torch.float32, device="cpu", config=model.config)
+    view = ModuleView(model, precision=Precision(torch.float32), device="cpu", config=model.config)
     with pytest.raises(RuntimeError, match="never moved"):
         view.to(torch.float64)
     with pytest.raises(ValueError, match=r"not a Wan DiT \(missing \['dim'"):
@@ -121,7 +122,7 @@ def test_view_config_from_native_attributes(model):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The attention backend hook
+# The attention backend: a property of the model
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -137,37 +138,36 @@ def recording():
             scores = scores.masked_fill(~mask, float("-inf"))
         return torch.einsum("bhlm,bmhd->blhd", scores.softmax(-1), v.float()).to(q.dtype)
 
-    yield record, calls
-    attn.set_attention_backend(None)
+    yield attn.AttentionBackend(record, name="record"), calls
 
 
 @torch.no_grad()
-def test_the_installed_backend_runs_every_attention_and_matches_the_core_path(model, inputs, recording):
-    record, calls = recording
+def test_the_models_backend_runs_every_attention_and_matches_the_core_path(model, inputs, recording):
+    backend, calls = recording
     t = torch.tensor([700.0])
     want = model(inputs["x"], t, inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"])
-    attn.set_attention_backend(record)
-    assert attn.attention_backend() is record
-    got = model(inputs["x"], t, inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"])
+    other = copy.deepcopy(model)
+    other.attention = backend
+    got = other(inputs["x"], t, inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"])
     assert len(calls) == 2 * model.config.num_layers  # self + cross attention of every block
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    attn.set_attention_backend(None)
-    assert attn.attention_backend() is not record
+    model(inputs["x"], t, inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"])
+    assert len(calls) == 2 * model.config.num_layers and model.attention is attn.SDPA  # no other model changed
 
 
 @torch.no_grad()
 def test_a_backend_without_masks_gets_only_unmasked_calls(recording):
-    record, calls = recording
-    attn.set_attention_backend(record, takes_mask=False)
+    backend, calls = recording
+    backend = attn.AttentionBackend(backend.fn, takes_mask=False)
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 6, 2, 8, generator=g) for _ in range(3))
     mask = torch.ones(6, 6, dtype=torch.bool).tril()
-    masked = attn.attention(q, k, v, mask)
+    masked = attn.attention(q, k, v, mask, backend)
     assert calls == []  # the masked call took the core path
     sdpa = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                             attn_mask=mask).transpose(1, 2)
     torch.testing.assert_close(masked, sdpa)
-    attn.attention(q, k, v)
+    attn.attention(q, k, v, None, backend)
     assert calls == [None]
 
 
@@ -179,15 +179,33 @@ def test_layers_that_do_not_cast_are_fed_their_own_weight_dtype(model, inputs):
     forward ("Input type (BFloat16) and bias type (float) should be the same")."""
     source = copy.deepcopy(model).to(torch.bfloat16)
     source.patch_embedding.float()
-    view = ModuleView(source, compute_dtype=torch.bfloat16, device="cpu", config=model.config,
-                      layer_casts=lambda m: False)
+    view = ModuleView(source, precision=Precision(torch.bfloat16, layer_casts=lambda m: False), device="cpu",
+                      config=model.config)
     t = torch.tensor([700.0])
     want = model(inputs["x"], t, inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"])
     got = view(inputs["x"], t, inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"])
     assert torch.isfinite(got).all()
     err = (got.float() - want).abs().max() / want.abs().max()
     assert err < 0.05, float(err)
-    casting = ModuleView(source, compute_dtype=torch.bfloat16, device="cpu", config=model.config,
-                         layer_casts=lambda m: True)  # every layer claims to cast: the old behaviour, which fails
+    casting = ModuleView(source, precision=Precision(torch.bfloat16, layer_casts=lambda m: True), device="cpu",
+                         config=model.config)  # every layer claims to cast: the old behaviour, which fails
     with pytest.raises(RuntimeError):
         casting(inputs["x"], t, inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"])
+
+
+def test_one_precision_policy_drives_the_model_and_the_view(model):
+    """The core model and the native-MODEL view decide every cast from one Precision object: the view's layers hold
+    the view's policy, fp8 storage sets the model's (no per-layer copy of the compute dtype or the matmul mode)."""
+    from chameleon_core.precision import CalledLayer
+    from chameleon_core.quant import quantize_blocks_fp8_
+
+    policy = Precision(torch.float32, layer_casts=lambda m: True)
+    view = ModuleView(model, precision=policy, device="cpu", config=model.config)
+    called = [m for m in view.modules() if isinstance(m, CalledLayer)]
+    assert called and all(m.precision is policy for m in called) and view.precision is policy
+    fp8 = quantize_blocks_fp8_(copy.deepcopy(model), torch.bfloat16, matmul="scaled")
+    assert fp8.precision == Precision(torch.bfloat16, fp8_matmul="scaled") and fp8.dtype == torch.bfloat16
+    assert not hasattr(fp8.blocks[0].self_attn.q, "compute_dtype") and not hasattr(fp8.blocks[0].ffn[0], "fp8_matmul")
+    assert model.precision == Precision(torch.float32)  # an unquantised model computes in its weight dtype
+    with pytest.raises(ValueError, match="fp8 matmul must be one of"):
+        Precision(torch.float32, fp8_matmul="fast")

@@ -9,8 +9,9 @@ import types
 import pytest
 import torch
 from comfyui_fashionchameleon.chameleon_core.config import PRESETS
-from comfyui_fashionchameleon.chameleon_core.testing import random_transformer
-from comfyui_fashionchameleon.nodes import adapters
+from comfyui_fashionchameleon.chameleon_core.random_models import random_transformer
+from comfyui_fashionchameleon.chameleon_core.config import StreamSettings
+from comfyui_fashionchameleon.nodes.adapters.stream_start import RESIDENCY, start_node_stream
 from comfyui_fashionchameleon.nodes import live_sessions as ls
 
 
@@ -33,13 +34,13 @@ def wan21():
 
 def test_stream_start_takes_the_profile_settings_and_the_video_size(wan21):
     ctx = [[torch.randn(1, 5, 64), {}]]
-    state = adapters.start_node_stream("S", _student("longlive1", wan21), ctx, _size(), seed=0, steps=-1,
+    state = start_node_stream("S", _student("longlive1", wan21), ctx, _size(), seed=0, steps=-1,
                                        chunk_frames=-1, cache_frames=-1, sink_chunks=-1)
     s = state.settings
     assert (s.chunk_frames, s.cache_frames, s.sink_chunks, s.conditions, s.prompt_recache) == (3, 12, 1, False,
                                                                                                "window")
     assert state.latent_shape == (1, 16, 8, 8)
-    sf = adapters.start_node_stream("S", _student("self_forcing", wan21), ctx, _size(), seed=0, steps=2,
+    sf = start_node_stream("S", _student("self_forcing", wan21), ctx, _size(), seed=0, steps=2,
                                     chunk_frames=-1, cache_frames=-1, sink_chunks=-1)
     assert sf.settings.steps == 2 and sf.settings.cache_frames == 1023  # 32760 tokens at 16 a frame, capped
 
@@ -50,12 +51,13 @@ def test_stream_start_of_fashionchameleon_keeps_its_settings_and_conditions():
                                    garment=torch.randn(1, 48, 1, 4, 4), first_frame=None, width=64, height=64,
                                    family="wan2.2")
     ctx = [[torch.randn(1, 5, 64), {}]]
-    state = adapters.start_node_stream("S", _student("fashionchameleon", model), ctx, person, seed=0, steps=4,
-                                       chunk_frames=3, cache_frames=23, sink_chunks=1)
-    assert state.settings == adapters.StreamSettings() and state.latent_shape == (1, 48, 4, 4)
+    state = start_node_stream("S", _student("fashionchameleon", model), ctx, person, seed=0, steps=4,
+                              chunk_frames=3, cache_frames=23, sink_chunks=1)
+    assert state.settings == StreamSettings() and state.latent_shape == (1, 48, 4, 4)
+    assert state._box.residency is RESIDENCY  # every stream the nodes start shares the pack's device budget
     assert state.cache.positions[:2] == [0, 1]  # reference and garment prefilled at RoPE frames 0 and 1
-    default = adapters.start_node_stream("S", _student("fashionchameleon", model), ctx, person, seed=0, steps=-1,
-                                         chunk_frames=-1, cache_frames=-1, sink_chunks=-1)
+    default = start_node_stream("S", _student("fashionchameleon", model), ctx, person, seed=0, steps=-1,
+                                chunk_frames=-1, cache_frames=-1, sink_chunks=-1)
     assert default.settings == state.settings
 
 
@@ -63,16 +65,16 @@ def test_stream_start_refuses_conditions_the_profile_does_not_take(wan21):
     ctx = [[torch.randn(1, 5, 64), {}]]
     student = _student("causvid", wan21)
     with pytest.raises(ValueError, match=r"input 'conditions'.*causvid profile.*Fix: connect ChameleonVideoSize"):
-        adapters.start_node_stream("S", student, ctx, _size(person=True), seed=0, steps=-1, chunk_frames=-1,
+        start_node_stream("S", student, ctx, _size(person=True), seed=0, steps=-1, chunk_frames=-1,
                                    cache_frames=-1, sink_chunks=-1)
     with pytest.raises(ValueError, match=r"input 'conditions' got 'first frame'.*text-to-video only"):
-        adapters.start_node_stream("S", student, ctx, _size(first=torch.zeros(1, 16, 1, 8, 8)), seed=0, steps=-1,
+        start_node_stream("S", student, ctx, _size(first=torch.zeros(1, 16, 1, 8, 8)), seed=0, steps=-1,
                                    chunk_frames=-1, cache_frames=-1, sink_chunks=-1)
     with pytest.raises(ValueError, match=r"input 'width' got 60: not a multiple of 16"):
-        adapters.start_node_stream("S", student, ctx, _size(width=60), seed=0, steps=-1, chunk_frames=-1,
+        start_node_stream("S", student, ctx, _size(width=60), seed=0, steps=-1, chunk_frames=-1,
                                    cache_frames=-1, sink_chunks=-1)
     with pytest.raises(ValueError, match=r"input 'conditions' got 'no reference / garment'"):
-        adapters.start_node_stream("S", _student("fashionchameleon", wan21), ctx, _size(), seed=0, steps=-1,
+        start_node_stream("S", _student("fashionchameleon", wan21), ctx, _size(), seed=0, steps=-1,
                                    chunk_frames=-1, cache_frames=-1, sink_chunks=-1)
 
 

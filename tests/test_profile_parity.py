@@ -22,7 +22,7 @@ from chameleon_core.config import WanConfig
 from chameleon_core.profiles import PROFILES
 from chameleon_core.rescheduling import switch_prompt
 from chameleon_core.streaming import generate, start_stream
-from chameleon_core.testing import random_transformer
+from chameleon_core.random_models import random_transformer
 from tests import reference_loops as ref
 
 pytest.importorskip("diffusers")  # LongLive 2.0's reference UniPC
@@ -114,6 +114,7 @@ def test_self_forcing_matches_its_loop(wan21):
     assert rel(got, expected) <= TOL
 
 
+@pytest.mark.slow  # a check that the comparison can fail; the full suite runs it
 @pytest.mark.parametrize("change", [{"cache_frames": 21}, {"cache_frames": 21, "sink_chunks": 1},
                                     {"student_timesteps": (1000, 750, 500, 249)}, {"shift": 4.0}],
                          ids=["window", "sink", "timestep", "shift"])
@@ -138,6 +139,7 @@ def test_causvid_matches_its_loop(wan21):
     assert rel(got, expected) <= TOL
 
 
+@pytest.mark.slow  # a check that the comparison can fail; the full suite runs it
 @pytest.mark.parametrize("change", [{"cache_frames": 21}, {"student_timesteps": (1000, 750, 522)},
                                     {"warp": True}],
                          ids=["window", "timestep", "warp"])
@@ -163,6 +165,7 @@ def test_longlive1_matches_its_loop(wan21):
     assert rel(got, expected) <= TOL
 
 
+@pytest.mark.slow  # a check that the comparison can fail; the full suite runs it
 @pytest.mark.parametrize("change", [{"cache_frames": 15}, {"sink_chunks": 0}, {"shift": 4.0},
                                     {"prompt_recache": "chunks"}],
                          ids=["window", "sink", "timestep", "recache"])
@@ -195,6 +198,7 @@ def test_longlive2_matches_its_loop(wan22, image):
         assert torch.equal(got[:, :1], expected[:, :1])
 
 
+@pytest.mark.slow  # a check that the comparison can fail; the full suite runs it
 @pytest.mark.parametrize("change", [{"cache_frames": 40}, {"sink_chunks": 2}, {"shot_sink": False},
                                     {"steps": 3}, {"shot_rope_offset": 7}],
                          ids=["window", "sink", "shot-sink", "timestep", "rope-offset"])
@@ -227,6 +231,7 @@ def test_fashionchameleon_matches_its_loop(wan22):
     assert rel(got, expected) <= TOL
 
 
+@pytest.mark.slow  # a check that the comparison can fail; the full suite runs it
 @pytest.mark.parametrize("change", [{"cache_frames": 20}, {"sink_chunks": 0}, {"steps": 3}],
                          ids=["window", "sink", "timestep"])
 def test_fashionchameleon_perturbed_breaks(wan22, change):
@@ -234,6 +239,7 @@ def test_fashionchameleon_perturbed_breaks(wan22, change):
     assert rel(got, expected) > BROKEN
 
 
+@pytest.mark.slow  # a check that the comparison can fail; the full suite runs it
 @pytest.mark.parametrize("case", ["fashionchameleon", "longlive2", "longlive1", "self_forcing", "causvid"])
 def test_rope_gap_breaks(wan21, wan22, case, monkeypatch):
     """RoPE positions continue frame by frame across chunks: one frame of gap after the first chunk breaks it."""

@@ -19,7 +19,8 @@ from chameleon_core.profiles import (
 from chameleon_core.rescheduling import switch_garment, switch_prompt
 from chameleon_core.session import GarmentSwitch, PromptSwitch, Session, TimedSwitch
 from chameleon_core.streaming import generate, start_stream, with_options
-from chameleon_core.testing import random_lora, random_transformer, write_generator_pt, write_lora_pt
+from chameleon_core.random_models import random_lora, random_transformer
+from chameleon_core.checkpoints.layout_writers import write_generator_pt, write_lora_pt
 from chameleon_core.tools import stream as cli
 
 WAN21, WAN22 = PRESETS["tiny-wan2.1"], PRESETS["tiny"]
@@ -138,7 +139,7 @@ def test_condition_less_streams_refuse_garments_and_accept_prompts(models):
     with pytest.raises(ValueError, match="try-on, motion transfer and condition weighting act on the reference"):
         with_options(state, condition_weights=(-1.0, 0.0, 0.0, 0.0))
     new = switch_prompt(state, torch.randn(1, 5, 64))
-    assert new.frames == state.frames == 6 and new.switches == 1
+    assert new.latent_frames == state.latent_frames == 6 and new.switches == 1
     chunks = Session(new, chunks=2, decode=False,
                      timeline=[TimedSwitch(1, PromptSwitch(torch.randn(1, 5, 64), label="second"))]).run()
     assert [c.switches[0].label for c in chunks if c.switches] == ["second"]

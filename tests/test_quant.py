@@ -8,7 +8,7 @@ import torch
 
 from chameleon_core.config import preset
 from chameleon_core.model import WanModel
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 from chameleon_core.quant import quantize_blocks_fp8_, weight_bytes
 
 

@@ -15,7 +15,7 @@ import torch
 from chameleon_core import rope as rope_mod
 from chameleon_core.config import StreamSettings
 from chameleon_core.streaming import Rollout, generate, start_stream
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 
 SETTINGS = StreamSettings(chunk_frames=3, cache_frames=23)
 
@@ -124,7 +124,7 @@ _COMPILE = textwrap.dedent(
     import torch
     from chameleon_core.config import StreamSettings
     from chameleon_core.streaming import generate, start_stream
-    from chameleon_core.testing import tiny_transformer
+    from tests.tiny_models import tiny_transformer
     torch.set_num_threads(1)
     def run(model):
         g = torch.Generator().manual_seed(1)
@@ -143,6 +143,7 @@ _COMPILE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_compiled_blocks_agree_with_eager():
     try:
         proc = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, timeout=300, check=False,
@@ -159,7 +160,7 @@ def test_streaming_runs_under_inference_mode_like_comfyui():
     per-timestep and fp32-shadow caches must step aside, and the frames equal a no_grad run."""
     from chameleon_core.config import StreamSettings
     from chameleon_core.streaming import generate, start_stream
-    from chameleon_core.testing import tiny_transformer
+    from tests.tiny_models import tiny_transformer
 
     model = tiny_transformer(0).to(torch.bfloat16)
     g = torch.Generator().manual_seed(0)
@@ -179,7 +180,7 @@ def test_streaming_runs_under_inference_mode_like_comfyui():
 def test_scaled_fp8_matmul_equals_its_dequantised_reference():
     """The scaled fp8 linear computes (x quantised per tensor) @ (stored fp8 weight x its own scale) + bias: checked
     against that product done in fp32 from the dequantised operands, and close to the unquantised linear."""
-    from chameleon_core.model import fp8_linear
+    from chameleon_core.precision import Precision, fp8_linear
     from chameleon_core.quant import quantize_linear_
 
     g = torch.Generator().manual_seed(0)
@@ -188,9 +189,9 @@ def test_scaled_fp8_matmul_equals_its_dequantised_reference():
         layer.weight.copy_(torch.randn(48, 64, generator=g) / 8)
         layer.bias.copy_(torch.randn(48, generator=g) / 10)
     exact = layer.weight.detach().clone(), layer.bias.detach().clone()
-    quantize_linear_(layer, torch.float32, matmul="scaled")
+    quantize_linear_(layer, torch.float32)
     x = torch.randn(2, 21, 64, generator=g)  # 42 rows: padded to 48 inside
-    out = fp8_linear(layer, x)
+    out = fp8_linear(layer, x, torch.float32)
     assert out.shape == (2, 21, 48)
     fmax = torch.finfo(torch.float8_e4m3fn).max
     sx = x.abs().amax() / fmax
@@ -199,12 +200,10 @@ def test_scaled_fp8_matmul_equals_its_dequantised_reference():
     torch.testing.assert_close(out, xq @ wq.t() + layer.bias, atol=1e-5, rtol=1e-5)
     ref = torch.nn.functional.linear(x, *exact)
     assert (out - ref).abs().max() < 0.1 * ref.abs().max()
-    # The model's linear takes the scaled path only when asked (or on fp8-capable CUDA devices with "auto").
-    from chameleon_core.model import linear
-
-    torch.testing.assert_close(linear(layer, x), out, atol=0, rtol=0)
-    layer.fp8_matmul = "off"
-    torch.testing.assert_close(linear(layer, x), torch.nn.functional.linear(x, wq, layer.bias), atol=1e-5, rtol=1e-5)
+    # The precision policy takes the scaled path only when asked (or on fp8-capable CUDA devices with "auto").
+    torch.testing.assert_close(Precision(torch.float32, fp8_matmul="scaled").linear(layer, x), out, atol=0, rtol=0)
+    weight_only = Precision(torch.float32, fp8_matmul="off").linear(layer, x)
+    torch.testing.assert_close(weight_only, torch.nn.functional.linear(x, wq, layer.bias), atol=1e-5, rtol=1e-5)
 
 
 def test_fp8_model_with_scaled_matmul_streams_close_to_weight_only():

@@ -17,7 +17,7 @@ from chameleon_core.schedules import (
 
 
 def test_student_timesteps_are_the_shift5_warp_of_1000_750_500_250():
-    # t = 1000 * 5s / (1 + 4s) with s = raw / 1000: [1000, 937.5, 833.33, 625] (FASHIONCHAMELEON.md).
+    # t = 1000 * 5s / (1 + 4s) with s = raw / 1000: [1000, 937.5, 833.33, 625] (docs/design.md, the facts).
     assert student_timesteps(5.0) == pytest.approx([1000.0, 937.5, 2500 / 3, 625.0], abs=1e-9)
     assert student_timesteps(1.0) == pytest.approx([1000.0, 750.0, 500.0, 250.0])
     assert student_steps_for(4) == (1000, 750, 500, 250) and student_steps_for(2) == (1000, 500)

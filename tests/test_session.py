@@ -28,7 +28,8 @@ from chameleon_core.session import (
     encode_condition,
 )
 from chameleon_core.streaming import generate, start_stream
-from chameleon_core.testing import tiny_transformer, write_transformer_checkpoint
+from tests.tiny_models import tiny_transformer
+from chameleon_core.checkpoints.layout_writers import write_transformer_checkpoint
 from chameleon_core.text import load_prompt_embeddings, save_prompt_embeddings
 from chameleon_core.tools.tiny_checkpoints import write_images, write_vae
 from chameleon_core.tools import stream as cli
@@ -129,7 +130,7 @@ def test_stop_ends_between_chunks_with_a_usable_state(world):
     for chunk in session:
         if chunk.index == 1:
             commands.put(STOP)
-    assert session.done == 2 and session.stopped and session.state.frames == 6
+    assert session.done == 2 and session.stopped and session.state.latent_frames == 6
     # The state continues exactly as an uninterrupted run would.
     full = Session(_start(world), chunks=3, codec=world["vae"], decode=False).run()
     _, nxt = generate(session.state, 3)
@@ -151,7 +152,7 @@ def test_a_stop_between_denoising_steps_ends_the_session_with_the_chunks_before_
 
     stopped = Session(_start(world), chunks=5, decode=False, should_stop=stop_inside_chunk_three)
     got = stopped.run()
-    assert [c.index for c in got] == [0, 1] and stopped.stopped and stopped.state.frames == 6
+    assert [c.index for c in got] == [0, 1] and stopped.stopped and stopped.state.latent_frames == 6
     full = Session(_start(world), chunks=3, decode=False).run()
     _, nxt = generate(stopped.state, 3)
     torch.testing.assert_close(nxt, full[2].latents, atol=0, rtol=0)
@@ -185,7 +186,7 @@ def test_overlapped_decode_equals_the_serial_loop_bitwise(world):
     stopped = Session(_start(world), chunks=None, codec=world["vae"], should_stop=lambda: stopped.done >= 3,
                       overlap_decode=True)
     chunks = stopped.run()
-    assert [c.index for c in chunks] == [0, 1, 2] and stopped.stopped and stopped.state.frames == 9
+    assert [c.index for c in chunks] == [0, 1, 2] and stopped.stopped and stopped.state.latent_frames == 9
     for a, b in zip(serial[:2], chunks):  # before the serial run's switch
         assert torch.equal(a.pixels, b.pixels)
 
@@ -235,7 +236,7 @@ def test_a_failing_chunk_raises_its_own_error_and_keeps_the_last_complete_state(
                 handed.append(chunk)
     finally:
         hook.remove()
-    assert len(handed) == 2 and session.state.frames == 6
+    assert len(handed) == 2 and session.state.latent_frames == 6
     _, nxt = generate(session.state, 3)
     torch.testing.assert_close(nxt, full[2].latents, atol=0, rtol=0)
     # Latents handed out never share storage with the state's history.

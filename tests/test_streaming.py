@@ -13,7 +13,7 @@ import torch
 from chameleon_core.attention import FullAttention, frame_block_mask
 from chameleon_core.cache import Region
 from chameleon_core.config import StreamSettings
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 from chameleon_core.rescheduling import switch_garment, switch_prompt
 from chameleon_core.schedules import student_timesteps
 from chameleon_core.streaming import NonFiniteChunkError, generate, start_stream
@@ -83,7 +83,7 @@ def test_generate_equals_independent_rollout_with_eviction(model, inputs):
         x0 = independent_chunk(model, inputs["ctx"], inputs["ref"], inputs["gar"], prior, 2 + 2 * k, gen, 2, window)
         torch.testing.assert_close(latents[:, :, 2 * k : 2 * k + 2], x0, atol=ATOL, rtol=0)
         prior.append((x0, 2 + 2 * k))
-    assert state2.frames == 10 and state2.cache.positions[:4] == [0, 1, 2, 3]
+    assert state2.latent_frames == 10 and state2.cache.positions[:4] == [0, 1, 2, 3]
     assert sorted(state2.cache.region_positions(Region.WINDOW)) == [8, 9, 10, 11]
     # Without eviction in the reference, chunk 4 would differ: the check has teeth.
     gen = torch.Generator().manual_seed(3)
@@ -102,7 +102,7 @@ def test_generate_never_changes_its_input_and_is_deterministic(model, inputs):
     s2, b = generate(state, 6)
     assert torch.equal(a, b) and torch.equal(s1.cache.k, s2.cache.k)
     assert torch.equal(state.cache.k, k0) and torch.equal(state.cache.v, v0) and state.cache.positions == pos0
-    assert state.frames == 0 and state.history == ()
+    assert state.latent_frames == 0 and state.history == ()
     # Chaining generate calls equals one long call (RNG state is carried in the state).
     s3, c1 = generate(state, 2)
     s4, c2 = generate(s3, 4)
@@ -120,7 +120,7 @@ def test_interrupt_returns_last_complete_state(model, inputs):
     done = []
     part_state, part = generate(state, 8, progress=lambda k, n, x: done.append(k),
                                 should_stop=lambda: len(done) >= 2)  # a stop after two chunks
-    assert part.shape[2] == 4 and part_state.frames == 4
+    assert part.shape[2] == 4 and part_state.latent_frames == 4
     resumed_state, rest = generate(part_state, 4)
     torch.testing.assert_close(torch.cat([part, rest], 2), full, atol=0, rtol=0)
 
@@ -141,7 +141,7 @@ def test_a_stop_between_denoising_steps_abandons_the_chunk_and_leaves_the_state_
 
     part_state, part = generate(state, 8, progress=lambda k, n, x: done.append(k), should_stop=stop_inside_chunk_three)
     assert len(polls) == 2 and done == [0, 1]  # stopped inside chunk 3, after its first step
-    assert part.shape[2] == 4 and part_state.frames == 4
+    assert part.shape[2] == 4 and part_state.latent_frames == 4
     _, rest = generate(part_state, 4)
     torch.testing.assert_close(torch.cat([part, rest], 2), full, atol=0, rtol=0)
 
@@ -165,7 +165,7 @@ def test_long_stream_keeps_cache_size_flat(model, inputs):
                          settings=stream)
     size = state.cache.nbytes
     state, lat = generate(state, 150)  # 50 chunks, far past the 21-frame training clip
-    assert lat.shape[2] == 150 and state.frames == 150 and torch.isfinite(lat).all()
+    assert lat.shape[2] == 150 and state.latent_frames == 150 and torch.isfinite(lat).all()
     assert state.cache.nbytes == size
     assert state.cache.region_positions(Region.SINK) == [2, 3, 4]
     assert sorted(state.cache.region_positions(Region.WINDOW)) == list(range(152 - 18, 152))
@@ -251,7 +251,7 @@ def test_disentangle_reencodes_the_last_frame_of_the_continuous_decode(model, in
 def test_full_switch_keeps_frame_numbering_and_positions_continuous(model, inputs, codec):
     state = _started(model, inputs)
     new = switch_garment(state, inputs["gar2"], codec=codec)  # refresh + withdraw (sink too) + disentangle
-    assert new.frames == state.frames == 6 and new.next_position == 8
+    assert new.latent_frames == state.latent_frames == 6 and new.next_position == 8
     after, nxt = generate(new, 2)
     # Independent: [new reference, new garment] then the chunk at position 8, nothing else.
     gen = torch.Generator().set_state(new.rng_state.clone())
@@ -260,7 +260,7 @@ def test_full_switch_keeps_frame_numbering_and_positions_continuous(model, input
     gen = torch.Generator().set_state(new.rng_state.clone())
     off = independent_chunk(model, inputs["ctx"], new.reference, inputs["gar2"], [], 2, gen, 2)
     assert not torch.allclose(nxt, off, atol=ATOL)  # restarting positions at 2 would be a different video
-    assert after.frames == 8 and after.latents().shape[2] == 8
+    assert after.latent_frames == 8 and after.latents().shape[2] == 8
 
 
 def test_switch_prompt_recaches_under_the_new_prompt(model, inputs):
@@ -293,13 +293,14 @@ def test_bad_inputs_are_reported(model, inputs, codec):
 
 def test_latent_frames_for_counts_the_causal_first_frame(model, inputs):
     """The 4x causal VAE: latent frames 1, 2, 3 decode to video frames 1, 5, 9 (first frame alone), and every
-    latent frame after the first to 4 more, so a first segment of F frames takes (F - 1) // 4 + 1 and a later
-    one ceil(F / 4); one chunk (3 latent frames) is the minimum: 9 video frames at the start, 12 after it."""
+    latent frame after the first to 4 more, so a first segment of F frames takes 1 + ceil((F - 1) / 4) (12 frames
+    need 4 latent frames: 3 show only 9) and a later one ceil(F / 4); one chunk (3 latent frames) is the minimum: 9
+    video frames at the start, 12 after it."""
     from chameleon_core.streaming import latent_frames_for
 
     state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"],
                          settings=StreamSettings(chunk_frames=3, cache_frames=11))
-    assert [latent_frames_for(state, f) for f in (9, 12, 13, 81)] == [3, 3, 4, 21]
+    assert [latent_frames_for(state, f) for f in (9, 10, 12, 13, 14, 81)] == [3, 4, 4, 4, 5, 21]
     with pytest.raises(ValueError, match="use at least 9"):
         latent_frames_for(state, 8)
     later, _ = generate(state, 3)

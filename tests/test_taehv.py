@@ -68,7 +68,7 @@ def test_whole_decode_equals_frame_by_frame_and_counts_frames_like_the_wan_vae(f
     raw = _latents(cfg, 4)
     pixels = model.decode(raw)
     fam = WAN21 if family == "wan2.1" else WAN22
-    assert pixels.shape == (1, 3, fam.pixel_frames(4), 3 * fam.spatial_stride, 2 * fam.spatial_stride)
+    assert pixels.shape == (1, 3, fam.video_frames(4), 3 * fam.spatial_stride, 2 * fam.spatial_stride)
     ref = _frame_by_frame(model, fam.to_model_space(raw))
     torch.testing.assert_close(pixels, ref, atol=1e-5, rtol=1e-5)
     assert pixels.min() >= -1 and pixels.max() <= 1
@@ -96,7 +96,7 @@ def test_streaming_decoder_takes_model_space_directly_and_counts_video_frames():
     lat = WAN22.to_model_space(_latents(cfg, 6))
     dec = StreamingDecoder(model, WAN22)
     out = torch.cat([dec.decode(lat[:, :, :3]), dec.decode(lat[:, :, 3:])], 2)
-    assert dec.video_frames == WAN22.pixel_frames(6) == out.shape[2] == 21
+    assert dec.video_frames == WAN22.video_frames(6) == out.shape[2] == 21
     torch.testing.assert_close(out, model.decode_model_space(lat)[0])
     torch.testing.assert_close(dec.last_frame, out[:, :, -1])
 

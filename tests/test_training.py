@@ -98,6 +98,7 @@ def _max_diff(a: dict, b: dict) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage,kind", [("sft", "teacher"), ("forcing", "student")])
 def test_stage(stage, kind, cache, tmp_path):
     from chameleon_core.checkpoints import checkpoint_kind, load_transformer
@@ -134,6 +135,7 @@ def test_stage(stage, kind, cache, tmp_path):
     assert all(torch.equal(v, p_one[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_chain_sft_forcing_dmd_student_streams(cache, tmp_path):
     """prepare -> sft -> forcing (initialised from the SFT export) -> dmd (generator from the forcing student, real
     and fake scores from the SFT teacher) -> the DMD student streams through ``python -m chameleon_core``
@@ -167,6 +169,7 @@ def test_chain_sft_forcing_dmd_student_streams(cache, tmp_path):
     assert len(list((tmp_path / "frames").glob("frame_*.png"))) == 9
 
 
+@pytest.mark.slow
 def test_unsharded_single_process_matches_fsdp(cache, tmp_path):
     """World size 1 without FSDP (plain fp32 module, no checkpointing) trains to the same weights as FSDP2 with
     per-block checkpointing: the sharding and recomputation change nothing numerically in fp32."""

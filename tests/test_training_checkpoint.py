@@ -68,6 +68,7 @@ def records(run: Path) -> list[dict]:
 # -------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_saves_run_in_the_background_one_at_a_time(cache, tmp_path, monkeypatch):
     """A writer that takes 1.5 s per checkpoint: the saving step waits only for the staging copy, the next steps run
     while it writes, the next save waits for it (never two in flight), and the timings land in metrics.jsonl."""
@@ -143,6 +144,7 @@ def test_an_incomplete_checkpoint_is_an_error(saved_run, cache):
         sft(cache, saved_run, "run.steps=10")
 
 
+@pytest.mark.slow
 def test_resume_says_where_and_deletes_only_its_own_checkpoints(saved_run, cache, caplog):
     with caplog.at_level(logging.INFO, logger="chameleon_core.training"):
         sft(cache, saved_run, "run.steps=10", "run.save_every=2")
@@ -153,6 +155,7 @@ def test_resume_says_where_and_deletes_only_its_own_checkpoints(saved_run, cache
     assert (saved_run / "checkpoints" / "latest").read_text() == "step_0000010"
 
 
+@pytest.mark.slow
 def test_a_fresh_start_never_overwrites_an_earlier_runs_checkpoints(saved_run, cache, caplog):
     before = (saved_run / "checkpoints" / "step_0000002" / "trainer.pt").read_bytes()
     with caplog.at_level(logging.INFO, logger="chameleon_core.training"):
@@ -201,6 +204,7 @@ def test_planted_metadata_is_refused_and_runs_nothing(saved_run, cache, tmp_path
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_planted_checkpoint_entry_is_refused_and_runs_nothing(saved_run, cache, tmp_path):
     """A non-tensor entry (DCP reads them with torch.load(weights_only=False)) replaced by a planted object."""
     import io

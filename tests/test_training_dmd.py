@@ -9,7 +9,7 @@ import torch
 
 from chameleon_core.schedules import shifted_timestep_table
 from chameleon_core.streaming import generate, start_stream
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 from chameleon_core.training import dmd
 from chameleon_core.training.dmd import EMA, SampleRandom
 
@@ -515,6 +515,7 @@ def stage_runs(tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("other", ["two", "micro"])
 def test_dmd_stage_two_processes_or_micro_batches_equal_one(stage_runs, other):
     one, two = _final_state(stage_runs["one"]), _final_state(stage_runs[other])
@@ -524,6 +525,7 @@ def test_dmd_stage_two_processes_or_micro_batches_equal_one(stage_runs, other):
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
+@pytest.mark.slow
 def test_dmd_stage_resume_equals_uninterrupted(stage_runs):
     one, resumed = _final_state(stage_runs["one"]), _final_state(stage_runs["resumed"])
     assert set(one) == set(resumed)
@@ -531,6 +533,7 @@ def test_dmd_stage_resume_equals_uninterrupted(stage_runs):
         torch.testing.assert_close(resumed[k], one[k], rtol=0, atol=0, msg=k)
 
 
+@pytest.mark.slow
 def test_dmd_stage_trains_logs_and_exports_a_student(stage_runs):
     from chameleon_core.checkpoints import checkpoint_kind, load_transformer
     from chameleon_core.training.metrics import read_metrics
@@ -560,6 +563,7 @@ def test_dmd_stage_trains_logs_and_exports_a_student(stage_runs):
         torch.testing.assert_close(v, ema[k], msg=k)
 
 
+@pytest.mark.slow
 def test_dmd_stage_critic_learns_on_a_fixed_batch(tmp_path):
     """20 iterations on one fixed batch: the critic's flow loss (fresh rollouts, random timesteps, so noisy) falls
     on average from the first five iterations to the last five. This run reads the VAE and the negative prompt

@@ -19,7 +19,7 @@ def test_forward_flops_equal_torchs_flop_counter():
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from chameleon_core.testing import tiny_transformer
+    from tests.tiny_models import tiny_transformer
 
     cfg = preset("tiny")
     model = tiny_transformer(0)

@@ -38,6 +38,8 @@ import pytest
 import torch
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # every case runs training processes (seconds each): not in the fast subset
+
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "tests" / "training_fault_harness.py"
 EXIT_LIMIT_S = 60.0

@@ -73,7 +73,7 @@ def test_teacher_forced_forward_equals_streaming_on_clean_history():
     from chameleon_core.cache import CacheGeometry, KVCache
     from chameleon_core.causal import chunk_forward, prefill_conditions
     from chameleon_core.config import StreamSettings
-    from chameleon_core.testing import tiny_transformer
+    from tests.tiny_models import tiny_transformer
 
     model = tiny_transformer(3)
     cfg = model.config

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from chameleon_core.frames import whole_chunk_segments
 from chameleon_core.tools import demo_models, workflow_layout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -333,13 +334,13 @@ def test_changing_the_demo_constants_and_regenerating_updates_the_demo_templates
 
 
 def test_demo_constants_that_are_not_whole_chunks_are_refused_with_the_fix():
-    assert demo_models.segment_frames(69, (21, 45)) == [21, 24, 24]
-    with pytest.raises(ValueError, match="segment 2 has 25 frames; later segments need a multiple of 12"):
-        demo_models.segment_frames(70, (45,))
-    with pytest.raises(ValueError, match="first segment has 20 frames"):
-        demo_models.segment_frames(44, (20,))
+    assert whole_chunk_segments(69, (21, 45), 3) == [21, 24, 24]
+    with pytest.raises(ValueError, match=r"segment 2 has 25 video frames; .* needs 12 \+ a multiple of 12 \(e.g. 24\)"):
+        whole_chunk_segments(70, (45,), 3)
+    with pytest.raises(ValueError, match=r"segment 1 has 20 video frames; .* needs 9 \+ a multiple of 12 \(e.g. 21\)"):
+        whole_chunk_segments(44, (20,), 3)
     with pytest.raises(ValueError, match="increase"):
-        demo_models.segment_frames(69, (45, 21))
+        whole_chunk_segments(69, (45, 21), 3)
 
 
 @pytest.mark.parametrize("name", NAMES)

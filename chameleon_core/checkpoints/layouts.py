@@ -1,8 +1,9 @@
-"""Tensor-name layouts of the checkpoints we accept (DESIGN.md section 7), and renaming them to our model's names.
+"""Tensor-name layouts of the checkpoints we accept (``docs/design.md``, Checkpoints), and renaming them to our
+model's names.
 
 Transformer layouts, told apart by their tensor names (:func:`detect_layout`):
 
-- ``wan``: the original Wan names (``shared/reference/checkpoint-layouts/*.transformer.json``);
+- ``wan``: the original Wan names (``tests/data/checkpoint-layouts/*.transformer.json``);
 - ``comfyui``: ComfyUI repackages, the Wan names under ``model.diffusion_model.``;
 - ``comfyui-fp8``: ComfyUI "scaled fp8": float8_e4m3fn weights with a fp32 ``<name>.scale_weight`` beside each
   ``<name>.weight`` and a ``scaled_fp8`` marker (ComfyUI's ``comfy/ops.py``); ``.scale_input`` keys (static

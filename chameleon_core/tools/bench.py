@@ -54,7 +54,7 @@ from ..model import WanModel
 from ..profiles import PROFILE_NAMES, PROFILES
 from ..session import Session
 from ..streaming import Rollout, generate, start_stream
-from ..testing import random_transformer
+from ..random_models import random_transformer
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     latents = state.latents()
 
     n_lat = latents.shape[2]
-    pixel_frames = fam.pixel_frames(n_lat)
+    pixel_frames = fam.video_frames(n_lat)
     backbone_s = sum(chunk_times)
     decode_s = sum(decode_times)
     tiny_times = decode_times_of(tiny, latents, c, fam, device) if tiny is not None else []

@@ -29,7 +29,7 @@ import torch
 from ..config import COND_FRAMES, StreamSettings, preset
 from ..session import Session
 from ..streaming import generate, start_stream, with_options
-from ..testing import random_transformer
+from ..random_models import random_transformer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

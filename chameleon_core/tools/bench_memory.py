@@ -27,7 +27,7 @@ import torch
 from ..config import StreamSettings, preset
 from ..session import Session, encode_condition
 from ..streaming import StreamState, start_stream
-from ..testing import random_transformer
+from ..random_models import random_transformer
 from ..vae import build_vae
 
 logger = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from dataclasses import replace
 import torch
 
 from ..config import StreamSettings, preset
-from ..guidance import ConditionWeighting, SourceVideo
+from ..stream_options import ConditionWeighting, SourceVideo
 from ..samplers import sample_teacher
 from ..streaming import generate, start_stream, with_options
-from ..testing import random_transformer
+from ..random_models import random_transformer
 from ..tryon import keyframe_then_fill
 
 

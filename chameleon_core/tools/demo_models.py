@@ -35,7 +35,7 @@ import torch
 
 from ..checkpoints import save_transformer, save_vae
 from ..config import preset
-from ..testing import tiny_transformer
+from ..random_models import random_transformer
 from ..text import save_prompt_embeddings
 from ..vae import build_vae, vae_preset
 from .tiny_checkpoints import write_images
@@ -69,28 +69,6 @@ DEMO_SWITCH_FRAMES = (21, 45)
 at most three switches with the shipped images)."""
 DEMO_LIVE_FRAMES = 477
 """The live demo's frame limit (``demo_live``): about 20 s at 24 fps, time to switch garments from the widget."""
-TEMPORAL_STRIDE = 4
-"""Video frames per latent frame after the first (Wan's causal VAE)."""
-
-
-def segment_frames(frames: int, switches: tuple[int, ...] | list[int] = (),
-                   chunk_frames: int = DEMO_CHUNK_FRAMES) -> list[int]:
-    """Video frames of each segment of a ``frames``-frame stream cut at ``switches`` (video frame indices), checked
-    to be whole chunks (what each Generate asks for is then exactly what it makes): the first segment needs
-    ``4 * (c * k - 1) + 1`` frames, every later one ``4 * c * k``. Raises ValueError naming the constant to fix."""
-    bounds = [0, *switches, frames]
-    if sorted(set(bounds)) != bounds:
-        raise ValueError(f"switch frames {list(switches)} must increase strictly inside 0..{frames}")
-    out = [b - a for a, b in zip(bounds, bounds[1:])]
-    first_chunk = TEMPORAL_STRIDE * (chunk_frames - 1) + 1
-    whole = TEMPORAL_STRIDE * chunk_frames
-    if (out[0] - first_chunk) % whole:
-        raise ValueError(f"the first segment has {out[0]} frames; with chunks of {chunk_frames} latent frames it "
-                         f"needs {first_chunk} + a multiple of {whole} (e.g. {first_chunk + whole * max(0, round((out[0] - first_chunk) / whole))})")
-    for i, n in enumerate(out[1:], 2):
-        if n % whole:
-            raise ValueError(f"segment {i} has {n} frames; later segments need a multiple of {whole}")
-    return out
 
 
 def write_demo(models: str | Path, input_dir: str | Path, *, seed: int = 0, student: str | Path | None = None,
@@ -102,7 +80,7 @@ def write_demo(models: str | Path, input_dir: str | Path, *, seed: int = 0, stud
         p.parent.mkdir(parents=True, exist_ok=True)
     config = preset("tiny")
     if student is None:
-        save_transformer(out["student"], tiny_transformer(seed, config), kind="student",
+        save_transformer(out["student"], random_transformer(config, seed=seed), kind="student",
                          metadata={"fashionchameleon.demo": "random weights"})
     else:
         shutil.copyfile(student, out["student"])

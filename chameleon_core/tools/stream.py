@@ -72,7 +72,7 @@ from ..session import (
 )
 from ..streaming import NonFiniteChunkError, StreamState, start_stream
 from ..taehv import TAEHV_PRESETS, TinyVideoDecoder, load_taehv, random_taehv
-from ..testing import random_transformer
+from ..random_models import random_transformer
 from ..text import encode_prompts, load_prompt_embeddings
 from ..vae import NonFiniteVAEError, WanVAE, build_vae, check_vae_matches
 from .command import check_output_file, parse_args, run_command, say

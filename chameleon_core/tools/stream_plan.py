@@ -20,6 +20,7 @@ import torch
 from ..checkpoints import checkpoint_kind, inspect_checkpoint
 from ..config import StreamSettings, WanConfig, preset
 from ..profiles import StreamProfile, resolve_profile
+from ..frames import chunk_first_video_frame, landing_chunk, latent_frames_covering
 from ..latents import LatentFamily
 from ..memory import (
     MAX_SIDE,
@@ -132,19 +133,7 @@ class RunPlan:
 
     @property
     def video_frames(self) -> int:
-        return self.family.pixel_frames(self.latent_frames)
-
-
-def chunk_start_frame(chunk: int, chunk_frames: int, family: LatentFamily) -> int:
-    """First output video frame of chunk ``chunk`` (0-based). Latent frame 0 is video frame 0 alone, latent frame
-    j >= 1 is video frames 4j-3 .. 4j, so chunk k >= 1 starts where ``k * chunk_frames`` latent frames end."""
-    return 0 if chunk == 0 else family.pixel_frames(chunk * chunk_frames)
-
-
-def landing_chunk(frame: int, chunk_frames: int, family: LatentFamily) -> int:
-    """The first chunk boundary (chunk index >= 1) whose start frame is at or after video frame ``frame``."""
-    first_latent = 1 + math.ceil((frame - 1) / family.temporal_stride)  # smallest j with pixel_frames(j) >= frame
-    return max(1, math.ceil(first_latent / chunk_frames))
+        return self.family.video_frames(self.latent_frames)
 
 
 def parse_switch(spec: str, option: str, what: str) -> tuple[int, Path]:
@@ -253,14 +242,14 @@ def plan_switches(
                                       ("--shot-switch", "shot", "EMBEDS", getattr(args, "shot_switch", []))):
         for spec in specs:
             frame, path = parse_switch(spec, option, what)
-            chunk = landing_chunk(frame, chunk_frames, family)
-            landed = chunk_start_frame(chunk, chunk_frames, family)
-            end = family.pixel_frames(chunks * chunk_frames)
+            chunk = landing_chunk(frame, chunk_frames, stride=family.temporal_stride)
+            landed = chunk_first_video_frame(chunk, chunk_frames, stride=family.temporal_stride)
+            end = family.video_frames(chunks * chunk_frames)
             if chunk >= chunks:
-                boundaries = [chunk_start_frame(k, chunk_frames, family) for k in range(1, chunks)]
+                boundaries = [chunk_first_video_frame(k, chunk_frames, stride=family.temporal_stride) for k in range(1, chunks)]
                 raise ValueError(
                     f"{option} {spec!r}: frame {frame} rounds up to the chunk boundary at frame {landed}, but the "
-                    f"video has {end} frames; use --frames {family.pixel_frames(chunk * chunk_frames + 1)} or more, or "
+                    f"video has {end} frames; use --frames {family.video_frames(chunk * chunk_frames + 1)} or more, or "
                     f"switch earlier (boundaries: {boundaries})"
                 )
             events.append(SwitchEvent(kind, frame, path, chunk, landed))
@@ -406,22 +395,22 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     overrides = {k: getattr(args, k) for k in STREAM_OPTIONS if getattr(args, k) is not None}
     stream = prof.settings_for(config.tokens_per_frame(height, width), keep_history=False, **overrides)
     c = stream.chunk_frames
-    latent = family.latent_frames(args.frames)
-    if latent < c:
+    if args.frames < family.video_frames(c):
         raise ValueError(
-            f"--frames {args.frames} is {latent} latent frame(s), less than one chunk ({c} latent frames = "
-            f"{family.pixel_frames(c)} video frames); use --frames {family.pixel_frames(c)} or more"
+            f"--frames {args.frames} is less than one chunk ({c} latent frames = {family.video_frames(c)} video "
+            f"frames); use --frames {family.video_frames(c)} or more"
         )
+    latent = latent_frames_covering(args.frames, stride=family.temporal_stride)
     chunks = math.ceil(latent / c)
-    if family.pixel_frames(chunks * c) > MAX_VIDEO_FRAMES:  # rounding up to whole chunks adds frames
-        most = family.pixel_frames(family.latent_frames(MAX_VIDEO_FRAMES) // c * c)
+    if family.video_frames(chunks * c) > MAX_VIDEO_FRAMES:  # rounding up to whole chunks adds frames
+        most = family.video_frames(family.latent_frames(MAX_VIDEO_FRAMES) // c * c)
         raise ValueError(
-            f"--frames {args.frames} rounds up to {family.pixel_frames(chunks * c)} video frames (whole chunks of {c} "
+            f"--frames {args.frames} rounds up to {family.video_frames(chunks * c)} video frames (whole chunks of {c} "
             f"latent frames), more than the limit of {MAX_VIDEO_FRAMES}; use --frames {most} or fewer"
         )
-    if family.pixel_frames(chunks * c) != args.frames:
+    if family.video_frames(chunks * c) != args.frames:
         logger.info("--frames %d -> %d video frames (%d chunks of %d latent frames)", args.frames,
-                    family.pixel_frames(chunks * c), chunks, c)
+                    family.video_frames(chunks * c), chunks, c)
     check_plan_memory(config, stream, width, height, device, DTYPES["bf16" if dtype_name == "fp8" else
                                                                   dtype_name], fp8=dtype_name == "fp8")
     return RunPlan(

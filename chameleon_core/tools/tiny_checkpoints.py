@@ -36,13 +36,8 @@ from safetensors.torch import save_file
 from ..checkpoints import KIND_METADATA_KEY, save_vae
 from ..config import WanConfig, preset
 from ..profiles import LONGLIVE_MERGED_FORMAT, PROFILES
-from ..testing import (
-    random_lora,
-    tiny_transformer,
-    write_generator_pt,
-    write_lora_pt,
-    write_transformer_checkpoint,
-)
+from ..checkpoints.layout_writers import write_generator_pt, write_lora_pt, write_transformer_checkpoint
+from ..random_models import random_lora, random_transformer
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +84,7 @@ PROFILE_FILES = {
 
 def write_dit(path: Path, kind: str, seed: int) -> None:
     """A tiny DiT in ComfyUI's layout, tagged with its role and (from its config) its text_len."""
-    model = tiny_transformer(seed, TINY_DIT)
+    model = random_transformer(TINY_DIT, seed=seed)
     write_transformer_checkpoint(model, path, layout="comfyui", metadata={KIND_METADATA_KEY: kind})
 
 
@@ -113,14 +108,14 @@ def write_profile_files(models: Path, seed: int) -> dict[str, Path]:
     out = {k: models / v for k, v in PROFILE_FILES.items()}
     for p in out.values():
         p.parent.mkdir(parents=True, exist_ok=True)
-    write_generator_pt(out["longlive2"], tiny_transformer(seed + 10, TINY_DIT), dtype=torch.bfloat16,
+    write_generator_pt(out["longlive2"], random_transformer(TINY_DIT, seed=seed + 10), dtype=torch.bfloat16,
                        extras={"checkpoint_format": LONGLIVE_MERGED_FORMAT, "model_name": "Wan2.2-TI2V-5B",
                                "merged_lora": True, "dtype": "bfloat16"})
-    write_generator_pt(out["longlive1"], tiny_transformer(seed + 11, TINY_DIT_WAN21))
+    write_generator_pt(out["longlive1"], random_transformer(TINY_DIT_WAN21, seed=seed + 11))
     write_lora_pt(out["longlive1_lora"], random_lora(TINY_DIT_WAN21, rank=8, seed=seed + 12))
-    write_generator_pt(out["self_forcing"], tiny_transformer(seed + 13, TINY_DIT_WAN21),
-                       ema=tiny_transformer(seed + 14, TINY_DIT_WAN21))
-    write_generator_pt(out["causvid"], tiny_transformer(seed + 15, TINY_DIT_WAN21))
+    write_generator_pt(out["self_forcing"], random_transformer(TINY_DIT_WAN21, seed=seed + 13),
+                       ema=random_transformer(TINY_DIT_WAN21, seed=seed + 14))
+    write_generator_pt(out["causvid"], random_transformer(TINY_DIT_WAN21, seed=seed + 15))
     write_wan21_vae(out["wan21_vae"], seed)
     write_taehv(out["wan21_tiny_decoder"], seed, latent_channels=16)
     return out

@@ -20,6 +20,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from ..config import StreamSettings
+from ..frames import whole_chunk_segments
 from . import demo_models, workflow_layout
 from .workflows_profiles import PROFILE_EXTRAS, PROFILE_WORKFLOWS
 
@@ -43,6 +45,14 @@ T5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 TINY_DECODER = "taew2_2.safetensors"
 DEMO_STUDENT, DEMO_VAE, DEMO_PROMPT = demo_models.STUDENT, demo_models.VAE, demo_models.PROMPT
 DEMO_IMAGES = demo_models.IMAGES
+DEFAULTS = StreamSettings()
+"""The stream settings the templates start from (FashionChameleon's: typed nowhere else)."""
+STREAM_DEFAULTS = {"steps": DEFAULTS.steps, "chunk_frames": DEFAULTS.chunk_frames,
+                   "cache_frames": DEFAULTS.cache_frames, "sink_chunks": DEFAULTS.sink_chunks}
+"""Stream Start's and the live node's settings inputs in the student templates."""
+DEMO_STREAM = {**STREAM_DEFAULTS, "chunk_frames": demo_models.DEMO_CHUNK_FRAMES,
+               "cache_frames": demo_models.DEMO_CACHE_FRAMES}
+"""The same in the demo templates: the demo student's chunk and cache."""
 
 
 # Column hints (spec ``pos`` x): the layout keeps the columns' order and moves them apart as far as their nodes need;
@@ -63,8 +73,7 @@ def _common(nodes: dict) -> None:
 def _stream_head(nodes: dict) -> None:
     nodes[1] = ("ChameleonStudentLoader", {"ckpt_name": STUDENT, "weight_dtype": "default"}, {}, (MODELS, 0))
     _common(nodes)
-    nodes[8] = ("ChameleonStreamStart", {"seed": 42, "steps": 4, "chunk_frames": 3, "cache_frames": 23,
-                                         "sink_chunks": 1},
+    nodes[8] = ("ChameleonStreamStart", {"seed": 42, **STREAM_DEFAULTS},
                 {"student": (1, 0), "positive": (4, 0), "conditions": (7, 0)}, (START, 1))
 
 
@@ -81,13 +90,13 @@ def single_garment_stream() -> dict:
     n: dict = {}
     _stream_head(n)
     n[9] = ("ChameleonStreamGenerate", {"frames": 81}, {"stream": (8, 0)}, (1300, 0))
-    n[10] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (9, 1)}, (1700, 0))
+    n[10] = ("ChameleonStreamDecode", {"chunk_frames": DEFAULTS.chunk_frames}, {"vae": (2, 0), "segment_1": (9, 1)}, (1700, 0))
     _video_tail(n, (10, 0), 11, 1700, "single_garment")
     return n
 
 
 def _switch_chain(n: dict, segments: list[int], images: tuple[str, ...], vae: int, prefix: str,
-                  chunk_frames: int = 3) -> None:
+                  chunk_frames: int = DEFAULTS.chunk_frames) -> None:
     """Generate -> (Load Image, Garment Switch, Generate) per switch -> Decode of every segment -> video, after a
     stream head (node 8); ``segments``: video frames per segment, ``images``: the garments after garment 1."""
     if len(segments) - 1 > len(images):
@@ -151,7 +160,7 @@ def long_video() -> dict:
                                                        "around once")}, {"clip": (3, 0)}, (1750, 0))
     n[11] = ("ChameleonPromptSwitch", {}, {"stream": (9, 0), "positive": (10, 0)}, (1750, 1))
     n[12] = ("ChameleonStreamGenerate", {"frames": 240}, {"stream": (11, 0)}, (1750, 2))
-    n[13] = ("ChameleonStreamDecode", {"chunk_frames": 3},
+    n[13] = ("ChameleonStreamDecode", {"chunk_frames": DEFAULTS.chunk_frames},
              {"vae": (2, 0), "segment_1": (9, 1), "segment_2": (12, 1)}, (2250, 0))
     _video_tail(n, (13, 0), 14, 2250, "long_video")
     return n
@@ -164,7 +173,7 @@ def live_preview_stream() -> dict:
     _stream_head(n)
     n[9] = ("ChameleonTinyDecoderLoader", {"decoder_name": TINY_DECODER, "weight_dtype": "default"}, {}, (MODELS, 3))
     n[10] = ("ChameleonStreamGenerate", {"frames": 129}, {"stream": (8, 0), "decoder": (9, 0)}, (1300, 0))
-    n[11] = ("ChameleonStreamDecode", {"chunk_frames": 3},
+    n[11] = ("ChameleonStreamDecode", {"chunk_frames": DEFAULTS.chunk_frames},
              {"vae": (2, 0), "segment_1": (10, 1), "decoder": (9, 0)}, (1700, 0))
     _video_tail(n, (11, 0), 12, 1700, "live_preview_stream")
     return n
@@ -177,8 +186,7 @@ def live_session() -> dict:
     n[1] = ("ChameleonStudentLoader", {"ckpt_name": STUDENT, "weight_dtype": "default"}, {}, (MODELS, 0))
     _common(n)
     n[8] = ("ChameleonTinyDecoderLoader", {"decoder_name": TINY_DECODER, "weight_dtype": "default"}, {}, (MODELS, 3))
-    n[9] = ("ChameleonLiveStream", {"seed": 42, "steps": 4, "chunk_frames": 3, "cache_frames": 23, "sink_chunks": 1,
-                                    "max_frames": 241},
+    n[9] = ("ChameleonLiveStream", {"seed": 42, **STREAM_DEFAULTS, "max_frames": 241},
             {"student": (1, 0), "positive": (4, 0), "conditions": (7, 0), "vae": (2, 0), "decoder": (8, 0),
              "clip": (3, 0)}, (1300, 0))
     _video_tail(n, (9, 0), 10, 1800, "live_session")
@@ -218,7 +226,7 @@ def video_tryon() -> dict:
                                         "withdraw_sink": True},
              {"stream": (14, 0), "vae": (2, 0), "garment": (15, 0)}, (SWITCH, 1))
     n[17] = ("ChameleonStreamGenerate", {"frames": 36}, {"stream": (16, 0)}, (SWITCH, 2))
-    n[18] = ("ChameleonStreamDecode", {"chunk_frames": 3},
+    n[18] = ("ChameleonStreamDecode", {"chunk_frames": DEFAULTS.chunk_frames},
              {"vae": (2, 0), "segment_1": (14, 1), "segment_2": (17, 1)}, (OUTPUT, 0))
     _video_tail(n, (18, 0), 19, OUTPUT, "video_tryon")
     return n
@@ -232,7 +240,7 @@ def video_tryon_keyframes() -> dict:
     n[12] = ("SolidMask", {"value": 1.0, "width": 704, "height": 1280}, {}, (SOURCE, 3))
     n[13] = ("ChameleonVideoTryOnKeyframes", {"segment_chunks": 4, "strength": 0.94},
              {"stream": (8, 0), "video": video, "mask": (12, 0)}, (OPTION, 0))
-    n[14] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (13, 0)}, (SWITCH, 0))
+    n[14] = ("ChameleonStreamDecode", {"chunk_frames": DEFAULTS.chunk_frames}, {"vae": (2, 0), "segment_1": (13, 0)}, (SWITCH, 0))
     _video_tail(n, (14, 0), 15, SWITCH, "video_tryon_keyframes")
     return n
 
@@ -244,7 +252,7 @@ def motion_transfer() -> dict:
     driving = _source_video(n, 9, (5, 0), SOURCE_FRAMES)
     n[12] = ("ChameleonMotionTransfer", {"strength": 0.83}, {"stream": (8, 0), "driving": driving}, (OPTION, 0))
     n[13] = ("ChameleonStreamGenerate", {"frames": SOURCE_FRAMES}, {"stream": (12, 0)}, (OPTION, 1))
-    n[14] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (13, 1)}, (SWITCH, 0))
+    n[14] = ("ChameleonStreamDecode", {"chunk_frames": DEFAULTS.chunk_frames}, {"vae": (2, 0), "segment_1": (13, 1)}, (SWITCH, 0))
     _video_tail(n, (14, 0), 15, SWITCH, "motion_transfer")
     return n
 
@@ -261,7 +269,7 @@ def condition_weighting_stream() -> dict:
     _weighting(n, (1, 0))
     n[8][2]["student"] = (20, 0)
     n[9] = ("ChameleonStreamGenerate", {"frames": 81}, {"stream": (8, 0)}, (SOURCE, 0))
-    n[10] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (9, 1)}, (OPTION, 0))
+    n[10] = ("ChameleonStreamDecode", {"chunk_frames": DEFAULTS.chunk_frames}, {"vae": (2, 0), "segment_1": (9, 1)}, (OPTION, 0))
     _video_tail(n, (10, 0), 11, OPTION, "condition_weighting_stream")
     return n
 
@@ -281,7 +289,7 @@ def local_attention_stream() -> dict:
     _stream_head(n)
     n[9] = ("ChameleonLocalAttention", {"local_frames": 6}, {"stream": (8, 0)}, (SOURCE, 0))
     n[10] = ("ChameleonStreamGenerate", {"frames": 249}, {"stream": (9, 0)}, (SOURCE, 1))
-    n[11] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (10, 1)}, (OPTION, 0))
+    n[11] = ("ChameleonStreamDecode", {"chunk_frames": DEFAULTS.chunk_frames}, {"vae": (2, 0), "segment_1": (10, 1)}, (OPTION, 0))
     _video_tail(n, (11, 0), 12, OPTION, "local_attention_stream")
     return n
 
@@ -304,14 +312,15 @@ def native_model_stream() -> dict:
     n[22] = ("ModelSamplingSD3", {"shift": 5.0}, {"model": (21, 0)}, (MODELS - 450, 2))
     n[1] = ("ChameleonNativeModel", {"kind": "student"}, {"model": (22, 0)}, (MODELS - 450, 3))
     n[9] = ("ChameleonStreamGenerate", {"frames": 81}, {"stream": (8, 0)}, (SOURCE, 0))
-    n[10] = ("ChameleonStreamDecode", {"chunk_frames": 3}, {"vae": (2, 0), "segment_1": (9, 1)}, (OPTION, 0))
+    n[10] = ("ChameleonStreamDecode", {"chunk_frames": DEFAULTS.chunk_frames}, {"vae": (2, 0), "segment_1": (9, 1)}, (OPTION, 0))
     _video_tail(n, (10, 0), 11, OPTION, "native_model_stream")
     return n
 
 
 # -- the demo templates: the pack's shipped demo files (demo/), no downloads ----------------------------------------
 
-DEMO_SEGMENTS = demo_models.segment_frames(demo_models.DEMO_FRAMES, demo_models.DEMO_SWITCH_FRAMES)
+DEMO_SEGMENTS = whole_chunk_segments(demo_models.DEMO_FRAMES, demo_models.DEMO_SWITCH_FRAMES,
+                                     demo_models.DEMO_CHUNK_FRAMES)
 """Video frames per segment of ``demo_switch_chain`` (from ``demo_models``' constants, checked to be whole chunks)."""
 
 
@@ -329,8 +338,7 @@ def _demo_head(n: dict) -> None:
 
 def _demo_stream_head(n: dict) -> None:
     _demo_head(n)
-    n[8] = ("ChameleonStreamStart", {"seed": 42, "steps": 4, "chunk_frames": demo_models.DEMO_CHUNK_FRAMES,
-                                     "cache_frames": demo_models.DEMO_CACHE_FRAMES, "sink_chunks": 1},
+    n[8] = ("ChameleonStreamStart", {"seed": 42, **DEMO_STREAM},
             {"student": (1, 0), "positive": (3, 0), "conditions": (7, 0)}, (START, 1))
 
 
@@ -338,7 +346,7 @@ def demo() -> dict:
     """The smallest stream on the shipped demo files: one garment, Start -> Generate -> Decode -> video."""
     n: dict = {}
     _demo_stream_head(n)
-    n[9] = ("ChameleonStreamGenerate", {"frames": demo_models.segment_frames(demo_models.DEMO_FRAMES)[0]},
+    n[9] = ("ChameleonStreamGenerate", {"frames": whole_chunk_segments(demo_models.DEMO_FRAMES, (), demo_models.DEMO_CHUNK_FRAMES)[0]},
             {"stream": (8, 0)}, (1300, 0))
     n[10] = ("ChameleonStreamDecode", {"chunk_frames": demo_models.DEMO_CHUNK_FRAMES},
              {"vae": (2, 0), "segment_1": (9, 1)}, (1700, 0))
@@ -359,9 +367,7 @@ def demo_live() -> dict:
     n: dict = {}
     _demo_head(n)
     n[7] = (*n[7][:3], (INPUTS, 3))  # under the images: the live node comes third, in view when the template opens
-    n[9] = ("ChameleonLiveStream", {"seed": 42, "steps": 4, "chunk_frames": demo_models.DEMO_CHUNK_FRAMES,
-                                    "cache_frames": demo_models.DEMO_CACHE_FRAMES, "sink_chunks": 1,
-                                    "max_frames": demo_models.DEMO_LIVE_FRAMES},
+    n[9] = ("ChameleonLiveStream", {"seed": 42, **DEMO_STREAM, "max_frames": demo_models.DEMO_LIVE_FRAMES},
             {"student": (1, 0), "positive": (3, 0), "conditions": (7, 0), "vae": (2, 0)}, (START, 0))
     _video_tail(n, (9, 0), 10, 1400, "demo_live")
     return n

@@ -157,8 +157,7 @@ PROFILE_EXTRAS: dict[str, dict] = {
         "summary": "LongLive 2.0 streams into the live node; type a new prompt into the widget to switch it.",
         "description": "LongLive 2.0 streams into the live node (the tiny decoder shows each block as it is made); "
                        "type a new prompt into the widget to switch. No garment: it is a text-to-video student.",
-        "groups": [("Models", [1, 2, 3, 9]), ("Prompt and size", [4, 7]), ("Live stream (switch the prompt from "
-                   "the widget)", [10]), ("Save", [11, 12])],
+        "groups": [("Models", [1, 2, 3, 9]), ("Prompt and size", [4, 7]), ("Live stream: type a prompt here", [10]), ("Save", [11, 12])],
     },
     "longlive1_prompt_switch": {
         "title": "LongLive 1.0: text to video with a prompt switch",

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from chameleon_core.frames import is_whole_video
 from chameleon_core.images import (
     fit_garment,
     fit_reference,
@@ -252,7 +253,7 @@ def _image(path: Path, what: str, where: str) -> torch.Tensor:
 def load_sample(row: TrainRow, frames: int, width: int, height: int) -> dict[str, object]:
     """Pixels and captions of one row at ``width x height``: ``video [1, 3, T, H, W]``, ``reference`` and
     ``garment [1, 3, H, W]`` in [-1, 1], and ``texts`` (the three caption variants)."""
-    if frames < 1 or (frames - 1) % 4:
+    if not is_whole_video(frames):
         raise ValueError(f"frame count must be 4k+1 (81, 49, 9, 5, ...), got {frames}")
     where = row.where()
     texts = caption_texts(parse_caption(row.prompt, where))

@@ -1,7 +1,7 @@
 """Gradient-reweighted DMD (stage 3 of FashionChameleon's recipe): rollout, DMD loss, reward weights, critic, EMA.
 
-The pure pieces of the stage; :mod:`chameleon_core.training.stage_dmd` runs them in a loop. The facts they follow
-are in ``shared/reference/FASHIONCHAMELEON.md`` ("Gradient-reweighted DMD"):
+The pure pieces of the stage; :mod:`chameleon_core.training.stage_dmd` runs them in a loop. They follow the authors'
+``models/gr_dmd_ic.py`` and ``trainer/distill_ic.py`` (QuanjianSong/FashionChameleon; ``docs/design.md``, the facts):
 
 1. **Rollout** (Self-Forcing style, :func:`rollout`): prefill the reference and garment, then roll ``num_chunks``
    chunks from noise through the *same* chunk step inference uses (:func:`chameleon_core.chunk_step.denoise_chunk`).
@@ -36,6 +36,7 @@ from torch import nn
 from ..cache import CacheGeometry
 from ..chunk_step import denoise_chunk
 from ..config import COND_FRAMES, StreamSettings
+from ..frames import TEMPORAL_STRIDE, video_frames
 from ..latents import to_raw
 from ..model import TextContext, WanModel
 from ..schedules import (
@@ -366,16 +367,19 @@ def vae_decoder(vae) -> DecodeFn:
     return decode
 
 
-def pixel_to_latent_frames(scores: torch.Tensor, latent_frames: int, temporal_stride: int = 4) -> torch.Tensor:
-    """Per-pixel-frame scores ``[B, 1 + s (F - 1)]`` -> per-latent-frame ``[B, F]``: pixel frame 0 is latent frame 0,
-    the rest average in groups of ``s`` (the causal VAE's temporal layout)."""
+def pixel_to_latent_frames(scores: torch.Tensor, latent_frames: int, temporal_stride: int = TEMPORAL_STRIDE
+                           ) -> torch.Tensor:
+    """Per-video-frame scores ``[B, V]`` -> per-latent-frame ``[B, F]``: each latent frame takes the mean over the video
+    frames it decodes to (:func:`~chameleon_core.frames.latent_frame_video_range`: frame 0 alone, then groups of
+    ``temporal_stride``)."""
     b, n = scores.shape
-    want = 1 + temporal_stride * (latent_frames - 1)
+    want = video_frames(latent_frames, stride=temporal_stride)
     if n != want:
         raise ValueError(
             f"{latent_frames} latent frames decode to {want} pixel frames, got scores for {n}; "
             f"decode with the VAE that matches the model (temporal stride {temporal_stride})"
         )
+    # the groups are contiguous: frame 0 alone, then equal groups (one reshape instead of a loop over the ranges)
     rest = scores[:, 1:].reshape(b, latent_frames - 1, temporal_stride).mean(dim=2)
     return torch.cat([scores[:, :1], rest], dim=1)
 
@@ -392,7 +396,7 @@ def chunk_average(values: torch.Tensor, chunk_frames: int) -> torch.Tensor:
 
 @torch.no_grad()
 def frame_rewards(
-    latents: torch.Tensor, *, decode: DecodeFn, reward: RewardFn, chunk_frames: int, temporal_stride: int = 4
+    latents: torch.Tensor, *, decode: DecodeFn, reward: RewardFn, chunk_frames: int, temporal_stride: int = TEMPORAL_STRIDE
 ) -> torch.Tensor:
     """Rewards per latent frame ``[B, F]`` for model-space ``latents [B, C, F, h, w]``, averaged per chunk.
 

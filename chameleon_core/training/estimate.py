@@ -50,6 +50,8 @@ from dataclasses import dataclass
 import torch
 
 from chameleon_core.config import COND_FRAMES, WanConfig, preset
+from chameleon_core.frames import is_whole_video
+from chameleon_core.frames import latent_frames as latent_frames_of
 
 GIB = 2**30
 GPU_BYTES = {"80 GB": 80e9, "141 GB": 141e9}
@@ -90,7 +92,7 @@ class Geometry:
     critic_per_generator: int = 5
 
     def latent_frames(self) -> int:
-        return (self.frames - 1) // 4 + 1
+        return latent_frames_of(self.frames)
 
     def tokens_per_frame(self, config: WanConfig) -> int:
         return config.tokens_per_frame(self.height, self.width)
@@ -280,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gpus = [int(x) for x in args.gpus.split(",") if x.strip()]
         if not gpus or min(gpus) < 1 or args.global_batch < 1:
             raise ValueError(f"--gpus and --global-batch must be >= 1, got {args.gpus!r}, {args.global_batch}")
-        if (args.frames - 1) % 4 or args.frames < 1:
+        if not is_whole_video(args.frames):
             raise ValueError(f"--frames must be 4k+1, got {args.frames}")
         config = preset("wan2.2-ti2v-5b")
         rows = estimate_rows(config, Geometry(args.frames, args.width, args.height), gpus, args.global_batch)

@@ -1,5 +1,5 @@
 """The in-context teacher-forcing sequence and its attention mask (the authors' ``causal_model.py:
-_prepare_in_context_teacher_forcing_mask``, as summarised in ``shared/reference/FASHIONCHAMELEON.md``).
+_prepare_in_context_teacher_forcing_mask``; ``docs/design.md``, the facts).
 
 Sequence: ``[clean reference, clean garment, clean video | noisy reference, noisy garment, noisy video]``; both
 halves sit at RoPE frames ``0 .. 2 + F - 1``. With chunks of ``c`` latent frames:
@@ -75,7 +75,8 @@ class FlexForcingAttention:
         self.block_mask = create_block_mask(mask_mod, None, None, length, length, device=str(device))
         self._flex = torch.compile(flex_attention) if device.type == "cuda" else flex_attention
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend=None) -> torch.Tensor:
+        """Flex attention with the block mask (the model's backend is not used: this plan runs its own kernel)."""
         out = self._flex(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=self.block_mask)
         return out.transpose(1, 2)
 

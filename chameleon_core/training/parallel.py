@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from chameleon_core.model import Block, WanModel
+from chameleon_core.precision import Precision
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +62,12 @@ class _Inside:
 
 
 class TrainableWanModel(WanModel):
-    """:class:`WanModel` with a fixed compute dtype and a forward that can run any function on itself.
+    """:class:`WanModel` with a forward that can run any function on itself (its precision policy is set by
+    :func:`prepare_model`: FSDP's parameter dtype, or fp32).
 
     ``model(x, t, context, reference=, garment=)`` is the plain forward; ``run_inside(model, fn, *args)`` calls
     ``fn(model, *args)`` within the root forward, so FSDP gathers the root's weights and reduces their gradients.
     """
-
-    _compute_dtype: torch.dtype = torch.float32
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._compute_dtype
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if args and isinstance(args[0], _Inside):
@@ -138,7 +134,7 @@ def prepare_model(
             for unit in (block.self_attn, block.ffn[0], block.ffn[2]):
                 fully_shard(unit, mp_policy=mp, offload_policy=policy)
         fully_shard(model, mp_policy=mp, offload_policy=policy)
-        model._compute_dtype = param_dtype
+        model.precision = Precision(param_dtype)  # FSDP gathers the weights in param_dtype for each forward
         if broadcast_from_rank0:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
@@ -151,7 +147,7 @@ def prepare_model(
             model.requires_grad_(trainable)
     else:
         model.to(device)
-        model._compute_dtype = torch.float32
+        model.precision = Precision(torch.float32)
     return model.train(trainable)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from chameleon_core.checkpoints.errors import CheckpointError, check_regular_file
+from chameleon_core.frames import is_whole_video, whole_video_at_most
 from chameleon_core.tools.command import UsageError, check_output_folder
 
 from .config import TrainConfig
@@ -369,8 +370,8 @@ def check_stage(cfg: TrainConfig) -> None:
 
 
 def check_frames(frames: int, flag: str = "--frames") -> None:
-    if frames < 1 or (frames - 1) % 4:
-        near = max(1, (frames - 1) // 4 * 4 + 1)
+    if not is_whole_video(frames):
+        near = whole_video_at_most(frames)
         raise PreflightError(f"{flag} {frames}: the frame count must be 4k+1 (the VAE's causal frames: 9, 17, ..., 81), "
                              f"e.g. {flag} {near if near != frames else 81}")
 

@@ -36,6 +36,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from chameleon_core.frames import is_whole_video
 from chameleon_core.latents import to_model_space
 from chameleon_core.text import TEXT_LEN
 
@@ -224,7 +225,7 @@ def prepare(csv: str | Path, out: str | Path, *, vae: str, text_encoder: str, fr
 
 def _prepare(dist: Dist, state: dict[str, str], csv: Path, out: Path, *, vae: str, text_encoder: str, frames: int,
              width: int, height: int, dtype: str, skip_bad: bool, text_len: int) -> int:
-    if frames < 1 or (frames - 1) % 4:
+    if not is_whole_video(frames):
         raise raised_everywhere(ValueError(f"--frames must be 4k+1 (81, 49, 9, 5, ...), got {frames}"))
     if text_len < 1:
         raise raised_everywhere(ValueError(f"--text-len must be >= 1 token, got {text_len}; Wan uses {TEXT_LEN}"))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from chameleon_core.checkpoints.errors import CheckpointError, check_regular_file
+from chameleon_core.frames import whole_video_at_most
 from chameleon_core.tools.command import check_output_folder
 
 from .preflight import PreflightError, check_device, check_frames, check_size, listed, vae_channels
@@ -87,7 +88,7 @@ def _row_problems(row, frames: int) -> list[str]:
             problems.append(f"{where}: {problem}; re-encode it as mp4 (H.264)")
         elif count is not None and count < frames:
             problems.append(f"{where}: video {row.video} has {count} frames but --frames {frames} are needed; pass a "
-                            f"smaller --frames (4k+1, at most {max(1, (count - 1) // 4 * 4 + 1)}) or drop the row "
+                            f"smaller --frames (4k+1, at most {whole_video_at_most(count)}) or drop the row "
                             "(--skip-bad)")
     for what, path, suffix in (("reference", row.reference, "_src.png"), ("garment", row.garment, "_cloth.png")):
         if not path.exists():

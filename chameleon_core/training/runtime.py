@@ -75,13 +75,13 @@ def load_weights(spec: str | None, arch: str, text_len: int | None = None) -> Wa
             "with --set model.init=PATH, or random:SEED for a test run"
         )
     if spec.startswith("random:"):
-        from chameleon_core.testing import tiny_transformer
+        from chameleon_core.random_models import random_transformer
 
         try:
             seed = int(spec.split(":", 1)[1])
         except ValueError:
             raise ValueError(f"model init {spec!r}: expected random:SEED with an integer seed") from None
-        return tiny_transformer(seed, config)
+        return random_transformer(config, seed=seed)
     from chameleon_core.checkpoints import load_transformer
 
     model = load_transformer(spec, dtype=torch.float32, device="cpu", text_len=text_len)

@@ -96,7 +96,9 @@ def main() -> None:
     from chameleon_core.checkpoints import load_transformer
     from chameleon_core.config import StreamSettings, preset
     from chameleon_core.module_view import ModuleView
-    from chameleon_core.testing import random_transformer, write_transformer_checkpoint
+    from chameleon_core.precision import Precision
+    from chameleon_core.random_models import random_transformer
+    from chameleon_core.checkpoints.layout_writers import write_transformer_checkpoint
 
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     tol = args.tolerance or (1e-4 if dtype == torch.float32 else 5e-2)
@@ -130,9 +132,9 @@ def main() -> None:
                "weight_bytes": weight_bytes, "modes": {}}
 
     compute = patcher.model.manual_cast_dtype or patcher.model.get_dtype()
-    view = ModuleView(patcher.model.diffusion_model, compute_dtype=compute, device=device,
-                      cast=lambda t, dt, dev: mm.cast_to(t, dtype=dt, device=dev),
-                      layer_casts=lambda m: bool(getattr(m, "comfy_cast_weights", False)))  # as nodes/native.py
+    precision = Precision(compute, layer_casts=lambda m: bool(getattr(m, "comfy_cast_weights", False)))
+    view = ModuleView(patcher.model.diffusion_model, precision=precision, device=device,  # as nodes/adapters/native.py
+                      cast=lambda t, dt, dev: mm.cast_to(t, dtype=dt, device=dev))
     modes = {"ours": None, "native_full": 0}
     modes.update({f"native_partial_{f:g}": int(weight_bytes * f) for f in args.budget_fraction})
     times: dict[str, list[float]] = {name: [] for name in modes}

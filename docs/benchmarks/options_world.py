@@ -33,7 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from chameleon_core.guidance import ConditionWeighting, SourceVideo, latent_mask  # noqa: E402
+from chameleon_core.stream_options import ConditionWeighting, SourceVideo, latent_mask  # noqa: E402
 from chameleon_core.session import Session  # noqa: E402
 from chameleon_core.streaming import start_stream, with_options  # noqa: E402
 from chameleon_core.training.world import experiments as ex  # noqa: E402

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from chameleon_core.config import StreamSettings
+from chameleon_core.frames import chunk_video_ranges
 from chameleon_core.session import GarmentSwitch, Session, TimedSwitch
 from chameleon_core.eval.world import (
     GroundTruth,
@@ -174,14 +175,8 @@ def shuffled_garment(samples: Sequence[EvalSample], i: int, avoid: str):
 
 
 def chunk_frame_ranges(latent_frames: int, chunk: int = CHUNK) -> list[range]:
-    """Pixel frames of each chunk of a causal 4x-temporal decode: latent frame 0 gives 1 frame, later ones 4."""
-    pixel = [1 if i == 0 else 4 for i in range(latent_frames)]
-    out, start = [], 0
-    for c in range(0, latent_frames, chunk):
-        n = sum(pixel[c : c + chunk])
-        out.append(range(start, start + n))
-        start += n
-    return out
+    """Pixel frames of each chunk of a causal 4x-temporal decode (:func:`chameleon_core.frames.chunk_video_ranges`)."""
+    return chunk_video_ranges(latent_frames, chunk)
 
 
 # -------------------------------------------------------------------------------------------------------------------

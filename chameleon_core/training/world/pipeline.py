@@ -262,7 +262,7 @@ def progress(items, desc: str):
 def write_initial_weights(path: Path, config: WanConfig, seed: int) -> Path:
     """Seeded random weights of the tiny DiT, written as a teacher checkpoint (the SFT stage's ``model.init``)."""
     from chameleon_core.checkpoints import save_transformer
-    from chameleon_core.testing import random_transformer
+    from chameleon_core.random_models import random_transformer
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_transformer(path, random_transformer(config, seed=seed), kind="teacher",

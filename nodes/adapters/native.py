@@ -1,19 +1,18 @@
-"""A native ComfyUI MODEL as the pack's model (the core's ModuleView over its modules) and ComfyUI's attention as
-the core's attention backend. Re-exported by :mod:`nodes.adapters`, the one adapter layer the node files import."""
+"""A native ComfyUI MODEL as the pack's model (the core's ModuleView over its modules), ComfyUI's precision rule
+(:func:`comfy_precision`) and ComfyUI's attention as a core attention backend (:data:`COMFY_ATTENTION`), both given
+to the models the nodes hand the core."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-
 import torch
 
-from ..chameleon_core.module_view import ModuleView, config_of
-from ..chameleon_core.profiles import PROFILES
-from .errors import node_error
-
-if TYPE_CHECKING:
-    from .types import ChameleonModel
+from ...chameleon_core.attention import AttentionBackend
+from ...chameleon_core.module_view import ModuleView, config_of
+from ...chameleon_core.precision import Precision
+from ...chameleon_core.profiles import PROFILES
+from ..errors import node_error
+from ..types import ChameleonModel
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +26,13 @@ def _param_cast(p: torch.Tensor, dtype: torch.dtype, device: torch.device) -> to
     import comfy.model_management as mm
 
     return mm.cast_to(p, dtype=dtype, device=device)
+
+
+def comfy_precision(compute: torch.dtype, **changes) -> Precision:
+    """The precision policy of a model inside ComfyUI: compute in ``compute`` (the dtype model management chose),
+    ComfyUI's cast rule for its own layers (:func:`comfy_layer_casts`), the rest as the core's (fp32 layers, fp8
+    matmul mode given in ``changes``). The native-MODEL view and the pack's loaders both take it."""
+    return Precision(compute, layer_casts=comfy_layer_casts, **changes)
 
 
 def comfy_layer_casts(module) -> bool:
@@ -57,10 +63,9 @@ def native_model(node: str, model, kind: str, profile: str = "fashionchameleon")
     compute = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
     sampling = getattr(model, "object_patches", {}).get("model_sampling")
     shift = float(sampling.shift) if sampling is not None and hasattr(sampling, "shift") else None
-    view = ModuleView(source, compute_dtype=compute, device=model.load_device, cast=_param_cast, config=config,
-                      layer_casts=comfy_layer_casts)
-    from .types import ChameleonModel  # declares the sockets: imports comfy_api
-
+    view = ModuleView(source, precision=comfy_precision(compute), device=model.load_device, cast=_param_cast,
+                      config=config)
+    view.attention = COMFY_ATTENTION
     logger.info("%s: native MODEL as %s (%s, compute %s, shift %s)", node, kind, config, compute, shift)
     return ChameleonModel(patcher=model, kind=kind, name=f"native {type(source).__name__}", view=view, shift=shift,
                           profile=profile)
@@ -77,9 +82,7 @@ def comfy_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
     return out.transpose(1, 2)
 
 
-def install_comfy_attention() -> None:
-    """Make ComfyUI's attention the core's backend (masked calls -- the teacher's training-style masks -- keep the
-    core path, since ComfyUI's kernels differ in which masks they take)."""
-    from ..chameleon_core.attention import set_attention_backend
-
-    set_attention_backend(comfy_attention, takes_mask=False)
+COMFY_ATTENTION = AttentionBackend(comfy_attention, takes_mask=False, name="comfyui optimized_attention")
+"""ComfyUI's attention as a core backend, for the models the pack's nodes hand the core (masked calls -- the
+teacher's training-style masks, LongLive 1.0's window re-cache -- keep the core's SDPA path, since ComfyUI's kernels
+differ in which masks they take). Set per model: nothing in the process is swapped."""

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .frames import TEMPORAL_STRIDE, latent_frame_video_range
 from .schedules import NUM_TRAIN_TIMESTEPS
 
 
@@ -92,21 +93,22 @@ class SourceVideo:
                     or tuple(m.shape[3:]) != (h, w):
                 raise ValueError(
                     f"source mask must be [1 or {b}, 1, 1 or {t}, {h}, {w}] on the latent grid of the source, got "
-                    f"{tuple(m.shape)}; build it with chameleon_core.guidance.latent_mask"
+                    f"{tuple(m.shape)}; build it with chameleon_core.stream_options.latent_mask"
                 )
 
     @property
-    def frames(self) -> int:
+    def latent_frames(self) -> int:
+        """Latent frames of the source video."""
         return self.latents.shape[2]
 
     def check_covers(self, stream_frame: int, frames: int) -> None:
         """Raise ValueError unless the source holds stream latent frames ``stream_frame .. + frames - 1``."""
         start = stream_frame - self.offset
-        if start < 0 or start + frames > self.frames:
+        if start < 0 or start + frames > self.latent_frames:
             raise ValueError(
-                f"the source video holds latent frames 0..{self.frames - 1} (placed at stream frame {self.offset}), "
+                f"the source video holds latent frames 0..{self.latent_frames - 1} (placed at stream frame {self.offset}), "
                 f"but stream frames {stream_frame}..{stream_frame + frames - 1} need source frames {start}.."
-                f"{start + frames - 1}; generate at most {max(0, self.frames + self.offset - stream_frame)} more "
+                f"{start + frames - 1}; generate at most {max(0, self.latent_frames + self.offset - stream_frame)} more "
                 "latent frames from here, or give a longer video"
             )
 
@@ -128,12 +130,14 @@ class SourceVideo:
         return ChunkSource(lat, start_step_for_strength(timesteps, strength), mask)
 
 
-def latent_mask(mask: torch.Tensor, latent_frames: int, height: int, width: int, temporal_stride: int = 4) -> torch.Tensor:
+def latent_mask(mask: torch.Tensor, latent_frames: int, height: int, width: int,
+                temporal_stride: int = TEMPORAL_STRIDE) -> torch.Tensor:
     """A pixel mask ``[T_pix or 1, H, W]`` (ComfyUI MASK, 1 = regenerate) -> ``[1, 1, latent_frames or 1, h, w]``.
 
     Space: the fraction of each latent cell's pixels inside the mask (area pooling). Time, as the causal VAE maps
-    frames: latent frame 0 is pixel frame 0, latent frame j > 0 covers pixel frames ``4j - 3 .. 4j``; a cell takes
-    the largest value over its frames (the garment may pass through it in any of them). A one-frame mask stays one
+    frames (:func:`~chameleon_core.frames.latent_frame_video_range`): latent frame 0 is video frame 0, latent frame
+    j > 0 covers video frames ``4j - 3 .. 4j``; a cell takes the largest value over its frames (the garment may pass
+    through it in any of them; a latent frame past the mask's end takes its last frame). A one-frame mask stays one
     frame (it applies to every frame).
     """
     if mask.ndim == 2:
@@ -143,9 +147,10 @@ def latent_mask(mask: torch.Tensor, latent_frames: int, height: int, width: int,
     m = F.interpolate(mask.float()[:, None], size=(height, width), mode="area")[:, 0]  # [T_pix, h, w]
     if m.shape[0] == 1:
         return m[None, None].clamp(0, 1)
-    frames = [m[0]]
-    for j in range(1, latent_frames):
-        group = m[temporal_stride * (j - 1) + 1 : temporal_stride * j + 1]
+    frames = []
+    for j in range(latent_frames):
+        covered = latent_frame_video_range(j, stride=temporal_stride)
+        group = m[covered.start : covered.stop]
         frames.append(group.amax(0) if len(group) else m[-1])
     return torch.stack(frames)[None, None].clamp(0, 1)
 

@@ -1,11 +1,10 @@
-"""Tiny seeded Wan models and checkpoint writers for every layout :mod:`chameleon_core.checkpoints` reads.
+"""Writers of every transformer layout the loaders read (:mod:`.layouts`, read side: :mod:`.transformer`): the
+other tools' files as those tools write them, for the tiny checkpoints (``tools/tiny_checkpoints.py``) and the tests.
 
-Used by the unit tests and by the ComfyUI integration test, which writes tiny random checkpoints into a temporary
-models folder; so this module needs only torch and safetensors (no pytest). The writers produce the layouts as the
-real tools do (DESIGN.md section 7): original Wan names, ComfyUI's ``model.diffusion_model.`` prefix and its scaled
-fp8 format, diffusers ``WanTransformer3DModel`` names, and Self-Forcing-style training ``.pt`` files. (Our own
-export format, original names with FashionChameleon metadata, is written by
-:func:`chameleon_core.checkpoints.save_transformer`.)
+Original Wan names, ComfyUI's ``model.diffusion_model.`` prefix and its scaled fp8 format, diffusers
+``WanTransformer3DModel`` names, Self-Forcing-style training ``.pt`` files, the public causal students' ``.pt`` files
+and LongLive's LoRA file. Our own export format (original names with FashionChameleon metadata) is written by
+:func:`.save.save_transformer`.
 """
 
 from __future__ import annotations
@@ -19,61 +18,21 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .checkpoints.layouts import (
+from ..config import WanConfig
+from ..model import WanModel
+from ..quant import quantize_fp8
+from .layouts import (
     COMFY_PREFIX,
     DIFFUSERS_TO_WAN,
     DIFFUSERS_TO_WAN_BLOCK,
     LAYOUTS,
     SCALED_FP8_MARKER,
 )
-from .checkpoints.metadata import TEXT_LEN_METADATA_KEY
-from .config import PRESETS, WanConfig
-from .model import WanModel
-
-FP8_MAX = 448.0
-"""Largest finite float8_e4m3fn value; scaled-fp8 quantization maps each weight's absolute maximum onto it."""
+from .metadata import TEXT_LEN_METADATA_KEY
 
 #: Original Wan module -> diffusers module: the inverse of the loader's table, so writer and reader share one source.
 WAN_TO_DIFFUSERS = {v: k for k, v in DIFFUSERS_TO_WAN.items()}
 WAN_TO_DIFFUSERS_BLOCK = {v: k for k, v in DIFFUSERS_TO_WAN_BLOCK.items()}
-
-
-def random_transformer(
-    config: WanConfig | None = None,
-    *,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> WanModel:
-    """A WanModel (``tiny`` preset by default) with seeded random weights that give non-trivial outputs.
-
-    The one random-model helper of the project: tests, the benchmark and ``python -m chameleon_core --random`` use
-    it. The model is built on the meta device and materialised directly on ``device`` (no slow default init of
-    billions of weights on the host), then every parameter is drawn from a private generator on that device, in
-    parameter order, so the weights depend on ``seed``, the config and the device type only, never on the global
-    RNG. Matrices get std ``1/sqrt(fan_in)`` (activations stay O(1) through the blocks); biases and modulation tables
-    std 0.05 (so timestep and shift terms matter); norm gains ``1 + 0.1 N(0, 1)``.
-    """
-    config = config or PRESETS["tiny"]
-    with torch.device("meta"):
-        model = WanModel(config)
-    model = model.to_empty(device=device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen, device=p.device)
-            if ".norm" in name:
-                p.copy_(1 + 0.1 * noise)
-            elif p.ndim >= 2 and not name.endswith("modulation"):
-                p.copy_(noise / math.sqrt(math.prod(p.shape[1:])))
-            else:
-                p.copy_(0.05 * noise)
-    return model.to(dtype).eval()
-
-
-def tiny_transformer(seed: int = 0, config: WanConfig | None = None) -> WanModel:
-    """Shorthand of :func:`random_transformer` for tests: fp32 on the CPU."""
-    return random_transformer(config, seed=seed)
 
 
 def _to_diffusers_name(name: str) -> str:
@@ -95,12 +54,6 @@ def _fsdp_name(name: str) -> str:
     if parts[0] == "blocks":
         parts.insert(2, "_fsdp_wrapped_module")
     return "model._fsdp_wrapped_module." + ".".join(parts)
-
-
-def quantize_scaled_fp8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """ComfyUI scaled fp8: returns (float8_e4m3fn weight, fp32 scalar scale) with ``weight ~ q.float() * scale``."""
-    scale = weight.detach().float().abs().max().clamp(min=1e-12) / FP8_MAX
-    return (weight.detach().float() / scale).to(torch.float8_e4m3fn), scale.reshape(())
 
 
 def _state_dict(model_or_state_dict: WanModel | Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict:
@@ -165,7 +118,7 @@ def write_transformer_checkpoint(
         for k, v in sd.items():
             if k.endswith(".weight") and v.ndim == 2:
                 base = k[: -len(".weight")]
-                out[pre + k], out[pre + base + ".scale_weight"] = quantize_scaled_fp8(v)
+                out[pre + k], out[pre + base + ".scale_weight"] = quantize_fp8(v)
                 if scale_input:
                     out[pre + base + ".scale_input"] = torch.ones(())
             else:
@@ -192,23 +145,6 @@ def write_transformer_checkpoint(
     return index
 
 
-def dequantized_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The weights a ``comfyui-fp8`` file written from ``state_dict`` holds, in fp32: what loading it should give."""
-    out = {}
-    for k, v in state_dict.items():
-        if k.endswith(".weight") and v.ndim == 2:
-            q, scale = quantize_scaled_fp8(v)
-            out[k] = q.float() * scale
-        else:
-            out[k] = v.detach().float()
-    return out
-
-
-# -------------------------------------------------------------------------------------------------------------------
-# The public causal students' files as their projects publish them
-# -------------------------------------------------------------------------------------------------------------------
-
-
 def write_generator_pt(
     path: str | os.PathLike[str],
     generator: WanModel | Mapping[str, torch.Tensor],
@@ -227,23 +163,6 @@ def write_generator_pt(
     out.update(extras or {})
     torch.save(out, path)
     return path
-
-
-def random_lora(config: WanConfig, rank: int, *, seed: int = 0, scale: float = 0.05) -> dict[str, torch.Tensor]:
-    """A LoRA over every linear layer of every block, in peft's saved names (``base_model.model.blocks.N.<module>
-    .lora_A.weight`` ``[rank, in]``, ``.lora_B.weight`` ``[out, rank]``), as LongLive's ``configure_lora_for_model``
-    targets them; seeded, with non-zero B so the update shows."""
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in WanModel(config).state_dict().items()}
-    gen = torch.Generator().manual_seed(seed)
-    out: dict[str, torch.Tensor] = {}
-    for name, shape in shapes.items():
-        if not name.startswith("blocks.") or not name.endswith(".weight") or len(shape) != 2 or ".norm" in name:
-            continue
-        module = name[: -len(".weight")]
-        out[f"base_model.model.{module}.lora_A.weight"] = torch.randn(rank, shape[1], generator=gen) * scale
-        out[f"base_model.model.{module}.lora_B.weight"] = torch.randn(shape[0], rank, generator=gen) * scale
-    return out
 
 
 def write_lora_pt(path: str | os.PathLike[str], lora: Mapping[str, torch.Tensor], *, entry: bool = True) -> Path:

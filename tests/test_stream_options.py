@@ -19,7 +19,7 @@ from chameleon_core.cache import CacheGeometry, KVCache
 from chameleon_core.causal import chunk_forward, prefill_conditions
 from chameleon_core.chunk_step import denoise_chunk
 from chameleon_core.config import StreamSettings
-from chameleon_core.guidance import (
+from chameleon_core.stream_options import (
     ChunkSource,
     SourceVideo,
     condition_weight_schedule,
@@ -30,7 +30,7 @@ from chameleon_core.samplers import sample_teacher
 from chameleon_core.schedules import model_timestep, student_timesteps, teacher_sigmas
 from chameleon_core.session import GarmentSwitch, Session, TimedSwitch
 from chameleon_core.streaming import generate, start_stream, with_options
-from chameleon_core.testing import tiny_transformer
+from tests.tiny_models import tiny_transformer
 from chameleon_core.tryon import keyframe_then_fill
 
 H, W = 4, 4
@@ -68,7 +68,7 @@ class HandBiasAttention:
     def __init__(self, mask, bias, cond_tokens):
         self.mask, self.bias, self.n = mask, bias, cond_tokens
 
-    def attend(self, layer, q, k, v):
+    def attend(self, layer, q, k, v, backend=None):
         logits = torch.einsum("blhd,bmhd->bhlm", q.double(), k.double()) / math.sqrt(q.shape[-1])
         add = torch.zeros(logits.shape[-2:], dtype=torch.float64)
         add[self.n :, : self.n] = self.bias

@@ -2,8 +2,8 @@
 files: Wan VAEs of any size, prompt-embedding files, the streaming view of a loaded VAE, and the check that a
 workflow's model files exist (run at validation, so one error lists every missing file).
 
-Re-exported by :mod:`.adapters` (node files import only that module). ComfyUI modules are imported inside the
-functions, as in ``adapters``.
+ComfyUI modules are imported inside the functions (as everywhere in the adapters), so the module imports without
+ComfyUI.
 
 Why a pack VAE loader: ComfyUI builds the Wan2.1 / Wan2.2 VAE at its fixed released widths whatever the file holds,
 so a small Wan VAE (the demo's, or one a user trains with ``chameleon_core.checkpoints.save_vae``) fails in the core
@@ -23,11 +23,11 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
-from ..chameleon_core.checkpoints import CheckpointError
-from ..chameleon_core.checkpoints.vae import infer_vae_config, vae_from_state_dict
-from ..chameleon_core.text import load_prompt_embeddings, prompt_of
-from ..chameleon_core.vae import VAEConfig, WanVAE
-from .errors import node_error
+from ...chameleon_core.checkpoints import CheckpointError
+from ...chameleon_core.checkpoints.vae import infer_vae_config, vae_from_state_dict
+from ...chameleon_core.text import load_prompt_embeddings, prompt_of
+from ...chameleon_core.vae import VAEConfig, WanVAE
+from ..errors import node_error
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Node inputs of the stream options (issue 16: source video, condition weighting, local attention) turned into
-core values, every mismatch named. Re-exported by :mod:`nodes.adapters`."""
+core values, every mismatch named."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 
 import torch
 
-from ..chameleon_core.guidance import SourceVideo, latent_mask
-from ..chameleon_core.streaming import StreamState, with_options
-from .errors import node_error, rewrap
+from ...chameleon_core.stream_options import SourceVideo, latent_mask
+from ...chameleon_core.streaming import StreamState, with_options
+from ..errors import node_error, rewrap
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +67,12 @@ def source_video(node: str, name: str, state: StreamState, latent, strength, mas
         if tuple(mask.shape[1:]) != want_px:
             raise node_error(node, "mask", f"{mask.shape[2]}x{mask.shape[1]}", f"the video is "
                              f"{want_px[1]}x{want_px[0]}", "make the mask the video's size (or scale it)")
-        frames_ok = (1, family.pixel_frames(lat_frames))
+        frames_ok = (1, family.video_frames(lat_frames))
         if mask.shape[0] not in frames_ok:
             raise node_error(node, "mask", f"{mask.shape[0]} frames", f"a mask has 1 frame (all frames) or one per "
                              f"video frame ({frames_ok[1]})", "give one mask, or one per frame of the video")
         m = latent_mask(mask.float().cpu(), lat_frames, h, w, family.temporal_stride)
-    if state.frames > 0:
+    if state.latent_frames > 0:
         # Attached mid-stream: the video's latent 0 encodes its first frame alone, while every stream latent after
         # the first chunk covers 4 frames; drop it so the video's 4-frame groups land on the stream's.
         if lat_frames < 2:
@@ -82,8 +82,8 @@ def source_video(node: str, name: str, state: StreamState, latent, strength, mas
         if m is not None and m.shape[2] > 1:
             m = m[:, :, 1:]
         logger.info("%s: attached at stream latent frame %d: the video's first frame (its own latent) is skipped so "
-                    "its 4-frame groups line up with the stream's", node, state.frames)
-    return SourceVideo(family.to_model_space(samples.float().cpu()), strength, m, offset=state.frames)
+                    "its 4-frame groups line up with the stream's", node, state.latent_frames)
+    return SourceVideo(family.to_model_space(samples.float().cpu()), strength, m, offset=state.latent_frames)
 
 
 def parse_weight_values(node: str, text: str) -> tuple[float, ...] | None:
