@@ -131,17 +131,6 @@ def garment_colour_pixels(truth: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return (labels == GARMENT_LABEL) & (garment_classes(truth) < len(COLOURS))
 
 
-def garment_colour_accuracy_per_frame(video: torch.Tensor, truth: torch.Tensor, labels: torch.Tensor,
-                                      colour: str) -> torch.Tensor:
-    """``[T]``: per frame, the garment colour accuracy (NaN for a frame without garment-colour pixels)."""
-    _check(video, labels)
-    hit = garment_classes(video) == COLOURS.index(colour)
-    mask = garment_colour_pixels(truth, labels)
-    count = mask.flatten(1).sum(1).float()
-    hits = (hit & mask).flatten(1).sum(1).float()
-    return torch.where(count > 0, hits / count.clamp(min=1), torch.full_like(count, math.nan))
-
-
 def garment_colour_accuracy(video: torch.Tensor, truth: torch.Tensor, labels: torch.Tensor, colour: str) -> float:
     """Garment colour accuracy over all frames (pixel-weighted; NaN without garment-colour pixels)."""
     _check(video, labels)

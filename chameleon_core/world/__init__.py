@@ -1,34 +1,36 @@
 """The synthetic fashion world: a procedural video world small enough to train the whole pipeline on a CPU, where
-the right answer is known exactly (issue 10).
+the right answer is known exactly, made for the latent grid its codec sees (docs/world.md).
 
 Fixed choices (the pipeline depends on them):
 
 - **Resolution 64 x 64, 33 frames** by default (:data:`SIZE`, :data:`FRAMES`; any ``4k+1`` frame count works).
   The codec is a Wan2.2-architecture VAE (16x spatial, 4x temporal, 48 latent channels), so a clip is a latent
   ``[48, 9, 4, 4]``: 9 latent frames = three chunks of 3. The reference and garment images are 64 x 64 too.
-- Colours are exact: no antialiasing, so every pixel has one label and the masks partition the frame.
-- **Codec status:** the trained codec is not usable yet (16.3 dB held-out PSNR after 3341 steps; see
-  :mod:`.codec` for the numbers, the likely cause and the fallbacks proposed).
+- Colours are exact: no antialiasing, so every pixel has one label and one palette colour, and the masks partition
+  the frame. The world is animated on fours (one picture per latent frame) and every motion is a loop whose single
+  frames say where it goes next.
+- The codec must pass its gate (:func:`.codec.check_codec_gate`) before anything trains on it.
 
-Attributes (:mod:`.catalog`): identity (skin, hair colour, face shape, body build, background), garment (kind
-``shirt``/``dress``, colour, pattern ``plain``/``stripes``/``checks``/``dots``, sleeves
-``sleeveless``/``short``/``long``), motion (``walk``, ``turn``, ``sway``, ``raise_arms``, ``pan``). A motion is a
-deterministic function of the frame index, so a sample's clip is fully determined by its attributes.
+Attributes (:mod:`.catalog`): identity (skin, hair colour, background; one build and one face), garment (kind
+``shirt``/``dress``, colour, pattern ``plain``/``stripes``/``checks``/``dots``, sleeves ``short``/``long``), motion
+(``walk``, ``turn``, ``sway``, ``raise_arms``, ``pan``) and the clip's phase in its motion. A clip is fully determined
+by its attributes.
 
 Public API:
 
 - :func:`sample_world` ``(seed, split) -> WorldSample``; :func:`split_of`; :func:`sample_switch_garment`
   ``(sample, seed) -> Garment`` (same kind, other colour). ``split`` is ``train`` or ``test``: test holds the
   combinations ``(skin, hair, garment colour, pattern, motion)`` never seen in training.
-- :func:`render` ``(sample, size=, frames=, garment=None, switch_to=None, switch_frame=None, motion_frames=None)
-  -> Rendered`` (``motion_frames``: frames of one motion cycle, default ``frames``; a longer stream continues it):
+- :func:`render` ``(sample, size=, frames=, garment=None, switch_to=None, switch_frame=None) -> Rendered`` (from
+  the sample's phase on; any length continues the motion):
   ``.frames`` uint8 ``[T, H, W, 3]``, ``.labels`` uint8 ``[T, H, W]`` (0 background, 1 skin, 2 hair, 3 trousers,
   4 garment), ``.masks`` dict of bool ``[T, H, W]`` (``garment``, ``body``, ``background``),
   ``.float_frames()`` 0..1. With ``switch_to``/``switch_frame`` frames ``>= switch_frame`` wear ``switch_to``.
-- :func:`render_reference` ``(sample, size=) -> Rendered`` (T = 1; frame 0 in ``sample.reference_garment``);
+- :func:`render_reference` ``(sample, size=) -> Rendered`` (T = 1; the clip's first frame in
+  ``sample.reference_garment``);
   :func:`render_garment_on_white` ``(garment, size=) -> uint8 [H, W, 4]`` RGBA try-off image.
-- :func:`caption` ``(sample, garment=None) -> {"en_long": [dynamic, static], "en_short": ..., "cn_long": ...,
-  "cn_short": ...}``; :func:`encode_caption` ``(text, dim=64, max_len=None, seed=0) -> [1, L, dim]``
+- :func:`caption` ``(sample, garment=None, garment_words=False) -> {"en_long": [dynamic, static], "en_short": ...}``
+  (no garment words by default); :func:`encode_caption` ``(text, dim=64, max_len=None, seed=0) -> [1, L, dim]``
   (deterministic: one fixed random vector per word plus one per position, no learning);
   :func:`save_caption_features` writes it with ``chameleon_core.text.save_prompt_embeddings``.
 - :func:`write_dataset` ``(root, split, count, size, frames, seed) -> Path`` of ``root/<split>.csv`` (columns
@@ -38,12 +40,12 @@ Public API:
   ``<stem>.json`` (attributes, caption, frames, size, seed). :func:`read_metadata` reads the JSON back (``sample``
   a :class:`WorldSample`, ``switch_garment`` a :class:`Garment`); ``dataset.load_labels`` the labels;
   ``dataset.ground_truth(meta, frames=, switch_frame=)`` re-renders the truth.
-- :func:`train_codec` ``(out, steps=, quick=, size=, frames=, seed=, max_seconds=600) -> dict`` trains and saves
-  the VAE with ``chameleon_core.checkpoints.save_vae`` (loadable by ``load_vae``), and reports held-out PSNR; the
-  loop stops at ``steps`` or ``max_seconds`` of wall time, whichever comes first (quick: 20 steps / 30 s);
-  :func:`load_codec` ``(path) -> WanVAE``; :func:`codec_psnr`.
-- Metrics live in :mod:`chameleon_core.eval.world` (garment accuracy, leakage, identity error, motion agreement,
-  temporal smoothness, switch cut; ``score_video`` runs them all) and ``python -m chameleon_core.eval world``.
+- :func:`train_codec` ``(out, plan=, quick=, size=, seed=, init=) -> dict`` trains the VAE in two phases (pictures,
+  then video windows) and saves it with ``chameleon_core.checkpoints.save_vae`` (loadable by ``load_vae``), reporting
+  its gate; :func:`load_codec` ``(path) -> WanVAE``; ``codec.codec_gate`` / ``codec.check_codec_gate``.
+- Metrics live in :mod:`chameleon_core.eval.world` (every pixel classified against the whole palette: garment colour
+  accuracy and leakage inside the garment mask, pattern, identity, motion agreement, temporal smoothness, switch cut;
+  ``score_video`` runs them all) and ``python -m chameleon_core.eval world``.
 """
 
 from .captions import TEXT_DIM, caption, encode_caption, save_caption_features
@@ -61,7 +63,7 @@ from .catalog import (
     split_of,
     with_garment,
 )
-from .codec import codec_psnr, load_codec, train_codec
+from .codec import load_codec, train_codec
 from .dataset import read_metadata, write_dataset
 from .render import Rendered, render, render_garment_on_white, render_reference
 
@@ -77,7 +79,6 @@ __all__ = [
     "Rendered",
     "WorldSample",
     "caption",
-    "codec_psnr",
     "encode_caption",
     "load_codec",
     "read_metadata",

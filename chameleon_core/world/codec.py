@@ -221,12 +221,6 @@ def reconstruct(vae: WanVAE, frames: torch.Tensor) -> torch.Tensor:
     return (rec.float().cpu().permute(1, 2, 3, 0) + 1.0) / 2.0
 
 
-def codec_psnr(vae: WanVAE, videos: torch.Tensor) -> float:
-    """Mean reconstruction PSNR (dB, pixels in 0..1) over ``videos`` ``[N, 3, T, H, W]`` in [-1, 1]."""
-    values = [psnr(reconstruct(vae, (v.permute(1, 2, 3, 0) + 1) / 2), (v.permute(1, 2, 3, 0) + 1) / 2) for v in videos]
-    return sum(values) / len(values)
-
-
 @dataclass(frozen=True)
 class GateReport:
     """The codec's reconstruction of held-out ground truth, scored with the world's metrics."""
