@@ -234,7 +234,7 @@ def test_codec_trains_saves_loads_and_is_gated(tmp_path):
     from chameleon_core.world.codec import CodecPlan, check_codec_gate, codec_gate, train_codec
 
     plan = CodecPlan(image_steps=2, image_seconds=60, video_steps=1, video_seconds=60, pool=2, image_batch=2,
-                     video_batch=1)
+                     video_batch=1, gate_clips=2)
     report = train_codec(tmp_path / "codec.safetensors", plan=plan, size=64)
     vae = load_vae(report["path"])
     assert vae.config == CODEC_CONFIG
@@ -246,6 +246,30 @@ def test_codec_trains_saves_loads_and_is_gated(tmp_path):
     assert not codec_gate(vae, clips=2).passed
     with pytest.raises(CodecGateError, match=r"cannot show a garment: codec gate FAILS.*garment colour accuracy"):
         check_codec_gate(vae, clips=2)
+
+
+def test_decoder_only_training_keeps_the_encoder_bit_for_bit(tmp_path):
+    """A decoder-only continuation changes the decoder and leaves the encoder (rounded to bf16, as shipped) exactly:
+    latents cached with the first codec stay valid for the second."""
+    from safetensors.torch import load_file
+
+    from chameleon_core.checkpoints import save_vae
+    from chameleon_core.vae import build_vae
+    from chameleon_core.world.codec import CodecPlan, main, train_codec
+
+    first = save_vae(tmp_path / "first.safetensors", build_vae(CODEC_CONFIG, seed=3))
+    plan = CodecPlan(image_steps=2, image_seconds=60, video_steps=1, video_seconds=60, pool=2, image_batch=2,
+                     video_batch=1, gate_clips=2, decoder_only=True)
+    report = train_codec(tmp_path / "second.safetensors", plan=plan, size=64, init=first)
+    a, b = load_file(str(first)), load_file(report["path"])
+    encoder = [k for k in a if k.startswith(("encoder.", "conv1."))]
+    decoder = [k for k in a if k.startswith(("decoder.", "conv2."))]
+    assert encoder and decoder and len(encoder) + len(decoder) == len(a)
+    for k in encoder:
+        torch.testing.assert_close(b[k], a[k].to(torch.bfloat16).float(), rtol=0, atol=0)
+    assert any(not torch.equal(b[k], a[k].to(torch.bfloat16).float()) for k in decoder)
+    with pytest.raises(SystemExit):  # the command line refuses it without a codec to continue
+        main(["--out", str(tmp_path / "x.safetensors"), "--decoder-only"])
 
 
 def test_codec_gate_passes_a_perfect_codec_and_fails_a_blurring_one(monkeypatch):

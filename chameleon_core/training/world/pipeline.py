@@ -110,7 +110,7 @@ class Plan:
 FULL = Plan(
     quick=False, train_samples=800, test_samples=40, model=ModelPlan(),
     batch=8, sft_steps=3000, sft_lr=5e-4, forcing_steps=600, forcing_lr=2e-4,
-    dmd_iterations=50, dmd_batch=4, dmd_lr=5e-5, dmd_critic_lr=1e-4, dmd_critic_per_generator=5,
+    dmd_iterations=500, dmd_batch=4, dmd_lr=5e-5, dmd_critic_lr=1e-4, dmd_critic_per_generator=5,
     eval_samples=16, switch_samples=32, long_samples=4,
 )
 QUICK = Plan(
