@@ -4,20 +4,21 @@ The pack ships these files in its own ``demo/`` folder (``demo/models/...``, ``d
 them with no command (``nodes/demo_files.py`` registers the folders when the pack loads). This tool writes them
 elsewhere: ``python -m chameleon_core.tools.demo_models --comfyui /path/to/ComfyUI`` (run from the pack folder)
 copies the shipped files into that ComfyUI's folders (``--models DIR`` / ``--input DIR`` to choose them yourself),
-and ``--random`` writes fresh random ones (how ``demo/`` was made):
+and ``--random`` writes fresh random ones:
 
 - ``models/diffusion_models/fashionchameleon_demo_student.safetensors``: a causal student (kind ``student``) in the
-  pack's own layout (``checkpoints.save_transformer``), 2 blocks of width 256, Wan2.2 latents, text width 64;
+  pack's own layout (``checkpoints.save_transformer``);
 - ``models/vae/fashionchameleon_demo_vae.safetensors``: a Wan2.2-architecture VAE (48 channels, 4x16x16 strides)
-  of width 8 (``checkpoints.save_vae``), loaded by the pack's *FashionChameleon VAE Loader (any size)*;
-- ``models/prompt_embeddings/fashionchameleon_demo_prompt.safetensors``: prompt features ``[1, 16, 64]``
+  (``checkpoints.save_vae``), loaded by the pack's *FashionChameleon VAE Loader (any size)*;
+- ``models/prompt_embeddings/fashionchameleon_demo_prompt.safetensors``: prompt features
   (``text.save_prompt_embeddings``), loaded by *FashionChameleon Prompt Embeddings* (no umT5-XXL);
-- ``input/fashionchameleon_demo_person.png`` and ``..._garment1/2/3.png``: a figure and three garments.
+- ``input/fashionchameleon_demo_person.png`` and ``..._garment1/2/3.png``: a person and three garments.
 
-Random weights (seeded) show the pipeline run (stream, garment switches, decode, video file) in well under a minute
-on a CPU, and their frames are noise. The FashionChameleon weights are not public; a student, VAE and prompt
-features trained on the pack's synthetic fashion world (same three kinds of file) replace these by file: pass them
-with ``--student``, ``--vae`` and ``--prompt`` and the demo templates show a garment actually switching, unchanged.
+The shipped files are trained on the pack's synthetic fashion world (``python -m chameleon_core.training.world
+export`` writes them from a run): the garment visibly switches (docs/experiments/world.md). ``--random`` writes
+seeded random files of the same kinds (2 blocks of width 256, a width-8 VAE, prompt features ``[1, 16, 64]``) whose
+frames are noise: they show the pipeline run in well under a minute on a CPU, for tests. ``--student``, ``--vae``
+and ``--prompt`` install other trained files under the demo's names.
 
 The demo templates' size, frame counts and switch frames are the constants below (:data:`DEMO_WIDTH` ...):
 ``python -m chameleon_core.tools.workflows`` builds the templates from them, so changing them here and

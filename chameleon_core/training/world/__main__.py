@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="world -> codec -> sft -> forcing -> GR-DMD -> streams, switches, metrics, plots")
     run.add_argument("--out", required=True, help="results folder (resumable: finished stages are skipped)")
-    run.add_argument("--quick", action="store_true", help="the CI size: about two minutes on two cores")
+    run.add_argument("--quick", action="store_true", help="the CI size: about 6.5 minutes on two cores")
     run.add_argument("--seed", type=int, default=0,
                      help="training seed (initial weights, data order, sampling); the world's data is the same for "
                           "every seed, so a second seed in the same --out reuses world, codec and caches")
@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--run", required=True, help="the run folder (run --out)")
     export.add_argument("--seed", type=int, default=0, help="which training seed's student")
     export.add_argument("--out", required=True, help="the demo folder (the pack's own: demo)")
+    run.add_argument("--patch", type=int, choices=(1, 2), default=None,
+                     help="the DiT's patch size over latent cells (default 2: 4 tokens per 64x64 frame; 1: 16 "
+                          "tokens, about 4x the cost per step); use its own --out")
     run.add_argument("--threads", type=int, default=1,
                      help="torch intra-op threads (default 1: the tiny model gains little from more, and on a shared "
                           "machine spin-waiting threads slow it down)")
@@ -54,15 +57,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"error: {e}\n")
             return 2
         return 0
-    from .pipeline import run_pipeline
+    from dataclasses import replace
+
+    from .pipeline import plan_for, run_pipeline
 
     if args.threads < 1:
         sys.stderr.write(f"error: --threads must be at least 1, got {args.threads}\n")
         return 2
     torch.set_num_threads(args.threads)
+    plan = plan_for(args.quick)
+    if args.patch is not None:
+        plan = replace(plan, model=replace(plan.model, patch=args.patch))
     try:
         results = run_pipeline(args.out, quick=args.quick, seed=args.seed, codec=args.codec,
-                               train_codec=args.train_codec)
+                               train_codec=args.train_codec, plan=plan)
     except (CodecGateError, FileNotFoundError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 2

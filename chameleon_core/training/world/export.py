@@ -87,42 +87,84 @@ def export_demo(run: str | Path, out: str | Path, *, seed: int = 0) -> dict[str,
     return paths
 
 
-def demo_strip(demo: str | Path, out: str | Path, *, frames: int | None = None,
-               switches: tuple[int, ...] | None = None, seed: int = 42) -> Path:
+def demo_stream(demo: str | Path, *, frames: int | None = None, switches: tuple[int, ...] | None = None,
+                seed: int = 42, garments: tuple[int, ...] = (1, 2, 3)) -> tuple[torch.Tensor, tuple[int, ...]]:
     """Stream the demo files in ``demo`` as the ``demo_switch_chain`` template does (the same session loop as the
-    nodes and the command line: garment 1, then a switch to garment 2 and to garment 3 at the demo's switch frames)
-    and write a strip of its frames (every switch's first frame framed in red) to ``out``; returns the path."""
+    nodes and the command line): the person in garment image ``garments[0]``, switching to ``garments[1]``, then
+    ``garments[2]`` ... at the demo's switch frames (numbers of the demo's garment images, 1-3). Returns the video
+    ``[T, H, W, 3]`` in [0, 1] and the frames at which the switches take effect."""
     from chameleon_core.checkpoints import load_transformer, load_vae
     from chameleon_core.config import StreamSettings
+    from chameleon_core.frames import (chunk_first_video_frame, landing_chunk, latent_frames_covering,
+                                       whole_chunk_segments)
     from chameleon_core.images import load_image
     from chameleon_core.session import GarmentSwitch, Session, TimedSwitch, encode_condition
     from chameleon_core.streaming import start_stream
     from chameleon_core.text import load_prompt_embeddings
     from chameleon_core.tools import demo_models as dm
 
-    from .plots import frame_strip
-
     demo = Path(demo)
     frames = frames or dm.DEMO_FRAMES
     switches = dm.DEMO_SWITCH_FRAMES if switches is None else switches
+    if len(garments) != len(switches) + 1:
+        raise ValueError(f"{len(switches)} switches need {len(switches) + 1} garments, got {garments}")
     model = load_transformer(demo / "models" / dm.FILES["student"], dtype=torch.float32, device="cpu")
     vae = load_vae(demo / "models" / dm.FILES["vae"], dtype=torch.float32)
     family = model.config.latent
     size = (dm.DEMO_WIDTH, dm.DEMO_HEIGHT)
-    images = [load_image(demo / "input" / name) for name in dm.IMAGES]
+    person = load_image(demo / "input" / dm.IMAGES[0])
+    images = [load_image(demo / "input" / dm.IMAGES[g]) for g in garments]
     settings = StreamSettings(chunk_frames=dm.DEMO_CHUNK_FRAMES, cache_frames=dm.DEMO_CACHE_FRAMES, sink_chunks=1)
     state = start_stream(model, context=load_prompt_embeddings(demo / "models" / dm.FILES["prompt"],
                                                                text_dim=model.config.text_dim),
-                         reference=encode_condition(vae, family, images[0], garment=False, size=size),
-                         garment=encode_condition(vae, family, images[1], garment=True, size=size), seed=seed,
+                         reference=encode_condition(vae, family, person, garment=False, size=size),
+                         garment=encode_condition(vae, family, images[0], garment=True, size=size), seed=seed,
                          settings=settings)
-    segments = dm.segment_frames(frames, switches)
-    chunk_video = 4 * settings.chunk_frames
-    boundaries = [(sum(segments[:k]) + 3) // chunk_video for k in range(1, len(segments))]
-    timeline = [TimedSwitch(c, GarmentSwitch(images[2 + i], label=dm.IMAGES[2 + i]))
-                for i, c in enumerate(boundaries)]
-    chunks = (sum(segments) + 3) // chunk_video
+    segments = whole_chunk_segments(frames, switches, settings.chunk_frames)
+    boundaries = [landing_chunk(sum(segments[:k]), settings.chunk_frames) for k in range(1, len(segments))]
+    timeline = [TimedSwitch(c, GarmentSwitch(image, label=dm.IMAGES[g]))
+                for c, image, g in zip(boundaries, images[1:], garments[1:])]
+    chunks = latent_frames_covering(frames) // settings.chunk_frames
     out_chunks = Session(state, chunks=chunks, codec=vae, timeline=timeline).run()
     video = ((torch.cat([c.pixels for c in out_chunks], dim=2)[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
-    picks = sorted({*range(0, video.shape[0], 6), video.shape[0] - 1, *switches})
-    return frame_strip(Path(out), {"demo stream": video}, picks, scale=2, marker=switches)
+    effective = tuple(chunk_first_video_frame(c, settings.chunk_frames) for c in boundaries)
+    return video, effective
+
+
+def demo_strip(demo: str | Path, out: str | Path, *, frames: int | None = None,
+               switches: tuple[int, ...] | None = None, seed: int = 42) -> Path:
+    """Stream the demo files in ``demo`` as the ``demo_switch_chain`` template does (:func:`demo_stream`) and write a
+    strip of its frames (every switch's first frame framed in red) to ``out``; returns the path."""
+    from .plots import frame_strip
+
+    video, effective = demo_stream(demo, frames=frames, switches=switches, seed=seed)
+    picks = sorted({*range(0, video.shape[0], 6), video.shape[0] - 1, *effective})
+    return frame_strip(Path(out), {"demo stream": video}, picks, scale=2, marker=effective)
+
+
+def demo_scores(video: torch.Tensor, switch_frames: tuple[int, ...], garments: tuple[int, ...] = (1, 2, 3),
+                *, against: tuple[int, ...] | None = None) -> list[float]:
+    """Garment colour accuracy of each segment of a demo stream (:func:`demo_stream`): segment ``k`` (from the k-th
+    switch frame to the next) scored against the colour of demo garment ``against[k]`` (by default the garment the
+    stream was given there, ``garments[k]``), on masks from the renderer's labels of the demo person in that
+    garment. A control passes another ``against``: a stream that never switched, scored against the garments it
+    should have switched to, must score low."""
+    from chameleon_core.eval.world import garment_colour_accuracy
+    from chameleon_core.world import render
+
+    against = garments if against is None else against
+    if len(against) != len(switch_frames) + 1:
+        raise ValueError(f"{len(switch_frames)} switch frames make {len(switch_frames) + 1} segments; "
+                         f"got {len(against)} garments to score them against")
+    sample = demo_sample()
+    options = demo_garments(sample)
+    frames, size = video.shape[0], video.shape[1]
+    bounds = [0, *switch_frames, frames]
+    scores = []
+    for k, g in enumerate(against):
+        garment = options[g - 1]
+        truth = render(sample, size=size, frames=frames, garment=garment)
+        window = slice(bounds[k], bounds[k + 1])
+        scores.append(garment_colour_accuracy(video[window], truth.float_frames()[window], truth.labels[window],
+                                              garment.colour))
+    return scores

@@ -450,7 +450,8 @@ def run_pipeline(out: str | Path, *, quick: bool = False, seed: int = 0, plan: P
     results.update({
         "command": f"python -m chameleon_core.training.world run --out {out}" + (" --quick" if quick else "")
                    + (f" --seed {seed}" if seed else "") + (f" --codec {codec}" if codec else "")
-                   + (" --train-codec" if train_codec else ""),
+                   + (" --train-codec" if train_codec else "")
+                   + (f" --patch {plan.model.patch}" if plan.model.patch != ModelPlan.patch else ""),
         "seed": seed,
         "plan": asdict(plan),
         "model_config": asdict(config),
