@@ -19,7 +19,7 @@ window, sink, steps, sampler: a stream profile, :mod:`chameleon_core.profiles`):
 conditions, optionally from a first-frame image (image-to-video), with multi-shot RoPE offsets and shot sinks.
 
 Device memory (the policy): a cache at 5B / 704p is several GB, and a workflow with a chain of switches keeps many
-states alive. A :class:`CacheResidency` keeps at most ``max_device_caches`` caches (default 2) on the accelerator,
+states alive. A :class:`~chameleon_core.residency.CacheResidency` keeps at most ``max_device_caches`` caches (default 2) on the accelerator,
 least recently used first out; older ones are moved to host memory and brought back when an operation uses them.
 Moving is bit-exact, so a spilled state gives the same frames as one that stayed put. The residency manager belongs
 to whoever creates streams: :func:`start_stream` takes one (the node pack passes the one all its streams share), and
@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import logging
 import numbers
-import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -45,6 +43,7 @@ from .frames import latent_frames_covering
 from .stream_options import ConditionWeighting, SourceVideo, as_weighting, check_local_frames
 from .memory import check_stream_memory, check_stream_sizes, estimate_stream_memory
 from .model import TextContext, WanModel
+from .residency import CacheResidency, CacheBox
 from .schedules import StepSchedule, step_schedule, student_steps_for, student_timesteps
 
 logger = logging.getLogger(__name__)
@@ -79,50 +78,6 @@ def check_finite_inputs(**inputs: torch.Tensor | None) -> None:
 
 
 # -------------------------------------------------------------------------------------------------------------
-# Residency: bounded device memory for many live states
-# -------------------------------------------------------------------------------------------------------------
-
-
-class _CacheBox:
-    """Holds a state's cache; its residency manager may swap the storage between device and host."""
-
-    def __init__(self, cache: KVCache, home: torch.device, residency: CacheResidency) -> None:
-        self.cache = cache
-        self.home = home
-        self.residency = residency
-
-
-class CacheResidency:
-    """Keeps at most ``max_device_caches`` stream caches on their accelerator; spills the rest to host memory.
-
-    One manager bounds the caches of every stream started with it (and of every state derived from them)."""
-
-    def __init__(self, max_device_caches: int = 2) -> None:
-        self.max_device_caches = max_device_caches
-        self._lru: list[weakref.ref[_CacheBox]] = []
-        self._lock = threading.Lock()
-
-    def touch(self, box: _CacheBox) -> KVCache:
-        """Mark ``box`` most recently used, bring it to its device, spill the least recently used beyond budget."""
-        with self._lock:
-            live = [b for b in (r() for r in self._lru) if b is not None and b is not box] + [box]
-            self._lru = [weakref.ref(b) for b in live]
-            if box.cache.device != box.home:
-                logger.debug("bringing a stream cache back to %s", box.home)
-                box.cache = box.cache.to(box.home)
-            on_device = [b for b in live if b.home.type != "cpu" and b.cache.device.type != "cpu"]
-            for old in on_device[: max(0, len(on_device) - self.max_device_caches)]:
-                logger.debug("spilling a stream cache (%.1f MB) to host", old.cache.nbytes / 2**20)
-                old.cache = old.cache.to("cpu", non_blocking=False)
-            return box.cache
-
-    def resident(self) -> int:
-        """How many tracked caches currently sit on an accelerator."""
-        with self._lock:
-            return sum(1 for r in self._lru if r() is not None and r().cache.device.type != "cpu")
-
-
-# -------------------------------------------------------------------------------------------------------------
 # The state
 # -------------------------------------------------------------------------------------------------------------
 
@@ -141,7 +96,7 @@ class StreamState:
     """Model-space latent ``[B, C, 1, h, w]`` whose keys fill the reference segment (None without conditions)."""
     garment: torch.Tensor | None
     """Model-space latent ``[B, C, 1, h, w]`` whose keys fill the garment segment (None without conditions)."""
-    _box: _CacheBox = field(repr=False)
+    _box: CacheBox = field(repr=False)
     rng_state: torch.Tensor = field(repr=False)
     """CPU generator state for the next chunk's noise."""
     history: tuple[torch.Tensor, ...] = field(repr=False)
@@ -240,7 +195,7 @@ class StreamState:
 
     def with_cache(self, cache: KVCache, **changes) -> StreamState:
         """A new state with ``cache`` (already private to it) and the given field changes."""
-        box = _CacheBox(cache, self._box.home, self._box.residency)
+        box = CacheBox(cache, self._box.home, self._box.residency)
         new = replace(self, _box=box, **changes)
         box.residency.touch(box)
         return new
@@ -354,7 +309,7 @@ def start_stream(
         text=text,
         reference=reference,
         garment=garment,
-        _box=_CacheBox(cache, device, residency if residency is not None else CacheResidency()),
+        _box=CacheBox(cache, device, residency if residency is not None else CacheResidency()),
         rng_state=gen.get_state(),
         history=(),
         size=(batch, cfg.in_dim, h, w),

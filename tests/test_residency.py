@@ -10,7 +10,8 @@ import torch
 from chameleon_core.config import StreamSettings, preset
 from chameleon_core.model import WanModel
 from chameleon_core.rescheduling import switch_garment
-from chameleon_core.streaming import CacheResidency, _CacheBox, generate, start_stream
+from chameleon_core.residency import CacheResidency, CacheBox
+from chameleon_core.streaming import generate, start_stream
 
 
 class FakeCache:
@@ -28,7 +29,7 @@ class FakeCache:
 def test_least_recently_used_caches_are_spilled_and_brought_back():
     res = CacheResidency(max_device_caches=2)
     gpu = torch.device("cuda", 0)
-    boxes = [_CacheBox(FakeCache(gpu), gpu, res) for _ in range(5)]
+    boxes = [CacheBox(FakeCache(gpu), gpu, res) for _ in range(5)]
     for b in boxes:
         res.touch(b)
     assert [b.cache.device.type for b in boxes] == ["cpu", "cpu", "cpu", "cuda", "cuda"]
@@ -61,7 +62,7 @@ def test_the_residency_manager_belongs_to_whoever_starts_the_stream():
 
 def test_cpu_streams_are_never_moved():
     res = CacheResidency(max_device_caches=1)
-    boxes = [_CacheBox(FakeCache("cpu"), torch.device("cpu"), res) for _ in range(3)]
+    boxes = [CacheBox(FakeCache("cpu"), torch.device("cpu"), res) for _ in range(3)]
     for b in boxes:
         res.touch(b)
     assert all(b.cache.device.type == "cpu" for b in boxes)

@@ -7,7 +7,8 @@ import dataclasses
 
 from ...chameleon_core.memory import MemoryBudgetError
 from ...chameleon_core.profiles import PROFILES
-from ...chameleon_core.streaming import CacheResidency, StreamState, start_stream
+from ...chameleon_core.residency import CacheResidency
+from ...chameleon_core.streaming import StreamState, start_stream
 from ..errors import node_error, rewrap
 from .checks import check_person_conditions, check_resolution
 from .stream_options import apply_model_weighting
