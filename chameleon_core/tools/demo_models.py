@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoints import save_transformer, save_vae
-from ..config import preset
+from ..config import StreamSettings, preset
 from ..random_models import random_transformer
 from ..text import save_prompt_embeddings
 from ..vae import build_vae, vae_preset
@@ -63,6 +63,8 @@ DEMO_CHUNK_FRAMES = 3
 DEMO_CACHE_FRAMES = 11
 """Latent frames the demo templates' stream caches: the world student's training geometry (2 condition frames and a
 9-latent-frame clip), the cache its switches were measured with (docs/experiments/world.md)."""
+DEMO_SETTINGS = StreamSettings(chunk_frames=DEMO_CHUNK_FRAMES, cache_frames=DEMO_CACHE_FRAMES)
+"""The demo templates' stream settings: FashionChameleon's defaults with the demo student's chunk and cache."""
 DEMO_FRAMES = 69
 """Video frames of the demo stream templates (``demo``, ``demo_switch_chain``)."""
 DEMO_SWITCH_FRAMES = (21, 45)

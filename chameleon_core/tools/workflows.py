@@ -48,9 +48,8 @@ DEFAULTS = StreamSettings()
 STREAM_DEFAULTS = {"steps": DEFAULTS.steps, "chunk_frames": DEFAULTS.chunk_frames,
                    "cache_frames": DEFAULTS.cache_frames, "sink_chunks": DEFAULTS.sink_chunks}
 """Stream Start's and the live node's settings inputs in the student templates."""
-DEMO_STREAM = {**STREAM_DEFAULTS, "chunk_frames": demo_models.DEMO_CHUNK_FRAMES,
-               "cache_frames": demo_models.DEMO_CACHE_FRAMES}
-"""The same in the demo templates: the demo student's chunk and cache."""
+DEMO_STREAM = {name: getattr(demo_models.DEMO_SETTINGS, name) for name in STREAM_DEFAULTS}
+"""The same in the demo templates (``demo_models.DEMO_SETTINGS``: the demo student's chunk and cache)."""
 
 
 # Column hints (spec ``pos`` x): the layout keeps the columns' order and moves them apart as far as their nodes need;

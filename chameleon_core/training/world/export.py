@@ -94,7 +94,6 @@ def demo_stream(demo: str | Path, *, frames: int | None = None, switches: tuple[
     ``garments[2]`` ... at the demo's switch frames (numbers of the demo's garment images, 1-3). Returns the video
     ``[T, H, W, 3]`` in [0, 1] and the frames at which the switches take effect."""
     from chameleon_core.checkpoints import load_transformer, load_vae
-    from chameleon_core.config import StreamSettings
     from chameleon_core.frames import (chunk_first_video_frame, landing_chunk, latent_frames_covering,
                                        whole_chunk_segments)
     from chameleon_core.images import load_image
@@ -114,7 +113,7 @@ def demo_stream(demo: str | Path, *, frames: int | None = None, switches: tuple[
     size = (dm.DEMO_WIDTH, dm.DEMO_HEIGHT)
     person = load_image(demo / "input" / dm.IMAGES[0])
     images = [load_image(demo / "input" / dm.IMAGES[g]) for g in garments]
-    settings = StreamSettings(chunk_frames=dm.DEMO_CHUNK_FRAMES, cache_frames=dm.DEMO_CACHE_FRAMES, sink_chunks=1)
+    settings = dm.DEMO_SETTINGS
     state = start_stream(model, context=load_prompt_embeddings(demo / "models" / dm.FILES["prompt"],
                                                                text_dim=model.config.text_dim),
                          reference=encode_condition(vae, family, person, garment=False, size=size),
