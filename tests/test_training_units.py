@@ -217,3 +217,39 @@ def test_bucket_sampler_is_deterministic_and_resumable():
     assert [c.next() for _ in range(4)] == seq[6:]
     with pytest.raises(ValueError, match="no aspect bucket"):
         BucketSampler(buckets, 8, seed=0)
+
+
+def test_lr_schedules_against_their_formulas():
+    """Warm-up then constant (the default), cosine and linear decays, computed independently; a resumed scheduler
+    continues where it stopped; bad settings are refused with the fix."""
+    from chameleon_core.training.optim import build_scheduler
+
+    def lrs(decay, total=20, warmup=4, min_ratio=0.1, resume_at=None):
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([p], lr=2.0)
+        sched = build_scheduler(opt, warmup, decay=decay, total_steps=total, min_ratio=min_ratio)
+        out = []
+        for step in range(total):
+            if step == resume_at:  # a fresh optimiser and scheduler given the saved states, as Run.resume does
+                state, opt_state = sched.state_dict(), opt.state_dict()
+                opt = torch.optim.SGD([p], lr=2.0)
+                sched = build_scheduler(opt, warmup, decay=decay, total_steps=total, min_ratio=min_ratio)
+                opt.load_state_dict(opt_state)
+                sched.load_state_dict(state)
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    warm = [2.0 * (s + 1) / 4 for s in range(4)]
+    assert lrs("constant") == pytest.approx(warm + [2.0] * 16)
+    done = [(s - 4) / 16 for s in range(4, 20)]
+    assert lrs("linear") == pytest.approx(warm + [2.0 * (0.1 + 0.9 * (1 - d)) for d in done])
+    cosine = warm + [2.0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * d))) for d in done]
+    assert lrs("cosine") == pytest.approx(cosine)
+    assert lrs("cosine", resume_at=9) == pytest.approx(cosine)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="one of constant, cosine, linear, got 'step'"):
+        build_scheduler(opt, 0, decay="step", total_steps=10)
+    with pytest.raises(ValueError, match="raise run.steps or lower optim.warmup_steps"):
+        build_scheduler(opt, 10, decay="cosine", total_steps=10)

@@ -87,7 +87,12 @@ class OptimSection:
     clip: float = 1.0
     """Gradient-norm clip (over all shards)."""
     warmup_steps: int = 100
-    """Linear warm-up from 0, then constant."""
+    """Linear warm-up from 0, then :attr:`decay`."""
+    decay: str = "constant"
+    """After the warm-up: ``constant`` (the authors' schedule), or ``cosine`` / ``linear`` from lr down to
+    ``lr * min_lr_ratio`` at ``run.steps`` (the stage's last step; DMD counts its generator updates)."""
+    min_lr_ratio: float = 0.0
+    """Where ``cosine`` and ``linear`` end, as a fraction of lr."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,8 @@ RULES: dict[str, Rule] = {
     "optim.eps": (lambda v: v > 0, "a number > 0"),
     "optim.clip": (lambda v: v > 0, "a gradient-norm bound > 0"),
     "optim.warmup_steps": (lambda v: v >= 0, "a whole number of steps >= 0"),
+    "optim.decay": (lambda v: v in ("constant", "cosine", "linear"), "one of constant, cosine, linear"),
+    "optim.min_lr_ratio": (lambda v: 0 <= v <= 1, "a fraction in 0..1"),
     "flow.shift": (lambda v: v > 0, "a timestep shift > 0"),
     "forcing.chunk_frames": (lambda v: v >= 1, "a whole number of latent frames >= 1"),
     "forcing.attention": (lambda v: v in ATTENTION, f"one of {list(ATTENTION)}"),

@@ -1,7 +1,8 @@
-"""AdamW, the linear warm-up scheduler and gradient clipping across shards."""
+"""AdamW, the learning-rate schedule (linear warm-up, then constant or decaying) and gradient clipping across shards."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -29,15 +30,37 @@ def build_optimizer(
     )
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up from lr/warmup to lr over ``warmup_steps`` steps, then constant."""
+DECAYS = ("constant", "cosine", "linear")
+
+
+def lr_factor(step: int, warmup_steps: int, *, decay: str = "constant", total_steps: int | None = None,
+              min_ratio: float = 0.0) -> float:
+    """The learning-rate multiplier after ``step`` optimiser steps: linear warm-up over ``warmup_steps``, then
+    ``constant`` (1), or ``cosine`` / ``linear`` from 1 down to ``min_ratio`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if decay == "constant":
+        return 1.0
+    span = max(1, total_steps - warmup_steps)
+    done = min(1.0, (step - warmup_steps) / span)
+    shape = 0.5 * (1 + math.cos(math.pi * done)) if decay == "cosine" else 1 - done
+    return min_ratio + (1 - min_ratio) * shape
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, *, decay: str = "constant",
+                    total_steps: int | None = None, min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from lr/warmup to lr over ``warmup_steps`` steps, then :func:`lr_factor`'s ``decay``."""
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-
-    def factor(step: int) -> float:
-        return 1.0 if warmup_steps == 0 else min(1.0, (step + 1) / warmup_steps)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if decay not in DECAYS:
+        raise ValueError(f"optim.decay must be one of {', '.join(DECAYS)}, got {decay!r}")
+    if decay != "constant" and (total_steps is None or total_steps <= warmup_steps):
+        raise ValueError(f"a {decay} decay needs the stage's total steps above the warm-up ({warmup_steps}), got "
+                         f"{total_steps}; raise run.steps or lower optim.warmup_steps")
+    if not 0 <= min_ratio <= 1:
+        raise ValueError(f"optim.min_lr_ratio must be in 0..1, got {min_ratio}")
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, warmup_steps, decay=decay, total_steps=total_steps, min_ratio=min_ratio))
 
 
 def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> float:

@@ -186,8 +186,13 @@ class Run:
     def optimizer(self, model: nn.Module, *, lr: float | None = None) -> torch.optim.AdamW:
         return build_optimizer(model.parameters(), self.cfg.optim, lr=lr)
 
-    def scheduler(self, optimizer: torch.optim.Optimizer, warmup_steps: int | None = None):
-        return build_scheduler(optimizer, self.cfg.optim.warmup_steps if warmup_steps is None else warmup_steps)
+    def scheduler(self, optimizer: torch.optim.Optimizer, warmup_steps: int | None = None, *,
+                  total_steps: int | None = None):
+        """The section's schedule over ``total_steps`` optimiser steps (default: ``run.steps``)."""
+        o = self.cfg.optim
+        return build_scheduler(optimizer, o.warmup_steps if warmup_steps is None else warmup_steps, decay=o.decay,
+                               total_steps=self.cfg.run.steps if total_steps is None else total_steps,
+                               min_ratio=o.min_lr_ratio)
 
     def loader(self) -> LatentLoader:
         """This process's loader over the latent cache, after checking (on every process alike) that every cached

@@ -110,7 +110,9 @@ class DMDTrainer:
         # 2. Optimisers: AdamW from `optim` for the generator, the critic at dmd.critic_lr.
         self.opt_g = run.optimizer(self.generator)
         self.opt_c = run.optimizer(self.critic, lr=d.critic_lr)
-        self.sched_g = run.scheduler(self.opt_g)
+        # A decaying schedule ends at the last update of each: the generator updates on every
+        # critic_per_generator-th iteration, the critic on every one.
+        self.sched_g = run.scheduler(self.opt_g, total_steps=-(-cfg.run.steps // d.critic_per_generator))
         self.sched_c = run.scheduler(self.opt_c)
         # 3. Data, reward, negative prompt.
         self.loader: LatentLoader = run.loader()
