@@ -166,6 +166,26 @@ def test_frozen_video_scores_zero_motion_and_the_right_motion_is_recognised():
     assert torch.corrcoef(torch.stack([measured, camera]))[0, 1] > 0.9, (measured, camera)
 
 
+def test_pole_shift_is_the_camera_in_frame_units_and_zero_for_a_still_camera():
+    """The poles' shift is the camera's offset magnified by the framing (checked against the renderer's own
+    offsets), and stays still when the camera does, on every wall, while the figure walks or raises its arms in
+    front of the poles (the trousers of a teal wall lie within FOREGROUND_DISTANCE of its pole colour)."""
+    from chameleon_core.world.render import FRAMING_ZOOM, pose_at, pose_frame
+
+    for wall_name, wall in BACKGROUND.items():
+        base = _sample(0)
+        base = dataclasses.replace(base, identity=dataclasses.replace(base.identity, background=wall_name), phase=5)
+        for motion in ("walk", "raise_arms", "turn"):
+            still = motion_trajectory(render(dataclasses.replace(base, motion=motion), frames=FRAMES).float_frames(),
+                                      wall)[:, 4]
+            assert still.abs().max() < 0.01, (wall_name, motion, still)
+        pan = dataclasses.replace(base, motion="pan")
+        measured = motion_trajectory(render(pan, frames=FRAMES).float_frames(), wall)[:, 4]
+        camera = torch.tensor([pose_at("pan", pan.phase + pose_frame(t)).camera for t in range(FRAMES)])
+        expected = (camera - camera[0]) * FRAMING_ZOOM
+        assert (measured - expected).abs().max() < 0.02, (wall_name, measured, expected)
+
+
 def test_too_short_videos_are_refused():
     s = _sample(1)
     two = render(s, frames=2).float_frames()

@@ -21,10 +21,10 @@ mark is **not a garment**. All garment metrics count pixels *inside the ground-t
   agrees best; the score is the fraction of frames (with at least 12 garment pixels) where that is the target's.
 - **Identity**: the fraction of ground-truth skin pixels classified as the person's skin colour and of hair pixels
   as their hair colour; **identity error** = 1 - the mean of the two (0 when the person is drawn exactly).
-- **Motion trajectory** (:func:`motion_trajectory`): per frame, from the foreground (pixels farther than 0.12 from
-  both the wall colour and the pole colour): centroid x and y, horizontal spread (std of x), top extent (5th
-  percentile of y), all in frame units, and the poles' horizontal shift (phase of the pole-coloured pixels' columns,
-  unwrapped over time). **Motion agreement**: the cosine similarity of the video's trajectory change from frame 0
+- **Motion trajectory** (:func:`motion_trajectory`): per frame, from the foreground (every pixel but the scene's:
+  within 0.12 of the wall or pole colour and nearer to it than to any figure colour): centroid x and y, horizontal
+  spread (std of x), top extent (5th percentile of y), all in frame units, and the poles' horizontal shift (phase
+  of the pole pixels' columns at the poles' spacing in the frame, unwrapped over time). **Motion agreement**: the cosine similarity of the video's trajectory change from frame 0
   with the ground truth's (flattened); 0 when either does not move. **Motion class**: the motion whose rendering
   (same person, garment and start) agrees best with the video.
 - **Temporal jitter**: the mean absolute second difference over time ``|x[t+1] - 2 x[t] + x[t-1]|``.
@@ -60,7 +60,7 @@ from chameleon_core.world.catalog import (
     palette,
 )
 from chameleon_core.world.render import GARMENT_LABEL, HAIR_LABEL, SKIN_LABEL, pose_frame, render
-from chameleon_core.world.render import POLE_SPACING as _POLE_SPACING
+from chameleon_core.world.render import FRAMING_ZOOM, POLE_SPACING
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,10 @@ MIN_MOTION_FRAMES = 5
 """Frames a video needs for motion metrics (one causal VAE step: the first frame and four more)."""
 FOREGROUND_DISTANCE = 0.12
 CUT_EPS = 1e-4
+FRAME_POLE_SPACING = POLE_SPACING * FRAMING_ZOOM
+"""The poles' spacing in frame units: the renderer spaces them in figure units and the camera magnifies those by
+:data:`~chameleon_core.world.render.FRAMING_ZOOM` (a phase taken at the unmagnified spacing aliases: it moved with
+whichever poles the figure hid, and a static camera measured as a pan)."""
 
 
 @lru_cache(maxsize=1)
@@ -84,6 +88,13 @@ def _palette_tensors() -> tuple[torch.Tensor, torch.Tensor, tuple]:
     garment_class = [COLOURS.index(e.name) if e.kind == "garment" else MARK_CLASS if e.kind == "mark" else NOT_GARMENT
                      for e in entries]
     return rgb, torch.tensor(garment_class), entries
+
+
+@lru_cache(maxsize=1)
+def _figure_colours() -> torch.Tensor:
+    """``[N, 3]`` in 0..1: every colour a figure is drawn in (garments, the mark, skins, hairs, trousers)."""
+    rgb, _, entries = _palette_tensors()
+    return rgb[[i for i, e in enumerate(entries) if e.kind not in ("wall", "pole")]]
 
 
 def classify(pixels: torch.Tensor) -> torch.Tensor:
@@ -203,8 +214,14 @@ def motion_trajectory(video: torch.Tensor, wall: tuple[int, int, int] | torch.Te
     pole_rgb = wall_rgb * POLE
     d_wall = (v - wall_rgb).norm(dim=-1)
     d_pole = (v - pole_rgb).norm(dim=-1)
-    fg = ((d_wall > FOREGROUND_DISTANCE) & (d_pole > FOREGROUND_DISTANCE)).float()  # [T, H, W]
-    poles = (d_pole <= FOREGROUND_DISTANCE).float()
+    # a scene pixel is near the wall or pole colour *and* nearer to it than to every colour of a figure: some
+    # figure colours lie within FOREGROUND_DISTANCE of a pole colour (the trousers of a teal wall's), and a
+    # threshold alone would count them as poles, so the poles' phase would follow the figure
+    d_figure = torch.cdist(v.reshape(-1, 3), _figure_colours()).min(dim=1).values.reshape(v.shape[:-1])
+    wall_px = (d_wall <= FOREGROUND_DISTANCE) & (d_wall < d_figure)
+    pole_px = (d_pole <= FOREGROUND_DISTANCE) & (d_pole < d_figure)
+    fg = (~(wall_px | pole_px)).float()  # [T, H, W]
+    poles = pole_px.float()
     ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h
     xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w
     n = fg.sum((1, 2))  # [T]
@@ -219,10 +236,10 @@ def motion_trajectory(video: torch.Tensor, wall: tuple[int, int, int] | torch.Te
     empty = n == 0
     cx, cy, spread, top = (torch.where(empty, torch.zeros_like(a), a) for a in (cx, cy, spread, top))
     cols = poles.sum(1)  # [T, W]
-    angle = torch.atan2((cols * torch.sin(2 * math.pi * xs / _POLE_SPACING)).sum(1),
-                        (cols * torch.cos(2 * math.pi * xs / _POLE_SPACING)).sum(1))
+    angle = torch.atan2((cols * torch.sin(2 * math.pi * xs / FRAME_POLE_SPACING)).sum(1),
+                        (cols * torch.cos(2 * math.pi * xs / FRAME_POLE_SPACING)).sum(1))
     step = torch.remainder(angle[1:] - angle[:-1] + math.pi, 2 * math.pi) - math.pi
-    shift = torch.cat([torch.zeros(1), step.cumsum(0)]) * _POLE_SPACING / (2 * math.pi)
+    shift = torch.cat([torch.zeros(1), step.cumsum(0)]) * FRAME_POLE_SPACING / (2 * math.pi)
     return torch.stack([cx, cy, spread, top, shift], dim=1)
 
 
