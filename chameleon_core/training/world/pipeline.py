@@ -101,15 +101,22 @@ class Plan:
     """Frame strips of the first this many switch clips (never chosen ones)."""
     teacher_steps: int = 50
     """The teacher's sampling steps (UniPC, the paper's 50)."""
-    teacher_cfg: float = 3.0
+    teacher_cfg: float = 1.0
+    """The teacher's classifier-free guidance on the prompt, and GR-DMD's on the real score. The paper's 3 is for
+    Wan's prompts; the world's prompt names only the motion, and guidance 3 measured lower on every world metric
+    than none (docs/experiments/world.md)."""
     long_factor: int = 10
     """The long stream is this many times the training clip."""
     switch_variants: tuple[str, ...] = ("all", "no_refresh", "no_withdraw", "no_disentangle", "keep_sink", "restart")
+    decay: str = "cosine"
+    """The learning rate of every stage after its warm-up (``optim.decay``): a cosine to zero at the
+    stage's last step. Measured on the world: annealing halves the teacher's training loss of a constant rate at
+    the same steps (docs/experiments/world.md)."""
 
 
 FULL = Plan(
     quick=False, train_samples=800, test_samples=40, model=ModelPlan(),
-    batch=8, sft_steps=3000, sft_lr=5e-4, forcing_steps=600, forcing_lr=2e-4,
+    batch=8, sft_steps=7000, sft_lr=8e-4, forcing_steps=1200, forcing_lr=2e-4,
     dmd_iterations=500, dmd_batch=4, dmd_lr=5e-5, dmd_critic_lr=1e-4, dmd_critic_per_generator=5,
     eval_samples=16, switch_samples=32, long_samples=4,
 )
@@ -284,7 +291,7 @@ def stage_config(stage: str, plan: Plan, layout: Layout, seed: int) -> dict[str,
                 "data": {"cache": str(layout.cache("train")), "batch_size": plan.batch, "full_caption_prob": 0.3,
                          "empty_text_prob": 0.1},
                 "optim": {"lr": plan.sft_lr, "betas": [0.9, 0.999], "weight_decay": 0.01, "clip": 1.0,
-                          "warmup_steps": max(1, plan.sft_steps // 20)},
+                          "warmup_steps": max(1, plan.sft_steps // 20), "decay": plan.decay},
                 "run": {**common["run"], "steps": plan.sft_steps}}
     if stage == "forcing":
         return {**common, "stage": "forcing",
@@ -292,7 +299,7 @@ def stage_config(stage: str, plan: Plan, layout: Layout, seed: int) -> dict[str,
                 "data": {"cache": str(layout.cache("train")), "batch_size": plan.batch, "full_caption_prob": 0.3,
                          "empty_text_prob": 0.1},
                 "optim": {"lr": plan.forcing_lr, "betas": [0.0, 0.999], "weight_decay": 0.01, "clip": 10.0,
-                          "warmup_steps": 0},
+                          "warmup_steps": 0, "decay": plan.decay},
                 "forcing": {"chunk_frames": 3, "attention": "sdpa"},
                 "run": {**common["run"], "steps": plan.forcing_steps}}
     if stage == "dmd":
@@ -301,10 +308,10 @@ def stage_config(stage: str, plan: Plan, layout: Layout, seed: int) -> dict[str,
                 "data": {"cache": str(layout.cache("train")), "batch_size": plan.dmd_batch,
                          "full_caption_prob": 0.3, "empty_text_prob": 0.0},
                 "optim": {"lr": plan.dmd_lr, "betas": [0.0, 0.999], "weight_decay": 0.01, "clip": 10.0,
-                          "warmup_steps": 0},
+                          "warmup_steps": 0, "decay": plan.decay},
                 "dmd": {"teacher": str(layout.teacher), "critic_lr": plan.dmd_critic_lr,
                         "critic_per_generator": plan.dmd_critic_per_generator, "ema_decay": 0.99,
-                        "ema_start": max(1, plan.dmd_iterations // 4), "tau": 0.2, "guidance": 3.0,
+                        "ema_start": max(1, plan.dmd_iterations // 4), "tau": 0.2, "guidance": plan.teacher_cfg,
                         "t_min": 20.0, "t_max": 980.0, "denoise_steps": 4, "chunk_frames": 3,
                         "reward": "brightness", "extra": {"vae": str(layout.codec)}},
                 "run": {**common["run"], "steps": plan.dmd_iterations}}
