@@ -67,9 +67,11 @@ def test_flex_mask_mod_matches_boolean_mask():
     assert torch.equal(dense, forcing_token_mask(4, 2, 3))
 
 
-def test_teacher_forced_forward_equals_streaming_on_clean_history():
+@pytest.mark.parametrize("offset", [0, 4])
+def test_teacher_forced_forward_equals_streaming_on_clean_history(offset):
     """Noisy chunk b of the teacher-forced forward == the streaming student denoising chunk b over a cache filled
-    with the conditions and the clean passes of chunks < b."""
+    with the conditions and the clean passes of chunks < b; with a position offset, == a stream whose chunks after
+    the first (the sink) sit ``offset`` frames later (the RoPE positions of a stream longer than the clip)."""
     from chameleon_core.cache import CacheGeometry, KVCache
     from chameleon_core.causal import chunk_forward, prefill_conditions
     from chameleon_core.config import StreamSettings
@@ -86,14 +88,15 @@ def test_teacher_forced_forward_equals_streaming_on_clean_history():
     ctx = torch.randn(1, 5, cfg.text_dim, generator=g)
     video_t = torch.tensor([[937.0, 937.0, 625.0, 625.0]])
     with torch.no_grad():
-        forced = forcing_forward(model, clean, noisy, ref, gar, video_t, ctx, chunk, backend="sdpa")
+        forced = forcing_forward(model, clean, noisy, ref, gar, video_t, ctx, chunk, backend="sdpa",
+                                 position_offset=offset)
         settings = StreamSettings(chunk_frames=chunk, cache_frames=2 + frames, sink_chunks=1)
         cache = KVCache.empty(cfg, CacheGeometry.for_resolution(cfg, settings, 64, 64))
         text = model.prepare_text(ctx)
         prefill_conditions(model, cache, text, ref, gar)
         for b in range(frames // chunk):
             sl = slice(b * chunk, (b + 1) * chunk)
-            slots = cache.reserve(chunk, 2 + b * chunk)
+            slots = cache.reserve(chunk, 2 + b * chunk + (offset if b else 0))
             streamed = chunk_forward(model, cache, text, noisy[:, :, sl], video_t[:, sl], slots)
             torch.testing.assert_close(forced[:, :, sl], streamed, atol=2e-5, rtol=1e-4)
             chunk_forward(model, cache, text, clean[:, :, sl], torch.zeros(1), slots)  # the clean pass

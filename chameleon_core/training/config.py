@@ -110,6 +110,11 @@ class ForcingSection:
     """Latent frames per chunk (3 in the paper); the video's latent frames must be a multiple."""
     attention: str = "auto"
     """``auto`` (FlexAttention block mask on CUDA when available, else SDPA boolean mask), ``flex`` or ``sdpa``."""
+    position_offset_max: int = 0
+    """RoPE position jitter, in latent frames: each step the clip's chunks after the first sit a random whole number
+    of chunks (0 .. this) later than the authors' fixed positions (the conditions and the first chunk, a stream's
+    sink, keep theirs), so a stream that runs longer than the training clip denoises at positions, and with a sink
+    at a distance, the student has trained at. 0: fixed positions."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,7 @@ RULES: dict[str, Rule] = {
     "flow.shift": (lambda v: v > 0, "a timestep shift > 0"),
     "forcing.chunk_frames": (lambda v: v >= 1, "a whole number of latent frames >= 1"),
     "forcing.attention": (lambda v: v in ATTENTION, f"one of {list(ATTENTION)}"),
+    "forcing.position_offset_max": (lambda v: v >= 0, "a whole number of latent frames >= 0"),
     "dmd.teacher": (_random_spec_ok, "a checkpoint path, or random:SEED with a whole-number seed"),
     "dmd.critic_lr": (lambda v: v > 0, "a learning rate > 0"),
     "dmd.critic_per_generator": (lambda v: v >= 1, "a whole number >= 1 (critic updates per generator update)"),

@@ -99,12 +99,16 @@ def forcing_plan(num_frames: int, chunk_frames: int, tokens_per_frame: int, devi
 
 
 def forcing_forward(model, clean: torch.Tensor, noisy: torch.Tensor, reference: torch.Tensor, garment: torch.Tensor,
-                    video_t: torch.Tensor, context: torch.Tensor, chunk_frames: int, backend: str = "auto"):
+                    video_t: torch.Tensor, context: torch.Tensor, chunk_frames: int, backend: str = "auto",
+                    position_offset: int = 0):
     """The teacher-forced forward: prediction for the noisy video frames ``[B, C, F, h, w]`` (fp32).
 
     clean / noisy: ``[B, C, F, h, w]`` model-space video; reference / garment ``[B, C, 1, h, w]``; video_t: ``[B, F]``
     the timesteps the DiT is fed for the noisy frames (conditions and clean frames get 0); context ``[B, L, D]``.
-    Call it through :func:`~.parallel.run_inside` under FSDP (it uses ``forward_frames``).
+    ``position_offset``: the RoPE positions of the video frames after the first chunk move this many frames later,
+    the first chunk keeping its own: what a stream longer than the clip attends to (its sink at the first chunk's
+    positions, its window and the chunk being made later). Call it through :func:`~.parallel.run_inside` under
+    FSDP (it uses ``forward_frames``).
     """
     b, _, f, h, w = clean.shape
     n = COND_FRAMES + f
@@ -114,6 +118,10 @@ def forcing_forward(model, clean: torch.Tensor, noisy: torch.Tensor, reference: 
     tpf = model.config.tokens_per_latent_grid(h, w)
     plan = forcing_plan(f, chunk_frames, tpf, clean.device, backend)
     text = model.prepare_text(context)
-    positions = list(range(n)) * 2
+    if position_offset < 0:
+        raise ValueError(f"position_offset must be >= 0, got {position_offset}")
+    # the first chunk keeps its positions (the stream's sink); the later chunks move by position_offset
+    positions = (list(range(COND_FRAMES)) + [COND_FRAMES + i + (position_offset if i >= chunk_frames else 0)
+                                             for i in range(f)]) * 2
     out = model.forward_frames(x, frame_t, positions, text, plan)  # [B, C, 2n, h, w]
     return out[:, :, n + COND_FRAMES :]

@@ -1,9 +1,10 @@
 """Stage 2: in-context teacher forcing (the authors' ``models/teacher_forcing_ic.py`` rules).
 
 One forward over ``[clean 2 + F | noisy 2 + F]`` under the teacher-forcing mask (:mod:`.forcing_mask`), both halves
-at RoPE frames 0..F+1. Noise levels are drawn independently per chunk of ``forcing.chunk_frames`` latent frames
+at RoPE frames 0..F+1 (with ``forcing.position_offset_max``, the chunks after the first a random whole number of
+chunks later). Noise levels are drawn independently per chunk of ``forcing.chunk_frames`` latent frames
 (constant within a chunk) with the SFT table and shift; the loss is ``w(t) * MSE`` of the flow on the noisy video
-frames only, averaged over frames and samples. Initialised from the SFT teacher; AdamW at a constant lr. The
+frames only, averaged over frames and samples. Initialised from the SFT teacher; AdamW (``optim.decay``: constant, as the authors', or annealed). The
 result is exported as ``<run>/export/student.safetensors`` (kind ``student``): it already streams causally.
 """
 
@@ -34,6 +35,16 @@ def chunk_noise_levels(gen: torch.Generator, frames: int, chunk: int, shift: flo
     return levels
 
 
+def position_offset(cfg: TrainConfig, step: int) -> int:
+    """This step's RoPE offset of the video frames (``forcing.position_offset_max``): a whole number of chunks,
+    drawn from the run's seed and the step only, so every process of a step uses the same one."""
+    chunk, most = cfg.forcing.chunk_frames, cfg.forcing.position_offset_max
+    if most < chunk:
+        return 0
+    gen = sample_generator(cfg.run.seed, step, 0, stream=5)
+    return chunk * int(torch.randint(0, most // chunk + 1, (1,), generator=gen))
+
+
 def forcing_loss(model: nn.Module, batch: Batch, step: int, cfg: TrainConfig, compute_dtype: torch.dtype):
     x0 = batch.video  # [B, C, F, h, w]
     b, _, f = x0.shape[:3]
@@ -46,12 +57,13 @@ def forcing_loss(model: nn.Module, batch: Batch, step: int, cfg: TrainConfig, co
         sigma.append([s for _, s, _ in levels])
         t_fed.append([fed_timestep(t, compute_dtype, cfg.flow.quantize_timestep) for t, _, _ in levels])
         weight.append([w for _, _, w in levels])
+    offset = position_offset(cfg, step)
     eps = torch.stack(noise).to(dev)
     sig = torch.tensor(sigma, device=dev).view(b, 1, f, 1, 1)
     noisy = (1 - sig) * x0 + sig * eps
     pred = run_inside(model, forcing_forward, x0, noisy, batch.reference, batch.garment,
                       torch.tensor(t_fed, device=dev), batch.context, cfg.forcing.chunk_frames,
-                      cfg.forcing.attention)  # [B, C, F, h, w]
+                      cfg.forcing.attention, offset)  # [B, C, F, h, w]
     per_frame = (pred.float() - (eps - x0)).pow(2).mean(dim=(1, 3, 4))  # [B, F]
     loss = (torch.tensor(weight, device=dev) * per_frame).mean()
     return loss, {"mse": float(per_frame.mean().detach())}
