@@ -15,7 +15,12 @@ A garment switch happens at a chunk boundary and is three independent operations
   continuous across the cut.
 
 Choices the paper leaves open, made here and tested: the new reference sits at RoPE frame 0 (the slot's meaning in
-training); frame numbering and video positions continue unchanged across a switch (keys are absolute and never
+training); frame numbering continues unchanged across a switch; when the withdraw leaves no video frame in the cache
+(window and sink dropped) the RoPE positions of the next chunks start again where a stream's first chunk sits
+(``restart_positions``, default on: nothing in the cache is left to stay relative to, and a student trained on
+clips of fixed length has never denoised a first chunk anywhere else; measured on the synthetic world, continuing
+the positions there lost 0.2 of motion agreement and raised the identity error across the switch, see
+docs/experiments/world.md); with the sink or the window kept, positions continue (kept keys are absolute and never
 re-indexed); when refresh and disentangle are both on, the new pair is prefilled together.
 
 A prompt switch (:func:`switch_prompt`) re-caches as LongLive does: fresh cross-attention K/V, then the conditions
@@ -72,6 +77,7 @@ def switch_garment(
     codec: FrameCodec | None = None,
     last_frame: torch.Tensor | None = None,
     new_reference: torch.Tensor | None = None,
+    restart_positions: bool = True,
 ) -> StreamState:
     """Switch the garment at the current chunk boundary; returns a new state (``state`` is unchanged).
 
@@ -80,6 +86,8 @@ def switch_garment(
     ``last_frame`` (the stream's last pixel frame ``[B, 3, H, W]`` as the continuous decode showed it) re-encoded by
     ``codec``; or, with only ``codec``, the last frame of a continuous decode of the whole stream (exact, and its
     cost grows with the stream's length). With all three flags off the state is returned as is.
+    ``restart_positions``: when the withdraw drops window and sink, the next chunk's RoPE positions start again at
+    the first chunk's (False: they continue from the frame count, as before this option).
     """
     if not state.settings.conditions:
         raise ValueError(
@@ -143,7 +151,9 @@ def switch_garment(
         "garment switch at latent frame %d: refresh=%s withdraw=%s (sink %s) disentangle=%s",
         state.latent_frames, refresh, withdraw, "dropped" if withdraw and withdraw_sink else "kept", disentangle,
     )
-    return state.with_cache(cache, reference=reference, garment=new_garment, switches=state.switches + 1)
+    emptied = withdraw and withdraw_sink and restart_positions
+    return state.with_cache(cache, reference=reference, garment=new_garment, switches=state.switches + 1,
+                            **({"position_origin": state.latent_frames} if emptied else {}))
 
 
 @torch.no_grad()
@@ -183,12 +193,12 @@ def switch_prompt(state: StreamState, context: torch.Tensor | TextContext, *, ne
         if positions != list(range(positions[0], positions[0] + len(positions))):
             raise RuntimeError(f"internal: the cached frames {positions} are not consecutive")
         chunk_forward(model, cache, text, torch.cat(held, dim=2).to(model.device), torch.zeros(b, device=model.device),
-                      slots, local_frames=state.local_frames)
+                      slots, local_frames=state.local_frames, rope_offset=-state.position_origin)
     else:
         for (slots, _), latents in zip(groups, held):
             x = latents.to(model.device)
             chunk_forward(model, cache, text, x, torch.zeros(b, device=model.device), slots,
-                          local_frames=state.local_frames)
+                          local_frames=state.local_frames, rope_offset=-state.position_origin)
     shot = new_shot and state.latent_frames > 0
     logger.info("prompt switch at latent frame %d (%s re-cache): re-cached %d chunks%s", state.latent_frames, rule,
                 len(groups), ", new shot" if shot else "")

@@ -71,6 +71,8 @@ class GarmentSwitch:
     withdraw: bool = True
     disentangle: bool = True
     withdraw_sink: bool = True
+    restart_positions: bool = True
+    """With window and sink withdrawn, the next chunks' RoPE positions start again (see ``switch_garment``)."""
     label: str = "garment"
     """What the timeline calls it (a file or upload name)."""
 
@@ -461,7 +463,7 @@ class Session:
             new_reference = reference_from_frame(self.codec, state.model.config.latent, self.decoder.last_frame)
         return switch_garment(state, garment, refresh=switch.refresh, withdraw=switch.withdraw,
                               disentangle=switch.disentangle, withdraw_sink=switch.withdraw_sink, codec=self.codec,
-                              new_reference=new_reference)
+                              new_reference=new_reference, restart_positions=switch.restart_positions)
 
     def encode_garment(self, image: torch.Tensor) -> torch.Tensor:
         """A garment image (any size) -> model-space one-frame latent at the stream's resolution."""

@@ -123,6 +123,10 @@ class StreamState:
     """Shots started so far (prompt switches with ``new_shot``); moves RoPE by ``shot * settings.shot_rope_offset``."""
     pin_next: bool = False
     """The next chunk starts a shot and is pinned as the shot sink (``settings.shot_sink``)."""
+    position_origin: int = 0
+    """The latent frame RoPE positions count from: a garment switch that withdraws every video frame from the cache
+    (window and sink) restarts them, so the next chunk is denoised where a stream's first chunk is (no video keys
+    are left to stay relative to). Frame numbering and the cache's bookkeeping keep counting from the start."""
 
     # -- views --------------------------------------------------------------------------------------------------
 
@@ -142,8 +146,9 @@ class StreamState:
 
     @property
     def rope_offset(self) -> int:
-        """RoPE frames added to the next chunk's positions (multi-shot offset of the shots so far)."""
-        return self.shot * self.settings.shot_rope_offset
+        """RoPE frames added to the next chunk's positions: the multi-shot offset of the shots so far, less the
+        frames before :attr:`position_origin`."""
+        return self.shot * self.settings.shot_rope_offset - self.position_origin
 
     @property
     def history_complete(self) -> bool:

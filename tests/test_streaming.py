@@ -210,7 +210,9 @@ def test_withdraw_leaves_conditions_and_optionally_the_sink(model, inputs, withd
     nxt_state, nxt = generate(new, 2)
     gen = torch.Generator().set_state(new.rng_state.clone())
     prior = [] if withdraw_sink else [(state.history[0], 2)]
-    want = independent_chunk(model, inputs["ctx"], inputs["ref"], inputs["gar"], prior, 2 + 6, gen, 2)
+    # an emptied cache restarts the RoPE positions (the first chunk's); a kept sink keeps them going
+    want = independent_chunk(model, inputs["ctx"], inputs["ref"], inputs["gar"], prior, 2 if withdraw_sink else 8,
+                             gen, 2)
     torch.testing.assert_close(nxt, want, atol=ATOL, rtol=0)
     # A dropped sink re-forms from the first chunk after the switch.
     assert nxt_state.cache.region_positions(Region.SINK) == ([8, 9] if withdraw_sink else [2, 3])
@@ -248,19 +250,30 @@ def test_disentangle_reencodes_the_last_frame_of_the_continuous_decode(model, in
     assert torch.equal(new.cache.v[:, :, keep], state.cache.v[:, :, keep])
 
 
-def test_full_switch_keeps_frame_numbering_and_positions_continuous(model, inputs, codec):
+@pytest.mark.parametrize("restart_positions", [True, False])
+def test_full_switch_keeps_frame_numbering_and_restarts_positions(model, inputs, codec, restart_positions):
+    """A full switch (window and sink withdrawn) keeps the frame numbering; its next chunk is the first chunk of a
+    stream with the new conditions (RoPE position 2), or with ``restart_positions=False`` the chunk at the frame
+    count's position (8); the chunk after it attends to that one at the same distance either way."""
     state = _started(model, inputs)
-    new = switch_garment(state, inputs["gar2"], codec=codec)  # refresh + withdraw (sink too) + disentangle
+    new = switch_garment(state, inputs["gar2"], codec=codec,  # refresh + withdraw (sink too) + disentangle
+                         restart_positions=restart_positions)
     assert new.latent_frames == state.latent_frames == 6 and new.next_position == 8
     after, nxt = generate(new, 2)
-    # Independent: [new reference, new garment] then the chunk at position 8, nothing else.
+    # Independent: [new reference, new garment] then the chunk at position 2 (or 8), nothing else.
+    at = 2 if restart_positions else 8
     gen = torch.Generator().set_state(new.rng_state.clone())
-    want = independent_chunk(model, inputs["ctx"], new.reference, inputs["gar2"], [], 8, gen, 2)
+    want = independent_chunk(model, inputs["ctx"], new.reference, inputs["gar2"], [], at, gen, 2)
     torch.testing.assert_close(nxt, want, atol=ATOL, rtol=0)
     gen = torch.Generator().set_state(new.rng_state.clone())
-    off = independent_chunk(model, inputs["ctx"], new.reference, inputs["gar2"], [], 2, gen, 2)
-    assert not torch.allclose(nxt, off, atol=ATOL)  # restarting positions at 2 would be a different video
+    other = independent_chunk(model, inputs["ctx"], new.reference, inputs["gar2"], [], 10 - at, gen, 2)
+    assert not torch.allclose(nxt, other, atol=ATOL)  # the positions are what differs
     assert after.latent_frames == 8 and after.latents().shape[2] == 8
+    # the chunk after: that chunk in the sink at its RoPE positions, this one right after it
+    _, nxt2 = generate(after, 2)
+    gen = torch.Generator().set_state(after.rng_state.clone())
+    want2 = independent_chunk(model, inputs["ctx"], new.reference, inputs["gar2"], [(nxt, at)], at + 2, gen, 2)
+    torch.testing.assert_close(nxt2, want2, atol=ATOL, rtol=0)
 
 
 def test_switch_prompt_recaches_under_the_new_prompt(model, inputs):
