@@ -19,7 +19,7 @@ training); frame numbering continues unchanged across a switch; when the withdra
 (window and sink dropped) the RoPE positions of the next chunks start again where a stream's first chunk sits
 (``restart_positions``, default on: nothing in the cache is left to stay relative to, and a student trained on
 clips of fixed length has never denoised a first chunk anywhere else; measured on the synthetic world, continuing
-the positions there lost 0.2 of motion agreement and raised the identity error across the switch, see
+the positions there lost 0.13 of motion agreement and raised the identity error across the switch, see
 docs/experiments/world.md); with the sink or the window kept, positions continue (kept keys are absolute and never
 re-indexed); when refresh and disentangle are both on, the new pair is prefilled together.
 
