@@ -51,7 +51,8 @@ from .rescheduling import (
     switch_garment,
     switch_prompt,
 )
-from .streaming import Rollout, StreamState, check_stream_options
+from .stream_options import check_stream_options
+from .streaming import Rollout, StreamState
 
 logger = logging.getLogger(__name__)
 

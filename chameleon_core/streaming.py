@@ -40,7 +40,7 @@ from .causal import prefill_conditions
 from .chunk_step import ChunkInterrupted, denoise_chunk
 from .config import StreamSettings
 from .frames import latent_frames_covering
-from .stream_options import ConditionWeighting, SourceVideo, as_weighting, check_local_frames
+from .stream_options import ConditionWeighting, SourceVideo, check_stream_options
 from .memory import check_stream_memory, check_stream_sizes, estimate_stream_memory
 from .model import TextContext, WanModel
 from .residency import CacheResidency, CacheBox
@@ -564,56 +564,6 @@ def generate(
             progress(k, n_chunks, x0)
     latents = rollout.latents()
     return rollout.finish(), latents
-
-
-_UNSET = object()
-
-
-def check_stream_options(state: StreamState, *, steps: int | None, chunks: int | None) -> None:
-    """Refuse, before any work, options that would fail mid-way: a source video shorter than ``chunks`` more
-    chunks, a condition weighting whose explicit values do not fit the steps (ValueError naming both)."""
-    if state.source is not None and chunks is not None:
-        state.source.check_covers(state.latent_frames, chunks * state.settings.chunk_frames)
-    if state.condition_weights is not None:
-        n = len(state.step_schedule(steps))
-        state.condition_weights.for_steps(n, "this stream")
-
-
-def with_options(state: StreamState, *, source: SourceVideo | None | object = _UNSET,
-                 condition_weights: ConditionWeighting | tuple[float, ...] | None | object = _UNSET,
-                 local_frames: int | None | object = _UNSET) -> StreamState:
-    """A new state with the given per-chunk options set (None turns one off; omitted ones are kept).
-
-    ``source``: a :class:`~chameleon_core.stream_options.SourceVideo` (its ``offset`` places source frame 0 on a stream
-    latent frame; chunks read the source until it ends, then generating more raises). ``condition_weights``: a
-    :class:`~chameleon_core.stream_options.ConditionWeighting` or explicit values, one per step of the stream's schedule.
-    ``local_frames``: >= 1 or None. The cache is
-    shared with ``state`` (neither changes it: every operation clones before writing).
-    """
-    changes: dict = {}
-    if not state.settings.conditions and (source not in (_UNSET, None) or condition_weights not in (_UNSET, None)):
-        raise ValueError(
-            "try-on, motion transfer and condition weighting act on the reference and garment; this stream has no "
-            "conditions (a public text-/image-to-video student's profile). Use a FashionChameleon student for them"
-        )
-    if source is not _UNSET:
-        if source is not None and not isinstance(source, SourceVideo):
-            raise ValueError(f"source must be a SourceVideo or None, got {type(source).__name__}")
-        if source is not None and source.latents.shape[1] != state.latent_shape[1] \
-                or source is not None and tuple(source.latents.shape[3:]) != tuple(state.latent_shape[2:]):
-            raise ValueError(
-                f"the source video's latents {tuple(source.latents.shape)} do not match the stream's latent "
-                f"{state.latent_shape} (B, C, h, w); encode the video with the stream's VAE at the stream's size"
-            )
-        changes["source"] = source
-    if condition_weights is not _UNSET:
-        weighting = as_weighting(condition_weights)
-        if weighting is not None:
-            weighting.for_steps(len(state.timesteps), "this stream")
-        changes["condition_weights"] = weighting
-    if local_frames is not _UNSET:
-        changes["local_frames"] = check_local_frames(local_frames)
-    return replace(state, **changes)
 
 
 def cached_frames(state: StreamState) -> list[tuple[list[int], list[int]]]:

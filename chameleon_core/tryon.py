@@ -29,9 +29,9 @@ from collections.abc import Callable
 
 import torch
 
-from .stream_options import SourceVideo, check_strength
 from .session import Session
-from .streaming import StreamState, with_options
+from .stream_options import SourceVideo, check_strength, with_options
+from .streaming import StreamState
 
 logger = logging.getLogger(__name__)
 

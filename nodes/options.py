@@ -10,7 +10,7 @@ import torch
 from comfy_api.latest import io
 
 from ..chameleon_core.stream_options import ConditionWeighting
-from ..chameleon_core.streaming import with_options
+from ..chameleon_core.stream_options import with_options
 from ..chameleon_core.tryon import keyframe_then_fill
 from .adapters.checks import check_student_stream
 from .adapters.stream_options import parse_weight_values, source_video

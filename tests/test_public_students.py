@@ -18,7 +18,8 @@ from chameleon_core.profiles import (
 )
 from chameleon_core.rescheduling import switch_garment, switch_prompt
 from chameleon_core.session import GarmentSwitch, PromptSwitch, Session, TimedSwitch
-from chameleon_core.streaming import generate, start_stream, with_options
+from chameleon_core.stream_options import with_options
+from chameleon_core.streaming import generate, start_stream
 from chameleon_core.random_models import random_lora, random_transformer
 from chameleon_core.checkpoints.layout_writers import write_generator_pt, write_lora_pt
 from chameleon_core.tools import stream as cli

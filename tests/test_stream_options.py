@@ -29,7 +29,8 @@ from chameleon_core.stream_options import (
 from chameleon_core.samplers import sample_teacher
 from chameleon_core.schedules import model_timestep, student_timesteps, teacher_sigmas
 from chameleon_core.session import GarmentSwitch, Session, TimedSwitch
-from chameleon_core.streaming import generate, start_stream, with_options
+from chameleon_core.stream_options import with_options
+from chameleon_core.streaming import generate, start_stream
 from tests.tiny_models import tiny_transformer
 from chameleon_core.tryon import keyframe_then_fill
 

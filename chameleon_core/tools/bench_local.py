@@ -28,7 +28,8 @@ import torch
 
 from ..config import COND_FRAMES, StreamSettings, preset
 from ..session import Session
-from ..streaming import generate, start_stream, with_options
+from ..stream_options import with_options
+from ..streaming import generate, start_stream
 from ..random_models import random_transformer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -19,7 +19,8 @@ import torch
 from ..config import StreamSettings, preset
 from ..stream_options import ConditionWeighting, SourceVideo
 from ..samplers import sample_teacher
-from ..streaming import generate, start_stream, with_options
+from ..stream_options import with_options
+from ..streaming import generate, start_stream
 from ..random_models import random_transformer
 from ..tryon import keyframe_then_fill
 

@@ -50,7 +50,7 @@ from chameleon_core.eval.world import GroundTruth, leakage, score_video  # noqa:
 from chameleon_core.latents import to_model_space  # noqa: E402
 from chameleon_core.session import Session  # noqa: E402
 from chameleon_core.stream_options import ConditionWeighting, SourceVideo, latent_mask  # noqa: E402
-from chameleon_core.streaming import with_options  # noqa: E402
+from chameleon_core.stream_options import with_options  # noqa: E402
 from chameleon_core.training.world import experiments as ex  # noqa: E402
 from chameleon_core.training.world import stats  # noqa: E402
 from chameleon_core.training.world.pipeline import Layout  # noqa: E402
@@ -89,7 +89,7 @@ def encode_video(codec, frames: torch.Tensor) -> torch.Tensor:
 
 
 def options_for(variant: str, source: torch.Tensor, mask: torch.Tensor) -> dict:
-    """:func:`~chameleon_core.streaming.with_options` keywords of a variant."""
+    """:func:`~chameleon_core.stream_options.with_options` keywords of a variant."""
     if variant == "plain":
         return {}
     if variant.startswith("local_k"):

@@ -8,8 +8,8 @@ import math
 
 import torch
 
-from ...chameleon_core.stream_options import SourceVideo, latent_mask
-from ...chameleon_core.streaming import StreamState, with_options
+from ...chameleon_core.stream_options import SourceVideo, latent_mask, with_options
+from ...chameleon_core.streaming import StreamState
 from ..errors import node_error, rewrap
 
 logger = logging.getLogger(__name__)
