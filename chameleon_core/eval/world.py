@@ -26,8 +26,8 @@ mark is **not a garment**. All garment metrics count pixels *inside the ground-t
   spread (std of x), top extent (5th percentile of y), all in frame units, and the poles' horizontal shift (phase
   of the pole pixels' columns at the poles' spacing in the frame, unwrapped over time). **Motion agreement**: the
   cosine similarity of the video's trajectory change from frame 0 with the ground truth's (flattened); 0 when either
-  does not move. **Motion class**: the motion whose rendering
-  (same person, garment and start) agrees best with the video.
+  does not move. **Motion class**: the motion whose rendering (same person, garment and start) agrees best with
+  the video.
 - **Temporal jitter**: the mean absolute second difference over time ``|x[t+1] - 2 x[t] + x[t-1]|``.
 - **Switch cut** at frame ``f``: the mean absolute change from frame ``f-1`` to ``f`` divided by the median change
   at the other frames where a new picture starts (the world is animated on fours), both outside the garment.

@@ -78,6 +78,10 @@ class DataSection:
     """Repeat the first batch every step (overfitting checks)."""
 
 
+DECAYS = ("constant", "cosine", "linear")
+"""Learning-rate shapes after the warm-up (``optim.decay``)."""
+
+
 @dataclass(frozen=True)
 class OptimSection:
     lr: float = 1e-5
@@ -206,7 +210,7 @@ RULES: dict[str, Rule] = {
     "optim.eps": (lambda v: v > 0, "a number > 0"),
     "optim.clip": (lambda v: v > 0, "a gradient-norm bound > 0"),
     "optim.warmup_steps": (lambda v: v >= 0, "a whole number of steps >= 0"),
-    "optim.decay": (lambda v: v in ("constant", "cosine", "linear"), "one of constant, cosine, linear"),
+    "optim.decay": (lambda v: v in DECAYS, f"one of {', '.join(DECAYS)}"),
     "optim.min_lr_ratio": (lambda v: 0 <= v <= 1, "a fraction in 0..1"),
     "flow.shift": (lambda v: v > 0, "a timestep shift > 0"),
     "forcing.chunk_frames": (lambda v: v >= 1, "a whole number of latent frames >= 1"),

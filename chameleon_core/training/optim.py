@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import torch
 
-from .config import OptimSection
+from .config import DECAYS, OptimSection
 
 
 def build_optimizer(
@@ -28,9 +28,6 @@ def build_optimizer(
         eps=section.eps,
         foreach=False,  # keeps per-parameter arithmetic identical whatever the sharding (rank-count equality)
     )
-
-
-DECAYS = ("constant", "cosine", "linear")
 
 
 def lr_factor(step: int, warmup_steps: int, *, decay: str = "constant", total_steps: int | None = None,

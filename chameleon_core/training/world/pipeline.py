@@ -113,9 +113,10 @@ class Plan:
     length, and without it the student fails from the first chunk past the training clip (measured: colour 0.84
     -> 0.66, identity error 0.39 -> 0.64, whether the cache evicts or not: the RoPE positions are the cause)."""
     decay: str = "cosine"
-    """The learning rate of every stage after its warm-up (``optim.decay``): a cosine to zero at the
-    stage's last step. Measured on the world: annealing halves the teacher's training loss of a constant rate at
-    the same steps (docs/experiments/world.md)."""
+    """The learning rate of every stage after its warm-up (``optim.decay``): a cosine to zero at the stage's last
+    step. Measured on the world (docs/experiments/world.md): at the same 400 steps a cosine raised a student's
+    garment colour where a constant rate did not, and 6,000 annealed SFT steps took the teacher's training loss from
+    0.22 (3,000 at a constant rate) to 0.10."""
 
 
 FULL = Plan(
