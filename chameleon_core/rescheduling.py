@@ -151,9 +151,9 @@ def switch_garment(
         "garment switch at latent frame %d: refresh=%s withdraw=%s (sink %s) disentangle=%s",
         state.latent_frames, refresh, withdraw, "dropped" if withdraw and withdraw_sink else "kept", disentangle,
     )
-    emptied = withdraw and withdraw_sink and restart_positions
+    restart = withdraw and withdraw_sink and restart_positions  # the cache holds no video frame any more
     return state.with_cache(cache, reference=reference, garment=new_garment, switches=state.switches + 1,
-                            **({"position_origin": state.latent_frames} if emptied else {}))
+                            **({"position_origin": state.latent_frames} if restart else {}))
 
 
 @torch.no_grad()
