@@ -5,6 +5,11 @@ The session loop, the decode node, the benchmarks and reference disentangle all 
 segments and switches, the frames equal one whole-video decode (the causal VAE carries two frames of each temporal
 convolution's input; ``tests/test_vae.py`` checks the equality), while memory stays at one chunk.
 
+A stream of several clips (a garment switch that restarts it, :attr:`~chameleon_core.streaming.StreamState.
+clip_starts`) restarts the decode at each clip's first latent frame, which is decoded as a new video's first frame
+and not shown (:mod:`chameleon_core.frames`); every decode path takes the clip starts, so the frames are still the
+same wherever they are made.
+
 A stream that branches (a node graph: several Generates after one switch) decodes through :class:`VideoSegment`: each
 segment decoded at most once per VAE, continuing the decode point of the segment before it
 (:meth:`StreamingDecoder.point` / :meth:`StreamingDecoder.resume`), so garment switches and the final decode share
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -85,35 +90,42 @@ class StreamingDecoder:
         self._shared = other._shared = self._state is not None
         return other
 
-    def decode_more(self, latents: torch.Tensor, chunk_frames: int, *,
+    def decode_more(self, latents: torch.Tensor, chunk_frames: int, *, clip_starts: Iterable[int] = (),
                     should_stop: Callable[[], bool] | None = None) -> Iterator[torch.Tensor]:
         """Decode ``latents`` ``[B, C, n, h, w]`` (the video's next latent frames) ``chunk_frames`` at a time; yields
         each chunk's pixels. The one loop that decodes a run of chunks: :meth:`catch_up`, :func:`decode_chunks` and
-        :meth:`VideoSegment.decode` run it.
+        :meth:`VideoSegment.decode` run it. ``clip_starts``: the stream's latent frames where a later clip begins
+        (a chunk is cut there, and the clip's decode restarts, its first frame not shown).
 
         Stops (without raising) between chunks once ``should_stop()`` returns True.
         """
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-        for start in range(0, latents.shape[2], chunk_frames):
+        base = self.latent_frames
+        n = latents.shape[2]
+        cuts = sorted({s - base for s in clip_starts if base <= s < base + n and s > 0})
+        bounds = sorted({0, n, *cuts, *range(0, n, chunk_frames)})
+        for start, stop in zip(bounds, bounds[1:]):
             if should_stop is not None and should_stop():
                 return
-            yield self.decode(latents[:, :, start : start + chunk_frames])
+            yield self.decode(latents[:, :, start:stop], opens_clip=start in cuts)
 
-    def catch_up(self, latents: torch.Tensor, chunk_frames: int, *,
+    def catch_up(self, latents: torch.Tensor, chunk_frames: int, *, clip_starts: Iterable[int] = (),
                  should_stop: Callable[[], bool] | None = None) -> Iterator[torch.Tensor]:
         """Decode what this decoder has not decoded yet of ``latents`` (the video's latents from its first frame,
-        ``[B, C, T, h, w]``), ``chunk_frames`` at a time; yields each chunk's pixels: a fresh decoder decodes the
-        whole video, a forked one only the frames since its fork."""
+        ``[B, C, T, h, w]``, with later clips starting at ``clip_starts``), ``chunk_frames`` at a time; yields each
+        chunk's pixels: a fresh decoder decodes the whole video, a forked one only the frames since its fork."""
         if latents.shape[2] < self.latent_frames:
             raise ValueError(f"the decoder has decoded {self.latent_frames} latent frames, but the video has only "
                              f"{latents.shape[2]}; decode it with a decoder of this video (or a fresh one)")
-        return self.decode_more(latents[:, :, self.latent_frames :], chunk_frames, should_stop=should_stop)
+        return self.decode_more(latents[:, :, self.latent_frames :], chunk_frames, clip_starts=clip_starts,
+                                should_stop=should_stop)
 
-    def warm_up(self, latents: torch.Tensor, chunk_frames: int) -> StreamingDecoder:
+    def warm_up(self, latents: torch.Tensor, chunk_frames: int, *, clip_starts: Iterable[int] = ()
+                ) -> StreamingDecoder:
         """:meth:`catch_up` with the pixels dropped: afterwards the decoder continues the video after ``latents``,
         and :attr:`last_frame` is its last frame. Returns the decoder."""
-        for _ in self.catch_up(latents, chunk_frames):
+        for _ in self.catch_up(latents, chunk_frames, clip_starts=clip_starts):
             pass
         return self
 
@@ -138,8 +150,16 @@ class StreamingDecoder:
         """Memory held by the carried causal state, in bytes."""
         return getattr(self._state, "nbytes", 0) if self._state is not None else 0
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """The next latent frames ``[B, C, n, h, w]`` -> their pixels ``[B, 3, F, H, W]`` in [-1, 1] (VAE device)."""
+    def decode(self, latents: torch.Tensor, *, opens_clip: bool = False) -> torch.Tensor:
+        """The next latent frames ``[B, C, n, h, w]`` -> the pixels they show ``[B, 3, F, H, W]`` in [-1, 1] (VAE
+        device). ``opens_clip``: they open a later clip of the stream: the decode restarts (no carried state) and
+        the clip's first frame, which re-draws the frame before, is not shown (F may then be 0)."""
+        if opens_clip and self.latent_frames == 0:
+            raise ValueError("opens_clip marks a later clip of a stream; the video's first latent frames open it "
+                             "already (decode them without opens_clip)")
+        if opens_clip:
+            self._state = None  # a fork may still hold the old state: it is left intact
+            self._shared = False
         # consume: the old state's caches are released during the call (memory stays at one chunk), unless a fork
         # shares them
         consume, self._shared = not self._shared, False
@@ -150,9 +170,12 @@ class StreamingDecoder:
             raw = self.family.to_raw(latents.float()) if self.family is not None else latents
             raw = raw.to(self.vae.device, self.vae.dtype)
             pixels, self._state = self.vae.decode_chunk(raw, self._state, consume=consume)
+        if opens_clip:
+            pixels = pixels[:, :, 1:]
         self.latent_frames += latents.shape[2]
         self.video_frames += pixels.shape[2]
-        self.last_frame = pixels[:, :, -1]
+        if pixels.shape[2]:
+            self.last_frame = pixels[:, :, -1]
         return pixels
 
 
@@ -162,13 +185,16 @@ def decode_chunks(
     chunk_frames: int,
     *,
     family: LatentFamily | None = None,
+    clip_starts: Iterable[int] = (),
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Decode a whole latent video ``[B, C, T, h, w]`` ``chunk_frames`` at a time; yields each chunk's pixels.
+    """Decode a whole latent video ``[B, C, T, h, w]`` (later clips starting at ``clip_starts``) ``chunk_frames`` at
+    a time; yields each chunk's pixels.
 
     Stops (without raising) between chunks once ``should_stop()`` returns True.
     """
-    return StreamingDecoder(vae, family).decode_more(latents, chunk_frames, should_stop=should_stop)
+    return StreamingDecoder(vae, family).decode_more(latents, chunk_frames, clip_starts=clip_starts,
+                                                     should_stop=should_stop)
 
 
 @dataclass(frozen=True)
@@ -195,10 +221,12 @@ class VideoSegment:
     """
 
     def __init__(self, latents: torch.Tensor, start: int, previous: VideoSegment | None = None,
-                 family: LatentFamily | None = None) -> None:
+                 family: LatentFamily | None = None, clip_starts: Iterable[int] = ()) -> None:
         if previous is not None and previous.end != start:
             raise ValueError(f"a segment starting at latent frame {start} cannot continue one that ends at "
                              f"{previous.end}")
+        self.clip_starts = tuple(sorted(s for s in clip_starts if 0 < s and start <= s < start + latents.shape[2]))
+        """The stream's latent frames in this segment where a later clip begins (its decode restarts there)."""
         self.latents = latents
         """The segment's latents ``[B, C, n, h, w]``: raw VAE latents, or model space when ``family`` is given."""
         self.start = start
@@ -235,9 +263,12 @@ class VideoSegment:
             return
         decoder = self._decoder_at_start(vae, chunk_frames)
         pieces = []
-        for k, pixels in enumerate(decoder.decode_more(self.latents, chunk_frames, should_stop=should_stop)):
+        before = decoder.latent_frames
+        for pixels in decoder.decode_more(self.latents, chunk_frames, clip_starts=self.clip_starts,
+                                          should_stop=should_stop):
             pieces.append(pixels.cpu())
-            yield self.latents[:, :, k * chunk_frames : (k + 1) * chunk_frames], pixels
+            yield self.latents[:, :, before - self.start : decoder.latent_frames - self.start], pixels
+            before = decoder.latent_frames
         if decoder.latent_frames == self.end:
             self._decoded[vae] = _Decoded(torch.cat(pieces, dim=2), decoder.point())
 
@@ -250,22 +281,28 @@ class VideoSegment:
 
     def _decoder_at_start(self, vae: ChunkDecoderVAE, chunk_frames: int) -> StreamingDecoder:
         """A decoder standing at this segment's start: resumed from the nearest segment before it that was decoded,
-        after decoding (and remembering) the ones between."""
+        after decoding (and remembering) the ones between; a segment that opens a clip needs none of its past."""
         todo, seg = [], self.previous
-        while seg is not None and vae not in seg._decoded:
+        opens = self.start in self.clip_starts
+        while not opens and seg is not None and vae not in seg._decoded:
             todo.append(seg)
+            opens = seg.start in seg.clip_starts
             seg = seg.previous
-        if seg is not None:
+        first = todo[-1] if todo else self
+        if seg is not None and not opens:
             decoder = StreamingDecoder.resume(vae, seg._decoded[vae].end)
-        else:
-            first = todo[-1] if todo else self
-            if first.start:
+        else:  # opens: the decode restarts at ``first``, what came before cannot change its frames
+            if first.start and not opens:
                 logger.warning("the video before latent frame %d is unknown here: decoding from it as a new video "
                                "(its first frames differ from the continuous decode)", first.start)
             decoder = StreamingDecoder(vae)
+            decoder.latent_frames = first.start
+            before = first.previous
+            if opens and before is not None and vae in before._decoded:  # the frame shown before the new clip
+                decoder.last_frame = before._decoded[vae].end.last_frame
         for seg in reversed(todo):
             decoder.family = seg.family
-            pixels = [p.cpu() for p in decoder.decode_more(seg.latents, chunk_frames)]
+            pixels = [p.cpu() for p in decoder.decode_more(seg.latents, chunk_frames, clip_starts=seg.clip_starts)]
             seg._decoded[vae] = _Decoded(torch.cat(pixels, dim=2), decoder.point())
         decoder.family = self.family
         return decoder

@@ -7,6 +7,12 @@ frame alone, every later latent frame to ``stride`` video frames. So ``n`` laten
 every segment of a stream but the first) are ``stride n``. Latent frame ``j >= 1`` covers video frames
 ``stride (j - 1) + 1 .. stride j``.
 
+A stream can hold several clips: a garment switch that withdraws every video frame from the cache starts a new clip
+(:attr:`~chameleon_core.streaming.StreamState.clip_starts`). A new clip's first latent frame re-draws the frame
+before it (the new reference, in the new garment) and is decoded as a new video's first frame but **not shown**, as
+an image-to-video continuation drops its input frame: so ``n`` latent frames that open a later clip show
+``stride (n - 1)`` video frames (``opens_clip``), and the frames after it continue the motion with no held frame.
+
 A stream makes whole chunks of ``chunk_frames`` latent frames: chunk ``k`` (0-based) holds latent frames
 ``k c .. k c + c - 1``, and its first video frame is ``0`` for the first chunk, ``1 + stride (k c - 1)`` after it.
 
@@ -21,14 +27,30 @@ TEMPORAL_STRIDE = 4
 """Video frames per latent frame after the first, in both released Wan VAEs (a latent family says its own)."""
 
 
-def video_frames(latent_frames: int, *, from_start: bool = True, stride: int = TEMPORAL_STRIDE) -> int:
-    """Video frames that ``latent_frames`` latent frames decode to: ``1 + stride (n - 1)`` when they start the video
-    (``from_start``), ``stride n`` when they continue it; 0 for none."""
+def video_frames(latent_frames: int, *, from_start: bool = True, opens_clip: bool = False,
+                 stride: int = TEMPORAL_STRIDE) -> int:
+    """Video frames that ``latent_frames`` latent frames show: ``1 + stride (n - 1)`` when they start the video
+    (``from_start``), ``stride (n - 1)`` when they open a later clip (``opens_clip``: the first is not shown),
+    ``stride n`` when they continue it; 0 for none."""
     if latent_frames < 0:
         raise ValueError(f"latent frame count must be >= 0, got {latent_frames}")
     if latent_frames == 0:
         return 0
+    if opens_clip and not from_start:
+        return stride * (latent_frames - 1)
     return stride * (latent_frames - 1) + 1 if from_start else stride * latent_frames
+
+
+def stream_video_frames(start: int, stop: int, clip_starts: tuple[int, ...] | list[int] = (), *,
+                        stride: int = TEMPORAL_STRIDE) -> int:
+    """Video frames that latent frames ``start .. stop - 1`` of a stream show, with later clips opening at the latent
+    frames ``clip_starts`` (each shows nothing; see the module docstring): the frame count of a stretch of a
+    stream that may span garment switches."""
+    if not 0 <= start <= stop:
+        raise ValueError(f"latent frame range {start}..{stop} is not a range")
+    hidden = sum(1 for s in clip_starts if start <= s < stop and s > 0)
+    shown = stride * (stop - start) - stride * hidden
+    return shown - (stride - 1) if start == 0 < stop else shown
 
 
 def latent_frames(video_frames: int, *, stride: int = TEMPORAL_STRIDE) -> int:
@@ -50,13 +72,16 @@ def whole_video_at_most(video_frames: int, *, stride: int = TEMPORAL_STRIDE) -> 
     return max(1, (video_frames - 1) // stride * stride + 1)
 
 
-def latent_frames_covering(video_frames: int, *, from_start: bool = True, stride: int = TEMPORAL_STRIDE) -> int:
-    """The fewest latent frames that decode to at least ``video_frames`` video frames (from the video's start, or
-    continuing it): what to generate to show that many frames."""
+def latent_frames_covering(video_frames: int, *, from_start: bool = True, opens_clip: bool = False,
+                           stride: int = TEMPORAL_STRIDE) -> int:
+    """The fewest latent frames that show at least ``video_frames`` video frames (from the video's start, opening a
+    later clip, or continuing it): what to generate to show that many frames."""
     if video_frames < 1:
         raise ValueError(f"video frame count must be >= 1, got {video_frames}")
     if from_start:
         return 1 + math.ceil((video_frames - 1) / stride)
+    if opens_clip:
+        return 1 + math.ceil(video_frames / stride)
     return math.ceil(video_frames / stride)
 
 
@@ -68,10 +93,11 @@ def chunk_first_video_frame(chunk: int, chunk_frames: int, *, stride: int = TEMP
     return video_frames(chunk * chunk_frames, stride=stride)
 
 
-def chunk_video_ranges(latent_frames: int, chunk_frames: int, *, stride: int = TEMPORAL_STRIDE) -> list[range]:
+def chunk_video_ranges(latent_frames: int, chunk_frames: int, *, clip_starts: tuple[int, ...] | list[int] = (),
+                       stride: int = TEMPORAL_STRIDE) -> list[range]:
     """The video frames of each chunk of ``latent_frames`` latent frames decoded from the video's start (a last short
-    chunk holds what is left)."""
-    ends = [video_frames(min(start + chunk_frames, latent_frames), stride=stride)
+    chunk holds what is left), with later clips opening at the latent frames ``clip_starts``."""
+    ends = [stream_video_frames(0, min(start + chunk_frames, latent_frames), clip_starts, stride=stride)
             for start in range(0, latent_frames, chunk_frames)]
     return [range(a, b) for a, b in zip([0, *ends], ends)]
 
@@ -93,22 +119,27 @@ def landing_chunk(video_frame: int, chunk_frames: int, *, stride: int = TEMPORAL
 
 
 def segment_video_frames(chunk_starts: list[int], chunks: int, chunk_frames: int, *,
+                         clip_chunks: tuple[int, ...] | list[int] | set[int] = (),
                          stride: int = TEMPORAL_STRIDE) -> list[int]:
     """Video frames of each segment of a stream of ``chunks`` chunks cut before the chunks ``chunk_starts`` (the
-    first is 0): a generate node asking for exactly these makes whole chunks, none extra."""
+    first is 0), where the chunks ``clip_chunks`` open a new clip (after a garment switch that restarts it): a
+    generate node asking for exactly these makes whole chunks, none extra."""
     bounds = [*chunk_starts, chunks]
     out = []
     for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
         if b <= a:
             raise ValueError(f"segment {i + 1} has no chunks (chunks {a}..{b})")
-        out.append(video_frames((b - a) * chunk_frames, from_start=a == 0, stride=stride))
+        out.append(video_frames((b - a) * chunk_frames, from_start=a == 0, opens_clip=a in clip_chunks,
+                                stride=stride))
     return out
 
 
 def whole_chunk_segments(total_video_frames: int, switch_video_frames: list[int] | tuple[int, ...], chunk_frames: int,
-                         *, stride: int = TEMPORAL_STRIDE) -> list[int]:
+                         *, switches_open_clips: bool = False, stride: int = TEMPORAL_STRIDE) -> list[int]:
     """Video frames of each segment of a ``total_video_frames``-frame stream cut at the video frames
-    ``switch_video_frames``, checked to be whole chunks. Raises ValueError naming the segment and what would fit."""
+    ``switch_video_frames``, checked to be whole chunks; ``switches_open_clips``: each switch starts a new clip (a
+    garment switch that withdraws every video frame, the default), so the segment after it shows one latent frame
+    less. Raises ValueError naming the segment and what would fit."""
     bounds = [0, *switch_video_frames, total_video_frames]
     if sorted(set(bounds)) != bounds:
         raise ValueError(f"switch frames {list(switch_video_frames)} must increase strictly inside "
@@ -116,7 +147,7 @@ def whole_chunk_segments(total_video_frames: int, switch_video_frames: list[int]
     out = [b - a for a, b in zip(bounds, bounds[1:])]
     for i, n in enumerate(out):
         first = i == 0
-        one_chunk = video_frames(chunk_frames, from_start=first, stride=stride)
+        one_chunk = video_frames(chunk_frames, from_start=first, opens_clip=switches_open_clips, stride=stride)
         per_chunk = stride * chunk_frames
         if n < one_chunk or (n - one_chunk) % per_chunk:
             fit = one_chunk + per_chunk * max(0, round((n - one_chunk) / per_chunk))

@@ -129,12 +129,13 @@ class LatentFamily:
         (:func:`chameleon_core.frames.latent_frames`)."""
         return frames.latent_frames(video_frames, stride=self.temporal_stride)
 
-    def video_frames(self, latent_frames: int, *, from_start: bool = True) -> int:
-        """Video frames of ``latent_frames`` latent frames: ``4 (n - 1) + 1`` from the video's start, ``4 n``
-        continuing it (:func:`chameleon_core.frames.video_frames`)."""
+    def video_frames(self, latent_frames: int, *, from_start: bool = True, opens_clip: bool = False) -> int:
+        """Video frames ``latent_frames`` latent frames show: ``4 (n - 1) + 1`` from the video's start, ``4 (n - 1)``
+        opening a later clip, ``4 n`` continuing it (:func:`chameleon_core.frames.video_frames`)."""
         if latent_frames < 1:
             raise ValueError(f"latent frame count must be >= 1, got {latent_frames}")
-        return frames.video_frames(latent_frames, from_start=from_start, stride=self.temporal_stride)
+        return frames.video_frames(latent_frames, from_start=from_start, opens_clip=opens_clip,
+                                   stride=self.temporal_stride)
 
 
 WAN21 = LatentFamily("wan2.1", 16, 8, 4, _WAN21_MEAN, _WAN21_STD, _WAN21_RGB, _WAN21_RGB_BIAS)

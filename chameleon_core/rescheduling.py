@@ -15,13 +15,17 @@ A garment switch happens at a chunk boundary and is three independent operations
   continuous across the cut.
 
 Choices the paper leaves open, made here and tested: the new reference sits at RoPE frame 0 (the slot's meaning in
-training); frame numbering continues unchanged across a switch; when the withdraw leaves no video frame in the cache
-(window and sink dropped) the RoPE positions of the next chunks start again where a stream's first chunk sits
-(``restart_positions``, default on: nothing in the cache is left to stay relative to, and a student trained on
-clips of fixed length has never denoised a first chunk anywhere else; measured on the synthetic world, continuing
-the positions there lost 0.13 of motion agreement and raised the identity error across the switch, see
-docs/experiments/world.md); with the sink or the window kept, positions continue (kept keys are absolute and never
-re-indexed); when refresh and disentangle are both on, the new pair is prefilled together.
+training); when the withdraw leaves no video frame in the cache (window and sink dropped) the stream starts a **new
+clip** (``new_clip``, default on; :attr:`~chameleon_core.streaming.StreamState.clip_starts`): nothing in the cache is
+left to stay relative to, so the next chunk is denoised as a stream's first chunk is -- its RoPE positions start
+again, and its first latent frame, as in every training clip, re-draws the reference (the last frame shown, now in
+the new garment). The decode restarts there too, and that frame is decoded but not shown (as an image-to-video
+continuation drops its input frame), so the motion continues with no held frame (:mod:`chameleon_core.frames`).
+Measured on the synthetic world (docs/experiments/world.md): continuing the positions instead lost 0.13 of motion
+agreement and raised the identity error across the switch, and continuing the decode (the new clip's first latent
+shown as four frames) held the pose for a picture. With the sink or the window kept, positions and the decode
+continue (kept keys are absolute and never re-indexed); latent frame numbering always continues. When refresh and
+disentangle are both on, the new pair is prefilled together.
 
 A prompt switch (:func:`switch_prompt`) re-caches as LongLive does: fresh cross-attention K/V, then the conditions
 and every frame still in the cache are recomputed under the new prompt, chunk by chunk in time order at their own
@@ -77,7 +81,7 @@ def switch_garment(
     codec: FrameCodec | None = None,
     last_frame: torch.Tensor | None = None,
     new_reference: torch.Tensor | None = None,
-    restart_positions: bool = True,
+    new_clip: bool = True,
 ) -> StreamState:
     """Switch the garment at the current chunk boundary; returns a new state (``state`` is unchanged).
 
@@ -86,8 +90,9 @@ def switch_garment(
     ``last_frame`` (the stream's last pixel frame ``[B, 3, H, W]`` as the continuous decode showed it) re-encoded by
     ``codec``; or, with only ``codec``, the last frame of a continuous decode of the whole stream (exact, and its
     cost grows with the stream's length). With all three flags off the state is returned as is.
-    ``restart_positions``: when the withdraw drops window and sink, the next chunk's RoPE positions start again at
-    the first chunk's (False: they continue from the frame count, as before this option).
+    ``new_clip``: when the withdraw drops window and sink, a new clip starts: the next chunk's RoPE positions start
+    again at the first chunk's and the decode restarts, its first latent frame not shown (False: positions and the
+    decode continue).
     """
     if not state.settings.conditions:
         raise ValueError(
@@ -132,8 +137,8 @@ def switch_garment(
                     )
                 # The causal decoder's last frame depends on everything before it: decode from the first frame
                 # (memory stays at one chunk). The session loop and the nodes hand over the frame they decoded.
-                last_frame = StreamingDecoder(codec, family).warm_up(state.latents(),
-                                                                     state.settings.chunk_frames).last_frame
+                last_frame = StreamingDecoder(codec, family).warm_up(
+                    state.latents(), state.settings.chunk_frames, clip_starts=state.clip_starts).last_frame
             new_reference = reference_from_frame(codec, family, last_frame.to(codec.device, codec.dtype))
         if new_reference.shape != state.reference.shape:
             raise ValueError(
@@ -151,9 +156,12 @@ def switch_garment(
         "garment switch at latent frame %d: refresh=%s withdraw=%s (sink %s) disentangle=%s",
         state.latent_frames, refresh, withdraw, "dropped" if withdraw and withdraw_sink else "kept", disentangle,
     )
-    restart = withdraw and withdraw_sink and restart_positions  # the cache holds no video frame any more
+    # The cache holds no video frame any more: a new clip starts here (once per boundary; not at the stream's start)
+    restart = withdraw and withdraw_sink and new_clip and state.latent_frames > 0
+    clip_starts = (state.clip_starts if not restart or state.opens_clip
+                   else state.clip_starts + (state.latent_frames,))
     return state.with_cache(cache, reference=reference, garment=new_garment, switches=state.switches + 1,
-                            **({"position_origin": state.latent_frames} if restart else {}))
+                            clip_starts=clip_starts)
 
 
 @torch.no_grad()
@@ -193,12 +201,12 @@ def switch_prompt(state: StreamState, context: torch.Tensor | TextContext, *, ne
         if positions != list(range(positions[0], positions[0] + len(positions))):
             raise RuntimeError(f"internal: the cached frames {positions} are not consecutive")
         chunk_forward(model, cache, text, torch.cat(held, dim=2).to(model.device), torch.zeros(b, device=model.device),
-                      slots, local_frames=state.local_frames, rope_offset=-state.position_origin)
+                      slots, local_frames=state.local_frames, rope_offset=-state.clip_start)
     else:
         for (slots, _), latents in zip(groups, held):
             x = latents.to(model.device)
             chunk_forward(model, cache, text, x, torch.zeros(b, device=model.device), slots,
-                          local_frames=state.local_frames, rope_offset=-state.position_origin)
+                          local_frames=state.local_frames, rope_offset=-state.clip_start)
     shot = new_shot and state.latent_frames > 0
     logger.info("prompt switch at latent frame %d (%s re-cache): re-cached %d chunks%s", state.latent_frames, rule,
                 len(groups), ", new shot" if shot else "")

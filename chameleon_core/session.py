@@ -72,7 +72,7 @@ class GarmentSwitch:
     withdraw: bool = True
     disentangle: bool = True
     withdraw_sink: bool = True
-    restart_positions: bool = True
+    new_clip: bool = True
     """With window and sink withdrawn, the next chunks' RoPE positions start again (see ``switch_garment``)."""
     label: str = "garment"
     """What the timeline calls it (a file or upload name)."""
@@ -122,6 +122,9 @@ class AppliedSwitch:
     video_frame: int
     """First video frame of the session's output after it."""
     seconds: float
+    new_clip: bool = False
+    """The stream started a new clip here (a garment switch that withdrew every video frame): the next chunk shows
+    one latent frame less (:mod:`chameleon_core.frames`)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,10 @@ class _Generated:
     x0: torch.Tensor
     applied: tuple[AppliedSwitch, ...]
     backbone_seconds: float
+    first_video_frame: int
+    """Where the chunk starts in the session's output (counted, not decoded)."""
+    opens_clip: bool
+    """The chunk opens a later clip of the stream (its decode restarts; its first latent frame is not shown)."""
     decoded: Future | None = None
     """Resolves to (first video frame, pixels, decode seconds); None when the session does not decode."""
 
@@ -237,8 +244,9 @@ class Session:
             )
         check_stream_options(state, steps=steps, chunks=chunks)  # a short source video fails here, not mid-way
         self._state = state
-        self._starts_video = state.latent_frames == 0
         self._rollout: Rollout | None = None
+        self._counted_frames = 0
+        """Video frames the session's chunks show, counted without decoding."""
         self.chunks = chunks
         self.codec = codec
         self.timeline = sorted(timeline, key=lambda e: (e.chunk, e.switch.kind != "garment"))
@@ -273,13 +281,14 @@ class Session:
         """A session that starts from a stream with frames continues its video: the decoder first runs over the
         stream's latents so far (output discarded), so the session's frames and disentangle's last frame are those of
         the continuous decode. Returns the video frames this produced (the session's output counts from 0 after)."""
-        if state.latent_frames == 0:
+        if state.latent_frames == 0 or state.opens_clip:  # a new clip's decode needs nothing before it
             return 0
         if not state.history_complete:
             logger.warning("the stream kept only its cached latents (keep_history=False), so the decode restarts at "
                            "latent frame %d: the session's first frames are decoded as a new video", state.latent_frames)
             return 0
-        return self.decoder.warm_up(state.latents(), state.settings.chunk_frames).video_frames
+        return self.decoder.warm_up(state.latents(), state.settings.chunk_frames,
+                                    clip_starts=state.clip_starts).video_frames
 
     def _finish(self) -> None:
         if self._rollout is not None:
@@ -290,13 +299,7 @@ class Session:
         """Video frames produced so far (decoded, or what decoding would give)."""
         if self.decoder is not None:
             return self.decoder.video_frames - self._video_offset
-        return self._chunk_first_video_frame(self.done)
-
-    def _chunk_first_video_frame(self, chunk: int) -> int:
-        """Where chunk ``chunk`` of this session starts in its output, counted without decoding (a session that
-        continues a stream continues its video: no first frame on its own)."""
-        return video_frames_of(chunk * self._state.settings.chunk_frames, from_start=self._starts_video,
-                            stride=self._state.model.config.latent.temporal_stride)
+        return self._counted_frames
 
     # -- the loop -------------------------------------------------------------------------------------------------
 
@@ -329,7 +332,7 @@ class Session:
                     logger.info("session stopped during chunk %d", self.done + 1)
                     break
                 # 3. Decode it (at once, or on the worker while the next chunk generates), carrying the VAE state.
-                current.decoded = self._decode(current.x0, worker)
+                current.decoded = self._decode(current, worker)
                 # 4. Hand chunks over in order, then poll for a stop.
                 if held is not None:
                     yield self._collect(held)
@@ -362,19 +365,27 @@ class Session:
         if self._rollout is None:
             self._rollout = Rollout(self._state, steps=self.steps, noise=self.noise, clean_pass=self.clean_pass,
                                     should_stop=self.should_stop)
+            # a fresh rollout starts where the state stands: the chunk after a switch that started a new clip opens it
+            self._next_opens_clip = self._state.opens_clip
+            self._next_from_start = self._state.latent_frames == 0
+        opens, from_start = self._next_opens_clip, self._next_from_start
+        self._next_opens_clip = self._next_from_start = False
         device = self._state.model.device
         _sync(device)
         t0 = time.perf_counter()
         x0 = self._rollout.step()
         _sync(device)
         self.done += 1
-        return _Generated(self.done - 1, x0, applied, time.perf_counter() - t0)
+        first = self._counted_frames
+        self._counted_frames += video_frames_of(x0.shape[2], from_start=from_start, opens_clip=opens,
+                                                stride=self._state.model.config.latent.temporal_stride)
+        return _Generated(self.done - 1, x0, applied, time.perf_counter() - t0, first, opens)
 
-    def _decode(self, x0: torch.Tensor, worker: ThreadPoolExecutor | None) -> Future | None:
+    def _decode(self, g: _Generated, worker: ThreadPoolExecutor | None) -> Future | None:
         """Decode now (serial), or submit to the worker (overlap); the future gives (first frame, pixels, seconds)."""
         if self.decoder is None:
             return None
-        decoder, device = self.decoder, self._state.model.device
+        decoder, device, x0 = self.decoder, self._state.model.device, g.x0
         ready = None
         if worker is not None and device.type == "cuda":
             ready = torch.cuda.Event()
@@ -384,14 +395,14 @@ class Session:
             t0 = time.perf_counter()
             first = decoder.video_frames - self._video_offset
             if ready is None:
-                pixels = decoder.decode(x0)
+                pixels = decoder.decode(x0, opens_clip=g.opens_clip)
                 _sync(device)
             else:  # a second stream: waits for the chunk's kernels only, then runs beside the next chunk's
                 stream = self._decode_stream()
                 with torch.cuda.stream(stream):
                     stream.wait_event(ready)
                     x0.record_stream(stream)
-                    pixels = decoder.decode(x0)
+                    pixels = decoder.decode(x0, opens_clip=g.opens_clip)
                 stream.synchronize()
             return first, pixels, time.perf_counter() - t0
 
@@ -408,8 +419,7 @@ class Session:
 
     def _collect(self, g: _Generated) -> SessionChunk:
         if g.decoded is None:
-            first = self._chunk_first_video_frame(g.index)
-            pixels, decode_s = None, 0.0
+            first, pixels, decode_s = g.first_video_frame, None, 0.0
         else:
             first, pixels, decode_s = g.decoded.result()
         return SessionChunk(g.index, g.x0.detach().cpu(), pixels, first, g.backbone_seconds, decode_s, g.applied)
@@ -447,7 +457,8 @@ class Session:
             self._state = self._switch_garment(switch)
         _sync(device)
         seconds = time.perf_counter() - t0
-        applied = AppliedSwitch(switch.kind, switch.label, self.done, self._state.latent_frames, self.video_frames, seconds)
+        applied = AppliedSwitch(switch.kind, switch.label, self.done, self._state.latent_frames, self.video_frames,
+                                seconds, new_clip=isinstance(switch, GarmentSwitch) and self._state.opens_clip)
         self.applied.append(applied)
         logger.info("%s switch to %s before chunk %d (video frame %d): %.3f s", switch.kind, switch.label, self.done,
                     applied.video_frame, seconds)
@@ -464,7 +475,7 @@ class Session:
             new_reference = reference_from_frame(self.codec, state.model.config.latent, self.decoder.last_frame)
         return switch_garment(state, garment, refresh=switch.refresh, withdraw=switch.withdraw,
                               disentangle=switch.disentangle, withdraw_sink=switch.withdraw_sink, codec=self.codec,
-                              new_reference=new_reference, restart_positions=switch.restart_positions)
+                              new_reference=new_reference, new_clip=switch.new_clip)
 
     def encode_garment(self, image: torch.Tensor) -> torch.Tensor:
         """A garment image (any size) -> model-space one-frame latent at the stream's resolution."""

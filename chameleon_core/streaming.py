@@ -39,7 +39,7 @@ from .cache import CacheGeometry, KVCache, Region
 from .causal import prefill_conditions
 from .chunk_step import ChunkInterrupted, denoise_chunk
 from .config import StreamSettings
-from .frames import latent_frames_covering
+from .frames import latent_frames_covering, stream_video_frames
 from .stream_options import ConditionWeighting, SourceVideo, check_stream_options
 from .memory import check_stream_memory, check_stream_sizes, estimate_stream_memory
 from .model import TextContext, WanModel
@@ -123,10 +123,13 @@ class StreamState:
     """Shots started so far (prompt switches with ``new_shot``); moves RoPE by ``shot * settings.shot_rope_offset``."""
     pin_next: bool = False
     """The next chunk starts a shot and is pinned as the shot sink (``settings.shot_sink``)."""
-    position_origin: int = 0
-    """The latent frame RoPE positions count from: a garment switch that withdraws every video frame from the cache
-    (window and sink) restarts them, so the next chunk is denoised where a stream's first chunk is (no video keys
-    are left to stay relative to). Frame numbering and the cache's bookkeeping keep counting from the start."""
+    clip_starts: tuple[int, ...] = ()
+    """Latent frames where a later clip of the stream began: a garment switch that withdraws every video frame from
+    the cache (window and sink) starts one (:func:`~chameleon_core.rescheduling.switch_garment`). A clip's RoPE
+    positions count from its start, so its first chunk is denoised where a stream's first chunk is (no video keys
+    are left to stay relative to), and its first latent frame re-draws the frame before the switch (the new
+    reference): the decode restarts there and does not show it (:mod:`chameleon_core.frames`). Latent frame
+    numbering and the cache's bookkeeping keep counting from the stream's start."""
 
     # -- views --------------------------------------------------------------------------------------------------
 
@@ -145,10 +148,27 @@ class StreamState:
         return step_schedule(self.settings, steps)
 
     @property
+    def clip_start(self) -> int:
+        """The latent frame where the current clip began (0: the stream's start)."""
+        return self.clip_starts[-1] if self.clip_starts else 0
+
+    @property
+    def opens_clip(self) -> bool:
+        """The next chunk opens a later clip (a garment switch restarted the stream here): its first latent frame is
+        not shown."""
+        return bool(self.clip_starts) and self.clip_starts[-1] == self.latent_frames
+
+    @property
+    def video_frames(self) -> int:
+        """Video frames the stream shows so far (:func:`~chameleon_core.frames.stream_video_frames`)."""
+        return stream_video_frames(0, self.latent_frames, self.clip_starts,
+                                   stride=self.model.config.latent.temporal_stride)
+
+    @property
     def rope_offset(self) -> int:
         """RoPE frames added to the next chunk's positions: the multi-shot offset of the shots so far, less the
-        frames before :attr:`position_origin`."""
-        return self.shot * self.settings.shot_rope_offset - self.position_origin
+        frames before :attr:`clip_start`."""
+        return self.shot * self.settings.shot_rope_offset - self.clip_start
 
     @property
     def history_complete(self) -> bool:
@@ -375,14 +395,16 @@ def latent_frames_for(state: StreamState, video_frames: int) -> int:
     one chunk shows raise ValueError (naming the minimum).
     """
     family, c = state.model.config.latent, state.settings.chunk_frames
-    first = state.latent_frames == 0
-    one_chunk = family.video_frames(c, from_start=first)
+    first, opens = state.latent_frames == 0, state.opens_clip
+    one_chunk = family.video_frames(c, from_start=first, opens_clip=opens)
     if video_frames < one_chunk:
+        where = ("at the start of a stream" if first else "after a garment switch that starts a new clip, whose "
+                 "first latent frame is not shown" if opens else "after the start")
         raise ValueError(
             f"{video_frames} video frames are fewer than one chunk ({c} latent frames = {one_chunk} video frames "
-            f"{'at the start of a stream' if first else 'after the start'}); use at least {one_chunk}"
+            f"{where}); use at least {one_chunk}"
         )
-    return latent_frames_covering(video_frames, from_start=first, stride=family.temporal_stride)
+    return latent_frames_covering(video_frames, from_start=first, opens_clip=opens, stride=family.temporal_stride)
 
 
 def schedule(steps: int, shift: float) -> tuple[float, ...]:

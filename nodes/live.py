@@ -161,7 +161,8 @@ class ChameleonLiveStream(io.ComfyNode):
         video = torch.cat(pixels, dim=2)
         # The stream goes on with the session's decode: a garment switch or Stream Decode after this node continues
         # it instead of decoding the session's frames again.
-        segment = VideoSegment(state.model.config.latent.to_raw(torch.cat(latents, dim=2)), 0)
+        segment = VideoSegment(state.model.config.latent.to_raw(torch.cat(latents, dim=2)), 0,
+                               clip_starts=session.state.clip_starts)
         segment.remember(decoding_vae, video, session.decoder)
         stream = ChameleonStream(session.state, student, video=segment)
         return io.NodeOutput(video_to_image(video), stream, json.dumps(timeline))
@@ -191,6 +192,6 @@ def _save_timeline(session_id: str, timeline: dict) -> str:
 
 def _switch(applied) -> dict:
     entry = {"chunk": applied.chunk, "kind": applied.kind, "video_frame": applied.video_frame,
-             "seconds": round(applied.seconds, 4)}
+             "seconds": round(applied.seconds, 4), "new_clip": applied.new_clip}
     entry["garment" if applied.kind == "garment" else "prompt"] = applied.label
     return entry

@@ -271,7 +271,10 @@ def timeline_to_workflow(timeline: dict | str, live_prompt: dict, live_node_id: 
         raise ValueError(f"the session has {len(starts)} segments ({len(starts) - 1} switch boundaries); one "
                          f"ChameleonStreamDecode takes {MAX_SEGMENTS} and decoding in two nodes would restart the "
                          f"VAE's carried state; replay at most {MAX_SEGMENTS - 1} switch boundaries")
-    frames = segment_video_frames(starts, chunks, c, stride=int(settings.get("temporal_stride", TEMPORAL_STRIDE)))
+    # a garment switch that started a new clip (the default) shows one latent frame less after it
+    clip_chunks = {start for start in starts[1:] if any(s.get("new_clip") for s in boundaries[start])}
+    frames = segment_video_frames(starts, chunks, c, clip_chunks=clip_chunks,
+                                  stride=int(settings.get("temporal_stride", TEMPORAL_STRIDE)))
 
     keep = _upstream(live_prompt, live_node_id)
     out = {k: json.loads(json.dumps(live_prompt[k])) for k in sorted(keep)}

@@ -151,7 +151,8 @@ class ChameleonStreamGenerate(io.ComfyNode):
             raise_if_interrupted()
         segment = next_video_segment(stream, family.to_raw(torch.cat(chunks, dim=2)))
         out = stream.with_state(session.state, video=segment)
-        made = family.video_frames(segment.latents.shape[2], from_start=segment.start == 0)
+        made = family.video_frames(segment.latents.shape[2], from_start=segment.start == 0,
+                                   opens_clip=bool(segment.clip_starts))
         if made != frames:  # never silent: say what the frame count became
             logger.warning("%s: frames %d rounded up to %d video frames (whole chunks of %d latent frames; use %d "
                            "for no rounding)", node, frames, made, stream.state.settings.chunk_frames, made)

@@ -68,7 +68,7 @@ def test_session_with_the_comfy_codec_equals_the_session_with_the_core_vae(vae):
         return torch.cat([c.pixels for c in session], dim=2)
 
     comfy, core = run(vae_codec(ComfyLikeVAE(vae))), run(vae)
-    assert comfy.shape == (1, 3, 4 * 2 + 1, SIZE, SIZE)
+    assert comfy.shape == (1, 3, 4 * 2 + 1 - 4, SIZE, SIZE)  # the switch's new clip: its first latent not shown
     torch.testing.assert_close(comfy, core, atol=1e-4, rtol=0)
 
 

@@ -4,11 +4,12 @@ garments 2 and 3, the same session loop as the ``demo_switch_chain`` template, a
 colour on the renderer's garment masks; the controls that must score low do.
 
 Measured on the shipped files (seed 42, the templates' seed): garment colour accuracy of the three segments 0.680,
-0.707, 0.384 (seeds 1-3: 0.60-0.63, 0.69-0.72, 0.37-0.45); every control 0.0 (the stream that never switched,
-scored against garments 2 and 3; each segment scored against another segment's garment; a constant frame). The
-third garment is striped: its stripes are drawn, but a stripe a few pixels off its ground-truth place turns blue
-pixels of the mask white, so it scores lowest. The bounds leave room for another CPU's arithmetic, and a random or
-untrained model fails them (its accuracy is near 0, docs/experiments/world.md).
+0.814, 0.690 (seeds 1-3: 0.60-0.63, 0.81-0.86, 0.68-0.80); every control 0.0 (the stream that never switched,
+scored against garments 2 and 3; each segment scored against another segment's garment; a constant frame). Each
+switch starts a new clip whose first latent frame is not shown, so the motion goes on in time with the renderer's
+(with that frame shown as four held frames the segments after the switches measured 0.71 and 0.38: the figure a
+picture behind its masks). The bounds leave room for another CPU's arithmetic, and a random or untrained model
+fails them (its accuracy is near 0, docs/experiments/world.md).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import torch
 from chameleon_core.tools.demo_models import DEMO_SWITCH_FRAMES, PACK_DEMO
 from chameleon_core.training.world.export import demo_scores, demo_stream
 
-SEGMENT_ACCURACY = 0.3
-"""Each segment's garment colour accuracy must reach this (measured 0.37-0.72; every control 0.0)."""
+SEGMENT_ACCURACY = 0.5
+"""Each segment's garment colour accuracy must reach this (measured 0.60-0.86 over seeds 42 and 1-3; every control
+0.0)."""
 CONTROL_ACCURACY = 0.1
 """No control may reach this (measured 0.0)."""
 

@@ -72,10 +72,10 @@ def test_landing_chunk_is_the_first_boundary_at_or_after_the_frame():
         assert k == 1 or frames.chunk_first_video_frame(k - 1, 3) < v
 
 
-def _state(latent_frames: int, chunk_frames: int = 3) -> SimpleNamespace:
+def _state(latent_frames: int, chunk_frames: int = 3, opens_clip: bool = False) -> SimpleNamespace:
     """What latent_frames_for reads of a stream state."""
     return SimpleNamespace(latent_frames=latent_frames, settings=StreamSettings(chunk_frames=chunk_frames),
-                           model=SimpleNamespace(config=SimpleNamespace(latent=WAN22)))
+                           opens_clip=opens_clip, model=SimpleNamespace(config=SimpleNamespace(latent=WAN22)))
 
 
 def test_a_generate_rounds_up_to_whole_chunks_never_down():
@@ -87,6 +87,35 @@ def test_a_generate_rounds_up_to_whole_chunks_never_down():
             assert WAN22.video_frames(made, from_start=start == 0) >= v
     with pytest.raises(ValueError, match="fewer than one chunk .* use at least 12"):
         latent_frames_for(_state(6), 11)
+    # after a switch that started a new clip a chunk shows 8 frames: 8 is one chunk, 9 two
+    assert chunks_for(_state(9, opens_clip=True), latent_frames_for(_state(9, opens_clip=True), 8)) == 1
+    assert chunks_for(_state(9, opens_clip=True), latent_frames_for(_state(9, opens_clip=True), 9)) == 2
+    with pytest.raises(ValueError, match="fewer than one chunk .*new clip.* use at least 8"):
+        latent_frames_for(_state(9, opens_clip=True), 7)
+
+
+def test_a_new_clip_shows_what_a_restarted_decode_shows_less_its_first_frame(vae):
+    """The frame counts of a stream with later clips against the decoder itself: a clip start restarts the decode
+    (a fresh whole-video decode of the clip's latents) and its first frame is not shown."""
+    latents = _latents(12)
+    decoder = StreamingDecoder(vae)
+    pieces = list(decoder.catch_up(latents, 3, clip_starts=(6, 9)))
+    shown = [p.shape[2] for p in pieces]
+    assert shown == [9, 12, 8, 8]
+    assert frames.chunk_video_ranges(12, 3, clip_starts=(6, 9)) == [range(0, 9), range(9, 21), range(21, 29),
+                                                                   range(29, 37)]
+    assert frames.stream_video_frames(0, 12, (6, 9)) == 37 == frames.video_frames(12) - 2 * 4
+    assert frames.stream_video_frames(6, 12, (6, 9)) == 16 == 2 * frames.video_frames(3, opens_clip=True,
+                                                                                       from_start=False)
+    # independent computation: each clip decoded alone as a new video, its first frame dropped
+    alone = [vae.decode(latents[:, :, a:b]) for a, b in ((0, 6), (6, 9), (9, 12))]
+    expected = torch.cat([alone[0], alone[1][:, :, 1:], alone[2][:, :, 1:]], dim=2)
+    torch.testing.assert_close(torch.cat(pieces, dim=2), expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(decoder.last_frame, pieces[-1][:, :, -1])
+    for v in range(1, 40):
+        n = frames.latent_frames_covering(v, from_start=False, opens_clip=True)
+        assert frames.video_frames(n, from_start=False, opens_clip=True) >= v
+        assert frames.video_frames(n - 1, from_start=False, opens_clip=True) < v
 
 
 def test_segments_replayed_from_chunk_starts_make_exactly_their_chunks():
@@ -100,6 +129,7 @@ def test_segments_replayed_from_chunk_starts_make_exactly_their_chunks():
         at += (b - a) * 3
     with pytest.raises(ValueError, match="segment 2 has no chunks"):
         frames.segment_video_frames([0, 3], 3, 3)
+    assert frames.segment_video_frames(starts, chunks, 3, clip_chunks={5}) == [21, 36, 8]
 
 
 def test_whole_chunk_segments_name_the_segment_and_a_count_that_fits():
@@ -108,3 +138,6 @@ def test_whole_chunk_segments_name_the_segment_and_a_count_that_fits():
         frames.whole_chunk_segments(70, (45,), 3)
     with pytest.raises(ValueError, match="increase strictly"):
         frames.whole_chunk_segments(69, (45, 21), 3)
+    assert frames.whole_chunk_segments(61, (21, 41), 3, switches_open_clips=True) == [21, 20, 20]
+    with pytest.raises(ValueError, match=r"segment 2 has 24 video frames; .* needs 8 \+ a multiple of 12 \(e.g. 20\)"):
+        frames.whole_chunk_segments(69, (21, 45), 3, switches_open_clips=True)

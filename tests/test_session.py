@@ -85,7 +85,10 @@ def test_session_equals_generate_switch_and_one_whole_decode(world):
     new_garment = encode_condition(world["vae"], WAN22, _garment2(world), garment=True, size=(SIZE, SIZE))
     state = switch_garment(state, new_garment, codec=world["vae"])  # disentangle decodes the whole stream
     state, last = generate(state, 3)
-    video = world["vae"].decode(WAN22.to_raw(torch.cat([first, last], dim=2)))
+    # the full switch started a new clip: its latents decode as a new video, whose first frame is not shown
+    assert state.clip_starts == (6,)
+    video = torch.cat([world["vae"].decode(WAN22.to_raw(first)), world["vae"].decode(WAN22.to_raw(last))[:, :, 1:]],
+                      dim=2)
     torch.testing.assert_close(pixels, video, atol=1e-5, rtol=0)
     torch.testing.assert_close(session.state.latents(), state.latents(), atol=1e-6, rtol=0)
     assert [(s.kind, s.chunk, s.video_frame) for s in session.applied] == [("garment", 2, 21)]
@@ -97,7 +100,7 @@ def test_session_matches_the_command_line_frames(world, tmp_path):
     out = tmp_path / "frames"
     code = cli.main(["--student", str(world["student"]), "--vae", str(world["vae_path"]), "--prompt-embeds",
                      str(world["prompt"]), "--reference", str(world["dir"] / "reference.png"), "--garment",
-                     str(world["dir"] / "garment1.png"), "--width", str(SIZE), "--height", str(SIZE), "--frames", "33",
+                     str(world["dir"] / "garment1.png"), "--width", str(SIZE), "--height", str(SIZE), "--frames", "29",
                      "--seed", "3", "--switch", f"12:{world['dir'] / 'garment2.png'}", "--out", str(out)])
     assert code == 0
     cli_frames = np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob("frame_*.png"))])
@@ -200,7 +203,8 @@ def test_tiny_decoder_decodes_while_the_full_vae_encodes_the_shown_frame(world):
     garment = GarmentSwitch(_garment2(world))
     session = Session(_start(world), chunks=3, codec=world["vae"], decoder=tiny, timeline=[TimedSwitch(2, garment)])
     chunks = session.run()
-    assert [c.pixels.shape[2] for c in chunks] == [9, 12, 12] and session.video_frames == 33
+    # the switch started a new clip: its first chunk shows 8 frames (the clip's first latent frame is not shown)
+    assert [c.pixels.shape[2] for c in chunks] == [9, 12, 8] and session.video_frames == 29
     assert chunks[0].pixels.shape[-2:] == (SIZE, SIZE)
 
     state, first = generate(_start(world), 6)
@@ -210,8 +214,8 @@ def test_tiny_decoder_decodes_while_the_full_vae_encodes_the_shown_frame(world):
     state = switch_garment(state, new_garment, codec=world["vae"], last_frame=shown[:, :, -1])
     state, last = generate(state, 3)
     torch.testing.assert_close(chunks[2].latents, last, atol=1e-6, rtol=0)
-    tail = tiny.decode_model_space(torch.cat([first, last], 2))[0][:, :, 21:]
-    torch.testing.assert_close(chunks[2].pixels, tail, atol=1e-5, rtol=0)
+    # the switch started a new clip: decoded as a new video, its first frame not shown
+    torch.testing.assert_close(chunks[2].pixels, tiny.decode_model_space(last)[0][:, :, 1:], atol=1e-6, rtol=0)
 
 
 def test_a_failing_chunk_raises_its_own_error_and_keeps_the_last_complete_state(world):
@@ -256,8 +260,10 @@ def test_a_session_from_a_later_state_continues_the_video(world):
     new_garment = encode_condition(world["vae"], WAN22, _garment2(world), garment=True, size=(SIZE, SIZE))
     state = switch_garment(state, new_garment, codec=world["vae"])
     state, last = generate(state, 3)
-    video = world["vae"].decode(WAN22.to_raw(torch.cat([first, more, last], dim=2)))
-    torch.testing.assert_close(torch.cat([c.pixels for c in chunks], dim=2), video[:, :, -24:], atol=1e-5, rtol=0)
+    video = world["vae"].decode(WAN22.to_raw(torch.cat([first, more], dim=2)))
+    new_clip = world["vae"].decode(WAN22.to_raw(last))[:, :, 1:]  # the switch's new clip: its first frame not shown
+    torch.testing.assert_close(torch.cat([c.pixels for c in chunks], dim=2),
+                               torch.cat([video[:, :, -12:], new_clip], dim=2), atol=1e-5, rtol=0)
 
 
 def test_continuing_a_sessions_decoder_equals_one_session_and_forks_twice(world):
@@ -273,7 +279,7 @@ def test_continuing_a_sessions_decoder_equals_one_session_and_forks_twice(world)
         tail_session = Session(head_session.state, chunks=2, codec=world["vae"], timeline=[TimedSwitch(0, switch)],
                                continue_decode=head_session.decoder)
         branches.append(tail_session.run())
-        assert [c.first_video_frame for c in branches[-1]] == [0, 12]  # counted from this session's start
+        assert [c.first_video_frame for c in branches[-1]] == [0, 8]  # counted from this session's start (new clip)
         assert [s.video_frame for s in tail_session.applied] == [0]
     for tail in branches:
         got = torch.cat([c.pixels for c in head + tail], dim=2)

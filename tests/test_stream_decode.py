@@ -46,7 +46,8 @@ def test_consecutive_segments_join_in_stream_order():
     torch.testing.assert_close(joined, torch.cat([a["samples"], b["samples"], c["samples"]], dim=2))
     one = join_segments("N", FAMILY, [("first", a), ("second", b)])
     videos = a[SEGMENT_KEY]["video"] + b[SEGMENT_KEY]["video"]
-    assert one[SEGMENT_KEY] == {"stream": "s", "latent_start": 0, "latent_frames": 9, "video": videos}
+    assert one[SEGMENT_KEY] == {"stream": "s", "latent_start": 0, "latent_frames": 9, "clip_starts": (),
+                                "video": videos}
     # a joined segment chains on: any number of segments, then decoded like one
     two = join_segments("N", FAMILY, [("first", one), ("second", c)])
     torch.testing.assert_close(two["samples"], joined)

@@ -21,6 +21,7 @@ from comfyui_fashionchameleon.chameleon_core.session import encode_condition
 from comfyui_fashionchameleon.chameleon_core.streaming import generate, start_stream
 from comfyui_fashionchameleon.chameleon_core.vae import build_vae
 from comfyui_fashionchameleon.nodes.adapters.segments import (
+    SEGMENT_KEY,
     decoded_pieces,
     join_segments,
     last_decoded_frame,
@@ -113,7 +114,9 @@ def test_a_switch_chain_decodes_every_latent_frame_once(parts):
     half = _chain(parts, 5)
     assert half[3].decoded == half[0].state.latent_frames
     # the video is the continuous decode of every segment (what one decode of the joined latents gives)
-    whole = torch.cat(list(decode_chunks(parts[1], joined["samples"], 3)), dim=2)
+    clips = joined[SEGMENT_KEY]["clip_starts"]  # every switch started a new clip: the decode restarts there
+    assert len(clips) == 10
+    whole = torch.cat(list(decode_chunks(parts[1], joined["samples"], 3, clip_starts=clips)), dim=2)
     torch.testing.assert_close(pixels, whole, atol=0, rtol=0)
 
 
@@ -145,7 +148,8 @@ def test_two_branches_after_a_switch_decode_only_their_own_frames(parts):
     frame_b = last_decoded_frame(b, codec, CHUNK)
     assert codec.decoded == 3 + 1 + 2 and not torch.equal(frame_a, frame_b)
     latents_b = torch.cat([stream.video.latents, b.video.latents], dim=2)
-    whole = torch.cat(list(decode_chunks(vae, latents_b, CHUNK)), dim=2)
+    assert b.video.clip_starts == (3,)  # the switch started a new clip: the decode restarts there
+    whole = torch.cat(list(decode_chunks(vae, latents_b, CHUNK, clip_starts=(3,))), dim=2)
     torch.testing.assert_close(frame_b, whole[:, :, -1], atol=0, rtol=0)
 
 

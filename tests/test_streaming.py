@@ -13,6 +13,7 @@ import torch
 from chameleon_core.attention import FullAttention, frame_block_mask
 from chameleon_core.cache import Region
 from chameleon_core.config import StreamSettings
+from chameleon_core.latents import WAN22
 from tests.tiny_models import tiny_transformer
 from chameleon_core.rescheduling import switch_garment, switch_prompt
 from chameleon_core.schedules import student_timesteps
@@ -250,18 +251,18 @@ def test_disentangle_reencodes_the_last_frame_of_the_continuous_decode(model, in
     assert torch.equal(new.cache.v[:, :, keep], state.cache.v[:, :, keep])
 
 
-@pytest.mark.parametrize("restart_positions", [True, False])
-def test_full_switch_keeps_frame_numbering_and_restarts_positions(model, inputs, codec, restart_positions):
+@pytest.mark.parametrize("new_clip", [True, False])
+def test_full_switch_keeps_frame_numbering_and_restarts_positions(model, inputs, codec, new_clip):
     """A full switch (window and sink withdrawn) keeps the frame numbering; its next chunk is the first chunk of a
-    stream with the new conditions (RoPE position 2), or with ``restart_positions=False`` the chunk at the frame
+    stream with the new conditions (RoPE position 2), or with ``new_clip=False`` the chunk at the frame
     count's position (8); the chunk after it attends to that one at the same distance either way."""
     state = _started(model, inputs)
     new = switch_garment(state, inputs["gar2"], codec=codec,  # refresh + withdraw (sink too) + disentangle
-                         restart_positions=restart_positions)
+                         new_clip=new_clip)
     assert new.latent_frames == state.latent_frames == 6 and new.next_position == 8
     after, nxt = generate(new, 2)
     # Independent: [new reference, new garment] then the chunk at position 2 (or 8), nothing else.
-    at = 2 if restart_positions else 8
+    at = 2 if new_clip else 8
     gen = torch.Generator().set_state(new.rng_state.clone())
     want = independent_chunk(model, inputs["ctx"], new.reference, inputs["gar2"], [], at, gen, 2)
     torch.testing.assert_close(nxt, want, atol=ATOL, rtol=0)
@@ -274,6 +275,32 @@ def test_full_switch_keeps_frame_numbering_and_restarts_positions(model, inputs,
     gen = torch.Generator().set_state(after.rng_state.clone())
     want2 = independent_chunk(model, inputs["ctx"], new.reference, inputs["gar2"], [(nxt, at)], at + 2, gen, 2)
     torch.testing.assert_close(nxt2, want2, atol=ATOL, rtol=0)
+    # the bookkeeping of the new clip: where it starts, and the video frames the stream shows (its first not shown)
+    assert new.clip_starts == ((6,) if new_clip else ()) and new.opens_clip == new_clip
+    assert after.clip_starts == new.clip_starts and not after.opens_clip
+    assert after.video_frames == (1 + 4 * 7 - (4 if new_clip else 0))
+
+
+def test_a_new_clip_starts_once_per_boundary_and_only_when_the_cache_is_emptied(model, inputs, codec):
+    state = _started(model, inputs)
+    twice = switch_garment(switch_garment(state, inputs["gar2"], codec=codec), inputs["gar"], codec=codec)
+    assert twice.clip_starts == (6,)  # two switches at one boundary: one new clip
+    assert switch_garment(state, inputs["gar2"], codec=codec, withdraw_sink=False).clip_starts == ()
+    assert switch_garment(state, inputs["gar2"], codec=codec, withdraw=False).clip_starts == ()
+    fresh = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"])
+    assert switch_garment(fresh, inputs["gar2"], disentangle=False).clip_starts == ()  # the stream's start is one
+    later, _ = generate(twice, 2)
+    again = switch_garment(later, inputs["gar2"], codec=codec)
+    assert again.clip_starts == (6, 8) and again.rope_offset == -8
+    # disentangle without a handed frame decodes the stream with its clips: the last frame of the new clip's decode
+    from chameleon_core.decoding import StreamingDecoder
+
+    clip = codec.decode(WAN22.to_raw(later.latents()[:, :, 6:].to(codec.device, codec.dtype)))
+    expected = switch_garment(later, refresh=False, withdraw=False, codec=codec, last_frame=clip[:, :, -1])
+    got = switch_garment(later, refresh=False, withdraw=False, codec=codec)
+    torch.testing.assert_close(got.reference, expected.reference, atol=1e-5, rtol=0)
+    assert StreamingDecoder(codec, WAN22).warm_up(later.latents(), 2, clip_starts=later.clip_starts).video_frames \
+        == later.video_frames
 
 
 def test_switch_prompt_recaches_under_the_new_prompt(model, inputs):

@@ -232,14 +232,21 @@ def test_frame_counts_need_no_rounding(name):
     for node in api.values():
         if node["class_type"] != "ChameleonStreamGenerate":
             continue
-        upstream, first = node["inputs"]["stream"][0], True
+        upstream, first, new_clip, before_generate = node["inputs"]["stream"][0], True, False, True
         while api[upstream]["class_type"] != "ChameleonStreamStart":  # a later segment if a Generate is upstream
-            first = first and api[upstream]["class_type"] != "ChameleonStreamGenerate"
-            upstream = api[upstream]["inputs"]["stream"][0]
+            kind, inputs = api[upstream]["class_type"], api[upstream]["inputs"]
+            if kind == "ChameleonStreamGenerate":
+                first, before_generate = False, False
+            elif kind == "ChameleonGarmentSwitch" and before_generate:
+                # a switch that withdraws every video frame starts a new clip: its first latent frame is not shown
+                new_clip = new_clip or (inputs.get("withdraw", True) and inputs.get("withdraw_sink", True))
+            upstream = inputs["stream"][0]
         chunk = api[upstream]["inputs"]["chunk_frames"]
         frames = node["inputs"]["frames"]
         if first:
             assert (frames - 1) % 4 == 0 and ((frames - 1) // 4 + 1) % chunk == 0, (name, frames)
+        elif new_clip:
+            assert (frames + 4) % (4 * chunk) == 0, (name, frames)
         else:
             assert frames % (4 * chunk) == 0, (name, frames)
 
@@ -295,7 +302,7 @@ def test_demo_frame_counts_and_switches_come_from_the_demo_constants():
     assert _generates(api) == [demo_models.DEMO_FRAMES]
     _, api = _load("demo_switch_chain")
     frames = _generates(api)
-    assert sum(frames) == demo_models.DEMO_FRAMES
+    assert sum(frames) == demo_models.DEMO_CHAIN_FRAMES
     assert [sum(frames[:i]) for i in range(1, len(frames))] == list(demo_models.DEMO_SWITCH_FRAMES)
     assert sum(v["class_type"] == "ChameleonGarmentSwitch" for v in api.values()) == len(demo_models.DEMO_SWITCH_FRAMES)
     _, api = _load("demo_live")
@@ -312,6 +319,7 @@ def test_changing_the_demo_constants_and_regenerating_updates_the_demo_templates
     monkeypatch.setattr(demo_models, "DEMO_WIDTH", 96)
     monkeypatch.setattr(demo_models, "DEMO_HEIGHT", 160)
     monkeypatch.setattr(demo_models, "DEMO_FRAMES", 57)
+    monkeypatch.setattr(demo_models, "DEMO_CHAIN_FRAMES", 53)
     monkeypatch.setattr(demo_models, "DEMO_SWITCH_FRAMES", (33,))
     monkeypatch.setattr(demo_models, "DEMO_LIVE_FRAMES", 93)
     try:
@@ -322,11 +330,11 @@ def test_changing_the_demo_constants_and_regenerating_updates_the_demo_templates
         monkeypatch.undo()
         importlib.reload(workflows)
     gens = [n["widgets_values"][0] for n in chain["nodes"] if n["type"] == "ChameleonStreamGenerate"]
-    assert gens == [33, 24]
+    assert gens == [33, 20]
     assert sum(n["type"] == "ChameleonGarmentSwitch" for n in chain["nodes"]) == 1
     conditions = next(n for n in chain["nodes"] if n["type"] == "ChameleonConditions")
     assert conditions["widgets_values"] == [96, 160]
-    assert "57 frames" in chain["extra"]["info"]["description"] and "at frames 33" in chain["extra"]["info"]["description"]
+    assert "53 frames" in chain["extra"]["info"]["description"] and "at frames 33" in chain["extra"]["info"]["description"]
     assert [g["title"] for g in chain["groups"]][-3:] == ["Garment 1: frames 0-32", "Garment 2 from frame 33",
                                                           "Decode and save"]
     live_node = next(n for n in live["nodes"] if n["type"] == "ChameleonLiveStream")

@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     latents = state.latents()
 
     n_lat = latents.shape[2]
-    pixel_frames = fam.video_frames(n_lat)
+    pixel_frames = state.video_frames
     backbone_s = sum(chunk_times)
     decode_s = sum(decode_times)
     tiny_times = decode_times_of(tiny, latents, c, fam, device) if tiny is not None else []

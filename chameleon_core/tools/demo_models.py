@@ -66,8 +66,11 @@ DEMO_CACHE_FRAMES = 11
 DEMO_SETTINGS = StreamSettings(chunk_frames=DEMO_CHUNK_FRAMES, cache_frames=DEMO_CACHE_FRAMES)
 """The demo templates' stream settings: FashionChameleon's defaults with the demo student's chunk and cache."""
 DEMO_FRAMES = 69
-"""Video frames of the demo stream templates (``demo``, ``demo_switch_chain``)."""
-DEMO_SWITCH_FRAMES = (21, 45)
+"""Video frames of the ``demo`` template (six chunks)."""
+DEMO_CHAIN_FRAMES = 61
+"""Video frames of ``demo_switch_chain`` (six chunks: each garment switch starts a new clip, whose first latent frame
+is not shown, so the chunks after a switch show four frames fewer; :mod:`chameleon_core.frames`)."""
+DEMO_SWITCH_FRAMES = (21, 41)
 """Video frames at which ``demo_switch_chain`` switches to garment 2, then garment 3 (one garment image per switch:
 at most three switches with the shipped images)."""
 DEMO_LIVE_FRAMES = 477

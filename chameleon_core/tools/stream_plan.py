@@ -20,7 +20,7 @@ import torch
 from ..checkpoints import checkpoint_kind, inspect_checkpoint
 from ..config import StreamSettings, WanConfig, preset
 from ..profiles import StreamProfile, resolve_profile
-from ..frames import chunk_first_video_frame, landing_chunk, latent_frames_covering
+from ..frames import landing_chunk, latent_frames_covering, stream_video_frames
 from ..latents import LatentFamily
 from ..memory import (
     MAX_SIDE,
@@ -97,6 +97,12 @@ class SwitchOptions:
     disentangle: bool
     withdraw_sink: bool
 
+    @property
+    def new_clip(self) -> bool:
+        """A garment switch withdraws every video frame, so the stream starts a new clip there (its first latent
+        frame not shown: :mod:`chameleon_core.frames`)."""
+        return self.withdraw and self.withdraw_sink
+
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -132,8 +138,13 @@ class RunPlan:
         return self.chunks * self.stream.chunk_frames
 
     @property
+    def clip_starts(self) -> tuple[int, ...]:
+        """Latent frames where a garment switch starts a new clip."""
+        return clip_starts_of(self.events, self.options, self.stream.chunk_frames)
+
+    @property
     def video_frames(self) -> int:
-        return self.family.video_frames(self.latent_frames)
+        return stream_video_frames(0, self.latent_frames, self.clip_starts, stride=self.family.temporal_stride)
 
 
 def parse_switch(spec: str, option: str, what: str) -> tuple[int, Path]:
@@ -232,27 +243,50 @@ def model_config(args: argparse.Namespace) -> WanConfig:
     return info.config
 
 
+def clip_starts_of(events, options: SwitchOptions, chunk_frames: int) -> tuple[int, ...]:
+    """Latent frames where the garment switches among ``events`` start a new clip (none unless they withdraw every
+    video frame)."""
+    if not options.new_clip:
+        return ()
+    return tuple(sorted({e.chunk * chunk_frames for e in events if e.kind == "garment" and e.chunk > 0}))
+
+
 def plan_switches(
-    args: argparse.Namespace, chunks: int, chunk_frames: int, family: LatentFamily
+    args: argparse.Namespace, chunks: int, chunk_frames: int, family: LatentFamily, new_clips: bool = True
 ) -> tuple[SwitchEvent, ...]:
-    """Place every --switch / --prompt-switch on the first chunk boundary at or after its frame."""
-    events = []
+    """Place every --switch / --prompt-switch on the first chunk boundary at or after its frame, counting the frames
+    as the stream shows them (with ``new_clips`` a garment switch starts a new clip, whose first latent frame is not
+    shown, so later boundaries sit a latent frame earlier in the video)."""
+    specs_in_order = []
     for option, kind, what, specs in (("--switch", "garment", "IMAGE", args.switch),
                                       ("--prompt-switch", "prompt", "EMBEDS", args.prompt_switch),
                                       ("--shot-switch", "shot", "EMBEDS", getattr(args, "shot_switch", []))):
         for spec in specs:
             frame, path = parse_switch(spec, option, what)
-            chunk = landing_chunk(frame, chunk_frames, stride=family.temporal_stride)
-            landed = chunk_first_video_frame(chunk, chunk_frames, stride=family.temporal_stride)
-            end = family.video_frames(chunks * chunk_frames)
-            if chunk >= chunks:
-                boundaries = [chunk_first_video_frame(k, chunk_frames, stride=family.temporal_stride) for k in range(1, chunks)]
-                raise ValueError(
-                    f"{option} {spec!r}: frame {frame} rounds up to the chunk boundary at frame {landed}, but the "
-                    f"video has {end} frames; use --frames {family.video_frames(chunk * chunk_frames + 1)} or more, or "
-                    f"switch earlier (boundaries: {boundaries})"
-                )
-            events.append(SwitchEvent(kind, frame, path, chunk, landed))
+            specs_in_order.append((frame, kind != "garment", option, kind, spec, path))
+    specs_in_order.sort(key=lambda x: x[:2])
+    events: list[SwitchEvent] = []
+    clips: set[int] = set()
+    stride = family.temporal_stride
+
+    def frame_at(k: int) -> int:  # the first video frame after chunk boundary k
+        return stream_video_frames(0, k * chunk_frames, sorted(clips), stride=stride)
+
+    for frame, _, option, kind, spec, path in specs_in_order:
+        chunk = max(1, landing_chunk(frame, chunk_frames, stride=stride))
+        while frame_at(chunk) < frame:
+            chunk += 1
+        landed = frame_at(chunk)
+        if chunk >= chunks:
+            boundaries = [frame_at(k) for k in range(1, chunks)]
+            raise ValueError(
+                f"{option} {spec!r}: frame {frame} rounds up to the chunk boundary at frame {landed}, but the "
+                f"video has {frame_at(chunks)} frames; use --frames {landed + 1} or more, or switch earlier "
+                f"(boundaries: {boundaries})"
+            )
+        events.append(SwitchEvent(kind, frame, path, chunk, landed))
+        if kind == "garment" and new_clips:
+            clips.add(chunk * chunk_frames)
     order = {"garment": 0, "prompt": 1, "shot": 1}  # a prompt switch re-caches what a garment switch kept: second
     events.sort(key=lambda e: (e.chunk, order[e.kind]))
     for a, b in zip(events, events[1:]):
@@ -411,6 +445,15 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     if family.video_frames(chunks * c) != args.frames:
         logger.info("--frames %d -> %d video frames (%d chunks of %d latent frames)", args.frames,
                     family.video_frames(chunks * c), chunks, c)
+    options = SwitchOptions(not args.no_refresh, not args.no_withdraw, not args.no_disentangle, not args.keep_sink)
+    events = plan_switches(args, chunks, c, family, new_clips=options.new_clip)
+    clips = clip_starts_of(events, options, c)
+    while stream_video_frames(0, chunks * c, clips, stride=family.temporal_stride) < args.frames:
+        chunks += 1  # a garment switch that starts a new clip shows one latent frame less after it
+    if clips:
+        logger.info("%d garment switch(es) start a new clip (the first latent frame after each is not shown): %d "
+                    "chunks = %d video frames", len(clips), chunks,
+                    stream_video_frames(0, chunks * c, clips, stride=family.temporal_stride))
     check_plan_memory(config, stream, width, height, device, DTYPES["bf16" if dtype_name == "fp8" else
                                                                   dtype_name], fp8=dtype_name == "fp8")
     return RunPlan(
@@ -420,8 +463,8 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         width=width,
         height=height,
         chunks=chunks,
-        events=plan_switches(args, chunks, c, family),
-        options=SwitchOptions(not args.no_refresh, not args.no_withdraw, not args.no_disentangle, not args.keep_sink),
+        events=events,
+        options=options,
         device=device,
         dtype=DTYPES["bf16" if dtype_name == "fp8" else dtype_name],
         fp8=dtype_name == "fp8",

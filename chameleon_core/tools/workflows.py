@@ -125,8 +125,9 @@ def _chain_groups(segments: list[int]) -> list[tuple[str, list[int]]]:
     return [*groups, ("Decode and save", [decode, decode + 1, decode + 2])]
 
 
-CHAIN_SEGMENTS = [45, 48, 48]
-"""Video frames per segment of ``garment_switch_chain`` (switches at frames 45 and 93)."""
+CHAIN_SEGMENTS = [45, 44, 44]
+"""Video frames per segment of ``garment_switch_chain`` (switches at frames 45 and 89; four chunks each: a garment
+switch starts a new clip, so the chunks after it show one latent frame less)."""
 
 
 def garment_switch_chain() -> dict:
@@ -222,7 +223,7 @@ def video_tryon() -> dict:
     n[16] = ("ChameleonGarmentSwitch", {"refresh": True, "withdraw": True, "disentangle": True,
                                         "withdraw_sink": True},
              {"stream": (14, 0), "vae": (2, 0), "garment": (15, 0)}, (SWITCH, 1))
-    n[17] = ("ChameleonStreamGenerate", {"frames": 36}, {"stream": (16, 0)}, (SWITCH, 2))
+    n[17] = ("ChameleonStreamGenerate", {"frames": 32}, {"stream": (16, 0)}, (SWITCH, 2))
     n[18] = ("ChameleonStreamDecode", {"chunk_frames": DEFAULTS.chunk_frames},
              {"vae": (2, 0), "segment_1": (14, 1), "segment_2": (17, 1)}, (OUTPUT, 0))
     _video_tail(n, (18, 0), 19, OUTPUT, "video_tryon")
@@ -316,8 +317,8 @@ def native_model_stream() -> dict:
 
 # -- the demo templates: the pack's shipped demo files (demo/), no downloads ----------------------------------------
 
-DEMO_SEGMENTS = whole_chunk_segments(demo_models.DEMO_FRAMES, demo_models.DEMO_SWITCH_FRAMES,
-                                     demo_models.DEMO_CHUNK_FRAMES)
+DEMO_SEGMENTS = whole_chunk_segments(demo_models.DEMO_CHAIN_FRAMES, demo_models.DEMO_SWITCH_FRAMES,
+                                     demo_models.DEMO_CHUNK_FRAMES, switches_open_clips=True)
 """Video frames per segment of ``demo_switch_chain`` (from ``demo_models``' constants, checked to be whole chunks)."""
 
 
@@ -402,7 +403,7 @@ EXTRAS: dict[str, dict] = {
     },
     "demo_switch_chain": {
         "title": "Demo: garment switch chain (no downloads)",
-        "summary": f"{demo_models.DEMO_FRAMES} frames on the pack's demo files with garment switches at frames "
+        "summary": f"{demo_models.DEMO_CHAIN_FRAMES} frames on the pack's demo files with garment switches at frames "
                    f"{_SWITCHES}; editing a later segment re-runs only what follows it.",
         "description": "garment_switch_chain on the demo files: each Garment Switch reschedules the KV cache "
                        "(garment refresh, history withdraw, reference disentangle) between two Generate nodes.",
@@ -415,7 +416,7 @@ EXTRAS: dict[str, dict] = {
     },
     "garment_switch_chain": {
         "title": "Garment switch chain",
-        "summary": "141 frames with two garment switches (at frames 45 and 93) by KV-cache rescheduling; editing a "
+        "summary": "133 frames with two garment switches (at frames 45 and 89) by KV-cache rescheduling; editing a "
                    "later segment re-runs only what follows it.",
         "groups": [*HEAD_GROUPS, *_chain_groups(CHAIN_SEGMENTS)],
     },

@@ -22,7 +22,8 @@ MAX_SEGMENTS = 8
 """Segment inputs of one Stream Decode (more: join them with Segment Join)."""
 SEGMENT_KEY = "chameleon_segment"
 """Where a stream segment's LATENT says where it sits: ``{"stream": id, "latent_start": first latent frame,
-"latent_frames": n, "video": (the VideoSegments it joins, in order)}``."""
+"latent_frames": n, "clip_starts": latent frames where a later clip begins, "video": (the VideoSegments it
+joins, in order)}``."""
 
 
 def segment_latent(stream: ChameleonStream) -> dict:
@@ -30,7 +31,8 @@ def segment_latent(stream: ChameleonStream) -> dict:
     (``stream.video``) and where they start in their stream."""
     video = stream.video
     return {"samples": video.latents, SEGMENT_KEY: {"stream": stream.origin, "latent_start": video.start,
-                                                    "latent_frames": int(video.latents.shape[2]), "video": (video,)}}
+                                                    "latent_frames": int(video.latents.shape[2]),
+                                                    "clip_starts": video.clip_starts, "video": (video,)}}
 
 
 def next_video_segment(stream: ChameleonStream, raw: torch.Tensor) -> VideoSegment:
@@ -38,7 +40,8 @@ def next_video_segment(stream: ChameleonStream, raw: torch.Tensor) -> VideoSegme
     when that ends where these start (else its past is unknown: decoded as a new video if ever decoded)."""
     start = stream.state.latent_frames
     previous = stream.video if stream.video is not None and stream.video.end == start else None
-    return VideoSegment(raw, start, previous)
+    # after a garment switch that started a new clip, the decode restarts here (the segment's first frame not shown)
+    return VideoSegment(raw, start, previous, clip_starts=(start,) if stream.state.opens_clip else ())
 
 
 def last_decoded_frame(stream: ChameleonStream, decoder_vae, chunk_frames: int) -> torch.Tensor | None:
@@ -63,8 +66,19 @@ def decoded_pieces(latent: dict, decoder_vae, chunk_frames: int, *, should_stop=
             yield from video.decode(decoder_vae, chunk_frames, should_stop=should_stop)
         return
     samples = latent["samples"]
-    for k, pixels in enumerate(decode_chunks(decoder_vae, samples, chunk_frames, should_stop=should_stop)):
-        yield samples[:, :, k * chunk_frames : (k + 1) * chunk_frames], pixels
+    info = latent.get(SEGMENT_KEY) or {}
+    start = int(info.get("latent_start", 0))  # a stream's later clips restart the decode (their first frame hidden)
+    clips = [s - start for s in info.get("clip_starts", ()) if s > start]
+    done = 0
+    for pixels in decode_chunks(decoder_vae, samples, chunk_frames, clip_starts=clips, should_stop=should_stop):
+        n = next_cut(done, chunk_frames, clips, samples.shape[2])
+        yield samples[:, :, done:n], pixels
+        done = n
+
+
+def next_cut(done: int, chunk_frames: int, clips: list[int], total: int) -> int:
+    """Where the decode piece starting at latent frame ``done`` ends: the next chunk boundary or clip start."""
+    return min([done + chunk_frames, total, *(c for c in clips if c > done)])
 
 
 def segment_videos(latent: dict) -> tuple[VideoSegment, ...] | None:
@@ -168,6 +182,7 @@ def join_segments(node: str, family: LatentFamily, named: list[tuple[str, object
     if first is not None:
         videos = [info.get("video") for info in infos]
         out[SEGMENT_KEY] = {**first, "latent_frames": int(joined.shape[2]),
+                            "clip_starts": tuple(c for info in infos for c in info.get("clip_starts", ())),
                             "video": sum(videos, ()) if all(videos) else None}
     return out
 

@@ -174,9 +174,10 @@ def shuffled_garment(samples: Sequence[EvalSample], i: int, avoid: str):
     return replace(samples[i].sample.garment, colour=other)
 
 
-def chunk_frame_ranges(latent_frames: int, chunk: int = CHUNK) -> list[range]:
-    """Pixel frames of each chunk of a causal 4x-temporal decode (:func:`chameleon_core.frames.chunk_video_ranges`)."""
-    return chunk_video_ranges(latent_frames, chunk)
+def chunk_frame_ranges(latent_frames: int, chunk: int = CHUNK, clip_starts: tuple[int, ...] = ()) -> list[range]:
+    """Pixel frames of each chunk of a causal 4x-temporal decode, later clips opening at ``clip_starts``
+    (:func:`chameleon_core.frames.chunk_video_ranges`)."""
+    return chunk_video_ranges(latent_frames, chunk, clip_starts=clip_starts)
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -386,24 +387,36 @@ def switching(samples, codec, student, plan: Plan, seed: int) -> tuple[dict, dic
     for i, s in _progress(samples, "switching"):
         clip_chunks = student.config.latent.latent_frames(s.clip_frames) // CHUNK
         chunks, switch_chunk = 2 * clip_chunks, clip_chunks
-        ranges = chunk_frame_ranges(chunks * CHUNK)
-        switch_frame = ranges[switch_chunk].start
+        # A switch that withdraws every video frame starts a new clip whose first latent frame is not shown; one
+        # that keeps the window or the sink continues the video. Each variant is scored on its own frames against
+        # the ground truth of that length (the motion goes on through the switch either way).
+        layouts = {new_clip: chunk_frame_ranges(chunks * CHUNK, clip_starts=(switch_chunk * CHUNK,) if new_clip else ())
+                   for new_clip in (True, False)}
+        switch_frame = layouts[True][switch_chunk].start
         new = s.meta["switch_garment"]
-        truth = GroundTruth(s.sample, size=s.size, frames=ranges[-1].stop, switch_to=new, switch_frame=switch_frame)
+        truths: dict[int, GroundTruth] = {}
+
+        def truth_of(frames: int) -> GroundTruth:
+            if frames not in truths:
+                truths[frames] = GroundTruth(s.sample, size=s.size, frames=frames, switch_to=new,
+                                             switch_frame=switch_frame)
+            return truths[frames]
+
+        truth = truth_of(layouts[True][-1].stop)
         head_session = Session(start(student, s, seed=seed + i), chunks=switch_chunk, codec=codec)
         head = to_video(torch.cat([c.pixels for c in head_session.run()], dim=2))
-        videos: dict[str, tuple[torch.Tensor, float]] = {}
+        videos: dict[str, tuple[torch.Tensor, float, list[range]]] = {}
         for variant in variants:
             if variant == "constant_frame":
-                videos[variant] = (constant_frame(truth), math.nan)
+                videos[variant] = (constant_frame(truth), math.nan, layouts[True])
             elif variant == "codec_ceiling":
-                videos[variant] = (codec_ceiling(codec, truth), math.nan)
+                videos[variant] = (codec_ceiling(codec, truth), math.nan, layouts[True])
             elif variant == "restart":
-                # a new video: its first chunk is 3 frames shorter (the causal VAE's lone first frame), so one more
-                # chunk is made and the video cut to the stream's length
+                # a new video from the user's reference: its first chunk shows one frame more than the new clip of
+                # a switch (the new video's first frame), so one more chunk is made and the video cut to length
                 tail, _ = stream_clip(student, s, codec, chunks=chunks - switch_chunk + 1, seed=seed + i + 1000,
                                       garment=encode_garment(codec, new, s.size))
-                videos[variant] = (torch.cat([head, tail])[: truth.frames], math.nan)
+                videos[variant] = (torch.cat([head, tail])[: truth.frames], math.nan, layouts[True])
             else:
                 garment = shuffled_garment(samples, i, new.colour) if variant == "shuffled_garment" else new
                 flags = SWITCH_FLAGS["all" if variant == "shuffled_garment" else variant]
@@ -412,13 +425,15 @@ def switching(samples, codec, student, plan: Plan, seed: int) -> tuple[dict, dic
                                        timeline=[TimedSwitch(0, event)], continue_decode=head_session.decoder)
                 out = tail_session.run()
                 tail = to_video(torch.cat([c.pixels for c in out], dim=2))
-                videos[variant] = (torch.cat([head, tail]), out[0].switches[0].seconds)
-        for variant, (video, seconds) in videos.items():
-            rows[variant].append(_switch_row(video, truth, ranges, switch_chunk, seconds))
-            series[variant].append(_chunk_colours(video, truth, ranges, switch_chunk))
+                applied = out[0].switches[0]
+                videos[variant] = (torch.cat([head, tail]), applied.seconds, layouts[applied.new_clip])
+        for variant, (video, seconds, ranges) in videos.items():
+            variant_truth = truth_of(video.shape[0])
+            rows[variant].append(_switch_row(video, variant_truth, ranges, switch_chunk, seconds))
+            series[variant].append(_chunk_colours(video, variant_truth, ranges, switch_chunk))
         if i < plan.strip_clips:
             strips.append({"key": s.key, "switch_frame": switch_frame, "ground truth": truth.video,
-                           **{v: video for v, (video, _) in videos.items()}})
+                           **{v: video for v, (video, _, _) in videos.items()}})
     results = {
         "summary": stats.summarise(rows, seed=seed),
         "effects": stats.effects(rows, EFFECTS, SWITCH_METRICS, seed=seed),

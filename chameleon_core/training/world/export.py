@@ -94,8 +94,7 @@ def demo_stream(demo: str | Path, *, frames: int | None = None, switches: tuple[
     ``garments[2]`` ... at the demo's switch frames (numbers of the demo's garment images, 1-3). Returns the video
     ``[T, H, W, 3]`` in [0, 1] and the frames at which the switches take effect."""
     from chameleon_core.checkpoints import load_transformer, load_vae
-    from chameleon_core.frames import (chunk_first_video_frame, landing_chunk, latent_frames_covering,
-                                       whole_chunk_segments)
+    from chameleon_core.frames import latent_frames_covering, whole_chunk_segments
     from chameleon_core.images import load_image
     from chameleon_core.session import GarmentSwitch, Session, TimedSwitch, encode_condition
     from chameleon_core.streaming import start_stream
@@ -103,8 +102,8 @@ def demo_stream(demo: str | Path, *, frames: int | None = None, switches: tuple[
     from chameleon_core.tools import demo_models as dm
 
     demo = Path(demo)
-    frames = frames or dm.DEMO_FRAMES
     switches = dm.DEMO_SWITCH_FRAMES if switches is None else switches
+    frames = frames or (dm.DEMO_CHAIN_FRAMES if switches else dm.DEMO_FRAMES)
     if len(garments) != len(switches) + 1:
         raise ValueError(f"{len(switches)} switches need {len(switches) + 1} garments, got {garments}")
     model = load_transformer(demo / "models" / dm.FILES["student"], dtype=torch.float32, device="cpu")
@@ -119,14 +118,16 @@ def demo_stream(demo: str | Path, *, frames: int | None = None, switches: tuple[
                          reference=encode_condition(vae, family, person, garment=False, size=size),
                          garment=encode_condition(vae, family, images[0], garment=True, size=size), seed=seed,
                          settings=settings)
-    segments = whole_chunk_segments(frames, switches, settings.chunk_frames)
-    boundaries = [landing_chunk(sum(segments[:k]), settings.chunk_frames) for k in range(1, len(segments))]
+    # each switch starts a new clip (the default switch), so the segments after it show one latent frame less
+    segments = whole_chunk_segments(frames, switches, settings.chunk_frames, switches_open_clips=True)
+    seg_chunks = [latent_frames_covering(n, from_start=k == 0, opens_clip=k > 0) // settings.chunk_frames
+                  for k, n in enumerate(segments)]
+    boundaries = [sum(seg_chunks[:k]) for k in range(1, len(segments))]
     timeline = [TimedSwitch(c, GarmentSwitch(image, label=dm.IMAGES[g]))
                 for c, image, g in zip(boundaries, images[1:], garments[1:])]
-    chunks = latent_frames_covering(frames) // settings.chunk_frames
-    out_chunks = Session(state, chunks=chunks, codec=vae, timeline=timeline).run()
+    out_chunks = Session(state, chunks=sum(seg_chunks), codec=vae, timeline=timeline).run()
     video = ((torch.cat([c.pixels for c in out_chunks], dim=2)[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
-    effective = tuple(chunk_first_video_frame(c, settings.chunk_frames) for c in boundaries)
+    effective = tuple(a.video_frame for c in out_chunks for a in c.switches)
     return video, effective
 
 
