@@ -121,9 +121,10 @@ def write_all(folder: Path, *, ex1: dict, ex2: dict, ex3: dict, ex4: torch.Tenso
     written.append(frame_strip(folder / "student_vs_teacher.png", ex2, picks))
     for n, strip in enumerate(ex3["strips"]):
         switch_frame = int(strip["switch_frame"])
-        frames = sorted({switch_frame - 12, switch_frame - 4, switch_frame - 1, switch_frame, switch_frame + 4,
-                         switch_frame + 8, switch_frame + 12, switch_frame + 24, switch_frame + 35})
         videos = {k: v for k, v in strip.items() if k not in ("key", "switch_frame")}
+        last = min(v.shape[0] for v in videos.values()) - 1  # a switch that starts a new clip shows fewer frames
+        frames = sorted({switch_frame - 12, switch_frame - 4, switch_frame - 1, switch_frame, switch_frame + 4,
+                         switch_frame + 8, switch_frame + 12, switch_frame + 24, last})
         written.append(frame_strip(folder / f"switch_strip_{n}.png", videos, frames, marker=switch_frame))
     switch_chunk = int(switching["switch_chunk"])
     series = {v: _means(rows) for v, rows in switching["series"].items()}

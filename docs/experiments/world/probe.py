@@ -3,13 +3,19 @@
     python docs/experiments/world/probe.py --run runs/world --clips 16 student A.safetensors B.safetensors ...
     python docs/experiments/world/probe.py --run runs/world --clips 8 teacher T.safetensors --cfg 1 3
     python docs/experiments/world/probe.py --run runs/world --clips 16 long A.safetensors --chunks 6
+    python docs/experiments/world/probe.py --run runs/world --clips 32 timing
+    python docs/experiments/world/probe.py --run runs/world --clips 16 switch_at S.safetensors --chunk 2
 
 ``student``: each model streams the first ``--clips`` held-out clips of the run's cache (3 chunks, the world
 experiments' settings, seed = clip index) and is scored with ``eval.world``; also the RMS distance of its latents
 from the clip's own (model space). ``teacher``: the bidirectional teacher (50 UniPC steps) at each guidance.
 ``long``: a stream of ``--chunks`` chunks without a switch, garment colour and identity error per chunk (past the
-third chunk the stream is longer than every training clip). Models load as the experiments load them; nothing is
-written.
+third chunk the stream is longer than every training clip). ``timing``: no model -- the switch experiment's ground
+truth scored against itself drawn late after the switch (a picture late: the decode that showed a new clip's first
+latent frame as four held frames; one frame late: that frame shown once; on time), the ceiling each way of showing
+the switch allows. ``switch_at``: the switch experiment's ``all`` and ``no_disentangle`` variants with the switch at
+chunk ``--chunk`` instead of the clip boundary (where the user's reference happens to show the pose of the switch
+frame: the motions loop once per clip). Models load as the experiments load them; nothing is written.
 """
 
 from __future__ import annotations
@@ -75,14 +81,68 @@ def long_streams(samples, codec, paths: list[str], chunks: int) -> None:
                     np.round(np.mean(colour, 0), 3).tolist(), np.round(np.mean(ident, 0), 3).tolist())
 
 
+def _mean_row(rows: list[dict], keys=("colour_first_chunk", "identity_change", "motion_agreement", "switch_cut")
+              ) -> str:
+    return " ".join(f"{k} {np.mean([r[k] for r in rows]):.3f}" for k in keys)
+
+
+def switch_timing(samples) -> None:
+    import dataclasses
+
+    chunks, switch_chunk = 6, 3
+    for name, late, held in (("a picture late", 4, False), ("one frame late", 0, True), ("on time", 0, False)):
+        rows = []
+        for s in samples:
+            ranges = ex.chunk_frame_ranges(chunks * ex.CHUNK, clip_starts=(switch_chunk * ex.CHUNK,))
+            at, new = ranges[switch_chunk].start, s.meta["switch_garment"]
+            truth = GroundTruth(s.sample, size=s.size, frames=ranges[-1].stop, switch_to=new, switch_frame=at)
+            if held:  # the new clip's first frame shown once: the clip drawn from the switch frame's pose on
+                tail = GroundTruth(dataclasses.replace(s.sample, phase=s.sample.phase + at - 1, garment=new),
+                                   size=s.size, frames=truth.frames - at).video
+            else:
+                tail = GroundTruth(dataclasses.replace(s.sample, phase=s.sample.phase - late), size=s.size,
+                                   frames=truth.frames, switch_to=new, switch_frame=at).video[at:]
+            video = torch.cat([truth.video[:at], tail])
+            rows.append(ex._switch_row(video, truth, ranges, switch_chunk, 0.0))
+        logger.info("ground truth %s: %s", name, _mean_row(rows))
+
+
+def switch_at(samples, codec, path: str, chunk: int) -> None:
+    from chameleon_core.session import GarmentSwitch, TimedSwitch
+
+    model = ex.load_model(Path(path))
+    rows: dict[str, list[dict]] = {"all": [], "no_disentangle": []}
+    for i, s in enumerate(samples):
+        ranges = ex.chunk_frame_ranges((chunk + 3) * ex.CHUNK, clip_starts=(chunk * ex.CHUNK,))
+        at, new = ranges[chunk].start, s.meta["switch_garment"]
+        truth = GroundTruth(s.sample, size=s.size, frames=ranges[-1].stop, switch_to=new, switch_frame=at)
+        head_session = Session(ex.start(model, s, seed=i), chunks=chunk, codec=codec)
+        head = ex.to_video(torch.cat([c.pixels for c in head_session.run()], dim=2))
+        for variant, out in rows.items():
+            event = GarmentSwitch(image=ex.garment_image(new), label=new.describe(), **ex.SWITCH_FLAGS[variant])
+            tail = Session(head_session.state, chunks=3, codec=codec, timeline=[TimedSwitch(0, event)],
+                           continue_decode=head_session.decoder).run()
+            video = torch.cat([head, ex.to_video(torch.cat([c.pixels for c in tail], dim=2))])
+            out.append(ex._switch_row(video, truth, ranges, chunk, 0.0))
+    for variant, out in rows.items():
+        logger.info("%s, switch at chunk %d: %s", variant, chunk, _mean_row(out))
+    from chameleon_core.training.world import stats
+
+    metrics = ("colour_first_chunk", "identity_change", "motion_agreement")
+    effect = stats.effects(rows, {"disentangle": ("all", "no_disentangle")}, metrics, seed=0)["disentangle"]
+    logger.info("paired effect of disentangle: %s", ", ".join(
+        f"{k} {effect[k]['mean']:+.3f} [{effect[k]['low']:.3f}, {effect[k]['high']:.3f}]" for k in metrics))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a world run folder (its held-out cache and codec)")
     parser.add_argument("--clips", type=int, default=16)
-    parser.add_argument("what", choices=("student", "teacher", "long"))
-    parser.add_argument("models", nargs="+")
+    parser.add_argument("what", choices=("student", "teacher", "long", "timing", "switch_at"))
+    parser.add_argument("models", nargs="*")
     parser.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0], help="teacher: guidances")
     parser.add_argument("--chunks", type=int, default=6, help="long: chunks to stream")
+    parser.add_argument("--chunk", type=int, default=2, help="switch_at: the chunk boundary to switch at")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
@@ -94,8 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "teacher":
         for path in args.models:
             teachers(samples, codec, path, args.cfg)
-    else:
+    elif args.what == "long":
         long_streams(samples, codec, args.models, args.chunks)
+    elif args.what == "timing":
+        switch_timing(samples)
+    else:
+        for path in args.models:
+            switch_at(samples, codec, path, args.chunk)
     return 0
 
 
