@@ -466,7 +466,12 @@ class Rollout:
             raise RuntimeError("this rollout has finished; continue from the state finish() returned")
         state, c, cache = self.state, self.state.settings.chunk_frames, self._cache
         window_head, rng = cache.window_head, self._gen.get_state()
-        source = None if state.source is None else state.source.chunk(self.latent_frames, c, self.timesteps, state.model.device)
+        source = None
+        if state.source is not None:
+            # each later clip's first latent frame re-draws the frame before it: from there on, stream latent frame
+            # j shows the video frames of source latent frame j - (clips started at or before j)
+            behind = sum(1 for start in state.clip_starts if start <= self.latent_frames)
+            source = state.source.chunk(self.latent_frames - behind, c, self.timesteps, state.model.device)
         # 1. Claim the chunk's slots (evicts the oldest history frames once the window is full).
         window_pins = cache.pinned
         slots = cache.reserve(c, state.settings.cond_frames + self.latent_frames)

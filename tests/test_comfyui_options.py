@@ -27,7 +27,7 @@ OPTION_NAMES = ["video_tryon", "video_tryon_keyframes", "motion_transfer", "cond
 
 # Tiny frame counts per workflow: source video frames, then the Generate nodes' frames in id order.
 SOURCE_FRAMES = {"video_tryon": 21, "video_tryon_keyframes": 45, "motion_transfer": 21}
-GENERATE_FRAMES = {"video_tryon": [9, 12], "motion_transfer": [21], "condition_weighting_stream": [21],
+GENERATE_FRAMES = {"video_tryon": [9, 8], "motion_transfer": [21], "condition_weighting_stream": [21],
                    "local_attention_stream": [45]}
 
 
@@ -86,7 +86,8 @@ def test_bad_option_inputs_name_node_input_value_and_fix(server):  # noqa: F811
     bad = tiny_options("video_tryon")
     bad[_node(bad, "SolidMask")]["inputs"]["width"] = SIZE * 2
     _expect_error(server, bad, "ChameleonVideoTryOn", "'mask'", f"{SIZE * 2}x{SIZE}", "Fix:")
-    # Asking for more frames than the source video holds (21 frames = 6 latent frames; 9 + 24 needs 9).
+    # Asking for more frames than the source video holds (21 frames = 6 latent frames; 9 + 24 after a switch that
+    # starts a new clip needs 12).
     bad = tiny_options("video_tryon")
     gen2 = sorted((k for k, v in bad.items() if v["class_type"] == "ChameleonStreamGenerate"), key=int)[1]
     bad[gen2]["inputs"]["frames"] = 24
