@@ -73,7 +73,8 @@ class GarmentSwitch:
     disentangle: bool = True
     withdraw_sink: bool = True
     new_clip: bool = True
-    """With window and sink withdrawn, the next chunks' RoPE positions start again (see ``switch_garment``)."""
+    """With window and sink withdrawn, start a new clip: RoPE positions and the decode restart, the clip's first latent
+    frame not shown (see ``switch_garment``)."""
     label: str = "garment"
     """What the timeline calls it (a file or upload name)."""
 
@@ -247,6 +248,8 @@ class Session:
         self._rollout: Rollout | None = None
         self._counted_frames = 0
         """Video frames the session's chunks show, counted without decoding."""
+        self._next_opens_clip = self._next_from_start = False
+        """What the next chunk is: set when a rollout starts (the state says), cleared after its first chunk."""
         self.chunks = chunks
         self.codec = codec
         self.timeline = sorted(timeline, key=lambda e: (e.chunk, e.switch.kind != "garment"))
@@ -281,11 +284,14 @@ class Session:
         """A session that starts from a stream with frames continues its video: the decoder first runs over the
         stream's latents so far (output discarded), so the session's frames and disentangle's last frame are those of
         the continuous decode. Returns the video frames this produced (the session's output counts from 0 after)."""
-        if state.latent_frames == 0 or state.opens_clip:  # a new clip's decode needs nothing before it
+        if state.latent_frames == 0:
             return 0
-        if not state.history_complete:
-            logger.warning("the stream kept only its cached latents (keep_history=False), so the decode restarts at "
-                           "latent frame %d: the session's first frames are decoded as a new video", state.latent_frames)
+        if state.opens_clip or not state.history_complete:
+            if not state.opens_clip:
+                logger.warning("the stream kept only its cached latents (keep_history=False), so the decode restarts "
+                               "at latent frame %d: the session's first frames are decoded as a new video",
+                               state.latent_frames)
+            self.decoder.latent_frames = state.latent_frames  # a new clip's decode needs nothing before it
             return 0
         return self.decoder.warm_up(state.latents(), state.settings.chunk_frames,
                                     clip_starts=state.clip_starts).video_frames

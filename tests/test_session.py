@@ -266,6 +266,21 @@ def test_a_session_from_a_later_state_continues_the_video(world):
                                torch.cat([video[:, :, -12:], new_clip], dim=2), atol=1e-5, rtol=0)
 
 
+def test_a_session_from_a_switched_state_decodes_the_new_clip_without_its_past(world):
+    """A session started right after a switch that began a new clip (no decoder handed over) decodes the clip alone,
+    its first frame not shown: the same frames as one session that switched itself."""
+    head = Session(_start(world), chunks=2, codec=world["vae"])
+    head.run()
+    new_garment = encode_condition(world["vae"], WAN22, _garment2(world), garment=True, size=(SIZE, SIZE))
+    switched = switch_garment(head.state, new_garment, codec=world["vae"], last_frame=head.decoder.last_frame)
+    assert switched.opens_clip
+    tail = Session(switched, chunks=2, codec=world["vae"]).run()
+    assert [c.first_video_frame for c in tail] == [0, 8]
+    latents = torch.cat([c.latents for c in tail], dim=2)
+    torch.testing.assert_close(torch.cat([c.pixels for c in tail], dim=2),
+                               world["vae"].decode(WAN22.to_raw(latents))[:, :, 1:], atol=1e-5, rtol=0)
+
+
 def test_continuing_a_sessions_decoder_equals_one_session_and_forks_twice(world):
     """A session of 4 chunks switching at chunk 2 equals a 2-chunk session followed by a session from its state that
     continues its decoder (``continue_decode``) and switches at its chunk 0; the decoder can be continued twice
