@@ -146,6 +146,24 @@ def test_switch_frame_rounds_up_to_the_next_chunk_boundary(asked, landed):
     assert frames.chunk_first_video_frame(chunk, 3, stride=WAN22.temporal_stride) == landed
 
 
+def test_later_switches_land_where_the_stream_shows_them_after_a_new_clip(files, tmp_path, capsys):
+    """Two garment switches: each starts a new clip, whose first latent frame is not shown, so the second boundary
+    sits at frame 41 (not 45) and the video at 61 frames; --frames asks for at least that many frames shown."""
+    out = tmp_path / "frames"
+    code = cli.main(weight_args(files, **{"--out": out, "--json": tmp_path / "s.json", "--frames": 61}) + [
+        "--switch", f"21:{files['garment2']}", "--switch", f"38:{files['garment3']}"])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert [(s["requested_frame"], s["frame"]) for s in summary["switches"]] == [(21, 21), (38, 41)]
+    assert summary["chunks"] == 6 and summary["video_frames"] == 61 == len(list(out.glob("frame_*.png")))
+    # with the sink kept no new clip starts: the boundaries and the length are the continuous video's
+    code = cli.main(weight_args(files, **{"--out": tmp_path / "kept", "--json": tmp_path / "k.json", "--frames": 61})
+                    + ["--switch", f"21:{files['garment2']}", "--switch", f"38:{files['garment3']}", "--keep-sink"])
+    assert code == 0, capsys.readouterr().err
+    kept = json.loads((tmp_path / "k.json").read_text())
+    assert [s["frame"] for s in kept["switches"]] == [21, 45] and kept["video_frames"] == 69
+
+
 # --- missing weights and bad input ---------------------------------------------------------------------------------
 
 
