@@ -206,6 +206,8 @@ RANDOM = ["--random", "tiny", "--width", str(SIZE), "--height", str(SIZE), "--fr
         (["--switch", "abc"], ["--switch 'abc'", "FRAME:IMAGE"]),
         (["--switch", "0:{garment2}"], ["FRAME must be >= 1"]),
         (["--frames", "33", "--switch", "30:{garment2}"], ["frame 30 rounds up", "frame 33", "--frames 34"]),
+        # a switch that starts a new clip needs one more chunk here, past the length limit
+        (["--frames", "9999993", "--switch", "21:{garment2}"], ["10000001 video frames", "--frames 9999989"]),
         (["--chunk-frames", "3", "--cache-frames", "6"], ["cache_frames=6"]),
     ],
 )

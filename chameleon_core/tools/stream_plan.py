@@ -448,12 +448,24 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     options = SwitchOptions(not args.no_refresh, not args.no_withdraw, not args.no_disentangle, not args.keep_sink)
     events = plan_switches(args, chunks, c, family, new_clips=options.new_clip)
     clips = clip_starts_of(events, options, c)
-    while stream_video_frames(0, chunks * c, clips, stride=family.temporal_stride) < args.frames:
-        chunks += 1  # a garment switch that starts a new clip shows one latent frame less after it
+
+    def shown_for(frames: int) -> tuple[int, int]:  # (chunks, video frames shown) for at least ``frames`` shown
+        k = math.ceil(latent_frames_covering(frames, stride=family.temporal_stride) / c)
+        while stream_video_frames(0, k * c, clips, stride=family.temporal_stride) < frames:
+            k += 1  # a garment switch that starts a new clip shows one latent frame less after it
+        return k, stream_video_frames(0, k * c, clips, stride=family.temporal_stride)
+
+    chunks, shown = shown_for(args.frames)
     if clips:
+        if shown > MAX_VIDEO_FRAMES:
+            most = next(f for f in range(MAX_VIDEO_FRAMES, 0, -1) if shown_for(f)[1] <= MAX_VIDEO_FRAMES)
+            raise ValueError(
+                f"--frames {args.frames} with {len(clips)} garment switch(es) that start a new clip rounds up to "
+                f"{shown} video frames ({chunks} chunks), more than the limit of {MAX_VIDEO_FRAMES}; use --frames "
+                f"{most} or fewer"
+            )
         logger.info("%d garment switch(es) start a new clip (the first latent frame after each is not shown): %d "
-                    "chunks = %d video frames", len(clips), chunks,
-                    stream_video_frames(0, chunks * c, clips, stride=family.temporal_stride))
+                    "chunks = %d video frames", len(clips), chunks, shown)
     check_plan_memory(config, stream, width, height, device, DTYPES["bf16" if dtype_name == "fp8" else
                                                                   dtype_name], fp8=dtype_name == "fp8")
     return RunPlan(
