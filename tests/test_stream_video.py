@@ -120,6 +120,24 @@ def test_a_switch_chain_decodes_every_latent_frame_once(parts):
     torch.testing.assert_close(pixels, whole, atol=0, rtol=0)
 
 
+def test_a_latent_changed_on_the_way_still_restarts_its_decode_at_the_clip_starts(parts):
+    """A LATENT whose samples another node changed decodes without the segments' decodes, from the clip starts its
+    position info records: as one decode of those samples with the clips (first frames hidden), and a lone segment
+    that opens a clip shows one latent frame less."""
+    stream, joined, _, _, _ = _chain(parts, 3)
+    changed = {**joined, "samples": joined["samples"] * 1.01}
+    clips = joined[SEGMENT_KEY]["clip_starts"]
+    pieces = list(decoded_pieces(changed, parts[1], 3))
+    assert torch.equal(torch.cat([lat for lat, _ in pieces], dim=2), changed["samples"])
+    expected = torch.cat(list(decode_chunks(parts[1], changed["samples"], 3, clip_starts=clips)), dim=2)
+    torch.testing.assert_close(torch.cat([p for _, p in pieces], dim=2), expected, atol=0, rtol=0)
+    last = stream.video  # the chain's last segment: 2 latent frames opening a clip
+    lone = {"samples": last.latents * 1.01, SEGMENT_KEY: {"stream": "s", "latent_start": last.start,
+                                                          "latent_frames": 2, "clip_starts": last.clip_starts}}
+    assert last.clip_starts == (last.start,)
+    assert sum(p.shape[2] for _, p in decoded_pieces(lone, parts[1], 3)) == 4
+
+
 def test_the_switches_equal_the_cores_switch_that_decodes_the_whole_stream(parts):
     model, vae, images, context = parts
     stream, _, _, codec, after_switches = _chain(parts, 4)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ...chameleon_core.decoding import VideoSegment, decode_chunks
+from ...chameleon_core.decoding import StreamingDecoder, VideoSegment
 from ...chameleon_core.latents import LatentFamily, latent_family
 from ..errors import node_error
 from ..types import ChameleonStream
@@ -67,18 +67,14 @@ def decoded_pieces(latent: dict, decoder_vae, chunk_frames: int, *, should_stop=
         return
     samples = latent["samples"]
     info = latent.get(SEGMENT_KEY) or {}
-    start = int(info.get("latent_start", 0))  # a stream's later clips restart the decode (their first frame hidden)
-    clips = [s - start for s in info.get("clip_starts", ()) if s > start]
-    done = 0
-    for pixels in decode_chunks(decoder_vae, samples, chunk_frames, clip_starts=clips, should_stop=should_stop):
-        n = next_cut(done, chunk_frames, clips, samples.shape[2])
-        yield samples[:, :, done:n], pixels
-        done = n
-
-
-def next_cut(done: int, chunk_frames: int, clips: list[int], total: int) -> int:
-    """Where the decode piece starting at latent frame ``done`` ends: the next chunk boundary or clip start."""
-    return min([done + chunk_frames, total, *(c for c in clips if c > done)])
+    # where it sits in its stream: a stream's later clips restart the decode there, their first frame not shown
+    first = int(info.get("latent_start", 0))
+    decoder = StreamingDecoder(decoder_vae)
+    decoder.latent_frames = done = first
+    for pixels in decoder.decode_more(samples, chunk_frames, clip_starts=info.get("clip_starts", ()),
+                                      should_stop=should_stop):
+        yield samples[:, :, done - first : decoder.latent_frames - first], pixels
+        done = decoder.latent_frames
 
 
 def segment_videos(latent: dict) -> tuple[VideoSegment, ...] | None:
