@@ -22,6 +22,11 @@ Names carry their unit: ``video_frames``, ``latent_frames``, ``chunk`` (an index
 from __future__ import annotations
 
 import math
+import numbers
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .streaming import StreamState
 
 TEMPORAL_STRIDE = 4
 """Video frames per latent frame after the first, in both released Wan VAEs (a latent family says its own)."""
@@ -154,3 +159,38 @@ def whole_chunk_segments(total_video_frames: int, switch_video_frames: list[int]
             raise ValueError(f"segment {i + 1} has {n} video frames; with chunks of {chunk_frames} latent frames it "
                              f"needs {one_chunk} + a multiple of {per_chunk} (e.g. {fit})")
     return out
+
+
+# -- a stream's requests: what a state needs for so many frames ------------------------------------------------------
+
+
+def chunks_for(state: StreamState, latent_frames: int) -> int:
+    """Number of chunks needed for ``latent_frames`` (rounded up to whole chunks, at least one)."""
+    c = state.settings.chunk_frames
+    if isinstance(latent_frames, bool) or not isinstance(latent_frames, numbers.Integral):
+        raise ValueError(
+            f"latent_frames must be a whole number of latent frames, got {latent_frames!r} "
+            f"({type(latent_frames).__name__}); pass an int, e.g. {c} for one chunk"
+        )
+    if latent_frames < 1:
+        raise ValueError(f"frames must be at least one chunk ({c} latent frames), got {latent_frames}")
+    return -(-latent_frames // c)
+
+
+def latent_frames_for(state: StreamState, video_frames: int) -> int:
+    """Latent frames to generate for at least ``video_frames`` more video frames from ``state``
+    (:func:`latent_frames_covering`: the stream's first latent frame is one video frame, a later clip's none, every
+    other one ``temporal_stride``); :func:`~chameleon_core.streaming.generate` then rounds up to whole chunks. Fewer
+    video frames than one chunk shows raise ValueError (naming the minimum).
+    """
+    family, c = state.model.config.latent, state.settings.chunk_frames
+    first, opens = state.latent_frames == 0, state.opens_clip
+    one_chunk = family.video_frames(c, from_start=first, opens_clip=opens)
+    if video_frames < one_chunk:
+        where = ("at the start of a stream" if first else "after a garment switch that starts a new clip, whose "
+                 "first latent frame is not shown" if opens else "after the start")
+        raise ValueError(
+            f"{video_frames} video frames are fewer than one chunk ({c} latent frames = {one_chunk} video frames "
+            f"{where}); use at least {one_chunk}"
+        )
+    return latent_frames_covering(video_frames, from_start=first, opens_clip=opens, stride=family.temporal_stride)

@@ -248,8 +248,6 @@ class Session:
         self._rollout: Rollout | None = None
         self._counted_frames = 0
         """Video frames the session's chunks show, counted without decoding."""
-        self._next_opens_clip = self._next_from_start = False
-        """What the next chunk is: set when a rollout starts (the state says), cleared after its first chunk."""
         self.chunks = chunks
         self.codec = codec
         self.timeline = sorted(timeline, key=lambda e: (e.chunk, e.switch.kind != "garment"))
@@ -371,11 +369,8 @@ class Session:
         if self._rollout is None:
             self._rollout = Rollout(self._state, steps=self.steps, noise=self.noise, clean_pass=self.clean_pass,
                                     should_stop=self.should_stop)
-            # a fresh rollout starts where the state stands: the chunk after a switch that started a new clip opens it
-            self._next_opens_clip = self._state.opens_clip
-            self._next_from_start = self._state.latent_frames == 0
-        opens, from_start = self._next_opens_clip, self._next_from_start
-        self._next_opens_clip = self._next_from_start = False
+        at = self._rollout.latent_frames  # the chunk's first latent frame: a stream's start or a new clip's
+        from_start, opens = at == 0, at > 0 and at in self._rollout.state.clip_starts
         device = self._state.model.device
         _sync(device)
         t0 = time.perf_counter()

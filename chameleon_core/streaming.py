@@ -39,7 +39,7 @@ from .cache import CacheGeometry, KVCache, Region
 from .causal import prefill_conditions
 from .chunk_step import ChunkInterrupted, denoise_chunk
 from .config import StreamSettings
-from .frames import latent_frames_covering, stream_video_frames
+from .frames import chunks_for, stream_video_frames
 from .stream_options import ConditionWeighting, SourceVideo, check_stream_options
 from .memory import check_stream_memory, check_stream_sizes, estimate_stream_memory
 from .model import TextContext, WanModel
@@ -373,38 +373,6 @@ def check_seed(seed: object) -> int:
             f"{'' if isinstance(seed, numbers.Integral) else f' ({type(seed).__name__})'}; pass e.g. seed=0"
         )
     return int(seed)
-
-
-def chunks_for(state: StreamState, latent_frames: int) -> int:
-    """Number of chunks needed for ``latent_frames`` (rounded up to whole chunks, at least one)."""
-    c = state.settings.chunk_frames
-    if isinstance(latent_frames, bool) or not isinstance(latent_frames, numbers.Integral):
-        raise ValueError(
-            f"latent_frames must be a whole number of latent frames, got {latent_frames!r} "
-            f"({type(latent_frames).__name__}); pass an int, e.g. {c} for one chunk"
-        )
-    if latent_frames < 1:
-        raise ValueError(f"frames must be at least one chunk ({c} latent frames), got {latent_frames}")
-    return -(-latent_frames // c)
-
-
-def latent_frames_for(state: StreamState, video_frames: int) -> int:
-    """Latent frames to generate for at least ``video_frames`` more video frames from ``state``
-    (:func:`~chameleon_core.frames.latent_frames_covering`: the stream's first latent frame is one video frame,
-    every later one ``temporal_stride``); :func:`generate` then rounds up to whole chunks. Fewer video frames than
-    one chunk shows raise ValueError (naming the minimum).
-    """
-    family, c = state.model.config.latent, state.settings.chunk_frames
-    first, opens = state.latent_frames == 0, state.opens_clip
-    one_chunk = family.video_frames(c, from_start=first, opens_clip=opens)
-    if video_frames < one_chunk:
-        where = ("at the start of a stream" if first else "after a garment switch that starts a new clip, whose "
-                 "first latent frame is not shown" if opens else "after the start")
-        raise ValueError(
-            f"{video_frames} video frames are fewer than one chunk ({c} latent frames = {one_chunk} video frames "
-            f"{where}); use at least {one_chunk}"
-        )
-    return latent_frames_covering(video_frames, from_start=first, opens_clip=opens, stride=family.temporal_stride)
 
 
 def schedule(steps: int, shift: float) -> tuple[float, ...]:

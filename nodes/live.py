@@ -21,7 +21,8 @@ from comfy_api.latest import io
 
 from ..chameleon_core.decoding import VideoSegment
 from ..chameleon_core.session import Session
-from ..chameleon_core.streaming import NonFiniteChunkError, chunks_for, latent_frames_for
+from ..chameleon_core.frames import chunks_for, latent_frames_for
+from ..chameleon_core.streaming import NonFiniteChunkError
 from . import live_frames, live_routes, live_sessions
 from .adapters.checks import check_conditions, check_student, check_vae
 from .adapters.stream_start import start_node_stream

@@ -17,7 +17,8 @@ from ..chameleon_core.config import MAX_CACHE_FRAMES
 from ..chameleon_core.profiles import PROFILES
 from ..chameleon_core.rescheduling import switch_garment, switch_prompt
 from ..chameleon_core.session import Session, encode_condition
-from ..chameleon_core.streaming import NonFiniteChunkError, chunks_for, latent_frames_for
+from ..chameleon_core.frames import chunks_for, latent_frames_for
+from ..chameleon_core.streaming import NonFiniteChunkError
 from .adapters.checks import check_conditions, check_garment_stream, check_student, check_student_stream, check_vae
 from .adapters.segments import last_decoded_frame, next_video_segment, segment_latent
 from .adapters.stream_start import PROFILE_VALUE, STREAM_INPUTS, start_node_stream

@@ -12,7 +12,6 @@ from chameleon_core import frames
 from chameleon_core.config import StreamSettings
 from chameleon_core.decoding import StreamingDecoder
 from chameleon_core.latents import WAN22
-from chameleon_core.streaming import chunks_for, latent_frames_for
 from chameleon_core.vae import build_vae
 
 
@@ -80,18 +79,18 @@ def _state(latent_frames: int, chunk_frames: int = 3, opens_clip: bool = False) 
 
 def test_a_generate_rounds_up_to_whole_chunks_never_down():
     # 10 video frames at the start: 3 latent frames show 9, so two chunks (21 frames); the floor would give 9
-    assert chunks_for(_state(0), latent_frames_for(_state(0), 10)) == 2
+    assert frames.chunks_for(_state(0), frames.latent_frames_for(_state(0), 10)) == 2
     for start in (0, 6):
         for v in range(frames.video_frames(3, from_start=start == 0), 80):
-            made = chunks_for(_state(start), latent_frames_for(_state(start), v)) * 3
+            made = frames.chunks_for(_state(start), frames.latent_frames_for(_state(start), v)) * 3
             assert WAN22.video_frames(made, from_start=start == 0) >= v
     with pytest.raises(ValueError, match="fewer than one chunk .* use at least 12"):
-        latent_frames_for(_state(6), 11)
+        frames.latent_frames_for(_state(6), 11)
     # after a switch that started a new clip a chunk shows 8 frames: 8 is one chunk, 9 two
-    assert chunks_for(_state(9, opens_clip=True), latent_frames_for(_state(9, opens_clip=True), 8)) == 1
-    assert chunks_for(_state(9, opens_clip=True), latent_frames_for(_state(9, opens_clip=True), 9)) == 2
+    assert frames.chunks_for(_state(9, opens_clip=True), frames.latent_frames_for(_state(9, opens_clip=True), 8)) == 1
+    assert frames.chunks_for(_state(9, opens_clip=True), frames.latent_frames_for(_state(9, opens_clip=True), 9)) == 2
     with pytest.raises(ValueError, match="fewer than one chunk .*new clip.* use at least 8"):
-        latent_frames_for(_state(9, opens_clip=True), 7)
+        frames.latent_frames_for(_state(9, opens_clip=True), 7)
 
 
 def test_a_new_clip_shows_what_a_restarted_decode_shows_less_its_first_frame(vae):
@@ -125,7 +124,7 @@ def test_segments_replayed_from_chunk_starts_make_exactly_their_chunks():
     assert video == [21, 36, 12]
     at = 0
     for (a, b), v in zip(zip(starts, [*starts[1:], chunks]), video):
-        assert chunks_for(_state(at), latent_frames_for(_state(at), v)) == b - a
+        assert frames.chunks_for(_state(at), frames.latent_frames_for(_state(at), v)) == b - a
         at += (b - a) * 3
     with pytest.raises(ValueError, match="segment 2 has no chunks"):
         frames.segment_video_frames([0, 3], 3, 3)

@@ -336,7 +336,7 @@ def test_latent_frames_for_counts_the_causal_first_frame(model, inputs):
     latent frame after the first to 4 more, so a first segment of F frames takes 1 + ceil((F - 1) / 4) (12 frames
     need 4 latent frames: 3 show only 9) and a later one ceil(F / 4); one chunk (3 latent frames) is the minimum: 9
     video frames at the start, 12 after it."""
-    from chameleon_core.streaming import latent_frames_for
+    from chameleon_core.frames import latent_frames_for
 
     state = start_stream(model, context=inputs["ctx"], reference=inputs["ref"], garment=inputs["gar"],
                          settings=StreamSettings(chunk_frames=3, cache_frames=11))

@@ -252,11 +252,11 @@ def clip_starts_of(events, options: SwitchOptions, chunk_frames: int) -> tuple[i
 
 
 def plan_switches(
-    args: argparse.Namespace, chunks: int, chunk_frames: int, family: LatentFamily, new_clips: bool = True
+    args: argparse.Namespace, chunks: int, chunk_frames: int, family: LatentFamily, options: SwitchOptions
 ) -> tuple[SwitchEvent, ...]:
     """Place every --switch / --prompt-switch on the first chunk boundary at or after its frame, counting the frames
-    as the stream shows them (with ``new_clips`` a garment switch starts a new clip, whose first latent frame is not
-    shown, so later boundaries sit a latent frame earlier in the video)."""
+    as the stream shows them (a garment switch that starts a new clip, ``options.new_clip``, shows one latent frame
+    less after it, so later boundaries sit a latent frame earlier in the video)."""
     specs_in_order = []
     for option, kind, what, specs in (("--switch", "garment", "IMAGE", args.switch),
                                       ("--prompt-switch", "prompt", "EMBEDS", args.prompt_switch),
@@ -266,11 +266,10 @@ def plan_switches(
             specs_in_order.append((frame, kind != "garment", option, kind, spec, path))
     specs_in_order.sort(key=lambda x: x[:2])
     events: list[SwitchEvent] = []
-    clips: set[int] = set()
     stride = family.temporal_stride
 
-    def frame_at(k: int) -> int:  # the first video frame after chunk boundary k
-        return stream_video_frames(0, k * chunk_frames, sorted(clips), stride=stride)
+    def frame_at(k: int) -> int:  # the first video frame after chunk boundary k, with the switches placed so far
+        return stream_video_frames(0, k * chunk_frames, clip_starts_of(events, options, chunk_frames), stride=stride)
 
     for frame, _, option, kind, spec, path in specs_in_order:
         chunk = max(1, landing_chunk(frame, chunk_frames, stride=stride))
@@ -285,8 +284,6 @@ def plan_switches(
                 f"(boundaries: {boundaries})"
             )
         events.append(SwitchEvent(kind, frame, path, chunk, landed))
-        if kind == "garment" and new_clips:
-            clips.add(chunk * chunk_frames)
     order = {"garment": 0, "prompt": 1, "shot": 1}  # a prompt switch re-caches what a garment switch kept: second
     events.sort(key=lambda e: (e.chunk, order[e.kind]))
     for a, b in zip(events, events[1:]):
@@ -446,7 +443,7 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         logger.info("--frames %d -> %d video frames (%d chunks of %d latent frames)", args.frames,
                     family.video_frames(chunks * c), chunks, c)
     options = SwitchOptions(not args.no_refresh, not args.no_withdraw, not args.no_disentangle, not args.keep_sink)
-    events = plan_switches(args, chunks, c, family, new_clips=options.new_clip)
+    events = plan_switches(args, chunks, c, family, options)
     clips = clip_starts_of(events, options, c)
 
     def shown_for(frames: int) -> tuple[int, int]:  # (chunks, video frames shown) for at least ``frames`` shown
@@ -456,14 +453,14 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
         return k, stream_video_frames(0, k * c, clips, stride=family.temporal_stride)
 
     chunks, shown = shown_for(args.frames)
+    if shown > MAX_VIDEO_FRAMES:  # only a new clip's extra chunk gets here (the plain rounding was checked above)
+        most = next(f for f in range(MAX_VIDEO_FRAMES, 0, -1) if shown_for(f)[1] <= MAX_VIDEO_FRAMES)
+        raise ValueError(
+            f"--frames {args.frames} with {len(clips)} garment switch(es) that start a new clip rounds up to "
+            f"{shown} video frames ({chunks} chunks), more than the limit of {MAX_VIDEO_FRAMES}; use --frames "
+            f"{most} or fewer"
+        )
     if clips:
-        if shown > MAX_VIDEO_FRAMES:
-            most = next(f for f in range(MAX_VIDEO_FRAMES, 0, -1) if shown_for(f)[1] <= MAX_VIDEO_FRAMES)
-            raise ValueError(
-                f"--frames {args.frames} with {len(clips)} garment switch(es) that start a new clip rounds up to "
-                f"{shown} video frames ({chunks} chunks), more than the limit of {MAX_VIDEO_FRAMES}; use --frames "
-                f"{most} or fewer"
-            )
         logger.info("%d garment switch(es) start a new clip (the first latent frame after each is not shown): %d "
                     "chunks = %d video frames", len(clips), chunks, shown)
     check_plan_memory(config, stream, width, height, device, DTYPES["bf16" if dtype_name == "fp8" else
