@@ -2,8 +2,8 @@
 
 For each stage: the loss falls over 20 steps on a fixed batch; a 2-process run ends with the parameters of a
 1-process run with the same global batch (to rounding); a run stopped after 7 steps and resumed from its checkpoint
-ends with exactly the parameters of the uninterrupted run; the export loads through the checkpoint package with
-the right role.
+ends with exactly the parameters of the uninterrupted run (resumed on 2 processes: to rounding); the export loads
+through the checkpoint package with the right role.
 """
 
 from __future__ import annotations
@@ -111,6 +111,9 @@ def test_stage(stage, kind, cache, tmp_path):
     _train(stage, cache, killed, 1, "run.stop_after=7")
     assert not (killed / "export").exists(), "a stopped run must not export"
     _train(stage, cache, killed, 1)
+    moved_on = tmp_path / "moved_on"  # stopped on 1 process (a checkpoint DCP wrote with no collectives), resumed on 2
+    _train(stage, cache, moved_on, 1, "run.stop_after=7")
+    _train(stage, cache, moved_on, 2)
 
     # 1. The loss falls over 20 steps on a fixed batch.
     losses = _losses(one)
@@ -127,8 +130,11 @@ def test_stage(stage, kind, cache, tmp_path):
     # 2. Two processes, same global batch: the same parameters to rounding. Adam divides by sqrt(v), so a rounding
     # difference in a near-zero gradient can move a weight by a fraction of lr: allow 1% of the total movement.
     assert _max_diff(p_one, p_two) < 1e-2 * moved, (_max_diff(p_one, p_two), moved)
-    # 3. Interrupted after 7 steps and resumed: the same parameters as uninterrupted.
+    # 3. Interrupted after 7 steps and resumed: the same parameters as uninterrupted; resumed on 2 processes, the
+    # same to the rounding of 2.
     assert _max_diff(p_one, p_killed) <= 1e-6 * moved, _max_diff(p_one, p_killed)
+    p_moved_on = load_file(str(moved_on / export))
+    assert _max_diff(p_one, p_moved_on) < 1e-2 * moved, (_max_diff(p_one, p_moved_on), moved)
     # 4. The export reads back through the checkpoint package, in its role.
     assert checkpoint_kind(one / export) == kind
     model = load_transformer(one / export, dtype=torch.float32)
