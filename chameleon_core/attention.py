@@ -50,6 +50,16 @@ SDPA = AttentionBackend(_sdpa, name="sdpa")
 """PyTorch's ``scaled_dot_product_attention``: every model's backend unless it is given another."""
 
 
+def _sdpa_fp32(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    with torch.autocast(q.device.type, enabled=False):
+        return _sdpa(q.float(), k.float(), v.float(), mask).to(q.dtype)
+
+
+SDPA_FP32 = AttentionBackend(_sdpa_fp32, name="sdpa-fp32")
+"""SDPA computed in fp32 whatever the inputs' dtype (out in q's dtype): a bf16 trainer's attention on CPU, where
+PyTorch's bf16 flash-attention backward is about 3x slower than fp32's (measured on the 2-core CI CPU)."""
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
               backend: AttentionBackend = SDPA) -> torch.Tensor:
     """Multi-head attention with ``backend``.

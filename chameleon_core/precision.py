@@ -88,9 +88,10 @@ class Precision:
         """A linear layer evaluated in fp32 whatever the weight dtype; the fp32 weights of a bf16 model are upcast
         once (:func:`fp32_view`), not per call. A called layer gets an fp32 input where it casts (its weight dtype
         where it does not) and returns fp32."""
-        if isinstance(layer, CalledLayer):
-            return layer.inner(x.to(self.input_dtype(layer, torch.float32))).float()
-        return F.linear(x.float(), fp32_view(layer.weight), fp32_view(layer.bias))
+        with torch.autocast(x.device.type, enabled=False):  # fp32 under a trainer's autocast too
+            if isinstance(layer, CalledLayer):
+                return layer.inner(x.to(self.input_dtype(layer, torch.float32))).float()
+            return F.linear(x.float(), fp32_view(layer.weight), fp32_view(layer.bias))
 
     def linear_of(self, name: str) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
         """:meth:`linear32` for the layers in :attr:`fp32_layers`, :meth:`linear` for the rest."""

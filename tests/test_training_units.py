@@ -256,3 +256,74 @@ def test_lr_schedules_against_their_formulas():
         build_scheduler(opt, 0, decay="step", total_steps=10)
     with pytest.raises(ValueError, match="raise run.steps or lower optim.warmup_steps"):
         build_scheduler(opt, 10, decay="cosine", total_steps=10)
+
+
+# --- mixed precision without FSDP ---------------------------------------------------------------------------------
+
+
+def test_fp32_layers_and_fp32_attention_stay_fp32_under_autocast():
+    """Under a trainer's bf16 autocast, the timestep-embedding linears (:meth:`Precision.linear32`) and the CPU
+    attention backend compute in fp32: equal to plain fp32 arithmetic, where autocast alone would round to bf16."""
+    import torch.nn.functional as F
+
+    from chameleon_core.attention import SDPA, SDPA_FP32
+    from chameleon_core.precision import Precision
+
+    g = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(64, 32)
+    x = torch.randn(5, 64, generator=g)
+    q, k, v = (torch.randn(2, 7, 2, 16, generator=g) for _ in range(3))
+    mask = torch.rand(7, 7, generator=g) > 0.3
+    mask[:, 0] = True
+    with torch.no_grad():
+        fp32_linear, fp32_attn = F.linear(x, layer.weight, layer.bias), SDPA(q, k, v, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            kept = Precision(torch.float32).linear32(layer, x)
+            rounded = layer(x)  # what autocast does to any other linear
+            attn = SDPA_FP32(q, k, v, mask)
+            attn_bf16 = SDPA_FP32(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+    assert kept.dtype == torch.float32 and torch.equal(kept, fp32_linear)
+    assert rounded.dtype == torch.bfloat16 and not torch.equal(rounded.float(), fp32_linear)
+    assert attn.dtype == torch.float32 and torch.equal(attn, fp32_attn)
+    ref = SDPA(q.bfloat16().float(), k.bfloat16().float(), v.bfloat16().float(), mask)
+    assert attn_bf16.dtype == torch.bfloat16 and torch.equal(attn_bf16, ref.bfloat16())
+
+
+def test_autocast_model_computes_in_bf16_with_fp32_master_weights_and_grads():
+    """``model.autocast=bf16`` without FSDP: the forward is the fp32 forward to bf16 rounding (not equal: the
+    linears do run in bf16), the weights and their gradients stay fp32, CPU attention is the fp32 backend; the
+    setting is refused with FSDP (which computes in ``param_dtype``) and for unknown dtypes, naming the fix."""
+    import copy
+
+    from chameleon_core.attention import SDPA_FP32
+    from chameleon_core.training.config import ConfigError, load_config
+    from chameleon_core.training.parallel import prepare_model
+    from tests.tiny_models import tiny_transformer
+
+    base = tiny_transformer(4)
+    cfg = base.config
+    plain = prepare_model(copy.deepcopy(base), device=torch.device("cpu"), fsdp=False, activation_checkpointing=False)
+    mixed = prepare_model(copy.deepcopy(base), device=torch.device("cpu"), fsdp=False, activation_checkpointing=False,
+                          autocast=torch.bfloat16)
+    assert mixed.attention is SDPA_FP32 and plain.autocast_dtype is None
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, cfg.in_dim, 3, 4, 4, generator=g)
+    ref = torch.randn(2, cfg.in_dim, 1, 4, 4, generator=g)
+    gar = torch.randn(2, cfg.in_dim, 1, 4, 4, generator=g)
+    ctx = torch.randn(2, 5, cfg.text_dim, generator=g)
+    t = torch.tensor([700.0, 250.0])
+    a = plain(x, t, ctx, reference=ref, garment=gar)
+    b = mixed(x, t, ctx, reference=ref, garment=gar)
+    rel = float((a - b).detach().norm() / a.detach().norm())
+    assert 1e-5 < rel < 3e-2, rel
+    b.float().pow(2).mean().backward()
+    grads = [p.grad for p in mixed.parameters()]
+    assert all(p.dtype == torch.float32 for p in mixed.parameters())
+    assert all(gr is not None and gr.dtype == torch.float32 and bool(torch.isfinite(gr).all()) for gr in grads)
+    with pytest.raises(ValueError, match="autocast is for a model without FSDP"):
+        prepare_model(copy.deepcopy(base), device=torch.device("cpu"), fsdp=True, autocast=torch.bfloat16)
+    with pytest.raises(ConfigError, match="model.fsdp=false"):
+        load_config("tiny_sft", ["model.autocast=bf16"])
+    with pytest.raises(ConfigError, match=r"model.autocast = 'int8'.*one of \['off', 'bf16', 'fp16'\]"):
+        load_config("tiny_sft", ["model.autocast=int8", "model.fsdp=false"])
+    assert load_config("tiny_sft", ["model.autocast=bf16", "model.fsdp=false"]).model.autocast == "bf16"

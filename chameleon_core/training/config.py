@@ -31,6 +31,8 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 STAGES = ("sft", "forcing", "dmd")
 DTYPE_NAMES = ("bf16", "fp16", "fp32")
 """Dtype names of ``model.param_dtype``, ``model.reduce_dtype`` and ``run.export_dtype``."""
+AUTOCAST_NAMES = ("off", "bf16", "fp16")
+"""Values of ``model.autocast``."""
 DEVICES = ("auto", "cpu", "cuda")
 ATTENTION = ("auto", "flex", "sdpa")
 SEED_MAX = 2**63 - 1
@@ -60,6 +62,10 @@ class ModelSection:
     """Shard parameters, gradients and optimiser state with FSDP2 (``fully_shard``); required for > 1 process."""
     activation_checkpointing: bool = True
     """Recompute each block's activations in backward (non-reentrant), as the paper's trainer does."""
+    autocast: str = "off"
+    """Without FSDP: run every forward under ``torch.autocast`` in this dtype (``bf16``: the linears and attention in
+    bf16, the residual stream, norms, modulation and timestep embedding in fp32, fp32 master weights), or ``off``
+    (fp32 throughout). Under FSDP ``param_dtype`` decides instead."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,7 @@ RULES: dict[str, Rule] = {
     "model.text_len": (lambda v: v is None or v >= 1, "a whole number of tokens >= 1, or null for the architecture's"),
     "model.param_dtype": (lambda v: v in DTYPE_NAMES, f"one of {list(DTYPE_NAMES)}"),
     "model.reduce_dtype": (lambda v: v in DTYPE_NAMES, f"one of {list(DTYPE_NAMES)}"),
+    "model.autocast": (lambda v: v in AUTOCAST_NAMES, f"one of {list(AUTOCAST_NAMES)}"),
     "data.batch_size": (lambda v: v >= 1, "a whole number of samples >= 1"),
     "data.micro_batch": (lambda v: v is None or v >= 1, "a whole number >= 1 that divides the per-process batch, or null"),
     "data.full_caption_prob": (lambda v: 0 <= v <= 1, "a probability in 0..1"),
@@ -358,6 +365,10 @@ def _check_rules(cfg: TrainConfig, problems: list[str], origin: _Origin, skip: s
     if _is_number(d.t_min) and _is_number(d.t_max) and d.t_min >= d.t_max:
         problems.append(f"dmd.t_min = {d.t_min} is not below dmd.t_max = {d.t_max} ({origin.of('dmd.t_min')}); the "
                         "DMD timesteps are drawn between them: e.g. --set dmd.t_min=20 --set dmd.t_max=980")
+    if cfg.model.fsdp is True and cfg.model.autocast != "off":
+        problems.append(f"model.autocast = {cfg.model.autocast!r} with model.fsdp = true ({origin.of('model.autocast')}): "
+                        "FSDP computes in model.param_dtype; use --set model.autocast=off (and model.param_dtype), "
+                        "or --set model.fsdp=false for one process")
     mb, bs = cfg.data.micro_batch, cfg.data.batch_size
     if isinstance(mb, int) and isinstance(bs, int) and mb > bs >= 1:
         problems.append(f"data.micro_batch = {mb} is larger than data.batch_size = {bs} ({origin.of('data.micro_batch')}); "

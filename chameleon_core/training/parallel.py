@@ -17,6 +17,8 @@ property would read are sharded fp32 outside their unit's forward.
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import warnings
 from collections.abc import Callable
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from chameleon_core.attention import SDPA_FP32
 from chameleon_core.model import Block, WanModel
 from chameleon_core.precision import Precision
 
@@ -69,14 +72,24 @@ class TrainableWanModel(WanModel):
     ``fn(model, *args)`` within the root forward, so FSDP gathers the root's weights and reduces their gradients.
     """
 
+    autocast_dtype: torch.dtype | None = None
+    """Without FSDP: the dtype every forward runs under ``torch.autocast`` (set by :func:`prepare_model`); None: off."""
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if args and isinstance(args[0], _Inside):
-            out = args[0].fn(self, *args[1:], **kwargs)
-        else:
-            out = super().forward(*args, **kwargs)
+        with self._autocast():
+            if args and isinstance(args[0], _Inside):
+                out = args[0].fn(self, *args[1:], **kwargs)
+            else:
+                out = super().forward(*args, **kwargs)
         # The prediction is a slice of the head output; FSDP's backward hook must not sit on a view (latent-sized
         # copy, negligible next to activations).
         return out.clone() if isinstance(out, torch.Tensor) and out._base is not None else out
+
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(next(self.parameters()).device.type, dtype=self.autocast_dtype)
 
 
 def run_inside(model: nn.Module, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -99,6 +112,7 @@ def prepare_model(
     trainable: bool = True,
     broadcast_from_rank0: bool = False,
     offload: bool = False,
+    autocast: torch.dtype | None = None,
 ) -> TrainableWanModel:
     """Make ``model`` (fp32 master weights, any device) ready to train: checkpointing, FSDP2, device, mode.
 
@@ -107,7 +121,11 @@ def prepare_model(
     rank 0's full weights are broadcast into every rank's shards (collective). ``offload`` (FSDP only; meant for
     the frozen GR-DMD teacher): the shards live in host memory (pinned on CUDA) and each unit is copied to the
     device for its forward (FSDP2's ``CPUOffloadPolicy``), which frees the teacher's 4 bytes/parameter/GPU share.
+    ``autocast`` (without FSDP only): every forward runs under ``torch.autocast`` in that dtype over the fp32
+    weights; on CPU the attention then computes in fp32 (:data:`~chameleon_core.attention.SDPA_FP32`).
     """
+    if autocast is not None and fsdp:
+        raise ValueError("autocast is for a model without FSDP; FSDP computes in its param_dtype")
     if not _is_meta(model):
         model = model.float()
     full = model.state_dict() if broadcast_from_rank0 and not _is_meta(model) else None
@@ -148,6 +166,9 @@ def prepare_model(
     else:
         model.to(device)
         model.precision = Precision(torch.float32)
+        model.autocast_dtype = autocast
+        if autocast is not None and device.type == "cpu":
+            model.attention = SDPA_FP32
     return model.train(trainable)
 
 

@@ -181,6 +181,7 @@ class Run:
             activation_checkpointing=m.activation_checkpointing,
             trainable=trainable,
             offload=offload,
+            autocast=None if m.autocast == "off" else parse_dtype(m.autocast),
         )
 
     def optimizer(self, model: nn.Module, *, lr: float | None = None) -> torch.optim.AdamW:
