@@ -18,7 +18,6 @@ property would read are sharded fp32 outside their unit's forward.
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import warnings
 from collections.abc import Callable
@@ -85,7 +84,6 @@ class TrainableWanModel(WanModel):
         # copy, negligible next to activations).
         return out.clone() if isinstance(out, torch.Tensor) and out._base is not None else out
 
-
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
@@ -116,11 +114,12 @@ def prepare_model(
 ) -> TrainableWanModel:
     """Make ``model`` (fp32 master weights, any device) ready to train: checkpointing, FSDP2, device, mode.
 
-    Without FSDP the model runs in fp32 on ``device`` (a single process only). With ``broadcast_from_rank0``
-    (FSDP only), rank 0 passes the real weights and the other ranks a model on the meta device; after sharding,
-    rank 0's full weights are broadcast into every rank's shards (collective). ``offload`` (FSDP only; meant for
-    the frozen GR-DMD teacher): the shards live in host memory (pinned on CUDA) and each unit is copied to the
-    device for its forward (FSDP2's ``CPUOffloadPolicy``), which frees the teacher's 4 bytes/parameter/GPU share.
+    Without FSDP the model runs in fp32 (or under ``autocast``) on ``device`` (a single process only). With
+    ``broadcast_from_rank0`` (FSDP only), rank 0 passes the real weights and the other ranks a model on the meta
+    device; after sharding, rank 0's full weights are broadcast into every rank's shards (collective). ``offload``
+    (FSDP only; meant for the frozen GR-DMD teacher): the shards live in host memory (pinned on CUDA) and each unit
+    is copied to the device for its forward (FSDP2's ``CPUOffloadPolicy``), which frees the teacher's 4
+    bytes/parameter/GPU share.
     ``autocast`` (without FSDP only): every forward runs under ``torch.autocast`` in that dtype over the fp32
     weights; on CPU the attention then computes in fp32 (:data:`~chameleon_core.attention.SDPA_FP32`).
     """
