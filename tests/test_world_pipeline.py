@@ -26,6 +26,7 @@ own in ``tests/test_demo_model.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -114,6 +115,9 @@ def test_stage_configs_are_valid_training_configs(tmp_path):
         for stage in ("sft", "forcing", "dmd"):
             cfg = config_from_dict(pipeline.stage_config(stage, plan, layout, seed=3))
             assert cfg.stage == stage and cfg.run.seed == 3 and cfg.model.text_len == plan.model.text_len
+            assert cfg.model.autocast == "bf16" and cfg.model.fsdp is False
+    fp32 = pipeline.stage_config("sft", dataclasses.replace(pipeline.FULL, autocast="off"), layout, seed=0)
+    assert config_from_dict(fp32).model.autocast == "off"
     dmd = config_from_dict(pipeline.stage_config("dmd", pipeline.FULL, layout, seed=0))
     assert dmd.dmd.teacher == str(layout.teacher) and dmd.model.init == str(layout.forcing_student)
     assert dmd.dmd.denoise_steps == 4 and dmd.dmd.chunk_frames == 3 and dmd.dmd.tau == 0.2
