@@ -324,6 +324,6 @@ def test_autocast_model_computes_in_bf16_with_fp32_master_weights_and_grads():
         prepare_model(copy.deepcopy(base), device=torch.device("cpu"), fsdp=True, autocast=torch.bfloat16)
     with pytest.raises(ConfigError, match="model.fsdp=false"):
         load_config("tiny_sft", ["model.autocast=bf16"])
-    with pytest.raises(ConfigError, match=r"model.autocast = 'int8'.*one of \['off', 'bf16', 'fp16'\]"):
-        load_config("tiny_sft", ["model.autocast=int8", "model.fsdp=false"])
+    with pytest.raises(ConfigError, match=r"model.autocast = 'fp16'.*one of \['off', 'bf16'\]"):
+        load_config("tiny_sft", ["model.autocast=fp16", "model.fsdp=false"])
     assert load_config("tiny_sft", ["model.autocast=bf16", "model.fsdp=false"]).model.autocast == "bf16"

@@ -31,7 +31,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 STAGES = ("sft", "forcing", "dmd")
 DTYPE_NAMES = ("bf16", "fp16", "fp32")
 """Dtype names of ``model.param_dtype``, ``model.reduce_dtype`` and ``run.export_dtype``."""
-AUTOCAST_NAMES = ("off", "bf16", "fp16")
+AUTOCAST_NAMES = ("off", "bf16")
 """Values of ``model.autocast``."""
 DEVICES = ("auto", "cpu", "cuda")
 ATTENTION = ("auto", "flex", "sdpa")
@@ -63,9 +63,10 @@ class ModelSection:
     activation_checkpointing: bool = True
     """Recompute each block's activations in backward (non-reentrant), as the paper's trainer does."""
     autocast: str = "off"
-    """Without FSDP: run every forward under ``torch.autocast`` in this dtype (``bf16``: the linears and attention in
-    bf16, the residual stream, norms, modulation and timestep embedding in fp32, fp32 master weights), or ``off``
-    (fp32 throughout). Under FSDP ``param_dtype`` decides instead."""
+    """Without FSDP: run every forward under ``torch.autocast`` in this dtype (``bf16``: the linears in bf16, and the
+    attention on CUDA; the residual stream, norms, modulation, timestep layers and CPU attention in fp32; fp32 master
+    weights and gradients), or ``off`` (fp32 throughout). Under FSDP ``param_dtype`` decides instead. (No fp16: it
+    would need loss scaling.)"""
 
 
 @dataclass(frozen=True)
