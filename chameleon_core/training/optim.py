@@ -22,7 +22,7 @@ def build_optimizer(
         raise ValueError("no trainable parameters for the optimiser; check that the model has requires_grad set")
     # Sharded (FSDP2 DTensor) parameters: the per-parameter loop, whose arithmetic is identical whatever the sharding
     # (rank-count equality). Plain tensors (one process without FSDP): PyTorch's fused kernel, the same update in one
-    # pass per tensor (on the 2-core CPU the loop was a sixth of a small model's training step).
+    # pass per tensor (on the 2-core CPU the loop took 9.8 ms of a 68 ms step of the world DiT, the fused kernel 2.3).
     sharded = any(hasattr(p, "full_tensor") for p in params)
     return torch.optim.AdamW(
         params,
