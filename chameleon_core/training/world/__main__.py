@@ -9,6 +9,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from chameleon_core.training.config import AUTOCAST_NAMES
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m chameleon_core.training.world", description=__doc__)
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=2,
                      help="torch intra-op threads (default 2: on two cores the tiny model trains 1.7-1.9x faster "
                           "than on one; use 1 for runs side by side, where spin-waiting threads slow each other)")
-    run.add_argument("--autocast", choices=("bf16", "off"), default=None,
+    run.add_argument("--autocast", choices=AUTOCAST_NAMES, default=None,
                      help="every training stage's model.autocast: bf16 (the default; on the 2-core CPU an SFT step "
                           "is 1.5x faster than in fp32) or off (fp32 throughout); use its own --out")
     return parser
