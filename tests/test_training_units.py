@@ -174,6 +174,37 @@ def test_bad_rows_are_named_and_skippable(tmp_path, caplog):
     assert "rows are skipped" in report and all(f"row {n} " in report for n in cases)
 
 
+def test_batched_rows_equal_rows_encoded_one_by_one(tmp_path):
+    """``encode_rows`` (the world's prepare: one VAE call for many clips) gives every row the item ``encode_row``
+    gives it alone, with rows of two bucket sizes (portrait and landscape) mixed in one call."""
+    from chameleon_core.training.data import read_train_csv
+    from chameleon_core.training.prepare import (
+        encode_row,
+        encode_rows,
+        make_text_encoder,
+        make_vae,
+    )
+    from chameleon_core.training.synthetic import write_dataset
+
+    rows = []
+    for name, (w, h) in {"portrait": (32, 48), "landscape": (48, 32)}.items():
+        rows += read_train_csv(write_dataset(tmp_path / name, clips=3, frames=5, width=w, height=h))
+    rows = [rows[0], rows[3], rows[1], rows[4], rows[2]]  # interleaved: the batch holds both sizes
+    vae = make_vae("random:wan2.2-tiny", torch.device("cpu"))
+    text = make_text_encoder("random:64", torch.device("cpu"))
+    batched = encode_rows(rows, vae, text, 5, 32, 48, torch.float32)
+    assert len(batched) == len(rows)
+    for row, (tensors, meta) in zip(rows, batched):
+        alone, alone_meta = encode_row(row, vae, text, 5, 32, 48, torch.float32)
+        assert meta == alone_meta and meta["key"] == row.key
+        assert set(tensors) == set(alone)
+        for k, t in alone.items():
+            assert tensors[k].shape == t.shape
+            torch.testing.assert_close(tensors[k], t, rtol=1e-4, atol=1e-5)
+    sizes = {(m["width"], m["height"]) for _, m in batched}
+    assert sizes == {("32", "48"), ("48", "32")}
+
+
 def test_hgc_bench_reader(tmp_path):
     import csv
 

@@ -141,26 +141,46 @@ def encode_row(row: TrainRow, vae, text: TextEncoder, frames: int, width: int, h
                dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of one cache item. ``text``: a :class:`CaptionEncoder` (its cuts are recorded in the
     metadata as ``text_truncated``) or any callable with the same output."""
-    w, h = bucket_size(row, width, height)
-    sample = load_sample(row, frames, w, h)
+    return encode_rows([row], vae, text, frames, width, height, dtype)[0]
+
+
+def encode_rows(rows: list[TrainRow], vae, text: TextEncoder, frames: int, width: int, height: int,
+                dtype: torch.dtype) -> list[tuple[dict[str, torch.Tensor], dict[str, str]]]:
+    """:func:`encode_row` of several rows, their pixels VAE-encoded together (rows of one bucket size in one batch):
+    on a CPU a small VAE's convolutions cost per call, and 16 clips of 33 x 64 x 64 encode 4.6x faster a clip in one
+    call than one by one (the world's prepare). Each item equals :func:`encode_row`'s to float rounding (the VAE
+    treats batch items independently). Memory grows with the batch: a caller at full size passes one row."""
+    samples = [load_sample(row, frames, *bucket_size(row, width, height)) for row in rows]
     dev, vdt = vae.device, vae.dtype
-    texts = sample["texts"]
+    encoded: list[dict[str, torch.Tensor]] = [{} for _ in rows]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, sample in enumerate(samples):
+        groups.setdefault(tuple(sample["video"].shape), []).append(i)
     with torch.no_grad():
-        video = to_model_space(vae.encode(sample["video"].to(dev, vdt)).float())[0]  # [C, T, h, w]
-        ref = to_model_space(vae.encode_image(sample["reference"].to(dev, vdt)).float())[0]  # [C, 1, h, w]
-        gar = to_model_space(vae.encode_image(sample["garment"].to(dev, vdt)).float())[0]
-        embeds = text([texts[v] for v in TEXT_VARIANTS])
-    tensors = {"video": video, "reference": ref, "garment": gar}
-    for v, e in zip(TEXT_VARIANTS, embeds):
-        tensors[f"text_{v}"] = e[0]
-    tensors = {k: t.detach().to("cpu", dtype).contiguous() for k, t in tensors.items()}
-    truncated = []
-    if isinstance(text, CaptionEncoder):
-        truncated = [v for v in TEXT_VARIANTS if text.count(texts[v]) > text.max_length]
-    meta = {"key": row.key, "width": str(w), "height": str(h), "frames": str(frames), "csv_row": str(row.row),
-            "video": str(row.video), "prompt_dynamic": texts["dynamic"], "prompt_full": texts["full"],
-            "text_truncated": ",".join(truncated)}
-    return tensors, meta
+        for members in groups.values():
+            videos = torch.cat([samples[i]["video"] for i in members]).to(dev, vdt)
+            images = torch.cat([samples[i][k] for k in ("reference", "garment") for i in members]).to(dev, vdt)
+            video = to_model_space(vae.encode(videos).float())  # [B, C, T, h, w]
+            image = to_model_space(vae.encode_image(images).float())  # [2B, C, 1, h, w]
+            for j, i in enumerate(members):
+                encoded[i] = {"video": video[j], "reference": image[j], "garment": image[len(members) + j]}
+    out = []
+    for row, sample, tensors in zip(rows, samples, encoded):
+        texts = sample["texts"]
+        with torch.no_grad():
+            embeds = text([texts[v] for v in TEXT_VARIANTS])
+        for v, e in zip(TEXT_VARIANTS, embeds):
+            tensors[f"text_{v}"] = e[0]
+        tensors = {k: t.detach().to("cpu", dtype).contiguous() for k, t in tensors.items()}
+        truncated = []
+        if isinstance(text, CaptionEncoder):
+            truncated = [v for v in TEXT_VARIANTS if text.count(texts[v]) > text.max_length]
+        _, h, w = sample["reference"].shape[1:]
+        meta = {"key": row.key, "width": str(w), "height": str(h), "frames": str(frames), "csv_row": str(row.row),
+                "video": str(row.video), "prompt_dynamic": texts["dynamic"], "prompt_full": texts["full"],
+                "text_truncated": ",".join(truncated)}
+        out.append((tensors, meta))
+    return out
 
 
 def write_manifest(out: Path, extra: dict[str, object]) -> int:
