@@ -67,6 +67,63 @@ def test_flex_mask_mod_matches_boolean_mask():
     assert torch.equal(dense, forcing_token_mask(4, 2, 3))
 
 
+def test_self_made_references_are_the_students_redrawn_first_frame():
+    """``forcing.self_reference``: a picked sample's reference is the student's first latent frame of a one-chunk
+    rollout from its reference and the next sample's garment, decoded and re-encoded as disentangle re-encodes a
+    frame (recomputed here from the public pieces); unpicked samples keep theirs; the draws repeat for the same seed,
+    step and slots, and the forcing loss trains through them with gradient only in its own forward."""
+    import copy
+
+    from chameleon_core.latents import latent_family, to_raw
+    from chameleon_core.rescheduling import reference_from_frame
+    from chameleon_core.training.config import load_config
+    from chameleon_core.training.dmd import SampleRandom, rollout, rollout_settings
+    from chameleon_core.training.latent_cache import Batch, sample_generator
+    from chameleon_core.training.parallel import prepare_model
+    from chameleon_core.training.prepare import make_vae
+    from chameleon_core.training.stage_forcing import STUDENT_STEPS, forcing_loss, self_made_references
+    from tests.tiny_models import tiny_transformer
+
+    plain = tiny_transformer(3)
+    model = prepare_model(copy.deepcopy(plain), device=torch.device("cpu"), fsdp=False, activation_checkpointing=False)
+    g = torch.Generator().manual_seed(0)
+    c = model.config.in_dim
+    batch = Batch(torch.randn(3, c, 4, 4, 4, generator=g), torch.randn(3, c, 1, 4, 4, generator=g),
+                  torch.randn(3, c, 1, 4, 4, generator=g), torch.randn(3, 5, model.config.text_dim, generator=g),
+                  [0, 1, 2], ["a", "b", "c"], ["dynamic"] * 3)
+    sets = ["forcing.chunk_frames=2", "forcing.self_reference_vae=random:wan2.2-tiny"]
+    every = load_config("tiny_forcing", [*sets, "forcing.self_reference=1"])
+    made = self_made_references(model, batch, 5, every)
+    vae = make_vae("random:wan2.2-tiny", torch.device("cpu"))
+    rng = SampleRandom.from_generators([sample_generator(0, 5, slot, stream=7) for slot in batch.slots])
+    with torch.no_grad():
+        chunk = rollout(plain, context=batch.context, reference=batch.reference, garment=batch.garment.roll(-1, 0),
+                        settings=rollout_settings(2, 1, steps=STUDENT_STEPS, shift=5.0), num_chunks=1,
+                        exit_step=STUDENT_STEPS - 1, rng=rng, grad=False)
+        frame = vae.decode(to_raw(chunk[:, :, :1]))[:, :, 0]
+        expected = reference_from_frame(vae, latent_family(c), frame)
+    torch.testing.assert_close(made, expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(made, batch.reference) and not made.requires_grad
+    # some picked, some not, the same draws again
+    half = load_config("tiny_forcing", [*sets, "forcing.self_reference=0.5"])
+    picks = [bool(float(torch.rand(1, generator=sample_generator(0, 5, slot, stream=6))) < 0.5) for slot in range(3)]
+    mixed = self_made_references(model, batch, 5, half)
+    for i, picked in enumerate(picks):
+        assert torch.equal(mixed[i], batch.reference[i]) != picked
+    torch.testing.assert_close(self_made_references(model, batch, 5, half), mixed)
+    # the loss trains through its own forward only (the rollout ran without gradient)
+    loss, _ = forcing_loss(model, batch, 5, every, torch.float32)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    # nothing picked without a probability; a probability without a VAE names the setting
+    assert self_made_references(model, batch, 5, load_config("tiny_forcing", ["forcing.chunk_frames=2"])) is \
+        batch.reference
+    with pytest.raises(ValueError, match="forcing.self_reference_vae"):
+        self_made_references(model, batch, 5, load_config("tiny_forcing", ["forcing.self_reference=1"]))
+    with pytest.raises(ValueError, match="probability"):
+        load_config("tiny_forcing", ["forcing.self_reference=1.5"])
+
+
 @pytest.mark.parametrize("offset", [0, 4])
 def test_teacher_forced_forward_equals_streaming_on_clean_history(offset):
     """Noisy chunk b of the teacher-forced forward == the streaming student denoising chunk b over a cache filled

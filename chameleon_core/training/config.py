@@ -126,6 +126,15 @@ class ForcingSection:
     of chunks (0 .. this) later than the authors' fixed positions (the conditions and the first chunk, a stream's
     sink, keep theirs), so a stream that runs longer than the training clip denoises at positions, and with a sink
     at a distance, the student has trained at. 0: fixed positions."""
+    self_reference: float = 0.0
+    """Probability that a sample's reference is replaced by one the student made itself, as a garment switch's
+    disentangled reference is made (:func:`~chameleon_core.training.stage_forcing.self_made_references`): the
+    student, without gradient, draws the reference's pose in another sample's garment (its first latent frame),
+    which is decoded and re-encoded as a one-frame latent with ``self_reference_vae``. 0: the dataset's
+    references only (the authors')."""
+    self_reference_vae: str | None = None
+    """The VAE file (the one the latent cache was prepared with) that decodes and re-encodes the self-made
+    references; required when ``self_reference`` > 0."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +233,7 @@ RULES: dict[str, Rule] = {
     "forcing.chunk_frames": (lambda v: v >= 1, "a whole number of latent frames >= 1"),
     "forcing.attention": (lambda v: v in ATTENTION, f"one of {list(ATTENTION)}"),
     "forcing.position_offset_max": (lambda v: v >= 0, "a whole number of latent frames >= 0"),
+    "forcing.self_reference": (lambda v: 0 <= v <= 1, "a probability in 0..1"),
     "dmd.teacher": (_random_spec_ok, "a checkpoint path, or random:SEED with a whole-number seed"),
     "dmd.critic_lr": (lambda v: v > 0, "a learning rate > 0"),
     "dmd.critic_per_generator": (lambda v: v >= 1, "a whole number >= 1 (critic updates per generator update)"),

@@ -3,7 +3,8 @@
 One forward over ``[clean 2 + F | noisy 2 + F]`` under the teacher-forcing mask (:mod:`.forcing_mask`), both halves
 at RoPE frames 0..F+1 (with ``forcing.position_offset_max``, the chunks after the first a random whole number of
 chunks later). Noise levels are drawn independently per chunk of ``forcing.chunk_frames`` latent frames
-(constant within a chunk) with the SFT table and shift; the loss is ``w(t) * MSE`` of the flow on the noisy video
+(constant within a chunk) with the SFT table and shift; with ``forcing.self_reference`` some samples' references
+are the student's own re-drawn frames (:func:`self_made_references`); the loss is ``w(t) * MSE`` of the flow on the noisy video
 frames only, averaged over frames and samples. Initialised from the SFT teacher; AdamW (``optim.decay``: constant,
 as the authors', or annealed). The result is exported as ``<run>/export/student.safetensors`` (kind ``student``): it already streams causally.
 """
@@ -11,11 +12,16 @@ as the authors', or annealed). The result is exported as ``<run>/export/student.
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
 import torch
 from torch import nn
 
+from chameleon_core.latents import latent_family, to_raw
+from chameleon_core.rescheduling import reference_from_frame
+
 from .config import TrainConfig
+from .dmd import SampleRandom, rollout, rollout_settings
 from .flow import draw_index, fed_timestep, noise_level
 from .forcing_mask import forcing_forward
 from .latent_cache import Batch, sample_generator
@@ -45,8 +51,56 @@ def position_offset(cfg: TrainConfig, step: int) -> int:
     return chunk * int(torch.randint(0, most // chunk + 1, (1,), generator=gen))
 
 
+STUDENT_STEPS = 4
+"""Denoising steps of the rollout that makes a self-made reference (the student's at inference)."""
+
+
+@lru_cache(maxsize=2)
+def _reference_vae(spec: str, device: str):
+    from .prepare import make_vae
+
+    vae = make_vae(spec, torch.device(device))
+    vae.model.requires_grad_(False)
+    return vae
+
+
+def self_made_references(model: nn.Module, batch: Batch, step: int, cfg: TrainConfig) -> torch.Tensor:
+    """``batch.reference`` with each sample's replaced, with probability ``forcing.self_reference``, by a reference
+    the student made itself, as a garment switch makes its disentangled reference from the last generated frame
+    (decode it, re-encode it as a one-frame latent): without gradient, the student streams the sample's first chunk
+    from its reference and the *next* sample's garment (a switch's old garment; one sample alone keeps its own),
+    and its first latent frame -- the reference's pose re-drawn -- is decoded and re-encoded with
+    ``forcing.self_reference_vae``. The sample then trains to draw its clip from that reference, carrying the
+    student's own errors and another garment, as the clip after a switch must. Draws are a function of the run's
+    seed, the step and the sample's slot."""
+    f = cfg.forcing
+    picked = [i for i, slot in enumerate(batch.slots)
+              if float(torch.rand(1, generator=sample_generator(cfg.run.seed, step, slot, stream=6))) < f.self_reference]
+    if not picked:
+        return batch.reference
+    if not f.self_reference_vae:
+        raise ValueError("forcing.self_reference > 0 decodes and re-encodes the student's frames, so it needs "
+                         "forcing.self_reference_vae: --set forcing.self_reference_vae=PATH (the VAE the latent "
+                         "cache was prepared with)")
+    device = batch.reference.device
+    vae = _reference_vae(f.self_reference_vae, str(device))
+    garment = batch.garment.roll(-1, dims=0)[picked]
+    rng = SampleRandom.from_generators([sample_generator(cfg.run.seed, step, batch.slots[i], stream=7) for i in picked])
+    settings = rollout_settings(f.chunk_frames, 1, steps=STUDENT_STEPS, shift=cfg.flow.shift)
+    with torch.no_grad():
+        chunk = run_inside(model, rollout, context=batch.context[picked], reference=batch.reference[picked],
+                           garment=garment, settings=settings, num_chunks=1, exit_step=STUDENT_STEPS - 1, rng=rng,
+                           grad=False)
+        pixels = vae.decode(to_raw(chunk[:, :, :1]).to(vae.dtype))  # [n, 3, 1, H, W]: the first frame alone
+        redrawn = reference_from_frame(vae, latent_family(chunk.shape[1]), pixels[:, :, 0])  # as disentangle does
+    reference = batch.reference.clone()
+    reference[picked] = redrawn.to(reference.dtype)
+    return reference
+
+
 def forcing_loss(model: nn.Module, batch: Batch, step: int, cfg: TrainConfig, compute_dtype: torch.dtype):
     x0 = batch.video  # [B, C, F, h, w]
+    reference = self_made_references(model, batch, step, cfg) if cfg.forcing.self_reference > 0 else batch.reference
     b, _, f = x0.shape[:3]
     dev = x0.device
     noise, sigma, t_fed, weight = [], [], [], []
@@ -61,7 +115,7 @@ def forcing_loss(model: nn.Module, batch: Batch, step: int, cfg: TrainConfig, co
     eps = torch.stack(noise).to(dev)
     sig = torch.tensor(sigma, device=dev).view(b, 1, f, 1, 1)
     noisy = (1 - sig) * x0 + sig * eps
-    pred = run_inside(model, forcing_forward, x0, noisy, batch.reference, batch.garment,
+    pred = run_inside(model, forcing_forward, x0, noisy, reference, batch.garment,
                       torch.tensor(t_fed, device=dev), batch.context, cfg.forcing.chunk_frames,
                       cfg.forcing.attention, offset)  # [B, C, F, h, w]
     per_frame = (pred.float() - (eps - x0)).pow(2).mean(dim=(1, 3, 4))  # [B, F]
