@@ -72,30 +72,27 @@ def self_made_references(model: nn.Module, batch: Batch, step: int, cfg: TrainCo
     and its first latent frame -- the reference's pose re-drawn -- is decoded and re-encoded with
     ``forcing.self_reference_vae``. The sample then trains to draw its clip from that reference, carrying the
     student's own errors and another garment, as the clip after a switch must. Draws are a function of the run's
-    seed, the step and the sample's slot."""
+    seed, the step and the sample's slot. Called only when ``forcing.self_reference`` > 0."""
     f = cfg.forcing
-    picked = [i for i, slot in enumerate(batch.slots)
-              if float(torch.rand(1, generator=sample_generator(cfg.run.seed, step, slot, stream=6))) < f.self_reference]
-    if not picked:
-        return batch.reference
     if not f.self_reference_vae:
         raise ValueError("forcing.self_reference > 0 decodes and re-encodes the student's frames, so it needs "
                          "forcing.self_reference_vae: --set forcing.self_reference_vae=PATH (the VAE the latent "
                          "cache was prepared with)")
-    device = batch.reference.device
-    vae = _reference_vae(f.self_reference_vae, str(device))
-    garment = batch.garment.roll(-1, dims=0)[picked]
-    rng = SampleRandom.from_generators([sample_generator(cfg.run.seed, step, batch.slots[i], stream=7) for i in picked])
+    picked = [float(torch.rand(1, generator=sample_generator(cfg.run.seed, step, slot, stream=6))) < f.self_reference
+              for slot in batch.slots]
+    vae = _reference_vae(f.self_reference_vae, str(batch.reference.device))
+    rng = SampleRandom.from_generators([sample_generator(cfg.run.seed, step, slot, stream=7) for slot in batch.slots])
     settings = rollout_settings(f.chunk_frames, 1, steps=STUDENT_STEPS, shift=cfg.flow.shift)
+    # Every sample streams, picked or not: under FSDP every process must run the same forwards (a process whose
+    # draws picked none would otherwise skip the rollout's collectives and hang the others).
     with torch.no_grad():
-        chunk = run_inside(model, rollout, context=batch.context[picked], reference=batch.reference[picked],
-                           garment=garment, settings=settings, num_chunks=1, exit_step=STUDENT_STEPS - 1, rng=rng,
-                           grad=False)
-        pixels = vae.decode(to_raw(chunk[:, :, :1]).to(vae.dtype))  # [n, 3, 1, H, W]: the first frame alone
+        chunk = run_inside(model, rollout, context=batch.context, reference=batch.reference,
+                           garment=batch.garment.roll(-1, dims=0), settings=settings, num_chunks=1,
+                           exit_step=STUDENT_STEPS - 1, rng=rng, grad=False)
+        pixels = vae.decode(to_raw(chunk[:, :, :1]).to(vae.dtype))  # [B, 3, 1, H, W]: the first frame alone
         redrawn = reference_from_frame(vae, latent_family(chunk.shape[1]), pixels[:, :, 0])  # as disentangle does
-    reference = batch.reference.clone()
-    reference[picked] = redrawn.to(reference.dtype)
-    return reference
+    keep = torch.tensor(picked, device=batch.reference.device).view(-1, 1, 1, 1, 1)
+    return torch.where(keep, redrawn.to(batch.reference.dtype), batch.reference)
 
 
 def forcing_loss(model: nn.Module, batch: Batch, step: int, cfg: TrainConfig, compute_dtype: torch.dtype):
