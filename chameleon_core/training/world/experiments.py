@@ -113,21 +113,22 @@ class EvalSample:
         return int(self.meta["size"])
 
 
-def load_eval_samples(layout: Layout, count: int) -> list[EvalSample]:
-    """The first ``count`` rows of the held-out split with their cached conditions and metadata."""
+def load_eval_samples(layout: Layout, count: int, split: str = "test") -> list[EvalSample]:
+    """The first ``count`` rows of the held-out split (or of ``split``: ``train`` for a probe of what training saw)
+    with their cached conditions and metadata."""
     from safetensors.torch import load_file
 
     from chameleon_core.training.data import read_train_csv
     from chameleon_core.training.latent_cache import ITEMS
     from chameleon_core.world.dataset import read_metadata
 
-    rows = read_train_csv(layout.world / "test.csv")
+    rows = read_train_csv(layout.world / f"{split}.csv")
     if len(rows) < count:
-        raise ValueError(f"the held-out split has {len(rows)} clips but the experiments need {count}; raise "
-                         "Plan.test_samples")
+        raise ValueError(f"the {split} split has {len(rows)} clips but {count} were asked for; raise "
+                         f"Plan.{split}_samples")
     out = []
     for row in rows[:count]:
-        t = load_file(str(layout.cache("test") / ITEMS / f"{row.key}.safetensors"))
+        t = load_file(str(layout.cache(split) / ITEMS / f"{row.key}.safetensors"))
         out.append(EvalSample(row.key, read_metadata(row.video), t["reference"][None].float(),
                               t["garment"][None].float(), t["text_dynamic"][None].float(),
                               t["text_empty"][None].float(), t["video"][None].float()))

@@ -5,6 +5,7 @@
     python docs/experiments/world/probe.py --run runs/world --clips 16 long A.safetensors --chunks 6
     python docs/experiments/world/probe.py --run runs/world --clips 32 timing
     python docs/experiments/world/probe.py --run runs/world --clips 16 switch_at S.safetensors --chunk 2
+    python docs/experiments/world/probe.py --run runs/world --clips 16 identity S.safetensors --split test train
 
 ``student``: each model streams the first ``--clips`` held-out clips of the run's cache (3 chunks, the world
 experiments' settings, seed = clip index) and is scored with ``eval.world``; also the RMS distance of its latents
@@ -15,7 +16,12 @@ truth scored against itself drawn late after the switch (a picture late: the dec
 latent frame as four held frames; one frame late: that frame shown once; on time), the ceiling each way of showing
 the switch allows. ``switch_at``: the switch experiment's ``all`` and ``no_disentangle`` variants with the switch at
 chunk ``--chunk`` instead of the clip boundary (where the user's reference happens to show the pose of the switch
-frame: the motions loop once per clip). Models load as the experiments load them; nothing is written.
+frame: the motions loop once per clip). ``identity``: the identity error of a 3-chunk stream on the first
+``--clips`` clips of each ``--split`` (``train``: combinations training saw), in the first frame (which re-draws the
+reference's pose in the clip's garment) and over the clip, beside the codec's reconstruction, the ground truth
+moved by one pixel (how much of the error a misplaced figure explains) and the clip's latents plus Gaussian noise
+of the student's own RMS distance from them (how much imprecision explains). Models load as the experiments load them;
+nothing is written.
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from chameleon_core.eval.world import GroundTruth, garment_colour_accuracy, identity_scores, score_video
+from chameleon_core.eval.world import (
+    GroundTruth,
+    garment_colour_accuracy,
+    identity_scores,
+    score_video,
+)
+from chameleon_core.latents import to_raw
 from chameleon_core.session import Session
 from chameleon_core.training.world import experiments as ex
 from chameleon_core.training.world.pipeline import Layout
@@ -134,15 +146,41 @@ def switch_at(samples, codec, path: str, chunk: int) -> None:
         f"{k} {effect[k]['mean']:+.3f} [{effect[k]['low']:.3f}, {effect[k]['high']:.3f}]" for k in metrics))
 
 
+def identity(layout, codec, path: str, splits: list[str], count: int) -> None:
+    model = ex.load_model(Path(path))
+    for split in splits:
+        rows: dict[str, list[tuple[float, float]]] = {"student": [], "codec": [], "truth one pixel off": [],
+                                                      "clip latents + noise at the student's distance": []}
+        noise = torch.Generator().manual_seed(0)
+        for i, s in enumerate(ex.load_eval_samples(layout, count, split)):
+            out = Session(ex.start(model, s, seed=i), chunks=3, codec=codec).run()
+            video = ex.to_video(torch.cat([c.pixels for c in out], dim=2))
+            gt = GroundTruth(s.sample, size=s.size, frames=video.shape[0])
+            distance = (torch.cat([c.latents for c in out], dim=2) - s.video).pow(2).mean().sqrt()
+            with torch.no_grad():  # unstructured error of the same size: does imprecision explain the identity?
+                noisy = s.video + distance * torch.randn(s.video.shape, generator=noise)
+                noisy = ex.to_video(codec.decode(to_raw(noisy).to(codec.dtype)))
+            for name, v in (("student", video), ("codec", ex.codec_ceiling(codec, gt)),
+                            ("truth one pixel off", torch.roll(gt.video, 1, dims=2)),
+                            ("clip latents + noise at the student's distance", noisy)):
+                rows[name].append((identity_scores(v[:1], gt.labels[:1], s.sample)["identity_error"],
+                                   identity_scores(v, gt.labels, s.sample)["identity_error"]))
+        for name, r in rows.items():
+            first, whole = np.nanmean(np.array(r, dtype=float), axis=0)
+            logger.info("%s, %s clips: identity error first frame %.3f, whole clip %.3f", name, split, first, whole)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a world run folder (its held-out cache and codec)")
     parser.add_argument("--clips", type=int, default=16)
-    parser.add_argument("what", choices=("student", "teacher", "long", "timing", "switch_at"))
+    parser.add_argument("what", choices=("student", "teacher", "long", "timing", "switch_at", "identity"))
     parser.add_argument("models", nargs="*")
     parser.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0], help="teacher: guidances")
     parser.add_argument("--chunks", type=int, default=6, help="long: chunks to stream")
     parser.add_argument("--chunk", type=int, default=2, help="switch_at: the chunk boundary to switch at")
+    parser.add_argument("--split", nargs="+", default=["test", "train"], choices=("test", "train"),
+                        help="identity: the splits to stream")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
@@ -158,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         long_streams(samples, codec, args.models, args.chunks)
     elif args.what == "timing":
         switch_timing(samples)
+    elif args.what == "identity":
+        for path in args.models:
+            identity(layout, codec, path, args.split, args.clips)
     else:
         for path in args.models:
             switch_at(samples, codec, path, args.chunk)
