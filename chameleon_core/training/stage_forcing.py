@@ -4,8 +4,8 @@ One forward over ``[clean 2 + F | noisy 2 + F]`` under the teacher-forcing mask 
 at RoPE frames 0..F+1 (with ``forcing.position_offset_max``, the chunks after the first a random whole number of
 chunks later). Noise levels are drawn independently per chunk of ``forcing.chunk_frames`` latent frames
 (constant within a chunk) with the SFT table and shift; with ``forcing.self_reference`` some samples' references
-are the student's own re-drawn frames (:func:`self_made_references`); the loss is ``w(t) * MSE`` of the flow on the noisy video
-frames only, averaged over frames and samples. Initialised from the SFT teacher; AdamW (``optim.decay``: constant,
+are the student's own re-drawn frames (:func:`self_made_references`); the loss is ``w(t) * MSE`` of the flow on the
+noisy video frames only, averaged over frames and samples. Initialised from the SFT teacher; AdamW (``optim.decay``: constant,
 as the authors', or annealed). The result is exported as ``<run>/export/student.safetensors`` (kind ``student``): it already streams causally.
 """
 
