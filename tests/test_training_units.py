@@ -417,3 +417,61 @@ def test_autocast_model_computes_in_bf16_with_fp32_master_weights_and_grads():
     with pytest.raises(ConfigError, match=r"model.autocast = 'fp16'.*one of \['off', 'bf16'\]"):
         load_config("tiny_sft", ["model.autocast=fp16", "model.fsdp=false"])
     assert load_config("tiny_sft", ["model.autocast=bf16", "model.fsdp=false"]).model.autocast == "bf16"
+
+
+def _has_cpp_compiler() -> bool:
+    from chameleon_core.training.parallel import (
+        MissingCompilerError,
+        require_cpp_compiler,
+    )
+
+    try:
+        require_cpp_compiler()
+    except MissingCompilerError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_cpp_compiler(), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_blocks_train_as_the_eager_model(monkeypatch):
+    """``model.compile`` compiles every block in place: forward and gradients equal the eager model's (fp32; under
+    the bf16 autocast to bf16 rounding), the state-dict keys do not change (checkpoints and exports stay readable),
+    and the setting is refused with FSDP and, naming the fix, without a C++ compiler."""
+    import copy
+
+    import torch._inductor.config as inductor_config
+
+    from chameleon_core.training.config import ConfigError, load_config
+    from chameleon_core.training.parallel import MissingCompilerError, prepare_model
+    from tests.tiny_models import tiny_transformer
+
+    base = tiny_transformer(4)
+    cfg = base.config
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, cfg.in_dim, 3, 4, 4, generator=g)
+    ref = torch.randn(2, cfg.in_dim, 1, 4, 4, generator=g)
+    gar = torch.randn(2, cfg.in_dim, 1, 4, 4, generator=g)
+    ctx = torch.randn(2, 5, cfg.text_dim, generator=g)
+    t = torch.tensor([700.0, 250.0])
+    for autocast, tol in ((None, 1e-5), (torch.bfloat16, 2e-2)):
+        runs = []
+        for compiled in (False, True):
+            model = prepare_model(copy.deepcopy(base), device=torch.device("cpu"), fsdp=False,
+                                  activation_checkpointing=False, autocast=autocast, compile_blocks=compiled)
+            out = model(x, t, ctx, reference=ref, garment=gar)
+            out.float().pow(2).mean().backward()
+            runs.append((model, out.detach().float(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+        (eager, a, ga), (comp, b, gb) = runs
+        assert all(blk._compiled_call_impl is not None for blk in comp.blocks)
+        assert all(blk._compiled_call_impl is None for blk in eager.blocks)
+        assert list(comp.state_dict()) == list(eager.state_dict())
+        assert float((a - b).norm() / a.norm()) < tol
+        assert float((ga - gb).norm() / ga.norm()) < tol * 10
+    with pytest.raises(ValueError, match="compile_blocks is for a model without FSDP"):
+        prepare_model(copy.deepcopy(base), device=torch.device("cpu"), fsdp=True, compile_blocks=True)
+    with pytest.raises(ConfigError, match=r"model.compile = true with model.fsdp = true.*--set model.fsdp=false"):
+        load_config("tiny_sft", ["model.compile=true"])
+    assert load_config("tiny_sft", ["model.compile=true", "model.fsdp=false"]).model.compile is True
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "no-such-c++-compiler"))
+    with pytest.raises(MissingCompilerError, match=r"no-such-c\+\+-compiler.*--set model.compile=false"):
+        prepare_model(copy.deepcopy(base), device=torch.device("cpu"), fsdp=False, compile_blocks=True)

@@ -67,6 +67,12 @@ class ModelSection:
     attention on CUDA; the residual stream, norms, modulation, timestep layers and CPU attention in fp32; fp32 master
     weights and gradients), or ``off`` (fp32 throughout). Under FSDP ``param_dtype`` decides instead. (No fp16: it
     would need loss scaling.)"""
+    compile: bool = False
+    """Without FSDP: compile each DiT block with ``torch.compile`` (the module stays the same, so checkpoints and
+    exports keep their keys). The first step pays the compile (about 15 s for the CPU world's blocks); on the 2-core
+    CPU a world SFT step then takes 0.054 s against 0.064 s, a teacher-forcing step 0.091 s against 0.112 s. Meant for
+    the stages whose shapes repeat step after step (SFT, teacher forcing); GR-DMD's rollouts grow the KV cache chunk
+    by chunk and would recompile. On CPU it needs a C++ compiler (``g++``/``clang++``; ``CXX`` names another)."""
 
 
 @dataclass(frozen=True)
@@ -380,6 +386,10 @@ def _check_rules(cfg: TrainConfig, problems: list[str], origin: _Origin, skip: s
         problems.append(f"model.autocast = {cfg.model.autocast!r} with model.fsdp = true ({origin.of('model.autocast')}): "
                         "FSDP computes in model.param_dtype; use --set model.autocast=off (and model.param_dtype), "
                         "or --set model.fsdp=false for one process")
+    if cfg.model.fsdp is True and cfg.model.compile is True:
+        problems.append(f"model.compile = true with model.fsdp = true ({origin.of('model.compile')}): the trainer "
+                        "compiles blocks only without FSDP (its FSDP units sit inside the blocks); use --set "
+                        "model.compile=false, or --set model.fsdp=false for one process")
     mb, bs = cfg.data.micro_batch, cfg.data.batch_size
     if isinstance(mb, int) and isinstance(bs, int) and mb > bs >= 1:
         problems.append(f"data.micro_batch = {mb} is larger than data.batch_size = {bs} ({origin.of('data.micro_batch')}); "

@@ -111,6 +111,7 @@ def prepare_model(
     broadcast_from_rank0: bool = False,
     offload: bool = False,
     autocast: torch.dtype | None = None,
+    compile_blocks: bool = False,
 ) -> TrainableWanModel:
     """Make ``model`` (fp32 master weights, any device) ready to train: checkpointing, FSDP2, device, mode.
 
@@ -122,9 +123,16 @@ def prepare_model(
     bytes/parameter/GPU share.
     ``autocast`` (without FSDP only): every forward runs under ``torch.autocast`` in that dtype over the fp32
     weights; on CPU the attention then computes in fp32 (:data:`~chameleon_core.attention.SDPA_FP32`).
+    ``compile_blocks`` (without FSDP only): each block's forward is compiled with ``torch.compile`` in place
+    (``nn.Module.compile``: the parameters and state-dict keys do not change); on CPU a missing C++ compiler raises
+    :class:`MissingCompilerError` here, before any step.
     """
     if autocast is not None and fsdp:
         raise ValueError("autocast is for a model without FSDP; FSDP computes in its param_dtype")
+    if compile_blocks and fsdp:
+        raise ValueError("compile_blocks is for a model without FSDP (its FSDP units sit inside the blocks)")
+    if compile_blocks and device.type == "cpu":
+        require_cpp_compiler()
     if not _is_meta(model):
         model = model.float()
     full = model.state_dict() if broadcast_from_rank0 and not _is_meta(model) else None
@@ -136,7 +144,12 @@ def prepare_model(
     if offload and not fsdp:
         raise ValueError("offloading a model to host memory needs model.fsdp=true (FSDP2's CPUOffloadPolicy)")
     if fsdp:
-        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+        from torch.distributed.fsdp import (
+            CPUOffloadPolicy,
+            MixedPrecisionPolicy,
+            OffloadPolicy,
+            fully_shard,
+        )
 
         # The inner units (linear layers, self-attention) return reshaped views; the block only ever combines them
         # out of place (``x = x + gate(y)``), which is what FSDP's warning asks for (tests/test_training.py checks
@@ -168,7 +181,28 @@ def prepare_model(
         model.autocast_dtype = autocast
         if autocast is not None and device.type == "cpu":
             model.attention = SDPA_FP32
+        if compile_blocks:
+            for block in model.blocks:
+                block.compile()
     return model.train(trainable)
+
+
+class MissingCompilerError(ValueError):
+    """``torch.compile`` on CPU needs a C++ compiler and none was found."""
+
+
+def require_cpp_compiler() -> None:
+    """Raise :class:`MissingCompilerError` (saying what to do) when torch's CPU compiler backend finds no C++ compiler;
+    without this check the first training step would fail deep inside ``torch.compile``."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        get_cpp_compiler()
+    except (RuntimeError, OSError) as e:  # torch._inductor.exc.InvalidCxxCompiler, or the probe failing to run
+        raise MissingCompilerError(
+            f"model.compile = true on CPU needs a C++ compiler for torch.compile, and none was found ({e}); install "
+            "one (Debian/Ubuntu: apt install g++; macOS: xcode-select --install), point CXX at it, or set "
+            "--set model.compile=false") from None
 
 
 def _is_meta(model: nn.Module) -> bool:

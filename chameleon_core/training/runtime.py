@@ -182,6 +182,7 @@ class Run:
             trainable=trainable,
             offload=offload,
             autocast=None if m.autocast == "off" else parse_dtype(m.autocast),
+            compile_blocks=m.compile and trainable,
         )
 
     def optimizer(self, model: nn.Module, *, lr: float | None = None) -> torch.optim.AdamW:
