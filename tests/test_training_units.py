@@ -434,9 +434,10 @@ def _has_cpp_compiler() -> bool:
 
 @pytest.mark.skipif(not _has_cpp_compiler(), reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_blocks_train_as_the_eager_model(monkeypatch):
-    """``model.compile`` compiles every block in place: forward and gradients equal the eager model's (fp32; under
-    the bf16 autocast to bf16 rounding), the state-dict keys do not change (checkpoints and exports stay readable),
-    and the setting is refused with FSDP and, naming the fix, without a C++ compiler."""
+    """``model.compile`` compiles every block in place: forward and gradients equal the eager model's (fp32, also with
+    activation checkpointing; under the bf16 autocast to bf16 rounding), the state-dict keys do not change
+    (checkpoints and exports stay readable), and the setting is refused with FSDP and, naming the fix, without a C++
+    compiler."""
     import copy
 
     import torch._inductor.config as inductor_config
@@ -453,11 +454,11 @@ def test_compiled_blocks_train_as_the_eager_model(monkeypatch):
     gar = torch.randn(2, cfg.in_dim, 1, 4, 4, generator=g)
     ctx = torch.randn(2, 5, cfg.text_dim, generator=g)
     t = torch.tensor([700.0, 250.0])
-    for autocast, tol in ((None, 1e-5), (torch.bfloat16, 2e-2)):
+    for autocast, checkpointed, tol in ((None, False, 1e-5), (torch.bfloat16, False, 2e-2), (None, True, 1e-5)):
         runs = []
         for compiled in (False, True):
             model = prepare_model(copy.deepcopy(base), device=torch.device("cpu"), fsdp=False,
-                                  activation_checkpointing=False, autocast=autocast, compile_blocks=compiled)
+                                  activation_checkpointing=checkpointed, autocast=autocast, compile_blocks=compiled)
             out = model(x, t, ctx, reference=ref, garment=gar)
             out.float().pow(2).mean().backward()
             runs.append((model, out.detach().float(), torch.cat([p.grad.flatten() for p in model.parameters()])))

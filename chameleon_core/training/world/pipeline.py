@@ -132,9 +132,10 @@ class Plan:
     against 0.089 s in fp32 (with the fused AdamW), so the same minutes train 1.5x the steps."""
     compile: bool = False
     """The SFT and teacher-forcing stages' ``model.compile`` (each DiT block compiled with ``torch.compile``; GR-DMD
-    stays eager, its rollouts' shapes change chunk by chunk). On the 2-core CPU it pays about 15 s a stage and makes an
-    SFT step 1.17x and a teacher-forcing step 1.23x faster: the full run spends the minutes on more teacher forcing.
-    The quick run's few steps would not repay the compile."""
+    stays eager, its rollouts' shapes change chunk by chunk). On the 2-core CPU, measured alone, an SFT step ran 1.17x
+    and a teacher-forcing step 1.23x faster for about 15 s of compiling a stage; inside the full run SFT took 0.052 s a
+    step against 0.061 s uncompiled (1,298 s against 1,528 s), teacher forcing was not faster (0.103 s against 0.097
+    s, in a slower hour; docs/experiments/world.md, item 9). The quick run's few steps would not repay the compile."""
     decay: str = "cosine"
     """The learning rate of every stage after its warm-up (``optim.decay``): a cosine to zero at the stage's last
     step. Measured on the world (docs/experiments/world.md): at the same 400 steps a cosine raised a student's
