@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "is 1.5x faster than in fp32) or off (fp32 throughout); use its own --out")
     run.add_argument("--compile", choices=("on", "off"), default=None,
                      help="compile the DiT's blocks in SFT and teacher forcing (torch.compile; the full run's "
-                          "default, about 15 s a stage for a step 1.2x faster; needs a C++ compiler) or not")
+                          "default: about 15 s a stage, then SFT steps about 1.17x faster; needs a C++ compiler) "
+                          "or not")
     return parser
 
 
