@@ -379,6 +379,17 @@ def test_fp32_layers_and_fp32_attention_stay_fp32_under_autocast():
     assert attn_bf16.dtype == torch.bfloat16 and torch.equal(attn_bf16, ref.bfloat16())
 
 
+def _forward_inputs(cfg, seed: int) -> tuple[torch.Tensor, ...]:
+    """Seeded inputs of a tiny model's plain forward: video (3 latent frames of 4 x 4), timesteps, prompt, reference,
+    garment."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, cfg.in_dim, 3, 4, 4, generator=g)
+    ref = torch.randn(2, cfg.in_dim, 1, 4, 4, generator=g)
+    gar = torch.randn(2, cfg.in_dim, 1, 4, 4, generator=g)
+    ctx = torch.randn(2, 5, cfg.text_dim, generator=g)
+    return x, torch.tensor([700.0, 250.0]), ctx, ref, gar
+
+
 def test_autocast_model_computes_in_bf16_with_fp32_master_weights_and_grads():
     """``model.autocast=bf16`` without FSDP: the forward is the fp32 forward to bf16 rounding (not equal: the
     linears do run in bf16), the weights and their gradients stay fp32, CPU attention is the fp32 backend; the
@@ -396,12 +407,7 @@ def test_autocast_model_computes_in_bf16_with_fp32_master_weights_and_grads():
     mixed = prepare_model(copy.deepcopy(base), device=torch.device("cpu"), fsdp=False, activation_checkpointing=False,
                           autocast=torch.bfloat16)
     assert mixed.attention is SDPA_FP32 and plain.autocast_dtype is None
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, cfg.in_dim, 3, 4, 4, generator=g)
-    ref = torch.randn(2, cfg.in_dim, 1, 4, 4, generator=g)
-    gar = torch.randn(2, cfg.in_dim, 1, 4, 4, generator=g)
-    ctx = torch.randn(2, 5, cfg.text_dim, generator=g)
-    t = torch.tensor([700.0, 250.0])
+    x, t, ctx, ref, gar = _forward_inputs(cfg, seed=1)
     a = plain(x, t, ctx, reference=ref, garment=gar)
     b = mixed(x, t, ctx, reference=ref, garment=gar)
     rel = float((a - b).detach().norm() / a.detach().norm())
@@ -448,12 +454,7 @@ def test_compiled_blocks_train_as_the_eager_model(monkeypatch):
 
     base = tiny_transformer(4)
     cfg = base.config
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(2, cfg.in_dim, 3, 4, 4, generator=g)
-    ref = torch.randn(2, cfg.in_dim, 1, 4, 4, generator=g)
-    gar = torch.randn(2, cfg.in_dim, 1, 4, 4, generator=g)
-    ctx = torch.randn(2, 5, cfg.text_dim, generator=g)
-    t = torch.tensor([700.0, 250.0])
+    x, t, ctx, ref, gar = _forward_inputs(cfg, seed=2)
     for autocast, checkpointed, tol in ((None, False, 1e-5), (torch.bfloat16, False, 2e-2), (None, True, 1e-5)):
         runs = []
         for compiled in (False, True):

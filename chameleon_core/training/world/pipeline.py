@@ -93,7 +93,7 @@ class Plan:
     forcing_steps: int
     """Teacher-forcing steps. With seed 0's teacher, 6,000 against 4,000 took the forcing student's identity error
     0.287 -> 0.234 (the teacher's 0.235) and its garment colour 0.903 -> 0.918 (docs/experiments/world.md, item 9);
-    the minutes come from :attr:`compile`."""
+    the minutes come mostly from compiling SFT (:attr:`compile`)."""
     forcing_lr: float
     dmd_iterations: int
     """GR-DMD iterations; the generator updates on every ``dmd_critic_per_generator``-th."""
