@@ -45,6 +45,35 @@ class StepCache:
     """True on the first step of a stream (first pixel frame / first latent frame)."""
 
 
+def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           stride: tuple[int, int, int] = (1, 1, 1), padding: tuple[int, int, int] = (0, 0, 0),
+           dilation: tuple[int, int, int] = (1, 1, 1), groups: int = 1) -> torch.Tensor:
+    """``F.conv3d`` (zero padding given as numbers), with a batch of one in fp32 on a CPU computed by oneDNN.
+
+    PyTorch's dispatcher sends an fp32 batch of one to its reference loop (``slow_conv3d``) and every larger batch,
+    and every bf16 input, to oneDNN; a streaming decode or encode is a batch of one, and the loop measured 5-10x
+    slower than oneDNN on the same call (``docs/benchmarks/vae.md``). Same arithmetic to float rounding, gradients
+    included (``tests/test_vae.py``); any other input, and a build without oneDNN, takes ``F.conv3d``.
+    """
+    if (x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and _ONEDNN and torch.backends.mkldnn.enabled):
+        return torch.mkldnn_convolution(x, weight, bias, padding, stride, dilation, groups)
+    return F.conv3d(x, weight, bias, stride, padding, dilation, groups)
+
+
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch, "mkldnn_convolution")
+
+
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` through :func:`conv3d` (same parameters and state-dict keys)."""
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,  # noqa: A002 - nn.Conv3d's signature
+                      bias: torch.Tensor | None) -> torch.Tensor:
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super()._conv_forward(input, weight, bias)
+        return conv3d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
 def _triple(k: int | tuple[int, int, int]) -> tuple[int, int, int]:
     return (k, k, k) if isinstance(k, int) else tuple(k)  # type: ignore[return-value]
 
@@ -55,7 +84,7 @@ def _per_frame(fn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return rearrange(y, "(b t) c h w -> b c t h w", b=x.shape[0])
 
 
-class CausalConv3d(nn.Conv3d):
+class CausalConv3d(Conv3d):
     """Conv3d that is causal in time and "same"-padded in space.
 
     Output frame ``t`` sees input frames ``t - kt + 1 .. t``. Frames before the start of the current step come from
@@ -96,10 +125,16 @@ class RMSNorm(nn.Module):
         """``[B, C, ...] -> [B, C, ...]``."""
         # Half-precision norms of 1000+ channels lose bits; normalise in fp32 (no-op for fp32, as diffusers does).
         if x.dtype in (torch.float16, torch.bfloat16):
-            y = F.normalize(x.float(), dim=1).to(x.dtype)
+            y = _l2_normalize(x.float()).to(x.dtype)
         else:
-            y = F.normalize(x, dim=1)
+            y = _l2_normalize(x)
         return y * self.scale * self.gamma.to(x.dtype)
+
+
+def _l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """``F.normalize(x, dim=1)`` (eps 1e-12) as a sum of squares and a reciprocal square root: ``F.normalize``'s
+    strided vector norm over the channels measured up to 8x slower on a CPU at a streaming step's shapes."""
+    return x * x.square().sum(1, keepdim=True).clamp_min(1e-24).rsqrt()
 
 
 class ResidualBlock(nn.Module):
@@ -177,7 +212,7 @@ class Resample(nn.Module):
             # One conv produces both output frames of each input frame, as 2*C channels.
             self.time_conv: nn.Module = CausalConv3d(dim, dim * 2, (3, 1, 1))
         elif mode == "downsample3d":
-            self.time_conv = nn.Conv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1))
+            self.time_conv = Conv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1))
 
     def forward(self, x: torch.Tensor, cache: StepCache) -> torch.Tensor:
         """``[B, C, T, H, W] -> [B, C', T', 2H, 2W]`` (up) or ``[B, C, T', H/2, W/2]`` (down)."""
@@ -450,7 +485,7 @@ class WanVAEModel(nn.Module):
         h = self.encoder(patchify(video, self.patch_size), cache)  # [B, 2z, 1, h, w]
         # Only the mean half of conv1 is needed (the log-variance is discarded, as ComfyUI does).
         z = self.z_dim
-        return F.conv3d(h, self.conv1.weight[:z], self.conv1.bias[:z] if self.conv1.bias is not None else None)
+        return conv3d(h, self.conv1.weight[:z], self.conv1.bias[:z] if self.conv1.bias is not None else None)
 
     def decode_step(self, latent: torch.Tensor, cache: StepCache) -> torch.Tensor:
         """One decoder step: ``[B, z, 1, h, w]`` -> ``[B, 3, 1 (first) or 4, H, W]`` pixels (unclamped)."""

@@ -225,6 +225,60 @@ def test_causal_conv_in_pieces_equals_one_causal_conv():
     torch.testing.assert_close(torch.cat(pieces, dim=2), whole, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("stride, padding, kernel", [((1, 1, 1), (0, 1, 1), 3), ((2, 1, 1), (0, 0, 0), (3, 1, 1)),
+                                                     ((1, 1, 1), (0, 0, 0), 1)])
+def test_batch_of_one_convolution_equals_pytorchs_and_uses_onednn(stride, padding, kernel):
+    """A batch of one in fp32 on the CPU goes to oneDNN (PyTorch's own dispatch sends it to its slow reference loop):
+    forward and gradients equal ``F.conv3d``'s, which for a batch of one is that loop, an independent computation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from chameleon_core.vae_modules import _ONEDNN, Conv3d, conv3d
+
+    torch.manual_seed(0)
+    conv = Conv3d(6, 5, kernel, stride=stride, padding=padding)
+    x = torch.randn(1, 6, 7, 9, 9, requires_grad=True)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        y = conv(x)
+    ops = {e.key for e in prof.key_averages()}
+    if _ONEDNN:
+        assert "aten::mkldnn_convolution" in ops and "aten::slow_conv3d_forward" not in ops, ops
+    y.square().sum().backward()
+    grads = (x.grad, conv.weight.grad, conv.bias.grad)
+    x2 = x.detach().clone().requires_grad_(True)
+    w2, b2 = conv.weight.detach().clone().requires_grad_(True), conv.bias.detach().clone().requires_grad_(True)
+    y2 = F.conv3d(x2, w2, b2, stride, padding)
+    y2.square().sum().backward()
+    torch.testing.assert_close(y, y2, atol=1e-5, rtol=1e-5)
+    for got, want in zip(grads, (x2.grad, w2.grad, b2.grad)):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+    # other inputs keep PyTorch's own dispatch, unchanged
+    xb = torch.randn(3, 6, 7, 9, 9)
+    torch.testing.assert_close(conv3d(xb, conv.weight, conv.bias, stride, padding),
+                               F.conv3d(xb, conv.weight, conv.bias, stride, padding), atol=0, rtol=0)
+    xh = x.detach().bfloat16()
+    torch.testing.assert_close(conv3d(xh, conv.weight.bfloat16(), None, stride, padding),
+                               F.conv3d(xh, conv.weight.bfloat16(), None, stride, padding), atol=0, rtol=0)
+
+
+def test_rms_norm_equals_the_reference_formula():
+    """The VAE's RMSNorm (sum of squares and rsqrt) against ``F.normalize`` as Wan writes it, zero vectors included,
+    in fp32 and bf16 (normalised in fp32)."""
+    from chameleon_core.vae_modules import RMSNorm
+
+    torch.manual_seed(0)
+    norm = RMSNorm(8, 3)
+    with torch.no_grad():
+        norm.gamma.copy_(torch.rand(8, 1, 1, 1) + 0.5)
+    x = torch.randn(2, 8, 3, 5, 5)
+    x[0, :, 1, 2, 2] = 0.0
+    want = F.normalize(x, dim=1) * 8**0.5 * norm.gamma
+    torch.testing.assert_close(norm(x), want, atol=1e-6, rtol=1e-6)
+    assert norm(x)[0, :, 1, 2, 2].abs().max() == 0
+    xb = x.bfloat16()
+    want_b = F.normalize(xb.float(), dim=1).bfloat16() * 8**0.5 * norm.gamma.bfloat16()
+    torch.testing.assert_close(norm(xb), want_b, atol=0, rtol=8e-3)  # one bf16 step
+
+
 # --- 4. streaming and single-image encode ----------------------------------------------------------------------------
 
 

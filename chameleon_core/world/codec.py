@@ -54,7 +54,7 @@ from torch import nn
 
 from chameleon_core.latents import FAMILIES
 from chameleon_core.vae import VAEConfig, WanVAE, build_vae
-from chameleon_core.vae_modules import CausalConv3d, Resample, ResidualBlock, StepCache, patchify, unpatchify
+from chameleon_core.vae_modules import CausalConv3d, Resample, ResidualBlock, StepCache, conv3d, patchify, unpatchify
 
 from .catalog import FRAMES, SIZE, sample_world
 from .render import render
@@ -164,7 +164,7 @@ def _first_frame_convs(model: nn.Module) -> Iterator[None]:
     for module in model.modules():
         if isinstance(module, CausalConv3d) and module.history:
             def forward(self, x, cache=None):  # noqa: ARG001 - the cache is not needed on a first frame
-                return F.conv3d(x, self.weight[:, :, -1:], self.bias, padding=self.padding)
+                return conv3d(x, self.weight[:, :, -1:], self.bias, padding=self.padding)
 
             module.forward = types.MethodType(forward, module)
             patched.append(module)
