@@ -171,15 +171,19 @@ def test_caption_features_load_as_prompt_embeddings(tmp_path):
     assert torch.equal(load_prompt_embeddings(path, text_dim=64), encode_caption("a person walks", dim=64))
 
 
-def test_dataset_is_readable_by_the_training_loader_and_deterministic(tmp_path):
-    csv_a = write_dataset(tmp_path / "a", "test", count=2, size=32, frames=9, seed=3)
-    write_dataset(tmp_path / "b", "test", count=2, size=32, frames=9, seed=3)
+def test_dataset_is_readable_by_the_training_loader_and_deterministic(tmp_path, monkeypatch):
+    import chameleon_core.world.dataset as dataset
+
+    csv_a = write_dataset(tmp_path / "a", "test", count=3, size=32, frames=9, seed=3)
+    # in worker processes, one sample a task (three tasks on two workers): the same bytes
+    monkeypatch.setattr(dataset, "WORKER_SAMPLES", 1)
+    write_dataset(tmp_path / "b", "test", count=3, size=32, frames=9, seed=3, workers=2)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
-    assert len(files) == 1 + 2 * 5
+    assert len(files) == 1 + 3 * 5
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
     rows = read_train_csv(csv_a)
-    assert len(rows) == 2
+    assert len(rows) == 3
     meta = read_metadata(rows[0].video)
     truth = ground_truth(meta)
     assert meta["sample"].split == "test" and meta["frames"] == 9
@@ -202,6 +206,8 @@ def test_dataset_rejects_bad_arguments(tmp_path):
         write_dataset(tmp_path, "train", count=1, frames=8)
     with pytest.raises(ValueError, match="split"):
         write_dataset(tmp_path, "val", count=1)
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        write_dataset(tmp_path, "train", count=1, workers=0)
 
 
 def test_codec_training_pass_is_the_inference_network():

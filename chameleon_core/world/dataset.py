@@ -90,23 +90,36 @@ def write_sample(folder: Path, stem: str, sample: WorldSample, *, size: int, fra
 
 
 def write_dataset(root: str | Path, split: str = "train", count: int = 16, size: int = SIZE, frames: int = FRAMES,
-                  seed: int = 0) -> Path:
+                  seed: int = 0, workers: int = 1) -> Path:
     """Write ``count`` samples of ``split`` under ``root/<split>/`` and the training CSV; returns the CSV path
-    ``root/<split>.csv``. Deterministic in its arguments."""
+    ``root/<split>.csv``. Deterministic in its arguments; ``workers`` > 1 renders in that many processes (each sample
+    is a function of its own seed, so the files are the same bytes; where the platform cannot fork, one process)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if frames < 1 or (frames - 1) % 4:
         raise ValueError(f"frames must be 4k+1 (the VAE's causal frame count: 9, 17, 33, ...), got {frames}")
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     root = Path(root)
     folder = root / split
     folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(count):
-        s = sample_seed(seed, i)
-        rows.append(write_sample(folder, f"{split}_{i:05d}", sample_world(s, split), size=size, frames=frames,
-                                 seed=s, split=split))
+    step = max(1, min(WORKER_SAMPLES, -(-count // workers)))
+    ranges = [(a, min(a + step, count)) for a in range(0, count, step)]
+    import multiprocessing
+
+    if workers == 1 or len(ranges) == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        rows = [row for a, b in ranges for row in _write_range(folder, split, a, b, size, frames, seed)]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork, as torch's DataLoader workers do, each child on one thread; (spawn would re-run a caller's script
+        # that has no `if __name__ == "__main__"` guard)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=_one_thread) as pool:
+            parts = pool.map(_write_range, *zip(*[(folder, split, a, b, size, frames, seed) for a, b in ranges]))
+            rows = [row for part in parts for row in part]
     path = root / f"{split}.csv"
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=["video", "prompt", "width", "height"])
@@ -114,6 +127,24 @@ def write_dataset(root: str | Path, split: str = "train", count: int = 16, size:
         writer.writerows(rows)
     logger.info("world dataset: %d %s samples (%dx%d, %d frames) in %s", count, split, size, size, frames, folder)
     return path
+
+
+WORKER_SAMPLES = 100
+"""Samples a worker process writes per task (few tasks: each pays a round trip; not one: the last would run alone)."""
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _write_range(folder: Path, split: str, start: int, stop: int, size: int, frames: int, seed: int) -> list[dict]:
+    """Samples ``start`` .. ``stop - 1`` of the split; their CSV rows in order."""
+    rows = []
+    for i in range(start, stop):
+        s = sample_seed(seed, i)
+        rows.append(write_sample(folder, f"{split}_{i:05d}", sample_world(s, split), size=size, frames=frames,
+                                 seed=s, split=split))
+    return rows
 
 
 def read_metadata(video_path: str | Path) -> dict:

@@ -462,8 +462,10 @@ def run_pipeline(out: str | Path, *, quick: bool = False, seed: int = 0, plan: P
         csvs = {}
         for split, count in (("train", plan.train_samples), ("test", plan.test_samples)):
             csv = layout.world / f"{split}.csv"
+            # one process per torch thread: rendering is single-threaded Python
             csvs[split] = csv if csv.is_file() else world.write_dataset(layout.world, split=split, count=count,
-                                                                        size=size, frames=frames, seed=0)
+                                                                        size=size, frames=frames, seed=0,
+                                                                        workers=torch.get_num_threads())
     with shared.stage("codec"):
         codec_report = codec_stage(layout, source=None if codec is None else Path(codec), train=train_codec,
                                    quick=quick)
