@@ -67,8 +67,8 @@ _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch, "mkldnn_convol
 class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` through :func:`conv3d` (same parameters and state-dict keys)."""
 
-    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,  # noqa: A002 - nn.Conv3d's signature
-                      bias: torch.Tensor | None) -> torch.Tensor:
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor | None) -> torch.Tensor:  # nn.Conv3d's signature, names included
         if self.padding_mode != "zeros" or isinstance(self.padding, str):
             return super()._conv_forward(input, weight, bias)
         return conv3d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)

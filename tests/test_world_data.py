@@ -172,7 +172,7 @@ def test_caption_features_load_as_prompt_embeddings(tmp_path):
 
 
 def test_dataset_is_readable_by_the_training_loader_and_deterministic(tmp_path, monkeypatch):
-    import chameleon_core.world.dataset as dataset
+    from chameleon_core.world import dataset
 
     csv_a = write_dataset(tmp_path / "a", "test", count=3, size=32, frames=9, seed=3)
     # in worker processes, one sample a task (three tasks on two workers): the same bytes
