@@ -2,17 +2,17 @@
 
 ``test_quick_run_*`` run ``python -m chameleon_core.training.world run --quick`` once, in-process (world -> the
 shipped codec and its gate -> prepare -> SFT -> teacher forcing -> GR-DMD -> streams with switches -> metrics and
-plots): 356 s alone on the two cores (2 torch threads and bf16 autocast, the run's defaults; SFT 245 s, prepare 17 s
-with 16 clips a codec call). Measured with this code (seed 0, 6 held-out switch clips,
+plots): 311 s alone on the two cores (2 torch threads and bf16 autocast, the run's defaults; SFT 230 s, prepare 11 s
+with 16 clips a codec call, experiments 18 s). Measured with this code (seed 0, 6 held-out switch clips,
 means with bootstrap 95% intervals; a switch starts a new clip whose first latent frame is not shown):
 
 ========================================  =====================  =====================================
 quantity                                  measured               asserted
 ========================================  =====================  =====================================
-target colour, 1st chunk after the switch  0.659 [0.464, 0.819]   >= 0.4
-old garment's colour before the switch     0.609 [0.431, 0.729]   >= 0.35
+target colour, 1st chunk after the switch  0.661 [0.463, 0.827]   >= 0.4
+old garment's colour before the switch     0.598 [0.425, 0.710]   >= 0.35
 shuffled garment image (control)           0.000 [0.000, 0.000]   < switched - 0.3
-switch without garment KV refresh          0.011 [0.000, 0.034]   < switched - 0.3
+switch without garment KV refresh          0.028 [0.000, 0.082]   < switched - 0.3
 constant frame (control)                   0.0                    == 0
 held-out flow loss: teacher / untrained    0.122 / 2.541          < 0.6 x untrained, < zero velocity (1.306)
 ========================================  =====================  =====================================

@@ -16,7 +16,9 @@ truth scored against itself drawn late after the switch (a picture late: the dec
 latent frame as four held frames; one frame late: that frame shown once; on time), the ceiling each way of showing
 the switch allows. ``switch_at``: the switch experiment's ``all`` and ``no_disentangle`` variants with the switch at
 chunk ``--chunk`` instead of the clip boundary (where the user's reference happens to show the pose of the switch
-frame: the motions loop once per clip). ``identity``: the identity error of a 3-chunk stream on the first
+frame: the motions loop once per clip), and where the identity error goes across the ``all`` switch: the chunk
+before, the last shown frame (what disentangle takes), that frame after the codec's round trip (the new
+reference), the first chunk after. ``identity``: the identity error of a 3-chunk stream on the first
 ``--clips`` clips of each ``--split`` (``train``: combinations training saw), in the first frame (which re-draws the
 reference's pose in the clip's garment) and over the clip, beside the codec's reconstruction, the ground truth
 moved by one pixel (how much of the error a misplaced figure explains) and the clip's latents plus Gaussian noise
@@ -27,6 +29,7 @@ nothing is written.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
 from pathlib import Path
@@ -120,16 +123,25 @@ def switch_timing(samples) -> None:
 
 
 def switch_at(samples, codec, path: str, chunk: int) -> None:
+    from chameleon_core.latents import WAN22
+    from chameleon_core.rescheduling import reference_from_frame
     from chameleon_core.session import GarmentSwitch, TimedSwitch
 
     model = ex.load_model(Path(path))
     rows: dict[str, list[dict]] = {"all": [], "no_disentangle": []}
+    chain: dict[str, list[float]] = {"last shown frame": [], "its codec round trip (the new reference)": []}
     for i, s in enumerate(samples):
         ranges = ex.chunk_frame_ranges((chunk + 3) * ex.CHUNK, clip_starts=(chunk * ex.CHUNK,))
         at, new = ranges[chunk].start, s.meta["switch_garment"]
         truth = GroundTruth(s.sample, size=s.size, frames=ranges[-1].stop, switch_to=new, switch_frame=at)
         head_session = Session(ex.start(model, s, seed=i), chunks=chunk, codec=codec)
         head = ex.to_video(torch.cat([c.pixels for c in head_session.run()], dim=2))
+        # the frame disentangle takes, and that frame as the new reference shows it (decoded back as an image)
+        with torch.no_grad():
+            trip = ex.to_video(codec.decode(WAN22.to_raw(reference_from_frame(
+                codec, WAN22, head[-1].permute(2, 0, 1)[None] * 2 - 1))))
+        for name, v in zip(chain, (head[-1:], trip)):
+            chain[name].append(identity_scores(v, truth.labels[at - 1:at], s.sample)["identity_error"])
         for variant, out in rows.items():
             event = GarmentSwitch(image=ex.garment_image(new), label=new.describe(), **ex.SWITCH_FLAGS[variant])
             tail = Session(head_session.state, chunks=3, codec=codec, timeline=[TimedSwitch(0, event)],
@@ -144,6 +156,14 @@ def switch_at(samples, codec, path: str, chunk: int) -> None:
     effect = stats.effects(rows, {"disentangle": ("all", "no_disentangle")}, metrics, seed=0)["disentangle"]
     logger.info("paired effect of disentangle: %s", ", ".join(
         f"{k} {effect[k]['mean']:+.3f} [{effect[k]['low']:.3f}, {effect[k]['high']:.3f}]" for k in metrics))
+    # where the identity error goes across the switch with all three operations (paired steps, 95% intervals)
+    steps = {"the chunk before the switch": [r["identity_error_before"] for r in rows["all"]], **chain,
+             "the first chunk after it": [r["identity_error_after"] for r in rows["all"]]}
+    names = list(steps)
+    for a, b in itertools.pairwise(names):
+        d = stats.bootstrap([y - x for x, y in zip(steps[a], steps[b])], seed=0)
+        logger.info("identity error %s %.3f -> %s %.3f: %+.3f [%.3f, %.3f]", a, np.mean(steps[a]), b,
+                    np.mean(steps[b]), d.mean, d.low, d.high)
 
 
 def identity(layout, codec, path: str, splits: list[str], count: int) -> None:
