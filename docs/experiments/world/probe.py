@@ -6,6 +6,7 @@
     python docs/experiments/world/probe.py --run runs/world --clips 32 timing
     python docs/experiments/world/probe.py --run runs/world --clips 16 switch_at S.safetensors --chunk 2
     python docs/experiments/world/probe.py --run runs/world --clips 16 identity S.safetensors --split test train
+    python docs/experiments/world/probe.py --run runs/world --clips 32 teacher_switch T.safetensors --cfg 1
 
 ``student``: each model streams the first ``--clips`` held-out clips of the run's cache (3 chunks, the world
 experiments' settings, seed = clip index) and is scored with ``eval.world``; also the RMS distance of its latents
@@ -22,7 +23,8 @@ reference), the first chunk after. ``identity``: the identity error of a 3-chunk
 ``--clips`` clips of each ``--split`` (``train``: combinations training saw), in the first frame (which re-draws the
 reference's pose in the clip's garment) and over the clip, beside the codec's reconstruction, the ground truth
 moved by one pixel (how much of the error a misplaced figure explains) and the clip's latents plus Gaussian noise
-of the student's own RMS distance from them (how much imprecision explains). Models load as the experiments load them;
+of the student's own RMS distance from them (how much imprecision explains). ``teacher_switch``: the bidirectional
+teacher through the same disentangled switch (its next clip's reference is its last frame re-encoded). Models load as the experiments load them;
 nothing is written.
 """
 
@@ -166,6 +168,55 @@ def switch_at(samples, codec, path: str, chunk: int) -> None:
                     np.mean(steps[b]), d.mean, d.low, d.high)
 
 
+def teacher_switch(samples, codec, path: str, cfg: float) -> None:
+    """The teacher through a disentangled switch at the clip boundary: its clip from the user's reference, then a clip
+    whose reference is that clip's last frame re-encoded (as disentangle makes it) in the new garment, scored where the
+    switch experiment scores (its 65-frame ground truth; the second clip's first frame, which re-draws the reference,
+    not shown). Is the identity lost in re-drawing a self-made reference the distillation's or the teacher's?"""
+    from chameleon_core.decoding import decode_chunks
+    from chameleon_core.latents import WAN22
+    from chameleon_core.rescheduling import reference_from_frame
+    from chameleon_core.samplers import sample_teacher
+    from chameleon_core.training.world import stats
+
+    model = ex.load_model(Path(path))
+    steps: dict[str, list[float]] = {"the clip's last chunk": [], "its last frame": [],
+                                     "the next clip's first chunk": []}
+    clean: list[float] = []
+
+    def clip(s, frames, reference, garment, seed):
+        with torch.no_grad():
+            latents = sample_teacher(model, positive=s.text, negative=s.empty, reference=reference, garment=garment,
+                                     latent_frames=frames, steps=50, cfg=cfg, shift=5.0, seed=seed)
+            return ex.to_video(torch.cat(list(decode_chunks(codec, latents, ex.CHUNK, family=model.config.latent)),
+                                         dim=2))
+
+    for i, s in enumerate(samples):
+        frames = model.config.latent.latent_frames(s.clip_frames)
+        ranges = ex.chunk_frame_ranges(frames)
+        at, new = ranges[-1].stop, s.meta["switch_garment"]
+        truth = GroundTruth(s.sample, size=s.size, frames=2 * at - 1, switch_to=new, switch_frame=at)
+        first = clip(s, frames, s.reference, s.garment, i)
+        with torch.no_grad():
+            reference = reference_from_frame(codec, WAN22, first[-1].permute(2, 0, 1)[None] * 2 - 1)
+        second = clip(s, frames, reference, ex.encode_garment(codec, new, s.size), i + 1000)
+        shown = ranges[0].stop - 1  # the first chunk's frames after the re-drawn one
+        last = slice(ranges[-1].start, at)
+        for name, (v, labels) in zip(steps, ((first[last], truth.labels[last]),
+                                             (first[-1:], truth.labels[at - 1:at]),
+                                             (second[1:1 + shown], truth.labels[at:at + shown]))):
+            steps[name].append(identity_scores(v, labels, s.sample)["identity_error"])
+        clean.append(identity_scores(first[1:1 + shown], truth.labels[1:1 + shown], s.sample)["identity_error"])
+    logger.info("teacher, first chunk from the user's reference: identity error %.3f", np.mean(clean))
+    for a, b in itertools.pairwise(steps):
+        d = stats.bootstrap([y - x for x, y in zip(steps[a], steps[b])], seed=0)
+        logger.info("teacher, identity error %s %.3f -> %s %.3f: %+.3f [%.3f, %.3f]", a, np.mean(steps[a]), b,
+                    np.mean(steps[b]), d.mean, d.low, d.high)
+    d = stats.bootstrap([y - x for x, y in zip(steps["the clip's last chunk"], steps["the next clip's first chunk"])],
+                        seed=0)
+    logger.info("teacher, identity change across the switch: %+.3f [%.3f, %.3f]", d.mean, d.low, d.high)
+
+
 def identity(layout, codec, path: str, splits: list[str], count: int) -> None:
     model = ex.load_model(Path(path))
     for split in splits:
@@ -194,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a world run folder (its held-out cache and codec)")
     parser.add_argument("--clips", type=int, default=16)
-    parser.add_argument("what", choices=("student", "teacher", "long", "timing", "switch_at", "identity"))
+    parser.add_argument("what", choices=("student", "teacher", "long", "timing", "switch_at", "identity",
+                                         "teacher_switch"))
     parser.add_argument("models", nargs="*")
     parser.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0], help="teacher: guidances")
     parser.add_argument("--chunks", type=int, default=6, help="long: chunks to stream")
@@ -219,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "identity":
         for path in args.models:
             identity(layout, codec, path, args.split, args.clips)
+    elif args.what == "teacher_switch":
+        for path in args.models:
+            teacher_switch(samples, codec, path, args.cfg[0])
     else:
         for path in args.models:
             switch_at(samples, codec, path, args.chunk)
