@@ -51,8 +51,9 @@ def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """``F.conv3d`` (zero padding given as numbers), with a batch of one in fp32 on a CPU computed by oneDNN.
 
     PyTorch's dispatcher sends an fp32 batch of one to its reference loop (``slow_conv3d``) and every larger batch,
-    and every bf16 input, to oneDNN; a streaming decode or encode is a batch of one, and the loop measured 5-10x
-    slower than oneDNN on the same call (``docs/benchmarks/vae.md``). Same arithmetic to float rounding, gradients
+    and every bf16 input, to oneDNN; a streaming decode or encode is a batch of one. For narrow convolutions the loop
+    measured up to 10x slower than oneDNN on the same call (the world codec's whole decode 3.2x); for the released
+    Wan VAEs' wide ones a few percent (``docs/benchmarks/vae.md``). Same arithmetic to float rounding, gradients
     included (``tests/test_vae.py``); any other input, and a build without oneDNN, takes ``F.conv3d``.
     """
     if (x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import multiprocessing
 import zipfile
 from pathlib import Path
 
@@ -107,8 +108,6 @@ def write_dataset(root: str | Path, split: str = "train", count: int = 16, size:
     folder.mkdir(parents=True, exist_ok=True)
     step = max(1, min(WORKER_SAMPLES, -(-count // workers)))
     ranges = [(a, min(a + step, count)) for a in range(0, count, step)]
-    import multiprocessing
-
     if workers == 1 or len(ranges) == 1 or "fork" not in multiprocessing.get_all_start_methods():
         rows = [row for a, b in ranges for row in _write_range(folder, split, a, b, size, frames, seed)]
     else:
