@@ -161,10 +161,16 @@ def switch_at(samples, codec, path: str, chunk: int) -> None:
     # where the identity error goes across the switch with all three operations (paired steps, 95% intervals)
     steps = {"the chunk before the switch": [r["identity_error_before"] for r in rows["all"]], **chain,
              "the first chunk after it": [r["identity_error_after"] for r in rows["all"]]}
-    names = list(steps)
-    for a, b in itertools.pairwise(names):
+    _log_identity_steps("", steps)
+
+
+def _log_identity_steps(who: str, steps: dict[str, list[float]]) -> None:
+    """The mean identity error at each step of a chain, and each step's paired change (bootstrap 95% interval)."""
+    from chameleon_core.training.world import stats
+
+    for a, b in itertools.pairwise(steps):
         d = stats.bootstrap([y - x for x, y in zip(steps[a], steps[b])], seed=0)
-        logger.info("identity error %s %.3f -> %s %.3f: %+.3f [%.3f, %.3f]", a, np.mean(steps[a]), b,
+        logger.info("%sidentity error %s %.3f -> %s %.3f: %+.3f [%.3f, %.3f]", who, a, np.mean(steps[a]), b,
                     np.mean(steps[b]), d.mean, d.low, d.high)
 
 
@@ -208,10 +214,7 @@ def teacher_switch(samples, codec, path: str, cfg: float) -> None:
             steps[name].append(identity_scores(v, labels, s.sample)["identity_error"])
         clean.append(identity_scores(first[1:1 + shown], truth.labels[1:1 + shown], s.sample)["identity_error"])
     logger.info("teacher, first chunk from the user's reference: identity error %.3f", np.mean(clean))
-    for a, b in itertools.pairwise(steps):
-        d = stats.bootstrap([y - x for x, y in zip(steps[a], steps[b])], seed=0)
-        logger.info("teacher, identity error %s %.3f -> %s %.3f: %+.3f [%.3f, %.3f]", a, np.mean(steps[a]), b,
-                    np.mean(steps[b]), d.mean, d.low, d.high)
+    _log_identity_steps("teacher, ", steps)
     d = stats.bootstrap([y - x for x, y in zip(steps["the clip's last chunk"], steps["the next clip's first chunk"])],
                         seed=0)
     logger.info("teacher, identity change across the switch: %+.3f [%.3f, %.3f]", d.mean, d.low, d.high)
