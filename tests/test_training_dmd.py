@@ -588,3 +588,45 @@ def test_dmd_stage_critic_learns_on_a_fixed_batch(tmp_path):
     losses = [r["critic_loss"] for r in read_metrics(metrics)]
     assert len(losses) == 20
     assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5, losses
+
+
+def test_dmd_self_references_are_the_generators_redrawn_frames(tmp_path):
+    """``dmd.self_reference``: the iteration's batch carries references re-drawn by the generator as a switch makes
+    them (the same function teacher forcing's option uses, computed here by hand), the batch itself at 0; a run
+    with every reference self-made trains and exports; a probability without a VAE names the setting."""
+    import dataclasses
+
+    from chameleon_core.training.config import config_from_dict
+    from chameleon_core.training.runtime import Run
+    from chameleon_core.training.stage_dmd import DMDTrainer
+    from chameleon_core.training.stage_forcing import redrawn_references
+
+    cache = _write_latent_cache(tmp_path / "cache")
+    base = _stage_config(cache, tmp_path / "run")
+    base["run"]["steps"] = 2
+    base["dmd"].update(self_reference=1.0, self_reference_vae="random:wan2.2-tiny")
+    run = Run.start(config_from_dict(base))
+    try:
+        trainer = DMDTrainer(run)
+        batch = trainer.loader.next(0)
+        made = trainer._self_referenced(batch, 0)
+        want = redrawn_references(trainer.generator, batch, 0, probability=1.0, vae="random:wan2.2-tiny",
+                                  chunk_frames=1, shift=run.cfg.flow.shift, seed=run.cfg.run.seed, setting="x")
+        torch.testing.assert_close(made.reference, want)
+        assert not torch.allclose(made.reference, batch.reference)
+        assert torch.equal(made.video, batch.video) and made.slots == batch.slots
+        trainer.d = dataclasses.replace(trainer.d, self_reference=0.0)
+        assert trainer._self_referenced(batch, 0) is batch
+        trainer.d = dataclasses.replace(trainer.d, self_reference=1.0)
+        assert trainer.train() is not None
+    finally:
+        run.close()
+    assert (tmp_path / "run" / "export" / "student.safetensors").is_file()
+    base["dmd"]["self_reference_vae"] = None
+    base["run"]["out"] = str(tmp_path / "run2")
+    run = Run.start(config_from_dict(base))
+    try:
+        with pytest.raises(ValueError, match="dmd.self_reference_vae"):
+            DMDTrainer(run).train()
+    finally:
+        run.close()

@@ -164,6 +164,15 @@ class DMDSection:
     reward: str = "random"
     """Aesthetic reward: a folder with the CLIP ViT-L/14 and LAION MLP files, or ``random`` (tests)."""
     negative_prompt: str = ""
+    self_reference: float = 0.0
+    """Probability that a sample's reference is replaced, for the iteration, by one the generator made itself as a
+    garment switch's disentangled reference is made
+    (:func:`~chameleon_core.training.stage_forcing.redrawn_references`, over the process's batch): the rollouts,
+    the teacher's score and the critic then all see the clip after a switch. 0: the dataset's references (the
+    authors')."""
+    self_reference_vae: str | None = None
+    """The VAE file (the one the latent cache was prepared with) that decodes and re-encodes the self-made
+    references; required when ``self_reference`` > 0."""
     extra: dict = field(default_factory=dict)
     """Further stage-specific settings, read by the DMD stage."""
 
@@ -241,6 +250,7 @@ RULES: dict[str, Rule] = {
     "forcing.attention": (lambda v: v in ATTENTION, f"one of {list(ATTENTION)}"),
     "forcing.position_offset_max": (lambda v: v >= 0, "a whole number of latent frames >= 0"),
     "forcing.self_reference": (lambda v: 0 <= v <= 1, "a probability in 0..1"),
+    "dmd.self_reference": (lambda v: 0 <= v <= 1, "a probability in 0..1"),
     "dmd.teacher": (_random_spec_ok, "a checkpoint path, or random:SEED with a whole-number seed"),
     "dmd.critic_lr": (lambda v: v > 0, "a learning rate > 0"),
     "dmd.critic_per_generator": (lambda v: v >= 1, "a whole number >= 1 (critic updates per generator update)"),

@@ -34,6 +34,7 @@ once; a NaN/inf generator or critic loss stops the run before the update.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -169,6 +170,18 @@ class DMDTrainer:
         seed = self.cfg.run.seed
         return SampleRandom.from_generators([sample_generator(seed, step, slot, stream) for slot in part.slots])
 
+    def _self_referenced(self, batch: Batch, step: int) -> Batch:
+        """The batch with some references re-drawn by the generator (``dmd.self_reference``; the batch itself at 0)."""
+        if self.d.self_reference <= 0:
+            return batch
+        from .stage_forcing import redrawn_references
+
+        reference = redrawn_references(self.generator, batch, step, probability=self.d.self_reference,
+                                       vae=self.d.self_reference_vae, chunk_frames=self.d.chunk_frames,
+                                       shift=self.cfg.flow.shift, seed=self.cfg.run.seed,
+                                       setting="dmd.self_reference")
+        return dataclasses.replace(batch, reference=reference)
+
     def _rollout(self, part: Batch, step: int, exit_step: int, *, grad: bool, stream: int) -> torch.Tensor:
         c = self.d.chunk_frames
         frames = part.video.shape[2]
@@ -230,7 +243,7 @@ class DMDTrainer:
             run.phase = f"iteration {step + 1} of {cfg.run.steps}"
             run.checkpoint_progress()
             t0 = time.perf_counter()
-            batch = self.loader.next(step)
+            batch = self._self_referenced(self.loader.next(step), step)
             micro = batch.split(mb)
             values: dict[str, float] = {}
             # 1. Generator update (every critic_per_generator-th iteration), then the EMA.
