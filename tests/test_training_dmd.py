@@ -598,8 +598,8 @@ def test_dmd_self_references_are_the_generators_redrawn_frames(tmp_path):
 
     from chameleon_core.training.config import config_from_dict
     from chameleon_core.training.runtime import Run
+    from chameleon_core.training.self_reference import redrawn_references
     from chameleon_core.training.stage_dmd import DMDTrainer
-    from chameleon_core.training.stage_forcing import redrawn_references
 
     cache = _write_latent_cache(tmp_path / "cache")
     base = _stage_config(cache, tmp_path / "run")

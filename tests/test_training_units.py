@@ -81,11 +81,8 @@ def test_self_made_references_are_the_students_redrawn_first_frame():
     from chameleon_core.training.latent_cache import Batch, sample_generator
     from chameleon_core.training.parallel import prepare_model
     from chameleon_core.training.prepare import make_vae
-    from chameleon_core.training.stage_forcing import (
-        STUDENT_STEPS,
-        forcing_loss,
-        self_made_references,
-    )
+    from chameleon_core.training.self_reference import STUDENT_STEPS
+    from chameleon_core.training.stage_forcing import forcing_loss, self_made_references
     from tests.tiny_models import tiny_transformer
 
     plain = tiny_transformer(3)

@@ -167,7 +167,7 @@ class DMDSection:
     self_reference: float = 0.0
     """Probability that a sample's reference is replaced, for the iteration, by one the generator made itself as a
     garment switch's disentangled reference is made
-    (:func:`~chameleon_core.training.stage_forcing.redrawn_references`, over the process's batch): the rollouts,
+    (:func:`~chameleon_core.training.self_reference.redrawn_references`, over the process's batch): the rollouts,
     the teacher's score and the critic then all see the clip after a switch. 0: the dataset's references (the
     authors')."""
     self_reference_vae: str | None = None

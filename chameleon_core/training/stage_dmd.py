@@ -174,7 +174,7 @@ class DMDTrainer:
         """The batch with some references re-drawn by the generator (``dmd.self_reference``; the batch itself at 0)."""
         if self.d.self_reference <= 0:
             return batch
-        from .stage_forcing import redrawn_references
+        from .self_reference import redrawn_references
 
         reference = redrawn_references(self.generator, batch, step, probability=self.d.self_reference,
                                        vae=self.d.self_reference_vae, chunk_frames=self.d.chunk_frames,
