@@ -45,6 +45,10 @@ class StepCache:
     """True on the first step of a stream (first pixel frame / first latent frame)."""
 
 
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch, "mkldnn_convolution")
+"""Whether this build has oneDNN's convolution (``conv3d``'s fast path)."""
+
+
 def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
            stride: tuple[int, int, int] = (1, 1, 1), padding: tuple[int, int, int] = (0, 0, 0),
            dilation: tuple[int, int, int] = (1, 1, 1), groups: int = 1) -> torch.Tensor:
@@ -60,9 +64,6 @@ def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
             and _ONEDNN and torch.backends.mkldnn.enabled):
         return torch.mkldnn_convolution(x, weight, bias, padding, stride, dilation, groups)
     return F.conv3d(x, weight, bias, stride, padding, dilation, groups)
-
-
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch, "mkldnn_convolution")
 
 
 class Conv3d(nn.Conv3d):

@@ -5,7 +5,8 @@ colour on the renderer's garment masks; the controls that must score low do.
 
 Measured on the shipped files (seed 42, the templates' seed): garment colour accuracy of the three segments 0.821,
 0.951, 0.879 (seeds 1-3: 0.79-0.82, 0.94-0.96, 0.89-0.91); every control 0.000 (the stream that never switched,
-scored against garments 2 and 3; each segment scored against another segment's garment; a constant frame). Each switch starts a new clip whose first latent frame is not shown, so the motion goes on in time with the
+scored against garments 2 and 3; each segment scored against another segment's garment; a constant frame). Each
+switch starts a new clip whose first latent frame is not shown, so the motion goes on in time with the
 renderer's. The bounds leave room for another CPU's arithmetic, and a random or untrained model
 fails them (its accuracy is near 0, docs/experiments/world.md).
 """

@@ -24,8 +24,8 @@ reference), the first chunk after. ``identity``: the identity error of a 3-chunk
 reference's pose in the clip's garment) and over the clip, beside the codec's reconstruction, the ground truth
 moved by one pixel (how much of the error a misplaced figure explains) and the clip's latents plus Gaussian noise
 of the student's own RMS distance from them (how much imprecision explains). ``teacher_switch``: the bidirectional
-teacher through the same disentangled switch (its next clip's reference is its last frame re-encoded). Models load as the experiments load them;
-nothing is written.
+teacher through the same disentangled switch (its next clip's reference is its last frame re-encoded). Models load
+as the experiments load them; nothing is written.
 """
 
 from __future__ import annotations
