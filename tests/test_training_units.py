@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -417,9 +418,46 @@ def test_autocast_model_computes_in_bf16_with_fp32_master_weights_and_grads():
         prepare_model(copy.deepcopy(base), device=torch.device("cpu"), fsdp=True, autocast=torch.bfloat16)
     with pytest.raises(ConfigError, match="model.fsdp=false"):
         load_config("tiny_sft", ["model.autocast=bf16"])
-    with pytest.raises(ConfigError, match=r"model.autocast = 'fp16'.*one of \['off', 'bf16'\]"):
+    with pytest.raises(ConfigError, match=r"model.autocast = 'fp16'.*one of \['off', 'bf16', 'auto'\]"):
         load_config("tiny_sft", ["model.autocast=fp16", "model.fsdp=false"])
     assert load_config("tiny_sft", ["model.autocast=bf16", "model.fsdp=false"]).model.autocast == "bf16"
+    assert load_config("tiny_sft", ["model.autocast=auto"]).model.autocast == "auto"  # with FSDP: off, not refused
+
+
+def _cpu_flags() -> set[str] | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), None)
+    return None if line is None else set(line.split(":", 1)[1].split())
+
+
+def test_auto_autocast_is_bf16_only_where_the_cpu_multiplies_bf16_in_hardware(monkeypatch, caplog):
+    """``native_bf16("cpu")`` agrees with the kernel's CPU flags (an independent reading: AVX-512 BF16 or AMX), and
+    ``model.autocast`` resolves from it: ``auto`` -> bf16 on such a CPU, fp32 (None) elsewhere and under FSDP; an
+    explicit ``bf16`` on a CPU that would emulate it is kept, with a warning that names the fix; ``off`` is None."""
+    import logging
+
+    from chameleon_core import precision
+    from chameleon_core.training.runtime import autocast_dtype
+
+    flags = _cpu_flags()
+    if flags is not None and torch.backends.cpu.get_cpu_capability() != "DEFAULT":
+        assert precision.native_bf16("cpu") == bool({"avx512_bf16", "amx_bf16", "amx_tile"} & flags), sorted(
+            f for f in flags if f.startswith(("avx", "amx")))
+    cpu = torch.device("cpu")
+    for avx512_bf16, amx, native in ((False, False, False), (True, False, True), (False, True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert precision.native_bf16(cpu) is native
+        assert autocast_dtype("auto", cpu, fsdp=False) == (torch.bfloat16 if native else None)
+        assert autocast_dtype("auto", cpu, fsdp=True) is None and autocast_dtype("off", cpu, fsdp=False) is None
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="chameleon_core.training.runtime"):
+            assert autocast_dtype("bf16", cpu, fsdp=False) == torch.bfloat16
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert (len(warned) == 1 and "model.autocast=auto" in warned[0]) if not native else not warned
 
 
 def _has_cpp_compiler() -> bool:

@@ -116,7 +116,7 @@ def test_stage_configs_are_valid_training_configs(tmp_path):
         for stage in ("sft", "forcing", "dmd"):
             cfg = config_from_dict(pipeline.stage_config(stage, plan, layout, seed=3))
             assert cfg.stage == stage and cfg.run.seed == 3 and cfg.model.text_len == plan.model.text_len
-            assert cfg.model.autocast == "bf16" and cfg.model.fsdp is False
+            assert cfg.model.autocast == "auto" and cfg.model.fsdp is False
             assert cfg.model.compile is (plan.compile and stage != "dmd")  # DMD's rollouts would recompile
     fp32 = pipeline.stage_config("sft", dataclasses.replace(pipeline.FULL, autocast="off"), layout, seed=0)
     assert config_from_dict(fp32).model.autocast == "off"

@@ -41,6 +41,7 @@ from torch import nn
 
 from chameleon_core.config import preset
 from chameleon_core.model import WanModel
+from chameleon_core.precision import native_bf16
 
 from .checkpoint import Checkpointer, Parts
 from .config import TrainConfig
@@ -89,6 +90,25 @@ def load_weights(spec: str | None, arch: str, text_len: int | None = None) -> Wa
         logger.warning("weights %s are %s, config model.arch is %s; using the weights' shape", spec,
                        model.config.name, arch)
     return model
+
+
+def autocast_dtype(name: str, device: torch.device, *, fsdp: bool) -> torch.dtype | None:
+    """``model.autocast`` as the dtype :func:`~chameleon_core.training.parallel.prepare_model` takes (None: fp32).
+    ``auto`` picks bf16 where ``device`` multiplies it in hardware (:func:`~chameleon_core.precision.native_bf16`) and
+    fp32 elsewhere, and says which; an explicit ``bf16`` on a CPU that emulates it runs as asked, with a warning."""
+    if name == "off" or (name == "auto" and fsdp):
+        return None
+    native = native_bf16(device)
+    if name == "auto":
+        logger.info("model.autocast = auto: %s on %s (%s)", "bf16" if native else "fp32", device,
+                    "bf16 matrix products in hardware" if native else
+                    "no bf16 matrix products in hardware: PyTorch would emulate them, far slower than fp32")
+        return torch.bfloat16 if native else None
+    if not native:
+        logger.warning("model.autocast = bf16 on %s, which has no bf16 matrix products in hardware (no AVX-512 BF16 "
+                       "or AMX on a CPU): PyTorch emulates them, on a 2-core AVX2 CPU 60x slower than fp32; use "
+                       "--set model.autocast=auto (or off)", device)
+    return parse_dtype(name)
 
 
 class NonFiniteLossError(TrainingError):
@@ -181,7 +201,7 @@ class Run:
             activation_checkpointing=m.activation_checkpointing,
             trainable=trainable,
             offload=offload,
-            autocast=None if m.autocast == "off" else parse_dtype(m.autocast),
+            autocast=autocast_dtype(m.autocast, self.device, fsdp=m.fsdp),
             compile_blocks=m.compile and trainable,
         )
 

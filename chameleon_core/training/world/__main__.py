@@ -40,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="torch intra-op threads (default 2: on two cores the tiny model trains 1.7-1.9x faster "
                           "than on one; use 1 for runs side by side, where spin-waiting threads slow each other)")
     run.add_argument("--autocast", choices=AUTOCAST_NAMES, default=None,
-                     help="every training stage's model.autocast: bf16 (the default; on the 2-core CPU an SFT step "
-                          "is 1.5x faster than in fp32) or off (fp32 throughout); use its own --out")
+                     help="every training stage's model.autocast: auto (the default: bf16 where the CPU multiplies "
+                          "bf16 in hardware, AVX-512 BF16 or AMX, where an SFT step is 1.5x faster than in fp32; fp32 "
+                          "elsewhere, where bf16 is emulated and far slower), bf16, or off (fp32 throughout); use its "
+                          "own --out")
     run.add_argument("--compile", choices=("on", "off"), default=None,
                      help="compile the DiT's blocks in SFT and teacher forcing (torch.compile; the full run's "
                           "default: about 15 s a stage, then SFT steps about 1.17x faster; needs a C++ compiler) "

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from chameleon_core.config import WanConfig
+from chameleon_core.precision import native_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -126,10 +127,12 @@ class Plan:
     """Teacher forcing's ``forcing.position_offset_max`` (latent frames): the switch experiments stream two clips'
     length, and without it the student fails from the first chunk past the training clip (measured: colour 0.84
     -> 0.66, identity error 0.39 -> 0.64, whether the cache evicts or not: the RoPE positions are the cause)."""
-    autocast: str = "bf16"
-    """Every stage's ``model.autocast``: the DiT's linears in bf16 over fp32 master weights (the residual stream,
-    norms and timestep embedding in fp32; attention in fp32 on CPU). On the 2-core CPU an SFT step takes 0.059 s
-    against 0.089 s in fp32 (with the fused AdamW), so the same minutes train 1.5x the steps."""
+    autocast: str = "auto"
+    """Every stage's ``model.autocast``. ``auto``: the DiT's linears in bf16 over fp32 master weights (the residual
+    stream, norms and timestep embedding in fp32; attention in fp32 on CPU) where the CPU multiplies bf16 in hardware
+    (AVX-512 BF16 or AMX), fp32 elsewhere. On the 2-core AVX-512 BF16 CPU an SFT step takes 0.059 s against 0.089 s in
+    fp32 (with the fused AdamW), so the same minutes train 1.5x the steps; on a 2-core AVX2 CPU bf16 is emulated and
+    a step took 3 s instead of a fraction of one (docs/experiments/world.md, item 11)."""
     compile: bool = False
     """The SFT and teacher-forcing stages' ``model.compile`` (each DiT block compiled with ``torch.compile``; GR-DMD
     stays eager, its rollouts' shapes change chunk by chunk). On the 2-core CPU, measured alone, an SFT step ran 1.17x
@@ -402,7 +405,8 @@ def machine() -> dict[str, Any]:
 
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": native_bf16("cpu")}
 
 
 def codec_stage(layout: Layout, *, source: Path | None, train: bool, quick: bool) -> dict[str, Any]:
