@@ -19,7 +19,9 @@ the switch allows. ``switch_at``: the switch experiment's ``all`` and ``no_disen
 chunk ``--chunk`` instead of the clip boundary (where the user's reference happens to show the pose of the switch
 frame: the motions loop once per clip), and where the identity error goes across the ``all`` switch: the chunk
 before, the last shown frame (what disentangle takes), that frame after the codec's round trip (the new
-reference), the first chunk after. ``identity``: the identity error of a 3-chunk stream on the first
+reference), the first chunk after; and what it is made of: what the truth's skin and hair pixels are drawn as
+before and after (the person's own colour, another person's, the scene ...), the error picture by picture, and the
+tone error (the RGB distance of the mean skin / hair colour drawn from the person's) at each step. ``identity``: the identity error of a 3-chunk stream on the first
 ``--clips`` clips of each ``--split`` (``train``: combinations training saw), in the first frame (which re-draws the
 reference's pose in the clip's garment) and over the clip, beside the codec's reconstruction, the ground truth
 moved by one pixel (how much of the error a misplaced figure explains) and the clip's latents plus Gaussian noise
@@ -31,8 +33,10 @@ as the experiments load them; nothing is written.
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -41,6 +45,7 @@ import torch
 
 from chameleon_core.eval.world import (
     GroundTruth,
+    classify,
     garment_colour_accuracy,
     identity_scores,
     score_video,
@@ -49,7 +54,10 @@ from chameleon_core.latents import to_raw
 from chameleon_core.session import Session
 from chameleon_core.training.world import experiments as ex
 from chameleon_core.training.world.pipeline import Layout
+from chameleon_core.world import catalog
+from chameleon_core.world.catalog import palette
 from chameleon_core.world.codec import load_codec
+from chameleon_core.world.render import HAIR_LABEL, SKIN_LABEL
 
 logger = logging.getLogger("probe")
 COLUMNS = ("garment_colour", "not_garment", "identity_skin", "identity_hair", "motion_agreement")
@@ -132,6 +140,7 @@ def switch_at(samples, codec, path: str, chunk: int) -> None:
     model = ex.load_model(Path(path))
     rows: dict[str, list[dict]] = {"all": [], "no_disentangle": []}
     chain: dict[str, list[float]] = {"last shown frame": [], "its codec round trip (the new reference)": []}
+    detail = _IdentityDetail()
     for i, s in enumerate(samples):
         ranges = ex.chunk_frame_ranges((chunk + 3) * ex.CHUNK, clip_starts=(chunk * ex.CHUNK,))
         at, new = ranges[chunk].start, s.meta["switch_garment"]
@@ -150,8 +159,11 @@ def switch_at(samples, codec, path: str, chunk: int) -> None:
                            continue_decode=head_session.decoder).run()
             video = torch.cat([head, ex.to_video(torch.cat([c.pixels for c in tail], dim=2))])
             out.append(ex._switch_row(video, truth, ranges, chunk, 0.0))
+            if variant == "all":
+                detail.add(video, truth, ranges, chunk, trip, s.sample)
     for variant, out in rows.items():
         logger.info("%s, switch at chunk %d: %s", variant, chunk, _mean_row(out))
+    detail.log()
     from chameleon_core.training.world import stats
 
     metrics = ("colour_first_chunk", "identity_change", "motion_agreement")
@@ -162,6 +174,70 @@ def switch_at(samples, codec, path: str, chunk: int) -> None:
     steps = {"the chunk before the switch": [r["identity_error_before"] for r in rows["all"]], **chain,
              "the first chunk after it": [r["identity_error_after"] for r in rows["all"]]}
     _log_identity_steps("", steps)
+
+
+class _IdentityDetail:
+    """What the identity error of a switched stream is made of (the ``all`` switch of ``switch_at``): what the ground
+    truth's skin and hair pixels are drawn as in the chunk before the switch and the first chunk after it (the person's
+    own colour, another person's colour of that part, the other part's colours, a garment colour, the scene, the
+    trousers); the identity error picture by picture (four frames each); and the tone error, the RGB distance (0-255)
+    of the mean colour drawn on each part's pixels from the person's palette colour, at each step of the switch."""
+
+    PARTS = (("skin", SKIN_LABEL), ("hair", HAIR_LABEL))
+
+    def __init__(self) -> None:
+        self.outcomes = {k: collections.Counter() for k in ("the chunk before", "the first chunk after")}
+        self.pictures: list[list[float]] = []
+        self.tones: dict[str, list[float]] = collections.defaultdict(list)
+
+    def _outcome(self, entry, part: str, own: str) -> str:
+        if entry.kind == part:
+            return "own colour" if entry.name == own else f"another person's {part}"
+        if entry.kind in ("skin", "hair"):
+            return f"a {entry.kind} colour"
+        if entry.kind in ("garment", "mark"):
+            return "a garment colour"
+        return "the scene" if entry.kind in ("wall", "pole") else entry.kind
+
+    def _tone(self, video, labels, sample) -> float:
+        out = []
+        for part, label in self.PARTS:
+            mask = labels == label
+            if mask.any():
+                own = torch.tensor(getattr(catalog, part.upper())[getattr(sample.identity, part)], dtype=torch.float32)
+                out.append(float((video[mask].mean(0) * 255 - own).norm()))
+        return float(np.mean(out)) if out else math.nan
+
+    def add(self, video, truth, ranges, chunk: int, trip, sample) -> None:
+        at = ranges[chunk].start
+        entries = palette()
+        for name, r in zip(self.outcomes, (ranges[chunk - 1], ranges[chunk])):
+            cls, labels = classify(video[r.start:r.stop]), truth.labels[r.start:r.stop]
+            for part, label in self.PARTS:
+                own = getattr(sample.identity, part)
+                for idx, n in zip(*torch.unique(cls[labels == label], return_counts=True)):
+                    self.outcomes[name][(part, self._outcome(entries[int(idx)], part, own))] += int(n)
+        starts = list(range(ranges[chunk - 1].start, ranges[chunk].stop, 4))
+        self.pictures.append([identity_scores(video[f:f + 4], truth.labels[f:f + 4], sample)["identity_error"]
+                              for f in starts])
+        before = slice(ranges[chunk - 1].start, at)
+        for name, v, labels in (("the chunk before", video[before], truth.labels[before]),
+                                ("the last shown frame", video[at - 1:at], truth.labels[at - 1:at]),
+                                ("its round trip", trip, truth.labels[at - 1:at]),
+                                ("1st picture after", video[at:at + 4], truth.labels[at:at + 4]),
+                                ("2nd picture after", video[at + 4:at + 8], truth.labels[at + 4:at + 8])):
+            self.tones[name].append(self._tone(v, labels, sample))
+
+    def log(self) -> None:
+        for name, counts in self.outcomes.items():
+            for part, _ in self.PARTS:
+                total = sum(n for (p, _), n in counts.items() if p == part)
+                shares = sorted(((n / total, o) for (p, o), n in counts.items() if p == part), reverse=True)
+                logger.info("%s pixels, %s: %s", part, name, ", ".join(f"{o} {v:.3f}" for v, o in shares if v >= 0.005))
+        logger.info("identity error by picture, the chunk before then the first after: %s",
+                    " ".join(f"{v:.3f}" for v in np.nanmean(np.array(self.pictures, dtype=float), axis=0)))
+        logger.info("tone error (RGB distance of the mean skin / hair colour from the person's): %s",
+                    ", ".join(f"{k} {np.nanmean(v):.1f}" for k, v in self.tones.items()))
 
 
 def _log_identity_steps(who: str, steps: dict[str, list[float]]) -> None:
