@@ -2,8 +2,10 @@
 
 ``test_quick_run_*`` run ``python -m chameleon_core.training.world run --quick`` once, in-process (world -> the
 shipped codec and its gate -> prepare -> SFT -> teacher forcing -> GR-DMD -> streams with switches -> metrics and
-plots): 311 s alone on the two cores (2 torch threads and bf16 autocast, the run's defaults; SFT 230 s, prepare 11 s
-with 16 clips a codec call, experiments 18 s). Measured with this code (seed 0, 6 held-out switch clips,
+plots): 311 s alone on two cores with AVX-512 BF16 (2 torch threads; ``--autocast auto``, the default, trains in
+bf16 there; SFT 230 s, prepare 11 s with 16 clips a codec call, experiments 18 s), 617 s on two AVX2 cores (AMD
+EPYC), where it trains in fp32 (SFT 453 s at 0.11 s a step; in bf16, emulated there, a step took 3 s) and scored
+the same (switch 0.658 [0.463, 0.814]). Measured with this code (seed 0, 6 held-out switch clips,
 means with bootstrap 95% intervals; a switch starts a new clip whose first latent frame is not shown):
 
 ========================================  =====================  =====================================
