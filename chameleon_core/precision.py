@@ -124,7 +124,7 @@ def native_bf16(device: torch.device | str) -> bool:
     fp32 (docs/experiments/world.md, item 11). Other device types: True (their own backends decide)."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         cpu = torch.cpu
         return any(bool(getattr(cpu, name, lambda: False)())
