@@ -22,12 +22,12 @@ before, the last shown frame (what disentangle takes), that frame after the code
 reference), the first chunk after; and what it is made of: what the truth's skin and hair pixels are drawn as
 before and after (the person's own colour, another person's, the scene ...), the error picture by picture, and the
 tone error (the RGB distance of the mean skin / hair colour drawn from the person's) at each step. ``identity``:
-the identity error of a 3-chunk stream on the first ``--clips`` clips of each ``--split`` (``train``: combinations training saw), in the first frame (which re-draws the
-reference's pose in the clip's garment) and over the clip, beside the codec's reconstruction, the ground truth
-moved by one pixel (how much of the error a misplaced figure explains) and the clip's latents plus Gaussian noise
-of the student's own RMS distance from them (how much imprecision explains). ``teacher_switch``: the bidirectional
-teacher through the same disentangled switch (its next clip's reference is its last frame re-encoded). Models load
-as the experiments load them; nothing is written.
+the identity error of a 3-chunk stream on the first ``--clips`` clips of each ``--split`` (``train``: combinations
+training saw), in the first frame (which re-draws the reference's pose in the clip's garment) and over the clip,
+beside the codec's reconstruction, the ground truth moved by one pixel (how much of the error a misplaced figure
+explains) and the clip's latents plus Gaussian noise of the student's own RMS distance from them (how much
+imprecision explains). ``teacher_switch``: the bidirectional teacher through the same disentangled switch (its next
+clip's reference is its last frame re-encoded). Models load as the experiments load them; nothing is written.
 """
 
 from __future__ import annotations
