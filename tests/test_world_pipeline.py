@@ -38,7 +38,13 @@ import torch
 from PIL import Image
 
 from chameleon_core.training.world import pipeline, stats
-from chameleon_core.training.world.experiments import chunk_frame_ranges, shuffled_garment
+from chameleon_core.training.world.experiments import (
+    chunk_frame_ranges,
+    load_eval_samples,
+    other_person,
+    other_person_prompt,
+    shuffled_garment,
+)
 from chameleon_core.training.world.plots import frame_strip, line_plot
 from chameleon_core.training.world.reward import PaletteReward, world_palette
 
@@ -100,6 +106,24 @@ def test_shuffled_garment_never_has_the_colour_it_is_scored_against():
     assert shuffled_garment(same, 1, samples[0].sample.garment.colour).colour != samples[0].sample.garment.colour
 
 
+def test_other_person_differs_in_skin_and_hair_where_the_samples_allow():
+    from types import SimpleNamespace
+
+    from chameleon_core.world import sample_world
+
+    samples = [SimpleNamespace(sample=sample_world(i, "test")) for i in range(12)]
+    for i, s in enumerate(samples):
+        me, other = s.sample.identity, other_person(samples, i).sample.identity
+        if any(o.sample.identity.skin != me.skin and o.sample.identity.hair != me.hair for o in samples):
+            assert other.skin != me.skin and other.hair != me.hair, (me, other)
+    me = samples[0].sample.identity
+    same_skin = dataclasses.replace(samples[1].sample, identity=dataclasses.replace(me, hair="navy" if me.hair != "navy"
+                                                                                      else "pink"))
+    pair = [samples[0], SimpleNamespace(sample=same_skin)]
+    assert other_person(pair, 0) is pair[1]  # only the hair differs: still another person
+    assert other_person(samples[:1], 0) is samples[0]  # nobody else: itself (its row then equals ``all``)
+
+
 def test_plots_are_pngs(tmp_path):
     p = line_plot(tmp_path / "a.png", {"x": [0.1, 0.5, math.nan, 0.2], "y": [1, 2, 3, 4]}, title="t", xlabel="chunk",
                   ylabel="v", vline=1.5)
@@ -151,6 +175,18 @@ def test_quick_run_writes_every_result(quick_run):
     assert set(switching["summary"]) == {*pipeline.QUICK.switch_variants, "constant_frame", "codec_ceiling",
                                          "shuffled_garment"}
     assert len(switching["clips"]) == pipeline.QUICK.switch_samples
+    described = results["switching_described"]
+    assert set(described["summary"]) == {*pipeline.QUICK.described_variants, "constant_frame", "codec_ceiling",
+                                         "shuffled_garment"}
+    assert described["clips"] == switching["clips"]  # the same held-out clips, the other prompt
+    # the other_person control's prompt, rebuilt from the captions, is the cached full prompt when the person is the
+    # same (the cache's encoder and length), and another one otherwise
+    samples = load_eval_samples(pipeline.Layout(quick_run), 3, prompt="full")
+    for s in samples:
+        assert torch.equal(other_person_prompt(s, s, pipeline.QUICK.model.text_len), s.text)
+    other = other_person(samples, 0)
+    assert not torch.equal(other_person_prompt(samples[0], other, pipeline.QUICK.model.text_len), samples[0].text)
+    assert not torch.equal(load_eval_samples(pipeline.Layout(quick_run), 1)[0].text, samples[0].text)  # dynamic
     assert len(results["long_stream"]["series"]["garment_colour"]) == pipeline.QUICK.long_factor * 3
     for name in results["plots"]:
         with Image.open(quick_run / "plots" / "seed0" / name) as im:
@@ -174,6 +210,10 @@ def test_quick_run_switches_the_garment(quick_run):
     assert summary["no_refresh"]["colour_first_chunk"]["mean"] < switched - 0.3
     assert summary["constant_frame"]["colour_first_chunk"]["mean"] == 0.0
     assert summary["all"]["colour_before"]["mean"] >= 0.35  # and the first garment before the switch
+    # with the prompt describing the person (never the garment), the garment still comes from the garment image
+    described = json.loads((quick_run / "results_seed0.json").read_text())["switching_described"]["summary"]
+    assert described["shuffled_garment"]["colour_first_chunk"]["mean"] < described["all"]["colour_first_chunk"]["mean"] - 0.3
+    assert described["no_refresh"]["colour_first_chunk"]["mean"] < described["all"]["colour_first_chunk"]["mean"] - 0.3
 
 
 def test_quick_run_teacher_learns_on_held_out_combinations(quick_run):

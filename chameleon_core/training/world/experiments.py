@@ -6,8 +6,8 @@ their conditions read from the held-out latent cache (the codec and caption enco
 truth re-rendered from the metadata. Streams run through the pack's own API:
 :func:`chameleon_core.streaming.start_stream`, :class:`chameleon_core.session.Session` (generate -> decode at once ->
 switch at chunk boundaries) and its :class:`~chameleon_core.session.GarmentSwitch`. The prompt is the clip's dynamic
-caption (the motion only) and the world's captions carry no garment words, so the garment can come from nowhere but
-the garment image.
+caption (the motion only; experiment 3 also runs with the full caption, which describes the person) and the world's
+captions carry no garment words, so the garment can come from nowhere but the garment image.
 
 Every table carries three controls (:data:`CONTROLS`): a **constant frame** (every pixel the clip's mean colour),
 the **codec's reconstruction of the ground truth** (the ceiling any model can reach here) and the **model given a
@@ -20,7 +20,9 @@ over the same clips and seeds.
 2. :func:`student_vs_teacher` -- the 4-step causal student (after GR-DMD, and after teacher forcing) streaming one
    training clip, against the teacher: metrics and backbone seconds per clip.
 3. :func:`switching` -- a stream of two clips' length switching garment at the clip boundary (video frame 33):
-   all three rescheduling operations, each ablation, a restart, and the controls.
+   all three rescheduling operations, each ablation, a restart, and the controls; then again with the prompt
+   describing the person (``switching_described``: the full caption, still no garment words; all three operations,
+   no refresh, no disentangle, another person's caption, and the controls).
 4. :func:`long_stream` -- ``long_factor`` x the training clip without a switch: drift per chunk.
 """
 
@@ -94,7 +96,8 @@ class EvalSample:
     """``[1, C, 1, h, w]``."""
     garment: torch.Tensor
     text: torch.Tensor
-    """Prompt features of the dynamic caption (the motion only) ``[1, L, D]``."""
+    """Prompt features of the caption the stream is given (:data:`PROMPTS`; the dynamic one, the motion only, in every
+    experiment) ``[1, L, D]``."""
     empty: torch.Tensor
     """The empty prompt (the teacher's CFG negative, as in training's caption dropout)."""
     video: torch.Tensor
@@ -113,15 +116,22 @@ class EvalSample:
         return int(self.meta["size"])
 
 
-def load_eval_samples(layout: Layout, count: int, split: str = "test") -> list[EvalSample]:
+PROMPTS = ("dynamic", "full")
+"""Prompt variants a stream can be given: the dynamic caption (the motion; every experiment's), or the full caption
+(the motion and the person: skin, hair, face, wall; never the garment), as a user who describes the person writes."""
+
+
+def load_eval_samples(layout: Layout, count: int, split: str = "test", prompt: str = "dynamic") -> list[EvalSample]:
     """The first ``count`` rows of the held-out split (or of ``split``: ``train`` for a probe of what training saw)
-    with their cached conditions and metadata."""
+    with their cached conditions and metadata; ``prompt`` picks the caption of :data:`PROMPTS`."""
     from safetensors.torch import load_file
 
     from chameleon_core.training.data import read_train_csv
     from chameleon_core.training.latent_cache import ITEMS
     from chameleon_core.world.dataset import read_metadata
 
+    if prompt not in PROMPTS:
+        raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
     rows = read_train_csv(layout.world / f"{split}.csv")
     if len(rows) < count:
         raise ValueError(f"the {split} split has {len(rows)} clips but {count} were asked for; raise "
@@ -130,7 +140,7 @@ def load_eval_samples(layout: Layout, count: int, split: str = "test") -> list[E
     for row in rows[:count]:
         t = load_file(str(layout.cache(split) / ITEMS / f"{row.key}.safetensors"))
         out.append(EvalSample(row.key, read_metadata(row.video), t["reference"][None].float(),
-                              t["garment"][None].float(), t["text_dynamic"][None].float(),
+                              t["garment"][None].float(), t[f"text_{prompt}"][None].float(),
                               t["text_empty"][None].float(), t["video"][None].float()))
     return out
 
@@ -173,6 +183,30 @@ def shuffled_garment(samples: Sequence[EvalSample], i: int, avoid: str):
 
     other = next(c for c in GARMENT_COLOUR if c != avoid)  # every sample wears ``avoid``: recolour one
     return replace(samples[i].sample.garment, colour=other)
+
+
+def other_person(samples: Sequence[EvalSample], i: int) -> EvalSample:
+    """The ``other_person`` control's sample for sample ``i``: the next held-out sample (then the one after, ...)
+    whose person differs in both skin and hair, else in either, else the next one."""
+    n = len(samples)
+    me = samples[i].sample.identity
+    others = [samples[(i + k) % n] for k in range(1, n)] or [samples[i]]
+    for differs in (lambda o: o.skin != me.skin and o.hair != me.hair, lambda o: o.skin != me.skin or o.hair != me.hair):
+        for o in others:
+            if differs(o.sample.identity):
+                return o
+    return others[0]
+
+
+def other_person_prompt(s: EvalSample, other: EvalSample, text_len: int) -> torch.Tensor:
+    """Prompt features ``[1, L, D]`` of ``s``'s full caption (its motion, face, wall) with ``other``'s skin and hair,
+    encoded as the cache's prompts were (the world's caption encoder, the model's ``text_len``)."""
+    from chameleon_core.training.data import caption_texts
+    from chameleon_core.world.captions import caption, encode_caption
+
+    theirs = other.sample.identity
+    mixed = replace(s.sample, identity=replace(s.sample.identity, skin=theirs.skin, hair=theirs.hair))
+    return encode_caption(caption_texts(caption(mixed))["full"], max_len=text_len)
 
 
 def chunk_frame_ranges(latent_frames: int, chunk: int = CHUNK, clip_starts: tuple[int, ...] = ()) -> list[range]:
@@ -374,14 +408,19 @@ def _chunk_colours(video: torch.Tensor, truth: GroundTruth, ranges: Sequence[ran
     return out
 
 
-def switching(samples, codec, student, plan: Plan, seed: int) -> tuple[dict, dict]:
+def switching(samples, codec, student, plan: Plan, seed: int,
+              variants: Sequence[str] | None = None) -> tuple[dict, dict]:
     """Experiment 3. A stream of two clips' length; the switch to the sample's ``switch_garment`` (same kind, other
     colour) comes at the clip boundary. The stream up to the switch is generated and decoded once; every variant
     continues it (the same session continued: bit-identical to one session switching there). ``restart``: a new
     stream (the user's reference and the new garment) from the switch on, its video appended.
     ``shuffled_garment``: all three operations, but the new garment's image is another sample's (another colour).
+    ``other_person``: all three operations, the whole stream prompted with this sample's full caption but another
+    held-out person's skin and hair (:func:`other_person`, :func:`other_person_prompt`), scored against this sample's
+    person: how much of the identity the prompt carries when it describes the person (:data:`PROMPTS` ``full``).
+    ``variants``: default the plan's ``switch_variants`` and the :data:`CONTROLS`.
     Returns (results, examples for the strips of the first clips)."""
-    variants = [*plan.switch_variants, *CONTROLS]
+    variants = list(variants) if variants is not None else [*plan.switch_variants, *CONTROLS]
     rows: dict[str, list[dict]] = {v: [] for v in variants}
     series: dict[str, list[list[float]]] = {v: [] for v in variants}
     strips: list[dict[str, Any]] = []
@@ -412,6 +451,16 @@ def switching(samples, codec, student, plan: Plan, seed: int) -> tuple[dict, dic
                 videos[variant] = (constant_frame(truth), math.nan, layouts[True])
             elif variant == "codec_ceiling":
                 videos[variant] = (codec_ceiling(codec, truth), math.nan, layouts[True])
+            elif variant == "other_person":
+                text = other_person_prompt(s, other_person(samples, i), student.config.text_len)
+                other = Session(start(student, replace(s, text=text), seed=seed + i), chunks=switch_chunk, codec=codec)
+                other_head = to_video(torch.cat([c.pixels for c in other.run()], dim=2))
+                event = GarmentSwitch(image=garment_image(new), label=new.describe())
+                out = Session(other.state, chunks=chunks - switch_chunk, codec=codec, timeline=[TimedSwitch(0, event)],
+                              continue_decode=other.decoder).run()
+                applied = out[0].switches[0]
+                videos[variant] = (torch.cat([other_head, to_video(torch.cat([c.pixels for c in out], dim=2))]),
+                                   applied.seconds, layouts[applied.new_clip])
             elif variant == "restart":
                 # a new video from the user's reference: its first chunk shows one frame more than the new clip of
                 # a switch (the new video's first frame), so one more chunk is made and the video cut to length
@@ -545,6 +594,11 @@ def run_all(layout: Layout, plan: Plan, *, seed: int = 0) -> dict[str, Any]:
     logger.info("experiment 3: garment switching on %d clips: %s + controls", plan.switch_samples,
                 ", ".join(plan.switch_variants))
     results["switching"], ex3 = switching(samples[: plan.switch_samples], codec, student, plan, seed)
+    logger.info("experiment 3 with the person described in the prompt (%d clips): %s + controls",
+                plan.switch_samples, ", ".join(plan.described_variants))
+    described = load_eval_samples(layout, plan.switch_samples, prompt="full")
+    results["switching_described"], _ = switching(described, codec, student, plan, seed,
+                                                  variants=[*plan.described_variants, *CONTROLS])
     logger.info("experiment 4: a stream %dx the training clip (%d clips)", plan.long_factor, plan.long_samples)
     results["long_stream"], ex4 = long_stream(samples[: plan.long_samples], codec, student, plan, seed)
     results["plots"] = plots.write_all(layout.plots, ex1=ex1, ex2=ex2, ex3=ex3, ex4=ex4,

@@ -123,6 +123,9 @@ class Plan:
     long_factor: int = 10
     """The long stream is this many times the training clip."""
     switch_variants: tuple[str, ...] = ("all", "no_refresh", "no_withdraw", "no_disentangle", "keep_sink", "restart")
+    described_variants: tuple[str, ...] = ("all", "no_refresh", "no_disentangle", "other_person")
+    """Experiment 3 again with the prompt describing the person (the full caption: skin, hair, face, wall; never the
+    garment), as a user who describes the person writes it: these variants and the controls."""
     position_jitter: int = 12
     """Teacher forcing's ``forcing.position_offset_max`` (latent frames): the switch experiments stream two clips'
     length, and without it the student fails from the first chunk past the training clip (measured: colour 0.84

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .stats import cell, table
@@ -21,6 +21,9 @@ class Target:
     holds: Callable[[float, float, float], bool]
     """(mean, low, high) -> whether it holds; a bound on the mean, as the issue states them."""
     bound: str
+    experiment: str = "switching"
+    """The results' block: ``switching`` (the motion-only prompt) or ``switching_described`` (the prompt describes
+    the person)."""
 
 
 TARGETS = (
@@ -37,6 +40,10 @@ TARGETS = (
     Target("motion agreement of the switched stream", "all", "motion_agreement",
            lambda m, lo, hi: m >= 0.8, ">= 0.8"),
 )
+DESCRIBED = ", the prompt describing the person"
+TARGETS = (*TARGETS, *(replace(t, name=t.name + DESCRIBED, experiment="switching_described") for t in TARGETS))
+"""Every target twice: with the motion-only prompt (the garment and the person from the images alone) and with the
+prompt describing the person (skin, hair, face, wall; never the garment)."""
 
 CLIP_COLUMNS = ("garment_colour", "garment_pattern", "not_garment", "identity_error", "motion_agreement",
                 "motion_correct")
@@ -50,6 +57,7 @@ LABELS = {
     "leakage_first_chunk": "leakage, 1st chunk after", "colour_after": "target colour, after",
     "leakage_after": "leakage, after", "colour_before": "colour before (old garment)",
     "identity_change": "identity error change", "switch_cut": "switch cut",
+    "identity_error_before": "identity error before",
 }
 
 
@@ -61,7 +69,7 @@ def targets_table(results: Sequence[dict[str, Any]]) -> str:
     for t in TARGETS:
         cells = []
         for r in results:
-            est = r["switching"]["summary"].get(t.variant, {}).get(t.metric)
+            est = r.get(t.experiment, {}).get("summary", {}).get(t.variant, {}).get(t.metric)
             if not est or math.isnan(est["mean"]):
                 cells.append("n/a")
                 continue
@@ -97,11 +105,29 @@ def seed_section(r: dict[str, Any]) -> list[str]:
         "Paired effects:", "",
         effects_table(sw["effects"], ("colour_first_chunk", "leakage_first_chunk", "identity_change",
                                       "motion_agreement", "switch_cut")), "",
+        *described_section(r),
         "### 4. A stream 10x the training clip", "",
         "| metric | first clip | last clip | change (paired) |", "|---|---|---|---|",
         *(f"| {k} | {cell(v['first_clip'])} | {cell(v['last_clip'])} | {cell(v['change'])} |"
           for k, v in r["long_stream"]["drift"].items()), "",
         "Plots: " + ", ".join(f"[{p}](plots/seed{seed}/{p})" for p in r.get("plots", [])), "",
+    ]
+
+
+def described_section(r: dict[str, Any]) -> list[str]:
+    """Experiment 3 with the prompt describing the person, where the run has it."""
+    sw = r.get("switching_described")
+    if not sw:
+        return []
+    return [
+        f"### 3b. Garment switching, the prompt describing the person ({len(sw.get('clips', []))} held-out clips)", "",
+        ("The full caption (the motion; the person's skin, hair and face; the wall; never the garment) instead of the "
+         "motion alone. `other_person`: the caption of another held-out person (other skin and hair), scored against "
+         "this one."), "",
+        table(sw["summary"], [*SWITCH_COLUMNS, "identity_error_before"], "variant", LABELS), "",
+        "Paired effects:", "",
+        effects_table(sw["effects"], ("colour_first_chunk", "leakage_first_chunk", "identity_change",
+                                      "motion_agreement", "switch_cut")), "",
     ]
 
 

@@ -7,6 +7,7 @@
     python docs/experiments/world/probe.py --run runs/world --clips 16 switch_at S.safetensors --chunk 2
     python docs/experiments/world/probe.py --run runs/world --clips 16 identity S.safetensors --split test train
     python docs/experiments/world/probe.py --run runs/world --clips 32 teacher_switch T.safetensors --cfg 1
+    python docs/experiments/world/probe.py --run runs/world --clips 32 --prompt full switching S.safetensors
 
 ``student``: each model streams the first ``--clips`` held-out clips of the run's cache (3 chunks, the world
 experiments' settings, seed = clip index) and is scored with ``eval.world``; also the RMS distance of its latents
@@ -27,7 +28,11 @@ training saw), in the first frame (which re-draws the reference's pose in the cl
 beside the codec's reconstruction, the ground truth moved by one pixel (how much of the error a misplaced figure
 explains) and the clip's latents plus Gaussian noise of the student's own RMS distance from them (how much
 imprecision explains). ``teacher_switch``: the bidirectional teacher through the same disentangled switch (its next
-clip's reference is its last frame re-encoded). Models load as the experiments load them; nothing is written.
+clip's reference is its last frame re-encoded). ``switching``: experiment 3 itself (``experiments.switching``) on a
+student file alone, with the full run's variants for ``--prompt dynamic`` and its ``described_variants`` for
+``--prompt full``, and the controls; ``--json`` writes its results. Every mode streams with ``--prompt``'s caption
+(default the motion only, as the experiments; ``full`` also names the person's skin, hair, face and wall, never
+the garment). Models load as the experiments load them; nothing is written but ``--json``.
 """
 
 from __future__ import annotations
@@ -320,23 +325,46 @@ def identity(layout, codec, path: str, splits: list[str], count: int) -> None:
             logger.info("%s, %s clips: identity error first frame %.3f, whole clip %.3f", name, split, first, whole)
 
 
+def switching(samples, codec, path: str, prompt: str, out: str | None) -> None:
+    import json
+
+    from chameleon_core.training.world import stats
+    from chameleon_core.training.world.pipeline import FULL
+
+    variants = [*(FULL.described_variants if prompt == "full" else FULL.switch_variants), *ex.CONTROLS]
+    results, _ = ex.switching(samples, codec, ex.load_model(Path(path)), FULL, 0, variants=variants)
+    for variant, m in results["summary"].items():
+        logger.info("%s: %s", variant, ", ".join(
+            f"{k} {stats.cell(m[k])}" for k in ("colour_first_chunk", "leakage_first_chunk", "identity_error_before",
+                                                "identity_change", "motion_agreement")))
+    for name, m in results["effects"].items():
+        logger.info("paired effect of %s: %s", name, ", ".join(
+            f"{k} {stats.cell(m[k])}" for k in ("colour_first_chunk", "identity_change", "motion_agreement")))
+    if out:
+        Path(out).write_text(json.dumps({"model": path, "prompt": prompt, **results}, indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a world run folder (its held-out cache and codec)")
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("what", choices=("student", "teacher", "long", "timing", "switch_at", "identity",
-                                         "teacher_switch"))
+                                         "teacher_switch", "switching"))
     parser.add_argument("models", nargs="*")
     parser.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0], help="teacher: guidances")
     parser.add_argument("--chunks", type=int, default=6, help="long: chunks to stream")
     parser.add_argument("--chunk", type=int, default=2, help="switch_at: the chunk boundary to switch at")
     parser.add_argument("--split", nargs="+", default=["test", "train"], choices=("test", "train"),
                         help="identity: the splits to stream")
+    parser.add_argument("--prompt", choices=ex.PROMPTS, default="dynamic",
+                        help="the streams' caption: dynamic (the motion, as every experiment) or full (also the "
+                             "person's skin, hair, face and wall; never the garment)")
+    parser.add_argument("--json", default=None, help="switching: write its results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     layout = Layout(Path(args.run), 0)
-    samples = ex.load_eval_samples(layout, args.clips)
+    samples = ex.load_eval_samples(layout, args.clips, prompt=args.prompt)
     codec = load_codec(layout.codec)
     if args.what == "student":
         students(samples, codec, args.models)
@@ -353,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "teacher_switch":
         for path in args.models:
             teacher_switch(samples, codec, path, args.cfg[0])
+    elif args.what == "switching":
+        for path in args.models:
+            switching(samples, codec, path, args.prompt, args.json)
     else:
         for path in args.models:
             switch_at(samples, codec, path, args.chunk)
