@@ -38,13 +38,8 @@ import torch
 from PIL import Image
 
 from chameleon_core.training.world import pipeline, stats
-from chameleon_core.training.world.experiments import (
-    chunk_frame_ranges,
-    load_eval_samples,
-    other_person,
-    other_person_prompt,
-    shuffled_garment,
-)
+from chameleon_core.training.world.controls import other_person, other_person_prompt, shuffled_garment
+from chameleon_core.training.world.experiments import chunk_frame_ranges, load_eval_samples
 from chameleon_core.training.world.plots import frame_strip, line_plot
 from chameleon_core.training.world.reward import PaletteReward, world_palette
 

@@ -51,6 +51,7 @@ from chameleon_core.eval.world import (
 )
 
 from . import stats
+from .controls import other_person, other_person_prompt, shuffled_garment
 
 if TYPE_CHECKING:
     from .pipeline import Layout, Plan
@@ -169,44 +170,6 @@ def encode_garment(codec, garment, size: int) -> torch.Tensor:
     from chameleon_core.session import encode_condition
 
     return encode_condition(codec, WAN22, garment_image(garment), garment=True, size=(size, size))
-
-
-def shuffled_garment(samples: Sequence[EvalSample], i: int, avoid: str):
-    """The control's garment for sample ``i``: the next held-out sample's garment (then the one after, ...) whose
-    colour is not ``avoid`` (the colour the metric expects)."""
-    n = len(samples)
-    for k in range(1, n + 1):
-        g = samples[(i + k) % n].sample.garment
-        if g.colour != avoid:
-            return g
-    from chameleon_core.world.catalog import GARMENT_COLOUR
-
-    other = next(c for c in GARMENT_COLOUR if c != avoid)  # every sample wears ``avoid``: recolour one
-    return replace(samples[i].sample.garment, colour=other)
-
-
-def other_person(samples: Sequence[EvalSample], i: int) -> EvalSample:
-    """The ``other_person`` control's sample for sample ``i``: the next held-out sample (then the one after, ...)
-    whose person differs in both skin and hair, else in either, else the next one."""
-    n = len(samples)
-    me = samples[i].sample.identity
-    others = [samples[(i + k) % n] for k in range(1, n)] or [samples[i]]
-    for differs in (lambda o: o.skin != me.skin and o.hair != me.hair, lambda o: o.skin != me.skin or o.hair != me.hair):
-        for o in others:
-            if differs(o.sample.identity):
-                return o
-    return others[0]
-
-
-def other_person_prompt(s: EvalSample, other: EvalSample, text_len: int) -> torch.Tensor:
-    """Prompt features ``[1, L, D]`` of ``s``'s full caption (its motion, face, wall) with ``other``'s skin and hair,
-    encoded as the cache's prompts were (the world's caption encoder, the model's ``text_len``)."""
-    from chameleon_core.training.data import caption_texts
-    from chameleon_core.world.captions import caption, encode_caption
-
-    theirs = other.sample.identity
-    mixed = replace(s.sample, identity=replace(s.sample.identity, skin=theirs.skin, hair=theirs.hair))
-    return encode_caption(caption_texts(caption(mixed))["full"], max_len=text_len)
 
 
 def chunk_frame_ranges(latent_frames: int, chunk: int = CHUNK, clip_starts: tuple[int, ...] = ()) -> list[range]:
@@ -408,6 +371,16 @@ def _chunk_colours(video: torch.Tensor, truth: GroundTruth, ranges: Sequence[ran
     return out
 
 
+def _switched(head: Session, head_video: torch.Tensor, event: GarmentSwitch, chunks: int,
+              codec) -> tuple[torch.Tensor, float, bool]:
+    """``head``'s stream continued for ``chunks`` chunks with ``event`` before the first: (the head's video and the
+    tail's, the switch's seconds, whether it started a new clip)."""
+    out = Session(head.state, chunks=chunks, codec=codec, timeline=[TimedSwitch(0, event)],
+                  continue_decode=head.decoder).run()
+    applied = out[0].switches[0]
+    return torch.cat([head_video, to_video(torch.cat([c.pixels for c in out], dim=2))]), applied.seconds, applied.new_clip
+
+
 def switching(samples, codec, student, plan: Plan, seed: int,
               variants: Sequence[str] | None = None) -> tuple[dict, dict]:
     """Experiment 3. A stream of two clips' length; the switch to the sample's ``switch_garment`` (same kind, other
@@ -456,11 +429,8 @@ def switching(samples, codec, student, plan: Plan, seed: int,
                 other = Session(start(student, replace(s, text=text), seed=seed + i), chunks=switch_chunk, codec=codec)
                 other_head = to_video(torch.cat([c.pixels for c in other.run()], dim=2))
                 event = GarmentSwitch(image=garment_image(new), label=new.describe())
-                out = Session(other.state, chunks=chunks - switch_chunk, codec=codec, timeline=[TimedSwitch(0, event)],
-                              continue_decode=other.decoder).run()
-                applied = out[0].switches[0]
-                videos[variant] = (torch.cat([other_head, to_video(torch.cat([c.pixels for c in out], dim=2))]),
-                                   applied.seconds, layouts[applied.new_clip])
+                video, seconds, new_clip = _switched(other, other_head, event, chunks - switch_chunk, codec)
+                videos[variant] = (video, seconds, layouts[new_clip])
             elif variant == "restart":
                 # a new video from the user's reference: its first chunk shows one frame more than the new clip of
                 # a switch (the new video's first frame), so one more chunk is made and the video cut to length
@@ -471,12 +441,8 @@ def switching(samples, codec, student, plan: Plan, seed: int,
                 garment = shuffled_garment(samples, i, new.colour) if variant == "shuffled_garment" else new
                 flags = SWITCH_FLAGS["all" if variant == "shuffled_garment" else variant]
                 event = GarmentSwitch(image=garment_image(garment), label=garment.describe(), **flags)
-                tail_session = Session(head_session.state, chunks=chunks - switch_chunk, codec=codec,
-                                       timeline=[TimedSwitch(0, event)], continue_decode=head_session.decoder)
-                out = tail_session.run()
-                tail = to_video(torch.cat([c.pixels for c in out], dim=2))
-                applied = out[0].switches[0]
-                videos[variant] = (torch.cat([head, tail]), applied.seconds, layouts[applied.new_clip])
+                video, seconds, new_clip = _switched(head_session, head, event, chunks - switch_chunk, codec)
+                videos[variant] = (video, seconds, layouts[new_clip])
         for variant, (video, seconds, ranges) in videos.items():
             variant_truth = truth_of(video.shape[0])
             rows[variant].append(_switch_row(video, variant_truth, ranges, switch_chunk, seconds))
