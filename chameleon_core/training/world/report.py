@@ -36,7 +36,7 @@ TARGETS = (
     Target("ablation: no refresh, target colour (first chunk)", "no_refresh", "colour_first_chunk",
            lambda m, lo, hi: m <= 0.2, "<= 0.2"),
     Target("identity error change across the switch", "all", "identity_change",
-           lambda m, lo, hi: abs(m) <= 0.02, "|change| <= 0.02"),
+           lambda m, lo, hi: abs(m) <= 0.02, "within ±0.02"),
     Target("motion agreement of the switched stream", "all", "motion_agreement",
            lambda m, lo, hi: m >= 0.8, ">= 0.8"),
 )
