@@ -371,6 +371,12 @@ def _chunk_colours(video: torch.Tensor, truth: GroundTruth, ranges: Sequence[ran
     return out
 
 
+def _head(student, s: EvalSample, seed: int, chunks: int, codec) -> tuple[Session, torch.Tensor]:
+    """``s``'s stream for its first ``chunks`` chunks, run and decoded: (the session, to continue; its video)."""
+    session = Session(start(student, s, seed=seed), chunks=chunks, codec=codec)
+    return session, to_video(torch.cat([c.pixels for c in session.run()], dim=2))
+
+
 def _switched(head: Session, head_video: torch.Tensor, event: GarmentSwitch, chunks: int,
               codec) -> tuple[torch.Tensor, float, bool]:
     """``head``'s stream continued for ``chunks`` chunks with ``event`` before the first: (the head's video and the
@@ -416,21 +422,13 @@ def switching(samples, codec, student, plan: Plan, seed: int,
             return truths[frames]
 
         truth = truth_of(layouts[True][-1].stop)
-        head_session = Session(start(student, s, seed=seed + i), chunks=switch_chunk, codec=codec)
-        head = to_video(torch.cat([c.pixels for c in head_session.run()], dim=2))
+        head_session, head = _head(student, s, seed + i, switch_chunk, codec)
         videos: dict[str, tuple[torch.Tensor, float, list[range]]] = {}
         for variant in variants:
             if variant == "constant_frame":
                 videos[variant] = (constant_frame(truth), math.nan, layouts[True])
             elif variant == "codec_ceiling":
                 videos[variant] = (codec_ceiling(codec, truth), math.nan, layouts[True])
-            elif variant == "other_person":
-                text = other_person_prompt(s, other_person(samples, i), student.config.text_len)
-                other = Session(start(student, replace(s, text=text), seed=seed + i), chunks=switch_chunk, codec=codec)
-                other_head = to_video(torch.cat([c.pixels for c in other.run()], dim=2))
-                event = GarmentSwitch(image=garment_image(new), label=new.describe())
-                video, seconds, new_clip = _switched(other, other_head, event, chunks - switch_chunk, codec)
-                videos[variant] = (video, seconds, layouts[new_clip])
             elif variant == "restart":
                 # a new video from the user's reference: its first chunk shows one frame more than the new clip of
                 # a switch (the new video's first frame), so one more chunk is made and the video cut to length
@@ -439,9 +437,13 @@ def switching(samples, codec, student, plan: Plan, seed: int,
                 videos[variant] = (torch.cat([head, tail])[: truth.frames], math.nan, layouts[True])
             else:
                 garment = shuffled_garment(samples, i, new.colour) if variant == "shuffled_garment" else new
-                flags = SWITCH_FLAGS["all" if variant == "shuffled_garment" else variant]
+                flags = SWITCH_FLAGS["all" if variant in ("shuffled_garment", "other_person") else variant]
                 event = GarmentSwitch(image=garment_image(garment), label=garment.describe(), **flags)
-                video, seconds, new_clip = _switched(head_session, head, event, chunks - switch_chunk, codec)
+                from_session, from_video = head_session, head
+                if variant == "other_person":  # its own stream up to the switch, prompted with another person
+                    text = other_person_prompt(s, other_person(samples, i), student.config.text_len)
+                    from_session, from_video = _head(student, replace(s, text=text), seed + i, switch_chunk, codec)
+                video, seconds, new_clip = _switched(from_session, from_video, event, chunks - switch_chunk, codec)
                 videos[variant] = (video, seconds, layouts[new_clip])
         for variant, (video, seconds, ranges) in videos.items():
             variant_truth = truth_of(video.shape[0])
